@@ -1,0 +1,64 @@
+"""stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
+
+from stigg_cache.client import ResilientClient
+from stigg_cache.core.breaker import BreakerState, CircuitBreaker
+from stigg_cache.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    FailureKind,
+    InvalidResponseError,
+    StiggCacheError,
+    StiggRejectedError,
+    StiggUnavailableError,
+    StoreError,
+)
+from stigg_cache.models import (
+    BooleanEntitlement,
+    ConnectionState,
+    CreditEntitlement,
+    Decision,
+    Entitlement,
+    EnumEntitlement,
+    FeatureEntitlement,
+    MeteredEntitlement,
+    NumericEntitlement,
+    Snapshot,
+    Source,
+    Status,
+)
+from stigg_cache.policy import FallbackPolicy, FeaturePolicy, Grant, Rule, Staleness
+from stigg_cache.stores import MISSING, Store, open_store
+
+__all__ = [
+    "MISSING",
+    "BooleanEntitlement",
+    "BreakerState",
+    "CircuitBreaker",
+    "ConfigurationError",
+    "ConnectionState",
+    "CorruptEntryError",
+    "CreditEntitlement",
+    "Decision",
+    "Entitlement",
+    "EnumEntitlement",
+    "FailureKind",
+    "FallbackPolicy",
+    "FeatureEntitlement",
+    "FeaturePolicy",
+    "Grant",
+    "InvalidResponseError",
+    "MeteredEntitlement",
+    "NumericEntitlement",
+    "ResilientClient",
+    "Rule",
+    "Snapshot",
+    "Source",
+    "Staleness",
+    "Status",
+    "StiggCacheError",
+    "StiggRejectedError",
+    "StiggUnavailableError",
+    "Store",
+    "StoreError",
+    "open_store",
+]

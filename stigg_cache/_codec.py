@@ -1,0 +1,93 @@
+"""Versioned snapshot codec: JSON inside a self-checking frame, never pickle.
+
+Frame: ``MAGIC (4) | payload length (4, big-endian) | SHA-256 of payload (32) |
+payload``. A store may hand back a value that was truncated (diskcache returns
+a short value file as if whole) or altered; the length and digest turn both
+into :class:`CorruptEntryError`, which readers treat as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from datetime import UTC, datetime
+
+from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
+from stigg_cache.errors import CorruptEntryError, InvalidResponseError
+from stigg_cache.models import Snapshot
+
+MAGIC = b"SCS1"
+CODEC_VERSION = 1
+_HEADER = struct.Struct(">4sI32s")
+MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
+
+
+def snapshot_key(customer_id: str, resource_id: str | None) -> str:
+    """The store key of a customer's (or resource's) snapshot.
+
+    Ids are hashed so that no customer id ever names a file or needs escaping.
+    """
+    scope = f"{customer_id}\x00{resource_id or ''}".encode()
+    return "snapshot:" + hashlib.sha256(scope).hexdigest()[:40]
+
+
+SNAPSHOT_PREFIX = "snapshot:"
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    """Serialise a snapshot into a framed, versioned JSON value."""
+    updated = datetime.fromtimestamp(snapshot.fetched_at, UTC)
+    document = {
+        "v": CODEC_VERSION,
+        "customerId": snapshot.customer_id,
+        "resourceId": snapshot.resource_id,
+        "fetchedAt": snapshot.fetched_at,
+        "data": snapshot_to_json(snapshot, updated_at=updated),
+    }
+    payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def decode_snapshot(value: bytes) -> Snapshot:
+    """Parse a value written by :func:`encode_snapshot`.
+
+    Raises:
+        CorruptEntryError: truncated, altered, oversized or unknown-version data.
+    """
+    if len(value) < _HEADER.size or len(value) > MAX_ENTRY_BYTES:
+        raise CorruptEntryError(f"snapshot entry has an impossible size ({len(value)} bytes)")
+    magic, length, digest = _HEADER.unpack_from(value)
+    payload = value[_HEADER.size :]
+    if magic != MAGIC:
+        raise CorruptEntryError("snapshot entry has an unknown format marker")
+    if length != len(payload):
+        raise CorruptEntryError(f"snapshot entry is truncated ({len(payload)} of {length} bytes)")
+    if hashlib.sha256(payload).digest() != digest:
+        raise CorruptEntryError("snapshot entry failed its checksum")
+    try:
+        return _parse_document(json.loads(payload))
+    except CorruptEntryError:
+        raise
+    except (ValueError, KeyError, TypeError, RecursionError, InvalidResponseError) as error:
+        raise CorruptEntryError(f"snapshot entry is unreadable: {error}") from None
+
+
+def _parse_document(document: object) -> Snapshot:
+    if not isinstance(document, dict) or document.get("v") != CODEC_VERSION:
+        raise CorruptEntryError("snapshot entry has an unsupported codec version")
+    customer_id = document["customerId"]
+    resource_id = document["resourceId"]
+    fetched_at = document["fetchedAt"]
+    if not isinstance(customer_id, str) or not (
+        resource_id is None or isinstance(resource_id, str)
+    ):
+        raise CorruptEntryError("snapshot entry has malformed ids")
+    if isinstance(fetched_at, bool) or not isinstance(fetched_at, int | float):
+        raise CorruptEntryError("snapshot entry has a malformed fetch time")
+    return parse_entitlements(
+        document["data"],
+        customer_id=customer_id,
+        resource_id=resource_id,
+        fetched_at=float(fetched_at),
+    )

@@ -1,0 +1,142 @@
+"""Single-flight fetches from Stigg under the check deadline.
+
+A check waits for a fetch at most until its deadline; the fetch itself runs
+on a worker thread and, if it completes later, still lands in the cache for
+the next check. Concurrent misses for one customer+resource share one flight.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+import attrs
+
+from stigg_cache._clock import Clock
+from stigg_cache._health import Health
+from stigg_cache.adapters.base import Adapter
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
+
+DEFAULT_FETCH_CONCURRENCY = 8
+
+
+@attrs.define(eq=False)
+class _Flight:
+    future: Future[CachedSnapshot]
+    deadline_reported: bool = False
+
+
+class Fetcher:
+    """Runs adapter fetches on a bounded pool, one flight per scope."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        cache: SnapshotCache,
+        health: Health,
+        clock: Clock,
+        *,
+        fetch_timeout_s: float,
+        concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+    ) -> None:
+        self._adapter = adapter
+        self._cache = cache
+        self._health = health
+        self._clock = clock
+        self._fetch_timeout_s = fetch_timeout_s
+        # Daemon threads, not an executor: a fetch stuck on a blackholed
+        # socket must never hold up the application's exit.
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._closed = False
+        self._flights: dict[ScopeKey, _Flight] = {}
+        self._lock = threading.Lock()
+        self.started = 0
+
+    def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
+        """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it."""
+        flight = self._flight(scope)
+        if isinstance(flight, StiggUnavailableError):
+            return flight
+        try:
+            return flight.future.result(timeout=max(wait_s, 0.0))
+        except TimeoutError:
+            with self._lock:
+                first = not flight.deadline_reported
+                flight.deadline_reported = True
+            error = StiggUnavailableError(
+                FailureKind.TIMEOUT, f"Stigg did not answer within the {wait_s:.3g}s check budget"
+            )
+            if first:
+                self._health.failed(error)
+            return error
+        except StiggUnavailableError as error:
+            return error
+
+    def refresh(self, scope: ScopeKey) -> None:
+        """Start a flight for ``scope`` in the background, if none is under way."""
+        self._flight(scope)
+
+    def close(self) -> None:
+        """Stop taking work; fetches under way end at their own timeout."""
+        self._closed = True
+
+    def _flight(self, scope: ScopeKey) -> _Flight | StiggUnavailableError:
+        with self._lock:
+            flight = self._flights.get(scope)
+            if flight is not None:
+                return flight
+            if self._closed:
+                return StiggUnavailableError(FailureKind.CONNECTION, "client closed")
+            if not self._slots.acquire(blocking=False):
+                return StiggUnavailableError(
+                    FailureKind.TIMEOUT, "every fetch slot is busy with a slow Stigg"
+                )
+        if not self._health.allow():
+            self._slots.release()
+            return StiggUnavailableError(
+                FailureKind.CONNECTION, f"circuit open after: {self._health.last_error}"
+            )
+        with self._lock:
+            flight = self._flights.get(scope)
+            if flight is not None:  # another thread started it meanwhile
+                self._slots.release()
+                return flight
+            flight = _Flight(Future())
+            self._flights[scope] = flight
+            self.started += 1
+        threading.Thread(
+            target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
+        ).start()
+        return flight
+
+    def _run(self, scope: ScopeKey, flight: _Flight) -> None:
+        customer_id, resource_id = scope
+        try:
+            snapshot = self._adapter.fetch_entitlements(
+                customer_id, resource_id, timeout_s=self._fetch_timeout_s
+            )
+        except StiggUnavailableError as error:
+            self._finish(scope)
+            if not flight.deadline_reported:
+                self._health.failed(error)
+            flight.future.set_exception(error)
+            return
+        except Exception as error:  # an adapter bug must not strand waiters
+            self._finish(scope)
+            failure = StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
+            )
+            self._health.failed(failure)
+            flight.future.set_exception(failure)
+            return
+        fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
+        entry = self._cache.put(fetched, self._clock.monotonic())
+        self._finish(scope)
+        self._health.succeeded()
+        flight.future.set_result(entry)
+
+    def _finish(self, scope: ScopeKey) -> None:
+        with self._lock:
+            self._flights.pop(scope, None)
+        self._slots.release()

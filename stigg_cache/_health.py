@@ -1,0 +1,114 @@
+"""Health of the link to Stigg: the breaker, the last error, status listeners."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from stigg_cache._clock import Clock
+from stigg_cache._log import logger
+from stigg_cache.core.breaker import BreakerState, CircuitBreaker
+from stigg_cache.errors import StiggUnavailableError
+from stigg_cache.models import ConnectionState
+
+StateListener = Callable[[ConnectionState, ConnectionState], None]
+
+
+class Health:
+    """Thread-safe owner of the breaker; tells listeners when the state changes."""
+
+    def __init__(self, breaker: CircuitBreaker, clock: Clock) -> None:
+        self._breaker = breaker
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._listeners: list[StateListener] = []
+        self.state = ConnectionState.CONNECTED
+        self.since = clock.time()
+        self.last_error: str | None = None
+        self.store_error: str | None = None
+
+    def allow(self) -> bool:
+        """Whether a request to Stigg may start now (may claim the half-open probe)."""
+        with self._lock:
+            allowed = self._breaker.allow(self._clock.monotonic())
+        self._publish()
+        return allowed
+
+    def succeeded(self) -> None:
+        """Stigg answered."""
+        with self._lock:
+            self._breaker.record_success()
+        self._publish()
+
+    def failed(self, error: StiggUnavailableError | TimeoutError) -> None:
+        """A call failed or ran past its deadline."""
+        with self._lock:
+            self.last_error = str(error) or type(error).__name__
+            if not isinstance(error, StiggUnavailableError) or error.trips_breaker:
+                self._breaker.record_failure(self._clock.monotonic())
+        self._publish()
+
+    def store_fault(self, message: str | None) -> None:
+        """A store failed (message) or worked again (``None``)."""
+        with self._lock:
+            self.store_error = message
+        self._publish()
+
+    @property
+    def breaker_state(self) -> BreakerState:
+        """The breaker's current state."""
+        return self._breaker.state
+
+    @property
+    def offline(self) -> bool:
+        """True while the breaker keeps requests from starting."""
+        return self._breaker.state is BreakerState.OPEN
+
+    def subscribe(self, listener: StateListener) -> Callable[[], None]:
+        """Call ``listener(old, new)`` on every state change; returns an unsubscribe."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _derive(self) -> ConnectionState:
+        breaker = self._breaker
+        if breaker.state is BreakerState.OPEN:
+            return ConnectionState.OFFLINE
+        if (
+            breaker.state is BreakerState.HALF_OPEN
+            or breaker.consecutive_failures
+            or self.store_error is not None
+        ):
+            return ConnectionState.DEGRADED
+        return ConnectionState.CONNECTED
+
+    def _publish(self) -> None:
+        with self._lock:
+            new = self._derive()
+            old = self.state
+            if new is old:
+                return
+            self.state = new
+            self.since = self._clock.time()
+            listeners = list(self._listeners)
+        logger.log(
+            logging.WARNING if new is not ConnectionState.CONNECTED else logging.INFO,
+            "stigg_cache.status_changed: %s -> %s",
+            old.value,
+            new.value,
+            extra={"event": "stigg_cache.status_changed", "old": old.value, "new": new.value},
+        )
+        for listener in listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                logger.exception(
+                    "stigg_cache.listener_failed", extra={"event": "stigg_cache.listener_failed"}
+                )

@@ -1,0 +1,232 @@
+"""Stigg's REST entitlement JSON <-> :mod:`stigg_cache.models`.
+
+One schema for three readers: the REST adapters parse Stigg's answers with it,
+the snapshot codec stores snapshots in it, and the fake Stigg writes it. Input
+is foreign bytes: every shape error ends in :class:`InvalidResponseError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, cast
+
+from stigg_cache.errors import InvalidResponseError
+from stigg_cache.models import (
+    ACCESS_DENIED_REASONS,
+    FEATURE_TYPES,
+    RESET_PERIODS,
+    AccessDeniedReason,
+    CreditEntitlement,
+    FeatureEntitlement,
+    FeatureType,
+    ResetPeriod,
+    Snapshot,
+)
+
+_CUSTOMER_DENIED_REASONS = frozenset(
+    {"CustomerNotFound", "NoActiveSubscription", "CustomerIsArchived"}
+)
+
+
+def _obj(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidResponseError(f"{where}: expected an object, got {type(value).__name__}")
+    return cast("Mapping[str, Any]", value)
+
+
+def _opt_str(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidResponseError(f"{where}.{key}: expected a string, got {type(value).__name__}")
+
+
+def _opt_number(item: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = item.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidResponseError(f"{where}.{key}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _flag(item: Mapping[str, Any], key: str, where: str) -> bool:
+    value = item.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidResponseError(f"{where}.{key}: expected true or false")
+    return value
+
+
+def _opt_time(item: Mapping[str, Any], key: str, where: str) -> datetime | None:
+    text = _opt_str(item, key, where)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidResponseError(f"{where}.{key}: not an ISO-8601 time: {text[:40]!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidResponseError(f"{where}.{key}: time without a UTC offset: {text[:40]!r}")
+    return moment
+
+
+def _enum(item: Mapping[str, Any], key: str, allowed: frozenset[str], where: str) -> str | None:
+    value = _opt_str(item, key, where)
+    if value is not None and value not in allowed:
+        raise InvalidResponseError(f"{where}.{key}: unknown value {value[:40]!r}")
+    return value
+
+
+def _denied(item: Mapping[str, Any], where: str) -> AccessDeniedReason | None:
+    return cast(
+        "AccessDeniedReason | None", _enum(item, "accessDeniedReason", ACCESS_DENIED_REASONS, where)
+    )
+
+
+def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
+    feature = _obj(item.get("feature"), f"{where}.feature")
+    feature_id = _opt_str(feature, "id", f"{where}.feature")
+    if not feature_id:
+        raise InvalidResponseError(f"{where}.feature.id: missing")
+    values = item.get("enumValues")
+    if values is not None and not (
+        isinstance(values, list) and all(isinstance(v, str) for v in values)
+    ):
+        raise InvalidResponseError(f"{where}.enumValues: expected a list of strings")
+    is_granted = item.get("isGranted")
+    if not isinstance(is_granted, bool):
+        raise InvalidResponseError(f"{where}.isGranted: expected true or false")
+    return FeatureEntitlement(
+        feature_id=feature_id,
+        feature_type=cast(
+            "FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, f"{where}.feature")
+        ),
+        is_granted=is_granted,
+        access_denied_reason=_denied(item, where),
+        usage_limit=_opt_number(item, "usageLimit", where),
+        current_usage=_opt_number(item, "currentUsage", where),
+        has_unlimited_usage=_flag(item, "hasUnlimitedUsage", where),
+        has_soft_limit=_flag(item, "hasSoftLimit", where),
+        reset_period=cast("ResetPeriod | None", _enum(item, "resetPeriod", RESET_PERIODS, where)),
+        usage_period_anchor=_opt_time(item, "usagePeriodAnchor", where),
+        usage_period_start=_opt_time(item, "usagePeriodStart", where),
+        usage_period_end=_opt_time(item, "usagePeriodEnd", where),
+        valid_until=_opt_time(item, "validUntil", where),
+        entitlement_updated_at=_opt_time(item, "entitlementUpdatedAt", where),
+        enum_values=None if values is None else tuple(values),
+        display_name=_opt_str(feature, "displayName", f"{where}.feature"),
+    )
+
+
+def _parse_credit(item: Mapping[str, Any], where: str) -> CreditEntitlement:
+    currency = _obj(item.get("currency"), f"{where}.currency")
+    currency_id = _opt_str(currency, "currencyId", f"{where}.currency")
+    if not currency_id:
+        raise InvalidResponseError(f"{where}.currency.currencyId: missing")
+    return CreditEntitlement(
+        currency_id=currency_id,
+        is_granted=_flag(item, "isGranted", where),
+        access_denied_reason=_denied(item, where),
+        usage_limit=_opt_number(item, "usageLimit", where) or 0.0,
+        current_usage=_opt_number(item, "currentUsage", where) or 0.0,
+        usage_period_end=_opt_time(item, "usagePeriodEnd", where),
+        valid_until=_opt_time(item, "validUntil", where),
+        display_name=_opt_str(currency, "displayName", f"{where}.currency"),
+    )
+
+
+def parse_entitlements(
+    data: object, *, customer_id: str, resource_id: str | None, fetched_at: float
+) -> Snapshot:
+    """Build a snapshot from the ``data`` object of ``GET .../entitlements``.
+
+    Raises:
+        InvalidResponseError: the value does not have Stigg's shape.
+    """
+    body = _obj(data, "data")
+    items = body.get("entitlements")
+    if not isinstance(items, list):
+        raise InvalidResponseError("data.entitlements: expected a list")
+    features: dict[str, FeatureEntitlement] = {}
+    credit_items: dict[str, CreditEntitlement] = {}
+    for index, raw in enumerate(items):
+        where = f"data.entitlements[{index}]"
+        item = _obj(raw, where)
+        kind = item.get("type", "FEATURE")
+        if kind == "FEATURE":
+            feature = _parse_feature(item, where)
+            features[feature.feature_id] = feature
+        elif kind == "CREDIT":
+            credit = _parse_credit(item, where)
+            credit_items[credit.currency_id] = credit
+        else:
+            raise InvalidResponseError(f"{where}.type: unknown entitlement type {str(kind)[:40]!r}")
+    reason = _enum(body, "accessDeniedReason", _CUSTOMER_DENIED_REASONS, "data")
+    return Snapshot(
+        customer_id=customer_id,
+        resource_id=resource_id,
+        entitlements=features,
+        credits=credit_items,
+        access_denied_reason=cast("AccessDeniedReason | None", reason),
+        fetched_at=fetched_at,
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def feature_to_json(entitlement: FeatureEntitlement) -> dict[str, Any]:
+    """One feature entitlement in Stigg's REST shape."""
+    item: dict[str, Any] = {
+        "type": "FEATURE",
+        "isGranted": entitlement.is_granted,
+        "accessDeniedReason": entitlement.access_denied_reason,
+        "currentUsage": entitlement.current_usage,
+        "usageLimit": entitlement.usage_limit,
+        "hasUnlimitedUsage": entitlement.has_unlimited_usage,
+        "hasSoftLimit": entitlement.has_soft_limit,
+        "resetPeriod": entitlement.reset_period,
+        "entitlementUpdatedAt": _iso(entitlement.entitlement_updated_at),
+        "usagePeriodAnchor": _iso(entitlement.usage_period_anchor),
+        "usagePeriodStart": _iso(entitlement.usage_period_start),
+        "usagePeriodEnd": _iso(entitlement.usage_period_end),
+        "validUntil": _iso(entitlement.valid_until),
+        "feature": {
+            "id": entitlement.feature_id,
+            "displayName": entitlement.display_name,
+            "featureStatus": "ACTIVE",
+            "featureType": entitlement.feature_type,
+        },
+    }
+    if entitlement.enum_values is not None:
+        item["enumValues"] = list(entitlement.enum_values)
+    return item
+
+
+def credit_to_json(credit: CreditEntitlement, *, updated_at: datetime) -> dict[str, Any]:
+    """One credit entitlement in Stigg's REST shape."""
+    return {
+        "type": "CREDIT",
+        "isGranted": credit.is_granted,
+        "accessDeniedReason": credit.access_denied_reason,
+        "currency": {
+            "currencyId": credit.currency_id,
+            "displayName": credit.display_name,
+        },
+        "currentUsage": credit.current_usage,
+        "usageLimit": credit.usage_limit,
+        "usageUpdatedAt": updated_at.isoformat(),
+        "usagePeriodEnd": _iso(credit.usage_period_end),
+        "validUntil": _iso(credit.valid_until),
+    }
+
+
+def snapshot_to_json(snapshot: Snapshot, *, updated_at: datetime) -> dict[str, Any]:
+    """A snapshot as the ``data`` object of ``GET .../entitlements``."""
+    items = [feature_to_json(e) for e in snapshot.entitlements.values()]
+    items += [credit_to_json(c, updated_at=updated_at) for c in snapshot.credits.values()]
+    return {"accessDeniedReason": snapshot.access_denied_reason, "entitlements": items}

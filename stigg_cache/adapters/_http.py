@@ -1,0 +1,71 @@
+"""HTTP facts shared by the REST adapters: status mapping and ``Retry-After``."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+
+from stigg_cache._stigg_json import parse_entitlements
+from stigg_cache.errors import (
+    FailureKind,
+    InvalidResponseError,
+    StiggRejectedError,
+    StiggUnavailableError,
+)
+from stigg_cache.models import Snapshot
+
+MAX_RETRY_AFTER_S = 600.0  # a hint beyond ten minutes is treated as ten minutes
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in lowered:
+            return min(MAX_RETRY_AFTER_S, max(0.0, float(lowered["retry-after-ms"]) / 1000))
+        value = lowered.get("retry-after")
+        if value is None:
+            return None
+        if value.strip().replace(".", "", 1).isdigit():
+            return min(MAX_RETRY_AFTER_S, float(value))
+        moment = email.utils.parsedate_to_datetime(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, moment.timestamp() - time.time()))
+
+
+def failure_for_status(status: int, headers: Mapping[str, str]) -> StiggUnavailableError:
+    """The error an HTTP status from Stigg means."""
+    message = f"Stigg answered HTTP {status}"
+    if status == 429:
+        return StiggUnavailableError(
+            FailureKind.RATE_LIMITED,
+            message,
+            status_code=status,
+            retry_after_s=parse_retry_after(headers),
+        )
+    if status >= 500 or status == 408:
+        return StiggUnavailableError(
+            FailureKind.SERVER,
+            message,
+            status_code=status,
+            retry_after_s=parse_retry_after(headers),
+        )
+    return StiggRejectedError(FailureKind.REJECTED, message, status_code=status)
+
+
+def snapshot_from_body(body: bytes, customer_id: str, resource_id: str | None) -> Snapshot:
+    """Parse a ``GET .../entitlements`` body, mapping every shape error to a failure."""
+    try:
+        document = json.loads(body)
+        if not isinstance(document, dict) or "data" not in document:
+            raise InvalidResponseError("expected an object with 'data'")
+        return parse_entitlements(
+            document["data"], customer_id=customer_id, resource_id=resource_id, fetched_at=0.0
+        )
+    except (ValueError, RecursionError) as error:
+        raise StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE, f"Stigg's entitlements answer is unusable: {error}"
+        ) from None

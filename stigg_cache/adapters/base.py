@@ -1,0 +1,38 @@
+"""The one interface every inner Stigg client is adapted to.
+
+Failure rules: an adapter raises only
+:class:`~stigg_cache.errors.StiggUnavailableError` (or its subclass
+:class:`~stigg_cache.errors.StiggRejectedError` for a 4xx that retrying will
+not fix) for anything that went wrong between us and Stigg, including bodies
+that do not parse. It never retries on its own: the client owns the time
+budget, and an SDK's built-in retries are switched off or cut short.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from stigg_cache.models import Snapshot
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes; refuse floods
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What stigg-cache needs from a Stigg client."""
+
+    name: str
+    """Short name for ``status()`` and logs, e.g. ``stigg-rest``."""
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        """Every entitlement of a customer (or resource) from Stigg.
+
+        ``fetched_at`` on the result is set by the caller; adapters may leave 0.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the adapter opened itself (not the user's client)."""
+        ...

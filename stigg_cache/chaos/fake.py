@@ -1,0 +1,362 @@
+"""A fake Stigg: a real HTTP server on loopback speaking Stigg's REST API.
+
+The official SDKs point at it with ``base_url`` and parse its answers. Modes
+switch at run time to simulate outages; every hang is bounded and ends when
+the mode changes or the server closes, so tests stop by themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import socket
+import re
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+
+from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.models import AccessDeniedReason, FeatureEntitlement, Snapshot
+
+LOOPBACK = "127.0.0.1"
+MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
+TRICKLE_BYTE_INTERVAL_S = 0.05
+_ENTITLEMENTS = re.compile(r"^/api/v1/customers/(?P<customer>[^/]+)/entitlements$")
+
+
+class FakeMode(enum.Enum):
+    """How the fake answers.
+
+    UP: correctly. DOWN: connections refused (the port is closed).
+    BLACKHOLE: connections accepted, never answered. ERROR_5XX: 503.
+    RATE_LIMITED: 429 with ``Retry-After``. SLOW: correct after ``delay_s``.
+    TRICKLE: correct headers, then the body one byte every 50 ms.
+    GARBAGE: 200 with a body that is not JSON.
+    """
+
+    UP = "up"
+    DOWN = "down"
+    BLACKHOLE = "blackhole"
+    ERROR_5XX = "error_5xx"
+    RATE_LIMITED = "rate_limited"
+    SLOW = "slow"
+    TRICKLE = "trickle"
+    GARBAGE = "garbage"
+
+
+def _display(feature_id: str) -> str:
+    return feature_id.replace("_", " ").replace("-", " ").capitalize()
+
+
+def boolean(feature_id: str, *, granted: bool = True) -> FeatureEntitlement:
+    """A boolean feature entitlement."""
+    return FeatureEntitlement(
+        feature_id, "BOOLEAN", is_granted=granted, display_name=_display(feature_id)
+    )
+
+
+def numeric(feature_id: str, value: float | None, *, unlimited: bool = False) -> FeatureEntitlement:
+    """A configuration number (``usageLimit`` carries the value)."""
+    return FeatureEntitlement(
+        feature_id,
+        "NUMBER",
+        is_granted=True,
+        usage_limit=value,
+        has_unlimited_usage=unlimited,
+        display_name=_display(feature_id),
+    )
+
+
+def metered(
+    feature_id: str,
+    *,
+    limit: float | None,
+    usage: float = 0.0,
+    unlimited: bool = False,
+    period_end: datetime | None = None,
+) -> FeatureEntitlement:
+    """A metered feature with a monthly reset."""
+    now = datetime.now(UTC)
+    end = period_end or now + timedelta(days=30)
+    return FeatureEntitlement(
+        feature_id,
+        "NUMBER",
+        is_granted=True,
+        usage_limit=limit,
+        current_usage=usage,
+        has_unlimited_usage=unlimited,
+        reset_period="MONTH",
+        usage_period_start=end - timedelta(days=30),
+        usage_period_end=end,
+        display_name=_display(feature_id),
+    )
+
+
+def enum_feature(feature_id: str, values: list[str]) -> FeatureEntitlement:
+    """An enum feature."""
+    return FeatureEntitlement(
+        feature_id,
+        "ENUM",
+        is_granted=True,
+        enum_values=tuple(values),
+        display_name=_display(feature_id),
+    )
+
+
+@attrs.define
+class _Customer:
+    entitlements: dict[str, FeatureEntitlement]
+    access_denied_reason: AccessDeniedReason | None = None
+
+
+class FakeStigg:
+    """A fake Stigg server on 127.0.0.1 (port chosen by the OS unless given).
+
+    Attributes:
+        counts: requests received per ``"METHOD route"``.
+    """
+
+    def __init__(self, *, api_key: str | None = None, port: int = 0) -> None:
+        self.api_key = api_key
+        self._customers: dict[tuple[str, str | None], _Customer] = {}
+        self._lock = threading.Lock()
+        self._mode = FakeMode.UP
+        self._delay_s = 0.0
+        self._retry_after_s = 1.0
+        self._release = threading.Event()
+        self._closed = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._port = port
+        self._listen()
+
+    # -- configuration ----------------------------------------------------------
+
+    def set_customer(
+        self,
+        customer_id: str,
+        entitlements: list[FeatureEntitlement],
+        *,
+        resource_id: str | None = None,
+        access_denied_reason: AccessDeniedReason | None = None,
+    ) -> None:
+        """Create or replace a customer's (or resource's) entitlements."""
+        with self._lock:
+            self._customers[(customer_id, resource_id)] = _Customer(
+                {e.feature_id: e for e in entitlements}, access_denied_reason
+            )
+
+    def set_usage(self, customer_id: str, feature_id: str, usage: float) -> None:
+        """Set a metered feature's current usage as Stigg would report it."""
+        with self._lock:
+            customer = self._customers[(customer_id, None)]
+            old = customer.entitlements[feature_id]
+            customer.entitlements[feature_id] = attrs.evolve(old, current_usage=usage)
+
+    def set_mode(self, mode: FakeMode, *, delay_s: float = 0.0, retry_after_s: float = 1.0) -> None:
+        """Switch behaviour; hung requests are released, the port opens or closes."""
+        with self._lock:
+            old = self._mode
+            self._mode, self._delay_s, self._retry_after_s = mode, delay_s, retry_after_s
+            self._release.set()
+            self._release = threading.Event()
+        if mode is FakeMode.DOWN and old is not FakeMode.DOWN:
+            self._stop_listening()
+        elif old is FakeMode.DOWN and mode is not FakeMode.DOWN:
+            self._listen()
+
+    @property
+    def mode(self) -> FakeMode:
+        """The current mode."""
+        return self._mode
+
+    @property
+    def url(self) -> str:
+        """Base URL to give an SDK (``base_url=``)."""
+        return f"http://{LOOPBACK}:{self._port}"
+
+    def entitlement_requests(self) -> int:
+        """How many entitlement reads reached the fake (any mode but DOWN)."""
+        return self.counts["GET entitlements"]
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop serving and release every hung request."""
+        self._closed.set()
+        self._release.set()
+        self._stop_listening()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _listen(self) -> None:
+        server = _Server((LOOPBACK, self._port), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name=f"fake-stigg-{self._port}",
+        )
+        self._thread.start()
+
+    def _stop_listening(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            server.drop_connections()
+
+    # -- serving ----------------------------------------------------------------
+
+    def _answer(
+        self, method: str, target: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        url = urlsplit(target)
+        match = _ENTITLEMENTS.match(url.path)
+        if method == "GET" and match:
+            self.counts["GET entitlements"] += 1
+            if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+                return _json(401, {"message": "Unauthorized", "code": "Unauthenticated"})
+            query = parse_qs(url.query)
+            resource = query.get("resourceId", [None])[0]
+            return _json(200, {"data": self._entitlements(unquote(match["customer"]), resource)})
+        self.counts[f"{method} unknown"] += 1
+        return _json(404, {"message": f"no route {method} {url.path}", "code": "NotFound"})
+
+    def _entitlements(self, customer_id: str, resource_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            customer = self._customers.get((customer_id, resource_id))
+        if customer is None:
+            reason: AccessDeniedReason = "CustomerNotFound"
+            customer = _Customer({}, reason)
+        snapshot = Snapshot(
+            customer_id,
+            resource_id,
+            customer.entitlements,
+            fetched_at=time.time(),
+            access_denied_reason=customer.access_denied_reason,
+        )
+        return snapshot_to_json(snapshot, updated_at=datetime.now(UTC))
+
+
+def _json(
+    status: int, body: object, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    return (
+        status,
+        {"Content-Type": "application/json", **(headers or {})},
+        json.dumps(body).encode(),
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeStigg) -> None:
+        super().__init__(address, _Handler)
+        self.fake = fake
+        self.open_connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+
+    def drop_connections(self) -> None:
+        """Reset every open connection: DOWN must not leave keep-alives working."""
+        with self.connections_lock:
+            connections = list(self.open_connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.open_connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.open_connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Silence per-request logging."""
+
+    def _serve(self, method: str) -> None:
+        fake = self.server.fake
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        mode, release = fake._mode, fake._release
+        if mode is FakeMode.BLACKHOLE:
+            fake.counts[f"{method} blackholed"] += 1
+            release.wait(MAX_HANG_S)
+            self.close_connection = True
+            return
+        if mode is FakeMode.SLOW:
+            release.wait(fake._delay_s)
+        status, headers, body = self._choose(method, mode)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode is FakeMode.TRICKLE:
+            self._trickle(body, release)
+        else:
+            self.wfile.write(body)
+
+    def _trickle(self, body: bytes, release: threading.Event) -> None:
+        for index in range(len(body)):
+            if release.wait(TRICKLE_BYTE_INTERVAL_S):
+                self.close_connection = True
+                return
+            self.wfile.write(body[index : index + 1])
+            self.wfile.flush()
+
+    def _choose(self, method: str, mode: FakeMode) -> tuple[int, dict[str, str], bytes]:
+        fake = self.server.fake
+        if mode is FakeMode.ERROR_5XX:
+            fake.counts[f"{method} 5xx"] += 1
+            return _json(503, {"message": "Service Unavailable"})
+        if mode is FakeMode.RATE_LIMITED:
+            fake.counts[f"{method} 429"] += 1
+            retry = {"Retry-After": f"{fake._retry_after_s:g}"}
+            return _json(429, {"message": "Too Many Requests"}, retry)
+        if mode is FakeMode.GARBAGE:
+            fake.counts[f"{method} garbage"] += 1
+            return 200, {"Content-Type": "application/json"}, b"<html>oops"
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        return fake._answer(method, self.path, headers)

@@ -1,0 +1,85 @@
+"""Circuit breaker: stop waiting on a Stigg that keeps failing.
+
+States and transitions (time is passed in, so this is pure and testable):
+
+* CLOSED: requests flow. ``failure_threshold`` consecutive failures -> OPEN.
+* OPEN: no request is made until ``retry_at``; then the next ``allow`` call
+  becomes the single half-open probe -> HALF_OPEN.
+* HALF_OPEN: exactly one probe is in flight. Success -> CLOSED; failure ->
+  OPEN again with the backoff doubled (capped), jittered so a fleet does not
+  probe in lockstep.
+
+A success from any state closes the breaker: Stigg answered.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+
+import attrs
+
+DEFAULT_FAILURE_THRESHOLD = 3
+DEFAULT_BASE_BACKOFF_S = 1.0
+DEFAULT_MAX_BACKOFF_S = 30.0
+
+
+class BreakerState(enum.Enum):
+    """The breaker's state; see the module docstring for transitions."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@attrs.define
+class CircuitBreaker:
+    """A consecutive-failure breaker with jittered exponential re-probing.
+
+    Not thread-safe on its own: the owner holds a lock around calls.
+    """
+
+    failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
+    base_backoff_s: float = DEFAULT_BASE_BACKOFF_S
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
+    jitter: Callable[[], float] = random.random
+    state: BreakerState = BreakerState.CLOSED
+    consecutive_failures: int = 0
+    trips: int = 0
+    retry_at: float = 0.0
+    probe_in_flight: bool = False
+
+    def allow(self, now: float) -> bool:
+        """Whether a request to Stigg may start now (claims the probe if half-open)."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN and now >= self.retry_at:
+            self.state = BreakerState.HALF_OPEN
+            self.probe_in_flight = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        """Stigg answered: close."""
+        self.state = BreakerState.CLOSED
+        self.consecutive_failures = 0
+        self.trips = 0
+        self.probe_in_flight = False
+
+    def record_failure(self, now: float) -> None:
+        """A request failed or ran past the check deadline."""
+        self.consecutive_failures += 1
+        if self.state is BreakerState.HALF_OPEN or (
+            self.state is BreakerState.CLOSED
+            and self.consecutive_failures >= self.failure_threshold
+        ):
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self.trips += 1
+        backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (self.trips - 1))
+        # Jitter in [0.5, 1.0) of the backoff: never later than the cap.
+        self.retry_at = now + backoff * (0.5 + self.jitter() / 2)
+        self.state = BreakerState.OPEN
+        self.probe_in_flight = False

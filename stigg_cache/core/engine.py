@@ -1,0 +1,242 @@
+"""Pure decision rules: how fresh a snapshot is, and what a check answers.
+
+Everything here is a function of its arguments (snapshot, policy budget,
+``now``): the client does the I/O and calls in.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, assert_never
+
+import attrs
+
+from stigg_cache.models import (
+    AnyEntitlement,
+    BooleanEntitlement,
+    Decision,
+    Entitlement,
+    EnumEntitlement,
+    FeatureEntitlement,
+    MeteredEntitlement,
+    NumericEntitlement,
+    Snapshot,
+)
+from stigg_cache.policy.model import Grant, Staleness
+
+FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed fresh
+DEFAULT_REQUESTED_USAGE = 1.0  # Stigg's SDKs check one unit when none is given
+
+
+class CheckKind(enum.Enum):
+    """Which entitlement getter the caller used."""
+
+    BOOLEAN = "boolean"
+    NUMERIC = "numeric"
+    METERED = "metered"
+    ENUM = "enum"
+    GENERIC = "generic"
+
+
+@attrs.frozen
+class CheckRequest:
+    """One validated entitlement check."""
+
+    kind: CheckKind
+    customer_id: str
+    feature_id: str
+    resource_id: str | None = None
+    requested_usage: float | None = None
+    requested_values: tuple[str, ...] = ()
+
+
+class Freshness(enum.Enum):
+    """How a snapshot may be used for one feature.
+
+    FRESH: answer from it (CACHE). STALE: answer from it and refresh in the
+    background. EXPIRED: older than ``max_staleness``: do not trust it.
+    """
+
+    FRESH = "fresh"
+    STALE = "stale"
+    EXPIRED = "expired"
+
+
+def judge(
+    age_s: float, budget: Staleness, *, past_valid_until: bool, dated_in_future: bool
+) -> Freshness:
+    """Classify a snapshot's age against a feature's budget.
+
+    ``validUntil`` in the past and a fetch time in the future (beyond skew)
+    both end freshness early, but neither makes the data unusable while it is
+    within ``max_staleness``.
+    """
+    if age_s > budget.max_staleness_s:
+        return Freshness.EXPIRED
+    if age_s <= budget.fresh_for_s and not past_valid_until and not dated_in_future:
+        return Freshness.FRESH
+    return Freshness.STALE
+
+
+def _usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:
+    end = entitlement.usage_period_end
+    if end is not None and end.timestamp() <= now_wall:
+        return 0.0  # the period Stigg counted has rolled over since the fetch
+    return entitlement.current_usage or 0.0
+
+
+def _requested(request: CheckRequest) -> float:
+    if request.requested_usage is None:
+        return DEFAULT_REQUESTED_USAGE
+    return request.requested_usage
+
+
+def _within_limit(limit: float | None, unlimited: bool, used: float, requested: float) -> bool:
+    return unlimited or limit is None or used + requested <= limit
+
+
+def from_snapshot(
+    request: CheckRequest,
+    snapshot: Snapshot,
+    decision: Decision,
+    *,
+    now_wall: float,
+    local_usage: float = 0.0,
+) -> AnyEntitlement:
+    """Answer a check from Stigg's data, as Stigg itself would."""
+    entitlement = snapshot.entitlements.get(request.feature_id)
+    if snapshot.access_denied_reason is not None:
+        entitlement = attrs.evolve(
+            entitlement or FeatureEntitlement(request.feature_id, None, is_granted=False),
+            is_granted=False,
+            access_denied_reason=snapshot.access_denied_reason,
+        )
+    elif entitlement is None:
+        entitlement = FeatureEntitlement(
+            request.feature_id,
+            None,
+            is_granted=False,
+            access_denied_reason="NoFeatureEntitlementInSubscription",
+        )
+    used = _usage_in_period(entitlement, now_wall) + local_usage
+    has_access = entitlement.is_granted
+    reason = entitlement.access_denied_reason
+    metered = entitlement.current_usage is not None or request.kind is CheckKind.METERED
+    if has_access and metered and not entitlement.has_soft_limit:
+        limit_ok = _within_limit(
+            entitlement.usage_limit, entitlement.has_unlimited_usage, used, _requested(request)
+        )
+        has_access, reason = (True, None) if limit_ok else (False, "RequestedUsageExceedingLimit")
+    if has_access and request.requested_values:
+        allowed = set(entitlement.enum_values or ())
+        if not allowed.issuperset(request.requested_values):
+            has_access, reason = False, "RequestedValuesMismatch"
+    return _build(request, entitlement, decision, has_access=has_access, reason=reason, used=used)
+
+
+def from_grant(
+    request: CheckRequest, grant: Grant, decision: Decision, *, local_usage: float = 0.0
+) -> AnyEntitlement:
+    """Answer a check from a fallback grant (POLICY or DEFAULT)."""
+    has_access = grant.has_access
+    reason = None if has_access else "Unknown"
+    if has_access and request.kind in (CheckKind.METERED, CheckKind.GENERIC):
+        requested = _requested(request) if request.kind is CheckKind.METERED else 0.0
+        if not _within_limit(grant.usage_limit, grant.is_unlimited, local_usage, requested):
+            has_access, reason = False, "RequestedUsageExceedingLimit"
+    if (
+        has_access
+        and request.requested_values
+        and grant.enum_values is not None
+        and not set(grant.enum_values).issuperset(request.requested_values)
+    ):
+        has_access, reason = False, "RequestedValuesMismatch"
+    entitlement = FeatureEntitlement(
+        request.feature_id,
+        None,
+        is_granted=grant.has_access,
+        usage_limit=grant.value if request.kind is CheckKind.NUMERIC else grant.usage_limit,
+        current_usage=local_usage,
+        has_unlimited_usage=grant.is_unlimited,
+        enum_values=grant.enum_values,
+    )
+    return _build(
+        request, entitlement, decision, has_access=has_access, reason=reason, used=local_usage
+    )
+
+
+def _build(
+    request: CheckRequest,
+    entitlement: FeatureEntitlement,
+    decision: Decision,
+    *,
+    has_access: bool,
+    reason: str | None,
+    used: float,
+) -> AnyEntitlement:
+    common: dict[str, Any] = {
+        "customer_id": request.customer_id,
+        "feature_id": request.feature_id,
+        "resource_id": request.resource_id,
+        "has_access": has_access,
+        "access_denied_reason": None if has_access else reason,
+        "decision": decision,
+    }
+    match request.kind:
+        case CheckKind.BOOLEAN:
+            return BooleanEntitlement(**common)
+        case CheckKind.NUMERIC:
+            return NumericEntitlement(
+                **common,
+                value=entitlement.usage_limit,
+                is_unlimited=entitlement.has_unlimited_usage,
+            )
+        case CheckKind.METERED:
+            return MeteredEntitlement(
+                **common,
+                usage_limit=entitlement.usage_limit,
+                current_usage=used,
+                requested_usage=_requested(request),
+                is_unlimited=entitlement.has_unlimited_usage,
+                has_soft_limit=entitlement.has_soft_limit,
+                reset_period=entitlement.reset_period,
+                usage_period_start=entitlement.usage_period_start,
+                usage_period_end=entitlement.usage_period_end,
+            )
+        case CheckKind.ENUM:
+            return EnumEntitlement(
+                **common,
+                enum_values=entitlement.enum_values or (),
+                requested_values=request.requested_values,
+            )
+        case CheckKind.GENERIC:
+            return _generic(request, entitlement, common, used)
+        case _:
+            assert_never(request.kind)
+
+
+def _generic(
+    request: CheckRequest, entitlement: FeatureEntitlement, common: dict[str, Any], used: float
+) -> Entitlement:
+    return Entitlement(
+        **common,
+        feature_type=entitlement.feature_type,
+        usage_limit=entitlement.usage_limit,
+        current_usage=used if entitlement.current_usage is not None else None,
+        requested_usage=request.requested_usage,
+        is_unlimited=entitlement.has_unlimited_usage,
+        has_soft_limit=entitlement.has_soft_limit,
+        reset_period=entitlement.reset_period,
+        usage_period_start=entitlement.usage_period_start,
+        usage_period_end=entitlement.usage_period_end,
+        enum_values=entitlement.enum_values,
+        requested_values=request.requested_values or None,
+        valid_until=entitlement.valid_until,
+    )
+
+
+def valid_until_passed(entitlement: FeatureEntitlement | None, now_wall: float) -> bool:
+    """Whether Stigg's own "recalculate after" time for a feature has passed."""
+    moment: datetime | None = None if entitlement is None else entitlement.valid_until
+    return moment is not None and moment.timestamp() <= now_wall

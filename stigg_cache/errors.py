@@ -1,0 +1,84 @@
+"""Exceptions raised by stigg-cache.
+
+Checks never raise because of Stigg, the network, a store or the policy file:
+those faults are reported as values (``Decision.reason``, ``status()``).
+Exceptions are for the caller's own mistakes and for explicit admin calls::
+
+    StiggCacheError
+    ├── ConfigurationError (+ ValueError)  bad constructor arguments, store URL
+    ├── StoreError (+ OSError)             a store could not read or write
+    │   └── CorruptEntryError (+ ValueError)  a stored value failed its checks
+    ├── StiggUnavailableError              Stigg could not answer (adapters)
+    │   └── StiggRejectedError             Stigg answered 4xx: retrying will not help
+    └── InvalidResponseError (+ ValueError) Stigg's answer could not be parsed
+
+Each error also subclasses the built-in it resembles, so ``except ValueError``
+keeps working for callers who do not know this module.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class StiggCacheError(Exception):
+    """Root of every exception this package raises."""
+
+
+class ConfigurationError(StiggCacheError, ValueError):
+    """An argument, URL or setting given by the caller is not usable."""
+
+
+class StoreError(StiggCacheError, OSError):
+    """A store failed to read or write; callers turn it into a miss."""
+
+
+class CorruptEntryError(StoreError, ValueError):
+    """A stored value is truncated, altered or of an unknown format."""
+
+
+class FailureKind(enum.Enum):
+    """Why Stigg could not answer; drives the breaker and the retry plan."""
+
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
+    SERVER = "server"
+    REJECTED = "rejected"
+    INVALID_RESPONSE = "invalid_response"
+
+
+class StiggUnavailableError(StiggCacheError):
+    """Stigg could not be reached or did not answer usefully.
+
+    Attributes:
+        kind: the class of failure.
+        status_code: the HTTP status, when there was a response.
+        retry_after_s: Stigg's ``Retry-After`` hint in seconds, if any.
+    """
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def trips_breaker(self) -> bool:
+        """Whether this failure says Stigg itself is unhealthy (not our request)."""
+        return self.kind is not FailureKind.REJECTED
+
+
+class StiggRejectedError(StiggUnavailableError):
+    """Stigg answered with a 4xx other than 429: the request itself is wrong."""
+
+
+class InvalidResponseError(StiggCacheError, ValueError):
+    """A body that claims to come from Stigg does not have Stigg's shape."""

@@ -1,0 +1,179 @@
+"""The fallback policy as data, and the pure rules that resolve it.
+
+No I/O here: loading and watching live in :mod:`stigg_cache.policy.loader`
+and :mod:`stigg_cache.policy.watcher`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from stigg_cache.models import Source
+
+ANY_FEATURE = "*"
+DEFAULT_FRESH_FOR_S = 60.0
+DEFAULT_MAX_STALENESS_S = 24 * 3600.0
+
+
+@attrs.frozen
+class Staleness:
+    """How long a snapshot is fresh, and how long it may be served stale."""
+
+    fresh_for_s: float = DEFAULT_FRESH_FOR_S
+    max_staleness_s: float = DEFAULT_MAX_STALENESS_S
+
+
+@attrs.frozen
+class Grant:
+    """What a fallback answers for one feature."""
+
+    has_access: bool
+    usage_limit: float | None = None
+    value: float | None = None
+    enum_values: tuple[str, ...] | None = None
+    is_unlimited: bool = False
+
+
+@attrs.frozen
+class FeaturePolicy:
+    """Per-feature settings: its own staleness budget and its fallback."""
+
+    fresh_for_s: float | None = None
+    max_staleness_s: float | None = None
+    fallback: Grant | None = None
+
+
+def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+@attrs.frozen
+class Rule:
+    """One ordered rule: if every given matcher matches, its grants answer.
+
+    An empty matcher matches anything; patterns are shell globs (``ent-*``).
+    """
+
+    name: str
+    grants: Mapping[str, Grant]
+    customers: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    plans: tuple[str, ...] = ()
+    _customer_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    _resource_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_customer_re", _compile_globs(self.customers))
+        object.__setattr__(self, "_resource_re", _compile_globs(self.resources))
+
+    def matches(self, customer_id: str, resource_id: str | None, plan_ids: tuple[str, ...]) -> bool:
+        """Whether this rule applies to the given scope."""
+        if self._customer_re is not None and not self._customer_re.match(customer_id):
+            return False
+        if self._resource_re is not None and not self._resource_re.match(resource_id or ""):
+            return False
+        return not self.plans or any(plan in self.plans for plan in plan_ids)
+
+    def grant_for(self, feature_id: str) -> Grant | None:
+        """The grant of this rule for a feature, the ``"*"`` entry otherwise."""
+        return self.grants.get(feature_id) or self.grants.get(ANY_FEATURE)
+
+
+@attrs.frozen
+class Meter:
+    """Maps a raw event name to a feature for local metering during outages."""
+
+    event: str
+    aggregate: Literal["count", "sum"] = "count"
+    field: str | None = None
+
+
+@attrs.frozen
+class Resolution:
+    """The fallback answer for one feature and where it came from."""
+
+    grant: Grant
+    source: Literal[Source.POLICY, Source.DEFAULT]
+    rule: str | None
+
+
+BUILTIN_ALLOW = Grant(has_access=True)
+
+
+@attrs.frozen
+class FallbackPolicy:
+    """A complete, validated fallback policy.
+
+    Attributes:
+        version: content hash of the file it came from (``builtin`` otherwise).
+        source: the file it came from, if any.
+    """
+
+    staleness: Staleness = Staleness()
+    features: Mapping[str, FeaturePolicy] = attrs.field(factory=dict)
+    rules: tuple[Rule, ...] = ()
+    default: Grant | None = None
+    meters: Mapping[str, Meter] = attrs.field(factory=dict)
+    version: str = "builtin"
+    source: str | None = None
+    _budgets: dict[str, Staleness] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        budgets = {
+            feature_id: Staleness(
+                fresh_for_s=self.staleness.fresh_for_s if f.fresh_for_s is None else f.fresh_for_s,
+                max_staleness_s=(
+                    self.staleness.max_staleness_s
+                    if f.max_staleness_s is None
+                    else f.max_staleness_s
+                ),
+            )
+            for feature_id, f in self.features.items()
+        }
+        object.__setattr__(self, "_budgets", budgets)
+
+    def staleness_for(self, feature_id: str) -> Staleness:
+        """The staleness budget of a feature (its own, else the global one)."""
+        return self._budgets.get(feature_id, self.staleness)
+
+    @property
+    def max_staleness_s(self) -> float:
+        """The longest budget of any feature: snapshots older are useless."""
+        return max(
+            [self.staleness.max_staleness_s, *(b.max_staleness_s for b in self._budgets.values())]
+        )
+
+    def resolve(
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        feature_id: str,
+        plan_ids: tuple[str, ...] = (),
+    ) -> Resolution:
+        """Answer for a feature when no trustworthy snapshot exists.
+
+        Order: the first matching rule that grants the feature (POLICY), the
+        feature's own fallback, the policy's default, then the built-in allow
+        (all DEFAULT).
+        """
+        for rule in self.rules:
+            if rule.matches(customer_id, resource_id, plan_ids):
+                grant = rule.grant_for(feature_id)
+                if grant is not None:
+                    return Resolution(grant, Source.POLICY, rule.name)
+        feature = self.features.get(feature_id)
+        if feature is not None and feature.fallback is not None:
+            return Resolution(feature.fallback, Source.DEFAULT, f"features.{feature_id}")
+        if self.default is not None:
+            return Resolution(self.default, Source.DEFAULT, "default")
+        return Resolution(BUILTIN_ALLOW, Source.DEFAULT, None)
+
+
+BUILTIN_POLICY = FallbackPolicy()

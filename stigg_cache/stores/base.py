@@ -1,0 +1,54 @@
+"""The store protocol: bytes in, bytes out, atomic replace.
+
+Failure rules, for every implementation:
+
+* ``get`` returns :data:`MISSING` for an absent key; any I/O fault raises
+  :class:`~stigg_cache.errors.StoreError`. Callers (the client) turn faults
+  into misses and report them: a store never takes a check down.
+* ``put`` replaces the whole value atomically: a concurrent reader sees the
+  old value or the new one, never a mix.
+* Values are opaque bytes; integrity (checksum, signature) is the codec's job.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from typing import Final, Literal, Protocol, runtime_checkable
+
+
+class _Missing(enum.Enum):
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing.MISSING
+"""Sentinel for "no value under this key", distinct from any stored bytes."""
+Missing = Literal[_Missing.MISSING]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A key-value store for snapshots, shared by threads (and processes, if durable)."""
+
+    def get(self, key: str) -> bytes | Missing:
+        """The value under ``key``, or :data:`MISSING`."""
+        ...
+
+    def put(self, key: str, value: bytes) -> None:
+        """Store ``value`` under ``key``, replacing any old value atomically."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; absent keys are not an error."""
+        ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Every key starting with ``prefix``, in no particular order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and handles; the store is unusable afterwards."""
+        ...

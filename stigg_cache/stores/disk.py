@@ -1,0 +1,132 @@
+"""A store on diskcache, with pickle refused in both directions.
+
+diskcache's default ``Disk`` unpickles any entry whose stored mode says
+pickle, so whoever can write the cache directory runs code in our process
+(CVE-2025-69872, unfixed in 5.6.3). :class:`RawBytesDisk` stores and fetches
+bytes only; a pickled key or value is reported as a corrupt entry, never
+loaded. Value files are created 0600 in 0700 folders.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from stigg_cache.errors import CorruptEntryError, StoreError
+from stigg_cache.stores._files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir, private_file
+from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores.base import MISSING, Missing
+
+DISK_TIMEOUT_S = 2.0  # SQLite busy timeout inside diskcache
+# Values below this live in diskcache's SQLite rows, replaced atomically; a
+# value file can vanish under a concurrent overwrite and read as a miss.
+# Snapshots are kilobytes, so in practice every entry is a row.
+MIN_FILE_SIZE_BYTES = 4 * 1024 * 1024
+_MODE_RAW = diskcache.core.MODE_RAW
+_MODE_BINARY = diskcache.core.MODE_BINARY
+
+
+class _RefusedEntryError(Exception):
+    """Raised inside diskcache, which swallows ``OSError`` from ``fetch`` as a miss."""
+
+
+class RawBytesDisk(diskcache.Disk):  # type: ignore[misc]
+    """A ``Disk`` that only ever handles ``str`` keys and ``bytes`` values."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise TypeError("the disk store takes str keys only")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise _RefusedEntryError("refusing a pickled key planted in the disk store")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = None) -> tuple[int, int, str | None, Any]:
+        del read, key
+        if type(value) is not bytes:
+            raise TypeError("the disk store takes bytes values only")
+        if len(value) < self.min_file_size:
+            return 0, _MODE_RAW, None, sqlite3.Binary(value)
+        filename, full_path = self.filename()
+        Path(full_path).parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(full_path, flags, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "wb") as writer:
+            writer.write(value)
+        return len(value), _MODE_BINARY, filename, None
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> bytes:
+        del read
+        if mode == _MODE_RAW and isinstance(value, bytes | memoryview):
+            return bytes(value)
+        if mode == _MODE_BINARY and filename is not None:
+            path = Path(self._directory) / filename
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd, "rb") as reader:
+                return reader.read()
+        raise _RefusedEntryError(f"refusing a disk-store entry of mode {mode} (only raw bytes)")
+
+
+class DiskStore:
+    """Entries in a diskcache directory."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        try:
+            private_dir(self.directory)
+            private_file(self.directory / diskcache.core.DBNAME)
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                timeout=DISK_TIMEOUT_S,
+                disk=RawBytesDisk,
+                disk_min_file_size=MIN_FILE_SIZE_BYTES,
+                eviction_policy="none",
+            )
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot open disk store {self.directory}: {error}") from error
+
+    def get(self, key: str) -> bytes | Missing:
+        value = self._guard(lambda: self._cache.get(key, default=MISSING, retry=True))
+        if value is MISSING or isinstance(value, bytes):
+            return value
+        raise CorruptEntryError("disk-store entry is not bytes")
+
+    def put(self, key: str, value: bytes) -> None:
+        self._guard(lambda: self._cache.set(key, bytes(value), retry=True))
+
+    def delete(self, key: str) -> None:
+        self._guard(lambda: self._cache.delete(key, retry=True))
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        found: list[str] = self._guard(
+            lambda: [
+                k for k in self._cache.iterkeys() if isinstance(k, str) and k.startswith(prefix)
+            ]
+        )
+        return iter(found)
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def _guard(self, action: Any) -> Any:
+        try:
+            return action()
+        except _RefusedEntryError as error:
+            raise CorruptEntryError(f"disk store {self.directory}: {error}") from None
+        except (OSError, sqlite3.Error, diskcache.Timeout) as error:
+            raise StoreError(f"disk store {self.directory}: {error}") from error
+
+    def __repr__(self) -> str:
+        return f"DiskStore({str(self.directory)!r})"
+
+
+def open_disk_store(url: str) -> DiskStore:
+    """Entry point for ``disk:///path``."""
+    return DiskStore(path_from_url(url, "disk"))

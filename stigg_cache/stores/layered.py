@@ -1,0 +1,151 @@
+"""L1 (decoded snapshots in memory, bounded LRU) in front of an L2 store.
+
+Failure rule: a fault of L2 or a corrupt entry is a miss, reported through
+``on_fault(event, error)`` and never raised; ``on_fault("store_recovered",
+None)`` follows the first success after a failure. Ages are re-based on the monotonic clock when
+an entry is loaded, so a wall-clock jump cannot make data look fresher.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+import attrs
+
+from stigg_cache._clock import Clock
+from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache.core.engine import FUTURE_SKEW_S
+from stigg_cache.errors import CorruptEntryError, StoreError
+from stigg_cache.models import Snapshot
+from stigg_cache.stores.base import MISSING, Store
+
+DEFAULT_L1_MAX_ENTRIES = 100_000
+
+ScopeKey = tuple[str, str | None]
+
+
+@attrs.frozen
+class CachedSnapshot:
+    """A snapshot with the monotonic time of its fetch."""
+
+    snapshot: Snapshot
+    fetched_mono: float
+    dated_in_future: bool = False
+
+
+class SnapshotCache:
+    """Read-through L1 over a persistent store, for snapshots only."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        on_fault: Callable[[str, Exception | None], None],
+        max_entries: int = DEFAULT_L1_MAX_ENTRIES,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._on_fault = on_fault
+        self._max_entries = max_entries
+        self._l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
+        self._lock = threading.Lock()
+        self._failing = False
+
+    def get(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
+        """The cached snapshot of a scope, from L1 or else L2; ``None`` on a miss."""
+        scope = (customer_id, resource_id)
+        entry = self._l1.get(scope)
+        if entry is not None:
+            try:  # noqa: SIM105 - hot path: cheaper than contextlib.suppress
+                self._l1.move_to_end(scope)
+            except KeyError:  # evicted by another thread meanwhile: still a valid answer
+                pass
+            return entry
+        entry = self._load(customer_id, resource_id)
+        if entry is not None:
+            self._remember(scope, entry)
+        return entry
+
+    def put(self, snapshot: Snapshot, fetched_mono: float) -> CachedSnapshot:
+        """Hold a fresh snapshot in L1 and write it through to L2."""
+        entry = CachedSnapshot(snapshot, fetched_mono)
+        self._remember((snapshot.customer_id, snapshot.resource_id), entry)
+        key = snapshot_key(snapshot.customer_id, snapshot.resource_id)
+        try:
+            self.store.put(key, encode_snapshot(snapshot))
+        except StoreError as error:
+            self._failed("store_write_failed", error)
+        else:
+            self._worked()
+        return entry
+
+    def invalidate(self, customer_id: str, resource_id: str | None) -> None:
+        """Forget a scope in L1 and L2."""
+        with self._lock:
+            self._l1.pop((customer_id, resource_id), None)
+        try:
+            self.store.delete(snapshot_key(customer_id, resource_id))
+        except StoreError as error:
+            self._failed("store_write_failed", error)
+
+    def count(self) -> int | None:
+        """Snapshots held in L2, ``None`` if the store cannot say."""
+        try:
+            return sum(1 for _ in self.store.keys(SNAPSHOT_PREFIX))
+        except StoreError as error:
+            self._failed("store_read_failed", error)
+            return None
+
+    def clear_l1(self) -> None:
+        """Drop every decoded snapshot held in memory (L2 is untouched)."""
+        with self._lock:
+            self._l1.clear()
+
+    @property
+    def l1_size(self) -> int:
+        """Snapshots held in memory."""
+        return len(self._l1)
+
+    def _failed(self, event: str, error: StoreError) -> None:
+        self._failing = True
+        self._on_fault(event, error)
+
+    def _worked(self) -> None:
+        if self._failing:
+            self._failing = False
+            self._on_fault("store_recovered", None)
+
+    def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
+        with self._lock:
+            self._l1[scope] = entry
+            self._l1.move_to_end(scope)
+            while len(self._l1) > self._max_entries:
+                self._l1.popitem(last=False)
+
+    def _load(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
+        try:
+            value = self.store.get(snapshot_key(customer_id, resource_id))
+        except CorruptEntryError as error:
+            self._on_fault("store_entry_unusable", error)
+            return None
+        except StoreError as error:
+            self._failed("store_read_failed", error)
+            return None
+        self._worked()
+        if value is MISSING:
+            return None
+        try:
+            snapshot = decode_snapshot(value)
+        except CorruptEntryError as error:
+            self._on_fault("store_entry_unusable", error)
+            return None
+        if snapshot.customer_id != customer_id or snapshot.resource_id != resource_id:
+            self._on_fault(
+                "store_entry_unusable", StoreError("snapshot stored under another scope's key")
+            )
+            return None
+        age = self._clock.time() - snapshot.fetched_at
+        in_future = age < -FUTURE_SKEW_S
+        return CachedSnapshot(snapshot, self._clock.monotonic() - max(age, 0.0), in_future)

@@ -1,0 +1,45 @@
+"""An in-process store: fast, shared by threads, gone with the process."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from stigg_cache.stores.base import MISSING, Missing
+
+
+class MemoryStore:
+    """A dict behind a lock."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | Missing:
+        return self._values.get(key, MISSING)
+
+    def put(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._values[key] = bytes(value)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        with self._lock:
+            found = [k for k in self._values if k.startswith(prefix)]
+        return iter(found)
+
+    def close(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+    def __repr__(self) -> str:
+        return "MemoryStore()"
+
+
+def open_memory_store(url: str) -> MemoryStore:
+    """Entry point for ``memory://``."""
+    del url
+    return MemoryStore()

@@ -1,0 +1,88 @@
+"""The default durable store: one SQLite file in WAL mode.
+
+Safe for several threads (one connection behind a lock) and several processes
+(WAL, ``busy_timeout``, single-statement upserts).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlite_utils
+
+from stigg_cache.errors import StoreError
+from stigg_cache.stores._files import private_file
+from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores.base import MISSING, Missing
+
+BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds
+TABLE = "stigg_cache_entries"
+
+
+class SqliteStore:
+    """Entries in one table of a SQLite database."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            private_file(self.path)
+            self._conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
+            )
+            db = sqlite_utils.Database(self._conn)
+            db.enable_wal()
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            db[TABLE].create(  # type: ignore[union-attr]
+                {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
+            )
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | Missing:
+        rows = self._run(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+        if not rows:
+            return MISSING
+        value = rows[0][0]
+        return bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+
+    def put(self, key: str, value: bytes) -> None:
+        self._run(
+            f"INSERT INTO {TABLE} (key, value, updated_at) VALUES (?, ?, ?) "  # noqa: S608
+            "ON CONFLICT(key) DO UPDATE SET "
+            "value = excluded.value, updated_at = excluded.updated_at",
+            (key, sqlite3.Binary(value), time.time()),
+        )
+
+    def delete(self, key: str) -> None:
+        self._run(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        rows = self._run(
+            f"SELECT key FROM {TABLE} WHERE substr(key, 1, ?) = ?",  # noqa: S608
+            (len(prefix), prefix),
+        )
+        return iter([str(row[0]) for row in rows])
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"SQLite store {self.path}: {error}") from error
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+
+def open_sqlite_store(url: str) -> SqliteStore:
+    """Entry point for ``sqlite:///path``."""
+    return SqliteStore(path_from_url(url, "sqlite"))

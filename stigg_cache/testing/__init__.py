@@ -1,0 +1,38 @@
+"""Public test doubles and suites: a manual clock and the store conformance suite.
+
+``stigg_cache.testing.conformance`` needs pytest; this module does not.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class ManualClock:
+    """A clock that moves only when told to (both monotonic and wall time)."""
+
+    def __init__(self, wall: float | None = None) -> None:
+        self._mono = 10_000.0
+        self._wall = time.time() if wall is None else wall
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def time(self) -> float:
+        return self._wall
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass on both clocks."""
+        with self._lock:
+            self._mono += seconds
+            self._wall += seconds
+
+    def jump_wall(self, seconds: float) -> None:
+        """Move only the wall clock (an NTP step, a VM resume)."""
+        with self._lock:
+            self._wall += seconds
+
+
+__all__ = ["ManualClock"]

@@ -1,0 +1,217 @@
+"""The store conformance suite: every store, ours or a plugin's, passes it.
+
+Use it by subclassing in a test module::
+
+    class TestMyStore(StoreConformance):
+        def make_store(self, base: Path) -> Store:
+            return MyStore(base / "db")
+
+    class TestMyDurableStore(DurableStoreConformance):   # shared by processes
+        def store_url(self, base: Path) -> str:
+            return f"mystore:///{base}/db"
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache.models import FeatureEntitlement, Snapshot
+from stigg_cache.stores import open_store
+from stigg_cache.stores.base import MISSING, Store
+from stigg_cache.stores.layered import SnapshotCache
+
+LARGE_VALUE_BYTES = 3 * 1024 * 1024
+WRITERS = 4
+WRITES_PER_WRITER = 50
+
+
+class StoreConformance:
+    """Behaviour every store must have (threads only)."""
+
+    def make_store(self, base: Path) -> Store:
+        """A new store whose data lives under ``base``."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        store = self.make_store(tmp_path)
+        yield store
+        store.close()
+
+    def test_missing_key_is_the_missing_sentinel(self, store: Store) -> None:
+        assert store.get("absent") is MISSING
+
+    def test_value_round_trips_byte_for_byte(self, store: Store) -> None:
+        value = bytes(range(256)) * 4
+        store.put("k", value)
+        assert store.get("k") == value
+
+    def test_empty_value_is_not_missing(self, store: Store) -> None:
+        store.put("empty", b"")
+        assert store.get("empty") == b""
+
+    def test_put_replaces_the_old_value(self, store: Store) -> None:
+        store.put("k", b"old")
+        store.put("k", b"new")
+        assert store.get("k") == b"new"
+
+    def test_delete_removes_and_tolerates_absent_keys(self, store: Store) -> None:
+        store.put("k", b"v")
+        store.delete("k")
+        store.delete("never-there")
+        assert store.get("k") is MISSING
+
+    def test_unicode_keys_and_large_values(self, store: Store) -> None:
+        key = "snapshot:客户-ü-🚀"
+        value = b"\x00\xff" * (LARGE_VALUE_BYTES // 2)
+        store.put(key, value)
+        assert store.get(key) == value
+        assert key in set(store.keys("snapshot:"))
+
+    def test_keys_lists_by_prefix_only(self, store: Store) -> None:
+        for key in ("a:1", "a:2", "a_b:3", "a%c:4", "b:1", "A:1"):
+            store.put(key, b"x")
+        assert sorted(store.keys("a:")) == ["a:1", "a:2"]
+        assert sorted(store.keys("a%")) == ["a%c:4"]
+        assert sorted(store.keys("a_")) == ["a_b:3"]
+        assert len(list(store.keys())) == 6
+
+    def test_overwrites_are_atomic_under_concurrent_readers(self, store: Store) -> None:
+        values = [bytes([65 + n]) * 200_000 for n in range(WRITERS)]
+        store.put("shared", values[0])
+        torn: list[int] = []
+        stop = threading.Event()
+
+        def write(value: bytes) -> None:
+            for _ in range(WRITES_PER_WRITER // 5):
+                store.put("shared", value)
+
+        def read() -> None:
+            while not stop.is_set():
+                seen = store.get("shared")
+                if seen is MISSING or seen not in values:
+                    torn.append(1)
+
+        readers = [threading.Thread(target=read) for _ in range(2)]
+        writers = [threading.Thread(target=write, args=(v,)) for v in values]
+        for thread in readers + writers:
+            thread.start()
+        for thread in writers:
+            thread.join(timeout=60)
+        stop.set()
+        for thread in readers:
+            thread.join(timeout=60)
+        assert not torn
+        assert store.get("shared") in values
+
+    def test_concurrent_writer_threads_lose_nothing(self, store: Store) -> None:
+        def write(writer: int) -> None:
+            for n in range(WRITES_PER_WRITER):
+                store.put(f"t{writer}:{n}", f"{writer}-{n}".encode())
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(WRITERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        for writer in range(WRITERS):
+            assert len(list(store.keys(f"t{writer}:"))) == WRITES_PER_WRITER
+            assert store.get(f"t{writer}:7") == f"{writer}-7".encode()
+
+    def test_store_works_again_after_close_and_reopen(self, tmp_path: Path) -> None:
+        first = self.make_store(tmp_path)
+        first.put("k", b"v")
+        first.close()
+        second = self.make_store(tmp_path)
+        try:
+            second.put("k2", b"v2")
+            assert second.get("k2") == b"v2"
+        finally:
+            second.close()
+
+    @pytest.mark.parametrize(
+        "damage",
+        [
+            pytest.param(lambda v: v[: len(v) // 2], id="truncated"),
+            pytest.param(lambda v: v[:-1] + bytes([v[-1] ^ 1]), id="bit-flipped"),
+            pytest.param(lambda _v: b"\x80\x04\x95garbage", id="garbage"),
+            pytest.param(lambda _v: b"", id="empty"),
+        ],
+    )
+    def test_damaged_snapshot_entry_is_a_reported_miss(self, store: Store, damage: object) -> None:
+        snapshot = Snapshot("c-1", None, {"f": FeatureEntitlement("f", "BOOLEAN", True)}, 1.0)
+        key = snapshot_key("c-1", None)
+        assert callable(damage)
+        store.put(key, damage(encode_snapshot(snapshot)))
+        faults: list[str] = []
+        cache = SnapshotCache(store, SYSTEM_CLOCK, lambda event, _e: faults.append(event))
+        assert cache.get("c-1", None) is None
+        assert faults == ["store_entry_unusable"]
+
+    def test_snapshot_round_trips_through_the_store(self, store: Store) -> None:
+        snapshot = Snapshot("c-ü", "r-1", {"f": FeatureEntitlement("f", "BOOLEAN", True)}, 5.0)
+        SnapshotCache(store, SYSTEM_CLOCK, lambda *_: None).put(snapshot, 0.0)
+        fresh = SnapshotCache(store, SYSTEM_CLOCK, lambda *_: None)
+        cached = fresh.get("c-ü", "r-1")
+        assert cached is not None
+        assert cached.snapshot == snapshot
+
+
+def _write_from_process(url: str, writer: int, count: int) -> None:
+    store = open_store(url)
+    try:
+        for n in range(count):
+            store.put(f"p{writer}:{n}", f"{writer}-{n}".encode() * 100)
+            store.put("shared", bytes([65 + writer]) * 100_000)
+    finally:
+        store.close()
+
+
+class DurableStoreConformance(StoreConformance):
+    """Behaviour of stores that persist and are shared between processes."""
+
+    def store_url(self, base: Path) -> str:
+        """A URL ``open_store`` resolves to a store under ``base``."""
+        raise NotImplementedError
+
+    def make_store(self, base: Path) -> Store:
+        return open_store(self.store_url(base))
+
+    def test_values_survive_close_and_reopen(self, tmp_path: Path) -> None:
+        first = self.make_store(tmp_path)
+        first.put("k", b"kept")
+        first.close()
+        second = self.make_store(tmp_path)
+        try:
+            assert second.get("k") == b"kept"
+        finally:
+            second.close()
+
+    def test_concurrent_writer_processes_lose_nothing(self, tmp_path: Path) -> None:
+        url = self.store_url(tmp_path)
+        self.make_store(tmp_path).close()
+        context = multiprocessing.get_context("spawn")
+        workers = [
+            context.Process(target=_write_from_process, args=(url, w, WRITES_PER_WRITER))
+            for w in range(3)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+            assert worker.exitcode == 0
+        store = self.make_store(tmp_path)
+        try:
+            for writer in range(3):
+                assert len(list(store.keys(f"p{writer}:"))) == WRITES_PER_WRITER
+                assert store.get(f"p{writer}:9") == f"{writer}-9".encode() * 100
+            assert store.get("shared") in {bytes([65 + w]) * 100_000 for w in range(3)}
+        finally:
+            store.close()

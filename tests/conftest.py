@@ -1,0 +1,66 @@
+"""Shared fixtures: a fake Stigg on loopback and the official SDK pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stigg
+
+from stigg_cache import FallbackPolicy, ResilientClient, Staleness
+from stigg_cache.chaos.fake import FakeStigg, boolean, enum_feature, metered, numeric
+from stigg_cache.testing import ManualClock
+
+API_KEY = "sk-test-0123456789abcdef"  # a recognisable fake secret, searched for in logs
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeStigg]:
+    with FakeStigg(api_key=API_KEY) as server:
+        server.set_customer(
+            "acme",
+            [
+                boolean("sso"),
+                numeric("seats", 25),
+                metered("api_calls", limit=100, usage=40),
+                enum_feature("models", ["gpt-4", "claude"]),
+            ],
+        )
+        yield server
+
+
+@pytest.fixture
+def sdk(fake: FakeStigg) -> Iterator[Any]:
+    """The official REST SDK with its own defaults (60 s timeout, 2 retries)."""
+    client = stigg.Stigg(api_key=API_KEY, base_url=fake.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+POLICY = FallbackPolicy(staleness=Staleness(fresh_for_s=60, max_staleness_s=3600))
+
+MakeClient = Callable[..., ResilientClient]
+
+
+@pytest.fixture
+def make_client(sdk: Any, tmp_path: Path) -> Iterator[MakeClient]:
+    """Build ResilientClients over the SDK; all are closed after the test."""
+    made: list[ResilientClient] = []
+
+    def make(**options: Any) -> ResilientClient:
+        options.setdefault("store", f"sqlite:///{tmp_path}/cache.db")
+        options.setdefault("policy", POLICY)
+        client = ResilientClient(options.pop("inner", sdk), **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()

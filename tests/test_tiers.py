@@ -1,0 +1,208 @@
+"""Every tier transition, through the official REST SDK over loopback HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from stigg_cache import ConnectionState, FallbackPolicy, Grant, Rule, Source, Staleness
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.testing import ManualClock
+from tests.conftest import MakeClient
+from tests.helpers import eventually
+
+
+def test_cold_cache_is_answered_live_then_from_cache(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock)
+    first = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    second = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (first.has_access, first.decision.source, first.decision.age_s) == (True, Source.LIVE, 0.0)
+    assert (second.has_access, second.decision.source) == (True, Source.CACHE)
+    assert fake.entitlement_requests() == 1
+
+
+def test_every_getter_answers_with_stiggs_fields(make_client: MakeClient) -> None:
+    client = make_client()
+    metered = client.get_metered_entitlement(
+        customer_id="acme", feature_id="api_calls", requested_usage=60
+    )
+    over = client.get_metered_entitlement(
+        customer_id="acme", feature_id="api_calls", requested_usage=61
+    )
+    seats = client.get_numeric_entitlement(customer_id="acme", feature_id="seats")
+    models = client.get_enum_entitlement(
+        customer_id="acme", feature_id="models", requested_values=["claude"]
+    )
+    wrong = client.get_enum_entitlement(
+        customer_id="acme", feature_id="models", requested_values=["llama"]
+    )
+    generic = client.get_entitlement(customer_id="acme", feature_id="api_calls")
+    missing = client.get_boolean_entitlement(customer_id="acme", feature_id="nope")
+    assert (metered.has_access, metered.current_usage, metered.usage_limit) == (True, 40, 100)
+    assert metered.reset_period == "MONTH"
+    assert metered.usage_period_end is not None
+    assert (over.has_access, over.access_denied_reason) == (False, "RequestedUsageExceedingLimit")
+    assert (seats.value, seats.is_unlimited) == (25, False)
+    assert (models.has_access, models.enum_values) == (True, ("gpt-4", "claude"))
+    assert (wrong.has_access, wrong.access_denied_reason) == (False, "RequestedValuesMismatch")
+    assert (generic.feature_type, generic.current_usage) == ("NUMBER", 40)
+    assert missing.access_denied_reason == "NoFeatureEntitlementInSubscription"
+    assert client.has_access("acme", "sso")
+    assert not client.has_access("acme", "api_calls", requested_usage=500)
+
+
+def test_unknown_customer_is_denied_as_stigg_says(make_client: MakeClient) -> None:
+    result = make_client().get_boolean_entitlement(customer_id="ghost", feature_id="sso")
+    assert (result.has_access, result.access_denied_reason) == (False, "CustomerNotFound")
+    assert result.decision.source is Source.LIVE
+
+
+def test_expired_freshness_serves_stale_and_revalidates_in_background(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_customer("acme", [boolean("sso", granted=False)])
+    clock.advance(61)
+    stale = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (stale.decision.source, stale.decision.stale, stale.has_access) == (
+        Source.STALE,
+        True,
+        True,
+    )
+    assert stale.decision.age_s == 61
+    eventually(lambda: fake.entitlement_requests() == 2)
+    eventually(
+        lambda: client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
+        is Source.CACHE
+    )
+    assert not client.get_boolean_entitlement(customer_id="acme", feature_id="sso").has_access
+
+
+def test_stale_snapshot_is_served_while_stigg_is_blackholed(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_mode(FakeMode.BLACKHOLE)
+    clock.advance(600)
+    for _ in range(5):
+        result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        assert (result.decision.source, result.has_access) == (Source.STALE, True)
+        assert result.decision.age_s == 600
+
+
+def test_snapshot_past_max_staleness_falls_to_the_policy(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    policy = FallbackPolicy(
+        staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
+        rules=(Rule("enterprise", {"*": Grant(has_access=False)}, customers=("ac*",)),),
+        version="v-test",
+    )
+    client = make_client(clock=clock, policy=policy, check_timeout=0.2)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(3601)
+    result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert result.decision.source is Source.POLICY
+    assert (result.decision.rule, result.decision.policy_version) == ("enterprise", "v-test")
+    assert result.decision.age_s is None
+    assert "max_staleness" in (result.decision.reason or "")
+    assert not result.has_access
+    assert result.is_fallback
+
+
+def test_never_seen_customer_gets_the_default_while_stigg_is_down(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    fake.set_mode(FakeMode.DOWN)
+    result = make_client(check_timeout=0.3).get_metered_entitlement(
+        customer_id="newcomer", feature_id="api_calls"
+    )
+    assert (result.decision.source, result.has_access, result.decision.rule) == (
+        Source.DEFAULT,
+        True,
+        None,
+    )
+
+
+def test_per_feature_budget_overrides_the_global_one(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    from stigg_cache import FeaturePolicy
+
+    policy = FallbackPolicy(
+        staleness=Staleness(fresh_for_s=60, max_staleness_s=86_400),
+        features={"api_calls": FeaturePolicy(max_staleness_s=7200)},
+    )
+    client = make_client(clock=clock, policy=policy, check_timeout=0.2)
+    client.get_entitlements(customer_id="acme")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(3 * 3600)
+    sso = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    calls = client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+    assert sso.decision.source is Source.STALE
+    assert calls.decision.source is Source.DEFAULT
+
+
+def test_valid_until_in_the_past_ends_freshness_early(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=5)
+    fake.set_customer("acme", [boolean("sso").__class__("sso", "BOOLEAN", True, valid_until=soon)])
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(10)
+    result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (result.decision.source, result.decision.age_s) == (Source.STALE, 10)
+
+
+def test_wall_clock_jump_does_not_make_cached_data_fresher(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(120)
+    clock.jump_wall(-3600)
+    result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (result.decision.source, result.decision.age_s) == (Source.STALE, 120)
+
+
+def test_stigg_back_brings_fresh_data_again(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock, check_timeout=0.3)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(7200)
+    for _ in range(3):
+        fallback = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        assert fallback.decision.source is Source.DEFAULT
+    assert client.status().state is ConnectionState.OFFLINE
+    fake.set_mode(FakeMode.UP)
+    clock.advance(60)  # past the breaker's backoff: the next check is the probe
+    live = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert live.decision.source is Source.LIVE
+    assert client.status().state is ConnectionState.CONNECTED
+
+
+def test_get_entitlements_carries_its_decision(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock, check_timeout=0.2)
+    live = client.get_entitlements(customer_id="acme")
+    assert live.decision is not None
+    assert live.decision.source is Source.LIVE
+    assert set(live.entitlements) == {"sso", "seats", "api_calls", "models"}
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(120)
+    stale = client.get_entitlements(customer_id="acme")
+    assert stale.decision is not None
+    assert stale.decision.source is Source.STALE
+    cold = client.get_entitlements(customer_id="nobody")
+    assert cold.decision is not None
+    assert (cold.decision.source, dict(cold.entitlements)) == (Source.DEFAULT, {})
