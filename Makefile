@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(PY) -m stigg_cache.demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check stigg_cache tests bench
-	$(VENV)/bin/ruff format --check stigg_cache tests bench
+	$(VENV)/bin/ruff check stigg_cache tests
+	$(VENV)/bin/ruff format --check stigg_cache tests
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)

@@ -17,7 +17,11 @@ def test_cold_cache_is_answered_live_then_from_cache(
     client = make_client(clock=clock)
     first = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     second = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    assert (first.has_access, first.decision.source, first.decision.age_s) == (True, Source.LIVE, 0.0)
+    assert (first.has_access, first.decision.source, first.decision.age_s) == (
+        True,
+        Source.LIVE,
+        0.0,
+    )
     assert (second.has_access, second.decision.source) == (True, Source.CACHE)
     assert fake.entitlement_requests() == 1
 
@@ -74,8 +78,10 @@ def test_expired_freshness_serves_stale_and_revalidates_in_background(
     assert stale.decision.age_s == 61
     eventually(lambda: fake.entitlement_requests() == 2)
     eventually(
-        lambda: client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
-        is Source.CACHE
+        lambda: (
+            client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
+            is Source.CACHE
+        )
     )
     assert not client.get_boolean_entitlement(customer_id="acme", feature_id="sso").has_access
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import socket
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -134,7 +134,7 @@ class FakeStigg:
         self._release = threading.Event()
         self._closed = threading.Event()
         self.counts: Counter[str] = Counter()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = port
         self._listen()

@@ -11,11 +11,18 @@ PRIVATE_FILE_MODE = 0o600
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as 0700; tighten it if we own it."""
-    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    info = path.stat()
-    if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
-        path.chmod(PRIVATE_DIR_MODE)
+    """Create ``path`` and any missing parents as 0700.
+
+    Folders that already exist are left as they are: ``sqlite:///app.db``
+    puts the file in the working directory, which is not ours to lock down.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:  # another process made it meanwhile
+            continue
+        folder.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
     return path
 
 

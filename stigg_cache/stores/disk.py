@@ -18,7 +18,7 @@ from typing import Any
 import diskcache
 
 from stigg_cache.errors import CorruptEntryError, StoreError
-from stigg_cache.stores._files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, private_dir, private_file
+from stigg_cache.stores._files import PRIVATE_FILE_MODE, private_dir, private_file
 from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
@@ -55,7 +55,7 @@ class RawBytesDisk(diskcache.Disk):  # type: ignore[misc]
         if len(value) < self.min_file_size:
             return 0, _MODE_RAW, None, sqlite3.Binary(value)
         filename, full_path = self.filename()
-        Path(full_path).parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        private_dir(Path(full_path).parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
         fd = os.open(full_path, flags, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "wb") as writer:

@@ -146,7 +146,9 @@ class StoreConformance:
         ],
     )
     def test_damaged_snapshot_entry_is_a_reported_miss(self, store: Store, damage: object) -> None:
-        snapshot = Snapshot("c-1", None, {"f": FeatureEntitlement("f", "BOOLEAN", True)}, 1.0)
+        snapshot = Snapshot(
+            "c-1", None, {"f": FeatureEntitlement("f", "BOOLEAN", is_granted=True)}, 1.0
+        )
         key = snapshot_key("c-1", None)
         assert callable(damage)
         store.put(key, damage(encode_snapshot(snapshot)))
@@ -156,7 +158,9 @@ class StoreConformance:
         assert faults == ["store_entry_unusable"]
 
     def test_snapshot_round_trips_through_the_store(self, store: Store) -> None:
-        snapshot = Snapshot("c-ü", "r-1", {"f": FeatureEntitlement("f", "BOOLEAN", True)}, 5.0)
+        snapshot = Snapshot(
+            "c-ü", "r-1", {"f": FeatureEntitlement("f", "BOOLEAN", is_granted=True)}, 5.0
+        )
         SnapshotCache(store, SYSTEM_CLOCK, lambda *_: None).put(snapshot, 0.0)
         fresh = SnapshotCache(store, SYSTEM_CLOCK, lambda *_: None)
         cached = fresh.get("c-ü", "r-1")

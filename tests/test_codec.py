@@ -1,0 +1,101 @@
+"""The snapshot codec round-trips and rejects every damaged value as corrupt."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from datetime import UTC, datetime
+
+import pytest
+
+from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache.errors import CorruptEntryError
+from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
+
+SNAPSHOT = Snapshot(
+    customer_id="c-ü",
+    resource_id="r-1",
+    entitlements={
+        "api_calls": FeatureEntitlement(
+            "api_calls",
+            "NUMBER",
+            is_granted=True,
+            usage_limit=100.0,
+            current_usage=3.5,
+            reset_period="MONTH",
+            usage_period_end=datetime(2030, 1, 1, tzinfo=UTC),
+            valid_until=datetime(2030, 1, 1, 12, tzinfo=UTC),
+            display_name="API calls",
+        ),
+        "models": FeatureEntitlement("models", "ENUM", is_granted=True, enum_values=("a", "b")),
+    },
+    credits={
+        "tokens": CreditEntitlement("tokens", is_granted=True, usage_limit=10, current_usage=2)
+    },
+    fetched_at=1_700_000_000.25,
+)
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">4sI32s", MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
+
+
+def test_snapshot_round_trips() -> None:
+    assert decode_snapshot(encode_snapshot(SNAPSHOT)) == SNAPSHOT
+
+
+def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
+    key = snapshot_key("../../etc/passwd", None)
+    assert key.startswith("snapshot:")
+    assert "/" not in key
+    assert snapshot_key("a", None) != snapshot_key("a", "r")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"SCS1", id="header-only"),
+        pytest.param(encode_snapshot(SNAPSHOT)[:-3], id="truncated"),
+        pytest.param(encode_snapshot(SNAPSHOT) + b"x", id="extended"),
+        pytest.param(b"XXXX" + encode_snapshot(SNAPSHOT)[4:], id="wrong-magic"),
+        pytest.param(_frame(b"not json"), id="not-json"),
+        pytest.param(_frame(b"[1]"), id="not-an-object"),
+        pytest.param(_frame(json.dumps({"v": 2}).encode()), id="future-version"),
+        pytest.param(_frame(b"[" * 100_000 + b"]" * 100_000), id="deep-nesting"),
+        pytest.param(
+            _frame(
+                json.dumps(
+                    {"v": 1, "customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}
+                ).encode()
+            ),
+            id="bad-id-type",
+        ),
+        pytest.param(
+            _frame(
+                json.dumps(
+                    {
+                        "v": 1,
+                        "customerId": "c",
+                        "resourceId": None,
+                        "fetchedAt": 1,
+                        "data": {"entitlements": [{"type": "FEATURE", "isGranted": "yes"}]},
+                    }
+                ).encode()
+            ),
+            id="bad-entitlement",
+        ),
+    ],
+)
+def test_damaged_values_are_corrupt_entries(value: bytes) -> None:
+    with pytest.raises(CorruptEntryError):
+        decode_snapshot(value)
+
+
+def test_a_flipped_byte_anywhere_is_detected() -> None:
+    value = encode_snapshot(SNAPSHOT)
+    for index in range(0, len(value), 7):
+        damaged = value[:index] + bytes([value[index] ^ 0x01]) + value[index + 1 :]
+        with pytest.raises(CorruptEntryError):
+            decode_snapshot(damaged)

@@ -1,0 +1,159 @@
+"""Snapshots survive restarts; damaged or planted store entries never reach a check."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stigg_cache import ResilientClient, Source
+from stigg_cache._codec import snapshot_key
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.errors import CorruptEntryError
+from stigg_cache.stores import open_store
+from stigg_cache.stores.disk import DiskStore
+from stigg_cache.stores.sqlite import TABLE
+from tests.conftest import API_KEY, MakeClient
+
+CHILD = """
+import sys, json
+from stigg_cache import ResilientClient, FallbackPolicy, Staleness
+policy = FallbackPolicy(staleness=Staleness(fresh_for_s=float(sys.argv[3]), max_staleness_s=3600))
+with ResilientClient(None, api_key=sys.argv[4], base_url=sys.argv[2], store=sys.argv[1],
+                     policy=policy, check_timeout=0.3) as client:
+    r = client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+    print(json.dumps([r.decision.source.value, r.has_access, r.current_usage]))
+"""
+
+
+def _run_child(store_url: str, base_url: str, fresh_for_s: float) -> list[object]:
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, store_url, base_url, str(fresh_for_s), API_KEY],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return list(json.loads(done.stdout))
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "disk"])
+def test_a_new_process_answers_from_the_store_while_stigg_is_down(
+    fake: FakeStigg, tmp_path: Path, scheme: str
+) -> None:
+    url = f"{scheme}:///{tmp_path}/store"
+    assert _run_child(url, fake.url, 60) == ["LIVE", True, 40]
+    fake.set_mode(FakeMode.DOWN)
+    assert _run_child(url, fake.url, 60) == ["CACHE", True, 40]
+    assert _run_child(url, fake.url, 0.001) == ["STALE", True, 40]
+
+
+def test_corrupt_sqlite_entry_is_refetched_and_reported(
+    fake: FakeStigg, make_client: MakeClient, tmp_path: Path
+) -> None:
+    client = make_client()
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    client.close()
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        db.execute(
+            f"UPDATE {TABLE} SET value = substr(value, 1, 50) WHERE key = ?",
+            (snapshot_key("acme", None),),
+        )
+    reopened = make_client()
+    result = reopened.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert result.decision.source is Source.LIVE
+    assert fake.entitlement_requests() == 2
+    status = reopened.status()
+    assert status.faults["stigg_cache.store_entry_unusable"] == 1
+    assert status.store_healthy
+
+
+def test_unwritable_store_degrades_but_checks_keep_answering(
+    fake: FakeStigg, make_client: MakeClient, tmp_path: Path
+) -> None:
+    client = make_client()
+    client._cache.store.close()  # every later store call now fails
+    result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    again = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (result.decision.source, again.decision.source) == (Source.LIVE, Source.CACHE)
+    status = client.status()
+    assert not status.store_healthy
+    assert "store_write_failed" in (status.store_error or "")
+    del fake, tmp_path
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_disk_store_refuses_a_planted_pickle_and_runs_nothing(tmp_path: Path) -> None:
+    import diskcache
+
+    directory = tmp_path / "disk"
+    marker = tmp_path / "pwned"
+    DiskStore(directory).close()
+    planted = diskcache.Cache(str(directory))  # the default Disk: what an attacker would use
+    planted.set(snapshot_key("acme", None), _Exploit(marker))
+    planted.set(_Exploit(marker), b"pickled key")
+    planted.close()
+    assert pickle.dumps(_Exploit(marker))  # the payload is a working pickle
+
+    store = DiskStore(directory)
+    with pytest.raises(CorruptEntryError):
+        store.get(snapshot_key("acme", None))
+    with pytest.raises(CorruptEntryError):
+        list(store.keys())
+    store.close()
+    with ResilientClient(
+        None,
+        api_key="k",
+        base_url="http://127.0.0.1:9",
+        store=f"disk:///{directory}",
+        check_timeout=0.1,
+    ) as client:
+        result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        assert result.decision.source is Source.DEFAULT
+        assert client.status().faults["stigg_cache.store_entry_unusable"] == 1
+    assert not marker.exists()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "disk"])
+def test_store_files_are_private_even_under_a_permissive_umask(tmp_path: Path, scheme: str) -> None:
+    old = os.umask(0)
+    try:
+        store = open_store(f"{scheme}:///{tmp_path}/a/b/store")
+        store.put("small", b"x")
+        store.put("large", b"y" * (5 * 1024 * 1024))  # big enough for a diskcache value file
+        store.close()
+    finally:
+        os.umask(old)
+    created = list((tmp_path / "a").rglob("*"))
+    assert created
+    for path in created:
+        assert _mode(path) == (0o700 if path.is_dir() else 0o600), path
+    assert _mode(tmp_path / "a") == 0o700
+
+
+def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
+    store = DiskStore(tmp_path / "d")
+    value = os.urandom(5 * 1024 * 1024)
+    store.put("big", value)
+    assert store.get("big") == value
+    assert list((tmp_path / "d").rglob("*.val"))
+    store.close()
