@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import FallbackPolicy, Grant, ResilientClient, Rule, Staleness
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered, numeric
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.models import AnyEntitlement
 
 API_KEY = "sk-demo-not-a-real-key"
@@ -110,11 +109,10 @@ def _story(workdir: Path) -> None:
             _print(_check(client, "2. Stigg blackholed (cold)", "trial-9", "sso"))
             for n in range(3):
                 _print(_check(client, "2. breaker opening", f"cold-{n}", "api_calls"))
-            print(
-                f"\n   status: {client.status().state.value}, last error: {client.status().last_error}\n"
-            )
+            status = client.status()
+            print(f"\n   status: {status.state.value}, last error: {status.last_error}\n")
         fake.set_mode(FakeMode.DOWN)
-        child = subprocess.run(
+        child = subprocess.run(  # noqa: S603 - our own module, our own arguments
             [sys.executable, "-m", "stigg_cache.demo", "--restart-child", store_url, fake.url],
             capture_output=True,
             text=True,
@@ -143,7 +141,7 @@ def main() -> None:
         return
     logging.basicConfig(format="   log: %(message)s", level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="stigg-cache-demo-") as workdir:
-        os.chmod(workdir, 0o700)
+        Path(workdir).chmod(0o700)
         _story(Path(workdir))
 
 
