@@ -10,6 +10,7 @@ only gathers inputs and does the I/O.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ from stigg_cache.models import (
     Status,
 )
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
+from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
 from stigg_cache.stores.layered import DEFAULT_L1_MAX_ENTRIES, CachedSnapshot, SnapshotCache
 
@@ -95,8 +97,9 @@ class ResilientClient:
         store: a store URL (``sqlite:///path.db``, ``disk:///dir``,
             ``memory://``, plugin schemes) or a :class:`Store`; default: SQLite
             in the user's cache directory.
-        policy: a :class:`FallbackPolicy`, or ``None`` for the built-in one
-            (allow, logged once a minute per feature).
+        policy: a path to ``fallback.yaml`` (validated now, hot reloaded on
+            every edit), a :class:`FallbackPolicy`, or ``None`` for the built-in
+            one (allow, logged once a minute per feature).
         check_timeout: seconds a check may wait on the network, ever.
         fetch_timeout: seconds a fetch may run in the background before it
             is abandoned (it keeps filling the cache after the check moved on).
@@ -108,7 +111,7 @@ class ResilientClient:
         inner: object = None,
         *,
         store: str | Store | None = None,
-        policy: FallbackPolicy | None = None,
+        policy: FallbackPolicy | str | os.PathLike[str] | None = None,
         check_timeout: float = DEFAULT_CHECK_TIMEOUT_S,
         api_key: str | None = None,
         base_url: str | None = None,
@@ -120,8 +123,14 @@ class ResilientClient:
     ) -> None:
         self._check_timeout_s = _positive("check_timeout", check_timeout)
         fetch_timeout_s = _positive("fetch_timeout", fetch_timeout)
-        if policy is not None and not isinstance(policy, FallbackPolicy):
-            raise TypeError(f"policy must be a FallbackPolicy or None, got {type(policy).__name__}")
+        self._watcher: PolicyWatcher | None = None
+        if isinstance(policy, str | os.PathLike):
+            self._watcher = PolicyWatcher(policy, on_reload=self._use_policy)
+            policy = self._watcher.current
+        elif policy is not None and not isinstance(policy, FallbackPolicy):
+            raise TypeError(
+                f"policy must be a path, a FallbackPolicy or None, got {type(policy).__name__}"
+            )
         self._policy = policy or BUILTIN_POLICY
         self._clock = clock
         self._faults = FaultLog(clock)
@@ -366,7 +375,7 @@ class ResilientClient:
             snapshots_in_memory=self._cache.l1_size,
             policy_version=self._policy.version,
             policy_source=self._policy.source,
-            policy_error=None,
+            policy_error=None if self._watcher is None else self._watcher.error,
             outbox_depth=0,
             dead_letters=0,
             faults=dict(self._faults.counts),
@@ -382,6 +391,8 @@ class ResilientClient:
             return
         self._closed = True
         self._fetcher.close()
+        if self._watcher is not None:
+            self._watcher.close()
         self._adapter.close()
         if self._owns_store:
             self._cache.store.close()
@@ -396,6 +407,9 @@ class ResilientClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _use_policy(self, policy: FallbackPolicy) -> None:
+        self._policy = policy  # one reference swap: checks in flight keep the old one
 
     def _store_fault(self, event: str, error: Exception | None) -> None:
         if error is None:

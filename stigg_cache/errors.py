@@ -6,6 +6,7 @@ Exceptions are for the caller's own mistakes and for explicit admin calls::
 
     StiggCacheError
     ├── ConfigurationError (+ ValueError)  bad constructor arguments, store URL
+    ├── PolicyError (+ ValueError)         an invalid fallback.yaml, every problem listed
     ├── StoreError (+ OSError)             a store could not read or write
     │   └── CorruptEntryError (+ ValueError)  a stored value failed its checks
     ├── StiggUnavailableError              Stigg could not answer (adapters)
@@ -82,3 +83,21 @@ class StiggRejectedError(StiggUnavailableError):
 
 class InvalidResponseError(StiggCacheError, ValueError):
     """A body that claims to come from Stigg does not have Stigg's shape."""
+
+
+class PolicyError(StiggCacheError, ValueError):
+    """A fallback policy file is invalid; every problem found is listed.
+
+    Attributes:
+        issues: each problem as ``(file, line, key, message)``.
+    """
+
+    def __init__(self, issues: list[tuple[str, int | None, str, str]]) -> None:
+        self.issues = issues
+        lines = [
+            f"{file}:{line if line is not None else '?'}: {key}: {message}"
+            if key
+            else f"{file}:{line if line is not None else '?'}: {message}"
+            for file, line, key, message in issues
+        ]
+        super().__init__("invalid fallback policy:\n  " + "\n  ".join(lines))

@@ -7,9 +7,11 @@ and :mod:`stigg_cache.policy.watcher`.
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import os
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -139,6 +141,26 @@ class FallbackPolicy:
         }
         object.__setattr__(self, "_budgets", budgets)
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> FallbackPolicy:
+        """Load and validate a ``fallback.yaml``.
+
+        Raises:
+            PolicyError: the file cannot be read or is invalid (all issues listed).
+        """
+        return _loader().load_policy_file(path)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_yaml(cls, content: bytes | str, source: str = "<policy>") -> FallbackPolicy:
+        """Validate policy text (as it would be read from a file)."""
+        data = content.encode() if isinstance(content, str) else content
+        return _loader().load_policy(data, source)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> FallbackPolicy:
+        """Validate a policy given as plain data, in the file's schema."""
+        return _loader().load_policy_dict(data, source)  # type: ignore[no-any-return]
+
     def staleness_for(self, feature_id: str) -> Staleness:
         """The staleness budget of a feature (its own, else the global one)."""
         return self._budgets.get(feature_id, self.staleness)
@@ -174,6 +196,12 @@ class FallbackPolicy:
         if self.default is not None:
             return Resolution(self.default, Source.DEFAULT, "default")
         return Resolution(BUILTIN_ALLOW, Source.DEFAULT, None)
+
+
+def _loader() -> Any:
+    # Imported by name at call time: the decision core uses policies but never
+    # loads them, and must not depend on YAML or the file system.
+    return importlib.import_module("stigg_cache.policy.loader")
 
 
 BUILTIN_POLICY = FallbackPolicy()

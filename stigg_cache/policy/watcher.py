@@ -1,0 +1,191 @@
+"""Hot reload of ``fallback.yaml``: watch the folder, let the content settle, swap.
+
+* The *parent folder* is watched, not the file: editors save by writing a
+  temporary file and renaming it over the original, Kubernetes swaps a
+  ``..data`` symlink, and a deleted file can come back. Any of those changes
+  the folder.
+* Only created / modified / moved / deleted events count. watchdog also
+  reports opens and no-write closes (our own reads among them): reacting to
+  those would make an idle watcher spin.
+* A file caught half-written often still parses, so after the last event the
+  watcher waits ``settle_s`` and reads twice, ``settle_s`` apart, until two
+  reads agree.
+* A file whose content hash did not change is not reloaded; a file that fails
+  validation never replaces the last good policy (the error is kept for
+  ``status()`` and logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import (
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from stigg_cache._log import logger
+from stigg_cache.errors import PolicyError
+from stigg_cache.policy.loader import MAX_POLICY_BYTES, load_policy, policy_version
+from stigg_cache.policy.model import FallbackPolicy
+
+DEFAULT_SETTLE_S = 0.1  # editors finish a save within milliseconds; reload stays well under 1 s
+MAX_SETTLE_ROUNDS = 50  # a file rewritten forever is read at most this many times per event
+_CONTENT_EVENTS = frozenset(
+    {EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED}
+)
+
+
+class _FolderEvents(FileSystemEventHandler):
+    def __init__(self, kick: Callable[[], None]) -> None:
+        self._kick = kick
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in _CONTENT_EVENTS:
+            self._kick()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(MAX_POLICY_BYTES + 1)
+    except OSError:
+        return None
+
+
+def warn_if_writable_by_others(path: Path) -> bool:
+    """Log a warning if anyone but the owner can change the policy file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    if mode & (stat.S_IWOTH | stat.S_IWGRP):
+        logger.warning(
+            "stigg_cache.policy_writable: %s is writable by other users, who could grant "
+            "themselves features during an outage; chmod 600 it",
+            path,
+            extra={"event": "stigg_cache.policy_writable", "path": str(path)},
+        )
+        return True
+    return False
+
+
+class PolicyWatcher:
+    """Holds the last good policy of a file and reloads it when the file changes.
+
+    Raises:
+        PolicyError: at construction, if the file is missing or invalid.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        on_reload: Callable[[FallbackPolicy], None] | None = None,
+        settle_s: float = DEFAULT_SETTLE_S,
+    ) -> None:
+        self.path = Path(path).absolute()
+        content = _read(self.path)
+        if content is None:
+            raise PolicyError([(str(self.path), None, "", "cannot read the policy file")])
+        self.current = load_policy(content, str(self.path))
+        warn_if_writable_by_others(self.path)
+        self.error: str | None = None
+        self.reloads = 0
+        self.rejected = 0
+        self._on_reload = on_reload
+        self._settle_s = settle_s
+        self._last_event = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.schedule(_FolderEvents(self._kick), str(self.path.parent), recursive=False)
+        self._observer.start()
+        self._worker = threading.Thread(target=self._run, daemon=True, name="stigg-cache-policy")
+        self._worker.start()
+
+    def close(self) -> None:
+        """Stop watching (bounded wait for the threads)."""
+        self._stop.set()
+        self._wake.set()
+        self._observer.stop()
+        self._observer.join(timeout=2)
+        self._worker.join(timeout=2)
+
+    def _kick(self) -> None:
+        self._last_event = time.monotonic()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            content = self._settled_content()
+            if self._stop.is_set():  # closed while settling: the result is nobody's
+                return
+            self._consider(content)
+
+    def _settled_content(self) -> bytes | None:
+        previous: bytes | None = None
+        for _ in range(MAX_SETTLE_ROUNDS):
+            quiet_for = time.monotonic() - self._last_event
+            if quiet_for < self._settle_s:
+                self._stop.wait(self._settle_s - quiet_for)
+                continue
+            content = _read(self.path)
+            if previous is not None and content == previous:
+                return content
+            previous = content
+            self._stop.wait(self._settle_s)
+        return previous
+
+    def _consider(self, content: bytes | None) -> None:
+        old = self.current
+        if content is None:
+            self._reject(f"{self.path} is missing or unreadable; keeping policy {old.version}")
+            return
+        if policy_version(content) == old.version:
+            self.error = None
+            return
+        try:
+            new = load_policy(content, str(self.path))
+        except PolicyError as error:
+            self._reject(f"{error}\n  keeping policy {old.version}")
+            return
+        self.current = new
+        self.error = None
+        self.reloads += 1
+        warn_if_writable_by_others(self.path)
+        logger.info(
+            "stigg_cache.policy_reloaded: %s %s -> %s",
+            self.path,
+            old.version,
+            new.version,
+            extra={"event": "stigg_cache.policy_reloaded", "version": new.version},
+        )
+        if self._on_reload is not None:
+            self._on_reload(new)
+
+    def _reject(self, message: str) -> None:
+        self.rejected += 1
+        self.error = message
+        logger.log(
+            logging.WARNING,
+            "stigg_cache.policy_rejected: %s",
+            message,
+            extra={"event": "stigg_cache.policy_rejected"},
+        )

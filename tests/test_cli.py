@@ -1,0 +1,73 @@
+"""The stigg-cache command: policy check and policy explain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from stigg_cache import ResilientClient
+from stigg_cache.chaos.fake import FakeStigg
+from stigg_cache.cli import main
+from tests.conftest import API_KEY
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "fallback.yaml"
+
+
+def test_policy_check_accepts_the_example_without_warnings() -> None:
+    result = CliRunner().invoke(main, ["policy", "check", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "valid (version" in result.output
+    assert "warning" not in result.output
+
+
+def test_policy_check_fails_with_every_error(tmp_path: Path) -> None:
+    bad = tmp_path / "fallback.yaml"
+    bad.write_text("version: 2\ncolour: red\n")
+    result = CliRunner().invoke(main, ["policy", "check", str(bad)])
+    assert result.exit_code == 1
+    assert f"{bad}:2: colour: unknown key" in result.output
+    assert f"{bad}:1: version: must be 1" in result.output
+
+
+def test_policy_check_warns_when_only_the_catch_all_grants(tmp_path: Path) -> None:
+    loose = tmp_path / "fallback.yaml"
+    loose.write_text("version: 1\ndefault: {has_access: true}\n")
+    result = CliRunner().invoke(main, ["policy", "check", str(loose)])
+    assert result.exit_code == 0
+    assert "granted during an outage only by the catch-all" in result.output
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("version: 1\n")
+    assert (
+        "ALLOWED during an outage"
+        in CliRunner().invoke(main, ["policy", "check", str(bare)]).output
+    )
+
+
+def test_policy_explain_without_a_store_names_the_fallback_rule() -> None:
+    result = CliRunner().invoke(
+        main, ["policy", "explain", str(EXAMPLE), "--customer", "trial-1", "--feature", "sso"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "unreachable -> POLICY via trials-no-sso: has_access=False" in result.output
+
+
+def test_policy_explain_reads_the_snapshot_in_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/cache.db"
+    with FakeStigg(api_key=API_KEY) as fake:
+        from stigg_cache.chaos.fake import boolean
+
+        fake.set_customer("acme", [boolean("sso")])
+        with ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=url) as client:
+            client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    args = ["policy", "explain", str(EXAMPLE), "--customer", "acme", "--feature", "sso"]
+    result = CliRunner().invoke(main, [*args, "--store", url])
+    assert result.exit_code == 0, result.output
+    assert "sso granted" in result.output
+    assert "-> CACHE" in result.output
+    cold = CliRunner().invoke(
+        main, [*args[:3], "--customer", "nobody", "--feature", "sso", "--store", url]
+    )
+    assert "no snapshot held" in cold.output
+    assert "POLICY via" not in cold.output
+    assert "DEFAULT via features.sso" in cold.output
