@@ -13,6 +13,8 @@ import json
 import struct
 from datetime import UTC, datetime
 
+import attrs
+
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
@@ -43,6 +45,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "customerId": snapshot.customer_id,
         "resourceId": snapshot.resource_id,
         "fetchedAt": snapshot.fetched_at,
+        "planIds": list(snapshot.plan_ids),
         "data": snapshot_to_json(snapshot, updated_at=updated),
     }
     payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
@@ -85,9 +88,13 @@ def _parse_document(document: object) -> Snapshot:
         raise CorruptEntryError("snapshot entry has malformed ids")
     if isinstance(fetched_at, bool) or not isinstance(fetched_at, int | float):
         raise CorruptEntryError("snapshot entry has a malformed fetch time")
-    return parse_entitlements(
+    plan_ids = document.get("planIds", [])
+    if not isinstance(plan_ids, list) or not all(isinstance(p, str) for p in plan_ids):
+        raise CorruptEntryError("snapshot entry has malformed plan ids")
+    snapshot = parse_entitlements(
         document["data"],
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
     )
+    return attrs.evolve(snapshot, plan_ids=tuple(plan_ids))

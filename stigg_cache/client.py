@@ -329,7 +329,7 @@ class ResilientClient:
             return engine.from_snapshot(
                 request, result.snapshot, decision, now_wall=self._clock.time()
             )
-        return self._fallback(request, policy, result, expired=entry is not None)
+        return self._fallback(request, policy, result, expired=entry)
 
     def _fallback(
         self,
@@ -337,9 +337,12 @@ class ResilientClient:
         policy: FallbackPolicy,
         error: StiggUnavailableError,
         *,
-        expired: bool,
+        expired: CachedSnapshot | None,
     ) -> AnyEntitlement:
-        resolution = policy.resolve(request.customer_id, request.resource_id, request.feature_id)
+        plans = () if expired is None else expired.snapshot.plan_ids
+        resolution = policy.resolve(
+            request.customer_id, request.resource_id, request.feature_id, plans
+        )
         why = f"snapshot older than max_staleness; {error}" if expired else f"no snapshot; {error}"
         if resolution.rule is None:
             self._faults.report(

@@ -112,6 +112,8 @@ class Snapshot:
     Attributes:
         fetched_at: wall-clock time (epoch seconds) at which Stigg answered;
             persisted so ages survive restarts.
+        plan_ids: the customer's plans, where the adapter knows them; policy
+            rules can match them once the snapshot is too old to answer.
         decision: provenance when returned by ``get_entitlements``; ``None``
             on snapshots held in stores.
     """
@@ -122,6 +124,7 @@ class Snapshot:
     fetched_at: float
     access_denied_reason: AccessDeniedReason | None = None
     credits: Mapping[str, CreditEntitlement] = attrs.field(factory=dict)
+    plan_ids: tuple[str, ...] = ()
     decision: Decision | None = attrs.field(default=None, eq=False)
 
 

@@ -34,6 +34,7 @@ SNAPSHOT = Snapshot(
         "tokens": CreditEntitlement("tokens", is_granted=True, usage_limit=10, current_usage=2)
     },
     fetched_at=1_700_000_000.25,
+    plan_ids=("plan-pro",),
 )
 
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from stigg_cache import ConnectionState, FallbackPolicy, Grant, Rule, Source, Staleness
+from stigg_cache import (
+    ConnectionState,
+    FailureKind,
+    FallbackPolicy,
+    Grant,
+    ResilientClient,
+    Rule,
+    Snapshot,
+    Source,
+    Staleness,
+    StiggUnavailableError,
+)
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
 from stigg_cache.testing import ManualClock
 from tests.conftest import MakeClient
@@ -212,3 +223,48 @@ def test_get_entitlements_carries_its_decision(
     cold = client.get_entitlements(customer_id="nobody")
     assert cold.decision is not None
     assert (cold.decision.source, dict(cold.entitlements)) == (Source.DEFAULT, {})
+
+
+class _PlanAwareAdapter:
+    """A user-supplied adapter: anything with the Adapter interface can be wrapped."""
+
+    name = "plan-aware"
+
+    def __init__(self) -> None:
+        self.up = True
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        if not self.up:
+            raise StiggUnavailableError(FailureKind.CONNECTION, "down")
+        return Snapshot(
+            customer_id, resource_id, {"sso": boolean("sso")}, 0.0, plan_ids=("plan-pro",)
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_expired_snapshot_still_lends_its_plan_to_policy_rules(clock: ManualClock) -> None:
+    policy = FallbackPolicy(
+        staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
+        rules=(Rule("pro-keeps-sso", {"sso": Grant(has_access=True)}, plans=("plan-pro",)),),
+        default=Grant(has_access=False),
+    )
+    adapter = _PlanAwareAdapter()
+    with ResilientClient(adapter, store="memory://", policy=policy, clock=clock) as client:
+        assert (
+            client.get_boolean_entitlement(customer_id="c", feature_id="sso").decision.source
+            is Source.LIVE
+        )
+        adapter.up = False
+        clock.advance(7200)
+        result = client.get_boolean_entitlement(customer_id="c", feature_id="sso")
+        other = client.get_boolean_entitlement(customer_id="never-seen", feature_id="sso")
+    assert (result.decision.source, result.decision.rule, result.has_access) == (
+        Source.POLICY,
+        "pro-keeps-sso",
+        True,
+    )
+    assert (other.decision.source, other.has_access) == (Source.DEFAULT, False)
