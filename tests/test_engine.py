@@ -14,6 +14,7 @@ from stigg_cache.core.engine import (
     from_snapshot,
     judge,
 )
+from stigg_cache.core.ledger import LocalUsage
 from stigg_cache.models import Decision, FeatureEntitlement, MeteredEntitlement, Snapshot, Source
 from stigg_cache.policy import FallbackPolicy, FeaturePolicy, Grant, Rule, Staleness
 
@@ -121,9 +122,8 @@ def test_metered_rules(
     current: float,
 ) -> None:
     request = CheckRequest(CheckKind.METERED, "c", "calls", requested_usage=usage)
-    result = from_snapshot(
-        request, _snapshot(entitlement), DECISION, now_wall=NOW, local_usage=local
-    )
+    extra = LocalUsage(local) if local else None
+    result = from_snapshot(request, _snapshot(entitlement), DECISION, now_wall=NOW, local=extra)
     assert (result.has_access, result.access_denied_reason) == (has_access, reason)
     assert isinstance(result, MeteredEntitlement)
     assert result.current_usage == current
@@ -155,7 +155,7 @@ def test_fallback_grant_rules(
     kind: CheckKind, grant: Grant, usage: float | None, local: float, has_access: bool
 ) -> None:
     request = CheckRequest(kind, "c", "f", requested_usage=usage)
-    assert from_grant(request, grant, DECISION, local_usage=local).has_access is has_access
+    assert from_grant(request, grant, DECISION, local=LocalUsage(local)).has_access is has_access
 
 
 def test_enum_fallback_checks_requested_values() -> None:

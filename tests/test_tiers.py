@@ -242,6 +242,17 @@ class _PlanAwareAdapter:
             customer_id, resource_id, {"sso": boolean("sso")}, 0.0, plan_ids=("plan-pro",)
         )
 
+    def report_events(self, events: object, *, timeout_s: float) -> None:
+        raise StiggUnavailableError(FailureKind.CONNECTION, "read-only test adapter")
+
+    report_usage = report_events
+
+    def grant_promotional_entitlements(self, *args: object, **kwargs: object) -> list[dict[str, object]]:
+        raise StiggUnavailableError(FailureKind.CONNECTION, "read-only test adapter")
+
+    def revoke_promotional_entitlement(self, *args: object, **kwargs: object) -> dict[str, object]:
+        raise StiggUnavailableError(FailureKind.CONNECTION, "read-only test adapter")
+
     def close(self) -> None:
         pass
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from stigg_cache._stigg_json import parse_entitlements
 from stigg_cache.errors import (
@@ -69,3 +71,27 @@ def snapshot_from_body(body: bytes, customer_id: str, resource_id: str | None) -
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, f"Stigg's entitlements answer is unusable: {error}"
         ) from None
+
+
+def snake_case(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Stigg's camelCase wire keys as the REST SDK's snake_case parameters."""
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): value for key, value in payload.items()}
+
+
+def camel_case(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """snake_case parameters as Stigg's camelCase wire keys."""
+    return {
+        re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key): value
+        for key, value in payload.items()
+    }
+
+
+def json_data(body: bytes) -> Any:
+    """The ``data`` member of a Stigg answer, or a failure if it is not JSON."""
+    try:
+        document = json.loads(body) if body else {}
+    except (ValueError, RecursionError) as error:
+        raise StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
+        ) from None
+    return document.get("data") if isinstance(document, dict) else None

@@ -10,7 +10,8 @@ budget, and an SDK's built-in retries are switched off or cut short.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from stigg_cache.models import Snapshot
 
@@ -31,6 +32,26 @@ class Adapter(Protocol):
 
         ``fetched_at`` on the result is set by the caller; adapters may leave 0.
         """
+        ...
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        """Send raw events (``POST /api/v1/events``), each in Stigg's wire shape."""
+        ...
+
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        """Send usage measurements (``POST /api/v2/usage``), each in Stigg's wire shape."""
+        ...
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        """Grant promotional entitlements (snake_case fields, as the REST SDK takes them)."""
+        ...
+
+    def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        """Revoke one promotional entitlement."""
         ...
 
     def close(self) -> None:

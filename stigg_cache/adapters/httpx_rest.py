@@ -1,23 +1,30 @@
 """The built-in REST client: ``ResilientClient(None, api_key=..., base_url=...)``.
 
-It reads the body under one deadline for the whole call: httpx timeouts apply
-per read, so a server trickling its body one byte at a time beats them.
+Every call reads its body under one deadline for the whole call: httpx
+timeouts apply per read, so a server trickling its body one byte at a time
+beats them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from stigg_cache.adapters._http import failure_for_status, snapshot_from_body
+from stigg_cache.adapters._http import camel_case, failure_for_status, json_data, snapshot_from_body
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 DEFAULT_BASE_URL = "https://api.stigg.io"
 USER_AGENT = "stigg-cache/0.1"
+
+
+def _customer(customer_id: str) -> str:
+    return f"/api/v1/customers/{quote(customer_id, safe='')}"
 
 
 class HttpxRestAdapter:
@@ -37,16 +44,43 @@ class HttpxRestAdapter:
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
-        deadline = time.monotonic() + timeout_s
         params = {} if resource_id is None else {"resourceId": resource_id}
-        path = f"/api/v1/customers/{quote(customer_id, safe='')}/entitlements"
+        body = self._call("GET", f"{_customer(customer_id)}/entitlements", timeout_s, params=params)
+        return snapshot_from_body(body, customer_id, resource_id)
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        self._call("POST", "/api/v1/events", timeout_s, json={"events": list(events)})
+
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        self._call("POST", "/api/v2/usage", timeout_s, json={"usages": list(usages)})
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        body = {"promotionalEntitlements": [camel_case(g) for g in grants]}
+        path = f"{_customer(customer_id)}/promotional-entitlements"
+        data = json_data(self._call("POST", path, timeout_s, json=body))
+        return list(data) if isinstance(data, list) else []
+
+    def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        path = f"{_customer(customer_id)}/promotional-entitlements/{quote(feature_id, safe='')}"
+        data = json_data(self._call("DELETE", path, timeout_s))
+        return dict(data) if isinstance(data, dict) else {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, timeout_s: float, **options: Any) -> bytes:
+        deadline = time.monotonic() + timeout_s
         try:
             with self._http.stream(
-                "GET", path, params=params, timeout=httpx.Timeout(timeout_s)
+                method, path, timeout=httpx.Timeout(timeout_s), **options
             ) as response:
                 if response.status_code >= 400:
                     raise failure_for_status(response.status_code, response.headers)
-                body = _read_within(response, deadline)
+                return _read_within(response, deadline)
         except httpx.TimeoutException as error:
             raise StiggUnavailableError(
                 FailureKind.TIMEOUT, f"Stigg timed out: {error!r}"
@@ -55,10 +89,6 @@ class HttpxRestAdapter:
             raise StiggUnavailableError(
                 FailureKind.CONNECTION, f"Stigg unreachable: {error!r}"
             ) from None
-        return snapshot_from_body(body, customer_id, resource_id)
-
-    def close(self) -> None:
-        self._http.close()
 
     def __repr__(self) -> str:
         return f"HttpxRestAdapter(base_url={self.base_url!r})"  # never the API key

@@ -13,7 +13,6 @@ import json
 import re
 import socket
 import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,15 +20,21 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import attrs
-
-from stigg_cache._stigg_json import snapshot_to_json
-from stigg_cache.models import AccessDeniedReason, FeatureEntitlement, Snapshot
+from stigg_cache.chaos.account import FakeAccount, json_answer
+from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
 TRICKLE_BYTE_INTERVAL_S = 0.05
-_ENTITLEMENTS = re.compile(r"^/api/v1/customers/(?P<customer>[^/]+)/entitlements$")
+_CUSTOMER = r"^/api/v1/customers/(?P<customer>[^/]+)"
+_ROUTES = [
+    ("GET", re.compile(_CUSTOMER + r"/entitlements$"), "entitlements"),
+    ("POST", re.compile(r"^/api/v1/events$"), "events"),
+    ("POST", re.compile(r"^/api/v2/usage$"), "usage"),
+    ("POST", re.compile(r"^/api/v1/usage$"), "usage-v1"),  # deprecated by Stigg, still served
+    ("POST", re.compile(_CUSTOMER + r"/promotional-entitlements$"), "promotions"),
+    ("DELETE", re.compile(_CUSTOMER + r"/promotional-entitlements/(?P<feature>[^/]+)$"), "revoke"),
+]
 
 
 class FakeMode(enum.Enum):
@@ -111,12 +116,6 @@ def enum_feature(feature_id: str, values: list[str]) -> FeatureEntitlement:
     )
 
 
-@attrs.define
-class _Customer:
-    entitlements: dict[str, FeatureEntitlement]
-    access_denied_reason: AccessDeniedReason | None = None
-
-
 class FakeStigg:
     """A fake Stigg server on 127.0.0.1 (port chosen by the OS unless given).
 
@@ -124,9 +123,11 @@ class FakeStigg:
         counts: requests received per ``"METHOD route"``.
     """
 
-    def __init__(self, *, api_key: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self, *, api_key: str | None = None, port: int = 0, account: FakeAccount | None = None
+    ) -> None:
         self.api_key = api_key
-        self._customers: dict[tuple[str, str | None], _Customer] = {}
+        self.account = account or FakeAccount()
         self._lock = threading.Lock()
         self._mode = FakeMode.UP
         self._delay_s = 0.0
@@ -150,17 +151,12 @@ class FakeStigg:
         access_denied_reason: AccessDeniedReason | None = None,
     ) -> None:
         """Create or replace a customer's (or resource's) entitlements."""
-        with self._lock:
-            self._customers[(customer_id, resource_id)] = _Customer(
-                {e.feature_id: e for e in entitlements}, access_denied_reason
-            )
-
-    def set_usage(self, customer_id: str, feature_id: str, usage: float) -> None:
-        """Set a metered feature's current usage as Stigg would report it."""
-        with self._lock:
-            customer = self._customers[(customer_id, None)]
-            old = customer.entitlements[feature_id]
-            customer.entitlements[feature_id] = attrs.evolve(old, current_usage=usage)
+        self.account.set_customer(
+            customer_id,
+            entitlements,
+            resource_id=resource_id,
+            access_denied_reason=access_denied_reason,
+        )
 
     def set_mode(self, mode: FakeMode, *, delay_s: float = 0.0, retry_after_s: float = 1.0) -> None:
         """Switch behaviour; hung requests are released, the port opens or closes."""
@@ -185,7 +181,7 @@ class FakeStigg:
         return f"http://{LOOPBACK}:{self._port}"
 
     def entitlement_requests(self) -> int:
-        """How many entitlement reads reached the fake (any mode but DOWN)."""
+        """How many entitlement reads the fake answered in UP, SLOW or TRICKLE mode."""
         return self.counts["GET entitlements"]
 
     # -- lifecycle --------------------------------------------------------------
@@ -229,44 +225,48 @@ class FakeStigg:
     # -- serving ----------------------------------------------------------------
 
     def _answer(
-        self, method: str, target: str, headers: dict[str, str]
+        self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         url = urlsplit(target)
-        match = _ENTITLEMENTS.match(url.path)
-        if method == "GET" and match:
-            self.counts["GET entitlements"] += 1
-            if self.api_key is not None and headers.get("x-api-key") != self.api_key:
-                return _json(401, {"message": "Unauthorized", "code": "Unauthenticated"})
-            query = parse_qs(url.query)
+        found = _route(method, url.path)
+        if found is None:
+            self.counts[f"{method} unknown"] += 1
+            return json_answer(
+                404, {"message": f"no route {method} {url.path}", "code": "NotFound"}
+            )
+        name, match = found
+        self.counts[f"{method} {name}"] += 1
+        if self.api_key is not None and headers.get("x-api-key") != self.api_key:
+            return json_answer(401, {"message": "Unauthorized", "code": "Unauthenticated"})
+        args = {k: unquote(v) for k, v in match.groupdict().items()}
+        try:
+            document = json.loads(body) if body else None
+        except ValueError:
+            return json_answer(400, {"message": "body is not JSON", "code": "BadRequest"})
+        return self._dispatch(name, args, parse_qs(url.query), document)
+
+    def _dispatch(
+        self, name: str, args: dict[str, str], query: dict[str, list[str]], document: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        account = self.account
+        if name == "entitlements":
             resource = query.get("resourceId", [None])[0]
-            return _json(200, {"data": self._entitlements(unquote(match["customer"]), resource)})
-        self.counts[f"{method} unknown"] += 1
-        return _json(404, {"message": f"no route {method} {url.path}", "code": "NotFound"})
-
-    def _entitlements(self, customer_id: str, resource_id: str | None) -> dict[str, Any]:
-        with self._lock:
-            customer = self._customers.get((customer_id, resource_id))
-        if customer is None:
-            reason: AccessDeniedReason = "CustomerNotFound"
-            customer = _Customer({}, reason)
-        snapshot = Snapshot(
-            customer_id,
-            resource_id,
-            customer.entitlements,
-            fetched_at=time.time(),
-            access_denied_reason=customer.access_denied_reason,
-        )
-        return snapshot_to_json(snapshot, updated_at=datetime.now(UTC))
+            return json_answer(200, {"data": account.entitlements(args["customer"], resource)})
+        if name == "events":
+            return account.report_events(document)
+        if name in ("usage", "usage-v1"):
+            return account.report_usage(document)
+        if name == "promotions":
+            return account.grant_promotions(args["customer"], document)
+        return account.revoke_promotion(args["customer"], args["feature"])
 
 
-def _json(
-    status: int, body: object, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    return (
-        status,
-        {"Content-Type": "application/json", **(headers or {})},
-        json.dumps(body).encode(),
-    )
+def _route(method: str, path: str) -> tuple[str, re.Match[str]] | None:
+    for route_method, pattern, name in _ROUTES:
+        match = pattern.match(path)
+        if method == route_method and match:
+            return name, match
+    return None
 
 
 class _Server(ThreadingHTTPServer):
@@ -317,8 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, method: str) -> None:
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        body = self.rfile.read(length) if length else b""
         mode, release = fake._mode, fake._release
         if mode is FakeMode.BLACKHOLE:
             fake.counts[f"{method} blackholed"] += 1
@@ -327,16 +326,16 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode is FakeMode.SLOW:
             release.wait(fake._delay_s)
-        status, headers, body = self._choose(method, mode)
+        status, headers, answer = self._choose(method, mode, body)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
         if mode is FakeMode.TRICKLE:
-            self._trickle(body, release)
+            self._trickle(answer, release)
         else:
-            self.wfile.write(body)
+            self.wfile.write(answer)
 
     def _trickle(self, body: bytes, release: threading.Event) -> None:
         for index in range(len(body)):
@@ -346,17 +345,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body[index : index + 1])
             self.wfile.flush()
 
-    def _choose(self, method: str, mode: FakeMode) -> tuple[int, dict[str, str], bytes]:
+    def _choose(
+        self, method: str, mode: FakeMode, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         fake = self.server.fake
         if mode is FakeMode.ERROR_5XX:
             fake.counts[f"{method} 5xx"] += 1
-            return _json(503, {"message": "Service Unavailable"})
+            return json_answer(503, {"message": "Service Unavailable"})
         if mode is FakeMode.RATE_LIMITED:
             fake.counts[f"{method} 429"] += 1
             retry = {"Retry-After": f"{fake._retry_after_s:g}"}
-            return _json(429, {"message": "Too Many Requests"}, retry)
+            return json_answer(429, {"message": "Too Many Requests"}, retry)
         if mode is FakeMode.GARBAGE:
             fake.counts[f"{method} garbage"] += 1
             return 200, {"Content-Type": "application/json"}, b"<html>oops"
         headers = {k.lower(): v for k, v in self.headers.items()}
-        return fake._answer(method, self.path, headers)
+        return fake._answer(method, self.path, headers, body)

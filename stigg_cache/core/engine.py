@@ -12,6 +12,7 @@ from typing import Any, assert_never
 
 import attrs
 
+from stigg_cache.core.ledger import LocalUsage
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
@@ -102,9 +103,9 @@ def from_snapshot(
     decision: Decision,
     *,
     now_wall: float,
-    local_usage: float = 0.0,
+    local: LocalUsage | None = None,
 ) -> AnyEntitlement:
-    """Answer a check from Stigg's data, as Stigg itself would."""
+    """Answer a check from Stigg's data, as Stigg itself would, plus local usage."""
     entitlement = snapshot.entitlements.get(request.feature_id)
     if snapshot.access_denied_reason is not None:
         entitlement = attrs.evolve(
@@ -119,7 +120,9 @@ def from_snapshot(
             is_granted=False,
             access_denied_reason="NoFeatureEntitlementInSubscription",
         )
-    used = _usage_in_period(entitlement, now_wall) + local_usage
+    used = _usage_in_period(entitlement, now_wall)
+    if local is not None:
+        used = local.applied_to(used)
     has_access = entitlement.is_granted
     reason = entitlement.access_denied_reason
     metered = entitlement.current_usage is not None or request.kind is CheckKind.METERED
@@ -136,9 +139,10 @@ def from_snapshot(
 
 
 def from_grant(
-    request: CheckRequest, grant: Grant, decision: Decision, *, local_usage: float = 0.0
+    request: CheckRequest, grant: Grant, decision: Decision, *, local: LocalUsage | None = None
 ) -> AnyEntitlement:
-    """Answer a check from a fallback grant (POLICY or DEFAULT)."""
+    """Answer a check from a fallback grant (POLICY or DEFAULT), counting local usage."""
+    local_usage = 0.0 if local is None else local.applied_to(0.0)
     has_access = grant.has_access
     reason = None if has_access else "Unknown"
     if has_access and request.kind in (CheckKind.METERED, CheckKind.GENERIC):
@@ -234,6 +238,17 @@ def _generic(
         requested_values=request.requested_values or None,
         valid_until=entitlement.valid_until,
     )
+
+
+def usage_floor(entitlement: FeatureEntitlement | None, now_wall: float) -> float | None:
+    """Local usage stamped before this (wall time) belongs to an earlier period."""
+    if entitlement is None:
+        return None
+    end = entitlement.usage_period_end
+    if end is not None and end.timestamp() <= now_wall:
+        return end.timestamp()
+    start = entitlement.usage_period_start
+    return None if start is None else start.timestamp()
 
 
 def valid_until_passed(entitlement: FeatureEntitlement | None, now_wall: float) -> bool:

@@ -1,0 +1,338 @@
+"""What the fake Stigg knows: customers, usage, events, promotions, and Stigg's limits.
+
+Semantics follow Stigg's documentation: events are deduplicated on (timestamp,
+customer, resource, event name, idempotency key) and usage on its key, for 7
+days; aggregation into ``currentUsage`` is asynchronous (``aggregation_delay_s``);
+batches are capped (1,000 events, 100 usage records, 1 MB an event); rates
+are capped (events per second, usage calls per minute) with 429 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.core.pacing import (
+    EVENTS_PER_SECOND,
+    MAX_EVENTS_PER_BATCH,
+    MAX_USAGE_PER_BATCH,
+    USAGE_CALLS_PER_MINUTE,
+    TokenBucket,
+)
+from stigg_cache.models import AccessDeniedReason, FeatureEntitlement, Snapshot
+
+MAX_EVENT_BYTES = 1_000_000
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def json_answer(status: int, body: object, headers: Mapping[str, str] | None = None) -> Answer:
+    """A JSON response triple."""
+    return (
+        status,
+        {"Content-Type": "application/json", **(headers or {})},
+        json.dumps(body).encode(),
+    )
+
+
+def _error(status: int, message: str, code: str = "BadRequest") -> Answer:
+    return json_answer(status, {"message": message, "code": code})
+
+
+@attrs.define
+class _Customer:
+    entitlements: dict[str, FeatureEntitlement]
+    access_denied_reason: AccessDeniedReason | None = None
+    promotions: dict[str, tuple[dict[str, Any], FeatureEntitlement | None]] = attrs.Factory(dict)
+
+
+@attrs.define
+class _Pending:
+    apply_at: float
+    customer_id: str
+    resource_id: str | None
+    feature_id: str
+    value: float
+    is_set: bool
+
+
+class FakeAccount:
+    """One Stigg environment's state, thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        events_per_second: float = EVENTS_PER_SECOND,
+        usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
+        aggregation_delay_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._customers: dict[tuple[str, str | None], _Customer] = {}
+        self._meters: dict[str, list[tuple[str, str | None]]] = {}
+        self._pending: list[_Pending] = []
+        self._event_ids: set[tuple[Any, ...]] = set()
+        self._usage_keys: set[str] = set()
+        self.events: list[dict[str, Any]] = []  # every event counted, in arrival order
+        self.usages: list[dict[str, Any]] = []  # every usage record counted
+        self.receipts: Counter[str] = Counter()  # every key received, duplicates included
+        self.rejected_customers: set[str] = set()
+        self.aggregation_delay_s = aggregation_delay_s
+        self._event_bucket = TokenBucket(events_per_second, events_per_second)
+        usage_rate = usage_calls_per_minute / 60
+        self._usage_bucket = TokenBucket(usage_rate, max(1.0, usage_rate))
+        self.rate_limited = 0
+
+    # -- configuration ----------------------------------------------------------
+
+    def set_customer(
+        self,
+        customer_id: str,
+        entitlements: list[FeatureEntitlement],
+        *,
+        resource_id: str | None = None,
+        access_denied_reason: AccessDeniedReason | None = None,
+    ) -> None:
+        with self._lock:
+            self._customers[(customer_id, resource_id)] = _Customer(
+                {e.feature_id: e for e in entitlements}, access_denied_reason
+            )
+
+    def set_usage(self, customer_id: str, feature_id: str, usage: float) -> None:
+        with self._lock:
+            customer = self._customers[(customer_id, None)]
+            old = customer.entitlements[feature_id]
+            customer.entitlements[feature_id] = attrs.evolve(old, current_usage=usage)
+
+    def meter(self, event_name: str, feature_id: str, field: str | None = None) -> None:
+        """Count ``event_name`` into ``feature_id`` (+1 each, or + dimensions[field])."""
+        with self._lock:
+            self._meters.setdefault(event_name, []).append((feature_id, field))
+
+    # -- reads --------------------------------------------------------------------
+
+    def entitlements(self, customer_id: str, resource_id: str | None) -> dict[str, Any]:
+        with self._lock:
+            self._aggregate()
+            customer = self._customers.get((customer_id, resource_id))
+            if customer is None:
+                customer = _Customer({}, "CustomerNotFound")
+            snapshot = Snapshot(
+                customer_id,
+                resource_id,
+                dict(customer.entitlements),
+                time.time(),
+                access_denied_reason=customer.access_denied_reason,
+            )
+        return snapshot_to_json(snapshot, updated_at=datetime.now(UTC))
+
+    def usage_of(self, customer_id: str, feature_id: str, resource_id: str | None = None) -> float:
+        """``currentUsage`` as Stigg would report it now."""
+        with self._lock:
+            self._aggregate()
+            entitlement = self._customers[(customer_id, resource_id)].entitlements[feature_id]
+            return entitlement.current_usage or 0.0
+
+    def _aggregate(self) -> None:
+        now = self._clock()
+        due = [p for p in self._pending if p.apply_at <= now]
+        self._pending = [p for p in self._pending if p.apply_at > now]
+        for item in due:
+            customer = self._customers.get((item.customer_id, item.resource_id))
+            entitlement = None if customer is None else customer.entitlements.get(item.feature_id)
+            if customer is None or entitlement is None:
+                continue
+            used = item.value if item.is_set else (entitlement.current_usage or 0.0) + item.value
+            customer.entitlements[item.feature_id] = attrs.evolve(entitlement, current_usage=used)
+
+    # -- writes -----------------------------------------------------------------
+
+    def report_events(self, body: Any) -> Answer:
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list) or not events:
+            return _error(400, "events must be a non-empty list")
+        if len(events) > MAX_EVENTS_PER_BATCH:
+            return _error(400, f"at most {MAX_EVENTS_PER_BATCH} events per request")
+        for event in events:
+            problem = _event_problem(event)
+            if problem is None and event["customerId"] in self.rejected_customers:
+                problem = f"customer {event['customerId']} is not allowed to report events"
+            if problem:
+                return _error(400, problem)
+        with self._lock:
+            wait = self._event_bucket.take(len(events), self._clock())
+            if wait:
+                return self._throttled(wait)
+            for event in events:
+                self._count_event(event)
+        return json_answer(200, {"data": {}})
+
+    def _throttled(self, wait_s: float) -> Answer:
+        self.rate_limited += 1
+        retry = {"Retry-After": str(max(1, math.ceil(wait_s)))}
+        return json_answer(429, {"message": "Too Many Requests", "code": "RateLimited"}, retry)
+
+    def _count_event(self, event: dict[str, Any]) -> None:
+        key = event["idempotencyKey"]
+        self.receipts[key] += 1
+        identity = (
+            event.get("timestamp"),
+            event["customerId"],
+            event.get("resourceId"),
+            event["eventName"],
+            key,
+        )
+        if identity in self._event_ids:
+            return
+        self._event_ids.add(identity)
+        self.events.append(event)
+        for feature_id, field in self._meters.get(event["eventName"], ()):
+            dimensions = event.get("dimensions") or {}
+            value = 1.0 if field is None else float(dimensions.get(field, 0) or 0)
+            self._pending.append(
+                _Pending(
+                    self._clock() + self.aggregation_delay_s,
+                    event["customerId"],
+                    event.get("resourceId"),
+                    feature_id,
+                    value,
+                    is_set=False,
+                )
+            )
+
+    def report_usage(self, body: Any) -> Answer:
+        usages = body.get("usages") if isinstance(body, dict) else None
+        if not isinstance(usages, list) or not usages:
+            return _error(400, "usages must be a non-empty list")
+        if len(usages) > MAX_USAGE_PER_BATCH:
+            return _error(400, f"at most {MAX_USAGE_PER_BATCH} usage records per request")
+        for usage in usages:
+            problem = _usage_problem(usage)
+            if problem is None and usage["customerId"] in self.rejected_customers:
+                problem = f"customer {usage['customerId']} is not allowed to report usage"
+            if problem:
+                return _error(400, problem)
+        with self._lock:
+            wait = self._usage_bucket.take(1, self._clock())
+            if wait:
+                return self._throttled(wait)
+            items = [self._count_usage(usage) for usage in usages]
+        return json_answer(200, {"data": {"usages": items, "credits": None, "entities": None}})
+
+    def _count_usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        key = usage.get("idempotencyKey")
+        if key is not None:
+            self.receipts[key] += 1
+        fresh = key is None or key not in self._usage_keys
+        if fresh:
+            if key is not None:
+                self._usage_keys.add(key)
+            self.usages.append(usage)
+            self._pending.append(
+                _Pending(
+                    self._clock() + self.aggregation_delay_s,
+                    usage["customerId"],
+                    usage.get("resourceId"),
+                    usage["featureId"],
+                    float(usage["value"]),
+                    is_set=usage.get("updateBehavior") == "SET",
+                )
+            )
+        return {
+            "id": str(uuid.uuid4()),
+            "customerId": usage["customerId"],
+            "featureId": usage["featureId"],
+            "value": usage["value"],
+            "resourceId": usage.get("resourceId"),
+            "timestamp": usage.get("createdAt"),
+            "createdAt": usage.get("createdAt"),
+            "currentUsage": None,
+            "credit": {"consumed": 0 if not fresh else usage["value"]},
+        }
+
+    # -- promotions -------------------------------------------------------------------
+
+    def grant_promotions(self, customer_id: str, body: Any) -> Answer:
+        grants = body.get("promotionalEntitlements") if isinstance(body, dict) else None
+        if not isinstance(grants, list) or not grants:
+            return _error(400, "promotionalEntitlements must be a non-empty list")
+        with self._lock:
+            customer = self._customers.get((customer_id, None))
+            if customer is None:
+                return _error(404, f"customer {customer_id} not found", "CustomerNotFound")
+            created = [self._grant(customer, grant) for grant in grants]
+        return json_answer(200, {"data": created})
+
+    def _grant(self, customer: _Customer, grant: dict[str, Any]) -> dict[str, Any]:
+        feature_id = grant["featureId"]
+        previous = customer.promotions.get(feature_id)
+        base = previous[1] if previous else customer.entitlements.get(feature_id)
+        now = datetime.now(UTC)
+        customer.entitlements[feature_id] = FeatureEntitlement(
+            feature_id,
+            "NUMBER" if grant.get("usageLimit") is not None else "BOOLEAN",
+            is_granted=True,
+            usage_limit=grant.get("usageLimit"),
+            current_usage=None if grant.get("usageLimit") is None else 0.0,
+            has_unlimited_usage=bool(grant.get("hasUnlimitedUsage")),
+            display_name=feature_id,
+        )
+        promotion = {
+            "id": str(uuid.uuid4()),
+            "featureId": feature_id,
+            "status": "Active",
+            "period": grant.get("period", "1 month"),
+            "usageLimit": grant.get("usageLimit"),
+            "startDate": now.isoformat(),
+            "endDate": (now + timedelta(days=30)).isoformat(),
+            "createdAt": now.isoformat(),
+            "updatedAt": now.isoformat(),
+        }
+        customer.promotions[feature_id] = (promotion, base)
+        return promotion
+
+    def revoke_promotion(self, customer_id: str, feature_id: str) -> Answer:
+        with self._lock:
+            customer = self._customers.get((customer_id, None))
+            entry = None if customer is None else customer.promotions.pop(feature_id, None)
+            if customer is None or entry is None:
+                return _error(404, f"no promotional entitlement for {feature_id}", "NotFound")
+            promotion, base = entry
+            if base is None:
+                customer.entitlements.pop(feature_id, None)
+            else:
+                customer.entitlements[feature_id] = base
+        return json_answer(200, {"data": {**promotion, "status": "Expired"}})
+
+
+def _event_problem(event: Any) -> str | None:
+    if not isinstance(event, dict):
+        return "each event must be an object"
+    for field in ("customerId", "eventName", "idempotencyKey"):
+        if not isinstance(event.get(field), str) or not event[field]:
+            return f"{field} is required"
+    if len(json.dumps(event)) > MAX_EVENT_BYTES:
+        return f"event larger than {MAX_EVENT_BYTES} bytes"
+    return None
+
+
+def _usage_problem(usage: Any) -> str | None:
+    if not isinstance(usage, dict):
+        return "each usage must be an object"
+    for field in ("customerId", "featureId"):
+        if not isinstance(usage.get(field), str) or not usage[field]:
+            return f"{field} is required"
+    value = usage.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "value must be a number"
+    return None

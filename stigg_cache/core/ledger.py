@@ -1,0 +1,174 @@
+"""Local usage that Stigg has not reflected yet, per customer+resource+feature.
+
+While Stigg is unreachable, a customer at their limit must still be denied:
+metered checks add what this process (and the outbox it shares) has recorded
+but Stigg's snapshot does not include yet. An entry stops counting once a
+snapshot fetched at least ``settle_s`` after Stigg acknowledged it exists
+(Stigg aggregates asynchronously). A ``SET`` replaces everything before it.
+Entries stamped before the usage period's start (or a rolled-over period's
+end) do not count.
+
+Checks read this on the hot path, so totals are kept incrementally: a read
+costs O(1) plus the entries it retires.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable
+
+import attrs
+
+DEFAULT_SETTLE_S = 30.0  # Stigg aggregates events "typically within ~10 seconds"
+
+TallyKey = tuple[str, str | None, str]  # customer_id, resource_id, feature_id
+
+
+@attrs.frozen
+class LocalUsage:
+    """What a check adds to (or puts in place of) the snapshot's usage."""
+
+    delta: float
+    absolute: float | None = None  # a SET not yet reflected: replaces the snapshot's usage
+
+    def applied_to(self, snapshot_usage: float) -> float:
+        """The usage a check should see."""
+        base = snapshot_usage if self.absolute is None else self.absolute
+        return base + self.delta
+
+
+@attrs.define
+class _Entry:
+    at: float
+    value: float
+    is_set: bool
+    acked_at: float | None = None
+
+
+class _Tally:
+    """Entries of one customer+resource+feature, with running totals."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, _Entry] = {}
+        self.floor = -math.inf
+        self._reset()
+
+    def _reset(self) -> None:
+        self.set_key: str | None = None
+        self.unacked: dict[str, float] = {}
+        self.unacked_total = 0.0
+        self.acked: deque[tuple[float, str, float]] = deque()
+        self.acked_total = 0.0
+
+    def add(self, key: str, entry: _Entry) -> None:
+        if key in self.entries or entry.at < self.floor:
+            return
+        self.entries[key] = entry
+        self._apply(key, entry)
+
+    def _apply(self, key: str, entry: _Entry) -> None:
+        if entry.is_set:
+            if self.set_key is not None and self.entries[self.set_key].at > entry.at:
+                return  # an older SET arriving late changes nothing
+            self._reset()
+            self.set_key = key
+            return
+        if entry.acked_at is None:
+            self.unacked[key] = entry.value
+            self.unacked_total += entry.value
+        else:
+            self.acked.append((entry.acked_at, key, entry.value))
+            self.acked_total += entry.value
+
+    def ack(self, key: str, acked_at: float) -> None:
+        entry = self.entries.get(key)
+        if entry is None or entry.acked_at is not None:
+            return
+        entry.acked_at = acked_at
+        value = self.unacked.pop(key, None)
+        if value is not None:
+            self.unacked_total -= value
+            self.acked.append((acked_at, key, value))
+            self.acked_total += value
+
+    def read(self, reflected_before: float, floor: float) -> LocalUsage | None:
+        if floor > self.floor:
+            self._roll(floor)
+        while self.acked and self.acked[0][0] <= reflected_before:
+            _, key, value = self.acked.popleft()
+            self.acked_total -= value
+            self.entries.pop(key, None)
+        absolute = None
+        if self.set_key is not None:
+            entry = self.entries[self.set_key]
+            if entry.acked_at is None or entry.acked_at > reflected_before:
+                absolute = entry.value
+        delta = self.unacked_total + self.acked_total
+        if absolute is None and not delta:
+            return None
+        return LocalUsage(delta, absolute)
+
+    def _roll(self, floor: float) -> None:
+        self.floor = floor
+        kept = sorted(
+            ((k, e) for k, e in self.entries.items() if e.at >= floor), key=lambda item: item[1].at
+        )
+        self.entries = dict(kept)
+        self._reset()
+        for key, entry in kept:
+            self._apply(key, entry)
+
+
+class UsageLedger:
+    """Thread-safe tallies of local usage, fed by the outbox."""
+
+    def __init__(self, settle_s: float = DEFAULT_SETTLE_S) -> None:
+        self.settle_s = settle_s
+        self._tallies: dict[TallyKey, _Tally] = {}
+        self._by_key: dict[str, list[TallyKey]] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self,
+        scope: TallyKey,
+        idempotency_key: str,
+        *,
+        value: float,
+        at: float,
+        is_set: bool = False,
+        acked_at: float | None = None,
+    ) -> None:
+        """Count ``value`` (or set it, for SET) for a feature, stamped ``at``."""
+        with self._lock:
+            tally = self._tallies.get(scope)
+            if tally is None:
+                tally = self._tallies[scope] = _Tally()
+            tally.add(idempotency_key, _Entry(at, value, is_set, acked_at))
+            self._by_key.setdefault(idempotency_key, []).append(scope)
+
+    def acknowledge(self, idempotency_keys: Iterable[str], acked_at: float) -> None:
+        """Stigg accepted these records at ``acked_at`` (wall time)."""
+        with self._lock:
+            for key in idempotency_keys:
+                for scope in self._by_key.pop(key, ()):
+                    tally = self._tallies.get(scope)
+                    if tally is not None:
+                        tally.ack(key, acked_at)
+
+    def local_usage(
+        self, scope: TallyKey, *, snapshot_fetched_at: float | None, floor: float | None
+    ) -> LocalUsage | None:
+        """Usage to add for ``scope`` given the snapshot in hand (``None``: no snapshot)."""
+        tally = self._tallies.get(scope)
+        if tally is None:
+            return None
+        reflected_before = (
+            -math.inf if snapshot_fetched_at is None else snapshot_fetched_at - self.settle_s
+        )
+        with self._lock:
+            return tally.read(reflected_before, -math.inf if floor is None else floor)
+
+    def __len__(self) -> int:
+        return sum(len(t.entries) for t in self._tallies.values())

@@ -1,0 +1,72 @@
+"""Pure pacing arithmetic: token buckets and retry backoff.
+
+Time is an argument, so these are deterministic under test and shared
+unchanged by the flusher and (later) fleet-wide pacing.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+EVENTS_PER_SECOND = 1_000.0  # Stigg's published raw-event ingestion rate per account
+USAGE_CALLS_PER_MINUTE = 600.0  # Stigg's reportUsageBulk limit
+EDGE_READS_PER_MINUTE = 6_000.0  # Stigg's edge read limit per API key (shared by all endpoints)
+MAX_EVENTS_PER_BATCH = 1_000  # Stigg's batch limit for POST /api/v1/events
+MAX_USAGE_PER_BATCH = 100  # Stigg's batch limit for POST /api/v2/usage
+DEDUP_WINDOW_S = 7 * 86_400.0  # Stigg deduplicates idempotency keys for 7 days
+BASE_RETRY_S = 0.5
+MAX_RETRY_S = 60.0
+
+
+@attrs.define
+class TokenBucket:
+    """``rate`` tokens per second, holding at most ``capacity``.
+
+    ``take(n, now)`` returns 0.0 when ``n`` tokens were taken, else the seconds
+    to wait before they will be there (nothing is taken then).
+    """
+
+    rate: float
+    capacity: float
+    tokens: float = attrs.field(default=-1.0)
+    updated: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.capacity
+
+    def _refill(self, now: float) -> None:
+        if self.updated is not None and now > self.updated:
+            self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now if self.updated is None else max(self.updated, now)
+
+    def take(self, count: float, now: float) -> float:
+        """Take ``count`` tokens now, or say how long until they are there."""
+        self._refill(now)
+        if count <= self.tokens:
+            self.tokens -= count
+            return 0.0
+        return (count - self.tokens) / self.rate
+
+    def available(self, now: float) -> float:
+        """Tokens that could be taken now."""
+        self._refill(now)
+        return self.tokens
+
+    def pause(self, seconds: float, now: float) -> None:
+        """Spend the bucket down so nothing is taken for ``seconds`` (a 429's Retry-After)."""
+        self._refill(now)
+        self.tokens = min(self.tokens, -seconds * self.rate)
+
+
+def retry_delay(attempts: int, jitter: float, retry_after_s: float | None = None) -> float:
+    """Seconds before the next try: exponential, full jitter, at least ``Retry-After``.
+
+    Args:
+        attempts: failures so far (1 after the first failure).
+        jitter: a number in [0, 1).
+        retry_after_s: Stigg's own hint, which is never undercut.
+    """
+    ceiling = min(MAX_RETRY_S, BASE_RETRY_S * 2.0 ** max(attempts - 1, 0))
+    delay = ceiling * (0.5 + jitter / 2)
+    return max(delay, retry_after_s or 0.0)

@@ -1,0 +1,1 @@
+"""The durable usage outbox and its flusher."""

@@ -1,0 +1,115 @@
+"""The outbox protocol: durable, FIFO, leased usage records.
+
+An outbox is claim -> send -> acknowledge. A record is durable when
+``enqueue`` returns; a claimed batch is leased to one sender until its lease
+runs out, so a sender that dies mid-send loses nothing: the batch is claimed
+again after the lease and re-sent with the same idempotency keys and stamps,
+which Stigg deduplicates.
+
+Failure rules: every method raises :class:`~stigg_cache.errors.StoreError`
+when its storage fails. ``enqueue`` is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+
+
+@attrs.frozen
+class Claimed:
+    """A record leased to a sender."""
+
+    id: int
+    record: UsageRecord
+    attempts: int
+
+
+@attrs.frozen
+class DeadLetter:
+    """A record Stigg refused, or that aged past the 7-day dedup window."""
+
+    id: int
+    record: UsageRecord
+    reason: str
+    dead_at: float
+    attempts: int
+
+
+@attrs.frozen
+class OutboxStats:
+    """Depth and age of what waits to be sent."""
+
+    pending: int
+    leased: int
+    sent_unsettled: int
+    dead_letters: int
+    oldest_pending_at: float | None
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """Where usage waits until Stigg has it."""
+
+    def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
+        """Make records durable, all or none; a repeated key with the same payload is a duplicate.
+
+        Raises:
+            ValueError: a key already enqueued with a different payload.
+        """
+        ...
+
+    def claim(
+        self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` of the oldest sendable records of ``kind`` to ``owner``."""
+        ...
+
+    def settle(
+        self,
+        *,
+        sent: Sequence[int] = (),
+        retry: Sequence[int] = (),
+        dead: Sequence[int] = (),
+        owner: str,
+        now: float,
+        retry_at: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        """Record outcomes: ``sent`` acknowledged, ``retry`` released until ``retry_at``,
+        ``dead`` moved to the dead letters with ``reason``."""
+        ...
+
+    def stats(self, now: float) -> OutboxStats:
+        """Counts for ``status()``."""
+        ...
+
+    def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
+        """Pending records and recently sent ones with their ack time, oldest first
+        (to rebuild local usage after a restart)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@runtime_checkable
+class DeadLetterBox(Protocol):
+    """Operator access to dead letters (``client.outbox``)."""
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters."""
+        ...
+
+    def requeue(self, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters (all when ``ids`` is None) back to the outbox; returns how many."""
+        ...
+
+    def purge(self, ids: Sequence[int] | None = None) -> int:
+        """Delete dead letters for good; returns how many."""
+        ...

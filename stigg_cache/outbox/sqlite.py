@@ -1,0 +1,293 @@
+# ruff: noqa: S608 - SQL is built only from constant column lists and "?" placeholders
+"""The default outbox: a SQLite file in WAL mode, shared by threads and processes.
+
+Writes are ``BEGIN IMMEDIATE`` transactions with ``synchronous=FULL``: once
+``enqueue`` returns, the records survive ``kill -9`` and power loss. Claims
+take the oldest sendable rows and lease them in the same transaction, so two
+processes never hold the same record at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from stigg_cache.errors import StoreError
+from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+from stigg_cache.stores._files import private_file
+
+BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
+KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
+_COLUMNS = (
+    "kind, idem_key, customer_id, resource_id, name, value, behavior, dimensions, "
+    "stamped_at, payload, digest"
+)
+_RECORD_FIELDS = {
+    "kind": str,
+    "idem_key": str,
+    "customer_id": str,
+    "resource_id": str,
+    "name": str,
+    "value": float,
+    "behavior": str,
+    "dimensions": str,
+    "stamped_at": float,
+    "payload": str,
+    "digest": str,
+}
+
+
+def _row(record: UsageRecord) -> tuple[Any, ...]:
+    return (
+        record.kind.value,
+        record.idempotency_key,
+        record.customer_id,
+        record.resource_id,
+        record.name,
+        record.value,
+        record.update_behavior,
+        json.dumps(dict(record.dimensions)),
+        record.stamped_at,
+        record.payload,
+        record.digest,
+    )
+
+
+def _record(row: Sequence[Any]) -> UsageRecord:
+    kind, key, customer, resource, name, value, behavior, dimensions, stamped, payload, _ = row
+    return UsageRecord(
+        RecordKind(kind),
+        key,
+        customer,
+        resource,
+        name,
+        value,
+        behavior,
+        json.loads(dimensions),
+        stamped,
+        payload,
+    )
+
+
+def _marks(ids: Sequence[int]) -> str:
+    return ",".join("?" * len(ids))
+
+
+class SqliteOutbox:
+    """Outbox, dead letters and sent history in one SQLite database."""
+
+    def __init__(self, path: Path | str | None) -> None:
+        """Open (creating) the outbox at ``path``; ``None`` keeps it in memory (not durable)."""
+        self.path = None if path is None else Path(path)
+        try:
+            if self.path is not None:
+                private_file(self.path)
+            self._conn = sqlite3.connect(
+                ":memory:" if self.path is None else self.path,
+                timeout=BUSY_TIMEOUT_S,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            db = sqlite_utils.Database(self._conn)
+            if self.path is not None:
+                db.enable_wal()
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._create(db)
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open outbox {self.path}: {error}") from error
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _create(db: sqlite_utils.Database) -> None:
+        outbox = db["outbox"]
+        outbox.create(  # type: ignore[union-attr]
+            {
+                "id": int,
+                **_RECORD_FIELDS,
+                "enqueued_at": float,
+                "state": str,
+                "attempts": int,
+                "next_attempt_at": float,
+                "lease_owner": str,
+                "lease_until": float,
+                "acked_at": float,
+                "last_error": str,
+            },
+            pk="id",
+            not_null={"kind", "idem_key", "customer_id", "name", "payload", "state"},
+            defaults={
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": 0.0,
+                "lease_until": 0.0,
+            },
+            if_not_exists=True,
+        )
+        outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
+        outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
+        db["dead_letters"].create(  # type: ignore[union-attr]
+            {"id": int, **_RECORD_FIELDS, "reason": str, "dead_at": float, "attempts": int},
+            pk="id",
+            if_not_exists=True,
+        )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise StoreError(f"outbox {self.path}: {error}") from error
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as error:
+            raise StoreError(f"outbox {self.path}: {error}") from error
+
+    def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
+        receipts: list[Receipt] = []
+        with self._write() as db:
+            for record in records:
+                inserted = db.execute(
+                    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT(kind, idem_key) DO NOTHING",
+                    (*_row(record), now),
+                ).rowcount
+                if not inserted:
+                    (digest,) = db.execute(
+                        "SELECT digest FROM outbox WHERE kind = ? AND idem_key = ?",
+                        (record.kind.value, record.idempotency_key),
+                    ).fetchone()
+                    if digest != record.digest:
+                        raise ValueError(
+                            f"idempotency_key {record.idempotency_key!r} was already used for "
+                            "different usage: Stigg would silently drop this one; use a new key"
+                        )
+                receipts.append(
+                    Receipt(record.idempotency_key, record.kind, record.customer_id, not inserted)
+                )
+        return receipts
+
+    def claim(
+        self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
+    ) -> list[Claimed]:
+        with self._write() as db:
+            rows = db.execute(
+                f"SELECT id, {_COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
+                "AND next_attempt_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?",
+                (kind.value, now, now, limit),
+            ).fetchall()
+            ids = [row[0] for row in rows]
+            if ids:
+                db.execute(
+                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
+                    f"WHERE id IN ({_marks(ids)})",
+                    (owner, now + lease_s, *ids),
+                )
+        return [Claimed(row[0], _record(row[1:-1]), row[-1]) for row in rows]
+
+    def settle(
+        self,
+        *,
+        sent: Sequence[int] = (),
+        retry: Sequence[int] = (),
+        dead: Sequence[int] = (),
+        owner: str,
+        now: float,
+        retry_at: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        with self._write() as db:
+            if sent:  # delivered, whoever holds the lease now: never send it again
+                db.execute(
+                    "UPDATE outbox SET state = 'sent', acked_at = ?, lease_owner = NULL, "
+                    f"lease_until = 0 WHERE id IN ({_marks(sent)})",
+                    (now, *sent),
+                )
+            if retry:
+                db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+                    "last_error = ?, lease_owner = NULL, lease_until = 0 "
+                    f"WHERE lease_owner = ? AND id IN ({_marks(retry)})",
+                    (retry_at, reason, owner, *retry),
+                )
+            if dead:
+                db.execute(
+                    f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts) "
+                    f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1 FROM outbox "
+                    f"WHERE state = 'pending' AND id IN ({_marks(dead)})",
+                    (reason, now, *dead),
+                )
+                db.execute(
+                    f"DELETE FROM outbox WHERE state = 'pending' AND id IN ({_marks(dead)})", dead
+                )
+            db.execute(
+                "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
+            )
+
+    def stats(self, now: float) -> OutboxStats:
+        ((pending, leased, sent, oldest),) = self._read(
+            "SELECT sum(state = 'pending'), sum(state = 'pending' AND lease_until > ?), "
+            "sum(state = 'sent'), min(CASE WHEN state = 'pending' THEN stamped_at END) FROM outbox",
+            (now,),
+        )
+        ((dead,),) = self._read("SELECT count(*) FROM dead_letters")
+        return OutboxStats(pending or 0, leased or 0, sent or 0, dead, oldest)
+
+    def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
+        rows = self._read(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
+        return [(_record(row[:-1]), row[-1]) for row in rows]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self._read(
+            f"SELECT id, {_COLUMNS}, reason, dead_at, attempts FROM dead_letters "
+            "ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(r[0], _record(r[1:12]), r[12], r[13], r[14]) for r in rows]
+
+    def requeue(self, ids: Sequence[int] | None = None) -> int:
+        where, params = self._selection(ids)
+        with self._write() as db:
+            moved = db.execute(
+                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at) "
+                f"SELECT {_COLUMNS}, dead_at FROM dead_letters {where} ORDER BY id",
+                params,
+            ).rowcount
+            db.execute(f"DELETE FROM dead_letters {where}", params)
+        return moved
+
+    def purge(self, ids: Sequence[int] | None = None) -> int:
+        where, params = self._selection(ids)
+        with self._write() as db:
+            return db.execute(f"DELETE FROM dead_letters {where}", params).rowcount
+
+    @staticmethod
+    def _selection(ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
+        if ids is None:
+            return "", ()
+        return f"WHERE id IN ({_marks(ids) or 'NULL'})", tuple(ids)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteOutbox({str(self.path) if self.path else ':memory:'!r})"
