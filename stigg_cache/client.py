@@ -3,33 +3,40 @@
 Each check walks the tiers of DESIGN §3: a fresh snapshot (CACHE), else a
 stale one within budget (STALE, refreshed in the background), else a fetch
 within ``check_timeout`` (LIVE), else the fallback policy (POLICY / DEFAULT).
-Decisions are made by the pure :mod:`stigg_cache.core.engine`; this module
-only gathers inputs and does the I/O.
+Decisions are made by the pure :mod:`stigg_cache.core` functions; this module
+gathers their inputs and does the I/O. Usage goes through a durable outbox.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import attrs
 
+from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
 from stigg_cache._log import FaultLog
+from stigg_cache._reconcile import Reconciler, ReportListener
+from stigg_cache._usage import UsageService, default_outbox_url, open_outbox
 from stigg_cache.adapters import adapt
 from stigg_cache.core import engine
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
-from stigg_cache.errors import ConfigurationError, StiggUnavailableError
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S
+from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.reconcile import DecisionJournal, OfflineDecision, ReconcileReport
+from stigg_cache.errors import StiggUnavailableError
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
+    ConnectionState,
     Decision,
     Entitlement,
     EnumEntitlement,
@@ -39,6 +46,10 @@ from stigg_cache.models import (
     Source,
     Status,
 )
+from stigg_cache.outbox.admin import OutboxAdmin
+from stigg_cache.outbox.base import Outbox
+from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult
+from stigg_cache.outbox.records import Receipt, UpdateBehavior, event_record, usage_record
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
@@ -46,45 +57,8 @@ from stigg_cache.stores.layered import DEFAULT_L1_MAX_ENTRIES, CachedSnapshot, S
 
 DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
-
-
-def _opt_id(name: str, value: object) -> str | None:
-    return None if value is None else _id(name, value)
-
-
-def _id(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{name} must be a non-empty string")
-    return value
-
-
-def _usage(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"requested_usage must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"requested_usage must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _values(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise TypeError("requested_values must be a list of strings, e.g. ['gpt-4']")
-    values = tuple(value)
-    if not all(isinstance(v, str) for v in values):
-        raise TypeError("requested_values must contain strings only")
-    return values
-
-
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+RECONCILE_TIMEOUT_S = 60.0
+_USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
 
 
 class ResilientClient:
@@ -101,9 +75,15 @@ class ResilientClient:
             every edit), a :class:`FallbackPolicy`, or ``None`` for the built-in
             one (allow, logged once a minute per feature).
         check_timeout: seconds a check may wait on the network, ever.
+        outbox: where usage waits for Stigg: ``sqlite:///path.db``, ``memory://``
+            (not durable) or an :class:`Outbox`; default: next to the store.
         fetch_timeout: seconds a fetch may run in the background before it
             is abandoned (it keeps filling the cache after the check moved on).
-        clock: time source; tests inject a frozen clock.
+        settle_s: how long after Stigg acknowledges usage a fresh snapshot is
+            assumed not to include it yet (Stigg aggregates asynchronously).
+        events_per_second / usage_calls_per_minute: this process's share of
+            Stigg's rate limits.
+        clock: time source; tests inject a manual clock.
     """
 
     def __init__(
@@ -115,14 +95,19 @@ class ResilientClient:
         check_timeout: float = DEFAULT_CHECK_TIMEOUT_S,
         api_key: str | None = None,
         base_url: str | None = None,
+        outbox: str | Outbox | None = None,
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S,
         fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
         l1_max_entries: int = DEFAULT_L1_MAX_ENTRIES,
+        settle_s: float = DEFAULT_SETTLE_S,
+        events_per_second: float = EVENTS_PER_SECOND,
+        usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
+        outbox_lease_s: float = DEFAULT_LEASE_S,
         breaker: CircuitBreaker | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._check_timeout_s = _positive("check_timeout", check_timeout)
-        fetch_timeout_s = _positive("fetch_timeout", fetch_timeout)
+        self._check_timeout_s = check.positive_seconds("check_timeout", check_timeout)
+        self._fetch_timeout_s = check.positive_seconds("fetch_timeout", fetch_timeout)
         self._watcher: PolicyWatcher | None = None
         if isinstance(policy, str | os.PathLike):
             self._watcher = PolicyWatcher(policy, on_reload=self._use_policy)
@@ -135,10 +120,18 @@ class ResilientClient:
         self._clock = clock
         self._faults = FaultLog(clock)
         self._adapter = adapt(
-            inner, api_key=api_key, base_url=base_url, fetch_timeout_s=fetch_timeout_s
+            inner, api_key=api_key, base_url=base_url, fetch_timeout_s=self._fetch_timeout_s
         )
         self._owns_store = not isinstance(store, Store)
         self._store_name, opened = self._open_store(store)
+        self._owns_outbox = not isinstance(outbox, Outbox)
+        self._outbox = (
+            open_outbox(
+                outbox or default_outbox_url(self._store_name if self._owns_store else None)
+            )
+            if not isinstance(outbox, Outbox)
+            else outbox
+        )
         self._health = Health(breaker or CircuitBreaker(), clock)
         self._cache = SnapshotCache(opened, clock, self._store_fault, l1_max_entries)
         self._fetcher = Fetcher(
@@ -146,9 +139,26 @@ class ResilientClient:
             self._cache,
             self._health,
             clock,
-            fetch_timeout_s=fetch_timeout_s,
+            fetch_timeout_s=self._fetch_timeout_s,
             concurrency=fetch_concurrency,
         )
+        self._usage = UsageService(
+            self._outbox,
+            self._adapter,
+            self._health,
+            clock,
+            lambda: self._policy,
+            settle_s=settle_s,
+            events_per_second=events_per_second,
+            usage_calls_per_minute=usage_calls_per_minute,
+            lease_s=outbox_lease_s,
+        )
+        self._journal = DecisionJournal()
+        self._reconciler = Reconciler(
+            self._journal, self._usage, self._fetcher, clock, fetch_timeout_s=self._fetch_timeout_s
+        )
+        self._health.subscribe(self._on_state_change)
+        self.outbox = OutboxAdmin(self._outbox, clock)
         self._closed = False
 
     @staticmethod
@@ -182,7 +192,7 @@ class ResilientClient:
         requested_usage: float = engine.DEFAULT_REQUESTED_USAGE,
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
-        """Whether ``requested_usage`` more units fit within the customer's limit."""
+        """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
         return self._check(  # type: ignore[return-value]
             CheckKind.METERED, customer_id, feature_id, resource_id, usage=requested_usage
         )
@@ -239,40 +249,38 @@ class ResilientClient:
         no entitlements and its decision says DEFAULT: individual checks then
         answer from the policy.
         """
-        scope = (_id("customer_id", customer_id), _opt_id("resource_id", resource_id))
-        budget = self._policy.staleness
+        scope = (
+            check.require_id("customer_id", customer_id),
+            check.opt_id("resource_id", resource_id),
+        )
+        policy = self._policy
         entry = self._cache.get(*scope)
-        reason = None
-        if entry is not None:
-            age = self._clock.monotonic() - entry.fetched_mono
+        age = None if entry is None else self._clock.monotonic() - entry.fetched_mono
+        if entry is not None and age is not None:
             freshness = engine.judge(
-                age, budget, past_valid_until=False, dated_in_future=entry.dated_in_future
+                age, policy.staleness, past_valid_until=False, dated_in_future=entry.dated_in_future
             )
             if freshness is Freshness.FRESH:
-                return self._with_decision(entry, Source.CACHE, age)
+                return self._snapshot_with(
+                    entry, Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
+                )
         result = self._fetcher.fetch(scope, self._check_timeout_s)
         if isinstance(result, CachedSnapshot):
-            return self._with_decision(result, Source.LIVE, 0.0)
-        reason = str(result)
-        if entry is not None:
-            age = self._clock.monotonic() - entry.fetched_mono
-            if age <= budget.max_staleness_s:
-                return self._with_decision(entry, Source.STALE, age, reason)
+            return self._snapshot_with(
+                result, Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
+            )
+        if entry is not None and age is not None and age <= policy.staleness.max_staleness_s:
+            decision = Decision(
+                Source.STALE, age, stale=True, policy_version=policy.version, reason=str(result)
+            )
+            return self._snapshot_with(entry, decision)
         decision = Decision(
-            Source.DEFAULT, None, stale=False, policy_version=self._policy.version, reason=reason
+            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=str(result)
         )
         return Snapshot(scope[0], scope[1], {}, fetched_at=0.0, decision=decision)
 
-    def _with_decision(
-        self, entry: CachedSnapshot, source: Source, age: float, reason: str | None = None
-    ) -> Snapshot:
-        decision = Decision(
-            source,
-            age,
-            stale=source is Source.STALE,
-            policy_version=self._policy.version,
-            reason=reason,
-        )
+    @staticmethod
+    def _snapshot_with(entry: CachedSnapshot, decision: Decision) -> Snapshot:
         return attrs.evolve(entry.snapshot, decision=decision)
 
     def _check(
@@ -287,49 +295,59 @@ class ResilientClient:
     ) -> AnyEntitlement:
         request = CheckRequest(
             kind,
-            _id("customer_id", customer_id),
-            _id("feature_id", feature_id),
-            _opt_id("resource_id", resource_id),
-            _usage(usage),
-            _values(values),
+            check.require_id("customer_id", customer_id),
+            check.require_id("feature_id", feature_id),
+            check.opt_id("resource_id", resource_id),
+            check.requested_usage(usage),
+            check.requested_values(values),
         )
         started = self._clock.monotonic()
         policy = self._policy
-        budget = policy.staleness_for(request.feature_id)
         scope = (request.customer_id, request.resource_id)
         entry = self._cache.get(*scope)
-        now_wall = self._clock.time()
         if entry is not None:
             age = started - entry.fetched_mono
+            now_wall = self._clock.time()
             feature = entry.snapshot.entitlements.get(request.feature_id)
             freshness = engine.judge(
                 age,
-                budget,
+                policy.staleness_for(request.feature_id),
                 past_valid_until=engine.valid_until_passed(feature, now_wall),
                 dated_in_future=entry.dated_in_future,
             )
             if freshness is Freshness.FRESH:
                 decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-                return engine.from_snapshot(request, entry.snapshot, decision, now_wall=now_wall)
+                return self._from_snapshot(request, entry.snapshot, decision, now_wall)
             if freshness is Freshness.STALE:
-                if not self._health.offline:
+                offline = self._health.offline
+                if not offline:
                     self._fetcher.refresh(scope)
+                reason = self._health.last_error if offline else None
                 decision = Decision(
-                    Source.STALE,
-                    age,
-                    stale=True,
-                    policy_version=policy.version,
-                    reason=self._health.last_error if self._health.offline else None,
+                    Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
                 )
-                return engine.from_snapshot(request, entry.snapshot, decision, now_wall=now_wall)
+                return self._journaled(
+                    self._from_snapshot(request, entry.snapshot, decision, now_wall), request
+                )
         remaining = self._check_timeout_s - (self._clock.monotonic() - started)
         result = self._fetcher.fetch(scope, remaining)
         if isinstance(result, CachedSnapshot):
             decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
-            return engine.from_snapshot(
-                request, result.snapshot, decision, now_wall=self._clock.time()
+            return self._from_snapshot(request, result.snapshot, decision, self._clock.time())
+        return self._journaled(self._fallback(request, policy, result, expired=entry), request)
+
+    def _from_snapshot(
+        self, request: CheckRequest, snapshot: Snapshot, decision: Decision, now_wall: float
+    ) -> AnyEntitlement:
+        local = None
+        if request.kind in _USAGE_KINDS:
+            feature = snapshot.entitlements.get(request.feature_id)
+            local = self._usage.local_usage(
+                (request.customer_id, request.resource_id, request.feature_id),
+                snapshot.fetched_at,
+                engine.usage_floor(feature, now_wall),
             )
-        return self._fallback(request, policy, result, expired=entry)
+        return engine.from_snapshot(request, snapshot, decision, now_wall=now_wall, local=local)
 
     def _fallback(
         self,
@@ -358,13 +376,124 @@ class ResilientClient:
             policy_version=policy.version,
             reason=why,
         )
-        return engine.from_grant(request, resolution.grant, decision)
+        local = None
+        if request.kind in _USAGE_KINDS:
+            scope = (request.customer_id, request.resource_id, request.feature_id)
+            local = self._usage.local_usage(scope, None, None)
+        return engine.from_grant(request, resolution.grant, decision, local=local)
+
+    def _journaled(self, result: AnyEntitlement, request: CheckRequest) -> AnyEntitlement:
+        self._journal.append(
+            OfflineDecision(self._clock.time(), request, result.decision.source, result.has_access)
+        )
+        return result
+
+    # -- usage ---------------------------------------------------------------------
+
+    def report_event(self, events: Sequence[Mapping[str, Any]]) -> list[Receipt]:
+        """Buffer raw events durably; returns one receipt each once they are on disk.
+
+        Each event: ``customer_id``, ``event_name``, ``idempotency_key``
+        (generated if missing), optional ``dimensions``, ``resource_id``,
+        ``timestamp`` (aware datetime or ISO-8601; now if missing). Nothing is
+        enqueued if any event is invalid. Never touches the network.
+        """
+        if isinstance(events, Mapping) or not isinstance(events, Sequence):
+            raise TypeError("report_event takes events=[{...}, ...], a list of dicts")
+        now = self._clock.time()
+        return self._enqueue([event_record(event, now) for event in events])
+
+    def report_usage(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        value: float,
+        update_behavior: UpdateBehavior = "DELTA",
+        idempotency_key: str | None = None,
+        resource_id: str | None = None,
+        dimensions: Mapping[str, str | float | bool] | None = None,
+        created_at: datetime | None = None,
+    ) -> Receipt:
+        """Buffer one usage measurement durably (``DELTA`` adds, ``SET`` replaces)."""
+        usage = {
+            "customer_id": customer_id,
+            "feature_id": feature_id,
+            "value": value,
+            "update_behavior": update_behavior,
+            "idempotency_key": idempotency_key,
+            "resource_id": resource_id,
+            "dimensions": dimensions,
+            "created_at": created_at,
+        }
+        return self._enqueue([usage_record(usage, self._clock.time())])[0]
+
+    def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
+        """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""
+        if isinstance(usages, Mapping) or not isinstance(usages, Sequence):
+            raise TypeError("report_usage_bulk takes a list of dicts")
+        now = self._clock.time()
+        return self._enqueue([usage_record(usage, now) for usage in usages])
+
+    def _enqueue(self, records: list[Any]) -> list[Receipt]:
+        offline = self._health.state is not ConnectionState.CONNECTED
+        return self._usage.enqueue(records, offline=offline)
+
+    def flush(self, timeout: float = 10.0) -> FlushResult:
+        """Send what can be sent within ``timeout`` seconds (nothing while Stigg is offline)."""
+        return self._usage.flusher.flush(check.positive_seconds("timeout", timeout))
+
+    def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
+        """Drain, refresh customers touched while offline, and report contradicted decisions.
+
+        Runs by itself when Stigg comes back; ``None`` if one is already under way.
+        """
+        return self._reconciler.run(check.positive_seconds("timeout", timeout))
+
+    def on_reconcile(self, callback: ReportListener) -> None:
+        """Call ``callback(report)`` after every reconciliation."""
+        self._reconciler.subscribe(callback)
+
+    # -- promotional entitlements (admin: these raise) ---------------------------------
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Grant promotions (``feature_id``, ``period``, ``usage_limit`` ...) and forget
+        the customer's cached snapshot.
+
+        Raises:
+            StiggUnavailableError: Stigg did not accept it (admin calls are not buffered).
+        """
+        customer = check.require_id("customer_id", customer_id)
+        try:
+            return self._adapter.grant_promotional_entitlements(
+                customer, grants, timeout_s=self._fetch_timeout_s
+            )
+        finally:
+            self._cache.invalidate(customer, None)
+
+    def revoke_promotional_entitlement(self, customer_id: str, feature_id: str) -> dict[str, Any]:
+        """Revoke one promotion and forget the customer's cached snapshot.
+
+        Raises:
+            StiggUnavailableError: Stigg did not accept it.
+        """
+        customer = check.require_id("customer_id", customer_id)
+        feature = check.require_id("feature_id", feature_id)
+        try:
+            return self._adapter.revoke_promotional_entitlement(
+                customer, feature, timeout_s=self._fetch_timeout_s
+            )
+        finally:
+            self._cache.invalidate(customer, None)
 
     # -- operations -------------------------------------------------------------
 
     def status(self) -> Status:
-        """A report of connection state, store, policy and counters."""
+        """A report of connection state, store, outbox, policy and counters."""
         health = self._health
+        outbox = self._usage.stats()
         return Status(
             state=health.state,
             since=health.since,
@@ -379,8 +508,9 @@ class ResilientClient:
             policy_version=self._policy.version,
             policy_source=self._policy.source,
             policy_error=None if self._watcher is None else self._watcher.error,
-            outbox_depth=0,
-            dead_letters=0,
+            outbox_depth=outbox.pending,
+            outbox_oldest_at=outbox.oldest_pending_at,
+            dead_letters=outbox.dead_letters,
             faults=dict(self._faults.counts),
         )
 
@@ -393,10 +523,14 @@ class ResilientClient:
         if self._closed:
             return
         self._closed = True
+        self._reconciler.close()
+        self._usage.close()
         self._fetcher.close()
         if self._watcher is not None:
             self._watcher.close()
         self._adapter.close()
+        if self._owns_outbox:
+            self._outbox.close()
         if self._owns_store:
             self._cache.store.close()
 
@@ -410,6 +544,11 @@ class ResilientClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _on_state_change(self, old: ConnectionState, new: ConnectionState) -> None:
+        if new is ConnectionState.CONNECTED and old is not ConnectionState.CONNECTED:
+            self._usage.flusher.wake()
+            self._reconciler.run_in_background(RECONCILE_TIMEOUT_S)
 
     def _use_policy(self, policy: FallbackPolicy) -> None:
         self._policy = policy  # one reference swap: checks in flight keep the old one

@@ -222,6 +222,8 @@ class Status:
 
     Attributes:
         since: wall-clock time at which ``state`` was entered.
+        outbox_depth / outbox_oldest_at: records waiting for Stigg, and the
+            stamp (wall time) of the oldest.
         faults: count of each fault event since start (e.g. ``fetch_failed``).
     """
 
@@ -239,5 +241,6 @@ class Status:
     policy_source: str | None
     policy_error: str | None
     outbox_depth: int
+    outbox_oldest_at: float | None
     dead_letters: int
     faults: Mapping[str, int]

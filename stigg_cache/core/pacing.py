@@ -6,7 +6,11 @@ unchanged by the flusher and (later) fleet-wide pacing.
 
 from __future__ import annotations
 
+import enum
+
 import attrs
+
+from stigg_cache.errors import FailureKind
 
 EVENTS_PER_SECOND = 1_000.0  # Stigg's published raw-event ingestion rate per account
 USAGE_CALLS_PER_MINUTE = 600.0  # Stigg's reportUsageBulk limit
@@ -70,3 +74,23 @@ def retry_delay(attempts: int, jitter: float, retry_after_s: float | None = None
     ceiling = min(MAX_RETRY_S, BASE_RETRY_S * 2.0 ** max(attempts - 1, 0))
     delay = ceiling * (0.5 + jitter / 2)
     return max(delay, retry_after_s or 0.0)
+
+
+class SendOutcome(enum.Enum):
+    """What the flusher does with a batch Stigg did not accept.
+
+    RETRY: keep it, back off, send again with the same keys and stamps.
+    SPLIT: Stigg rejected a multi-record batch: halve it to find the bad record.
+    DEAD: Stigg rejected this single record: dead-letter it with the reason.
+    """
+
+    RETRY = "retry"
+    SPLIT = "split"
+    DEAD = "dead"
+
+
+def plan_failure(kind: FailureKind, batch_size: int) -> SendOutcome:
+    """Retry what may succeed later; isolate and dead-letter what Stigg refuses."""
+    if kind is not FailureKind.REJECTED:
+        return SendOutcome.RETRY
+    return SendOutcome.SPLIT if batch_size > 1 else SendOutcome.DEAD

@@ -1,0 +1,153 @@
+"""Reconciliation when Stigg returns: drain, refresh what was touched, report.
+
+Refreshes are paced within Stigg's read limit (edge reads: 6,000 a minute per
+API key) with jitter, most recently touched customer first, so a fleet
+reconnecting at once does not turn recovery into a 429 storm.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+from stigg_cache._clock import Clock
+from stigg_cache._fetcher import Fetcher
+from stigg_cache._log import logger
+from stigg_cache._usage import UsageService
+from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, TokenBucket
+from stigg_cache.core.reconcile import (
+    DecisionJournal,
+    OfflineDecision,
+    ReconcileReport,
+    judge_offline,
+)
+from stigg_cache.models import Snapshot
+from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
+
+REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
+REFRESH_BURST = 5.0
+ReportListener = Callable[[ReconcileReport], None]
+
+
+class Reconciler:
+    """Runs one reconciliation at a time and tells listeners the result."""
+
+    def __init__(
+        self,
+        journal: DecisionJournal,
+        usage: UsageService,
+        fetcher: Fetcher,
+        clock: Clock,
+        *,
+        fetch_timeout_s: float,
+        reads_per_minute: float = EDGE_READS_PER_MINUTE,
+        sleep: Callable[[float], None] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._journal = journal
+        self._usage = usage
+        self._fetcher = fetcher
+        self._clock = clock
+        self._fetch_timeout_s = fetch_timeout_s
+        self._rate = reads_per_minute / 60 * REFRESH_SHARE
+        self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait
+        self._jitter = jitter
+        self._running = threading.Lock()
+        self._listeners: list[ReportListener] = []
+        self.last_report: ReconcileReport | None = None
+
+    def subscribe(self, listener: ReportListener) -> None:
+        """Call ``listener(report)`` after every reconciliation."""
+        self._listeners.append(listener)
+
+    def run(self, timeout_s: float) -> ReconcileReport | None:
+        """Reconcile now; ``None`` if another reconciliation is under way."""
+        if not self._running.acquire(blocking=False):
+            return None
+        try:
+            report = self._reconcile(timeout_s)
+        finally:
+            self._running.release()
+        self.last_report = report
+        logger.info(
+            "stigg_cache.reconciled: %d offline decisions checked, %d contradicted "
+            "(%d granted but denied), %d customers refreshed, outbox drained: %s",
+            report.decisions_checked,
+            len(report.contradictions),
+            report.granted_but_denied,
+            report.customers_refreshed,
+            report.outbox_drained,
+            extra={"event": "stigg_cache.reconciled"},
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(report)
+            except Exception:
+                logger.exception("stigg_cache.listener_failed")
+        return report
+
+    def run_in_background(self, timeout_s: float) -> None:
+        """Start :meth:`run` on a daemon thread after a jittered pause (fleets spread out)."""
+
+        def delayed() -> None:
+            self._sleep(self._jitter())
+            if not self._stop.is_set():
+                self.run(timeout_s)
+
+        threading.Thread(target=delayed, daemon=True, name="stigg-cache-reconcile").start()
+
+    def close(self) -> None:
+        """Stop pacing waits of a reconciliation under way."""
+        self._stop.set()
+
+    def _reconcile(self, timeout_s: float) -> ReconcileReport:
+        started = self._clock.time()
+        deadline = self._clock.monotonic() + timeout_s
+        flushed = self._usage.flusher.flush(timeout_s / 2)
+        entries, dropped = self._journal.take()
+        fresh, failed = self._refresh(_most_recent_first(entries, self._usage.touched()), deadline)
+        contradictions = judge_offline(entries, fresh, now_wall=self._clock.time())
+        return ReconcileReport(
+            started_at=started,
+            finished_at=self._clock.time(),
+            decisions_checked=len(entries),
+            decisions_dropped=dropped,
+            customers_refreshed=len(fresh),
+            customers_failed=failed,
+            outbox_drained=flushed.drained,
+            outbox_pending=flushed.pending,
+            contradictions=tuple(contradictions),
+        )
+
+    def _refresh(
+        self, scopes: list[ScopeKey], deadline: float
+    ) -> tuple[dict[ScopeKey, Snapshot], int]:
+        bucket = TokenBucket(self._rate, REFRESH_BURST)
+        fresh: dict[ScopeKey, Snapshot] = {}
+        failed = 0
+        for scope in scopes:
+            wait = bucket.take(1, self._clock.monotonic())
+            while wait and not self._stop.is_set():
+                self._sleep(wait * (1 + self._jitter() / 10))
+                wait = bucket.take(1, self._clock.monotonic())
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                failed += 1
+                continue
+            result = self._fetcher.fetch(scope, min(remaining, self._fetch_timeout_s))
+            if isinstance(result, CachedSnapshot):
+                fresh[scope] = result.snapshot
+            else:
+                failed += 1
+        return fresh, failed
+
+
+def _most_recent_first(entries: list[OfflineDecision], touched: list[ScopeKey]) -> list[ScopeKey]:
+    order: dict[ScopeKey, None] = {}
+    for entry in reversed(entries):
+        order.setdefault((entry.request.customer_id, entry.request.resource_id), None)
+    for scope in reversed(touched):
+        order.setdefault(scope, None)
+    return list(order)

@@ -1,0 +1,149 @@
+"""Usage intake: validate, make durable, count locally, wake the flusher."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import platformdirs
+
+from stigg_cache._clock import Clock
+from stigg_cache._health import Health
+from stigg_cache.adapters.base import Adapter
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
+from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.errors import ConfigurationError
+from stigg_cache.outbox.base import Outbox, OutboxStats
+from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.policy.model import FallbackPolicy, Meter
+from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores.layered import ScopeKey
+
+
+def default_outbox_url(store_url: str | None) -> str:
+    """Next to the snapshot store: ``x.db`` -> ``x-outbox.db``; in memory for ``memory://``."""
+    if store_url is not None:
+        scheme = store_url.partition("://")[0]
+        if scheme == "memory":
+            return "memory://"
+        if scheme in ("sqlite", "disk"):
+            path = path_from_url(store_url, scheme)
+            return f"sqlite:///{path.with_name(path.stem + '-outbox.db')}"
+    return f"sqlite:///{Path(platformdirs.user_cache_dir('stigg-cache')) / 'stigg-cache-outbox.db'}"
+
+
+def open_outbox(url: str) -> Outbox:
+    """``sqlite:///path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
+    if url == "memory://":
+        return SqliteOutbox(None)
+    if url.startswith("sqlite:///"):
+        return SqliteOutbox(path_from_url(url, "sqlite"))
+    raise ConfigurationError(
+        f"outbox {url!r}: use sqlite:///path.db, memory://, or an Outbox object"
+    )
+
+
+class UsageService:
+    """Owns the outbox, the local usage ledger and the flusher of one client."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        adapter: Adapter,
+        health: Health,
+        clock: Clock,
+        policy: Callable[[], FallbackPolicy],
+        *,
+        settle_s: float = DEFAULT_SETTLE_S,
+        events_per_second: float = EVENTS_PER_SECOND,
+        usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
+        lease_s: float = DEFAULT_LEASE_S,
+    ) -> None:
+        self.outbox = outbox
+        self._clock = clock
+        self._policy = policy
+        self._meters_of: tuple[str, dict[str, list[tuple[str, Meter]]]] = ("", {})
+        self.ledger = UsageLedger(settle_s)
+        self._touched: dict[ScopeKey, None] = {}
+        self._touched_lock = threading.Lock()
+        for record, acked_at in outbox.unsettled():
+            self._count(record, acked_at)
+        self.flusher = Flusher(
+            outbox,
+            adapter,
+            health,
+            clock,
+            acknowledge=self.ledger.acknowledge,
+            events_per_second=events_per_second,
+            usage_calls_per_minute=usage_calls_per_minute,
+            lease_s=lease_s,
+        )
+        self.flusher.start()
+
+    def enqueue(self, records: Sequence[UsageRecord], *, offline: bool) -> list[Receipt]:
+        """Make records durable (all or none), count them locally, wake the flusher.
+
+        ``offline``: Stigg is not answering; the customers are refreshed on reconnect.
+        """
+        receipts = self.outbox.enqueue(records, self._clock.time())
+        for record, receipt in zip(records, receipts, strict=True):
+            if not receipt.duplicate:
+                self._count(record, None)
+                if offline:
+                    with self._touched_lock:
+                        self._touched[(record.customer_id, record.resource_id)] = None
+        self.flusher.wake()
+        return receipts
+
+    def touched(self) -> list[ScopeKey]:
+        """Customers that reported usage while offline, oldest first; the list empties."""
+        with self._touched_lock:
+            scopes, self._touched = list(self._touched), {}
+        return scopes
+
+    def local_usage(
+        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
+    ) -> LocalUsage | None:
+        """Usage Stigg has not reflected yet for a customer+resource+feature."""
+        return self.ledger.local_usage(scope, snapshot_fetched_at=snapshot_fetched_at, floor=floor)
+
+    def stats(self) -> OutboxStats:
+        """Outbox depth and dead letters."""
+        return self.outbox.stats(self._clock.time())
+
+    def close(self) -> None:
+        """Stop the flusher; the outbox is closed by whoever opened it."""
+        self.flusher.close()
+
+    def _count(self, record: UsageRecord, acked_at: float | None) -> None:
+        key, at = record.idempotency_key, record.stamped_at
+        if record.kind is RecordKind.USAGE:
+            scope = (record.customer_id, record.resource_id, record.name)
+            is_set = record.update_behavior == "SET"
+            self.ledger.record(
+                scope, key, value=record.value, at=at, is_set=is_set, acked_at=acked_at
+            )
+            return
+        for feature_id, meter in self._meters_for(record.name):
+            if meter.aggregate == "count":
+                value = 1.0
+            else:
+                raw = record.dimensions.get(meter.field or "")
+                if isinstance(raw, bool) or not isinstance(raw, int | float):
+                    continue
+                value = float(raw)
+            scope = (record.customer_id, record.resource_id, feature_id)
+            self.ledger.record(scope, key, value=value, at=at, acked_at=acked_at)
+
+    def _meters_for(self, event_name: str) -> list[tuple[str, Meter]]:
+        policy = self._policy()
+        version, index = self._meters_of
+        if version != policy.version:
+            index = {}
+            for feature_id, meter in policy.meters.items():
+                index.setdefault(meter.event, []).append((feature_id, meter))
+            self._meters_of = (policy.version, index)
+        return index.get(event_name, [])

@@ -1,0 +1,271 @@
+"""The flusher: a background thread draining the outbox to Stigg.
+
+One loop, two lanes (events, usage). Each pass: claim the oldest sendable
+records within the rate budget, dead-letter those past Stigg's 7-day dedup
+window, send, and settle the outcome (:func:`~stigg_cache.core.pacing.plan_failure`).
+It never sends while the breaker is open, backs off exponentially with
+jitter, and honours ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import assert_never
+
+import attrs
+
+from stigg_cache._clock import Clock
+from stigg_cache._health import Health
+from stigg_cache._log import logger
+from stigg_cache.adapters.base import Adapter
+from stigg_cache.core.pacing import (
+    DEDUP_WINDOW_S,
+    EVENTS_PER_SECOND,
+    MAX_EVENTS_PER_BATCH,
+    MAX_USAGE_PER_BATCH,
+    USAGE_CALLS_PER_MINUTE,
+    SendOutcome,
+    TokenBucket,
+    plan_failure,
+    retry_delay,
+)
+from stigg_cache.errors import FailureKind, StiggUnavailableError, StoreError
+from stigg_cache.outbox.base import Claimed, Outbox
+from stigg_cache.outbox.records import RecordKind
+
+DEFAULT_LEASE_S = 30.0  # a sender that dies holds its batch this long
+DEFAULT_SEND_TIMEOUT_S = 10.0  # well under the lease: a send never outlives its lease
+IDLE_POLL_S = 0.5  # other processes may enqueue into a shared outbox
+RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 429
+
+Acknowledge = Callable[[Sequence[str], float], None]
+
+
+@attrs.define
+class _Lane:
+    kind: RecordKind
+    batch_limit: int
+    bucket: TokenBucket
+    cost_per_record: bool  # events spend a token each; usage a token per call
+    backlog: bool = False
+
+    @property
+    def full_batch(self) -> int:
+        """Records in a batch worth waiting for while a backlog drains."""
+        if not self.cost_per_record:
+            return self.batch_limit
+        return max(1, min(self.batch_limit, math.floor(self.bucket.capacity)))
+
+
+@attrs.frozen
+class FlushResult:
+    """What ``flush()`` achieved before its deadline."""
+
+    drained: bool
+    pending: int
+    dead_letters: int
+
+
+class Flusher:
+    """Sends outbox records to Stigg from a daemon thread."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        adapter: Adapter,
+        health: Health,
+        clock: Clock,
+        *,
+        acknowledge: Acknowledge,
+        events_per_second: float = EVENTS_PER_SECOND,
+        usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
+        lease_s: float = DEFAULT_LEASE_S,
+        send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._outbox = outbox
+        self._adapter = adapter
+        self._health = health
+        self._clock = clock
+        self._acknowledge = acknowledge
+        self._lease_s = lease_s
+        self._send_timeout_s = min(send_timeout_s, lease_s / 2)
+        self._jitter = jitter
+        event_rate = events_per_second * RATE_SAFETY
+        usage_rate = usage_calls_per_minute / 60 * RATE_SAFETY
+        self._lanes = (
+            _Lane(
+                RecordKind.EVENT,
+                MAX_EVENTS_PER_BATCH,
+                TokenBucket(event_rate, min(event_rate, MAX_EVENTS_PER_BATCH)),
+                cost_per_record=True,
+            ),
+            _Lane(
+                RecordKind.USAGE,
+                MAX_USAGE_PER_BATCH,
+                TokenBucket(usage_rate, max(1.0, usage_rate)),
+                cost_per_record=False,
+            ),
+        )
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._failures = 0
+        self._resume_at = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._settled = threading.Condition()
+        self.sent = 0
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="stigg-cache-flusher")
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the outbox now (new records, Stigg back)."""
+        self._resume_at = min(self._resume_at, self._clock.monotonic())
+        self._wake.set()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop after the send under way (bounded wait)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def flush(self, timeout_s: float) -> FlushResult:
+        """Drain what can be drained within ``timeout_s`` (not while Stigg is offline)."""
+        deadline = self._clock.monotonic() + timeout_s
+        self.wake()
+        while True:
+            stats = self._outbox.stats(self._clock.time())
+            remaining = deadline - self._clock.monotonic()
+            if stats.pending == 0 or remaining <= 0 or self._health.offline:
+                return FlushResult(stats.pending == 0, stats.pending, stats.dead_letters)
+            with self._settled:
+                self._settled.wait(min(remaining, 0.05))
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                results = [self._pump(lane) for lane in self._lanes]  # every lane, every pass
+                worked = any(results)
+            except StoreError as error:  # the outbox file failed: keep trying, never die
+                self.last_error = str(error)
+                logger.warning(
+                    "stigg_cache.outbox_failed: %s",
+                    error,
+                    extra={"event": "stigg_cache.outbox_failed"},
+                )
+                worked = False
+            if not worked:
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        now = self._clock.monotonic()
+        if self._resume_at > now:
+            return self._resume_at - now
+        wait = IDLE_POLL_S
+        for lane in self._lanes:
+            if lane.backlog:
+                need = lane.full_batch if lane.cost_per_record else 1
+                wait = min(wait, (need - lane.bucket.available(now)) / lane.bucket.rate)
+        return max(0.001, wait)
+
+    def _pump(self, lane: _Lane) -> bool:
+        now = self._clock.monotonic()
+        if now < self._resume_at:
+            return False
+        tokens = lane.bucket.available(now)
+        limit = (
+            min(lane.batch_limit, math.floor(tokens)) if lane.cost_per_record else lane.batch_limit
+        )
+        if tokens < 1 or (lane.backlog and limit < lane.full_batch):
+            return False  # wait for a full batch's worth rather than send crumbs
+        wall = self._clock.time()
+        claimed = self._outbox.claim(lane.kind, limit, self.owner, now=wall, lease_s=self._lease_s)
+        lane.backlog = len(claimed) == limit
+        if not claimed:
+            return False
+        expired = [c.id for c in claimed if c.record.stamped_at < wall - DEDUP_WINDOW_S]
+        if expired:
+            self._outbox.settle(
+                dead=expired,
+                owner=self.owner,
+                now=wall,
+                reason="older than Stigg's 7-day dedup window: replaying could count it twice",
+            )
+        batch = [c for c in claimed if c.id not in set(expired)]
+        if not batch:
+            return True
+        if not self._health.allow():
+            self._outbox.settle(
+                retry=[c.id for c in batch], owner=self.owner, now=wall, retry_at=wall
+            )
+            self._resume_at = now + IDLE_POLL_S
+            return False
+        lane.bucket.take(len(batch) if lane.cost_per_record else 1, now)
+        self._send(lane, batch)
+        return True
+
+    def _send(self, lane: _Lane, batch: Sequence[Claimed]) -> None:
+        payloads = [json.loads(c.record.payload) for c in batch]
+        ids = [c.id for c in batch]
+        try:
+            if lane.kind is RecordKind.EVENT:
+                self._adapter.report_events(payloads, timeout_s=self._send_timeout_s)
+            else:
+                self._adapter.report_usage(payloads, timeout_s=self._send_timeout_s)
+        except StiggUnavailableError as error:
+            self._failed(lane, batch, error)
+            return
+        wall = self._clock.time()
+        self._outbox.settle(sent=ids, owner=self.owner, now=wall)
+        self._acknowledge([c.record.idempotency_key for c in batch], wall)
+        self._health.succeeded()
+        self._failures = 0
+        self.sent += len(batch)
+        self._notify()
+
+    def _failed(self, lane: _Lane, batch: Sequence[Claimed], error: StiggUnavailableError) -> None:
+        wall = self._clock.time()
+        ids = [c.id for c in batch]
+        outcome = plan_failure(error.kind, len(batch))
+        match outcome:
+            case SendOutcome.SPLIT:
+                middle = len(batch) // 2
+                self._send(lane, batch[:middle])
+                self._send(lane, batch[middle:])
+            case SendOutcome.DEAD:
+                self._outbox.settle(
+                    dead=ids, owner=self.owner, now=wall, reason=f"Stigg rejected it: {error}"
+                )
+                self._notify()
+            case SendOutcome.RETRY:
+                self._failures += 1
+                self.last_error = str(error)
+                delay = retry_delay(self._failures, self._jitter(), error.retry_after_s)
+                if error.kind is FailureKind.RATE_LIMITED:
+                    lane.bucket.pause(delay, self._clock.monotonic())
+                else:
+                    self._health.failed(error)
+                self._resume_at = self._clock.monotonic() + delay
+                self._outbox.settle(
+                    retry=ids, owner=self.owner, now=wall, retry_at=wall + delay, reason=str(error)
+                )
+            case _:
+                assert_never(outcome)
+
+    def _notify(self) -> None:
+        with self._settled:
+            self._settled.notify_all()
