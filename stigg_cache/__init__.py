@@ -2,6 +2,7 @@
 
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
+from stigg_cache.core.reconcile import Contradiction, ReconcileReport
 from stigg_cache.errors import (
     ConfigurationError,
     CorruptEntryError,
@@ -27,7 +28,10 @@ from stigg_cache.models import (
     Source,
     Status,
 )
-from stigg_cache.policy import FallbackPolicy, FeaturePolicy, Grant, Rule, Staleness
+from stigg_cache.outbox.base import DeadLetter, Outbox, OutboxStats
+from stigg_cache.outbox.flusher import FlushResult
+from stigg_cache.outbox.records import Receipt, RecordKind
+from stigg_cache.policy import FallbackPolicy, FeaturePolicy, Grant, Meter, Rule, Staleness
 from stigg_cache.stores import MISSING, Store, open_store
 
 __all__ = [
@@ -37,8 +41,10 @@ __all__ = [
     "CircuitBreaker",
     "ConfigurationError",
     "ConnectionState",
+    "Contradiction",
     "CorruptEntryError",
     "CreditEntitlement",
+    "DeadLetter",
     "Decision",
     "Entitlement",
     "EnumEntitlement",
@@ -46,11 +52,18 @@ __all__ = [
     "FallbackPolicy",
     "FeatureEntitlement",
     "FeaturePolicy",
+    "FlushResult",
     "Grant",
     "InvalidResponseError",
+    "Meter",
     "MeteredEntitlement",
     "NumericEntitlement",
+    "Outbox",
+    "OutboxStats",
     "PolicyError",
+    "Receipt",
+    "ReconcileReport",
+    "RecordKind",
     "ResilientClient",
     "Rule",
     "Snapshot",

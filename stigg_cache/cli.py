@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._usage import open_outbox
 from stigg_cache.errors import PolicyError, StiggCacheError
+from stigg_cache.outbox.admin import OutboxAdmin
+from stigg_cache.outbox.base import Outbox
 from stigg_cache.policy.explain import explain, lint
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import open_store
@@ -68,3 +73,71 @@ def policy_explain(
     finally:
         if store is not None:
             store.close()
+
+
+@main.group()
+def outbox() -> None:
+    """Inspect buffered usage and dead letters."""
+
+
+def _open_outbox(url: str) -> Outbox:
+    try:
+        return open_outbox(url)
+    except StiggCacheError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+
+
+_OUTBOX_HELP = "Outbox URL, e.g. sqlite:///var/lib/app/stigg-cache-outbox.db"
+
+
+@outbox.command("status")
+@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+def outbox_status(url: str) -> None:
+    """Pending, leased, sent and dead-lettered counts."""
+    box = _open_outbox(url)
+    try:
+        stats = box.stats(time.time())
+    finally:
+        box.close()
+    oldest = (
+        "-"
+        if stats.oldest_pending_at is None
+        else f"{time.time() - stats.oldest_pending_at:.0f}s ago"
+    )
+    click.echo(
+        f"pending {stats.pending} (leased {stats.leased}, oldest stamped {oldest}), "
+        f"recently sent {stats.sent_unsettled}, dead letters {stats.dead_letters}"
+    )
+
+
+@outbox.command("dead-letters")
+@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+@click.option("--limit", default=100, show_default=True)
+def outbox_dead_letters(url: str, limit: int) -> None:
+    """List dead letters with the reason each was set aside."""
+    box = _open_outbox(url)
+    try:
+        letters = OutboxAdmin(box, SYSTEM_CLOCK).dead_letters(limit)
+    finally:
+        box.close()
+    for letter in letters:
+        record = letter.record
+        click.echo(
+            f"{letter.id}\t{record.kind.value}\t{record.customer_id}\t{record.name}\t"
+            f"{record.idempotency_key}\t{letter.reason}"
+        )
+    click.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@outbox.command("requeue")
+@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+@click.option("--id", "ids", multiple=True, type=int, help="Dead letter id (repeat); all if none.")
+def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
+    """Move dead letters back to the outbox to be sent again."""
+    box = _open_outbox(url)
+    try:
+        moved = OutboxAdmin(box, SYSTEM_CLOCK).requeue(list(ids) if ids else None)
+    finally:
+        box.close()
+    click.echo(f"requeued {moved} record(s)")

@@ -71,3 +71,34 @@ def test_policy_explain_reads_the_snapshot_in_the_store(tmp_path: Path) -> None:
     assert "no snapshot held" in cold.output
     assert "POLICY via" not in cold.output
     assert "DEFAULT via features.sso" in cold.output
+
+
+def test_outbox_commands_show_and_requeue_dead_letters(tmp_path: Path) -> None:
+    from stigg_cache.chaos.fake import FakeMode
+
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.account.rejected_customers.add("mallory")
+        store = f"sqlite:///{tmp_path}/cache.db"
+        with ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=store) as client:
+            client.report_event(
+                [{"customer_id": "mallory", "event_name": "e", "idempotency_key": "m1"}]
+            )
+            client.flush(timeout=5)  # Stigg refuses it: dead-lettered
+            fake.set_mode(FakeMode.DOWN)
+            client.report_event(
+                [{"customer_id": "acme", "event_name": "e", "idempotency_key": "a1"}]
+            )
+            client.flush(timeout=1)
+        outbox = f"sqlite:///{tmp_path}/cache-outbox.db"
+        runner = CliRunner()
+        status = runner.invoke(main, ["outbox", "status", "--store", outbox])
+        assert status.exit_code == 0, status.output
+        assert "pending 1" in status.output
+        assert "dead letters 1" in status.output
+        letters = runner.invoke(main, ["outbox", "dead-letters", "--store", outbox])
+        assert "mallory" in letters.output
+        assert "m1" in letters.output
+        assert "400" in letters.output
+        requeued = runner.invoke(main, ["outbox", "requeue", "--store", outbox])
+        assert "requeued 1 record(s)" in requeued.output
+        assert "pending 2" in runner.invoke(main, ["outbox", "status", "--store", outbox]).output

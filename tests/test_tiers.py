@@ -247,7 +247,9 @@ class _PlanAwareAdapter:
 
     report_usage = report_events
 
-    def grant_promotional_entitlements(self, *args: object, **kwargs: object) -> list[dict[str, object]]:
+    def grant_promotional_entitlements(
+        self, *args: object, **kwargs: object
+    ) -> list[dict[str, object]]:
         raise StiggUnavailableError(FailureKind.CONNECTION, "read-only test adapter")
 
     def revoke_promotional_entitlement(self, *args: object, **kwargs: object) -> dict[str, object]:

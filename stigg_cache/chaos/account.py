@@ -88,7 +88,10 @@ class FakeAccount:
         self.receipts: Counter[str] = Counter()  # every key received, duplicates included
         self.rejected_customers: set[str] = set()
         self.aggregation_delay_s = aggregation_delay_s
-        self._event_bucket = TokenBucket(events_per_second, events_per_second)
+        # A burst of one full batch is always allowed; the rate holds beyond it.
+        self._event_bucket = TokenBucket(
+            events_per_second, max(events_per_second, MAX_EVENTS_PER_BATCH)
+        )
         usage_rate = usage_calls_per_minute / 60
         self._usage_bucket = TokenBucket(usage_rate, max(1.0, usage_rate))
         self.rate_limited = 0

@@ -12,6 +12,7 @@ import enum
 import json
 import re
 import socket
+import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,7 @@ def metered(
 ) -> FeatureEntitlement:
     """A metered feature with a monthly reset."""
     now = datetime.now(UTC)
-    end = period_end or now + timedelta(days=30)
+    end = period_end or now + timedelta(days=15)  # mid-period, as most checks are
     return FeatureEntitlement(
         feature_id,
         "NUMBER",
@@ -135,6 +136,7 @@ class FakeStigg:
         self._release = threading.Event()
         self._closed = threading.Event()
         self.counts: Counter[str] = Counter()
+        self.batches: list[list[Any]] = []  # accepted event batches, as sent
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = port
@@ -253,7 +255,10 @@ class FakeStigg:
             resource = query.get("resourceId", [None])[0]
             return json_answer(200, {"data": account.entitlements(args["customer"], resource)})
         if name == "events":
-            return account.report_events(document)
+            answer = account.report_events(document)
+            if answer[0] == 200 and isinstance(document, dict):
+                self.batches.append(list(document["events"]))
+            return answer
         if name in ("usage", "usage-v1"):
             return account.report_usage(document)
         if name == "promotions":
@@ -277,6 +282,12 @@ class _Server(ThreadingHTTPServer):
         self.fake = fake
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up mid-request is normal here (outages are the point)."""
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         """Reset every open connection: DOWN must not leave keep-alives working."""

@@ -1,0 +1,152 @@
+"""The flusher against the fake Stigg: batches, rate limits, Retry-After, dead letters."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stigg_cache.chaos.account import FakeAccount
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.outbox.records import RecordKind
+from tests.conftest import API_KEY, MakeClient
+
+
+def _events(count: int, customer: str = "acme", prefix: str = "e") -> list[dict[str, object]]:
+    return [
+        {"customer_id": customer, "event_name": "api.request", "idempotency_key": f"{prefix}-{n}"}
+        for n in range(count)
+    ]
+
+
+def _batch_sizes(fake: FakeStigg) -> list[int]:
+    return [len(batch) for batch in fake.batches]
+
+
+@pytest.mark.parametrize("inner", ["sdk", "builtin"])
+def test_events_and_usage_go_out_in_stiggs_batch_sizes_exactly_once(
+    fake: FakeStigg, make_client: MakeClient, inner: str
+) -> None:
+    options = {} if inner == "sdk" else {"inner": None, "api_key": API_KEY, "base_url": fake.url}
+    fake.set_mode(FakeMode.DOWN)
+    client = make_client(**options)
+    client.report_event(_events(2_500))
+    client.report_usage_bulk(
+        [
+            {
+                "customer_id": "acme",
+                "feature_id": "api_calls",
+                "value": 1,
+                "idempotency_key": f"u-{n}",
+            }
+            for n in range(250)
+        ]
+    )
+    fake.set_mode(FakeMode.UP)
+    result = client.flush(timeout=30)
+    assert result.drained, result
+    account = fake.account
+    assert len(account.events) == 2_500
+    assert len(account.usages) == 250
+    assert max(account.receipts.values()) == 1
+    assert fake.counts["POST events"] == 3
+    assert max(_batch_sizes(fake)) <= 1_000
+    assert fake.counts["POST usage"] == 3  # 100 + 100 + 50
+    assert fake.counts["POST usage-v1"] == 0  # the deprecated route is never used
+
+
+def test_a_throttling_stigg_gets_retry_after_honoured_and_loses_nothing(
+    make_client: MakeClient,
+) -> None:
+    with FakeStigg(api_key=API_KEY, account=FakeAccount(events_per_second=300)) as slow:
+        client = make_client(
+            inner=None, api_key=API_KEY, base_url=slow.url, events_per_second=1_000
+        )
+        client.report_event(_events(1_500))
+        started = time.monotonic()
+        result = client.flush(timeout=60)
+        elapsed = time.monotonic() - started
+        assert result.drained
+        assert len(slow.account.events) == 1_500
+        assert slow.account.rate_limited >= 1  # we were told to slow down...
+        assert elapsed >= 2.0  # ...and waited as told (1,500 events at 300/s)
+        assert max(slow.account.receipts.values()) == 1
+
+
+def test_retry_after_is_waited_out_before_the_next_send(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    client = make_client()
+    fake.set_mode(FakeMode.RATE_LIMITED, retry_after_s=2)
+    client.report_event(_events(1))
+    deadline = time.monotonic() + 5
+    while fake.counts["POST 429"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    throttled_at = time.monotonic()
+    fake.set_mode(FakeMode.UP)
+    assert client.flush(timeout=10).drained
+    assert time.monotonic() - throttled_at >= 1.9
+    assert fake.counts["POST 429"] == 1
+
+
+def test_a_rejected_record_is_isolated_dead_lettered_and_requeued(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    fake.account.rejected_customers.add("mallory")
+    fake.set_mode(FakeMode.DOWN)
+    client = make_client()
+    client.report_event(
+        _events(20) + _events(1, customer="mallory", prefix="bad") + _events(5, prefix="f")
+    )
+    fake.set_mode(FakeMode.UP)
+    client.flush(timeout=10)
+    assert len(fake.account.events) == 25
+    letters = client.outbox.dead_letters()
+    assert [letter.record.idempotency_key for letter in letters] == ["bad-0"]
+    assert "400" in letters[0].reason
+    assert client.status().dead_letters == 1
+    fake.account.rejected_customers.clear()
+    assert client.outbox.requeue() == 1
+    assert client.flush(timeout=10).drained
+    assert len(fake.account.events) == 26
+    assert client.outbox.dead_letters() == []
+
+
+def test_records_past_the_dedup_window_are_dead_lettered_not_replayed(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    client = make_client()
+    old = datetime.now(UTC) - timedelta(days=8)
+    client.report_event(
+        [
+            {
+                "customer_id": "acme",
+                "event_name": "api.request",
+                "idempotency_key": "old",
+                "timestamp": old,
+            }
+        ]
+    )
+    client.report_event(_events(1))
+    client.flush(timeout=10)
+    assert [e["idempotencyKey"] for e in fake.account.events] == ["e-0"]
+    (letter,) = client.outbox.dead_letters()
+    assert letter.record.kind is RecordKind.EVENT
+    assert "7-day dedup window" in letter.reason
+    assert client.outbox.purge() == 1
+
+
+def test_nothing_is_sent_against_an_open_circuit(fake: FakeStigg, make_client: MakeClient) -> None:
+    client = make_client(check_timeout=0.2)
+    fake.set_mode(FakeMode.ERROR_5XX)
+    client.report_event(_events(1))
+    for n in range(3):
+        client.get_boolean_entitlement(customer_id=f"c{n}", feature_id="sso")
+    attempts = fake.counts["POST 5xx"]
+    time.sleep(0.5)  # the breaker's first backoff is at least 0.5 s
+    assert client.status().breaker in ("open", "half_open")
+    assert fake.counts["POST 5xx"] <= attempts + 1  # at most one probe
+    flushed = client.flush(timeout=0.5)
+    assert not flushed.drained
+    assert flushed.pending == 1
