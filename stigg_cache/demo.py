@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import ResilientClient
+from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
-from stigg_cache.models import AnyEntitlement
+from stigg_cache.models import AnyEntitlement, MeteredEntitlement
 
 API_KEY = "sk-demo-not-a-real-key"
 CHECK_TIMEOUT_S = 0.3
+SETTLE_S = 0.5  # the fake aggregates in 0.2 s; real Stigg takes ~10 s (default settle: 30 s)
 POLICY_YAML = """\
 version: 1
 staleness: {fresh_for: 1s, max_staleness: 60s}
@@ -34,6 +36,8 @@ rules:
     match: {customers: ["ent-*"]}
     grant: {"*": {has_access: true}}
 default: {has_access: false}
+meters:
+  api_calls: {event: api.request, aggregate: count}
 """
 INCIDENT_RULE = """\
   - name: incident-grace-newcorp
@@ -61,6 +65,7 @@ def _client(store_url: str, base_url: str, policy: Path) -> ResilientClient:
         store=store_url,
         policy=policy,
         check_timeout=CHECK_TIMEOUT_S,
+        settle_s=SETTLE_S,
     )
 
 
@@ -75,6 +80,8 @@ def _check(client: ResilientClient, step: str, customer: str, feature: str) -> l
     decision = result.decision
     age = "-" if decision.age_s is None else f"{decision.age_s:.1f}s"
     note = decision.rule or ("" if decision.reason is None else decision.reason[:48])
+    if isinstance(result, MeteredEntitlement) and not note:
+        note = f"usage {result.current_usage:g} of {result.usage_limit or 0:g}"
     answer = "allow" if result.has_access else "deny"
     return [
         step,
@@ -95,9 +102,10 @@ def _print(row: list[str]) -> None:
 def _restart_child(store_url: str, base_url: str, policy: str) -> None:
     """A fresh process: nothing in memory, Stigg unreachable, the store on disk."""
     with _client(store_url, base_url, Path(policy)) as client:
+        client.report_usage(customer_id="acme", feature_id="api_calls", value=5)
         rows = [
             _check(client, "3. restarted process, offline", "acme", "sso"),
-            _check(client, "3. restarted process, offline", "acme", "api_calls"),
+            _check(client, "3. restarted, +5 calls offline", "acme", "api_calls"),
         ]
     print(json.dumps(rows))
 
@@ -112,71 +120,111 @@ def _wait_for_policy(client: ResilientClient, old_version: str) -> None:
         status = client.status()
 
 
+def _header(workdir: Path) -> None:
+    print("stigg-cache demo: a fake Stigg on loopback;")
+    print(f"SQLite store, outbox and fallback.yaml in {workdir}\n")
+    _print(["step", "customer", "feature", "answer", "tier", "age", "latency", "rule / why"])
+    _print(["-" * 33, "-" * 10, "-" * 9, "-" * 6, "-" * 8, "-" * 7, "-" * 9, "-" * 30])
+
+
+def _outage(client: ResilientClient, fake: FakeStigg, policy: Path) -> None:
+    fake.set_mode(FakeMode.BLACKHOLE)
+    time.sleep(1.2)  # past fresh_for: what was CACHE is now STALE
+    _print(_check(client, "2. Stigg blackholed", "acme", "sso"))
+    client.report_usage(customer_id="acme", feature_id="api_calls", value=25)
+    client.report_event([{"customer_id": "acme", "event_name": "api.request"}] * 10)
+    depth = client.status().outbox_depth
+    print(f"   acme used 25 + 10 api calls; buffered durably: outbox depth {depth}")
+    _print(_check(client, "2. Stigg blackholed", "acme", "api_calls"))
+    _print(_check(client, "2. Stigg blackholed (cold)", "ent-7", "sso"))
+    _print(_check(client, "2. Stigg blackholed (cold)", "newcorp", "sso"))
+    for n in range(2):
+        _print(_check(client, "2. breaker open", f"cold-{n}", "api_calls"))
+    status = client.status()
+    print(f"\n   status: {status.state.value}, last error: {status.last_error}\n")
+    old = status.policy_version
+    policy.write_text(POLICY_YAML.replace("default:", INCIDENT_RULE + "default:"))
+    _wait_for_policy(client, old)
+    new = client.status().policy_version
+    print(f"   operator adds a rule to fallback.yaml: policy {old} -> {new}")
+    _print(_check(client, "2. after the live edit", "newcorp", "sso"))
+    old = client.status().policy_version
+    policy.write_text(POLICY_YAML + "rules: [oops\n")
+    _wait_for_policy(client, old)
+    error = (client.status().policy_error or "").splitlines()
+    print(
+        f"   operator saves a broken file, rejected: {error[1].strip() if len(error) > 1 else '?'}"
+    )
+    _print(_check(client, "2. after the broken edit", "newcorp", "sso"))
+    print()
+
+
+def _restart(store_url: str, fake: FakeStigg, policy: Path) -> None:
+    fake.set_mode(FakeMode.DOWN)
+    policy.write_text(POLICY_YAML)
+    child = subprocess.run(  # noqa: S603 - our own module, our own arguments
+        [
+            sys.executable,
+            "-m",
+            "stigg_cache.demo",
+            "--restart-child",
+            store_url,
+            fake.url,
+            str(policy),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for row in json.loads(child.stdout):
+        _print(row)
+
+
+def _recovery(client: ResilientClient, fake: FakeStigg) -> None:
+    _print(_check(client, "4. Stigg back (revalidating)", "acme", "sso"))
+    flushed = client.flush(timeout=10)
+    account = fake.account
+    print(
+        f"   outbox drained: {flushed.drained}; Stigg received {len(account.events)} events and "
+        f"{len(account.usages)} usage records, each once"
+    )
+    time.sleep(SETTLE_S + 0.3)  # Stigg aggregates; our local count of it retires
+    report = client.reconcile(timeout=10)  # refreshes acme: Stigg's own count from here on
+    if report is not None:
+        print(
+            f"   reconcile: {report.decisions_checked} offline decisions checked, "
+            f"{len(report.contradictions)} contradicted by fresh data, "
+            f"{report.customers_refreshed} customers refreshed"
+        )
+        for contradiction in report.contradictions[:3]:
+            where = f"{contradiction.customer_id}/{contradiction.feature_id}"
+            print(f"     - {where}: {contradiction.explanation}")
+    _print(_check(client, "4. Stigg back", "acme", "sso"))
+    _print(_check(client, "4. Stigg back (Stigg's count)", "acme", "api_calls"))
+    _print(_check(client, "4. Stigg back", "newcorp", "sso"))
+    print(
+        f"\n   status: {client.status().state.value}, outbox depth {client.status().outbox_depth}"
+    )
+
+
 def _story(workdir: Path) -> None:
     store_url = f"sqlite:///{workdir / 'stigg-cache.db'}"
     policy = workdir / "fallback.yaml"
     policy.write_text(POLICY_YAML)
-    print(
-        f"stigg-cache demo: fake Stigg on loopback, SQLite store and fallback.yaml in {workdir}\n"
-    )
-    _print(["step", "customer", "feature", "answer", "tier", "age", "latency", "rule / why"])
-    _print(["-" * 33, "-" * 10, "-" * 9, "-" * 6, "-" * 8, "-" * 7, "-" * 9, "-" * 30])
-    with FakeStigg(api_key=API_KEY) as fake:
+    _header(workdir)
+    with FakeStigg(api_key=API_KEY, account=FakeAccount(aggregation_delay_s=0.2)) as fake:
+        fake.account.meter("api.request", "api_calls")
         fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=1000, usage=420)])
+        fake.set_customer("newcorp", [boolean("sso", granted=False)])
         with _client(store_url, fake.url, policy) as client:
             for feature in ("sso", "api_calls", "sso"):
                 _print(_check(client, "1. Stigg up: warm", "acme", feature))
-            fake.set_mode(FakeMode.BLACKHOLE)
-            time.sleep(1.2)  # past fresh_for: what was CACHE is now STALE
-            _print(_check(client, "2. Stigg blackholed", "acme", "sso"))
-            _print(_check(client, "2. Stigg blackholed", "acme", "api_calls"))
-            _print(_check(client, "2. Stigg blackholed (cold)", "ent-7", "sso"))
-            _print(_check(client, "2. Stigg blackholed (cold)", "newcorp", "sso"))
-            for n in range(2):
-                _print(_check(client, "2. breaker open", f"cold-{n}", "api_calls"))
-            status = client.status()
-            print(f"\n   status: {status.state.value}, last error: {status.last_error}\n")
-            old = status.policy_version
-            policy.write_text(POLICY_YAML.replace("default:", INCIDENT_RULE + "default:"))
-            _wait_for_policy(client, old)
-            new = client.status().policy_version
-            print(f"   operator adds a rule to fallback.yaml: policy {old} -> {new}")
-            _print(_check(client, "2. after the live edit", "newcorp", "sso"))
-            old = client.status().policy_version
-            policy.write_text(POLICY_YAML + "rules: [oops\n")
-            _wait_for_policy(client, old)
-            error = (client.status().policy_error or "").splitlines()
-            reason = error[1].strip() if len(error) > 1 else "?"
-            print(f"   operator saves a broken file, rejected: {reason}")
-            _print(_check(client, "2. after the broken edit", "newcorp", "sso"))
-            print()
-        fake.set_mode(FakeMode.DOWN)
-        policy.write_text(POLICY_YAML)
-        child = subprocess.run(  # noqa: S603 - our own module, our own arguments
-            [
-                sys.executable,
-                "-m",
-                "stigg_cache.demo",
-                "--restart-child",
-                store_url,
-                fake.url,
-                str(policy),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        for row in json.loads(child.stdout):
-            _print(row)
+            _outage(client, fake, policy)
+        _restart(store_url, fake, policy)
         fake.set_mode(FakeMode.UP)
         with _client(store_url, fake.url, policy) as client:
-            _print(_check(client, "4. Stigg back (revalidating)", "acme", "sso"))
-            time.sleep(0.3)  # the background refresh lands
-            _print(_check(client, "4. Stigg back", "acme", "sso"))
-            _print(_check(client, "4. Stigg back", "acme", "api_calls"))
-            _print(_check(client, "4. Stigg back", "newcorp", "sso"))
-            print(f"\n   status: {client.status().state.value}")
+            _recovery(client, fake)
 
 
 def main() -> None:

@@ -84,6 +84,10 @@ class Outbox(Protocol):
         ``dead`` moved to the dead letters with ``reason``."""
         ...
 
+    def release(self, owner: str) -> int:
+        """Give back every lease ``owner`` holds (a sender shutting down); returns how many."""
+        ...
+
     def stats(self, now: float) -> OutboxStats:
         """Counts for ``status()``."""
         ...

@@ -134,11 +134,21 @@ class Flusher:
         self._wake.set()
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Stop after the send under way (bounded wait)."""
+        """Stop (bounded wait) and give back leases, so another sender need not wait them out.
+
+        A send still hanging on a dead connection may land later: its records
+        are then sent twice, which Stigg deduplicates by their unchanged keys.
+        """
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        try:
+            self._outbox.release(self.owner)
+        except StoreError as error:
+            logger.warning(
+                "stigg_cache.outbox_failed: %s", error, extra={"event": "stigg_cache.outbox_failed"}
+            )
 
     def flush(self, timeout_s: float) -> FlushResult:
         """Drain what can be drained within ``timeout_s`` (not while Stigg is offline)."""
@@ -160,6 +170,8 @@ class Flusher:
                 results = [self._pump(lane) for lane in self._lanes]  # every lane, every pass
                 worked = any(results)
             except StoreError as error:  # the outbox file failed: keep trying, never die
+                if self._stop.is_set():
+                    return  # closed under a send that outlived close(): nothing to record
                 self.last_error = str(error)
                 logger.warning(
                     "stigg_cache.outbox_failed: %s",

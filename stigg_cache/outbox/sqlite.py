@@ -242,6 +242,14 @@ class SqliteOutbox:
                 "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
             )
 
+    def release(self, owner: str) -> int:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                "WHERE lease_owner = ? AND state = 'pending'",
+                (owner,),
+            ).rowcount
+
     def stats(self, now: float) -> OutboxStats:
         ((pending, leased, sent, oldest),) = self._read(
             "SELECT sum(state = 'pending'), sum(state = 'pending' AND lease_until > ?), "
