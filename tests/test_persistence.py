@@ -150,6 +150,19 @@ def test_store_files_are_private_even_under_a_permissive_umask(tmp_path: Path, s
     assert _mode(tmp_path / "a") == 0o700
 
 
+def test_sqlite_wal_and_shm_files_are_private_while_open(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = open_store(f"sqlite:///{tmp_path}/db/cache.db")
+        store.put("k", b"v")
+        sidecars = [tmp_path / "db" / name for name in ("cache.db-wal", "cache.db-shm")]
+        assert all(path.exists() for path in sidecars)
+        assert [_mode(path) for path in sidecars] == [0o600, 0o600]
+        store.close()
+    finally:
+        os.umask(old)
+
+
 def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
     store = DiskStore(tmp_path / "d")
     value = os.urandom(5 * 1024 * 1024)
