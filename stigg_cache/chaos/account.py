@@ -160,18 +160,26 @@ class FakeAccount:
 
     # -- writes -----------------------------------------------------------------
 
-    def report_events(self, body: Any) -> Answer:
-        events = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(events, list) or not events:
-            return _error(400, "events must be a non-empty list")
-        if len(events) > MAX_EVENTS_PER_BATCH:
-            return _error(400, f"at most {MAX_EVENTS_PER_BATCH} events per request")
-        for event in events:
-            problem = _event_problem(event)
-            if problem is None and event["customerId"] in self.rejected_customers:
-                problem = f"customer {event['customerId']} is not allowed to report events"
+    def _batch_problem(
+        self, body: Any, member: str, limit: int, problem_of: Callable[[Any], str | None]
+    ) -> tuple[list[Any], Answer | None]:
+        items = body.get(member) if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return [], _error(400, f"{member} must be a non-empty list")
+        if len(items) > limit:
+            return [], _error(400, f"at most {limit} {member} per request")
+        for item in items:
+            problem = problem_of(item)
+            if problem is None and item["customerId"] in self.rejected_customers:
+                problem = f"customer {item['customerId']} is not allowed to report {member}"
             if problem:
-                return _error(400, problem)
+                return [], _error(400, problem)
+        return items, None
+
+    def report_events(self, body: Any) -> Answer:
+        events, refusal = self._batch_problem(body, "events", MAX_EVENTS_PER_BATCH, _event_problem)
+        if refusal is not None:
+            return refusal
         with self._lock:
             wait = self._event_bucket.take(len(events), self._clock())
             if wait:
@@ -214,17 +222,9 @@ class FakeAccount:
             )
 
     def report_usage(self, body: Any) -> Answer:
-        usages = body.get("usages") if isinstance(body, dict) else None
-        if not isinstance(usages, list) or not usages:
-            return _error(400, "usages must be a non-empty list")
-        if len(usages) > MAX_USAGE_PER_BATCH:
-            return _error(400, f"at most {MAX_USAGE_PER_BATCH} usage records per request")
-        for usage in usages:
-            problem = _usage_problem(usage)
-            if problem is None and usage["customerId"] in self.rejected_customers:
-                problem = f"customer {usage['customerId']} is not allowed to report usage"
-            if problem:
-                return _error(400, problem)
+        usages, refusal = self._batch_problem(body, "usages", MAX_USAGE_PER_BATCH, _usage_problem)
+        if refusal is not None:
+            return refusal
         with self._lock:
             wait = self._usage_bucket.take(1, self._clock())
             if wait:

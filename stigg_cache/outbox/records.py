@@ -25,6 +25,21 @@ MAX_FRACTIONAL_VALUE = 2.0**35  # Stigg: a value with a fractional part must be 
 MAX_WHOLE_VALUE = 2.0**53 - 1  # Stigg: whole numbers up to 9,007,199,254,740,991
 MAX_ID_CHARS = 1_000
 
+EVENT_FIELDS = frozenset(
+    {"customer_id", "event_name", "idempotency_key", "dimensions", "resource_id", "timestamp"}
+)
+USAGE_FIELDS = frozenset(
+    {
+        "customer_id",
+        "feature_id",
+        "value",
+        "update_behavior",
+        "idempotency_key",
+        "resource_id",
+        "dimensions",
+        "created_at",
+    }
+)
 DimensionValue = str | float | bool
 UpdateBehavior = Literal["DELTA", "SET"]
 
@@ -132,6 +147,20 @@ def _value(value: object) -> float:
     return float(value)
 
 
+def _fields(raw: object, what: str, allowed: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"each {what} must be a dict with {', '.join(sorted(allowed))}")
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"unknown {what} fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    return raw
+
+
+def _key(raw: Mapping[str, Any]) -> str:
+    given = _text("idempotency_key", raw.get("idempotency_key"), required=False)
+    return given or str(uuid.uuid4())
+
+
 def _iso(stamped_at: float) -> str:
     return datetime.fromtimestamp(stamped_at, UTC).isoformat()
 
@@ -145,24 +174,10 @@ def _serialise(body: dict[str, Any]) -> str:
 
 def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
     """Validate one raw event given as a dict with Stigg's snake_case names."""
-    if not isinstance(event, Mapping):
-        raise TypeError("each event must be a dict with customer_id, event_name, ...")
-    allowed = {
-        "customer_id",
-        "event_name",
-        "idempotency_key",
-        "dimensions",
-        "resource_id",
-        "timestamp",
-    }
-    unknown = set(event) - allowed
-    if unknown:
-        raise ValueError(f"unknown event fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    event = _fields(event, "event", EVENT_FIELDS)
     customer_id = _text("customer_id", event.get("customer_id"))
     event_name = _text("event_name", event.get("event_name"))
-    key = _text("idempotency_key", event.get("idempotency_key"), required=False) or str(
-        uuid.uuid4()
-    )
+    key = _key(event)
     resource_id = _text("resource_id", event.get("resource_id"), required=False)
     dimensions = _dimensions(event.get("dimensions"))
     stamped_at = _stamp("timestamp", event.get("timestamp"), now)
@@ -192,21 +207,7 @@ def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
 
 def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
     """Validate one usage measurement given as a dict with Stigg's snake_case names."""
-    if not isinstance(usage, Mapping):
-        raise TypeError("each usage must be a dict with customer_id, feature_id, value, ...")
-    allowed = {
-        "customer_id",
-        "feature_id",
-        "value",
-        "update_behavior",
-        "idempotency_key",
-        "resource_id",
-        "dimensions",
-        "created_at",
-    }
-    unknown = set(usage) - allowed
-    if unknown:
-        raise ValueError(f"unknown usage fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    usage = _fields(usage, "usage", USAGE_FIELDS)
     customer_id = _text("customer_id", usage.get("customer_id"))
     feature_id = _text("feature_id", usage.get("feature_id"))
     value = _value(usage.get("value"))
@@ -218,9 +219,7 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
             behavior = "SET"
         case other:
             raise ValueError(f"update_behavior must be 'DELTA' or 'SET', got {other!r}")
-    key = _text("idempotency_key", usage.get("idempotency_key"), required=False) or str(
-        uuid.uuid4()
-    )
+    key = _key(usage)
     resource_id = _text("resource_id", usage.get("resource_id"), required=False)
     dimensions = _dimensions(usage.get("dimensions"))
     stamped_at = _stamp("created_at", usage.get("created_at"), now)
