@@ -23,6 +23,7 @@ from stigg_cache.models import (
     MeteredEntitlement,
     NumericEntitlement,
     Snapshot,
+    Source,
 )
 from stigg_cache.policy.model import Grant, Staleness
 
@@ -97,6 +98,58 @@ def _within_limit(limit: float | None, unlimited: bool, used: float, requested: 
     return unlimited or limit is None or used + requested <= limit
 
 
+@attrs.frozen
+class UsageTerms:
+    """What a usage-dependent answer needs to be judged again with local usage."""
+
+    granted: bool
+    reason: str | None
+    base_usage: float
+    usage_limit: float | None
+    open_ended: bool  # unlimited or soft limit: usage never denies
+
+    def judge(self, used: float, requested: float) -> tuple[bool, str | None]:
+        """Access and denial reason for ``requested`` more units on top of ``used``."""
+        if not self.granted:
+            return False, self.reason
+        if self.open_ended or self.usage_limit is None or used + requested <= self.usage_limit:
+            return True, None
+        return False, "RequestedUsageExceedingLimit"
+
+
+def _effective(request: CheckRequest, snapshot: Snapshot) -> FeatureEntitlement:
+    entitlement = snapshot.entitlements.get(request.feature_id)
+    if snapshot.access_denied_reason is not None:
+        return attrs.evolve(
+            entitlement or FeatureEntitlement(request.feature_id, None, is_granted=False),
+            is_granted=False,
+            access_denied_reason=snapshot.access_denied_reason,
+        )
+    if entitlement is None:
+        return FeatureEntitlement(
+            request.feature_id,
+            None,
+            is_granted=False,
+            access_denied_reason="NoFeatureEntitlementInSubscription",
+        )
+    return entitlement
+
+
+def usage_terms(
+    request: CheckRequest, entitlement: FeatureEntitlement, now_wall: float
+) -> UsageTerms | None:
+    """The usage side of a check, or ``None`` when usage plays no part in it."""
+    if entitlement.current_usage is None and request.kind is not CheckKind.METERED:
+        return None
+    return UsageTerms(
+        granted=entitlement.is_granted,
+        reason=entitlement.access_denied_reason,
+        base_usage=_usage_in_period(entitlement, now_wall),
+        usage_limit=entitlement.usage_limit,
+        open_ended=entitlement.has_unlimited_usage or entitlement.has_soft_limit,
+    )
+
+
 def from_snapshot(
     request: CheckRequest,
     snapshot: Snapshot,
@@ -106,36 +159,71 @@ def from_snapshot(
     local: LocalUsage | None = None,
 ) -> AnyEntitlement:
     """Answer a check from Stigg's data, as Stigg itself would, plus local usage."""
-    entitlement = snapshot.entitlements.get(request.feature_id)
-    if snapshot.access_denied_reason is not None:
-        entitlement = attrs.evolve(
-            entitlement or FeatureEntitlement(request.feature_id, None, is_granted=False),
-            is_granted=False,
-            access_denied_reason=snapshot.access_denied_reason,
-        )
-    elif entitlement is None:
-        entitlement = FeatureEntitlement(
-            request.feature_id,
-            None,
-            is_granted=False,
-            access_denied_reason="NoFeatureEntitlementInSubscription",
-        )
-    used = _usage_in_period(entitlement, now_wall)
-    if local is not None:
-        used = local.applied_to(used)
+    entitlement = _effective(request, snapshot)
+    terms = usage_terms(request, entitlement, now_wall)
     has_access = entitlement.is_granted
-    reason = entitlement.access_denied_reason
-    metered = entitlement.current_usage is not None or request.kind is CheckKind.METERED
-    if has_access and metered and not entitlement.has_soft_limit:
-        limit_ok = _within_limit(
-            entitlement.usage_limit, entitlement.has_unlimited_usage, used, _requested(request)
-        )
-        has_access, reason = (True, None) if limit_ok else (False, "RequestedUsageExceedingLimit")
+    reason: str | None = entitlement.access_denied_reason
+    used = _usage_in_period(entitlement, now_wall)
+    if terms is not None:
+        used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
+        has_access, reason = terms.judge(used, _requested(request))
     if has_access and request.requested_values:
         allowed = set(entitlement.enum_values or ())
         if not allowed.issuperset(request.requested_values):
             has_access, reason = False, "RequestedValuesMismatch"
     return _build(request, entitlement, decision, has_access=has_access, reason=reason, used=used)
+
+
+@attrs.frozen
+class WarmAnswer:
+    """A CACHE-tier answer prepared once per snapshot, feature and check shape.
+
+    ``fields`` are the result's fields but its decision; ``usage`` is set when
+    the answer depends on usage, so it is judged again with local usage and
+    the requested amount on every check. Valid until ``fresh_until_mono``.
+    """
+
+    result_type: type[AnyEntitlement]
+    fields: dict[str, Any]
+    fresh_until_mono: float
+    policy_version: str
+    usage: UsageTerms | None
+    floor: float | None
+
+
+_PROBE = Decision(Source.CACHE, 0.0, stale=False)
+
+
+def warm_answer(
+    request: CheckRequest,
+    snapshot: Snapshot,
+    budget: Staleness,
+    *,
+    fetched_mono: float,
+    now_wall: float,
+    policy_version: str,
+) -> WarmAnswer:
+    """Prepare the CACHE answer for checks shaped like ``request`` on this snapshot."""
+    probe = from_snapshot(request, snapshot, _PROBE, now_wall=now_wall)
+    fields = {f.name: getattr(probe, f.name) for f in attrs.fields(type(probe))}
+    del fields["decision"]
+    entitlement = _effective(request, snapshot)
+    terms = usage_terms(request, entitlement, now_wall)
+    horizon = budget.fresh_for_s
+    moments = [entitlement.valid_until]
+    if terms is not None:
+        moments.append(entitlement.usage_period_end)  # the usage answer changes at rollover
+    for moment in moments:
+        if moment is not None:
+            horizon = min(horizon, moment.timestamp() - snapshot.fetched_at)
+    return WarmAnswer(
+        type(probe),
+        fields,
+        fetched_mono + horizon,
+        policy_version,
+        terms,
+        usage_floor(entitlement, now_wall),
+    )
 
 
 def from_grant(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import attrs
 
@@ -33,6 +34,8 @@ class CachedSnapshot:
     snapshot: Snapshot
     fetched_mono: float
     dated_in_future: bool = False
+    warm: dict[Hashable, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    """Answers prepared for this snapshot by the client's fast path."""
 
 
 class SnapshotCache:
@@ -49,19 +52,26 @@ class SnapshotCache:
         self._clock = clock
         self._on_fault = on_fault
         self._max_entries = max_entries
-        self._l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
+        self.l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
+        """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
         self._failing = False
+
+    def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
+        """The snapshot held in L1 for a scope (no lock, no I/O), marked recently used."""
+        entry = self.l1.get(scope)
+        if entry is not None:
+            try:  # noqa: SIM105 - hot path: cheaper than contextlib.suppress
+                self.l1.move_to_end(scope)
+            except KeyError:  # evicted by another thread meanwhile: still a valid answer
+                pass
+        return entry
 
     def get(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
         """The cached snapshot of a scope, from L1 or else L2; ``None`` on a miss."""
         scope = (customer_id, resource_id)
-        entry = self._l1.get(scope)
+        entry = self.peek(scope)
         if entry is not None:
-            try:  # noqa: SIM105 - hot path: cheaper than contextlib.suppress
-                self._l1.move_to_end(scope)
-            except KeyError:  # evicted by another thread meanwhile: still a valid answer
-                pass
             return entry
         entry = self._load(customer_id, resource_id)
         if entry is not None:
@@ -84,7 +94,7 @@ class SnapshotCache:
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
         """Forget a scope in L1 and L2."""
         with self._lock:
-            self._l1.pop((customer_id, resource_id), None)
+            self.l1.pop((customer_id, resource_id), None)
         try:
             self.store.delete(snapshot_key(customer_id, resource_id))
         except StoreError as error:
@@ -101,12 +111,12 @@ class SnapshotCache:
     def clear_l1(self) -> None:
         """Drop every decoded snapshot held in memory (L2 is untouched)."""
         with self._lock:
-            self._l1.clear()
+            self.l1.clear()
 
     @property
     def l1_size(self) -> int:
         """Snapshots held in memory."""
-        return len(self._l1)
+        return len(self.l1)
 
     def _failed(self, event: str, error: StoreError) -> None:
         self._failing = True
@@ -119,10 +129,10 @@ class SnapshotCache:
 
     def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
         with self._lock:
-            self._l1[scope] = entry
-            self._l1.move_to_end(scope)
-            while len(self._l1) > self._max_entries:
-                self._l1.popitem(last=False)
+            self.l1[scope] = entry
+            self.l1.move_to_end(scope)
+            while len(self.l1) > self._max_entries:
+                self.l1.popitem(last=False)
 
     def _load(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
         try:
