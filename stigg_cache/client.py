@@ -59,7 +59,18 @@ from stigg_cache.stores.layered import DEFAULT_L1_MAX_ENTRIES, CachedSnapshot, S
 DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
 RECONCILE_TIMEOUT_S = 60.0
-MAX_WARM_ANSWERS = 256  # prepared answers per snapshot (features x check kinds)
+MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
+# Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
+# runs Python code, too slow for the hot path).
+_KINDS = tuple(CheckKind)
+_SLOT = {kind: index for index, kind in enumerate(_KINDS)}
+_SLOT_BOOLEAN, _SLOT_NUMERIC, _SLOT_METERED = (
+    _SLOT[CheckKind.BOOLEAN],
+    _SLOT[CheckKind.NUMERIC],
+    _SLOT[CheckKind.METERED],
+)
+_SLOT_GENERIC = _SLOT[CheckKind.GENERIC]
+_CACHE = Source.CACHE  # a module global: faster than the enum attribute on the hot path
 _INF = float("inf")
 _NUMBERS = (int, float)
 _OPTIONAL_STR = (str, type(None))
@@ -183,7 +194,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> BooleanEntitlement:
         """Whether a customer has a boolean feature."""
-        warm = self._warm(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
+        warm = self._warm(_SLOT_BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
         return self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
@@ -192,7 +203,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> NumericEntitlement:
         """A customer's configured number for a feature (``value``)."""
-        warm = self._warm(CheckKind.NUMERIC, customer_id, feature_id, resource_id)
+        warm = self._warm(_SLOT_NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
@@ -206,7 +217,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
         """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        warm = self._warm(CheckKind.METERED, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._warm(_SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(  # type: ignore[return-value]
@@ -254,7 +265,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> bool:
         """Just the yes or no of :meth:`get_entitlement`."""
-        warm = self._warm(CheckKind.GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._warm(_SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm.has_access
         return self._check(
@@ -304,7 +315,7 @@ class ResilientClient:
 
     def _warm(  # noqa: PLR0911 - a fast path is a row of early exits
         self,
-        kind: CheckKind,
+        slot: int,
         customer_id: object,
         feature_id: object,
         resource_id: object,
@@ -330,9 +341,10 @@ class ResilientClient:
         except KeyError:  # evicted meanwhile: the entry in hand still answers
             pass
         policy = self._policy
-        prepared = entry.warm.get((feature_id, kind))
+        slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
+        prepared = None if slots is None else slots[slot]
         if prepared is None or prepared[0].policy_version != policy.version:
-            request = CheckRequest(kind, customer_id, feature_id, scope[1])
+            request = CheckRequest(_KINDS[slot], customer_id, feature_id, scope[1])
             prepared = self._prepare(entry, request, policy)
             if prepared is None:
                 return None
@@ -341,7 +353,7 @@ class ResilientClient:
         if now > answer.fresh_until_mono:
             return None
         age = now - entry.fetched_mono
-        decision = Decision(Source.CACHE, age, False, None, policy.version)  # noqa: FBT003
+        decision = Decision(_CACHE, age, False, None, policy.version)  # noqa: FBT003
         if answer.usage is None and requested is None:
             return make(decision=decision)
         return self._with_usage(entry, answer, make, decision, cast("float | None", requested))
@@ -388,8 +400,11 @@ class ResilientClient:
             policy_version=policy.version,
         )
         prepared = (answer, functools.partial(answer.result_type, **answer.fields))
-        if len(entry.warm) < MAX_WARM_ANSWERS:
-            entry.warm[(request.feature_id, request.kind)] = prepared
+        slots = entry.warm.get(request.feature_id)
+        if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
+            slots = entry.warm[request.feature_id] = [None] * len(_SLOT)
+        if slots is not None:
+            slots[_SLOT[request.kind]] = prepared
         return prepared
 
     def _check(

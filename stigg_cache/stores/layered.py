@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -34,7 +34,7 @@ class CachedSnapshot:
     snapshot: Snapshot
     fetched_mono: float
     dated_in_future: bool = False
-    warm: dict[Hashable, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    warm: dict[str, list[Any]] = attrs.field(factory=dict, eq=False, repr=False)
     """Answers prepared for this snapshot by the client's fast path."""
 
 
