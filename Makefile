@@ -5,17 +5,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test bench lint typecheck pytest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[rest,dev]'
+	$(PY) -m pip install --quiet -e '.[rest,dev,bench]'
 	@touch $@
 
 demo: $(STAMP)
 	$(PY) -m stigg_cache.demo
+
+bench: $(STAMP)
+	$(PY) -m stigg_cache.benchmarks --out bench/results.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check stigg_cache tests

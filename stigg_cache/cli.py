@@ -23,6 +23,16 @@ def main() -> None:
     """stigg-cache: resilient Stigg entitlement checks."""
 
 
+@main.command("bench")
+@click.option("--out", default="bench/results.json", show_default=True, help="JSON output.")
+@click.option("--tiny", is_flag=True, help="Tiny sizes: a smoke run.")
+def bench(out: str, tiny: bool) -> None:
+    """Benchmarks: every figure a ratio against a baseline measured in the same run."""
+    from stigg_cache.benchmarks import main as run_benchmarks  # noqa: PLC0415 - heavy, rarely used
+
+    sys.exit(run_benchmarks(["--out", out, *(["--tiny"] if tiny else [])]))
+
+
 @main.group()
 def policy() -> None:
     """Validate and explain fallback.yaml."""

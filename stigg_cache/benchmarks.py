@@ -1,0 +1,659 @@
+"""`make bench` / `stigg-cache bench`: every figure a ratio against a baseline run alongside.
+
+Each row times our operation and its baseline in the same process, alternating
+rounds so machine noise hits both alike, and reports medians (and p99 over
+rounds). Nothing here is a test: this machine is shared and noisy, so the suite
+only smoke-runs it with tiny sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
+from stigg_cache.chaos.account import FakeAccount
+from stigg_cache.chaos.fake import FakeStigg, boolean, metered
+from stigg_cache.client import ResilientClient
+from stigg_cache.models import BooleanEntitlement, Decision, FeatureEntitlement, Snapshot, Source
+from stigg_cache.stores.base import MISSING, Missing
+from stigg_cache.stores.layered import SnapshotCache
+
+API_KEY = "sk-bench-not-a-secret"
+FEATURES = 20
+CUSTOMERS = 1_000
+
+
+@attrs.frozen
+class Sizes:
+    """How much work each row does; ``tiny`` keeps the smoke test fast."""
+
+    ops: int = 20_000
+    rounds: int = 9
+    io_ops: int = 300
+    memory_entitlements: int = 1_000_000
+    drain_events: int = 10_000
+    drain_rate: float = 1_000.0
+    sdk_calls: int = 200
+
+
+TINY = Sizes(
+    ops=300,
+    rounds=3,
+    io_ops=20,
+    memory_entitlements=2_000,
+    drain_events=300,
+    drain_rate=1_000.0,
+    sdk_calls=5,
+)
+
+
+@attrs.frozen
+class Row:
+    """One line of the table."""
+
+    number: int
+    measure: str
+    ours: float
+    baseline: float
+    unit: str
+    ratio: float
+    target: str
+    passed: bool
+    ours_p99: float | None = None
+    baseline_p99: float | None = None
+
+
+def _features(customer: int) -> list[FeatureEntitlement]:
+    found: list[FeatureEntitlement] = [
+        boolean(f"flag-{n}", granted=(n + customer) % 3 != 0) for n in range(FEATURES - 1)
+    ]
+    return [*found, metered("api_calls", limit=1_000_000, usage=10)]
+
+
+def _interleaved(
+    ours: Callable[[], float], baseline: Callable[[], float], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Per-op seconds for each round of each side, rounds alternating."""
+    mine: list[float] = []
+    theirs: list[float] = []
+    ours()
+    baseline()  # warm-up
+    for _ in range(rounds):
+        mine.append(ours())
+        theirs.append(baseline())
+    return mine, theirs
+
+
+def _timed(operation: Callable[[int], Any], count: int) -> Callable[[], float]:
+    def run() -> float:
+        gc.disable()
+        try:
+            started = time.perf_counter()
+            for index in range(count):
+                operation(index)
+            return (time.perf_counter() - started) / count
+        finally:
+            gc.enable()
+
+    return run
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+@contextmanager
+def _warm_client(tmp: Path, **options: Any) -> Iterator[tuple[ResilientClient, FakeStigg]]:
+    with FakeStigg(api_key=API_KEY) as fake:
+        for customer in range(CUSTOMERS):
+            fake.set_customer(f"c{customer}", _features(customer))
+        client = ResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp}/cache.db", **options
+        )
+        try:
+            for customer in range(CUSTOMERS):
+                client.get_entitlements(customer_id=f"c{customer}")
+            yield client, fake
+        finally:
+            client.close()
+
+
+def _ids(count: int) -> list[tuple[str, str]]:
+    return [(f"c{i % CUSTOMERS}", f"flag-{(i * 7) % (FEATURES - 1)}") for i in range(count)]
+
+
+def bench_checks(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 1, 2, 3, 8, 11: warm checks against their baselines."""
+    rows: list[Row] = []
+    ids = _ids(sizes.ops)
+    with _warm_client(tmp) as (client, fake):
+        check = client.get_boolean_entitlement
+
+        def ours(i: int) -> object:
+            customer, feature = ids[i]
+            return check(customer_id=customer, feature_id=feature)
+
+        table = dict.fromkeys(ids, True)
+        decision = Decision(Source.CACHE, 1.0, stale=False)
+
+        def baseline(i: int) -> object:
+            customer, feature = ids[i]
+            return BooleanEntitlement(
+                customer_id=customer,
+                feature_id=feature,
+                resource_id=None,
+                has_access=table[(customer, feature)],
+                access_denied_reason=None,
+                decision=decision,
+            )
+
+        mine, theirs = _interleaved(
+            _timed(ours, sizes.ops), _timed(baseline, sizes.ops), sizes.rounds
+        )
+        rows.append(
+            _row(
+                1, "warm boolean check (L1 hit)", mine, theirs, "us", "<= 2.5x", lambda r: r <= 2.5
+            )
+        )
+        rows.append(_launchdarkly_row(sizes, ids, _timed(ours, sizes.ops)))
+        rows.append(_metered_row(client, sizes, _timed(ours, sizes.ops)))
+        rows.append(_threads_row(ours, sizes))
+        rows.append(_sdk_row(client, fake, sizes))
+    return rows
+
+
+def _row(
+    number: int,
+    measure: str,
+    mine: list[float],
+    theirs: list[float],
+    unit: str,
+    target: str,
+    rule: Callable[[float], bool],
+    *,
+    invert: bool = False,
+) -> Row:
+    scale = {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
+    ours, base = statistics.median(mine), statistics.median(theirs)
+    ratio = base / ours if invert else ours / base
+    return Row(
+        number,
+        measure,
+        ours * scale,
+        base * scale,
+        unit,
+        ratio,
+        target,
+        rule(ratio),
+        _p99(mine) * scale,
+        _p99(theirs) * scale,
+    )
+
+
+def _launchdarkly_row(sizes: Sizes, ids: list[tuple[str, str]], ours: Callable[[], float]) -> Row:
+    import ldclient  # noqa: PLC0415 - the bench extra
+    from ldclient import Context  # noqa: PLC0415
+    from ldclient.config import Config  # noqa: PLC0415
+    from ldclient.integrations import Files  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "flags.json"
+        flags = {
+            f"flag-{n}": {
+                "key": f"flag-{n}",
+                "on": True,
+                "variations": [False, True],
+                "fallthrough": {"variation": 1},
+                "offVariation": 0,
+                "version": 1,
+                "salt": "s",
+                "targets": [],
+                "rules": [],
+            }
+            for n in range(FEATURES)
+        }
+        path.write_text(json.dumps({"flags": flags}))
+        ld = ldclient.client.LDClient(
+            Config(
+                "sdk-key-bench",
+                update_processor_class=Files.new_data_source(paths=[str(path)]),
+                send_events=False,
+            )
+        )
+        contexts = {customer: Context.builder(customer).build() for customer, _ in ids}
+        pairs = [(contexts[customer], feature) for customer, feature in ids]
+
+        def variation(i: int) -> object:
+            context, feature = pairs[i]
+            return ld.variation(feature, context, default=False)
+
+        mine, theirs = _interleaved(ours, _timed(variation, len(pairs)), sizes.rounds)
+        ld.close()  # type: ignore[no-untyped-call]
+    return _row(
+        2,
+        "warm boolean check vs LaunchDarkly variation()",
+        mine,
+        theirs,
+        "us",
+        ">= 4x faster",
+        lambda r: r >= 4,
+        invert=True,
+    )
+
+
+def _metered_row(client: ResilientClient, sizes: Sizes, boolean_check: Callable[[], float]) -> Row:
+    for customer in range(CUSTOMERS):
+        client.report_usage(customer_id=f"c{customer}", feature_id="api_calls", value=1)
+    check = client.get_metered_entitlement
+
+    def metered_check(i: int) -> object:
+        return check(customer_id=f"c{i % CUSTOMERS}", feature_id="api_calls")
+
+    mine, theirs = _interleaved(_timed(metered_check, sizes.ops), boolean_check, sizes.rounds)
+    return _row(
+        3, "warm metered check, local usage pending", mine, theirs, "us", "<= 2x", lambda r: r <= 2
+    )
+
+
+def _threads_row(check: Callable[[int], object], sizes: Sizes) -> Row:
+    def throughput(threads: int) -> float:
+        per_thread = sizes.ops // threads
+        barrier = threading.Barrier(threads + 1)
+
+        def work() -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                check(i)
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        started = time.perf_counter()
+        barrier.wait()
+        for worker in workers:
+            worker.join()
+        return (time.perf_counter() - started) / (per_thread * threads)
+
+    eight, one = _interleaved(lambda: throughput(8), lambda: throughput(1), sizes.rounds)
+    return _row(
+        8,
+        "checks from 8 threads (aggregate)",
+        eight,
+        one,
+        "us",
+        ">= 0.8x throughput",
+        lambda r: r >= 0.8,
+        invert=True,
+    )
+
+
+def _sdk_row(client: ResilientClient, fake: FakeStigg, sizes: Sizes) -> Row:
+    import stigg  # noqa: PLC0415 - the rest extra
+
+    sdk = stigg.Stigg(api_key=API_KEY, base_url=fake.url, max_retries=0)
+    check = client.get_boolean_entitlement
+
+    def ours(i: int) -> object:
+        return check(customer_id=f"c{i % CUSTOMERS}", feature_id="flag-1")
+
+    def direct(i: int) -> object:
+        return sdk.v1.customers.retrieve_entitlements(f"c{i % CUSTOMERS}")
+
+    mine, theirs = _interleaved(
+        _timed(ours, sizes.ops), _timed(direct, sizes.sdk_calls), sizes.rounds
+    )
+    sdk.close()
+    return _row(
+        11,
+        "warm check vs the official SDK on loopback",
+        mine,
+        theirs,
+        "us",
+        ">= 100x faster",
+        lambda r: r >= 100,
+        invert=True,
+    )
+
+
+def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 4 and 5: the first check of a customer in a new process, from L2.
+
+    "New process" is an empty L1 in front of a store holding the snapshot;
+    the baselines read the same bytes raw and decode the JSON (for the disk
+    store too: a check cannot answer from undecoded bytes).
+    """
+    snapshot = Snapshot("c-first", None, {f.feature_id: f for f in _features(1)}, time.time())
+    value = encode_snapshot(snapshot)
+    sqlite_row = _first_check_row(sizes, tmp, "sqlite", value, _raw_sqlite_reader(tmp, value))
+    disk_row = _first_check_row(sizes, tmp, "disk", value, _raw_diskcache_reader(tmp, value))
+    return [
+        attrs.evolve(sqlite_row, number=4, target="<= 2x", passed=sqlite_row.ratio <= 2),
+        attrs.evolve(disk_row, number=5, target="<= 1.5x", passed=disk_row.ratio <= 1.5),
+    ]
+
+
+def _first_check_row(
+    sizes: Sizes, tmp: Path, scheme: str, value: bytes, baseline: Callable[[int], object]
+) -> Row:
+    url = f"{scheme}:///{tmp}/{scheme}-first"
+    with ResilientClient(
+        None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=url, outbox="memory://"
+    ) as client:
+        cache = client._cache
+        cache.store.put(snapshot_key("c-first", None), value)
+
+        def first_check(_: int) -> object:
+            cache.clear_l1()
+            return client.get_boolean_entitlement(customer_id="c-first", feature_id="flag-1")
+
+        mine, theirs = _interleaved(
+            _timed(first_check, sizes.io_ops), _timed(baseline, sizes.io_ops), sizes.rounds
+        )
+    measure = f"first check, snapshot in {scheme} store"
+    return _row(0, measure, mine, theirs, "us", "", lambda _: False)
+
+
+def _raw_sqlite_reader(tmp: Path, value: bytes) -> Callable[[int], object]:
+    db = sqlite3.connect(tmp / "raw.db", isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS t (key TEXT PRIMARY KEY, value BLOB)")
+    payload = value[40:]  # the JSON document, without our frame
+    db.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", ("c-first", payload))
+
+    def read(_: int) -> object:
+        (row,) = db.execute("SELECT value FROM t WHERE key = ?", ("c-first",)).fetchall()
+        return json.loads(row[0])
+
+    return read
+
+
+def _raw_diskcache_reader(tmp: Path, value: bytes) -> Callable[[int], object]:
+    import diskcache  # noqa: PLC0415
+
+    cache = diskcache.Cache(str(tmp / "raw-disk"))
+    cache.set("c-first", value[40:])  # the JSON document, without our frame
+    return lambda _: json.loads(cache.get("c-first"))
+
+
+def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 6 and 7: durable report_event against raw SQLite inserts."""
+    rows = []
+    with ResilientClient(
+        None,
+        api_key=API_KEY,
+        base_url="http://127.0.0.1:9",
+        store=f"sqlite:///{tmp}/events.db",
+        check_timeout=0.05,
+    ) as client:
+        client._usage.flusher.close()  # measure the enqueue alone: nothing is sent
+        db = sqlite3.connect(tmp / "raw-events.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # the same durability as our outbox
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS e (id INTEGER PRIMARY KEY, key TEXT UNIQUE, payload TEXT)"
+        )
+        counter = iter(range(10**9))
+
+        def one_event(i: int) -> object:
+            n = next(counter)
+            return client.report_event(
+                [{"customer_id": "c1", "event_name": "api.request", "idempotency_key": f"k{n}"}]
+            )
+
+        def raw_one(i: int) -> None:
+            n = next(counter)
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT INTO e (key, payload) VALUES (?, ?)",
+                (f"r{n}", json.dumps({"customerId": "c1", "eventName": "api.request"})),
+            )
+            db.execute("COMMIT")
+
+        mine, theirs = _interleaved(
+            _timed(one_event, sizes.io_ops), _timed(raw_one, sizes.io_ops), sizes.rounds
+        )
+        rows.append(
+            _row(
+                6,
+                "report_event, 1 event per call, durable",
+                mine,
+                theirs,
+                "us",
+                ">= 0.5x rate",
+                lambda r: r >= 0.5,
+                invert=True,
+            )
+        )
+
+        def thousand(i: int) -> object:
+            n = next(counter)
+            return client.report_event(
+                [
+                    {
+                        "customer_id": "c1",
+                        "event_name": "api.request",
+                        "idempotency_key": f"b{n}-{j}",
+                    }
+                    for j in range(1_000)
+                ]
+            )
+
+        def raw_thousand(i: int) -> None:
+            n = next(counter)
+            rows_ = [
+                (f"rb{n}-{j}", json.dumps({"customerId": "c1", "eventName": "api.request"}))
+                for j in range(1_000)
+            ]
+            db.execute("BEGIN")
+            db.executemany("INSERT INTO e (key, payload) VALUES (?, ?)", rows_)
+            db.execute("COMMIT")
+
+        calls = max(3, sizes.io_ops // 30)
+        mine, theirs = _interleaved(
+            _timed(thousand, calls), _timed(raw_thousand, calls), sizes.rounds
+        )
+        rows.append(
+            _row(
+                7,
+                "report_event, 1,000 events per call",
+                mine,
+                theirs,
+                "ms",
+                ">= 0.5x rate",
+                lambda r: r >= 0.5,
+                invert=True,
+            )
+        )
+        db.close()
+    return rows
+
+
+def bench_memory(sizes: Sizes) -> Row:
+    """Row 9: bytes held in L1 for N entitlements against the same data as parsed JSON."""
+    per_customer = FEATURES
+    customers = sizes.memory_entitlements // per_customer
+    now = time.time()
+    features = _features(7)
+    bodies = [
+        json.dumps(
+            {
+                "data": snapshot_to_json(
+                    Snapshot(f"c{i}", None, {f.feature_id: f for f in features}, now),
+                    updated_at=datetime.now(UTC),
+                )
+            }
+        )
+        for i in range(min(customers, 50))
+    ]
+
+    def measure(build: Callable[[], object]) -> float:
+        gc.collect()
+        tracemalloc.start()
+        held = build()
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del held
+        return float(size)
+
+    def parsed_json() -> object:
+        return [json.loads(bodies[i % len(bodies)]) for i in range(customers)]
+
+    def l1() -> object:
+        cache = SnapshotCache(
+            _DiscardingStore(), SYSTEM_CLOCK, lambda *_: None, max_entries=customers
+        )
+        for i in range(customers):
+            data = json.loads(bodies[i % len(bodies)])["data"]
+            cache.put(
+                parse_entitlements(data, customer_id=f"c{i}", resource_id=None, fetched_at=now), now
+            )
+        return cache
+
+    ours = measure(l1)
+    theirs = measure(parsed_json)
+    ratio = ours / theirs
+    return Row(
+        9,
+        f"L1 bytes for {customers * per_customer:,} entitlements",
+        ours / 1e6,
+        theirs / 1e6,
+        "MB",
+        ratio,
+        "<= 0.6x bytes",
+        ratio <= 0.6,
+    )
+
+
+def bench_drain(sizes: Sizes, tmp: Path) -> Row:
+    """Row 10: draining a backlog against the fake at Stigg's rate limit."""
+    account = FakeAccount(events_per_second=sizes.drain_rate)
+    with FakeStigg(api_key=API_KEY, account=account) as fake:
+        fake.set_mode(fake.mode.DOWN)
+        with ResilientClient(
+            None,
+            api_key=API_KEY,
+            base_url=fake.url,
+            store=f"sqlite:///{tmp}/drain.db",
+            events_per_second=sizes.drain_rate,
+        ) as client:
+            for start in range(0, sizes.drain_events, 1_000):
+                client.report_event(
+                    [
+                        {"customer_id": "c1", "event_name": "e", "idempotency_key": f"d{n}"}
+                        for n in range(start, min(start + 1_000, sizes.drain_events))
+                    ]
+                )
+            fake.set_mode(fake.mode.UP)
+            started = time.perf_counter()
+            client.flush(timeout=120)
+            elapsed = time.perf_counter() - started
+    ideal = sizes.drain_events / sizes.drain_rate
+    delivered = len(account.events) == sizes.drain_events
+    ratio = elapsed / ideal
+    return Row(
+        10,
+        f"outbox drain, {sizes.drain_events:,} events at {sizes.drain_rate:g}/s",
+        elapsed,
+        ideal,
+        "s",
+        ratio,
+        "<= 1.05x ideal",
+        delivered and ratio <= 1.05,
+    )
+
+
+class _DiscardingStore:
+    """An L2 that keeps nothing, so only L1 is measured."""
+
+    def get(self, key: str) -> Missing:
+        del key
+        return MISSING
+
+    def put(self, key: str, value: bytes) -> None:
+        del key, value
+
+    def delete(self, key: str) -> None:
+        del key
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        del prefix
+        return iter(())
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def run(sizes: Sizes) -> list[Row]:
+    """Every row, in table order."""
+    with tempfile.TemporaryDirectory(prefix="stigg-cache-bench-") as folder:
+        tmp = Path(folder)
+        rows = bench_checks(sizes, tmp)
+        rows += bench_first_check(sizes, tmp)
+        rows += bench_report_event(sizes, tmp)
+        rows.append(bench_memory(sizes))
+        rows.append(bench_drain(sizes, tmp))
+    return sorted(rows, key=lambda row: row.number)
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a fixed-width table."""
+    header = f"{'#':>2}  {'measure':<48} {'ours':>10} {'baseline':>10}  {'ratio':>7}  target"
+    lines = [header, "-" * 108]
+    lines += [
+        f"{row.number:>2}  {row.measure:<48} {row.ours:>8.2f}{row.unit:>2} "
+        f"{row.baseline:>8.2f}{row.unit:>2}  {row.ratio:>6.2f}x  {row.target:<18} "
+        f"{'pass' if row.passed else 'FAIL'}"
+        for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table, write JSON; exit 0 whatever the figures (benchmarks inform)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="bench/results.json", help="where to write the JSON")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run")
+    args = parser.parse_args(argv)
+    rows = run(TINY if args.tiny else Sizes())
+    print(table(rows))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(
+        json.dumps({"machine": machine(), "rows": [attrs.asdict(row) for row in rows]}, indent=2)
+    )
+    print(f"\n{sum(r.passed for r in rows)} of {len(rows)} targets met; JSON in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
