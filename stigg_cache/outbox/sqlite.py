@@ -28,7 +28,7 @@ BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is millis
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
 _COLUMNS = (
     "kind, idem_key, customer_id, resource_id, name, value, behavior, dimensions, "
-    "stamped_at, payload, digest"
+    "stamped_at, payload"
 )
 _RECORD_FIELDS = {
     "kind": str,
@@ -41,7 +41,6 @@ _RECORD_FIELDS = {
     "dimensions": str,
     "stamped_at": float,
     "payload": str,
-    "digest": str,
 }
 
 
@@ -54,15 +53,14 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
         record.name,
         record.value,
         record.update_behavior,
-        json.dumps(dict(record.dimensions)),
+        json.dumps(dict(record.dimensions)) if record.dimensions else "{}",
         record.stamped_at,
         record.payload,
-        record.digest,
     )
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
-    kind, key, customer, resource, name, value, behavior, dimensions, stamped, payload, _ = row
+    kind, key, customer, resource, name, value, behavior, dimensions, stamped, payload = row
     return UsageRecord(
         RecordKind(kind),
         key,
@@ -77,7 +75,7 @@ def _record(row: Sequence[Any]) -> UsageRecord:
     )
 
 
-def _marks(ids: Sequence[int]) -> str:
+def _marks(ids: Sequence[object]) -> str:
     return ",".join("?" * len(ids))
 
 
@@ -162,28 +160,49 @@ class SqliteOutbox:
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         receipts: list[Receipt] = []
+        fresh: list[tuple[Any, ...]] = []
         with self._write() as db:
+            known = self._payloads_of(db, records)
             for record in records:
-                inserted = db.execute(
-                    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT(kind, idem_key) DO NOTHING",
-                    (*_row(record), now),
-                ).rowcount
-                if not inserted:
-                    (digest,) = db.execute(
-                        "SELECT digest FROM outbox WHERE kind = ? AND idem_key = ?",
-                        (record.kind.value, record.idempotency_key),
-                    ).fetchone()
-                    if digest != record.digest:
-                        raise ValueError(
-                            f"idempotency_key {record.idempotency_key!r} was already used for "
-                            "different usage: Stigg would silently drop this one; use a new key"
-                        )
+                identity = (record.kind.value, record.idempotency_key)
+                prior = known.get(identity)
+                if prior is not None and prior != record.payload:
+                    raise ValueError(
+                        f"idempotency_key {record.idempotency_key!r} was already used for "
+                        "different usage: Stigg would silently drop this one; use a new key"
+                    )
+                if prior is None:
+                    known[identity] = record.payload
+                    fresh.append((*_row(record), now))
                 receipts.append(
-                    Receipt(record.idempotency_key, record.kind, record.customer_id, not inserted)
+                    Receipt(
+                        record.idempotency_key, record.kind, record.customer_id, prior is not None
+                    )
                 )
+            db.executemany(
+                f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                fresh,
+            )
         return receipts
+
+    @staticmethod
+    def _payloads_of(
+        db: sqlite3.Connection, records: Sequence[UsageRecord]
+    ) -> dict[tuple[str, str], str]:
+        """Payloads already enqueued under the records' keys (one query per 500 keys)."""
+        found: dict[tuple[str, str], str] = {}
+        identities = [(r.kind.value, r.idempotency_key) for r in records]
+        for kind in {kind for kind, _ in identities}:
+            keys = [key for k, key in identities if k == kind]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                rows = db.execute(
+                    "SELECT idem_key, payload FROM outbox "
+                    f"WHERE kind = ? AND idem_key IN ({_marks(chunk)})",
+                    (kind, *chunk),
+                )
+                found.update(((kind, key), payload) for key, payload in rows)
+        return found
 
     def claim(
         self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
@@ -269,7 +288,7 @@ class SqliteOutbox:
             "ORDER BY id LIMIT ?",
             (limit,),
         )
-        return [DeadLetter(r[0], _record(r[1:12]), r[12], r[13], r[14]) for r in rows]
+        return [DeadLetter(r[0], _record(r[1:11]), r[11], r[12], r[13]) for r in rows]
 
     def requeue(self, ids: Sequence[int] | None = None) -> int:
         where, params = self._selection(ids)
