@@ -1,9 +1,14 @@
 """Versioned snapshot codec: JSON inside a self-checking frame, never pickle.
 
-Frame: ``MAGIC (4) | payload length (4, big-endian) | SHA-256 of payload (32) |
+Frame: ``MAGIC (4) | payload length (4, big-endian) | CRC-32 of payload (4) |
 payload``. A store may hand back a value that was truncated (diskcache returns
-a short value file as if whole) or altered; the length and digest turn both
-into :class:`CorruptEntryError`, which readers treat as a miss.
+a short value file as if whole) or damaged; the length and checksum turn both
+into :class:`CorruptEntryError`, which readers treat as a miss. (A checksum
+catches accidents, not tampering: that is the signing key's job.)
+
+Decoded snapshots parse their feature entitlements lazily, on first access:
+a first check needs one feature, not all of them. A malformed feature then
+surfaces as :class:`InvalidResponseError` at that access.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import zlib
 from datetime import UTC, datetime
 
 import attrs
@@ -19,9 +25,10 @@ from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
 
-MAGIC = b"SCS1"
+MAGIC = b"SCS2"
 CODEC_VERSION = 1
-_HEADER = struct.Struct(">4sI32s")
+_HEADER = struct.Struct(">4sII")
+FRAME_BYTES = _HEADER.size
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
 
 
@@ -49,7 +56,7 @@ def encode_snapshot(snapshot: Snapshot) -> bytes:
         "data": snapshot_to_json(snapshot, updated_at=updated),
     }
     payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    return _HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
 def decode_snapshot(value: bytes) -> Snapshot:
@@ -60,13 +67,13 @@ def decode_snapshot(value: bytes) -> Snapshot:
     """
     if len(value) < _HEADER.size or len(value) > MAX_ENTRY_BYTES:
         raise CorruptEntryError(f"snapshot entry has an impossible size ({len(value)} bytes)")
-    magic, length, digest = _HEADER.unpack_from(value)
+    magic, length, checksum = _HEADER.unpack_from(value)
     payload = value[_HEADER.size :]
     if magic != MAGIC:
         raise CorruptEntryError("snapshot entry has an unknown format marker")
     if length != len(payload):
         raise CorruptEntryError(f"snapshot entry is truncated ({len(payload)} of {length} bytes)")
-    if hashlib.sha256(payload).digest() != digest:
+    if zlib.crc32(payload) != checksum:
         raise CorruptEntryError("snapshot entry failed its checksum")
     try:
         return _parse_document(json.loads(payload))
@@ -96,5 +103,6 @@ def _parse_document(document: object) -> Snapshot:
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
+        lazy=True,
     )
     return attrs.evolve(snapshot, plan_ids=tuple(plan_ids))

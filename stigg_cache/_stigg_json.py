@@ -7,7 +7,7 @@ is foreign bytes: every shape error ends in :class:`InvalidResponseError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -87,10 +87,8 @@ def _denied(item: Mapping[str, Any], where: str) -> AccessDeniedReason | None:
 
 
 def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
-    feature = _obj(item.get("feature"), f"{where}.feature")
-    feature_id = _opt_str(feature, "id", f"{where}.feature")
-    if not feature_id:
-        raise InvalidResponseError(f"{where}.feature.id: missing")
+    feature_id = _feature_id(item, where)
+    feature = item["feature"]
     values = item.get("enumValues")
     if values is not None and not (
         isinstance(values, list) and all(isinstance(v, str) for v in values)
@@ -138,10 +136,62 @@ def _parse_credit(item: Mapping[str, Any], where: str) -> CreditEntitlement:
     )
 
 
+class LazyEntitlements(Mapping[str, FeatureEntitlement]):
+    """Feature entitlements parsed on first access.
+
+    A snapshot loaded from a store answers one feature at a time; parsing all
+    of them up front would triple the cost of a first check. Parsing errors
+    surface as :class:`InvalidResponseError` on access; readers of stored
+    snapshots treat that as a corrupt entry.
+    """
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, raw: dict[str, Mapping[str, Any]]) -> None:
+        self._raw = raw
+        self._parsed: dict[str, FeatureEntitlement] = {}
+
+    def __getitem__(self, feature_id: str) -> FeatureEntitlement:
+        parsed = self._parsed.get(feature_id)
+        if parsed is None:
+            item = self._raw[feature_id]
+            parsed = self._parsed[feature_id] = _parse_feature(item, f"entitlement {feature_id!r}")
+        return parsed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def materialize(self) -> dict[str, FeatureEntitlement]:
+        """Every entitlement, parsed now (raises if any is malformed)."""
+        return {feature_id: self[feature_id] for feature_id in self._raw}
+
+    def __repr__(self) -> str:
+        return f"LazyEntitlements({sorted(self._raw)!r})"
+
+
+def _feature_id(item: Mapping[str, Any], where: str) -> str:
+    feature = _obj(item.get("feature"), f"{where}.feature")
+    feature_id = _opt_str(feature, "id", f"{where}.feature")
+    if not feature_id:
+        raise InvalidResponseError(f"{where}.feature.id: missing")
+    return feature_id
+
+
 def parse_entitlements(
-    data: object, *, customer_id: str, resource_id: str | None, fetched_at: float
+    data: object,
+    *,
+    customer_id: str,
+    resource_id: str | None,
+    fetched_at: float,
+    lazy: bool = False,
 ) -> Snapshot:
     """Build a snapshot from the ``data`` object of ``GET .../entitlements``.
+
+    With ``lazy``, feature entitlements are indexed now and parsed on access
+    (for stored snapshots, whose bytes passed an integrity check).
 
     Raises:
         InvalidResponseError: the value does not have Stigg's shape.
@@ -150,15 +200,14 @@ def parse_entitlements(
     items = body.get("entitlements")
     if not isinstance(items, list):
         raise InvalidResponseError("data.entitlements: expected a list")
-    features: dict[str, FeatureEntitlement] = {}
+    features: dict[str, Any] = {}
     credit_items: dict[str, CreditEntitlement] = {}
     for index, raw in enumerate(items):
         where = f"data.entitlements[{index}]"
         item = _obj(raw, where)
         kind = item.get("type", "FEATURE")
         if kind == "FEATURE":
-            feature = _parse_feature(item, where)
-            features[feature.feature_id] = feature
+            features[_feature_id(item, where)] = item if lazy else _parse_feature(item, where)
         elif kind == "CREDIT":
             credit = _parse_credit(item, where)
             credit_items[credit.currency_id] = credit
@@ -168,7 +217,7 @@ def parse_entitlements(
     return Snapshot(
         customer_id=customer_id,
         resource_id=resource_id,
-        entitlements=features,
+        entitlements=LazyEntitlements(features) if lazy else features,
         credits=credit_items,
         access_denied_reason=cast("AccessDeniedReason | None", reason),
         fetched_at=fetched_at,

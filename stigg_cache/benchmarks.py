@@ -29,7 +29,7 @@ from typing import Any
 import attrs
 
 from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache._codec import FRAME_BYTES, encode_snapshot, snapshot_key
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeStigg, boolean, metered
@@ -378,7 +378,7 @@ def _raw_sqlite_reader(tmp: Path, value: bytes) -> Callable[[int], object]:
     db = sqlite3.connect(tmp / "raw.db", isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE IF NOT EXISTS t (key TEXT PRIMARY KEY, value BLOB)")
-    payload = value[40:]  # the JSON document, without our frame
+    payload = value[FRAME_BYTES:]  # the JSON document, without our frame
     db.execute("INSERT OR REPLACE INTO t VALUES (?, ?)", ("c-first", payload))
 
     def read(_: int) -> object:
@@ -392,7 +392,7 @@ def _raw_diskcache_reader(tmp: Path, value: bytes) -> Callable[[int], object]:
     import diskcache  # noqa: PLC0415
 
     cache = diskcache.Cache(str(tmp / "raw-disk"))
-    cache.set("c-first", value[40:])  # the JSON document, without our frame
+    cache.set("c-first", value[FRAME_BYTES:])  # the JSON document, without our frame
     return lambda _: json.loads(cache.get("c-first"))
 
 

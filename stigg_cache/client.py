@@ -9,22 +9,29 @@ gathers their inputs and does the I/O. Usage goes through a durable outbox.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self, TypeVar
 
 import attrs
 
 from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
+from stigg_cache._fastpath import (
+    _SLOT_BOOLEAN,
+    _SLOT_GENERIC,
+    _SLOT_METERED,
+    _SLOT_NUMERIC,
+    FastPath,
+)
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
 from stigg_cache._log import FaultLog
 from stigg_cache._reconcile import Reconciler, ReportListener
+from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache._usage import UsageService, default_outbox_url, open_outbox
 from stigg_cache.adapters import adapt
 from stigg_cache.core import engine
@@ -33,7 +40,7 @@ from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.core.reconcile import DecisionJournal, OfflineDecision, ReconcileReport
-from stigg_cache.errors import StiggUnavailableError
+from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
@@ -50,31 +57,27 @@ from stigg_cache.models import (
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult
-from stigg_cache.outbox.records import Receipt, UpdateBehavior, event_record, usage_record
+from stigg_cache.outbox.records import (
+    Receipt,
+    UpdateBehavior,
+    UsageRecord,
+    event_record,
+    usage_record,
+)
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
-from stigg_cache.stores.layered import DEFAULT_L1_MAX_ENTRIES, CachedSnapshot, SnapshotCache
+from stigg_cache.stores.layered import (
+    DEFAULT_L1_MAX_ENTRIES,
+    CachedSnapshot,
+    ScopeKey,
+    SnapshotCache,
+)
 
+_T = TypeVar("_T")
 DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
 RECONCILE_TIMEOUT_S = 60.0
-MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
-# Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
-# runs Python code, too slow for the hot path).
-_LEADING_FIELDS = ("customer_id", "feature_id", "resource_id", "has_access", "access_denied_reason")
-_KINDS = tuple(CheckKind)
-_SLOT = {kind: index for index, kind in enumerate(_KINDS)}
-_SLOT_BOOLEAN, _SLOT_NUMERIC, _SLOT_METERED = (
-    _SLOT[CheckKind.BOOLEAN],
-    _SLOT[CheckKind.NUMERIC],
-    _SLOT[CheckKind.METERED],
-)
-_SLOT_GENERIC = _SLOT[CheckKind.GENERIC]
-_CACHE = Source.CACHE  # a module global: faster than the enum attribute on the hot path
-_INF = float("inf")
-_NUMBERS = (int, float)
-_OPTIONAL_STR = (str, type(None))
 _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
 
 
@@ -151,8 +154,7 @@ class ResilientClient:
         )
         self._health = Health(breaker or CircuitBreaker(), clock)
         self._cache = SnapshotCache(opened, clock, self._store_fault, l1_max_entries)
-        self._l1 = self._cache.l1
-        self._monotonic = clock.monotonic
+
         self._fetcher = Fetcher(
             self._adapter,
             self._cache,
@@ -172,6 +174,14 @@ class ResilientClient:
             usage_calls_per_minute=usage_calls_per_minute,
             lease_s=outbox_lease_s,
         )
+        self._warm = FastPath(
+            self._cache.l1,
+            self._policy,
+            monotonic=clock.monotonic,
+            wall=clock.time,
+            local_usage=self._usage.local_usage,
+        )
+        self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()
         self._reconciler = Reconciler(
             self._journal, self._usage, self._fetcher, clock, fetch_timeout_s=self._fetch_timeout_s
@@ -195,7 +205,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> BooleanEntitlement:
         """Whether a customer has a boolean feature."""
-        warm = self._warm(_SLOT_BOOLEAN, customer_id, feature_id, resource_id)
+        warm = self._fast(_SLOT_BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
         return self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
@@ -204,7 +214,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> NumericEntitlement:
         """A customer's configured number for a feature (``value``)."""
-        warm = self._warm(_SLOT_NUMERIC, customer_id, feature_id, resource_id)
+        warm = self._fast(_SLOT_NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
@@ -218,7 +228,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
         """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        warm = self._warm(_SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._fast(_SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(  # type: ignore[return-value]
@@ -266,7 +276,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> bool:
         """Just the yes or no of :meth:`get_entitlement`."""
-        warm = self._warm(_SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._fast(_SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm.has_access
         return self._check(
@@ -285,139 +295,51 @@ class ResilientClient:
             check.opt_id("resource_id", resource_id),
         )
         policy = self._policy
-        entry = self._cache.get(*scope)
-        age = None if entry is None else self._clock.monotonic() - entry.fetched_mono
-        if entry is not None and age is not None:
+        held = self._held_snapshot(scope)
+        age = None if held is None else self._clock.monotonic() - held[1].fetched_mono
+        if held is not None and age is not None:
             freshness = engine.judge(
-                age, policy.staleness, past_valid_until=False, dated_in_future=entry.dated_in_future
+                age,
+                policy.staleness,
+                past_valid_until=False,
+                dated_in_future=held[1].dated_in_future,
             )
             if freshness is Freshness.FRESH:
-                return self._snapshot_with(
-                    entry, Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-                )
+                decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
+                return attrs.evolve(held[0], decision=decision)
         result = self._fetcher.fetch(scope, self._check_timeout_s)
         if isinstance(result, CachedSnapshot):
-            return self._snapshot_with(
-                result, Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
-            )
-        if entry is not None and age is not None and age <= policy.staleness.max_staleness_s:
+            decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
+            return attrs.evolve(result.snapshot, decision=decision)
+        reason = str(result)
+        if held is not None and age is not None and age <= policy.staleness.max_staleness_s:
             decision = Decision(
-                Source.STALE, age, stale=True, policy_version=policy.version, reason=str(result)
+                Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
             )
-            return self._snapshot_with(entry, decision)
+            return attrs.evolve(held[0], decision=decision)
         decision = Decision(
-            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=str(result)
+            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=reason
         )
         return Snapshot(scope[0], scope[1], {}, fetched_at=0.0, decision=decision)
 
-    @staticmethod
-    def _snapshot_with(entry: CachedSnapshot, decision: Decision) -> Snapshot:
-        return attrs.evolve(entry.snapshot, decision=decision)
+    def _held_snapshot(self, scope: ScopeKey) -> tuple[Snapshot, CachedSnapshot] | None:
+        """The cached snapshot of a scope with every entitlement parsed, or ``None``.
 
-    def _warm(  # noqa: PLR0911 - a fast path is a row of early exits
-        self,
-        slot: int,
-        customer_id: object,
-        feature_id: object,
-        resource_id: object,
-        requested: object = None,
-    ) -> AnyEntitlement | None:
-        """The fast path: a CACHE answer from L1 with no lock, no I/O and two allocations.
-
-        Returns ``None`` whenever anything needs the full path (a miss, a stale
-        snapshot, an argument to validate); the full path then answers.
+        A stored entry with a malformed entitlement is dropped and reported here,
+        before any of it reaches the caller.
         """
-        if type(customer_id) is not str or type(feature_id) is not str:
-            return None
-        if type(resource_id) not in _OPTIONAL_STR:
-            return None
-        if requested is not None and not (type(requested) in _NUMBERS and 0 <= requested < _INF):  # type: ignore[operator]
-            return None
-        scope = (customer_id, cast("str | None", resource_id))
-        entry = self._l1.get(scope)
+        entry = self._cache.get(*scope)
         if entry is None:
             return None
-        try:  # noqa: SIM105 - cheaper than contextlib.suppress here
-            self._l1.move_to_end(scope)  # LRU; atomic under the GIL
-        except KeyError:  # evicted meanwhile: the entry in hand still answers
-            pass
-        policy = self._policy
-        slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
-        prepared = None if slots is None else slots[slot]
-        if prepared is None or prepared[0].policy_version != policy.version:
-            request = CheckRequest(_KINDS[slot], customer_id, feature_id, scope[1])
-            prepared = self._prepare(entry, request, policy)
-            if prepared is None:
-                return None
-        answer, make, make_with = prepared
-        now = self._monotonic()
-        if now > answer.fresh_until_mono:
+        entitlements = entry.snapshot.entitlements
+        try:
+            if isinstance(entitlements, LazyEntitlements):
+                entitlements = entitlements.materialize()
+        except InvalidResponseError as error:
+            self._cache.invalidate(*scope)
+            self._store_fault("store_entry_unusable", error)
             return None
-        age = now - entry.fetched_mono
-        decision = Decision(_CACHE, age, False, None, policy.version)  # noqa: FBT003
-        if answer.usage is None and requested is None:
-            return make(decision)
-        return self._with_usage(entry, answer, make_with, decision, cast("float | None", requested))
-
-    def _with_usage(
-        self,
-        entry: CachedSnapshot,
-        answer: engine.WarmAnswer,
-        make: Callable[..., AnyEntitlement],
-        decision: Decision,
-        requested: float | None,
-    ) -> AnyEntitlement:
-        """The fast path's answer when usage (local or requested) is part of it."""
-        terms = answer.usage
-        if terms is None:
-            shown = None if requested is None else float(requested)
-            if "requested_usage" in answer.fields:
-                return make(requested_usage=shown, decision=decision)
-            return make(decision=decision)
-        customer_id, resource_id = entry.snapshot.customer_id, entry.snapshot.resource_id
-        scope = (customer_id, resource_id, answer.fields["feature_id"])
-        local = self._usage.local_usage(scope, entry.snapshot.fetched_at, answer.floor)
-        used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
-        amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
-        has_access, reason = terms.judge(used, amount)
-        fields: dict[str, Any] = {"has_access": has_access, "access_denied_reason": reason}
-        if "current_usage" in answer.fields:  # the check's kind shows usage
-            fields["current_usage"] = used
-            shown = amount if answer.result_type is MeteredEntitlement else requested
-            fields["requested_usage"] = None if shown is None else float(shown)
-        return make(**fields, decision=decision)
-
-    def _prepare(
-        self, entry: CachedSnapshot, request: CheckRequest, policy: FallbackPolicy
-    ) -> (
-        tuple[engine.WarmAnswer, Callable[..., AnyEntitlement], Callable[..., AnyEntitlement]]
-        | None
-    ):
-        if entry.dated_in_future or not request.feature_id.strip():
-            return None
-        answer = engine.warm_answer(
-            request,
-            entry.snapshot,
-            policy.staleness_for(request.feature_id),
-            fetched_mono=entry.fetched_mono,
-            now_wall=self._clock.time(),
-            policy_version=policy.version,
-        )
-        fields = dict(answer.fields)
-        leading = [fields.pop(name) for name in _LEADING_FIELDS]
-        prepared = (
-            answer,
-            # Positional: ~30% cheaper than keywords for the common answer, which
-            # only needs its decision (the sixth field of every result).
-            functools.partial(answer.result_type, *leading, **fields),
-            functools.partial(answer.result_type, **answer.fields),
-        )
-        slots = entry.warm.get(request.feature_id)
-        if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
-            slots = entry.warm[request.feature_id] = [None] * len(_SLOT)
-        if slots is not None:
-            slots[_SLOT[request.kind]] = prepared
-        return prepared
+        return attrs.evolve(entry.snapshot, entitlements=entitlements), entry
 
     def _check(
         self,
@@ -442,35 +364,48 @@ class ResilientClient:
         scope = (request.customer_id, request.resource_id)
         entry = self._cache.get(*scope)
         if entry is not None:
-            age = started - entry.fetched_mono
-            now_wall = self._clock.time()
-            feature = entry.snapshot.entitlements.get(request.feature_id)
-            freshness = engine.judge(
-                age,
-                policy.staleness_for(request.feature_id),
-                past_valid_until=engine.valid_until_passed(feature, now_wall),
-                dated_in_future=entry.dated_in_future,
-            )
-            if freshness is Freshness.FRESH:
-                decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-                return self._from_snapshot(request, entry.snapshot, decision, now_wall)
-            if freshness is Freshness.STALE:
-                offline = self._health.offline
-                if not offline:
-                    self._fetcher.refresh(scope)
-                reason = self._health.last_error if offline else None
-                decision = Decision(
-                    Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
-                )
-                return self._journaled(
-                    self._from_snapshot(request, entry.snapshot, decision, now_wall), request
-                )
+            try:
+                answer = self._from_cached(request, entry, policy, started)
+            except InvalidResponseError as error:  # a stored entry whose feature is malformed
+                self._cache.invalidate(*scope)
+                self._store_fault("store_entry_unusable", error)
+                entry = answer = None
+            if answer is not None:
+                return answer
         remaining = self._check_timeout_s - (self._clock.monotonic() - started)
         result = self._fetcher.fetch(scope, remaining)
         if isinstance(result, CachedSnapshot):
             decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
             return self._from_snapshot(request, result.snapshot, decision, self._clock.time())
         return self._journaled(self._fallback(request, policy, result, expired=entry), request)
+
+    def _from_cached(
+        self, request: CheckRequest, entry: CachedSnapshot, policy: FallbackPolicy, started: float
+    ) -> AnyEntitlement | None:
+        """CACHE or STALE from a held snapshot; ``None`` when it is past its budget."""
+        age = started - entry.fetched_mono
+        now_wall = self._clock.time()
+        feature = entry.snapshot.entitlements.get(request.feature_id)
+        freshness = engine.judge(
+            age,
+            policy.staleness_for(request.feature_id),
+            past_valid_until=engine.valid_until_passed(feature, now_wall),
+            dated_in_future=entry.dated_in_future,
+        )
+        if freshness is Freshness.FRESH:
+            decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
+            return self._from_snapshot(request, entry.snapshot, decision, now_wall)
+        if freshness is Freshness.EXPIRED:
+            return None
+        offline = self._health.offline
+        if not offline:
+            self._fetcher.refresh((request.customer_id, request.resource_id))
+        reason = self._health.last_error if offline else None
+        decision = Decision(
+            Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
+        )
+        answer = self._from_snapshot(request, entry.snapshot, decision, now_wall)
+        return self._journaled(answer, request)
 
     def _from_snapshot(
         self, request: CheckRequest, snapshot: Snapshot, decision: Decision, now_wall: float
@@ -536,10 +471,7 @@ class ResilientClient:
         ``timestamp`` (aware datetime or ISO-8601; now if missing). Nothing is
         enqueued if any event is invalid. Never touches the network.
         """
-        if isinstance(events, Mapping) or not isinstance(events, Sequence):
-            raise TypeError("report_event takes events=[{...}, ...], a list of dicts")
-        now = self._clock.time()
-        return self._enqueue([event_record(event, now) for event in events])
+        return self._enqueue(events, event_record, "report_event takes events=[{...}, ...]")
 
     def report_usage(
         self,
@@ -555,25 +487,26 @@ class ResilientClient:
     ) -> Receipt:
         """Buffer one usage measurement durably (``DELTA`` adds, ``SET`` replaces)."""
         usage = {
-            "customer_id": customer_id,
-            "feature_id": feature_id,
-            "value": value,
-            "update_behavior": update_behavior,
-            "idempotency_key": idempotency_key,
-            "resource_id": resource_id,
-            "dimensions": dimensions,
-            "created_at": created_at,
-        }
-        return self._enqueue([usage_record(usage, self._clock.time())])[0]
+            "customer_id": customer_id, "feature_id": feature_id, "value": value,
+            "update_behavior": update_behavior, "idempotency_key": idempotency_key,
+            "resource_id": resource_id, "dimensions": dimensions, "created_at": created_at,
+        }  # fmt: skip
+        return self._enqueue([usage], usage_record, "")[0]
 
     def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
         """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""
-        if isinstance(usages, Mapping) or not isinstance(usages, Sequence):
-            raise TypeError("report_usage_bulk takes a list of dicts")
-        now = self._clock.time()
-        return self._enqueue([usage_record(usage, now) for usage in usages])
+        return self._enqueue(usages, usage_record, "report_usage_bulk takes a list of dicts")
 
-    def _enqueue(self, records: list[Any]) -> list[Receipt]:
+    def _enqueue(
+        self,
+        items: Sequence[Mapping[str, Any]],
+        build: Callable[[Mapping[str, Any], float], UsageRecord],
+        misuse: str,
+    ) -> list[Receipt]:
+        if isinstance(items, Mapping) or not isinstance(items, Sequence):
+            raise TypeError(misuse)
+        now = self._clock.time()
+        records = [build(item, now) for item in items]  # all validated before any is enqueued
         offline = self._health.state is not ConnectionState.CONNECTED
         return self._usage.enqueue(records, offline=offline)
 
@@ -604,12 +537,10 @@ class ResilientClient:
             StiggUnavailableError: Stigg did not accept it (admin calls are not buffered).
         """
         customer = check.require_id("customer_id", customer_id)
-        try:
-            return self._adapter.grant_promotional_entitlements(
-                customer, grants, timeout_s=self._fetch_timeout_s
-            )
-        finally:
-            self._cache.invalidate(customer, None)
+        grant = self._adapter.grant_promotional_entitlements
+        return self._admin(
+            customer, lambda: grant(customer, grants, timeout_s=self._fetch_timeout_s)
+        )
 
     def revoke_promotional_entitlement(self, customer_id: str, feature_id: str) -> dict[str, Any]:
         """Revoke one promotion and forget the customer's cached snapshot.
@@ -619,12 +550,16 @@ class ResilientClient:
         """
         customer = check.require_id("customer_id", customer_id)
         feature = check.require_id("feature_id", feature_id)
+        revoke = self._adapter.revoke_promotional_entitlement
+        return self._admin(
+            customer, lambda: revoke(customer, feature, timeout_s=self._fetch_timeout_s)
+        )
+
+    def _admin(self, customer_id: str, call: Callable[[], _T]) -> _T:
         try:
-            return self._adapter.revoke_promotional_entitlement(
-                customer, feature, timeout_s=self._fetch_timeout_s
-            )
-        finally:
-            self._cache.invalidate(customer, None)
+            return call()
+        finally:  # whatever Stigg did, the cached snapshot may now be wrong
+            self._cache.invalidate(customer_id, None)
 
     # -- operations -------------------------------------------------------------
 
@@ -690,6 +625,7 @@ class ResilientClient:
 
     def _use_policy(self, policy: FallbackPolicy) -> None:
         self._policy = policy  # one reference swap: checks in flight keep the old one
+        self._warm.policy = policy
 
     def _store_fault(self, event: str, error: Exception | None) -> None:
         if error is None:

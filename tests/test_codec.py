@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
+import zlib
 from datetime import UTC, datetime
 
 import pytest
 
 from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot, snapshot_key
-from stigg_cache.errors import CorruptEntryError
+from stigg_cache._stigg_json import LazyEntitlements
+from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
 
 SNAPSHOT = Snapshot(
@@ -39,7 +40,7 @@ SNAPSHOT = Snapshot(
 
 
 def _frame(payload: bytes) -> bytes:
-    return struct.pack(">4sI32s", MAGIC, len(payload), hashlib.sha256(payload).digest()) + payload
+    return struct.pack(">4sII", MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
 def test_snapshot_round_trips() -> None:
@@ -100,3 +101,24 @@ def test_a_flipped_byte_anywhere_is_detected() -> None:
         damaged = value[:index] + bytes([value[index] ^ 0x01]) + value[index + 1 :]
         with pytest.raises(CorruptEntryError):
             decode_snapshot(damaged)
+
+
+def test_decoded_snapshots_parse_features_on_access_and_equal_the_original() -> None:
+    decoded = decode_snapshot(encode_snapshot(SNAPSHOT))
+    assert isinstance(decoded.entitlements, LazyEntitlements)
+    assert decoded.entitlements["api_calls"].usage_limit == 100.0
+    assert dict(decoded.entitlements) == dict(SNAPSHOT.entitlements)
+
+
+def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None:
+    document = {
+        "v": 1,
+        "customerId": "c",
+        "resourceId": None,
+        "fetchedAt": 1.0,
+        "data": {"entitlements": [{"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}}]},
+    }
+    decoded = decode_snapshot(_frame(json.dumps(document).encode()))
+    assert list(decoded.entitlements) == ["f"]
+    with pytest.raises(InvalidResponseError, match="isGranted"):
+        decoded.entitlements.get("f")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sqlite3
 import stat
+import struct
 import subprocess
 import sys
+import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache._codec import snapshot_key
+from stigg_cache._codec import MAGIC, snapshot_key
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import CorruptEntryError
 from stigg_cache.stores import open_store
@@ -74,6 +78,42 @@ def test_corrupt_sqlite_entry_is_refetched_and_reported(
     status = reopened.status()
     assert status.faults["stigg_cache.store_entry_unusable"] == 1
     assert status.store_healthy
+
+
+def _plant_malformed_feature(path: Path) -> None:
+    document = {
+        "v": 1,
+        "customerId": "acme",
+        "resourceId": None,
+        "fetchedAt": time.time(),
+        "data": {
+            "entitlements": [{"type": "FEATURE", "isGranted": "yes", "feature": {"id": "sso"}}]
+        },
+    }
+    payload = json.dumps(document).encode()
+    value = struct.pack(">4sII", MAGIC, len(payload), zlib.crc32(payload)) + payload
+    with sqlite3.connect(path) as db:
+        db.execute(
+            f"INSERT OR REPLACE INTO {TABLE} (key, value, updated_at) VALUES (?, ?, 0)",
+            (snapshot_key("acme", None), value),
+        )
+
+
+def test_well_framed_entry_with_a_malformed_feature_never_reaches_a_check(
+    fake: FakeStigg, make_client: MakeClient, tmp_path: Path
+) -> None:
+    make_client().close()  # creates the store
+    _plant_malformed_feature(tmp_path / "cache.db")
+    client = make_client()
+    result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert (result.decision.source, result.has_access) == (Source.LIVE, True)
+    assert client.status().faults["stigg_cache.store_entry_unusable"] == 1
+    _plant_malformed_feature(tmp_path / "cache.db")
+    fresh = make_client()
+    snapshot = fresh.get_entitlements(customer_id="acme")  # materialised: never a lazy surprise
+    assert snapshot.decision is not None
+    assert snapshot.decision.source is Source.LIVE
+    assert dict(snapshot.entitlements)["sso"].is_granted
 
 
 def test_unwritable_store_degrades_but_checks_keep_answering(
