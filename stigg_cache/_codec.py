@@ -19,8 +19,6 @@ import struct
 import zlib
 from datetime import UTC, datetime
 
-import attrs
-
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
@@ -98,11 +96,11 @@ def _parse_document(document: object) -> Snapshot:
     plan_ids = document.get("planIds", [])
     if not isinstance(plan_ids, list) or not all(isinstance(p, str) for p in plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
-    snapshot = parse_entitlements(
+    return parse_entitlements(
         document["data"],
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
         lazy=True,
+        plan_ids=tuple(plan_ids),
     )
-    return attrs.evolve(snapshot, plan_ids=tuple(plan_ids))

@@ -125,7 +125,9 @@ class FastPath:
         customer_id, resource_id = entry.snapshot.customer_id, entry.snapshot.resource_id
         scope = (customer_id, resource_id, answer.fields["feature_id"])
         local = self.local_usage(scope, entry.snapshot.fetched_at, answer.floor)
-        used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
+        used = terms.base_usage
+        if local is not None:  # LocalUsage.applied_to, inlined: this runs on every metered check
+            used = (used if local.absolute is None else local.absolute) + local.delta
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
         has_access, reason = terms.judge(used, amount)
         fields: dict[str, Any] = {"has_access": has_access, "access_denied_reason": reason}

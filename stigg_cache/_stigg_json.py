@@ -30,6 +30,8 @@ _CUSTOMER_DENIED_REASONS = frozenset(
 
 
 def _obj(value: object, where: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what json.loads makes: skip the slower ABC check
+        return value
     if not isinstance(value, Mapping):
         raise InvalidResponseError(f"{where}: expected an object, got {type(value).__name__}")
     return cast("Mapping[str, Any]", value)
@@ -187,6 +189,7 @@ def parse_entitlements(
     resource_id: str | None,
     fetched_at: float,
     lazy: bool = False,
+    plan_ids: tuple[str, ...] = (),
 ) -> Snapshot:
     """Build a snapshot from the ``data`` object of ``GET .../entitlements``.
 
@@ -204,6 +207,12 @@ def parse_entitlements(
     credit_items: dict[str, CreditEntitlement] = {}
     for index, raw in enumerate(items):
         where = f"data.entitlements[{index}]"
+        if lazy and type(raw) is dict and raw.get("type", "FEATURE") == "FEATURE":
+            feature = raw.get("feature")
+            feature_id = feature.get("id") if type(feature) is dict else None
+            if type(feature_id) is str and feature_id:  # the common, well-formed case
+                features[feature_id] = raw
+                continue
         item = _obj(raw, where)
         kind = item.get("type", "FEATURE")
         if kind == "FEATURE":
@@ -221,6 +230,7 @@ def parse_entitlements(
         credits=credit_items,
         access_denied_reason=cast("AccessDeniedReason | None", reason),
         fetched_at=fetched_at,
+        plan_ids=plan_ids,
     )
 
 

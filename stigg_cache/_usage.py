@@ -11,7 +11,7 @@ import platformdirs
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache.adapters.base import Adapter
-from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import ConfigurationError
 from stigg_cache.outbox.base import Outbox, OutboxStats
@@ -103,12 +103,6 @@ class UsageService:
         with self._touched_lock:
             scopes, self._touched = list(self._touched), {}
         return scopes
-
-    def local_usage(
-        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
-    ) -> LocalUsage | None:
-        """Usage Stigg has not reflected yet for a customer+resource+feature."""
-        return self.ledger.local_usage(scope, snapshot_fetched_at=snapshot_fetched_at, floor=floor)
 
     def stats(self) -> OutboxStats:
         """Outbox depth and dead letters."""

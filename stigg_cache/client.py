@@ -179,7 +179,7 @@ class ResilientClient:
             self._policy,
             monotonic=clock.monotonic,
             wall=clock.time,
-            local_usage=self._usage.local_usage,
+            local_usage=self._usage.ledger.local_usage,
         )
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()
@@ -415,7 +415,7 @@ class ResilientClient:
         if request.kind in _USAGE_KINDS or (
             feature is not None and feature.current_usage is not None
         ):
-            local = self._usage.local_usage(
+            local = self._usage.ledger.local_usage(
                 (request.customer_id, request.resource_id, request.feature_id),
                 snapshot.fetched_at,
                 engine.usage_floor(feature, now_wall),
@@ -452,7 +452,7 @@ class ResilientClient:
         local = None
         if request.kind in _USAGE_KINDS:
             scope = (request.customer_id, request.resource_id, request.feature_id)
-            local = self._usage.local_usage(scope, None, None)
+            local = self._usage.ledger.local_usage(scope, None, None)
         return engine.from_grant(request, resolution.grant, decision, local=local)
 
     def _journaled(self, result: AnyEntitlement, request: CheckRequest) -> AnyEntitlement:

@@ -163,7 +163,7 @@ class UsageLedger:
                         tally.ack(key, acked_at)
 
     def local_usage(
-        self, scope: TallyKey, *, snapshot_fetched_at: float | None, floor: float | None
+        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
     ) -> LocalUsage | None:
         """Usage to add for ``scope`` given the snapshot in hand (``None``: no snapshot)."""
         tally = self._tallies.get(scope)

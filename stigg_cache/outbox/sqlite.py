@@ -75,6 +75,21 @@ def _record(row: Sequence[Any]) -> UsageRecord:
     )
 
 
+class _SeenBefore(Exception):  # noqa: N818 - a signal, not an error
+    """Some keys of a batch were already enqueued (the rare path)."""
+
+
+def _all_inserted(inserted: int, expected: int) -> None:
+    if inserted != expected:
+        raise _SeenBefore  # rolls the attempt back
+
+
+_INSERT_NEW = (
+    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(kind, idem_key) DO NOTHING"
+)
+
+
 def _marks(ids: Sequence[object]) -> str:
     return ",".join("?" * len(ids))
 
@@ -159,6 +174,23 @@ class SqliteOutbox:
             raise StoreError(f"outbox {self.path}: {error}") from error
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
+        if not self._insert_if_all_new([(*_row(record), now) for record in records]):
+            return self._enqueue_with_duplicates(records, now)
+        return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
+
+    def _insert_if_all_new(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Insert every row in one statement, or nothing if any key was seen before."""
+        try:
+            with self._write() as db:
+                before = db.total_changes
+                db.executemany(_INSERT_NEW, rows)
+                _all_inserted(db.total_changes - before, len(rows))
+        except _SeenBefore:
+            return False
+        return True
+
+    def _enqueue_with_duplicates(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
+        """Some keys were seen before: tell duplicates apart, refuse reused keys."""
         receipts: list[Receipt] = []
         fresh: list[tuple[Any, ...]] = []
         with self._write() as db:
@@ -179,10 +211,7 @@ class SqliteOutbox:
                         record.idempotency_key, record.kind, record.customer_id, prior is not None
                     )
                 )
-            db.executemany(
-                f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                fresh,
-            )
+            db.executemany(_INSERT_NEW, fresh)
         return receipts
 
     @staticmethod
