@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
+import attrs
+
 from stigg_cache.core import engine
 from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.ledger import LocalUsage, TallyKey
@@ -38,10 +40,17 @@ _SLOT_GENERIC = _SLOT[CheckKind.GENERIC]
 _CACHE = Source.CACHE  # a module global: faster than the enum attribute on the hot path
 _INF = float("inf")
 _NUMBERS = (int, float)
-_OPTIONAL_STR = (str, type(None))
 
 LocalUsageOf = Callable[[TallyKey, float | None, float | None], LocalUsage | None]
-Prepared = tuple[engine.WarmAnswer, Callable[..., AnyEntitlement], Callable[..., AnyEntitlement]]
+# (fresh until, policy it was made for, make(decision), answer, make with usage, middle)
+Prepared = tuple[
+    float,
+    FallbackPolicy,
+    Callable[..., Any],
+    engine.WarmAnswer,
+    Callable[..., Any],
+    tuple[Any, ...] | None,
+]
 
 
 class FastPath:
@@ -77,11 +86,11 @@ class FastPath:
         """
         if type(customer_id) is not str or type(feature_id) is not str:
             return None
-        if type(resource_id) not in _OPTIONAL_STR:
+        if resource_id is not None and type(resource_id) is not str:
             return None
         if requested is not None and not (type(requested) in _NUMBERS and 0 <= requested < _INF):  # type: ignore[operator]
             return None
-        scope = (customer_id, cast("str | None", resource_id))
+        scope = (customer_id, resource_id)
         entry = self.l1.get(scope)
         if entry is None:
             return None
@@ -92,50 +101,46 @@ class FastPath:
         policy = self.policy
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
         prepared = None if slots is None else slots[slot]
-        if prepared is None or prepared[0].policy_version != policy.version:
+        if prepared is None or prepared[1] is not policy:
             request = CheckRequest(_KINDS[slot], customer_id, feature_id, scope[1])
             prepared = self._prepare(entry, request, policy)
             if prepared is None:
                 return None
-        answer, make, make_with = prepared
         now = self.monotonic()
-        if now > answer.fresh_until_mono:
+        if now > prepared[0]:
             return None
-        age = now - entry.fetched_mono
-        decision = Decision(_CACHE, age, False, None, policy.version)  # noqa: FBT003
-        if answer.usage is None and requested is None:
-            return make(decision)
-        return self._with_usage(entry, answer, make_with, decision, cast("float | None", requested))
+        decision = Decision(_CACHE, now - entry.fetched_mono, False, None, policy.version)  # noqa: FBT003
+        if prepared[3].usage is None and requested is None:
+            return prepared[2](decision)  # type: ignore[no-any-return]
+        return self._with_usage(entry, prepared, decision, cast("float | None", requested))
 
     def _with_usage(
         self,
         entry: CachedSnapshot,
-        answer: engine.WarmAnswer,
-        make: Callable[..., AnyEntitlement],
+        prepared: Prepared,
         decision: Decision,
         requested: float | None,
     ) -> AnyEntitlement:
         """The fast path's answer when usage (local or requested) is part of it."""
-        terms = answer.usage
-        if terms is None:
-            shown = None if requested is None else float(requested)
-            if "requested_usage" in answer.fields:
-                return make(requested_usage=shown, decision=decision)
-            return make(decision=decision)
-        customer_id, resource_id = entry.snapshot.customer_id, entry.snapshot.resource_id
-        scope = (customer_id, resource_id, answer.fields["feature_id"])
-        local = self.local_usage(scope, entry.snapshot.fetched_at, answer.floor)
-        used = terms.base_usage
-        if local is not None:  # LocalUsage.applied_to, inlined: this runs on every metered check
-            used = (used if local.absolute is None else local.absolute) + local.delta
+        answer, make, middle = prepared[3], prepared[4], prepared[5]
+        fields = answer.fields
+        has_access, reason = fields["has_access"], fields["access_denied_reason"]
+        used = fields.get("current_usage")
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
-        has_access, reason = terms.judge(used, amount)
-        fields: dict[str, Any] = {"has_access": has_access, "access_denied_reason": reason}
-        if "current_usage" in answer.fields:  # the check's kind shows usage
-            fields["current_usage"] = used
-            shown = amount if answer.result_type is MeteredEntitlement else requested
-            fields["requested_usage"] = None if shown is None else float(shown)
-        return make(**fields, decision=decision)
+        terms = answer.usage
+        if terms is not None:
+            snapshot = entry.snapshot
+            scope = (snapshot.customer_id, snapshot.resource_id, fields["feature_id"])
+            local = self.local_usage(scope, snapshot.fetched_at, answer.floor)
+            used = terms.base_usage
+            if local is not None:  # LocalUsage.applied_to, inlined: runs on every metered check
+                used = (used if local.absolute is None else local.absolute) + local.delta
+            has_access, reason = terms.judge(used, amount)
+        if middle is None:  # the result shows no usage
+            return make(has_access, reason, decision)  # type: ignore[no-any-return]
+        shown = amount if answer.result_type is MeteredEntitlement else requested
+        shown = None if shown is None else float(shown)
+        return make(has_access, reason, decision, *middle, used, shown)  # type: ignore[no-any-return]
 
     def _prepare(
         self, entry: CachedSnapshot, request: CheckRequest, policy: FallbackPolicy
@@ -153,18 +158,40 @@ class FastPath:
             )
         except InvalidResponseError:
             return None  # the full path reports it and drops the entry
-        fields = dict(answer.fields)
-        leading = [fields.pop(name) for name in _LEADING_FIELDS]
-        prepared = (
-            answer,
-            # Positional: ~30% cheaper than keywords for the common answer, which
-            # only needs its decision (the sixth field of every result).
-            functools.partial(answer.result_type, *leading, **fields),
-            functools.partial(answer.result_type, **answer.fields),
-        )
+        prepared = (answer.fresh_until_mono, policy, *_makers(answer))
         slots = entry.warm.get(request.feature_id)
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
             slots = entry.warm[request.feature_id] = [None] * len(_SLOT)
         if slots is not None:
             slots[_SLOT[request.kind]] = prepared
         return prepared
+
+
+def _makers(
+    answer: engine.WarmAnswer,
+) -> tuple[Callable[..., Any], engine.WarmAnswer, Callable[..., Any], tuple[Any, ...] | None]:
+    """Constructors of the prepared result, taking positional arguments (cheaper than keywords).
+
+    Every result begins ``customer_id, feature_id, resource_id, has_access,
+    access_denied_reason, decision``; results that show usage continue up to
+    ``current_usage, requested_usage``. ``middle`` holds the fixed fields in between.
+    """
+    cls, fields = answer.result_type, answer.fields
+    names = [field.name for field in attrs.fields(cls)]
+    assert names[:6] == [*_LEADING_FIELDS, "decision"]
+    if "current_usage" in fields:
+        middle: tuple[Any, ...] | None = tuple(
+            fields[n] for n in names[6 : names.index("current_usage")]
+        )
+        rest_from = names.index("requested_usage") + 1
+    else:
+        middle, rest_from = None, 6
+    rest = {name: fields[name] for name in names[rest_from:]}
+    after_decision = {name: fields[name] for name in names[6:]}
+    leading = [fields[name] for name in _LEADING_FIELDS]
+    return (
+        functools.partial(cls, *leading, **after_decision),
+        answer,
+        functools.partial(cls, *leading[:3], **rest),
+        middle,
+    )
