@@ -150,3 +150,17 @@ def test_nothing_is_sent_against_an_open_circuit(fake: FakeStigg, make_client: M
     flushed = client.flush(timeout=0.5)
     assert not flushed.drained
     assert flushed.pending == 1
+
+
+def test_the_fake_serves_the_deprecated_usage_route_in_its_own_shape(fake: FakeStigg) -> None:
+    import httpx
+
+    body = {
+        "usages": [
+            {"customerId": "acme", "featureId": "api_calls", "value": 2, "idempotencyKey": "v1-a"}
+        ]
+    }
+    answer = httpx.post(f"{fake.url}/api/v1/usage", json=body, headers={"X-API-KEY": API_KEY})
+    assert answer.status_code == 200
+    assert isinstance(answer.json()["data"], list)
+    assert fake.account.usages[0]["idempotencyKey"] == "v1-a"

@@ -259,11 +259,21 @@ class FakeStigg:
             if answer[0] == 200 and isinstance(document, dict):
                 self.batches.append(list(document["events"]))
             return answer
-        if name in ("usage", "usage-v1"):
+        if name == "usage":
             return account.report_usage(document)
+        if name == "usage-v1":
+            return _as_v1_usage(account.report_usage(document))
         if name == "promotions":
             return account.grant_promotions(args["customer"], document)
         return account.revoke_promotion(args["customer"], args["feature"])
+
+
+def _as_v1_usage(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, dict[str, str], bytes]:
+    """The deprecated ``/api/v1/usage`` answers the same records as a bare list."""
+    status, _, body = answer
+    if status != 200:
+        return answer
+    return json_answer(200, {"data": json.loads(body)["data"]["usages"]})
 
 
 def _route(method: str, path: str) -> tuple[str, re.Match[str]] | None:
