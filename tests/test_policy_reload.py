@@ -65,7 +65,7 @@ def test_delete_then_recreate_keeps_the_old_policy_meanwhile(
 ) -> None:
     first_version = watcher.current.version
     policy_file.unlink()
-    eventually(lambda: watcher.error is not None)
+    eventually(lambda: watcher.error is not None, within_s=APPLY_WITHIN_S)
     assert "missing" in (watcher.error or "")
     assert watcher.current.version == first_version
     policy_file.write_text(_policy("recreated", access=True))

@@ -140,16 +140,18 @@ class PolicyWatcher:
             self._consider(content)
 
     def _settled_content(self) -> bytes | None:
+        """The file's bytes once two reads agree (``None``: missing, twice)."""
         previous: bytes | None = None
+        read_once = False
         for _ in range(MAX_SETTLE_ROUNDS):
             quiet_for = time.monotonic() - self._last_event
             if quiet_for < self._settle_s:
                 self._stop.wait(self._settle_s - quiet_for)
                 continue
             content = _read(self.path)
-            if previous is not None and content == previous:
+            if read_once and content == previous:
                 return content
-            previous = content
+            previous, read_once = content, True
             self._stop.wait(self._settle_s)
         return previous
 
