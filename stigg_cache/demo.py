@@ -138,8 +138,8 @@ def _outage(client: ResilientClient, fake: FakeStigg, policy: Path) -> None:
     _print(_check(client, "2. Stigg blackholed", "acme", "api_calls"))
     _print(_check(client, "2. Stigg blackholed (cold)", "ent-7", "sso"))
     _print(_check(client, "2. Stigg blackholed (cold)", "newcorp", "sso"))
-    for n in range(2):
-        _print(_check(client, "2. breaker open", f"cold-{n}", "api_calls"))
+    _print(_check(client, "2. 3rd failure: breaker opens", "cold-0", "api_calls"))
+    _print(_check(client, "2. breaker open: no waiting", "cold-1", "api_calls"))
     status = client.status()
     print(f"\n   status: {status.state.value}, last error: {status.last_error}\n")
     old = status.policy_version
