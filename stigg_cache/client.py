@@ -68,6 +68,7 @@ from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
 from stigg_cache.stores.layered import (
+    DEFAULT_L1_MAX_BYTES,
     DEFAULT_L1_MAX_ENTRIES,
     CachedSnapshot,
     ScopeKey,
@@ -103,6 +104,8 @@ class ResilientClient:
             assumed not to include it yet (Stigg aggregates asynchronously).
         events_per_second / usage_calls_per_minute: this process's share of
             Stigg's rate limits.
+        l1_max_entries / l1_max_bytes: bounds of the in-memory cache (LRU);
+            bytes count the snapshots' stored form.
         clock: time source; tests inject a manual clock.
     """
 
@@ -119,6 +122,7 @@ class ResilientClient:
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT_S,
         fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
         l1_max_entries: int = DEFAULT_L1_MAX_ENTRIES,
+        l1_max_bytes: int = DEFAULT_L1_MAX_BYTES,
         settle_s: float = DEFAULT_SETTLE_S,
         events_per_second: float = EVENTS_PER_SECOND,
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
@@ -153,7 +157,7 @@ class ResilientClient:
             else outbox
         )
         self._health = Health(breaker or CircuitBreaker(), clock)
-        self._cache = SnapshotCache(opened, clock, self._store_fault, l1_max_entries)
+        self._cache = SnapshotCache(opened, clock, self._store_fault, l1_max_entries, l1_max_bytes)
 
         self._fetcher = Fetcher(
             self._adapter,

@@ -210,3 +210,30 @@ def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
     assert store.get("big") == value
     assert list((tmp_path / "d").rglob("*.val"))
     store.close()
+
+
+def test_l1_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
+    from stigg_cache._clock import SYSTEM_CLOCK
+    from stigg_cache.chaos.fake import boolean
+    from stigg_cache.models import Snapshot
+    from stigg_cache.stores.layered import SnapshotCache
+    from stigg_cache.stores.memory import MemoryStore
+
+    def snapshot(customer: str, features: int) -> Snapshot:
+        return Snapshot(customer, None, {f"f{n}": boolean(f"f{n}") for n in range(features)}, 1.0)
+
+    by_count = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_entries=2)
+    for customer in ("a", "b"):
+        by_count.put(snapshot(customer, 1), 0.0)
+    assert by_count.peek(("a", None)) is not None  # a is now the most recently used
+    by_count.put(snapshot("c", 1), 0.0)
+    assert set(by_count.l1) == {("a", None), ("c", None)}
+
+    one = by_count.l1[("a", None)].size
+    by_bytes = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_bytes=one * 25)
+    by_bytes.put(snapshot("big", 20), 0.0)
+    by_bytes.put(snapshot("small", 1), 0.0)
+    by_bytes.put(snapshot("other", 20), 0.0)
+    assert ("big", None) not in by_bytes.l1
+    assert by_bytes.l1_bytes <= one * 25
+    assert by_bytes.l1_bytes == sum(entry.size for entry in by_bytes.l1.values())

@@ -23,6 +23,7 @@ from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Store
 
 DEFAULT_L1_MAX_ENTRIES = 100_000
+DEFAULT_L1_MAX_BYTES = 256 * 1024 * 1024  # of stored (JSON) form; decoded snapshots take less
 
 ScopeKey = tuple[str, str | None]
 
@@ -34,6 +35,8 @@ class CachedSnapshot:
     snapshot: Snapshot
     fetched_mono: float
     dated_in_future: bool = False
+    size: int = attrs.field(default=0, eq=False)
+    """Bytes of the snapshot's stored form: what the L1 byte budget counts."""
     warm: dict[str, list[Any]] = attrs.field(factory=dict, eq=False, repr=False)
     """Answers prepared for this snapshot by the client's fast path."""
 
@@ -47,11 +50,14 @@ class SnapshotCache:
         clock: Clock,
         on_fault: Callable[[str, Exception | None], None],
         max_entries: int = DEFAULT_L1_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_L1_MAX_BYTES,
     ) -> None:
         self.store = store
         self._clock = clock
         self._on_fault = on_fault
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self.l1_bytes = 0
         self.l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
         """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
@@ -80,11 +86,12 @@ class SnapshotCache:
 
     def put(self, snapshot: Snapshot, fetched_mono: float) -> CachedSnapshot:
         """Hold a fresh snapshot in L1 and write it through to L2."""
-        entry = CachedSnapshot(snapshot, fetched_mono)
+        value = encode_snapshot(snapshot)
+        entry = CachedSnapshot(snapshot, fetched_mono, size=len(value))
         self._remember((snapshot.customer_id, snapshot.resource_id), entry)
         key = snapshot_key(snapshot.customer_id, snapshot.resource_id)
         try:
-            self.store.put(key, encode_snapshot(snapshot))
+            self.store.put(key, value)
         except StoreError as error:
             self._failed("store_write_failed", error)
         else:
@@ -94,7 +101,9 @@ class SnapshotCache:
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
         """Forget a scope in L1 and L2."""
         with self._lock:
-            self.l1.pop((customer_id, resource_id), None)
+            dropped = self.l1.pop((customer_id, resource_id), None)
+            if dropped is not None:
+                self.l1_bytes -= dropped.size
         try:
             self.store.delete(snapshot_key(customer_id, resource_id))
         except StoreError as error:
@@ -112,6 +121,7 @@ class SnapshotCache:
         """Drop every decoded snapshot held in memory (L2 is untouched)."""
         with self._lock:
             self.l1.clear()
+            self.l1_bytes = 0
 
     @property
     def l1_size(self) -> int:
@@ -129,10 +139,18 @@ class SnapshotCache:
 
     def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
         with self._lock:
+            replaced = self.l1.get(scope)
+            if replaced is not None:
+                self.l1_bytes -= replaced.size
             self.l1[scope] = entry
             self.l1.move_to_end(scope)
-            while len(self.l1) > self._max_entries:
-                self.l1.popitem(last=False)
+            self.l1_bytes += entry.size
+            # Least recently used first, by count and by bytes; the newest always stays.
+            while len(self.l1) > 1 and (
+                len(self.l1) > self._max_entries or self.l1_bytes > self._max_bytes
+            ):
+                _, evicted = self.l1.popitem(last=False)
+                self.l1_bytes -= evicted.size
 
     def _load(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
         try:
@@ -158,4 +176,5 @@ class SnapshotCache:
             return None
         age = self._clock.time() - snapshot.fetched_at
         in_future = age < -FUTURE_SKEW_S
-        return CachedSnapshot(snapshot, self._clock.monotonic() - max(age, 0.0), in_future)
+        fetched_mono = self._clock.monotonic() - max(age, 0.0)
+        return CachedSnapshot(snapshot, fetched_mono, in_future, size=len(value))
