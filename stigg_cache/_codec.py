@@ -19,12 +19,19 @@ import struct
 import zlib
 from datetime import UTC, datetime
 
-from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
+import attrs
+
+from stigg_cache._stigg_json import (
+    LazyEntitlements,
+    feature_to_json,
+    parse_entitlements,
+    snapshot_to_json,
+)
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
 
 MAGIC = b"SCS2"
-CODEC_VERSION = 1
+CODEC_VERSION = 2  # 2: features keyed by id beside Stigg's data (no index to rebuild on load)
 _HEADER = struct.Struct(">4sII")
 FRAME_BYTES = _HEADER.size
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
@@ -45,13 +52,15 @@ SNAPSHOT_PREFIX = "snapshot:"
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     """Serialise a snapshot into a framed, versioned JSON value."""
     updated = datetime.fromtimestamp(snapshot.fetched_at, UTC)
+    credits_only = attrs.evolve(snapshot, entitlements={})
     document = {
         "v": CODEC_VERSION,
         "customerId": snapshot.customer_id,
         "resourceId": snapshot.resource_id,
         "fetchedAt": snapshot.fetched_at,
         "planIds": list(snapshot.plan_ids),
-        "data": snapshot_to_json(snapshot, updated_at=updated),
+        "data": snapshot_to_json(credits_only, updated_at=updated),
+        "features": {fid: feature_to_json(e) for fid, e in snapshot.entitlements.items()},
     }
     payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
@@ -96,11 +105,14 @@ def _parse_document(document: object) -> Snapshot:
     plan_ids = document.get("planIds", [])
     if not isinstance(plan_ids, list) or not all(isinstance(p, str) for p in plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
-    return parse_entitlements(
+    features = document["features"]
+    if not isinstance(features, dict):
+        raise CorruptEntryError("snapshot entry has malformed features")
+    snapshot = parse_entitlements(
         document["data"],
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
-        lazy=True,
         plan_ids=tuple(plan_ids),
     )
+    return attrs.evolve(snapshot, entitlements=LazyEntitlements(features))

@@ -156,8 +156,11 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
     def __getitem__(self, feature_id: str) -> FeatureEntitlement:
         parsed = self._parsed.get(feature_id)
         if parsed is None:
-            item = self._raw[feature_id]
-            parsed = self._parsed[feature_id] = _parse_feature(item, f"entitlement {feature_id!r}")
+            where = f"entitlement {feature_id!r}"
+            parsed = _parse_feature(_obj(self._raw[feature_id], where), where)
+            if parsed.feature_id != feature_id:
+                raise InvalidResponseError(f"{where}: filed under another feature's id")
+            self._parsed[feature_id] = parsed
         return parsed
 
     def __iter__(self) -> Iterator[str]:

@@ -64,12 +64,12 @@ def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
         pytest.param(b"XXXX" + encode_snapshot(SNAPSHOT)[4:], id="wrong-magic"),
         pytest.param(_frame(b"not json"), id="not-json"),
         pytest.param(_frame(b"[1]"), id="not-an-object"),
-        pytest.param(_frame(json.dumps({"v": 2}).encode()), id="future-version"),
+        pytest.param(_frame(json.dumps({"v": 3}).encode()), id="future-version"),
         pytest.param(_frame(b"[" * 100_000 + b"]" * 100_000), id="deep-nesting"),
         pytest.param(
             _frame(
                 json.dumps(
-                    {"v": 1, "customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}
+                    {"v": 2, "customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}
                 ).encode()
             ),
             id="bad-id-type",
@@ -78,11 +78,12 @@ def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
             _frame(
                 json.dumps(
                     {
-                        "v": 1,
+                        "v": 2,
                         "customerId": "c",
                         "resourceId": None,
                         "fetchedAt": 1,
-                        "data": {"entitlements": [{"type": "FEATURE", "isGranted": "yes"}]},
+                        "data": {"entitlements": [{"type": "CREDIT", "isGranted": "yes"}]},
+                        "features": {},
                     }
                 ).encode()
             ),
@@ -112,13 +113,19 @@ def test_decoded_snapshots_parse_features_on_access_and_equal_the_original() -> 
 
 def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None:
     document = {
-        "v": 1,
+        "v": 2,
         "customerId": "c",
         "resourceId": None,
         "fetchedAt": 1.0,
-        "data": {"entitlements": [{"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}}]},
+        "data": {"entitlements": []},
+        "features": {
+            "f": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}},
+            "g": {"type": "FEATURE", "isGranted": True, "feature": {"id": "not-g"}},
+        },
     }
     decoded = decode_snapshot(_frame(json.dumps(document).encode()))
-    assert list(decoded.entitlements) == ["f"]
+    assert list(decoded.entitlements) == ["f", "g"]
     with pytest.raises(InvalidResponseError, match="isGranted"):
         decoded.entitlements.get("f")
+    with pytest.raises(InvalidResponseError, match="another feature"):
+        decoded.entitlements.get("g")

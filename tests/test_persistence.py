@@ -82,13 +82,12 @@ def test_corrupt_sqlite_entry_is_refetched_and_reported(
 
 def _plant_malformed_feature(path: Path) -> None:
     document = {
-        "v": 1,
+        "v": 2,
         "customerId": "acme",
         "resourceId": None,
         "fetchedAt": time.time(),
-        "data": {
-            "entitlements": [{"type": "FEATURE", "isGranted": "yes", "feature": {"id": "sso"}}]
-        },
+        "data": {"entitlements": []},
+        "features": {"sso": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "sso"}}},
     }
     payload = json.dumps(document).encode()
     value = struct.pack(">4sII", MAGIC, len(payload), zlib.crc32(payload)) + payload
