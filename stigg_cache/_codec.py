@@ -13,6 +13,7 @@ surfaces as :class:`InvalidResponseError` at that access.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -37,6 +38,7 @@ FRAME_BYTES = _HEADER.size
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
 
 
+@functools.lru_cache(maxsize=4_096)  # hashed on every L2 read: hot customers hit the cache
 def snapshot_key(customer_id: str, resource_id: str | None) -> str:
     """The store key of a customer's (or resource's) snapshot.
 
@@ -108,11 +110,11 @@ def _parse_document(document: object) -> Snapshot:
     features = document["features"]
     if not isinstance(features, dict):
         raise CorruptEntryError("snapshot entry has malformed features")
-    snapshot = parse_entitlements(
+    return parse_entitlements(
         document["data"],
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
         plan_ids=tuple(plan_ids),
+        features=LazyEntitlements(features),
     )
-    return attrs.evolve(snapshot, entitlements=LazyEntitlements(features))

@@ -7,7 +7,7 @@ is foreign bytes: every shape error ends in :class:`InvalidResponseError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -20,7 +20,6 @@ from stigg_cache.models import (
     CreditEntitlement,
     FeatureEntitlement,
     FeatureType,
-    ResetPeriod,
     Snapshot,
 )
 
@@ -88,36 +87,78 @@ def _denied(item: Mapping[str, Any], where: str) -> AccessDeniedReason | None:
     )
 
 
+def _as_number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidResponseError(f"{where}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _as_flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidResponseError(f"{where}: expected true or false")
+    return value
+
+
+def _as_time(value: Any, where: str) -> datetime:
+    return cast("datetime", _opt_time({"t": value}, "t", where))
+
+
+def _as_reason(value: Any, where: str) -> str:
+    if value not in ACCESS_DENIED_REASONS:
+        raise InvalidResponseError(f"{where}: unknown value {str(value)[:40]!r}")
+    return cast("str", value)
+
+
+def _as_reset(value: Any, where: str) -> str:
+    if value not in RESET_PERIODS:
+        raise InvalidResponseError(f"{where}: unknown value {str(value)[:40]!r}")
+    return cast("str", value)
+
+
+def _as_values(value: Any, where: str) -> tuple[str, ...]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise InvalidResponseError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+# Stigg's key -> (our field, converter). Absent and null keys are skipped, unknown keys
+# ignored (Stigg adds fields): only what is present is looked at, once.
+_FEATURE_FIELDS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
+    "accessDeniedReason": ("access_denied_reason", _as_reason),
+    "usageLimit": ("usage_limit", _as_number),
+    "currentUsage": ("current_usage", _as_number),
+    "hasUnlimitedUsage": ("has_unlimited_usage", _as_flag),
+    "hasSoftLimit": ("has_soft_limit", _as_flag),
+    "resetPeriod": ("reset_period", _as_reset),
+    "usagePeriodAnchor": ("usage_period_anchor", _as_time),
+    "usagePeriodStart": ("usage_period_start", _as_time),
+    "usagePeriodEnd": ("usage_period_end", _as_time),
+    "validUntil": ("valid_until", _as_time),
+    "entitlementUpdatedAt": ("entitlement_updated_at", _as_time),
+    "enumValues": ("enum_values", _as_values),
+}
+
+
 def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
     feature_id = _feature_id(item, where)
     feature = item["feature"]
-    values = item.get("enumValues")
-    if values is not None and not (
-        isinstance(values, list) and all(isinstance(v, str) for v in values)
-    ):
-        raise InvalidResponseError(f"{where}.enumValues: expected a list of strings")
+    fields: dict[str, Any] = {}
+    for key, value in item.items():
+        if value is not None:
+            spec = _FEATURE_FIELDS.get(key)
+            if spec is not None:
+                fields[spec[0]] = spec[1](value, f"{where}.{key}")
     is_granted = item.get("isGranted")
     if not isinstance(is_granted, bool):
         raise InvalidResponseError(f"{where}.isGranted: expected true or false")
     return FeatureEntitlement(
-        feature_id=feature_id,
-        feature_type=cast(
+        feature_id,
+        cast(
             "FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, f"{where}.feature")
         ),
-        is_granted=is_granted,
-        access_denied_reason=_denied(item, where),
-        usage_limit=_opt_number(item, "usageLimit", where),
-        current_usage=_opt_number(item, "currentUsage", where),
-        has_unlimited_usage=_flag(item, "hasUnlimitedUsage", where),
-        has_soft_limit=_flag(item, "hasSoftLimit", where),
-        reset_period=cast("ResetPeriod | None", _enum(item, "resetPeriod", RESET_PERIODS, where)),
-        usage_period_anchor=_opt_time(item, "usagePeriodAnchor", where),
-        usage_period_start=_opt_time(item, "usagePeriodStart", where),
-        usage_period_end=_opt_time(item, "usagePeriodEnd", where),
-        valid_until=_opt_time(item, "validUntil", where),
-        entitlement_updated_at=_opt_time(item, "entitlementUpdatedAt", where),
-        enum_values=None if values is None else tuple(values),
+        is_granted,
         display_name=_opt_str(feature, "displayName", f"{where}.feature"),
+        **fields,
     )
 
 
@@ -191,13 +232,13 @@ def parse_entitlements(
     customer_id: str,
     resource_id: str | None,
     fetched_at: float,
-    lazy: bool = False,
     plan_ids: tuple[str, ...] = (),
+    features: Mapping[str, FeatureEntitlement] | None = None,
 ) -> Snapshot:
     """Build a snapshot from the ``data`` object of ``GET .../entitlements``.
 
-    With ``lazy``, feature entitlements are indexed now and parsed on access
-    (for stored snapshots, whose bytes passed an integrity check).
+    ``features``, if given, stands for the feature entitlements: the stored
+    form keeps them apart, keyed by id, and parses them on access.
 
     Raises:
         InvalidResponseError: the value does not have Stigg's shape.
@@ -206,30 +247,26 @@ def parse_entitlements(
     items = body.get("entitlements")
     if not isinstance(items, list):
         raise InvalidResponseError("data.entitlements: expected a list")
-    features: dict[str, Any] = {}
+    found: dict[str, FeatureEntitlement] = {}
     credit_items: dict[str, CreditEntitlement] = {}
     for index, raw in enumerate(items):
         where = f"data.entitlements[{index}]"
-        if lazy and type(raw) is dict and raw.get("type", "FEATURE") == "FEATURE":
-            feature = raw.get("feature")
-            feature_id = feature.get("id") if type(feature) is dict else None
-            if type(feature_id) is str and feature_id:  # the common, well-formed case
-                features[feature_id] = raw
-                continue
         item = _obj(raw, where)
         kind = item.get("type", "FEATURE")
         if kind == "FEATURE":
-            features[_feature_id(item, where)] = item if lazy else _parse_feature(item, where)
+            feature = _parse_feature(item, where)
+            found[feature.feature_id] = feature
         elif kind == "CREDIT":
             credit = _parse_credit(item, where)
             credit_items[credit.currency_id] = credit
         else:
             raise InvalidResponseError(f"{where}.type: unknown entitlement type {str(kind)[:40]!r}")
     reason = _enum(body, "accessDeniedReason", _CUSTOMER_DENIED_REASONS, "data")
+    entitlements = found if features is None else features
     return Snapshot(
         customer_id=customer_id,
         resource_id=resource_id,
-        entitlements=LazyEntitlements(features) if lazy else features,
+        entitlements=entitlements,
         credits=credit_items,
         access_denied_reason=cast("AccessDeniedReason | None", reason),
         fetched_at=fetched_at,
@@ -266,7 +303,7 @@ def feature_to_json(entitlement: FeatureEntitlement) -> dict[str, Any]:
     }
     if entitlement.enum_values is not None:
         item["enumValues"] = list(entitlement.enum_values)
-    return item
+    return {key: value for key, value in item.items() if value is not None}
 
 
 def credit_to_json(credit: CreditEntitlement, *, updated_at: datetime) -> dict[str, Any]:

@@ -228,11 +228,15 @@ def test_l1_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
     by_count.put(snapshot("c", 1), 0.0)
     assert set(by_count.l1) == {("a", None), ("c", None)}
 
-    one = by_count.l1[("a", None)].size
-    by_bytes = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_bytes=one * 25)
-    by_bytes.put(snapshot("big", 20), 0.0)
-    by_bytes.put(snapshot("small", 1), 0.0)
-    by_bytes.put(snapshot("other", 20), 0.0)
+    from stigg_cache._codec import encode_snapshot
+
+    big, small, other = snapshot("big", 20), snapshot("small", 1), snapshot("other", 20)
+    budget = len(encode_snapshot(big)) + len(encode_snapshot(small)) + 10
+    by_bytes = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_bytes=budget)
+    by_bytes.put(big, 0.0)
+    by_bytes.put(small, 0.0)
+    assert set(by_bytes.l1) == {("big", None), ("small", None)}  # both fit
+    by_bytes.put(other, 0.0)  # no longer: the least recently used goes
     assert ("big", None) not in by_bytes.l1
-    assert by_bytes.l1_bytes <= one * 25
+    assert by_bytes.l1_bytes <= budget
     assert by_bytes.l1_bytes == sum(entry.size for entry in by_bytes.l1.values())
