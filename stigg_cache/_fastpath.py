@@ -30,13 +30,13 @@ MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds m
 # runs Python code, too slow for the hot path).
 _LEADING_FIELDS = ("customer_id", "feature_id", "resource_id", "has_access", "access_denied_reason")
 _KINDS = tuple(CheckKind)
-_SLOT = {kind: index for index, kind in enumerate(_KINDS)}
-_SLOT_BOOLEAN, _SLOT_NUMERIC, _SLOT_METERED = (
-    _SLOT[CheckKind.BOOLEAN],
-    _SLOT[CheckKind.NUMERIC],
-    _SLOT[CheckKind.METERED],
+SLOT = {kind: index for index, kind in enumerate(_KINDS)}
+SLOT_BOOLEAN, SLOT_NUMERIC, SLOT_METERED = (
+    SLOT[CheckKind.BOOLEAN],
+    SLOT[CheckKind.NUMERIC],
+    SLOT[CheckKind.METERED],
 )
-_SLOT_GENERIC = _SLOT[CheckKind.GENERIC]
+SLOT_GENERIC = SLOT[CheckKind.GENERIC]
 _CACHE = Source.CACHE  # a module global: faster than the enum attribute on the hot path
 _INF = float("inf")
 _NUMBERS = (int, float)
@@ -161,9 +161,9 @@ class FastPath:
         prepared = (answer.fresh_until_mono, policy, *_makers(answer))
         slots = entry.warm.get(request.feature_id)
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
-            slots = entry.warm[request.feature_id] = [None] * len(_SLOT)
+            slots = entry.warm[request.feature_id] = [None] * len(SLOT)
         if slots is not None:
-            slots[_SLOT[request.kind]] = prepared
+            slots[SLOT[request.kind]] = prepared
         return prepared
 
 

@@ -62,15 +62,19 @@ def _flag(item: Mapping[str, Any], key: str, where: str) -> bool:
 
 
 def _opt_time(item: Mapping[str, Any], key: str, where: str) -> datetime | None:
-    text = _opt_str(item, key, where)
-    if text is None:
-        return None
+    value = item.get(key)
+    return None if value is None else _as_time(value, f"{where}.{key}")
+
+
+def _as_time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidResponseError(f"{where}: expected a time string, got {type(value).__name__}")
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise InvalidResponseError(f"{where}.{key}: not an ISO-8601 time: {text[:40]!r}") from None
+        raise InvalidResponseError(f"{where}: not an ISO-8601 time: {value[:40]!r}") from None
     if moment.tzinfo is None:
-        raise InvalidResponseError(f"{where}.{key}: time without a UTC offset: {text[:40]!r}")
+        raise InvalidResponseError(f"{where}: time without a UTC offset: {value[:40]!r}")
     return moment
 
 
@@ -97,10 +101,6 @@ def _as_flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidResponseError(f"{where}: expected true or false")
     return value
-
-
-def _as_time(value: Any, where: str) -> datetime:
-    return cast("datetime", _opt_time({"t": value}, "t", where))
 
 
 def _as_reason(value: Any, where: str) -> str:

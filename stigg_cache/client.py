@@ -21,10 +21,10 @@ import attrs
 from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
 from stigg_cache._fastpath import (
-    _SLOT_BOOLEAN,
-    _SLOT_GENERIC,
-    _SLOT_METERED,
-    _SLOT_NUMERIC,
+    SLOT_BOOLEAN,
+    SLOT_GENERIC,
+    SLOT_METERED,
+    SLOT_NUMERIC,
     FastPath,
 )
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
@@ -209,7 +209,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> BooleanEntitlement:
         """Whether a customer has a boolean feature."""
-        warm = self._fast(_SLOT_BOOLEAN, customer_id, feature_id, resource_id)
+        warm = self._fast(SLOT_BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
         return self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
@@ -218,7 +218,7 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> NumericEntitlement:
         """A customer's configured number for a feature (``value``)."""
-        warm = self._fast(_SLOT_NUMERIC, customer_id, feature_id, resource_id)
+        warm = self._fast(SLOT_NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
@@ -232,7 +232,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
         """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        warm = self._fast(_SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._fast(SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm  # type: ignore[return-value]
         return self._check(  # type: ignore[return-value]
@@ -280,7 +280,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> bool:
         """Just the yes or no of :meth:`get_entitlement`."""
-        warm = self._fast(_SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._fast(SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm.has_access
         return self._check(

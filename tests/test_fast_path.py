@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from stigg_cache import FallbackPolicy, Source, Staleness
-from stigg_cache._fastpath import _SLOT
+from stigg_cache._fastpath import SLOT
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, enum_feature, metered, numeric
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import AnyEntitlement, FeatureEntitlement
@@ -49,7 +49,7 @@ def test_fast_and_full_paths_agree_on_every_feature(
     client.report_usage(customer_id="acme", feature_id="calls", value=0.5)  # local usage in play
     for feature in [f.feature_id for f in FEATURES] + ["absent"]:
         amount = requested if kind in (CheckKind.METERED, CheckKind.GENERIC) else None
-        fast = client._fast(_SLOT[kind], "acme", feature, None, amount)
+        fast = client._fast(SLOT[kind], "acme", feature, None, amount)
         full = client._check(kind, "acme", feature, None, usage=amount)
         assert fast is not None
         assert fast.decision.source is Source.CACHE
@@ -61,14 +61,14 @@ def test_fast_path_steps_aside_for_stale_data_and_bad_arguments(
 ) -> None:
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
-    assert client._fast(_SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
+    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
     for args in [(5, "sso", None), ("acme", "", None), ("acme", "  ", None), ("acme", "sso", 7)]:
-        assert client._fast(_SLOT[CheckKind.BOOLEAN], *args) is None
-    assert client._fast(_SLOT[CheckKind.METERED], "acme", "api_calls", None, float("nan")) is None
-    assert client._fast(_SLOT[CheckKind.METERED], "acme", "api_calls", None, -1) is None
+        assert client._fast(SLOT[CheckKind.BOOLEAN], *args) is None
+    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, float("nan")) is None
+    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, -1) is None
     fake.set_mode(FakeMode.DOWN)
     clock.advance(61)
-    assert client._fast(_SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
+    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
     assert (
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
         is Source.STALE
@@ -88,14 +88,14 @@ def test_fast_path_honours_valid_until_and_period_end(
     )
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
-    assert client._fast(_SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
-    assert client._fast(_SLOT[CheckKind.METERED], "acme", "calls", None) is not None
+    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
+    assert client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is not None
     clock.advance(11)
-    assert client._fast(_SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None  # past validUntil
-    assert client._fast(_SLOT[CheckKind.METERED], "acme", "calls", None) is not None
+    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None  # past validUntil
+    assert client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is not None
     clock.advance(10)
     assert (
-        client._fast(_SLOT[CheckKind.METERED], "acme", "calls", None) is None
+        client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is None
     )  # the period rolled over
     rolled = client.get_metered_entitlement(customer_id="acme", feature_id="calls")
     assert (rolled.has_access, rolled.current_usage) == (True, 0)
@@ -110,6 +110,6 @@ def test_a_policy_reload_re_prepares_answers(
     client._use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
     clock.advance(2)
     assert (
-        client._fast(_SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
+        client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
     )  # the new budget applies
     assert before.decision.policy_version != "v2"
