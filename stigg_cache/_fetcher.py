@@ -51,7 +51,6 @@ class Fetcher:
         self._closed = False
         self._flights: dict[ScopeKey, _Flight] = {}
         self._lock = threading.Lock()
-        self.started = 0
 
     def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
         """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it."""
@@ -104,7 +103,6 @@ class Fetcher:
                 return flight
             flight = _Flight(Future())
             self._flights[scope] = flight
-            self.started += 1
         threading.Thread(
             target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
         ).start()
