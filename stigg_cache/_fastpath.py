@@ -42,7 +42,8 @@ _INF = float("inf")
 _NUMBERS = (int, float)
 
 LocalUsageOf = Callable[[TallyKey, float | None, float | None], LocalUsage | None]
-# (fresh until, policy it was made for, make(decision), answer, make with usage, middle)
+# (fresh until, policy it was made for, make(decision), answer, make with usage, middle,
+#  the customer+resource+feature of local usage)
 Prepared = tuple[
     float,
     FallbackPolicy,
@@ -50,6 +51,7 @@ Prepared = tuple[
     engine.WarmAnswer,
     Callable[..., Any],
     tuple[Any, ...] | None,
+    TallyKey,
 ]
 
 
@@ -124,22 +126,22 @@ class FastPath:
         """The fast path's answer when usage (local or requested) is part of it."""
         answer, make, middle = prepared[3], prepared[4], prepared[5]
         fields = answer.fields
-        has_access, reason = fields["has_access"], fields["access_denied_reason"]
-        used = fields.get("current_usage")
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
         terms = answer.usage
-        if terms is not None:
-            snapshot = entry.snapshot
-            scope = (snapshot.customer_id, snapshot.resource_id, fields["feature_id"])
-            local = self.local_usage(scope, snapshot.fetched_at, answer.floor)
+        if terms is None:
+            has_access, reason = fields["has_access"], fields["access_denied_reason"]
+            used = fields.get("current_usage")
+        else:
+            local = self.local_usage(prepared[6], entry.snapshot.fetched_at, answer.floor)
             used = terms.base_usage
             if local is not None:  # LocalUsage.applied_to, inlined: runs on every metered check
                 used = (used if local.absolute is None else local.absolute) + local.delta
             has_access, reason = terms.judge(used, amount)
         if middle is None:  # the result shows no usage
             return make(has_access, reason, decision)  # type: ignore[no-any-return]
-        shown = amount if answer.result_type is MeteredEntitlement else requested
-        shown = None if shown is None else float(shown)
+        if answer.result_type is MeteredEntitlement:
+            return make(has_access, reason, decision, *middle, used, amount)  # type: ignore[no-any-return]
+        shown = None if requested is None else float(requested)
         return make(has_access, reason, decision, *middle, used, shown)  # type: ignore[no-any-return]
 
     def _prepare(
@@ -158,7 +160,8 @@ class FastPath:
             )
         except InvalidResponseError:
             return None  # the full path reports it and drops the entry
-        prepared = (answer.fresh_until_mono, policy, *_makers(answer))
+        usage_scope = (request.customer_id, request.resource_id, request.feature_id)
+        prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope)
         slots = entry.warm.get(request.feature_id)
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
             slots = entry.warm[request.feature_id] = [None] * len(SLOT)
