@@ -1,0 +1,186 @@
+"""The outbox conformance suite: every outbox, ours or a plugin's, passes it.
+
+Subclass it in a test module and say how to open your outbox::
+
+    class TestMyOutbox(OutboxConformance):
+        def make_outbox(self, base: Path) -> Outbox:
+            return MyOutbox(base / "outbox")
+
+Processes share an outbox through ``outbox_url``; leave it ``None`` for an
+outbox that lives in one process only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stigg_cache.outbox.base import DeadLetterBox, Outbox
+from stigg_cache.outbox.records import RecordKind, UsageRecord, event_record, usage_record
+
+NOW = 1_800_000_000.0
+LEASE_S = 30.0
+
+
+def events(count: int, prefix: str = "e") -> list[UsageRecord]:
+    """Distinct valid events, stamped at ``NOW``."""
+    return [
+        event_record(
+            {
+                "customer_id": f"c{n % 3}",
+                "event_name": "api.request",
+                "idempotency_key": f"{prefix}{n}",
+            },
+            NOW,
+        )
+        for n in range(count)
+    ]
+
+
+class OutboxConformance:
+    """Behaviour every outbox must have."""
+
+    def make_outbox(self, base: Path) -> Outbox:
+        """A new (or reopened) outbox whose data lives under ``base``."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def outbox(self, tmp_path: Path) -> Iterator[Outbox]:
+        box = self.make_outbox(tmp_path)
+        yield box
+        box.close()
+
+    def test_enqueued_records_are_claimed_oldest_first(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(5), NOW)
+        claimed = outbox.claim(RecordKind.EVENT, 3, "a", now=NOW, lease_s=LEASE_S)
+        assert [c.record.idempotency_key for c in claimed] == ["e0", "e1", "e2"]
+        assert claimed[0].record == events(1)[0]
+
+    def test_kinds_are_claimed_separately(self, outbox: Outbox) -> None:
+        usage = usage_record(
+            {"customer_id": "c", "feature_id": "f", "value": 2, "idempotency_key": "u"}, NOW
+        )
+        outbox.enqueue([*events(1), usage], NOW)
+        assert [
+            c.record.kind for c in outbox.claim(RecordKind.USAGE, 10, "a", now=NOW, lease_s=LEASE_S)
+        ] == [RecordKind.USAGE]
+
+    def test_a_leased_record_is_not_claimed_again_until_its_lease_ends(
+        self, outbox: Outbox
+    ) -> None:
+        outbox.enqueue(events(2), NOW)
+        first = outbox.claim(RecordKind.EVENT, 10, "a", now=NOW, lease_s=LEASE_S)
+        assert len(first) == 2
+        assert outbox.claim(RecordKind.EVENT, 10, "b", now=NOW + 1, lease_s=LEASE_S) == []
+        again = outbox.claim(RecordKind.EVENT, 10, "b", now=NOW + LEASE_S + 1, lease_s=LEASE_S)
+        assert [c.id for c in again] == [c.id for c in first]
+
+    def test_sent_records_are_never_claimed_again(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(3), NOW)
+        claimed = outbox.claim(RecordKind.EVENT, 2, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(sent=[c.id for c in claimed], owner="a", now=NOW)
+        rest = outbox.claim(RecordKind.EVENT, 10, "a", now=NOW + LEASE_S * 2, lease_s=LEASE_S)
+        assert [c.record.idempotency_key for c in rest] == ["e2"]
+        assert outbox.stats(NOW).pending == 1
+
+    def test_retry_waits_until_its_time_and_counts_the_attempt(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(1), NOW)
+        (claimed,) = outbox.claim(RecordKind.EVENT, 1, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(retry=[claimed.id], owner="a", now=NOW, retry_at=NOW + 10, reason="503")
+        assert outbox.claim(RecordKind.EVENT, 1, "a", now=NOW + 5, lease_s=LEASE_S) == []
+        (again,) = outbox.claim(RecordKind.EVENT, 1, "a", now=NOW + 10, lease_s=LEASE_S)
+        assert again.attempts == 1
+
+    def test_release_gives_leases_back_at_once(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(2), NOW)
+        outbox.claim(RecordKind.EVENT, 2, "a", now=NOW, lease_s=LEASE_S)
+        assert outbox.release("a") == 2
+        assert len(outbox.claim(RecordKind.EVENT, 2, "b", now=NOW, lease_s=LEASE_S)) == 2
+
+    def test_same_key_and_payload_is_a_duplicate_receipt(self, outbox: Outbox) -> None:
+        (first,) = outbox.enqueue(events(1), NOW)
+        (again,) = outbox.enqueue(events(1), NOW)
+        assert (first.duplicate, again.duplicate) == (False, True)
+        assert outbox.stats(NOW).pending == 1
+
+    def test_a_key_reused_for_other_usage_is_refused_and_nothing_is_enqueued(
+        self, outbox: Outbox
+    ) -> None:
+        outbox.enqueue(events(1), NOW)
+        other = event_record(
+            {"customer_id": "zz", "event_name": "other", "idempotency_key": "e0"}, NOW
+        )
+        with pytest.raises(ValueError, match="already used"):
+            outbox.enqueue([*events(3, prefix="fresh"), other], NOW)
+        assert outbox.stats(NOW).pending == 1  # all or nothing
+
+    def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
+        self, outbox: Outbox
+    ) -> None:
+        assert isinstance(outbox, DeadLetterBox)
+        outbox.enqueue(events(2), NOW)
+        claimed = outbox.claim(RecordKind.EVENT, 2, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(dead=[c.id for c in claimed], owner="a", now=NOW, reason="HTTP 400")
+        letters = outbox.dead_letters()
+        assert [(d.record.idempotency_key, d.reason) for d in letters] == [
+            ("e0", "HTTP 400"),
+            ("e1", "HTTP 400"),
+        ]
+        assert outbox.stats(NOW).dead_letters == 2
+        assert outbox.requeue([letters[0].id]) == 1
+        assert outbox.purge() == 1
+        assert [
+            c.record.idempotency_key
+            for c in outbox.claim(RecordKind.EVENT, 5, "a", now=NOW, lease_s=LEASE_S)
+        ] == ["e0"]
+
+    def test_unsettled_lists_pending_and_recently_sent_records(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(2), NOW)
+        (claimed,) = outbox.claim(RecordKind.EVENT, 1, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(sent=[claimed.id], owner="a", now=NOW + 1)
+        assert [(r.idempotency_key, acked) for r, acked in outbox.unsettled()] == [
+            ("e0", NOW + 1),
+            ("e1", None),
+        ]
+
+
+def _claim_all(url: str, owner: str, found: list[str]) -> None:
+    from stigg_cache._usage import open_outbox  # noqa: PLC0415 - child process
+
+    box = open_outbox(url)
+    try:
+        while claimed := box.claim(RecordKind.EVENT, 7, owner, now=NOW, lease_s=LEASE_S):
+            found.extend([c.record.idempotency_key for c in claimed])
+            box.settle(sent=[c.id for c in claimed], owner=owner, now=NOW)
+    finally:
+        box.close()
+
+
+class SharedOutboxConformance(OutboxConformance):
+    """Behaviour of outboxes that several processes share."""
+
+    def outbox_url(self, base: Path) -> str:
+        """A URL that opens the outbox under ``base`` (``sqlite:///...``)."""
+        raise NotImplementedError
+
+    def test_processes_claiming_together_never_get_the_same_record(self, tmp_path: Path) -> None:
+        box = self.make_outbox(tmp_path)
+        box.enqueue(events(300), NOW)
+        box.close()
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager:
+            found = manager.list()
+            workers = [
+                context.Process(target=_claim_all, args=(self.outbox_url(tmp_path), f"w{n}", found))
+                for n in range(3)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(timeout=120)
+                assert worker.exitcode == 0
+            keys = list(found)
+        assert sorted(keys) == sorted(f"e{n}" for n in range(300))  # each once, none missing
