@@ -45,20 +45,12 @@ def _opt_str(item: Mapping[str, Any], key: str, where: str) -> str | None:
 
 def _opt_number(item: Mapping[str, Any], key: str, where: str) -> float | None:
     value = item.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidResponseError(f"{where}.{key}: expected a number, got {type(value).__name__}")
-    return float(value)
+    return None if value is None else _as_number(value, f"{where}.{key}")
 
 
 def _flag(item: Mapping[str, Any], key: str, where: str) -> bool:
     value = item.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidResponseError(f"{where}.{key}: expected true or false")
-    return value
+    return False if value is None else _as_flag(value, f"{where}.{key}")
 
 
 def _opt_time(item: Mapping[str, Any], key: str, where: str) -> datetime | None:
@@ -79,9 +71,15 @@ def _as_time(value: Any, where: str) -> datetime:
 
 
 def _enum(item: Mapping[str, Any], key: str, allowed: frozenset[str], where: str) -> str | None:
-    value = _opt_str(item, key, where)
-    if value is not None and value not in allowed:
-        raise InvalidResponseError(f"{where}.{key}: unknown value {value[:40]!r}")
+    value = item.get(key)
+    return None if value is None else _as_member(value, allowed, f"{where}.{key}")
+
+
+def _as_member(value: Any, allowed: frozenset[str], where: str) -> str:
+    if not isinstance(value, str):  # an unhashable value must not reach ``in`` as TypeError
+        raise InvalidResponseError(f"{where}: expected a string, got {type(value).__name__}")
+    if value not in allowed:
+        raise InvalidResponseError(f"{where}: unknown value {value[:40]!r}")
     return value
 
 
@@ -104,15 +102,11 @@ def _as_flag(value: Any, where: str) -> bool:
 
 
 def _as_reason(value: Any, where: str) -> str:
-    if value not in ACCESS_DENIED_REASONS:
-        raise InvalidResponseError(f"{where}: unknown value {str(value)[:40]!r}")
-    return cast("str", value)
+    return _as_member(value, ACCESS_DENIED_REASONS, where)
 
 
 def _as_reset(value: Any, where: str) -> str:
-    if value not in RESET_PERIODS:
-        raise InvalidResponseError(f"{where}: unknown value {str(value)[:40]!r}")
-    return cast("str", value)
+    return _as_member(value, RESET_PERIODS, where)
 
 
 def _as_values(value: Any, where: str) -> tuple[str, ...]:

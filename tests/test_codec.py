@@ -121,11 +121,14 @@ def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None
         "features": {
             "f": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}},
             "g": {"type": "FEATURE", "isGranted": True, "feature": {"id": "not-g"}},
+            "h": {"isGranted": True, "accessDeniedReason": ["Revoked"], "feature": {"id": "h"}},
         },
     }
     decoded = decode_snapshot(_frame(json.dumps(document).encode()))
-    assert list(decoded.entitlements) == ["f", "g"]
+    assert list(decoded.entitlements) == ["f", "g", "h"]
     with pytest.raises(InvalidResponseError, match="isGranted"):
         decoded.entitlements.get("f")
     with pytest.raises(InvalidResponseError, match="another feature"):
         decoded.entitlements.get("g")
+    with pytest.raises(InvalidResponseError, match="expected a string"):  # not a TypeError
+        decoded.entitlements.get("h")
