@@ -416,9 +416,7 @@ class ResilientClient:
     ) -> AnyEntitlement:
         local = None
         feature = snapshot.entitlements.get(request.feature_id)
-        if request.kind in _USAGE_KINDS or (
-            feature is not None and feature.current_usage is not None
-        ):
+        if engine.uses_usage(request, feature):
             local = self._usage.ledger.local_usage(
                 (request.customer_id, request.resource_id, request.feature_id),
                 snapshot.fetched_at,

@@ -135,11 +135,18 @@ def _effective(request: CheckRequest, snapshot: Snapshot) -> FeatureEntitlement:
     return entitlement
 
 
+def uses_usage(request: CheckRequest, entitlement: FeatureEntitlement | None) -> bool:
+    """Whether usage (Stigg's and local) decides this check: metered checks and metered features."""
+    return request.kind is CheckKind.METERED or (
+        entitlement is not None and entitlement.current_usage is not None
+    )
+
+
 def usage_terms(
     request: CheckRequest, entitlement: FeatureEntitlement, now_wall: float
 ) -> UsageTerms | None:
     """The usage side of a check, or ``None`` when usage plays no part in it."""
-    if entitlement.current_usage is None and request.kind is not CheckKind.METERED:
+    if not uses_usage(request, entitlement):
         return None
     return UsageTerms(
         granted=entitlement.is_granted,
