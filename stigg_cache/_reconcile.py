@@ -2,7 +2,8 @@
 
 Refreshes are paced within Stigg's read limit (edge reads: 6,000 a minute per
 API key) with jitter, most recently touched customer first, so a fleet
-reconnecting at once does not turn recovery into a 429 storm.
+reconnecting at once does not turn recovery into a 429 storm (a fleet sharing
+its outbox shares this budget too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from stigg_cache._clock import Clock
 from stigg_cache._fetcher import Fetcher
 from stigg_cache._log import logger
 from stigg_cache._usage import UsageService
-from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, TokenBucket
+from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.core.reconcile import (
     DecisionJournal,
     OfflineDecision,
@@ -23,6 +24,7 @@ from stigg_cache.core.reconcile import (
     judge_offline,
 )
 from stigg_cache.models import Snapshot
+from stigg_cache.outbox.flusher import pacing_bucket
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
 
 REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
@@ -124,7 +126,8 @@ class Reconciler:
     def _refresh(
         self, scopes: list[ScopeKey], deadline: float
     ) -> tuple[dict[ScopeKey, Snapshot], int]:
-        bucket = TokenBucket(self._rate, REFRESH_BURST)
+        # A fleet sharing its outbox shares this budget too: all reconnect at once.
+        bucket = pacing_bucket(self._usage.outbox, "refresh", self._rate, REFRESH_BURST)
         fresh: dict[ScopeKey, Snapshot] = {}
         failed = 0
         for scope in scopes:

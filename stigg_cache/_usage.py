@@ -5,30 +5,35 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import platformdirs
 
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
+from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
-from stigg_cache.errors import ConfigurationError
 from stigg_cache.outbox.base import Outbox, OutboxStats
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
-from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.policy.model import FallbackPolicy, Meter
 from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.layered import ScopeKey
 
 
 def default_outbox_url(store_url: str | None) -> str:
-    """Next to the snapshot store: ``x.db`` -> ``x-outbox.db``; in memory for ``memory://``."""
+    """Beside the snapshot store.
+
+    In the store itself when its plugin also provides an outbox (``redis://``:
+    shared by the fleet); ``x.db`` -> ``x-outbox.db`` for files; in memory for
+    ``memory://``; else in the user's cache directory.
+    """
     if store_url is not None:
-        scheme = store_url.partition("://")[0]
-        if scheme == "memory":
-            return "memory://"
+        scheme = scheme_of(store_url)
+        if scheme and provides(OUTBOXES, scheme) and scheme != "sqlite":
+            return store_url
         if scheme in ("sqlite", "disk"):
             path = path_from_url(store_url, scheme)
             return f"sqlite:///{path.with_name(path.stem + '-outbox.db')}"
@@ -36,14 +41,12 @@ def default_outbox_url(store_url: str | None) -> str:
 
 
 def open_outbox(url: str) -> Outbox:
-    """``sqlite:///path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
-    if url == "memory://":
-        return SqliteOutbox(None)
-    if url.startswith("sqlite:///"):
-        return SqliteOutbox(path_from_url(url, "sqlite"))
-    raise ConfigurationError(
-        f"outbox {url!r}: use sqlite:///path.db, memory://, or an Outbox object"
-    )
+    """``sqlite:///path.db`` (durable), ``memory://`` (tests, demos: not durable), or a plugin's.
+
+    Raises:
+        ConfigurationError: the URL is malformed or no outbox is registered for its scheme.
+    """
+    return cast("Outbox", factory(OUTBOXES, url, "outbox")(url))
 
 
 class UsageService:

@@ -9,6 +9,7 @@ import pytest
 
 from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.outbox.records import RecordKind
 from tests.conftest import API_KEY, MakeClient
 
@@ -53,7 +54,7 @@ def test_events_and_usage_go_out_in_stiggs_batch_sizes_exactly_once(
     # Pacing after the outage may split a batch, but never past Stigg's limits, and
     # never into crumbs: at most twice the minimum number of requests.
     assert max(_batch_sizes(fake)) <= 1_000
-    assert 3 <= fake.counts["POST events"] <= 6
+    assert 3 <= fake.counts["POST events"] <= 6, _batch_sizes(fake)
     assert 3 <= fake.counts["POST usage"] <= 6  # 100 + 100 + 50 at best
     assert fake.counts["POST usage-v1"] == 0  # the deprecated route is never used
 
@@ -166,3 +167,14 @@ def test_the_fake_serves_the_deprecated_usage_route_in_its_own_shape(fake: FakeS
     assert answer.status_code == 200
     assert isinstance(answer.json()["data"], list)
     assert fake.account.usages[0]["idempotencyKey"] == "v1-a"
+
+
+def test_a_bucket_grants_whole_tokens_up_to_a_limit_or_none_below_the_least() -> None:
+    bucket = TokenBucket(rate=10.0, capacity=10.0)
+    assert bucket.acquire(4, 1, now=0.0) == 4
+    assert bucket.acquire(100, 1, now=0.0) == 6  # what is there, never more
+    assert bucket.acquire(5, 5, now=0.25) == 0  # 2.5 tokens: fewer than the least asked for
+    bucket.refund(3, now=0.25)  # acquired, not spent
+    assert bucket.acquire(10, 5, now=0.25) == 5
+    bucket.refund(100, now=0.25)
+    assert bucket.available(now=0.25) == 10.0  # never above capacity

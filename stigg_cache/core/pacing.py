@@ -7,6 +7,8 @@ unchanged by the flusher and (later) fleet-wide pacing.
 from __future__ import annotations
 
 import enum
+import math
+from typing import Protocol
 
 import attrs
 
@@ -20,6 +22,44 @@ MAX_USAGE_PER_BATCH = 100  # Stigg's batch limit for POST /api/v2/usage
 DEDUP_WINDOW_S = 7 * 86_400.0  # Stigg deduplicates idempotency keys for 7 days
 BASE_RETRY_S = 0.5
 MAX_RETRY_S = 60.0
+
+
+class RateBucket(Protocol):
+    """A token bucket one process owns, or one a fleet shares (through Redis, say).
+
+    A shared bucket keeps its own clock; ``now`` (monotonic seconds) serves
+    the local one. ``acquire`` is atomic: two senders never get the same tokens.
+    """
+
+    @property
+    def rate(self) -> float:
+        """Tokens added per second."""
+        ...
+
+    @property
+    def capacity(self) -> float:
+        """The most tokens the bucket holds (the burst)."""
+        ...
+
+    def available(self, now: float) -> float:
+        """Tokens that could be taken now (negative while paused)."""
+        ...
+
+    def take(self, count: float, now: float) -> float:
+        """Take ``count`` tokens, or take none and say how many seconds until they are there."""
+        ...
+
+    def acquire(self, most: int, least: int, now: float) -> int:
+        """Take as many whole tokens as are there, up to ``most``; none if fewer than ``least``."""
+        ...
+
+    def refund(self, count: float, now: float) -> None:
+        """Give back tokens acquired but not spent."""
+        ...
+
+    def pause(self, seconds: float, now: float) -> None:
+        """Spend the bucket down so nothing is taken for ``seconds`` (a 429's Retry-After)."""
+        ...
 
 
 @attrs.define
@@ -51,6 +91,20 @@ class TokenBucket:
             self.tokens -= count
             return 0.0
         return (count - self.tokens) / self.rate
+
+    def acquire(self, most: int, least: int, now: float) -> int:
+        """Take as many whole tokens as are there, up to ``most``; none if fewer than ``least``."""
+        self._refill(now)
+        granted = min(most, math.floor(self.tokens))
+        if granted < max(least, 1):
+            return 0
+        self.tokens -= granted
+        return granted
+
+    def refund(self, count: float, now: float) -> None:
+        """Give back tokens acquired but not spent."""
+        self._refill(now)
+        self.tokens = min(self.capacity, self.tokens + count)
 
     def available(self, now: float) -> float:
         """Tokens that could be taken now."""

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from stigg_cache.core.pacing import RateBucket
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 
 
@@ -116,4 +117,18 @@ class DeadLetterBox(Protocol):
 
     def purge(self, ids: Sequence[int] | None = None) -> int:
         """Delete dead letters for good; returns how many."""
+        ...
+
+
+@runtime_checkable
+class SharedPacing(Protocol):
+    """An outbox shared by a fleet also shares its rate budgets.
+
+    After an outage every process drains at once; Stigg's limits hold for the
+    account, so the flusher and reconciliation take their tokens from buckets
+    the whole fleet shares. Outboxes without this pace each process alone.
+    """
+
+    def rate_bucket(self, name: str, rate: float, capacity: float) -> RateBucket:
+        """The fleet's bucket called ``name`` (created with ``rate`` and ``capacity``)."""
         ...

@@ -31,13 +31,14 @@ from stigg_cache.core.pacing import (
     MAX_EVENTS_PER_BATCH,
     MAX_USAGE_PER_BATCH,
     USAGE_CALLS_PER_MINUTE,
+    RateBucket,
     SendOutcome,
     TokenBucket,
     plan_failure,
     retry_delay,
 )
 from stigg_cache.errors import FailureKind, StiggUnavailableError, StoreError
-from stigg_cache.outbox.base import Claimed, Outbox
+from stigg_cache.outbox.base import Claimed, Outbox, SharedPacing
 from stigg_cache.outbox.records import RecordKind
 
 DEFAULT_LEASE_S = 30.0  # a sender that dies holds its batch this long
@@ -52,7 +53,7 @@ Acknowledge = Callable[[Sequence[str], float], None]
 class _Lane:
     kind: RecordKind
     batch_limit: int
-    bucket: TokenBucket
+    bucket: RateBucket
     cost_per_record: bool  # events spend a token each; usage a token per call
     backlog: bool = False
 
@@ -104,13 +105,13 @@ class Flusher:
             _Lane(
                 RecordKind.EVENT,
                 MAX_EVENTS_PER_BATCH,
-                TokenBucket(event_rate, min(event_rate, MAX_EVENTS_PER_BATCH)),
+                pacing_bucket(outbox, "events", event_rate, min(event_rate, MAX_EVENTS_PER_BATCH)),
                 cost_per_record=True,
             ),
             _Lane(
                 RecordKind.USAGE,
                 MAX_USAGE_PER_BATCH,
-                TokenBucket(usage_rate, max(1.0, usage_rate)),
+                pacing_bucket(outbox, "usage", usage_rate, max(1.0, usage_rate)),
                 cost_per_record=False,
             ),
         )
@@ -196,39 +197,53 @@ class Flusher:
 
     def _pump(self, lane: _Lane) -> bool:
         now = self._clock.monotonic()
-        tokens = lane.bucket.available(now)
-        if now < self._resume_at or tokens < 1:
+        if now < self._resume_at:
             return False
-        limit = (
-            min(lane.batch_limit, math.floor(tokens)) if lane.cost_per_record else lane.batch_limit
-        )
+        granted = self._tokens(lane, now)
+        if not granted:
+            return False
+        limit = granted if lane.cost_per_record else lane.batch_limit
         wall = self._clock.time()
-        if lane.backlog and limit < lane.full_batch and self._outbox.stats(wall).pending > limit:
-            return False  # wait for a full batch's worth rather than send crumbs
         claimed = self._outbox.claim(lane.kind, limit, self.owner, now=wall, lease_s=self._lease_s)
         lane.backlog = len(claimed) == limit
-        if not claimed:
-            return False
-        expired = [c.id for c in claimed if c.record.stamped_at < wall - DEDUP_WINDOW_S]
+        expired = {c.id for c in claimed if c.record.stamped_at < wall - DEDUP_WINDOW_S}
         if expired:
             self._outbox.settle(
-                dead=expired,
+                dead=list(expired),
                 owner=self.owner,
                 now=wall,
                 reason="older than Stigg's 7-day dedup window: replaying could count it twice",
             )
-        batch = [c for c in claimed if c.id not in set(expired)]
-        if not batch:
-            return True
-        if not self._health.allow():
-            self._outbox.settle(
-                retry=[c.id for c in batch], owner=self.owner, now=wall, retry_at=wall
-            )
-            self._resume_at = now + IDLE_POLL_S
-            return False
-        lane.bucket.take(len(batch) if lane.cost_per_record else 1, now)
+        batch = [c for c in claimed if c.id not in expired]
+        allowed = bool(batch) and self._health.allow()
+        spent = (len(batch) if lane.cost_per_record else 1) if allowed else 0
+        if spent < granted:
+            lane.bucket.refund(granted - spent, now)
+        if not allowed:
+            if batch:  # the breaker is open: give the batch back untouched
+                self._outbox.settle(
+                    retry=[c.id for c in batch], owner=self.owner, now=wall, retry_at=wall
+                )
+                self._resume_at = now + IDLE_POLL_S
+            return bool(claimed) and not batch
         self._send(lane, batch)
         return True
+
+    def _tokens(self, lane: _Lane, now: float) -> int:
+        """Tokens for the next batch (a call's worth for usage), 0 to wait.
+
+        While a backlog drains, wait for a full batch's worth rather than send
+        crumbs, or for what is left if that is less.
+        """
+        most = lane.batch_limit if lane.cost_per_record else 1
+        if not lane.backlog:
+            return lane.bucket.acquire(most, 1, now)
+        granted = lane.bucket.acquire(most, lane.full_batch, now)
+        if not granted:
+            left = self._outbox.stats(self._clock.time()).pending
+            if left < lane.full_batch:
+                granted = lane.bucket.acquire(most, max(1, left), now)
+        return granted
 
     def _send(self, lane: _Lane, batch: Sequence[Claimed]) -> None:
         payloads = [json.loads(c.record.payload) for c in batch]
@@ -281,3 +296,10 @@ class Flusher:
     def _notify(self) -> None:
         with self._settled:
             self._settled.notify_all()
+
+
+def pacing_bucket(outbox: Outbox, name: str, rate: float, capacity: float) -> RateBucket:
+    """The fleet's bucket when the outbox is shared (:class:`SharedPacing`), else this process's."""
+    if isinstance(outbox, SharedPacing):
+        return outbox.rate_bucket(name, rate, capacity)
+    return TokenBucket(rate, capacity)

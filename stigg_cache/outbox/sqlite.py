@@ -23,6 +23,7 @@ from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.stores._files import private_file
+from stigg_cache.stores._url import path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
@@ -347,3 +348,10 @@ class SqliteOutbox:
 
     def __repr__(self) -> str:
         return f"SqliteOutbox({str(self.path) if self.path else ':memory:'!r})"
+
+
+def open_sqlite_outbox(url: str) -> SqliteOutbox:
+    """``sqlite:///path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
+    if url == "memory://":
+        return SqliteOutbox(None)
+    return SqliteOutbox(path_from_url(url, "sqlite"))
