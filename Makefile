@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test bench lint typecheck pytest clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml stores/redis/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[rest,dev,bench]'
+	$(PY) -m pip install --quiet -e '.[rest,dev,bench]' -e stores/redis
 	@touch $@
 
 demo: $(STAMP)
@@ -21,8 +21,8 @@ bench: $(STAMP)
 	$(PY) -m stigg_cache.benchmarks --out bench/results.json
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check stigg_cache tests
-	$(VENV)/bin/ruff format --check stigg_cache tests
+	$(VENV)/bin/ruff check stigg_cache tests stores
+	$(VENV)/bin/ruff format --check stigg_cache tests stores
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)

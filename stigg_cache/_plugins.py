@@ -10,6 +10,7 @@ from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from stigg_cache.errors import ConfigurationError
 
@@ -36,6 +37,16 @@ def scheme_of(url: str) -> str:
     """``sqlite`` for ``sqlite:///x.db``; ``""`` when ``url`` is not a URL."""
     scheme, sep, _ = url.partition("://")
     return scheme if sep else ""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***`` (for ``status()``, logs and reprs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def provides(group: str, scheme: str) -> bool:

@@ -15,6 +15,7 @@ from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
@@ -108,8 +109,11 @@ class UsageService:
         return scopes
 
     def stats(self) -> OutboxStats:
-        """Outbox depth and dead letters."""
-        return self.outbox.stats(self._clock.time())
+        """Outbox depth and dead letters; zeros and the ``problem`` if the outbox cannot say."""
+        try:
+            return self.outbox.stats(self._clock.time())
+        except StoreError as error:
+            return OutboxStats(0, 0, 0, 0, None, problem=f"outbox unreadable: {error}")
 
     def close(self) -> None:
         """Stop the flusher; the outbox is closed by whoever opened it."""

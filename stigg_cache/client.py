@@ -30,6 +30,7 @@ from stigg_cache._fastpath import (
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
 from stigg_cache._log import FaultLog
+from stigg_cache._plugins import redact
 from stigg_cache._reconcile import Reconciler, ReportListener
 from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache._usage import UsageService, default_outbox_url, open_outbox
@@ -198,7 +199,7 @@ class ResilientClient:
     def _open_store(store: str | Store | None) -> tuple[str, Store]:
         if store is None or isinstance(store, str | Path):
             url = default_store_url() if store is None else str(store)
-            return url, open_store(url)
+            return redact(url), open_store(url)
         if isinstance(store, Store):
             return repr(store), store
         raise TypeError(f"store must be a URL or a Store, got {type(store).__name__}")
@@ -587,6 +588,7 @@ class ResilientClient:
             outbox_oldest_at=outbox.oldest_pending_at,
             dead_letters=outbox.dead_letters,
             faults=dict(self._faults.counts),
+            outbox_error=outbox.problem,
         )
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:

@@ -227,6 +227,8 @@ class Status:
         since: wall-clock time at which ``state`` was entered.
         outbox_depth / outbox_oldest_at: records waiting for Stigg, and the
             stamp (wall time) of the oldest.
+        outbox_error: why usage is not where it normally waits, or why the
+            outbox cannot be read (e.g. a fleet outbox fell back to a local file).
         faults: count of each fault event since start (e.g. ``fetch_failed``).
     """
 
@@ -247,3 +249,4 @@ class Status:
     outbox_oldest_at: float | None
     dead_letters: int
     faults: Mapping[str, int]
+    outbox_error: str | None = None

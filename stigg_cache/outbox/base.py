@@ -50,6 +50,7 @@ class OutboxStats:
     sent_unsettled: int
     dead_letters: int
     oldest_pending_at: float | None
+    problem: str | None = None  # e.g. "redis unreachable: 12 records wait in the local outbox"
 
 
 @runtime_checkable

@@ -291,6 +291,13 @@ class SqliteOutbox:
                 "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
             )
 
+    def forget(self, ids: Sequence[int]) -> int:
+        """Delete records outright, whatever their state (moved to another outbox)."""
+        if not ids:
+            return 0
+        with self._write() as db:
+            return db.execute(f"DELETE FROM outbox WHERE id IN ({_marks(ids)})", ids).rowcount
+
     def release(self, owner: str) -> int:
         with self._write() as db:
             return db.execute(

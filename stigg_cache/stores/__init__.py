@@ -12,6 +12,7 @@ from typing import cast
 import platformdirs
 
 from stigg_cache._plugins import STORES, factory
+from stigg_cache._plugins import redact as redact_url
 from stigg_cache.stores.base import MISSING, Missing, Store
 
 ENTRY_POINT_GROUP = STORES
@@ -32,4 +33,12 @@ def open_store(url: str) -> Store:
     return cast("Store", factory(STORES, url, "store")(url))
 
 
-__all__ = ["ENTRY_POINT_GROUP", "MISSING", "Missing", "Store", "default_store_url", "open_store"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MISSING",
+    "Missing",
+    "Store",
+    "default_store_url",
+    "open_store",
+    "redact_url",
+]

@@ -1,0 +1,463 @@
+"""The usage outbox on Redis, shared by every process of a fleet.
+
+Records live in hashes; per kind, a *ready* sorted set (scored by id, so the
+oldest is sent first), a *delayed* one (scored by retry time) and a *leased*
+one (scored by lease end). Every change is one Lua script, so it is atomic:
+two processes never lease the same record, and a lease that runs out (its
+sender was SIGKILLed) makes the record claimable by anyone. At-least-once to
+Stigg, deduplicated there by the unchanged idempotency keys and stamps.
+
+While Redis is unreachable, usage goes to a local SQLite outbox (durable the
+moment ``enqueue`` returns) and is sent from there if Stigg answers; when
+Redis returns, what is left is moved over. Ids of local records are negative.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, cast
+
+import platformdirs
+
+from stigg_cache.core.pacing import TokenBucket
+from stigg_cache.errors import StoreError
+from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
+from stigg_cache.stores import redact_url
+from stigg_cache_redis._connection import Gate, RedisSettings
+
+logger = logging.getLogger("stigg_cache_redis")
+MOVE_BATCH = 500
+MOVE_LEASE_S = 60.0
+# Names of the outbox's keys, passed to every script in this order (see outbox_prelude.lua).
+_KEYS = (
+    *("seq", "rec", "pay", "ident", "idx", "att", "pending", "sent", "dead", "dinfo", "owners"),
+    *(
+        "event:ready",
+        "event:delayed",
+        "event:leased",
+        "usage:ready",
+        "usage:delayed",
+        "usage:leased",
+    ),
+)
+
+
+def _script(name: str) -> str:
+    return (files("stigg_cache_redis") / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _identity(record: UsageRecord) -> str:
+    return f"{record.kind.value}\n{record.idempotency_key}"
+
+
+def _encode(record: UsageRecord) -> str:
+    return json.dumps(
+        [
+            record.kind.value,
+            record.idempotency_key,
+            record.customer_id,
+            record.resource_id,
+            record.name,
+            record.value,
+            record.update_behavior,
+            dict(record.dimensions),
+            record.stamped_at,
+        ],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _decode(raw: bytes, payload: bytes) -> UsageRecord:
+    kind, key, customer, resource, name, value, behavior, dimensions, stamped = json.loads(raw)
+    return UsageRecord(
+        RecordKind(kind),
+        key,
+        customer,
+        resource,
+        name,
+        value,
+        behavior,
+        dimensions,
+        stamped,
+        payload.decode(),
+    )
+
+
+def _reused_key(record: UsageRecord) -> ValueError:
+    return ValueError(
+        f"idempotency_key {record.idempotency_key!r} was already used for different usage: "
+        "Stigg would silently drop this one; use a new key"
+    )
+
+
+def default_local_outbox(namespace: str) -> Path:
+    """Where usage waits while Redis is unreachable (the user's cache directory)."""
+    return Path(platformdirs.user_cache_dir("stigg-cache")) / f"redis-{namespace}-outbox.db"
+
+
+class RedisOutbox:
+    """Outbox, dead letters and the fleet's rate budgets in one Redis."""
+
+    def __init__(self, settings: RedisSettings, local: SqliteOutbox | None = None) -> None:
+        """Connect lazily; open (creating) the local fallback outbox now."""
+        self.settings = settings
+        self._redis = settings.connect()
+        tag = f"{{stigg-cache:{settings.namespace}}}"  # one hash tag: one slot for the scripts
+        self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]
+        self._bucket_prefix = f"{tag}:bucket:"
+        self._gate = Gate(f"redis outbox {redact_url(settings.url)}")
+        prelude = _script("outbox_prelude")
+        self._scripts = {
+            name: self._redis.register_script(prelude + _script(f"outbox_{name}"))
+            for name in ("enqueue", "claim", "settle", "release", "dead")
+        }
+        self._bucket_script = self._redis.register_script(_script("bucket"))
+        self.local = local or SqliteOutbox(
+            settings.local_outbox or default_local_outbox(settings.namespace)
+        )
+        self._local_waiting = True  # records a previous run left there are moved first
+        self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._down = False
+
+    # -- the Outbox protocol ------------------------------------------------------------
+
+    def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
+        if not records:
+            return []
+        try:
+            flags = self._enqueue_remote(records)
+        except StoreError as error:
+            self._fell_back(error)
+            receipts = self.local.enqueue(records, now)
+            self._local_waiting = True
+            return receipts
+        return [
+            Receipt(r.idempotency_key, r.kind, r.customer_id, bool(flag))
+            for r, flag in zip(records, flags, strict=True)
+        ]
+
+    def claim(
+        self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
+    ) -> list[Claimed]:
+        if self._local_waiting:
+            self._move_local(now)
+        try:
+            rows = self._run("claim", [kind.value, limit, owner, repr(now), repr(now + lease_s)])
+        except StoreError as error:
+            self._fell_back(error)
+            claimed = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
+            return [Claimed(-c.id, c.record, c.attempts) for c in claimed]
+        return [
+            Claimed(int(rows[at]), _decode(rows[at + 1], rows[at + 2]), int(rows[at + 3]))
+            for at in range(0, len(rows), 4)
+            if rows[at + 1]
+        ]
+
+    def settle(
+        self,
+        *,
+        sent: Sequence[int] = (),
+        retry: Sequence[int] = (),
+        dead: Sequence[int] = (),
+        owner: str,
+        now: float,
+        retry_at: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        local = [[-i for i in ids if i < 0] for ids in (sent, retry, dead)]
+        if any(local):
+            self.local.settle(
+                sent=local[0],
+                retry=local[1],
+                dead=local[2],
+                owner=owner,
+                now=now,
+                retry_at=retry_at,
+                reason=reason,
+            )
+        remote = [[i for i in ids if i > 0] for ids in (sent, retry, dead)]
+        if any(remote):
+            self._run(
+                "settle",
+                [
+                    owner,
+                    repr(now),
+                    repr(retry_at),
+                    reason,
+                    repr(now - KEEP_SENT_S),
+                    *(len(ids) for ids in remote),
+                    *(i for ids in remote for i in ids),
+                ],
+            )
+
+    def release(self, owner: str) -> int:
+        given = self.local.release(owner)
+        try:
+            given += int(self._run("release", [owner]))
+        except StoreError as error:  # leases run out by themselves
+            self._fell_back(error)
+        return given
+
+    def stats(self, now: float) -> OutboxStats:
+        local = self.local.stats(now)
+        try:
+            remote = self._remote_stats(now)
+        except StoreError as error:
+            self._fell_back(error)
+            return OutboxStats(
+                local.pending,
+                local.leased,
+                local.sent_unsettled,
+                local.dead_letters,
+                local.oldest_pending_at,
+                problem=f"{error}; {local.pending} record(s) wait in the local outbox "
+                f"{self.local.path} and move to Redis when it answers",
+            )
+        oldest = [at for at in (remote.oldest_pending_at, local.oldest_pending_at) if at]
+        return OutboxStats(
+            remote.pending + local.pending,
+            remote.leased + local.leased,
+            remote.sent_unsettled + local.sent_unsettled,
+            remote.dead_letters + local.dead_letters,
+            min(oldest) if oldest else None,
+        )
+
+    def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
+        local = self.local.unsettled()
+        try:
+            return self._remote_unsettled() + local
+        except StoreError as error:
+            self._fell_back(error)
+            return local
+
+    def close(self) -> None:
+        self.local.close()
+        self._redis.close()
+        self._redis.connection_pool.disconnect()
+
+    # -- dead letters (DeadLetterBox) ------------------------------------------------
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        letters = [
+            DeadLetter(-d.id, d.record, d.reason, d.dead_at, d.attempts)
+            for d in self.local.dead_letters(limit)
+        ]
+        ids_at = self._scored("dead", limit - 1)
+        rows = self._hmget(("rec", "pay", "dinfo"), [id_ for id_, _ in ids_at])
+        for (id_, dead_at), (raw, payload, info) in zip(ids_at, rows, strict=True):
+            if raw and payload and info:
+                reason, attempts, _stamped = json.loads(info)
+                letters.append(DeadLetter(id_, _decode(raw, payload), reason, dead_at, attempts))
+        letters.sort(key=lambda d: (d.dead_at, abs(d.id)))
+        return letters[:limit]
+
+    def requeue(self, ids: Sequence[int] | None = None) -> int:
+        return self._on_dead("requeue", ids)
+
+    def purge(self, ids: Sequence[int] | None = None) -> int:
+        return self._on_dead("purge", ids)
+
+    # -- shared pacing (SharedPacing) --------------------------------------------------
+
+    def rate_bucket(self, name: str, rate: float, capacity: float) -> RedisBucket:
+        """The fleet's bucket ``name``; this process's own while Redis is unreachable."""
+        return RedisBucket(self, self._bucket_prefix + name, rate, capacity)
+
+    def bucket_call(self, key: str, *args: str | float) -> float:
+        """One atomic operation of the bucket script (see ``bucket.lua``).
+
+        Raises:
+            StoreError: Redis did not answer.
+        """
+        answer = self._gate.call(lambda: self._bucket_script(keys=[key], args=[*args]))
+        return float(answer)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _key(self, name: str) -> str:
+        return self._keys[_KEYS.index(name)]
+
+    def _run(self, script: str, args: list[Any]) -> Any:
+        return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
+
+    def _enqueue_remote(self, records: Sequence[UsageRecord]) -> list[int]:
+        args: list[Any] = [len(records)]
+        for record in records:
+            args += [_identity(record), repr(record.stamped_at), _encode(record), record.payload]
+        flags = self._run("enqueue", args)
+        if flags and flags[0] == -1:
+            raise _reused_key(records[int(flags[1])])
+        self._recovered()
+        return [int(flag) for flag in flags]
+
+    def _move_local(self, now: float) -> None:
+        """Move what waits in the local outbox to Redis (same keys, same stamps)."""
+        try:
+            for kind in RecordKind:
+                while batch := self.local.claim(
+                    kind, MOVE_BATCH, self._mover, now=now, lease_s=MOVE_LEASE_S
+                ):
+                    self._move(batch, now)
+        except StoreError:
+            self.local.release(self._mover)
+            return
+        self._local_waiting = self.local.stats(now).pending > 0  # some wait for a retry time
+
+    def _move(self, batch: list[Claimed], now: float) -> None:
+        try:
+            self._enqueue_remote([c.record for c in batch])
+        except ValueError:  # a key reused with another payload: find it, move the rest
+            for claimed in batch:
+                try:
+                    self._enqueue_remote([claimed.record])
+                except ValueError as error:
+                    self.local.settle(
+                        dead=[claimed.id], owner=self._mover, now=now, reason=str(error)
+                    )
+                    batch = [c for c in batch if c is not claimed]
+        self.local.forget([c.id for c in batch])
+        logger.info(
+            "stigg_cache_redis.outbox_moved: %d record(s) moved from the local outbox to Redis",
+            len(batch),
+            extra={"event": "stigg_cache_redis.outbox_moved", "records": len(batch)},
+        )
+
+    def _remote_stats(self, now: float) -> OutboxStats:
+        def read() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zcard(self._key("pending"))
+            pipe.zcount(self._key("event:leased"), f"({now!r}", "+inf")
+            pipe.zcount(self._key("usage:leased"), f"({now!r}", "+inf")
+            pipe.zcard(self._key("sent"))
+            pipe.zcard(self._key("dead"))
+            pipe.zrange(self._key("pending"), 0, 0, withscores=True)
+            return list(pipe.execute())
+
+        pending, leased_events, leased_usage, sent, dead, oldest = self._gate.call(read)
+        self._recovered()
+        return OutboxStats(
+            pending, leased_events + leased_usage, sent, dead, oldest[0][1] if oldest else None
+        )
+
+    def _remote_unsettled(self) -> list[tuple[UsageRecord, float | None]]:
+        acked: dict[int, float | None] = {id_: None for id_, _ in self._scored("pending")}
+        acked.update(self._scored("sent"))
+        ids = sorted(acked)
+        rows = self._hmget(("rec", "pay"), ids)
+        return [
+            (_decode(raw, payload), acked[id_])
+            for id_, (raw, payload) in zip(ids, rows, strict=True)
+            if raw and payload
+        ]
+
+    def _scored(self, name: str, stop: int = -1) -> list[tuple[int, float]]:
+        """Members (ids) and scores of a sorted set, lowest score first, up to index ``stop``."""
+        found = self._gate.call(
+            lambda: self._redis.zrange(self._key(name), 0, stop, withscores=True)
+        )
+        return [(int(member), float(score)) for member, score in cast("list[Any]", found)]
+
+    def _hmget(self, hashes: Sequence[str], ids: Sequence[int]) -> list[tuple[Any, ...]]:
+        """The values of ``ids`` in each hash, a tuple per id (1,000 ids a round trip)."""
+        columns: list[list[Any]] = []
+        for name in hashes:
+            values: list[Any] = []
+            for start in range(0, len(ids), 1000):
+                values += self._gate.call(
+                    functools.partial(self._redis.hmget, self._key(name), ids[start : start + 1000])
+                )
+            columns.append(values)
+        return list(zip(*columns, strict=True))
+
+    def _on_dead(self, action: str, ids: Sequence[int] | None) -> int:
+        if ids is None:
+            local_done = getattr(self.local, action)(None)
+            return int(local_done) + int(self._run("dead", [action]))
+        local = [-i for i in ids if i < 0]
+        remote = [i for i in ids if i > 0]
+        done = int(getattr(self.local, action)(local)) if local else 0
+        if remote:
+            done += int(self._run("dead", [action, *remote]))
+        return done
+
+    def _fell_back(self, error: StoreError) -> None:
+        if not self._down:
+            self._down = True
+            logger.warning(
+                "stigg_cache_redis.unreachable: %s; usage waits in the local outbox %s",
+                error,
+                self.local.path,
+                extra={"event": "stigg_cache_redis.unreachable"},
+            )
+
+    def _recovered(self) -> None:
+        if self._down:
+            self._down = False
+            self._local_waiting = True
+            logger.info(
+                "stigg_cache_redis.recovered: Redis answers again",
+                extra={"event": "stigg_cache_redis.recovered"},
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisOutbox({redact_url(self.settings.url)!r}, namespace={self.settings.namespace!r})"
+        )
+
+
+class RedisBucket:
+    """A token bucket in Redis (on Redis's clock), this process's own while Redis is down."""
+
+    def __init__(self, outbox: RedisOutbox, key: str, rate: float, capacity: float) -> None:
+        self._outbox = outbox
+        self._key = key
+        self._rate = rate
+        self._capacity = capacity
+        self._local = TokenBucket(rate, capacity)
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @property
+    def capacity(self) -> float:
+        return self._capacity
+
+    def _call(self, operation: str, count: float = 0, least: int = 0) -> float | None:
+        try:
+            return self._outbox.bucket_call(
+                self._key, operation, repr(self._rate), repr(self._capacity), repr(count), least
+            )
+        except StoreError:
+            return None
+
+    def available(self, now: float) -> float:
+        shared = self._call("available")
+        return self._local.available(now) if shared is None else shared
+
+    def take(self, count: float, now: float) -> float:
+        shared = self._call("take", count)
+        return self._local.take(count, now) if shared is None else shared
+
+    def acquire(self, most: int, least: int, now: float) -> int:
+        shared = self._call("acquire", most, least)
+        return self._local.acquire(most, least, now) if shared is None else int(shared)
+
+    def refund(self, count: float, now: float) -> None:
+        if self._call("refund", count) is None:
+            self._local.refund(count, now)
+
+    def pause(self, seconds: float, now: float) -> None:
+        if self._call("pause", seconds) is None:
+            self._local.pause(seconds, now)

@@ -1,0 +1,28 @@
+-- ARGV: action ("requeue" or "purge"), then dead-letter ids (none: all of them).
+-- Requeue keeps the id (so the record is sent before newer ones) unless its key
+-- was enqueued again meanwhile, as SQLite's INSERT OR IGNORE does.
+local ids = {}
+if #ARGV == 1 then
+  ids = redis.call('ZRANGE', dead, 0, -1)
+else
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+local done = 0
+for _, id in ipairs(ids) do
+  local info = redis.call('HGET', dinfo, id)
+  if info and redis.call('ZSCORE', dead, id) then
+    redis.call('ZREM', dead, id)
+    redis.call('HDEL', dinfo, id)
+    local identity = redis.call('HGET', ident, id)
+    if ARGV[1] == 'requeue' and identity and not redis.call('HGET', idx, identity) then
+      redis.call('HSET', idx, identity, id)
+      redis.call('ZADD', pending, cjson.decode(info)[3], id)
+      redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
+      done = done + 1
+    else
+      forget(id)
+      if ARGV[1] == 'purge' then done = done + 1 end
+    end
+  end
+end
+return done

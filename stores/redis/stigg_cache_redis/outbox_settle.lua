@@ -1,0 +1,47 @@
+-- ARGV: owner, now, retry_at, reason, forget_sent_before, #sent, #retry, #dead, then the ids.
+local owner, now, retry_at, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local n_sent, n_retry, n_dead = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local at = 9
+-- Delivered, whoever holds the lease now: never send it again.
+for i = at, at + n_sent - 1 do
+  local id = ARGV[i]
+  local kind = kind_of(id)
+  if kind and redis.call('ZSCORE', pending, id) then
+    unqueue(id, kind)
+    redis.call('ZREM', pending, id)
+    redis.call('ZADD', sent, now, id)
+  end
+end
+at = at + n_sent
+-- Only the lease holder gives a record back for a later try.
+for i = at, at + n_retry - 1 do
+  local id = ARGV[i]
+  local kind = kind_of(id)
+  if kind and redis.call('HGET', owners, id) == owner then
+    unqueue(id, kind)
+    redis.call('HINCRBY', att, id, 1)
+    redis.call('ZADD', lanes[kind].delayed, retry_at, id)
+  end
+end
+at = at + n_retry
+for i = at, at + n_dead - 1 do
+  local id = ARGV[i]
+  local kind = kind_of(id)
+  local stamped = redis.call('ZSCORE', pending, id)
+  if kind and stamped then
+    unqueue(id, kind)
+    redis.call('ZREM', pending, id)
+    free_key(id)
+    local attempts = tonumber(redis.call('HGET', att, id) or '0') + 1
+    redis.call('HDEL', att, id)
+    redis.call('ZADD', dead, now, id)
+    redis.call('HSET', dinfo, id, cjson.encode({reason, attempts, tonumber(stamped)}))
+  end
+end
+-- Sent records answer duplicate enqueues for a while, then go.
+local old = redis.call('ZRANGEBYSCORE', sent, '-inf', '(' .. ARGV[5], 'LIMIT', 0, 1000)
+for _, id in ipairs(old) do
+  redis.call('ZREM', sent, id)
+  forget(id)
+end
+return #old
