@@ -33,7 +33,7 @@ from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
 from stigg_cache.stores import redact_url
-from stigg_cache_redis._connection import Gate, RedisSettings
+from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
@@ -112,7 +112,7 @@ class RedisOutbox:
     def __init__(self, settings: RedisSettings, local: SqliteOutbox | None = None) -> None:
         """Connect lazily; open (creating) the local fallback outbox now."""
         self.settings = settings
-        self._redis = settings.connect()
+        self._redis = settings.connect(at_least_s=OUTBOX_TIMEOUT_S)
         tag = f"{{stigg-cache:{settings.namespace}}}"  # one hash tag: one slot for the scripts
         self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]
         self._bucket_prefix = f"{tag}:bucket:"
