@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -40,7 +40,36 @@ USAGE_FIELDS = frozenset(
         "created_at",
     }
 )
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once, not per record
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _c_encoder() -> Callable[[object, int], Sequence[str]] | None:
+    """CPython's C encoder, built once.
+
+    ``JSONEncoder.encode`` builds it anew on every call: a bulk report of
+    1,000 events spent a third of its time there. Other interpreters use
+    ``_ENCODER``.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    sort_keys = skip_keys = allow_nan = False
+    encoder: Callable[[object, int], Sequence[str]] = make(
+        None,
+        _ENCODER.default,
+        json.encoder.encode_basestring,
+        None,
+        ":",
+        ",",
+        sort_keys,
+        skip_keys,
+        allow_nan,
+    )
+    return encoder
+
+
+_C_ENCODER = _c_encoder()
+_SURELY_SMALL_CHARS = MAX_EVENT_BYTES // 4  # UTF-8 takes at most 4 bytes a character
 DimensionValue = str | float | bool
 UpdateBehavior = Literal["DELTA", "SET"]
 
@@ -94,7 +123,7 @@ def _text(name: str, value: object, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value.strip() or len(value) > MAX_ID_CHARS:
+    if not value or value.isspace() or len(value) > MAX_ID_CHARS:
         raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
     return value
 
@@ -144,11 +173,11 @@ def _value(value: object) -> float:
 
 
 def _fields(raw: object, what: str, allowed: frozenset[str]) -> Mapping[str, Any]:
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict | Mapping):  # dict first: the ABC check is slow
         raise TypeError(f"each {what} must be a dict with {', '.join(sorted(allowed))}")
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ValueError(f"unknown {what} fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if not raw.keys() <= allowed:
+        unknown = sorted(set(raw) - allowed)
+        raise ValueError(f"unknown {what} fields {unknown}; allowed: {sorted(allowed)}")
     return raw
 
 
@@ -164,8 +193,9 @@ def _iso(stamped_at: float) -> str:
 
 
 def _serialise(body: dict[str, Any]) -> str:
-    payload = _ENCODER.encode(body)  # keys in a fixed order
-    if len(payload.encode()) > MAX_EVENT_BYTES:
+    # Keys in a fixed order: the body's own.
+    payload = _ENCODER.encode(body) if _C_ENCODER is None else "".join(_C_ENCODER(body, 0))
+    if len(payload) > _SURELY_SMALL_CHARS and len(payload.encode()) > MAX_EVENT_BYTES:
         raise ValueError(f"a record may be at most {MAX_EVENT_BYTES} bytes once encoded")
     return payload
 
@@ -245,3 +275,21 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
         stamped_at,
         _serialise(body),
     )
+
+
+def record_from_payload(kind: RecordKind, payload: str, stamped_at: float) -> UsageRecord:
+    """Rebuild a record from the wire payload an outbox stored (it holds every field).
+
+    Raises:
+        ValueError: the payload is not one :func:`event_record` / :func:`usage_record` wrote.
+    """
+    try:
+        body = json.loads(payload)
+        common = (body["idempotencyKey"], body["customerId"], body.get("resourceId"))
+        if kind is RecordKind.EVENT:
+            named: tuple[str, float, UpdateBehavior | None] = (body["eventName"], 1.0, None)
+        else:
+            named = (body["featureId"], float(body["value"]), body["updateBehavior"])
+        return UsageRecord(kind, *common, *named, body.get("dimensions") or {}, stamped_at, payload)
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"not a stored {kind.value} record: {error}") from error

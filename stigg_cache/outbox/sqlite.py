@@ -9,7 +9,6 @@ processes never hold the same record at once.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,59 +20,26 @@ import sqlite_utils
 
 from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
-from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores._url import path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
-_COLUMNS = (
-    "kind, idem_key, customer_id, resource_id, name, value, behavior, dimensions, "
-    "stamped_at, payload"
-)
-_RECORD_FIELDS = {
-    "kind": str,
-    "idem_key": str,
-    "customer_id": str,
-    "resource_id": str,
-    "name": str,
-    "value": float,
-    "behavior": str,
-    "dimensions": str,
-    "stamped_at": float,
-    "payload": str,
-}
+SCHEMA_VERSION = 2  # 2: a record is its wire payload (the other fields are derived from it)
+# The payload holds every field of a record: rows carry only what queries need.
+_COLUMNS = "kind, idem_key, stamped_at, payload"
+_RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
+_DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
 def _row(record: UsageRecord) -> tuple[Any, ...]:
-    return (
-        record.kind.value,
-        record.idempotency_key,
-        record.customer_id,
-        record.resource_id,
-        record.name,
-        record.value,
-        record.update_behavior,
-        json.dumps(dict(record.dimensions)) if record.dimensions else "{}",
-        record.stamped_at,
-        record.payload,
-    )
+    return (record.kind.value, record.idempotency_key, record.stamped_at, record.payload)
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
-    kind, key, customer, resource, name, value, behavior, dimensions, stamped, payload = row
-    return UsageRecord(
-        RecordKind(kind),
-        key,
-        customer,
-        resource,
-        name,
-        value,
-        behavior,
-        json.loads(dimensions),
-        stamped,
-        payload,
-    )
+    kind, _key, stamped, payload = row
+    return record_from_payload(RecordKind(kind), payload, stamped)
 
 
 class _SeenBefore(Exception):  # noqa: N818 - a signal, not an error
@@ -86,7 +52,7 @@ def _all_inserted(inserted: int, expected: int) -> None:
 
 
 _INSERT_NEW = (
-    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?) "
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
 
@@ -121,6 +87,17 @@ class SqliteOutbox:
 
     @staticmethod
     def _create(db: sqlite_utils.Database) -> None:
+        with db.conn:  # one transaction: another process opening the file waits for it
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for name in ("outbox", "dead_letters"):
+                    if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
+                        db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            SqliteOutbox._create_tables(db)
+
+    @staticmethod
+    def _create_tables(db: sqlite_utils.Database) -> None:
         outbox = db["outbox"]
         outbox.create(  # type: ignore[union-attr]
             {
@@ -136,7 +113,7 @@ class SqliteOutbox:
                 "last_error": str,
             },
             pk="id",
-            not_null={"kind", "idem_key", "customer_id", "name", "payload", "state"},
+            not_null={"kind", "idem_key", "payload", "state"},
             defaults={
                 "state": "pending",
                 "attempts": 0,
@@ -325,7 +302,7 @@ class SqliteOutbox:
             "ORDER BY id LIMIT ?",
             (limit,),
         )
-        return [DeadLetter(r[0], _record(r[1:11]), r[11], r[12], r[13]) for r in rows]
+        return [DeadLetter(r[0], _record(r[1:5]), r[5], r[6], r[7]) for r in rows]
 
     def requeue(self, ids: Sequence[int] | None = None) -> int:
         where, params = self._selection(ids)

@@ -30,7 +30,7 @@ import platformdirs
 from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
-from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
+from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
@@ -61,37 +61,13 @@ def _identity(record: UsageRecord) -> str:
 
 
 def _encode(record: UsageRecord) -> str:
-    return json.dumps(
-        [
-            record.kind.value,
-            record.idempotency_key,
-            record.customer_id,
-            record.resource_id,
-            record.name,
-            record.value,
-            record.update_behavior,
-            dict(record.dimensions),
-            record.stamped_at,
-        ],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    # The payload (stored beside it) holds every other field of the record.
+    return f"{record.kind.value}\n{record.stamped_at!r}"
 
 
 def _decode(raw: bytes, payload: bytes) -> UsageRecord:
-    kind, key, customer, resource, name, value, behavior, dimensions, stamped = json.loads(raw)
-    return UsageRecord(
-        RecordKind(kind),
-        key,
-        customer,
-        resource,
-        name,
-        value,
-        behavior,
-        dimensions,
-        stamped,
-        payload.decode(),
-    )
+    kind, _, stamped = raw.decode().partition("\n")
+    return record_from_payload(RecordKind(kind), payload.decode(), float(stamped))
 
 
 def _reused_key(record: UsageRecord) -> ValueError:
