@@ -34,6 +34,7 @@ from stigg_cache.models import Snapshot
 MAGIC = b"SCS2"
 CODEC_VERSION = 2  # 2: features keyed by id beside Stigg's data (no index to rebuild on load)
 _HEADER = struct.Struct(">4sII")
+_DECODER = json.JSONDecoder()  # built once: json.loads also sniffs the encoding of bytes
 FRAME_BYTES = _HEADER.size
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
 
@@ -77,7 +78,7 @@ def decode_snapshot(value: bytes) -> Snapshot:
     if len(value) < _HEADER.size or len(value) > MAX_ENTRY_BYTES:
         raise CorruptEntryError(f"snapshot entry has an impossible size ({len(value)} bytes)")
     magic, length, checksum = _HEADER.unpack_from(value)
-    payload = value[_HEADER.size :]
+    payload = memoryview(value)[_HEADER.size :]  # no copy: checked, then decoded in place
     if magic != MAGIC:
         raise CorruptEntryError("snapshot entry has an unknown format marker")
     if length != len(payload):
@@ -85,7 +86,7 @@ def decode_snapshot(value: bytes) -> Snapshot:
     if zlib.crc32(payload) != checksum:
         raise CorruptEntryError("snapshot entry failed its checksum")
     try:
-        return _parse_document(json.loads(payload))
+        return _parse_document(_DECODER.decode(str(payload, "utf-8")))
     except CorruptEntryError:
         raise
     except (ValueError, KeyError, TypeError, RecursionError, InvalidResponseError) as error:
@@ -105,7 +106,7 @@ def _parse_document(document: object) -> Snapshot:
     if isinstance(fetched_at, bool) or not isinstance(fetched_at, int | float):
         raise CorruptEntryError("snapshot entry has a malformed fetch time")
     plan_ids = document.get("planIds", [])
-    if not isinstance(plan_ids, list) or not all(isinstance(p, str) for p in plan_ids):
+    if not isinstance(plan_ids, list) or any(type(p) is not str for p in plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
     features = document["features"]
     if not isinstance(features, dict):

@@ -198,6 +198,13 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
             self._parsed[feature_id] = parsed
         return parsed
 
+    def get(self, feature_id: str, default: Any = None) -> Any:  # Mapping.get goes by KeyError
+        """The entitlement of ``feature_id`` (parsed now if it was not yet), else ``default``."""
+        parsed = self._parsed.get(feature_id)
+        if parsed is not None:
+            return parsed
+        return self[feature_id] if feature_id in self._raw else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
 

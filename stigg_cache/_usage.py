@@ -73,8 +73,9 @@ class UsageService:
         self.ledger = UsageLedger(settle_s)
         self._touched: dict[ScopeKey, None] = {}
         self._touched_lock = threading.Lock()
+        meters = self._meters()
         for record, acked_at in outbox.unsettled():
-            self._count(record, acked_at)
+            self._count(record, acked_at, meters)
         self.flusher = Flusher(
             outbox,
             adapter,
@@ -93,9 +94,10 @@ class UsageService:
         ``offline``: Stigg is not answering; the customers are refreshed on reconnect.
         """
         receipts = self.outbox.enqueue(records, self._clock.time())
+        meters = self._meters()
         for record, receipt in zip(records, receipts, strict=True):
             if not receipt.duplicate:
-                self._count(record, None)
+                self._count(record, None, meters)
                 if offline:
                     with self._touched_lock:
                         self._touched[(record.customer_id, record.resource_id)] = None
@@ -119,7 +121,12 @@ class UsageService:
         """Stop the flusher; the outbox is closed by whoever opened it."""
         self.flusher.close()
 
-    def _count(self, record: UsageRecord, acked_at: float | None) -> None:
+    def _count(
+        self,
+        record: UsageRecord,
+        acked_at: float | None,
+        meters: dict[str, list[tuple[str, Meter]]],
+    ) -> None:
         key, at = record.idempotency_key, record.stamped_at
         if record.kind is RecordKind.USAGE:
             scope = (record.customer_id, record.resource_id, record.name)
@@ -128,7 +135,7 @@ class UsageService:
                 scope, key, value=record.value, at=at, is_set=is_set, acked_at=acked_at
             )
             return
-        for feature_id, meter in self._meters_for(record.name):
+        for feature_id, meter in meters.get(record.name, ()):
             if meter.aggregate == "count":
                 value = 1.0
             else:
@@ -139,7 +146,8 @@ class UsageService:
             scope = (record.customer_id, record.resource_id, feature_id)
             self.ledger.record(scope, key, value=value, at=at, acked_at=acked_at)
 
-    def _meters_for(self, event_name: str) -> list[tuple[str, Meter]]:
+    def _meters(self) -> dict[str, list[tuple[str, Meter]]]:
+        """The policy's meters by event name (rebuilt when the policy changes)."""
         policy = self._policy()
         version, index = self._meters_of
         if version != policy.version:
@@ -147,4 +155,4 @@ class UsageService:
             for feature_id, meter in policy.meters.items():
                 index.setdefault(meter.event, []).append((feature_id, meter))
             self._meters_of = (policy.version, index)
-        return index.get(event_name, [])
+        return index

@@ -33,8 +33,8 @@ _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": 
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
-def _row(record: UsageRecord) -> tuple[Any, ...]:
-    return (record.kind.value, record.idempotency_key, record.stamped_at, record.payload)
+def _row(record: UsageRecord, now: float) -> tuple[Any, ...]:
+    return (record.kind.value, record.idempotency_key, record.stamped_at, record.payload, now)
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
@@ -152,7 +152,7 @@ class SqliteOutbox:
             raise StoreError(f"outbox {self.path}: {error}") from error
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
-        if not self._insert_if_all_new([(*_row(record), now) for record in records]):
+        if not self._insert_if_all_new([_row(record, now) for record in records]):
             return self._enqueue_with_duplicates(records, now)
         return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
 
@@ -183,7 +183,7 @@ class SqliteOutbox:
                     )
                 if prior is None:
                     known[identity] = record.payload
-                    fresh.append((*_row(record), now))
+                    fresh.append(_row(record, now))
                 receipts.append(
                     Receipt(
                         record.idempotency_key, record.kind, record.customer_id, prior is not None
