@@ -141,7 +141,10 @@ def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
         if value is not None:
             spec = _FEATURE_FIELDS.get(key)
             if spec is not None:
-                fields[spec[0]] = spec[1](value, f"{where}.{key}")
+                try:  # the location is only spelled out when something is wrong
+                    fields[spec[0]] = spec[1](value, key)
+                except InvalidResponseError as error:
+                    raise InvalidResponseError(f"{where}.{error}") from None
     is_granted = item.get("isGranted")
     if not isinstance(is_granted, bool):
         raise InvalidResponseError(f"{where}.isGranted: expected true or false")
