@@ -44,7 +44,7 @@ from stigg_cache.outbox.records import RecordKind
 DEFAULT_LEASE_S = 30.0  # a sender that dies holds its batch this long
 DEFAULT_SEND_TIMEOUT_S = 10.0  # well under the lease: a send never outlives its lease
 IDLE_POLL_S = 0.5  # other processes may enqueue into a shared outbox
-RATE_SAFETY = 0.98  # stay just under Stigg's limit so clock skew never earns a 429
+RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 429
 
 Acknowledge = Callable[[Sequence[str], float], None]
 
