@@ -6,9 +6,12 @@ a short value file as if whole) or damaged; the length and checksum turn both
 into :class:`CorruptEntryError`, which readers treat as a miss. (A checksum
 catches accidents, not tampering: that is the signing key's job.)
 
-Decoded snapshots parse their feature entitlements lazily, on first access:
-a first check needs one feature, not all of them. A malformed feature then
-surfaces as :class:`InvalidResponseError` at that access.
+Payload: a JSON header line (ids, fetch time, plans, Stigg's customer-level
+data, and where each feature's entitlement lies), then each feature's
+entitlement as a JSON object of its own. A first check decodes the header
+and one feature, never the others: that is what makes it cheaper than
+decoding the whole response. A malformed feature surfaces as
+:class:`InvalidResponseError` when it is first read.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import struct
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import attrs
@@ -31,8 +35,9 @@ from stigg_cache._stigg_json import (
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
 
-MAGIC = b"SCS2"
-CODEC_VERSION = 2  # 2: features keyed by id beside Stigg's data (no index to rebuild on load)
+MAGIC = b"SCS3"
+# 3: features stored apart, each decoded when first read (2: one document; read as a miss)
+CODEC_VERSION = 3
 _HEADER = struct.Struct(">4sII")
 _DECODER = json.JSONDecoder()  # built once: json.loads also sniffs the encoding of bytes
 FRAME_BYTES = _HEADER.size
@@ -53,19 +58,33 @@ SNAPSHOT_PREFIX = "snapshot:"
 
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
-    """Serialise a snapshot into a framed, versioned JSON value."""
+    """Serialise a snapshot into a framed, versioned value."""
     updated = datetime.fromtimestamp(snapshot.fetched_at, UTC)
     credits_only = attrs.evolve(snapshot, entitlements={})
-    document = {
-        "v": CODEC_VERSION,
+    header = {
         "customerId": snapshot.customer_id,
         "resourceId": snapshot.resource_id,
         "fetchedAt": snapshot.fetched_at,
         "planIds": list(snapshot.plan_ids),
         "data": snapshot_to_json(credits_only, updated_at=updated),
-        "features": {fid: feature_to_json(e) for fid, e in snapshot.entitlements.items()},
     }
-    payload = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    features = {fid: feature_to_json(e) for fid, e in snapshot.entitlements.items()}
+    return pack(header, features)
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def pack(header: Mapping[str, object], features: Mapping[str, object]) -> bytes:
+    """Frame a header and per-feature JSON objects (the layout the module docstring gives)."""
+    blobs = [_json(item) for item in features.values()]
+    spans: dict[str, list[int]] = {}
+    start = 0
+    for feature_id, blob in zip(features, blobs, strict=True):
+        spans[feature_id] = [start, start + len(blob)]
+        start += len(blob)
+    payload = b"".join([_json({"v": CODEC_VERSION, **header, "features": spans}), b"\n", *blobs])
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
@@ -85,15 +104,19 @@ def decode_snapshot(value: bytes) -> Snapshot:
         raise CorruptEntryError(f"snapshot entry is truncated ({len(payload)} of {length} bytes)")
     if zlib.crc32(payload) != checksum:
         raise CorruptEntryError("snapshot entry failed its checksum")
+    split = value.find(b"\n", _HEADER.size) - _HEADER.size  # compact JSON has no raw newline
+    if split < 0:
+        raise CorruptEntryError("snapshot entry has no header line")
     try:
-        return _parse_document(_DECODER.decode(str(payload, "utf-8")))
+        header = _DECODER.decode(str(payload[:split], "utf-8"))
+        return _parse_header(header, payload[split + 1 :])
     except CorruptEntryError:
         raise
     except (ValueError, KeyError, TypeError, RecursionError, InvalidResponseError) as error:
         raise CorruptEntryError(f"snapshot entry is unreadable: {error}") from None
 
 
-def _parse_document(document: object) -> Snapshot:
+def _parse_header(document: object, blobs: memoryview) -> Snapshot:
     if not isinstance(document, dict) or document.get("v") != CODEC_VERSION:
         raise CorruptEntryError("snapshot entry has an unsupported codec version")
     customer_id = document["customerId"]
@@ -117,5 +140,5 @@ def _parse_document(document: object) -> Snapshot:
         resource_id=resource_id,
         fetched_at=float(fetched_at),
         plan_ids=tuple(plan_ids),
-        features=LazyEntitlements(features),
+        features=LazyEntitlements(features, blobs),
     )

@@ -7,6 +7,7 @@ is foreign bytes: every shape error ends in :class:`InvalidResponseError`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -26,6 +27,8 @@ from stigg_cache.models import (
 _CUSTOMER_DENIED_REASONS = frozenset(
     {"CustomerNotFound", "NoActiveSubscription", "CustomerIsArchived"}
 )
+
+_DECODER = json.JSONDecoder()
 
 
 def _obj(value: object, where: str) -> Mapping[str, Any]:
@@ -177,25 +180,43 @@ def _parse_credit(item: Mapping[str, Any], where: str) -> CreditEntitlement:
 
 
 class LazyEntitlements(Mapping[str, FeatureEntitlement]):
-    """Feature entitlements parsed on first access.
+    """Feature entitlements decoded and parsed on first access.
 
-    A snapshot loaded from a store answers one feature at a time; parsing all
-    of them up front would triple the cost of a first check. Parsing errors
+    A snapshot loaded from a store answers one feature at a time; decoding
+    all of them up front would triple the cost of a first check. ``spans``
+    maps each feature id to where its JSON object lies in ``blobs``. Errors
     surface as :class:`InvalidResponseError` on access; readers of stored
     snapshots treat that as a corrupt entry.
     """
 
-    __slots__ = ("_parsed", "_raw")
+    __slots__ = ("_blobs", "_parsed", "_raw")
 
-    def __init__(self, raw: dict[str, Mapping[str, Any]]) -> None:
-        self._raw = raw
+    def __init__(self, spans: dict[str, Any], blobs: memoryview | bytes) -> None:
+        self._raw = spans
+        self._blobs = blobs
         self._parsed: dict[str, FeatureEntitlement] = {}
+
+    def _item(self, feature_id: str, where: str) -> Mapping[str, Any]:
+        span = self._raw[feature_id]
+        if not (
+            type(span) is list
+            and len(span) == 2
+            and type(span[0]) is int
+            and type(span[1]) is int
+            and 0 <= span[0] <= span[1] <= len(self._blobs)
+        ):
+            raise InvalidResponseError(f"{where}: malformed location {str(span)[:40]}")
+        try:
+            item = _DECODER.decode(str(self._blobs[span[0] : span[1]], "utf-8"))
+        except (ValueError, RecursionError) as error:
+            raise InvalidResponseError(f"{where}: not JSON ({error})") from None
+        return _obj(item, where)
 
     def __getitem__(self, feature_id: str) -> FeatureEntitlement:
         parsed = self._parsed.get(feature_id)
         if parsed is None:
             where = f"entitlement {feature_id!r}"
-            parsed = _parse_feature(_obj(self._raw[feature_id], where), where)
+            parsed = _parse_feature(self._item(feature_id, where), where)
             if parsed.feature_id != feature_id:
                 raise InvalidResponseError(f"{where}: filed under another feature's id")
             self._parsed[feature_id] = parsed

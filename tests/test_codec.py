@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot, pack, snapshot_key
 from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
@@ -62,30 +62,27 @@ def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
         pytest.param(encode_snapshot(SNAPSHOT)[:-3], id="truncated"),
         pytest.param(encode_snapshot(SNAPSHOT) + b"x", id="extended"),
         pytest.param(b"XXXX" + encode_snapshot(SNAPSHOT)[4:], id="wrong-magic"),
-        pytest.param(_frame(b"not json"), id="not-json"),
-        pytest.param(_frame(b"[1]"), id="not-an-object"),
-        pytest.param(_frame(json.dumps({"v": 3}).encode()), id="future-version"),
-        pytest.param(_frame(b"[" * 100_000 + b"]" * 100_000), id="deep-nesting"),
+        pytest.param(_frame(b"not json\n"), id="not-json"),
+        pytest.param(_frame(b"[1]\n"), id="not-an-object"),
+        pytest.param(_frame(b'{"v": 3}'), id="no-header-line"),
+        pytest.param(_frame(json.dumps({"v": 4}).encode() + b"\n"), id="future-version"),
         pytest.param(
-            _frame(
-                json.dumps(
-                    {"v": 2, "customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}
-                ).encode()
-            ),
+            b"SCS2" + encode_snapshot(SNAPSHOT)[4:], id="previous-version"
+        ),  # read as a miss, then replaced
+        pytest.param(_frame(b"[" * 100_000 + b"]" * 100_000 + b"\n"), id="deep-nesting"),
+        pytest.param(
+            pack({"customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}, {}),
             id="bad-id-type",
         ),
         pytest.param(
-            _frame(
-                json.dumps(
-                    {
-                        "v": 2,
-                        "customerId": "c",
-                        "resourceId": None,
-                        "fetchedAt": 1,
-                        "data": {"entitlements": [{"type": "CREDIT", "isGranted": "yes"}]},
-                        "features": {},
-                    }
-                ).encode()
+            pack(
+                {
+                    "customerId": "c",
+                    "resourceId": None,
+                    "fetchedAt": 1,
+                    "data": {"entitlements": [{"type": "CREDIT", "isGranted": "yes"}]},
+                },
+                {},
             ),
             id="bad-entitlement",
         ),
@@ -112,19 +109,18 @@ def test_decoded_snapshots_parse_features_on_access_and_equal_the_original() -> 
 
 
 def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None:
-    document = {
-        "v": 2,
+    header: dict[str, object] = {
         "customerId": "c",
         "resourceId": None,
         "fetchedAt": 1.0,
         "data": {"entitlements": []},
-        "features": {
-            "f": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}},
-            "g": {"type": "FEATURE", "isGranted": True, "feature": {"id": "not-g"}},
-            "h": {"isGranted": True, "accessDeniedReason": ["Revoked"], "feature": {"id": "h"}},
-        },
     }
-    decoded = decode_snapshot(_frame(json.dumps(document).encode()))
+    features = {
+        "f": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "f"}},
+        "g": {"type": "FEATURE", "isGranted": True, "feature": {"id": "not-g"}},
+        "h": {"isGranted": True, "accessDeniedReason": ["Revoked"], "feature": {"id": "h"}},
+    }
+    decoded = decode_snapshot(pack(header, features))
     assert list(decoded.entitlements) == ["f", "g", "h"]
     with pytest.raises(InvalidResponseError, match="isGranted"):
         decoded.entitlements.get("f")
@@ -132,3 +128,23 @@ def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None
         decoded.entitlements.get("g")
     with pytest.raises(InvalidResponseError, match="expected a string"):  # not a TypeError
         decoded.entitlements.get("h")
+
+
+@pytest.mark.parametrize(
+    ("spans", "blobs", "message"),
+    [
+        ({"f": [0, 999]}, b"{}", "malformed location"),
+        ({"f": [3, 1]}, b"{}", "malformed location"),
+        ({"f": "0-2"}, b"{}", "malformed location"),
+        ({"f": [0, 2]}, b"{[", "not JSON"),
+        ({"f": [0, 2]}, b"[]", "expected an object"),
+    ],
+)
+def test_a_feature_whose_location_or_bytes_are_wrong_surfaces_on_access(
+    spans: dict[str, object], blobs: bytes, message: str
+) -> None:
+    header = {"v": 3, "customerId": "c", "resourceId": None, "fetchedAt": 1.0}
+    header |= {"data": {"entitlements": []}, "features": spans}
+    decoded = decode_snapshot(_frame(json.dumps(header).encode() + b"\n" + blobs))
+    with pytest.raises(InvalidResponseError, match=message):
+        decoded.entitlements.get("f")

@@ -7,17 +7,15 @@ import os
 import pickle
 import sqlite3
 import stat
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache._codec import MAGIC, snapshot_key
+from stigg_cache._codec import pack, snapshot_key
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import CorruptEntryError
 from stigg_cache.stores import open_store
@@ -37,7 +35,6 @@ with ResilientClient(None, api_key=sys.argv[4], base_url=sys.argv[2], store=sys.
 
 
 def _run_child(store_url: str, base_url: str, fresh_for_s: float) -> list[object]:
-    import json
 
     done = subprocess.run(
         [sys.executable, "-c", CHILD, store_url, base_url, str(fresh_for_s), API_KEY],
@@ -81,16 +78,15 @@ def test_corrupt_sqlite_entry_is_refetched_and_reported(
 
 
 def _plant_malformed_feature(path: Path) -> None:
-    document = {
-        "v": 2,
-        "customerId": "acme",
-        "resourceId": None,
-        "fetchedAt": time.time(),
-        "data": {"entitlements": []},
-        "features": {"sso": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "sso"}}},
-    }
-    payload = json.dumps(document).encode()
-    value = struct.pack(">4sII", MAGIC, len(payload), zlib.crc32(payload)) + payload
+    value = pack(
+        {
+            "customerId": "acme",
+            "resourceId": None,
+            "fetchedAt": time.time(),
+            "data": {"entitlements": []},
+        },
+        {"sso": {"type": "FEATURE", "isGranted": "yes", "feature": {"id": "sso"}}},
+    )
     with sqlite3.connect(path) as db:
         db.execute(
             f"INSERT OR REPLACE INTO {TABLE} (key, value, updated_at) VALUES (?, ?, 0)",
