@@ -75,6 +75,7 @@ from stigg_cache.stores.layered import (
     ScopeKey,
     SnapshotCache,
 )
+from stigg_cache.stores.signed import SignedStore, signing_keys
 
 _T = TypeVar("_T")
 DEFAULT_CHECK_TIMEOUT_S = 0.5
@@ -107,6 +108,9 @@ class ResilientClient:
             Stigg's rate limits.
         l1_max_entries / l1_max_bytes: bounds of the in-memory cache (LRU);
             bytes count the snapshots' stored form.
+        signing_key: HMAC-SHA256 key(s) for tamper-evident snapshots (the
+            first signs, all verify); default ``STIGG_CACHE_SIGNING_KEY``
+            (comma-separated). A snapshot that fails verification is a miss.
         clock: time source; tests inject a manual clock.
     """
 
@@ -129,6 +133,7 @@ class ResilientClient:
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
         outbox_lease_s: float = DEFAULT_LEASE_S,
         breaker: CircuitBreaker | None = None,
+        signing_key: str | bytes | Sequence[str | bytes] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._check_timeout_s = check.positive_seconds("check_timeout", check_timeout)
@@ -149,6 +154,10 @@ class ResilientClient:
         )
         self._owns_store = not isinstance(store, Store)
         self._store_name, opened = self._open_store(store)
+        keys = signing_keys(signing_key)
+        self._signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
+        if keys:
+            opened = SignedStore(opened, keys)
         self._owns_outbox = not isinstance(outbox, Outbox)
         self._outbox = (
             open_outbox(
@@ -589,6 +598,8 @@ class ResilientClient:
             dead_letters=outbox.dead_letters,
             faults=dict(self._faults.counts),
             outbox_error=outbox.problem,
+            signing=self._signing,
+            tamper_detections=self._faults.counts["stigg_cache.snapshot_tampered"],
         )
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
@@ -636,7 +647,10 @@ class ResilientClient:
             self._health.store_fault(None)
             return
         self._faults.report(f"stigg_cache.{event}", str(error), key=event)
-        if event != "store_entry_unusable":  # a bad entry is not a failing store
+        if event not in (
+            "store_entry_unusable",
+            "snapshot_tampered",
+        ):  # a bad entry, not a bad store
             self._health.store_fault(f"{event}: {error}")
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ Exceptions are for the caller's own mistakes and for explicit admin calls::
     ├── PolicyError (+ ValueError)         an invalid fallback.yaml, every problem listed
     ├── StoreError (+ OSError)             a store could not read or write
     │   └── CorruptEntryError (+ ValueError)  a stored value failed its checks
+    │       └── TamperedEntryError             a snapshot failed its signature (or rolled back)
     ├── StiggUnavailableError              Stigg could not answer (adapters)
     │   └── StiggRejectedError             Stigg answered 4xx: retrying will not help
     └── InvalidResponseError (+ ValueError) Stigg's answer could not be parsed
@@ -36,6 +37,11 @@ class StoreError(StiggCacheError, OSError):
 
 class CorruptEntryError(StoreError, ValueError):
     """A stored value is truncated, altered or of an unknown format."""
+
+
+class TamperedEntryError(CorruptEntryError):
+    """With a signing key set: a snapshot is unsigned, signed by an unknown key,
+    altered, moved from another customer's key, or older than one already seen."""
 
 
 class FailureKind(enum.Enum):

@@ -229,6 +229,8 @@ class Status:
             stamp (wall time) of the oldest.
         outbox_error: why usage is not where it normally waits, or why the
             outbox cannot be read (e.g. a fleet outbox fell back to a local file).
+        signing: how snapshots are signed (``None``: not signed).
+        tamper_detections: snapshots that failed their signature since start.
         faults: count of each fault event since start (e.g. ``fetch_failed``).
     """
 
@@ -250,3 +252,5 @@ class Status:
     dead_letters: int
     faults: Mapping[str, int]
     outbox_error: str | None = None
+    signing: str | None = None
+    tamper_detections: int = 0

@@ -45,6 +45,10 @@ DEFAULT_LEASE_S = 30.0  # a sender that dies holds its batch this long
 DEFAULT_SEND_TIMEOUT_S = 10.0  # well under the lease: a send never outlives its lease
 IDLE_POLL_S = 0.5  # other processes may enqueue into a shared outbox
 RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 429
+# Send half a second's worth at a time: a batch that arrives late (a slow send, a
+# busy host) then still fits Stigg's budget, where a full second's worth would
+# meet an empty bucket and earn a 429 and a Retry-After pause.
+BURST_S = 0.5
 
 Acknowledge = Callable[[Sequence[str], float], None]
 
@@ -105,7 +109,7 @@ class Flusher:
             _Lane(
                 RecordKind.EVENT,
                 MAX_EVENTS_PER_BATCH,
-                pacing_bucket(outbox, "events", event_rate, min(event_rate, MAX_EVENTS_PER_BATCH)),
+                pacing_bucket(outbox, "events", event_rate, _burst(event_rate)),
                 cost_per_record=True,
             ),
             _Lane(
@@ -303,3 +307,7 @@ def pacing_bucket(outbox: Outbox, name: str, rate: float, capacity: float) -> Ra
     if isinstance(outbox, SharedPacing):
         return outbox.rate_bucket(name, rate, capacity)
     return TokenBucket(rate, capacity)
+
+
+def _burst(event_rate: float) -> float:
+    return max(1.0, min(event_rate * BURST_S, MAX_EVENTS_PER_BATCH))

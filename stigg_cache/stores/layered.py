@@ -18,7 +18,7 @@ import attrs
 from stigg_cache._clock import Clock
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot, snapshot_key
 from stigg_cache.core.engine import FUTURE_SKEW_S
-from stigg_cache.errors import CorruptEntryError, StoreError
+from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Store
 
@@ -156,7 +156,8 @@ class SnapshotCache:
         try:
             value = self.store.get(snapshot_key(customer_id, resource_id))
         except CorruptEntryError as error:
-            self._on_fault("store_entry_unusable", error)
+            tampered = isinstance(error, TamperedEntryError)
+            self._on_fault("snapshot_tampered" if tampered else "store_entry_unusable", error)
             return None
         except StoreError as error:
             self._failed("store_read_failed", error)
