@@ -8,11 +8,13 @@ from stigg_cache.errors import (
     CorruptEntryError,
     FailureKind,
     InvalidResponseError,
+    OutboxFullError,
     PolicyError,
     StiggCacheError,
     StiggRejectedError,
     StiggUnavailableError,
     StoreError,
+    TamperedEntryError,
 )
 from stigg_cache.models import (
     BooleanEntitlement,
@@ -59,6 +61,7 @@ __all__ = [
     "MeteredEntitlement",
     "NumericEntitlement",
     "Outbox",
+    "OutboxFullError",
     "OutboxStats",
     "PolicyError",
     "Receipt",
@@ -75,5 +78,6 @@ __all__ = [
     "StiggUnavailableError",
     "Store",
     "StoreError",
+    "TamperedEntryError",
     "open_store",
 ]

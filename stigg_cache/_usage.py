@@ -15,13 +15,16 @@ from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
-from stigg_cache.errors import StoreError
+from stigg_cache.errors import OutboxFullError, StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
 from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.layered import ScopeKey
+
+DEFAULT_OUTBOX_MAX_RECORDS = 5_000_000  # 1.4 hours of Stigg's whole event rate; ~3 GB
+DEPTH_RECHECK_S = 1.0
 
 
 def default_outbox_url(store_url: str | None) -> str:
@@ -65,8 +68,12 @@ class UsageService:
         events_per_second: float = EVENTS_PER_SECOND,
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
         lease_s: float = DEFAULT_LEASE_S,
+        max_records: int = DEFAULT_OUTBOX_MAX_RECORDS,
     ) -> None:
         self.outbox = outbox
+        self._max_records = max_records
+        self._depth = 0
+        self._depth_read_at = -DEPTH_RECHECK_S
         self._clock = clock
         self._policy = policy
         self._meters_of: tuple[str, dict[str, list[tuple[str, Meter]]]] = ("", {})
@@ -93,6 +100,7 @@ class UsageService:
 
         ``offline``: Stigg is not answering; the customers are refreshed on reconnect.
         """
+        self._make_room(len(records))
         receipts = self.outbox.enqueue(records, self._clock.time())
         meters = self._meters()
         for record, receipt in zip(records, receipts, strict=True):
@@ -103,6 +111,20 @@ class UsageService:
                         self._touched[(record.customer_id, record.resource_id)] = None
         self.flusher.wake()
         return receipts
+
+    def _make_room(self, adding: int) -> None:
+        """Refuse records beyond ``max_records`` (the depth is re-read once a second)."""
+        now = self._clock.monotonic()
+        if now - self._depth_read_at >= DEPTH_RECHECK_S or self._depth + adding > self._max_records:
+            self._depth = self.outbox.stats(self._clock.time()).pending
+            self._depth_read_at = now
+        if self._depth + adding > self._max_records:
+            raise OutboxFullError(
+                f"the outbox holds {self._depth:,} records, its limit is {self._max_records:,}: "
+                f"these {adding} were NOT recorded. Stigg has been unreachable for long; "
+                "raise outbox_max_records or see client.status() and dead letters"
+            )
+        self._depth += adding
 
     def touched(self) -> list[ScopeKey]:
         """Customers that reported usage while offline, oldest first; the list empties."""

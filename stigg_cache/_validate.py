@@ -50,3 +50,10 @@ def positive_seconds(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def positive_int(name: str, value: int) -> int:
+    """A positive whole number (a configuration value)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive whole number, got {value!r}")
+    return value

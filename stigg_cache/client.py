@@ -33,7 +33,12 @@ from stigg_cache._log import FaultLog
 from stigg_cache._plugins import redact
 from stigg_cache._reconcile import Reconciler, ReportListener
 from stigg_cache._stigg_json import LazyEntitlements
-from stigg_cache._usage import UsageService, default_outbox_url, open_outbox
+from stigg_cache._usage import (
+    DEFAULT_OUTBOX_MAX_RECORDS,
+    UsageService,
+    default_outbox_url,
+    open_outbox,
+)
 from stigg_cache.adapters import adapt
 from stigg_cache.core import engine
 from stigg_cache.core.breaker import CircuitBreaker
@@ -106,6 +111,8 @@ class ResilientClient:
             assumed not to include it yet (Stigg aggregates asynchronously).
         events_per_second / usage_calls_per_minute: this process's share of
             Stigg's rate limits.
+        outbox_max_records: the most records the outbox may hold; usage calls
+            beyond it raise :class:`OutboxFullError` (never silently dropped).
         l1_max_entries / l1_max_bytes: bounds of the in-memory cache (LRU);
             bytes count the snapshots' stored form.
         signing_key: HMAC-SHA256 key(s) for tamper-evident snapshots (the
@@ -132,6 +139,7 @@ class ResilientClient:
         events_per_second: float = EVENTS_PER_SECOND,
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
         outbox_lease_s: float = DEFAULT_LEASE_S,
+        outbox_max_records: int = DEFAULT_OUTBOX_MAX_RECORDS,
         breaker: CircuitBreaker | None = None,
         signing_key: str | bytes | Sequence[str | bytes] | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -187,6 +195,7 @@ class ResilientClient:
             events_per_second=events_per_second,
             usage_calls_per_minute=usage_calls_per_minute,
             lease_s=outbox_lease_s,
+            max_records=check.positive_int("outbox_max_records", outbox_max_records),
         )
         self._warm = FastPath(
             self._cache.l1,

@@ -8,8 +8,9 @@ Exceptions are for the caller's own mistakes and for explicit admin calls::
     ├── ConfigurationError (+ ValueError)  bad constructor arguments, store URL
     ├── PolicyError (+ ValueError)         an invalid fallback.yaml, every problem listed
     ├── StoreError (+ OSError)             a store could not read or write
-    │   └── CorruptEntryError (+ ValueError)  a stored value failed its checks
-    │       └── TamperedEntryError             a snapshot failed its signature (or rolled back)
+    │   ├── CorruptEntryError (+ ValueError)  a stored value failed its checks
+    │   │   └── TamperedEntryError             a snapshot failed its signature (or rolled back)
+    │   └── OutboxFullError                    the outbox is at its limit: usage NOT recorded
     ├── StiggUnavailableError              Stigg could not answer (adapters)
     │   └── StiggRejectedError             Stigg answered 4xx: retrying will not help
     └── InvalidResponseError (+ ValueError) Stigg's answer could not be parsed
@@ -42,6 +43,14 @@ class CorruptEntryError(StoreError, ValueError):
 class TamperedEntryError(CorruptEntryError):
     """With a signing key set: a snapshot is unsigned, signed by an unknown key,
     altered, moved from another customer's key, or older than one already seen."""
+
+
+class OutboxFullError(StoreError):
+    """The outbox holds as many records as it may (``outbox_max_records``).
+
+    Raised by the usage calls, never by checks: the usage was not recorded,
+    and the caller must know that rather than lose it silently.
+    """
 
 
 class FailureKind(enum.Enum):

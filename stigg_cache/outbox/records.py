@@ -24,6 +24,9 @@ MAX_EVENT_BYTES = 1_000_000  # Stigg's limit per event
 MAX_FRACTIONAL_VALUE = 2.0**35  # Stigg: a value with a fractional part must be below 2^35
 MAX_WHOLE_VALUE = 2.0**53 - 1  # Stigg: whole numbers up to 9,007,199,254,740,991
 MAX_ID_CHARS = 1_000
+MAX_DIMENSIONS = 100  # ours: per record (Stigg publishes no limit; a meter reads a few)
+MAX_DIMENSION_NAME_CHARS = 256
+MAX_DIMENSION_TEXT_CHARS = 10_000
 
 EVENT_FIELDS = frozenset(
     {"customer_id", "event_name", "idempotency_key", "dimensions", "resource_id", "timestamp"}
@@ -127,10 +130,17 @@ def _dimensions(value: object) -> dict[str, DimensionValue]:
         return {}
     if not isinstance(value, Mapping):
         raise TypeError("dimensions must be a dict of str to str, number or bool")
+    if len(value) > MAX_DIMENSIONS:
+        raise ValueError(f"at most {MAX_DIMENSIONS} dimensions a record, got {len(value)}")
     result: dict[str, DimensionValue] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key:
             raise TypeError("dimension names must be non-empty strings")
+        if len(key) > MAX_DIMENSION_NAME_CHARS:
+            raise ValueError(f"dimension names are at most {MAX_DIMENSION_NAME_CHARS} characters")
+        if isinstance(item, str) and len(item) > MAX_DIMENSION_TEXT_CHARS:
+            limit = MAX_DIMENSION_TEXT_CHARS
+            raise ValueError(f"dimension {key[:40]!r}: text values are at most {limit} characters")
         if isinstance(item, int | float) and not isinstance(item, bool) and not math.isfinite(item):
             raise ValueError(f"dimension {key!r} must be finite")
         if not isinstance(item, str | int | float | bool):

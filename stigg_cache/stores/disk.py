@@ -67,11 +67,26 @@ class RawBytesDisk(diskcache.Disk):  # type: ignore[misc]
         if mode == _MODE_RAW and isinstance(value, bytes | memoryview):
             return bytes(value)
         if mode == _MODE_BINARY and filename is not None:
-            path = Path(self._directory) / filename
+            path = _confined(Path(self._directory), filename)
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as reader:
                 return reader.read()
         raise _RefusedEntryError(f"refusing a disk-store entry of mode {mode} (only raw bytes)")
+
+
+def _confined(directory: Path, filename: str) -> Path:
+    """``directory / filename``, refused if it would lead outside ``directory``.
+
+    File names come from diskcache's own database, which whoever can write the
+    folder can edit: ``../../home/user/.ssh/id_rsa`` must not be read.
+    """
+    path = directory / filename
+    base = os.path.realpath(directory)
+    if Path(filename).is_absolute() or not os.path.realpath(path).startswith(base + os.sep):
+        raise _RefusedEntryError(
+            f"refusing a disk-store entry outside the store: {filename[:80]!r}"
+        )
+    return path
 
 
 class DiskStore:
