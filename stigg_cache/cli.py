@@ -9,13 +9,16 @@ from pathlib import Path
 import click
 
 from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, snapshot_key
 from stigg_cache._usage import open_outbox
-from stigg_cache.errors import PolicyError, StiggCacheError
+from stigg_cache.errors import PolicyError, StiggCacheError, TamperedEntryError
+from stigg_cache.models import Snapshot
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.policy.explain import explain, lint
-from stigg_cache.policy.model import FallbackPolicy
-from stigg_cache.stores import open_store
+from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
+from stigg_cache.stores import MISSING, Store, open_store
+from stigg_cache.stores.signed import SignedStore, signed_value, signing_keys
 
 
 @click.group()
@@ -151,3 +154,80 @@ def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
     finally:
         box.close()
     click.echo(f"requeued {moved} record(s)")
+
+
+@main.command("inspect")
+@click.option(
+    "--store", "url", required=True, help="Store URL, e.g. sqlite:///var/lib/app/cache.db"
+)
+@click.option("--customer", default=None, help="One customer (default: every snapshot).")
+@click.option("--resource", default=None, help="The customer's resource, if any.")
+@click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False))
+def inspect(url: str, customer: str | None, resource: str | None, policy_path: str | None) -> None:
+    """Snapshots held: age, staleness against the policy, signature state.
+
+    Signatures are verified with STIGG_CACHE_SIGNING_KEY (from the environment
+    only: a key on the command line would show in the process list).
+    """
+    try:
+        store = open_store(url)
+        chosen = FallbackPolicy.from_file(policy_path) if policy_path else BUILTIN_POLICY
+        keys = signing_keys(None)
+    except StiggCacheError as error:
+        click.echo(str(error), err=True)
+        sys.exit(1)
+    verifier = SignedStore(store, keys) if keys else None
+    try:
+        wanted = (
+            [snapshot_key(customer, resource)]
+            if customer is not None
+            else sorted(store.keys(SNAPSHOT_PREFIX))
+        )
+        lines = [_describe(store, verifier, key, chosen) for key in wanted]
+    except StiggCacheError as error:
+        click.echo(f"cannot read the store: {error}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+    for line in lines:
+        click.echo(line)
+    click.echo(f"{len(lines)} snapshot(s)", err=True)
+
+
+def _describe(store: Store, verifier: SignedStore | None, key: str, chosen: FallbackPolicy) -> str:
+    stored = store.get(key)
+    if stored is MISSING:
+        return f"{key}\tno snapshot"
+    if verifier is not None:
+        try:
+            value, signature = verifier.verify(key, stored), "signature valid"
+        except TamperedEntryError as error:
+            return f"{key}\tTAMPERED: {error}"
+    else:
+        inner = signed_value(stored)
+        value = stored if inner is None else inner
+        signature = (
+            "unsigned" if inner is None else "signed (set STIGG_CACHE_SIGNING_KEY to verify)"
+        )
+    try:
+        snapshot = decode_snapshot(value)
+    except StiggCacheError as error:
+        return f"{key}\tCORRUPT: {error}"
+    features = f"{len(snapshot.entitlements)} features"
+    return f"{_who(snapshot)}\t{_age(snapshot, chosen)}\t{features}\t{signature}"
+
+
+def _who(snapshot: Snapshot) -> str:
+    return snapshot.customer_id + (f"/{snapshot.resource_id}" if snapshot.resource_id else "")
+
+
+def _age(snapshot: Snapshot, chosen: FallbackPolicy) -> str:
+    age = time.time() - snapshot.fetched_at
+    budget = chosen.staleness
+    if age <= budget.fresh_for_s:
+        verdict = "fresh"
+    elif age <= budget.max_staleness_s:
+        verdict = f"stale (servable for {budget.max_staleness_s - age:.0f}s more)"
+    else:
+        verdict = "EXPIRED (older than max_staleness: not served)"
+    return f"fetched {age:.0f}s ago, {verdict}"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from stigg_cache import ResilientClient
@@ -102,3 +104,49 @@ def test_outbox_commands_show_and_requeue_dead_letters(tmp_path: Path) -> None:
         requeued = runner.invoke(main, ["outbox", "requeue", "--store", outbox])
         assert "requeued 1 record(s)" in requeued.output
         assert "pending 2" in runner.invoke(main, ["outbox", "status", "--store", outbox]).output
+
+
+def test_inspect_lists_snapshots_with_age_staleness_and_signature(
+    fake: FakeStigg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "k" * 32
+    store = f"sqlite:///{tmp_path}/cache.db"
+    fake.set_customer("globex", [])
+    with ResilientClient(
+        None, api_key=API_KEY, base_url=fake.url, store=store, signing_key=key, outbox="memory://"
+    ) as client:
+        for customer in ("acme", "globex"):
+            client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+    runner = CliRunner()
+    unverified = runner.invoke(main, ["inspect", "--store", store])
+    assert unverified.exit_code == 0, unverified.output
+    assert re.search(
+        r"acme\tfetched \ds ago, fresh\t4 features\tsigned \(set STIGG_CACHE_SIGNING_KEY to verify\)",
+        unverified.output,
+    )
+    assert "globex\t" in unverified.output
+
+    monkeypatch.setenv("STIGG_CACHE_SIGNING_KEY", key)
+    policy = tmp_path / "fallback.yaml"
+    policy.write_text("version: 1\nstaleness: {fresh_for: 0s, max_staleness: 1h}\n")
+    one = runner.invoke(
+        main, ["inspect", "--store", store, "--customer", "acme", "--policy", str(policy)]
+    )
+    assert one.exit_code == 0, one.output
+    assert re.search(
+        r"acme\tfetched \ds ago, stale \(servable for 3\d{3}s more\)\t4 features\tsignature valid",
+        one.output,
+    )
+
+    monkeypatch.setenv("STIGG_CACHE_SIGNING_KEY", "another key entirely")
+    forged = runner.invoke(main, ["inspect", "--store", store, "--customer", "acme"])
+    assert "TAMPERED: snapshot entry is signed by a key not configured here" in forged.output
+    assert key not in unverified.output + one.output + forged.output
+
+
+def test_inspect_says_when_there_is_no_snapshot(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["inspect", "--store", f"sqlite:///{tmp_path}/c.db", "--customer", "nobody"]
+    )
+    assert result.exit_code == 0
+    assert "no snapshot" in result.output

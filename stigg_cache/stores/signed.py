@@ -62,6 +62,13 @@ def signing_keys(given: str | bytes | Sequence[str | bytes] | None) -> list[byte
     return keys
 
 
+def signed_value(stored: bytes) -> bytes | None:
+    """The value inside a signed entry, unverified (for inspection); ``None`` if unsigned."""
+    if len(stored) < _HEADER.size or stored[:4] != SIGNED_MAGIC:
+        return None
+    return stored[_HEADER.size :]
+
+
 def _key_id(key: bytes) -> bytes:
     return hashlib.sha256(b"stigg-cache key id\x00" + key).digest()[:8]
 
