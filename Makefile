@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck pytest clean
+.PHONY: demo test bench fuzz audit lint typecheck pytest clean
+FUZZ_SECONDS ?= 60
 
 $(STAMP): pyproject.toml stores/redis/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
@@ -20,9 +21,18 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m stigg_cache.benchmarks --out bench/results.json
 
+# Every fuzz target for FUZZ_SECONDS each (atheris); crashing inputs land in fuzz/crashes/.
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	$(PY) -m fuzz.run $(FUZZ_SECONDS)
+
+# Known vulnerabilities in what is installed (PyPI's advisory data).
+audit: $(STAMP)
+	$(VENV)/bin/pip-audit --progress-spinner off
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check stigg_cache tests stores
-	$(VENV)/bin/ruff format --check stigg_cache tests stores
+	$(VENV)/bin/ruff check stigg_cache tests stores fuzz
+	$(VENV)/bin/ruff format --check stigg_cache tests stores fuzz
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
@@ -31,7 +41,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest -q
 
-test: lint typecheck pytest
+test: lint typecheck audit pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

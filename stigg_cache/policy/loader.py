@@ -70,33 +70,36 @@ class _Issues:
         self.found.append((self.source, line, key.replace(".[", "["), message))
 
 
+def _refusal(event: yaml.Event, count: int, depth: int) -> str | None:
+    """Why one parse event must not be walked, if it must not."""
+    tag = getattr(event, "tag", None)
+    if count > MAX_EVENTS:
+        return "file is too complex"
+    if isinstance(event, yaml.DocumentStartEvent) and count > 1:
+        return "one document only ('---' starts a second one)"
+    if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+        return "anchors and aliases (&, *) are not allowed"
+    if tag is not None and tag not in _PLAIN_TAGS:
+        return f"tag {tag!r} is not allowed"
+    if depth > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    return None
+
+
 def _screen(content: bytes, issues: _Issues) -> bool:
-    """Refuse what must not be walked: aliases, anchors, tags, deep nesting."""
+    """Refuse what must not be walked: several documents, aliases, anchors, tags, deep nesting."""
     depth = 0
     try:
         for count, event in enumerate(yaml.parse(content, Loader=yaml.SafeLoader)):
-            line = None if event.start_mark is None else event.start_mark.line + 1
-            if count > MAX_EVENTS:
-                issues.found.append((issues.source, line, "", "file is too complex"))
-                return False
-            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                issues.found.append(
-                    (issues.source, line, "", "anchors and aliases (&, *) are not allowed")
-                )
-                return False
-            tag = getattr(event, "tag", None)
-            if tag is not None and tag not in _PLAIN_TAGS:
-                issues.found.append((issues.source, line, "", f"tag {tag!r} is not allowed"))
-                return False
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
-                if depth > MAX_DEPTH:
-                    issues.found.append(
-                        (issues.source, line, "", f"nested deeper than {MAX_DEPTH} levels")
-                    )
-                    return False
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
+            refusal = _refusal(event, count, depth)
+            if refusal is not None:
+                line = None if event.start_mark is None else event.start_mark.line + 1
+                issues.found.append((issues.source, line, "", refusal))
+                return False
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = None if mark is None else mark.line + 1
@@ -128,7 +131,11 @@ def _build(node: yaml.Node, path: Path_, issues: _Issues, scalars: yaml.SafeLoad
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), issues, scalars) for i, item in enumerate(node.value)]
-    return scalars.construct_object(node)
+    try:
+        return scalars.construct_object(node)
+    except (ValueError, yaml.YAMLError) as error:  # e.g. 2001-13-45 reads as a date, and fails
+        issues.add(path, f"unreadable value {str(node.value)[:40]!r}: {error}")
+        return None
 
 
 def load_policy(content: bytes, source: str = "<policy>") -> FallbackPolicy:

@@ -1,0 +1,80 @@
+"""Writes the seed corpora (committed; rerun after a format change): python -m fuzz.make_corpus."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stigg_cache._codec import encode_snapshot
+from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.chaos.fake import boolean, enum_feature, metered, numeric
+from stigg_cache.models import CreditEntitlement, Snapshot
+from stigg_cache.outbox.records import event_record, usage_record
+from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.stores.signed import SignedStore
+
+CORPUS = Path(__file__).parent / "corpus"
+ROOT = Path(__file__).parent.parent
+
+
+def _snapshot() -> Snapshot:
+    features = [boolean("sso"), numeric("seats", 25), metered("api", limit=100, usage=40)]
+    features.append(enum_feature("models", ["gpt-4", "claude"]))
+    credit = {"tokens": CreditEntitlement("tokens", is_granted=True, usage_limit=10)}
+    entitlements = {f.feature_id: f for f in features}
+    return Snapshot("acme", "r1", entitlements, 1.8e9, plan_ids=("pro",), credits=credit)
+
+
+def seeds() -> dict[str, dict[str, bytes]]:
+    """Seed files by target."""
+    snapshot = _snapshot()
+    event = event_record(
+        {"customer_id": "c", "event_name": "e", "dimensions": {"n": 1, "ok": True}}, 1.8e9
+    )
+    usage = usage_record({"customer_id": "c", "feature_id": "f", "value": 2.5}, 1.8e9)
+    signer = SignedStore(MemoryStore(), [b"seed-key-0123456789abcdef"])
+    signer.put("snapshot:k", encode_snapshot(snapshot))
+    signed = signer.inner.get("snapshot:k")
+    assert isinstance(signed, bytes)
+    response = {"data": snapshot_to_json(snapshot, updated_at=datetime.now(UTC))}
+    return {
+        "policy": {
+            "example.yaml": (ROOT / "examples" / "fallback.yaml").read_bytes(),
+            "minimal.yaml": b"version: 1\n",
+            "alias.yaml": b"version: 1\na: &x [1]\nb: *x\n",
+        },
+        "snapshot": {
+            "rich": encode_snapshot(snapshot),
+            "empty": encode_snapshot(Snapshot("c", None, {}, 1.0)),
+        },
+        "rest": {
+            "entitlements.json": json.dumps(response).encode(),
+            "error.json": b'{"message":"x"}',
+        },
+        "usage": {
+            "event.json": json.dumps(
+                {"customer_id": "c", "event_name": "e", "dimensions": {"a": 1}}
+            ).encode(),
+            "usage.json": json.dumps(
+                {"customer_id": "c", "feature_id": "f", "value": 3, "update_behavior": "SET"}
+            ).encode(),
+        },
+        "store_entry": {
+            "event": event.payload.encode(),
+            "usage": usage.payload.encode(),
+            "signed": signed,
+        },
+    }
+
+
+def main() -> None:
+    for target, files in seeds().items():
+        folder = CORPUS / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (folder / name).write_bytes(content)
+
+
+if __name__ == "__main__":
+    main()
