@@ -9,13 +9,15 @@ import pytest
 
 from stigg_cache import OutboxFullError
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
-from stigg_cache.errors import CorruptEntryError
+from stigg_cache.errors import CorruptEntryError, StoreError
 from stigg_cache.outbox.records import (
     MAX_DIMENSION_NAME_CHARS,
     MAX_DIMENSION_TEXT_CHARS,
     MAX_DIMENSIONS,
     event_record,
 )
+from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.stores import open_store
 from stigg_cache.stores.disk import DiskStore
 from tests.conftest import MakeClient
 
@@ -66,3 +68,18 @@ def test_the_disk_store_never_reads_a_file_outside_its_folder(tmp_path: Path) ->
     with pytest.raises(CorruptEntryError, match="outside the store"):
         store.get("k")
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["store", "outbox"])
+def test_a_symlink_where_a_file_of_ours_goes_is_not_followed(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "somebody-elses-file"
+    target.write_bytes(b"not ours")
+    link = tmp_path / "cache.db"
+    link.symlink_to(target)
+
+    def opening() -> object:
+        return open_store(f"sqlite:///{link}") if kind == "store" else SqliteOutbox(link)
+
+    with pytest.raises(StoreError, match="symbolic links"):
+        opening()
+    assert target.read_bytes() == b"not ours"
