@@ -13,6 +13,7 @@ from stigg_cache.models import CreditEntitlement, Snapshot
 from stigg_cache.outbox.records import event_record, usage_record
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
+from tests.test_entitlements_state import STATE_V2
 
 CORPUS = Path(__file__).parent / "corpus"
 ROOT = Path(__file__).parent.parent
@@ -30,14 +31,17 @@ def seeds() -> dict[str, dict[str, bytes]]:
     """Seed files by target."""
     snapshot = _snapshot()
     event = event_record(
-        {"customer_id": "c", "event_name": "e", "dimensions": {"n": 1, "ok": True}}, 1.8e9
+        {"customer_id": "c", "event_name": "e", "idempotency_key": "k1", "dimensions": {"n": 1}},
+        1.8e9,
     )
-    usage = usage_record({"customer_id": "c", "feature_id": "f", "value": 2.5}, 1.8e9)
+    usage = usage_record(
+        {"customer_id": "c", "feature_id": "f", "value": 2.5, "idempotency_key": "k2"}, 1.8e9
+    )
     signer = SignedStore(MemoryStore(), [b"seed-key-0123456789abcdef"])
     signer.put("snapshot:k", encode_snapshot(snapshot))
     signed = signer.inner.get("snapshot:k")
     assert isinstance(signed, bytes)
-    response = {"data": snapshot_to_json(snapshot, updated_at=datetime.now(UTC))}
+    response = {"data": snapshot_to_json(snapshot, updated_at=datetime(2027, 1, 15, tzinfo=UTC))}
     return {
         "policy": {
             "example.yaml": (ROOT / "examples" / "fallback.yaml").read_bytes(),
@@ -51,6 +55,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "rest": {
             "entitlements.json": json.dumps(response).encode(),
             "error.json": b'{"message":"x"}',
+        },
+        "state": {
+            "graphql-v2.json": json.dumps({"data": {"entitlementsState": STATE_V2}}).encode(),
+            "errors.json": b'{"errors":[{"message":"Unauthorized"}],"data":null}',
         },
         "usage": {
             "event.json": json.dumps(

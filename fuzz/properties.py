@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot
-from stigg_cache.adapters._http import json_data, snapshot_from_body
+from stigg_cache.adapters._http import json_data, snapshot_from_body, snapshot_from_state_body
 from stigg_cache.errors import (
     CorruptEntryError,
     InvalidResponseError,
@@ -84,6 +84,16 @@ def rest_body(data: bytes) -> None:
     try:
         json_data(data)
         snapshot = snapshot_from_body(data, "c", None)
+    except StiggUnavailableError:
+        return
+    assert all(isinstance(e, FeatureEntitlement) for e in snapshot.entitlements.values())
+
+
+def state_body(data: bytes) -> None:
+    """Any bytes as an Edge/GraphQL entitlementsState answer: a Snapshot with parsed
+    features, or StiggUnavailableError."""
+    try:
+        snapshot = snapshot_from_state_body(data, "c", None)
     except StiggUnavailableError:
         return
     assert all(isinstance(e, FeatureEntitlement) for e in snapshot.entitlements.values())

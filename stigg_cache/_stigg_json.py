@@ -299,6 +299,43 @@ def parse_entitlements(
     )
 
 
+def parse_entitlements_state(
+    state: object, *, customer_id: str, resource_id: str | None, fetched_at: float
+) -> Snapshot:
+    """Build a snapshot from ``entitlementsState`` (Stigg's GraphQL and Edge JSON answer).
+
+    ``entitlementsV2`` (features and credits, each with ``__typename``) is read
+    when present, else the older ``entitlements``; features there name their
+    id ``feature.refId`` where REST says ``feature.id``.
+
+    Raises:
+        InvalidResponseError: the value does not have Stigg's shape.
+    """
+    body = _obj(state, "entitlementsState")
+    newer = body.get("entitlementsV2")
+    items = newer if newer is not None else body.get("entitlements")
+    if not isinstance(items, list):
+        raise InvalidResponseError("entitlementsState.entitlements: expected a list")
+    as_rest = [
+        _rest_item(_obj(item, f"entitlementsState.entitlements[{index}]"))
+        for index, item in enumerate(items)
+    ]
+    data = {"entitlements": as_rest, "accessDeniedReason": body.get("accessDeniedReason")}
+    return parse_entitlements(
+        data, customer_id=customer_id, resource_id=resource_id, fetched_at=fetched_at
+    )
+
+
+def _rest_item(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A GraphQL entitlement in the REST shape :func:`parse_entitlements` reads."""
+    if item.get("__typename") == "CreditEntitlement":
+        return {**item, "type": "CREDIT"}
+    feature = item.get("feature")
+    if isinstance(feature, Mapping):
+        feature = {**feature, "id": feature.get("refId", feature.get("id"))}
+    return {**item, "type": "FEATURE", "feature": feature}
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 

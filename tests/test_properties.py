@@ -26,6 +26,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "policy": properties.policy_bytes,
     "snapshot": properties.snapshot_value,
     "rest": properties.rest_body,
+    "state": properties.state_body,
     "usage": properties.usage_input,
     "store_entry": properties.stored_record,
 }
