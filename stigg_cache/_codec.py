@@ -41,6 +41,7 @@ CODEC_VERSION = 3
 _HEADER = struct.Struct(">4sII")
 _DECODER = json.JSONDecoder()  # built once: json.loads also sniffs the encoding of bytes
 FRAME_BYTES = _HEADER.size
+LATEST_EPOCH_S = 253_402_300_800  # 10000-01-01: later times do not fit a datetime
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
 
 
@@ -126,7 +127,11 @@ def _parse_header(document: object, blobs: memoryview) -> Snapshot:
         resource_id is None or isinstance(resource_id, str)
     ):
         raise CorruptEntryError("snapshot entry has malformed ids")
-    if isinstance(fetched_at, bool) or not isinstance(fetched_at, int | float):
+    if (
+        isinstance(fetched_at, bool)
+        or not isinstance(fetched_at, int | float)
+        or not 0 <= fetched_at < LATEST_EPOCH_S  # NaN and Infinity fail too
+    ):
         raise CorruptEntryError("snapshot entry has a malformed fetch time")
     plan_ids = document.get("planIds", [])
     if not isinstance(plan_ids, list) or any(type(p) is not str for p in plan_ids):

@@ -74,6 +74,13 @@ def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
             pack({"customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}, {}),
             id="bad-id-type",
         ),
+        *(
+            pytest.param(
+                pack({"customerId": "c", "resourceId": None, "fetchedAt": at, "data": {}}, {}),
+                id=f"fetch-time-{at}",
+            )
+            for at in (1e300, -1, float("inf"), float("nan"))  # found by fuzzing: 1e300
+        ),
         pytest.param(
             pack(
                 {
