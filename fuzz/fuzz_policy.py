@@ -3,20 +3,7 @@
 Run: python -m fuzz.fuzz_policy -max_total_time=60 fuzz/corpus/policy (or make fuzz).
 """
 
-from __future__ import annotations
-
-import sys
-
-import atheris
-
-with atheris.instrument_imports():
-    from fuzz.properties import policy_bytes
-
-
-def main() -> None:
-    atheris.Setup(sys.argv, policy_bytes)
-    atheris.Fuzz()
-
+from fuzz.target import main
 
 if __name__ == "__main__":
-    main()
+    main("policy_bytes")

@@ -3,20 +3,7 @@
 Run: python -m fuzz.fuzz_snapshot -max_total_time=60 fuzz/corpus/snapshot (or make fuzz).
 """
 
-from __future__ import annotations
-
-import sys
-
-import atheris
-
-with atheris.instrument_imports():
-    from fuzz.properties import snapshot_value
-
-
-def main() -> None:
-    atheris.Setup(sys.argv, snapshot_value)
-    atheris.Fuzz()
-
+from fuzz.target import main
 
 if __name__ == "__main__":
-    main()
+    main("snapshot_value")

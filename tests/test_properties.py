@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from fuzz import properties
 from fuzz.make_corpus import seeds
 from stigg_cache.errors import PolicyError
+from stigg_cache.outbox.records import EVENT_FIELDS, USAGE_FIELDS
 from stigg_cache.policy.loader import load_policy
 
 CORPUS = Path(__file__).parent.parent / "fuzz" / "corpus"
@@ -80,20 +81,7 @@ def test_mutated_seeds_end_in_a_value_or_the_documented_error(target: str) -> No
 @BOUNDED
 @given(
     raw=st.dictionaries(
-        st.sampled_from(
-            [
-                "customer_id",
-                "event_name",
-                "feature_id",
-                "value",
-                "update_behavior",
-                "idempotency_key",
-                "resource_id",
-                "dimensions",
-                "timestamp",
-                "created_at",
-            ]
-        ),
+        st.sampled_from(sorted(EVENT_FIELDS | USAGE_FIELDS)),
         json_values,
         max_size=8,
     )

@@ -38,14 +38,16 @@ def store_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/cache.db"
 
 
-def _client(fake: FakeStigg, store_url: str, key: object = KEY_A) -> ResilientClient:
+def _client(
+    fake: FakeStigg, store_url: str, key: object = KEY_A, policy: FallbackPolicy = POLICY
+) -> ResilientClient:
     return ResilientClient(
         None,
         api_key=API_KEY,
         base_url=fake.url,
         store=store_url,
         outbox="memory://",
-        policy=POLICY,
+        policy=policy,
         signing_key=key,  # type: ignore[arg-type]
     )
 
@@ -162,27 +164,11 @@ def test_a_replayed_snapshot_older_than_max_staleness_is_not_trusted_by_a_new_pr
         "version: 1\nstaleness:\n  fresh_for: 0.1s\n  max_staleness: 0.3s\n"
         "features:\n  sso:\n    fallback: {has_access: false}\n"
     )
-    with ResilientClient(
-        None,
-        api_key=API_KEY,
-        base_url=fake.url,
-        store=store_url,
-        outbox="memory://",
-        policy=short,
-        signing_key=KEY_A,
-    ) as client:
+    with _client(fake, store_url, policy=short) as client:
         assert client.get_boolean_entitlement(customer_id="acme", feature_id="sso").has_access
     fake.set_mode(FakeMode.DOWN)
     time.sleep(0.4)  # the validly signed grant is now older than max_staleness
-    with ResilientClient(
-        None,
-        api_key=API_KEY,
-        base_url=fake.url,
-        store=store_url,
-        outbox="memory://",
-        policy=short,
-        signing_key=KEY_A,
-    ) as client:
+    with _client(fake, store_url, policy=short) as client:
         result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         assert (result.has_access, result.decision.source) == (False, Source.DEFAULT)
 
