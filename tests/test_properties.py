@@ -103,6 +103,7 @@ def test_every_corpus_file_holds(path: Path) -> None:
     [
         (b"version: 1\n---\nversion: 1\n", "one document only"),  # once a ComposerError
         (b"version: 1\nnote: 2001-13-45\n", "unreadable value '2001-13-45'"),  # once a ValueError
+        (b"\n= :", "unreadable value '='"),  # once a ConstructorError
     ],
 )
 def test_what_fuzzing_found_is_a_policy_error(content: bytes, message: str) -> None:

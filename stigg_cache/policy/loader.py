@@ -115,7 +115,7 @@ def _build(node: yaml.Node, path: Path_, issues: _Issues, scalars: yaml.SafeLoad
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = (
-                scalars.construct_object(key_node)
+                _scalar(key_node, (*path, "?"), issues, scalars)
                 if isinstance(key_node, yaml.ScalarNode)
                 else None
             )
@@ -131,10 +131,16 @@ def _build(node: yaml.Node, path: Path_, issues: _Issues, scalars: yaml.SafeLoad
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, (*path, i), issues, scalars) for i, item in enumerate(node.value)]
+    return _scalar(node, path, issues, scalars)
+
+
+def _scalar(node: yaml.Node, path: Path_, issues: _Issues, scalars: yaml.SafeLoader) -> Any:
     try:
         return scalars.construct_object(node)
-    except (ValueError, yaml.YAMLError) as error:  # e.g. 2001-13-45 reads as a date, and fails
-        issues.add(path, f"unreadable value {str(node.value)[:40]!r}: {error}")
+    except (ValueError, yaml.YAMLError) as error:  # 2001-13-45 reads as a date, "=" as a tag
+        issues.lines.setdefault(path, node.start_mark.line + 1)
+        problem = getattr(error, "problem", None) or str(error)
+        issues.add(path, f"unreadable value {str(node.value)[:40]!r}: {problem}")
         return None
 
 
@@ -149,7 +155,10 @@ def load_policy(content: bytes, source: str = "<policy>") -> FallbackPolicy:
         raise PolicyError([(source, None, "", f"file is larger than {MAX_POLICY_BYTES} bytes")])
     if not _screen(content, issues):
         raise PolicyError(issues.found)
-    root = yaml.compose(content, Loader=yaml.SafeLoader)
+    try:
+        root = yaml.compose(content, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as error:  # the screen parsed it: this is only a safety net
+        raise PolicyError([(source, None, "", f"not valid YAML: {error}")]) from None
     if root is None:
         raise PolicyError([(source, 1, "", "file is empty: write at least 'version: 1'")])
     data = _build(root, (), issues, yaml.SafeLoader(""))
