@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -231,3 +233,122 @@ def _age(snapshot: Snapshot, chosen: FallbackPolicy) -> str:
     else:
         verdict = "EXPIRED (older than max_staleness: not served)"
     return f"fetched {age:.0f}s ago, {verdict}"
+
+
+@main.group()
+def chaos() -> None:
+    """Prove a setup survives outages: scenarios against a fake Stigg on loopback."""
+
+
+@chaos.command("list")
+def chaos_list() -> None:
+    """The built-in scenarios."""
+    from stigg_cache.chaos.scenario import builtin_scenarios  # noqa: PLC0415 - only here
+
+    for name, scenario in builtin_scenarios().items():
+        click.echo(f"{name:<28} {scenario.duration_s:>4.0f}s  {scenario.about}")
+
+
+@chaos.command("run")
+@click.argument("scenarios", nargs=-1)
+@click.option(
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A scenario YAML of your own (repeat).",
+)
+@click.option("--store", default=None, help="Store URL to test (default: a fresh SQLite file).")
+@click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Your fallback.yaml.",
+)
+@click.option(
+    "--client",
+    "client_kind",
+    type=click.Choice(["httpx", "rest"]),
+    default="httpx",
+    show_default=True,
+)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report here.")
+def chaos_run(  # noqa: PLR0917 - click passes options positionally
+    scenarios: tuple[str, ...],
+    files: tuple[str, ...],
+    store: str | None,
+    policy_path: str | None,
+    client_kind: str,
+    json_out: str | None,
+) -> None:
+    """Run scenarios (all built-in ones if none is named); exit 1 if any invariant fails."""
+    import json  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from stigg_cache.chaos.scenario import ChaosRun, Scenario, builtin_scenarios  # noqa: PLC0415
+
+    known = builtin_scenarios()
+    unknown = [name for name in scenarios if name not in known]
+    if unknown:
+        click.echo(f"unknown scenarios {unknown}; see: stigg-cache chaos list", err=True)
+        sys.exit(2)
+    chosen = [known[n] for n in scenarios] or ([] if files else list(known.values()))
+    chosen += [Scenario.from_yaml(Path(f).read_text(), f) for f in files]
+    policy = Path(policy_path).read_text() if policy_path else None
+    reports = []
+    for scenario in chosen:
+        click.echo(
+            f"running {scenario.name} ({scenario.duration_s:.0f}s): {scenario.about}", err=True
+        )
+        with tempfile.TemporaryDirectory(prefix="stigg-cache-chaos-") as workdir:
+            run = ChaosRun(
+                scenario, Path(workdir), store=store, policy=policy, inner=_inner(client_kind)
+            )
+            report = run.run()
+        reports.append(report)
+        verdict = "PASS" if report.passed else "FAIL"
+        counts = f"{report.checks} checks, {report.reports} reports"
+        click.echo(f"  {verdict} in {report.seconds:.1f}s, {counts}", err=True)
+    click.echo(_scorecard(reports))
+    if json_out:
+        Path(json_out).write_text(json.dumps([_report_json(r) for r in reports], indent=2))
+    sys.exit(0 if all(r.passed for r in reports) else 1)
+
+
+def _inner(kind: str) -> Callable[[str], object] | None:
+    if kind == "httpx":
+        return None
+
+    def official_sdk(base_url: str) -> object:
+        import stigg  # noqa: PLC0415 - the [rest] extra
+
+        from stigg_cache.chaos.scenario import API_KEY  # noqa: PLC0415
+
+        return stigg.Stigg(api_key=API_KEY, base_url=base_url)
+
+    return official_sdk
+
+
+def _scorecard(reports: list[Any]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"{report.scenario}  ({report.seconds:.1f}s)")
+        lines += [
+            f"  {'pass' if v.passed else 'FAIL'}  {v.name:<52} {v.figures}" for v in report.verdicts
+        ]
+    passed = sum(r.passed for r in reports)
+    lines.append(f"{passed} of {len(reports)} scenarios held every invariant")
+    return "\n".join(lines)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    return {
+        "scenario": report.scenario,
+        "seconds": round(report.seconds, 3),
+        "passed": report.passed,
+        "checks": report.checks,
+        "reports": report.reports,
+        "verdicts": [
+            {"name": v.name, "passed": v.passed, "figures": v.figures} for v in report.verdicts
+        ],
+    }

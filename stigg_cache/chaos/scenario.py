@@ -1,0 +1,351 @@
+"""Chaos scenarios: a timeline of faults under a workload, judged afterwards.
+
+A scenario is YAML (the built-in ones ship in ``stigg_cache/chaos/scenarios``)::
+
+    name: flapping-network
+    about: The link to Stigg goes up and down every second for ten seconds.
+    duration: 14                       # seconds of workload
+    workload: {threads: 4, checks_per_s: 200, reports_per_s: 20}
+    steps:
+      - {at: 2, flap: {refuse: true}, period: 1, for: 10}
+      - {at: 5, stigg: rate_limited, retry_after: 2}
+      - {at: 7, restart: true}         # a new client on the same store and outbox
+      - {at: 8, corrupt_store: true}
+      - {at: 9, edit_policy: invalid}
+      - {at: 12, clear: true}
+
+Step actions: ``fault`` (proxy faults, see :class:`~stigg_cache.chaos.proxy.Faults`),
+``flap``, ``clear``, ``stigg`` (the fake's mode), ``restart``,
+``corrupt_store``, ``edit_policy`` (``valid`` or ``invalid``). After the
+timeline every fault is cleared, the client must reconnect and drain, and the
+invariants of :mod:`stigg_cache.chaos.history` and this module are judged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache.chaos.history import History, Outcome, Verdict, check_verdicts, usage_verdicts
+from stigg_cache.chaos.proxy import FaultProxy, Faults
+from stigg_cache.chaos.workload import Driver, Workload
+from stigg_cache.client import ResilientClient
+from stigg_cache.errors import ConfigurationError, StiggCacheError
+from stigg_cache.models import ConnectionState
+from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.stores import open_store
+
+API_KEY = "sk-chaos-fake-key"
+CHECK_TIMEOUT_S = 0.3
+MARGIN_S = 0.25  # scheduling noise on a loaded machine
+RECOVERY_S = 60.0
+VALID_POLICY = """version: 1
+staleness:
+  fresh_for: 2s
+  max_staleness: 1h
+features:
+  sso:
+    fallback: {has_access: false}
+default: {has_access: true}
+"""
+_STEP_KEYS = {"fault", "flap", "clear", "stigg", "restart", "corrupt_store", "edit_policy"}
+
+
+@attrs.frozen
+class Scenario:
+    """A timeline of faults and the workload it runs under."""
+
+    name: str
+    about: str
+    duration_s: float
+    workload: Workload
+    steps: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "<scenario>") -> Scenario:
+        """Parse a scenario (safe YAML).
+
+        Raises:
+            ConfigurationError: what is wrong, and where.
+        """
+        raw = yaml.safe_load(text)
+        if not isinstance(raw, dict) or not {"name", "duration", "steps"} <= raw.keys():
+            raise ConfigurationError(f"{source}: a scenario needs name, duration and steps")
+        steps = raw["steps"] or []
+        for index, step in enumerate(steps):
+            if not isinstance(step, dict) or "at" not in step or not _STEP_KEYS & step.keys():
+                raise ConfigurationError(
+                    f"{source}: steps[{index}] needs 'at' and one of {sorted(_STEP_KEYS)}"
+                )
+        return cls(
+            name=str(raw["name"]),
+            about=str(raw.get("about", "")),
+            duration_s=float(raw["duration"]),
+            workload=Workload(**(raw.get("workload") or {})),
+            steps=tuple(sorted(steps, key=lambda step: float(step["at"]))),
+        )
+
+
+def builtin_scenarios() -> dict[str, Scenario]:
+    """The scenarios shipped with the package, by name."""
+    found = {}
+    for entry in sorted(files("stigg_cache.chaos").joinpath("scenarios").iterdir(), key=str):
+        if entry.name.endswith(".yaml"):
+            scenario = Scenario.from_yaml(entry.read_text(encoding="utf-8"), entry.name)
+            found[scenario.name] = scenario
+    return found
+
+
+@attrs.frozen
+class Report:
+    """What one scenario run showed."""
+
+    scenario: str
+    seconds: float
+    verdicts: tuple[Verdict, ...]
+    checks: int
+    reports: int
+
+    @property
+    def passed(self) -> bool:
+        """Every invariant held."""
+        return all(v.passed for v in self.verdicts)
+
+
+class ChaosRun:
+    """One scenario against a fake Stigg behind a fault proxy, all on loopback."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        workdir: Path,
+        *,
+        store: str | None = None,
+        policy: str | None = None,
+        inner: Callable[[str], object] | None = None,
+    ) -> None:
+        """Run ``scenario`` with files under ``workdir``.
+
+        Args:
+            store: the store URL to test (default: SQLite under ``workdir``).
+            policy: the fallback.yaml text to test (default: a strict one).
+            inner: builds the Stigg client for a base URL (default: the built-in one).
+        """
+        self.scenario = scenario
+        self.workdir = workdir
+        self.store = store or f"sqlite:///{workdir}/cache.db"
+        self.outbox = f"sqlite:///{workdir}/outbox.db"
+        self.policy_path = workdir / "fallback.yaml"
+        self.policy_text = policy or VALID_POLICY
+        self._inner = inner
+        self.history = History()
+        self._client: ResilientClient | None = None
+        self._valid_versions: list[tuple[float, str]] = []
+
+    def _open_client(self, proxy: FaultProxy) -> ResilientClient:
+        return ResilientClient(
+            None if self._inner is None else self._inner(proxy.url),
+            api_key=None if self._inner is not None else API_KEY,
+            base_url=None if self._inner is not None else proxy.url,
+            store=self.store,
+            outbox=self.outbox,
+            policy=self.policy_path,
+            check_timeout=CHECK_TIMEOUT_S,
+            outbox_lease_s=4.0,
+        )
+
+    def run(self) -> Report:
+        """Run the timeline, recover, judge."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.policy_path.write_text(self.policy_text)
+        policy = FallbackPolicy.from_yaml(self.policy_text)
+        budgets = [policy.staleness_for(f) for f in self.scenario.workload.features]
+        threads_before = threading.active_count()
+        fds_before = _open_fds()
+        started = time.monotonic()
+        with FakeStigg(api_key=API_KEY) as fake, FaultProxy.to(fake.url) as proxy:
+            for n in range(self.scenario.workload.customers):
+                fake.set_customer(
+                    f"customer-{n}", [boolean("sso"), metered("api_calls", limit=1e6, usage=0)]
+                )
+            self._client = self._open_client(proxy)
+            self._valid_versions.append((time.monotonic(), self._client.status().policy_version))
+            driver = Driver(self._client_now, self.scenario.workload, self.history)
+            driver.start()
+            self._timeline(fake, proxy, started)
+            driver.stop()
+            proxy.clear()
+            fake.set_mode(FakeMode.UP)
+            recovered = self._recover()
+            client = self._client_now()
+            status = client.status()
+            client.close()
+            verdicts = [
+                *check_verdicts(
+                    self.history,
+                    timeout_s=CHECK_TIMEOUT_S,
+                    margin_s=MARGIN_S,
+                    fresh_for_s=max(b.fresh_for_s for b in budgets),
+                    max_staleness_s=max(b.max_staleness_s for b in budgets),
+                ),
+                *usage_verdicts(self.history, fake.account),
+                Verdict(
+                    "breaker recovered after faults cleared",
+                    recovered,
+                    f"state {status.state.value}",
+                ),
+                Verdict(
+                    "outbox drained after recovery",
+                    status.outbox_depth == 0,
+                    f"{status.outbox_depth} left, {fake.account.rate_limited} answered 429",
+                ),
+                self._policy_verdict(),
+                self._store_verdict(),
+            ]
+        verdicts.append(_leak_verdict(threads_before, fds_before))
+        return Report(
+            self.scenario.name,
+            time.monotonic() - started,
+            tuple(verdicts),
+            len(self.history.of("check")),
+            len(self.history.of("report")),
+        )
+
+    def _client_now(self) -> ResilientClient:
+        assert self._client is not None
+        return self._client
+
+    def _timeline(self, fake: FakeStigg, proxy: FaultProxy, started: float) -> None:
+        for step in self.scenario.steps:
+            wait = started + float(step["at"]) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._do(step, fake, proxy)
+        rest = started + self.scenario.duration_s - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+
+    def _do(self, step: Mapping[str, Any], fake: FakeStigg, proxy: FaultProxy) -> None:
+        if "fault" in step:
+            proxy.set(Faults(**step["fault"]))
+        if "flap" in step:
+            proxy.flap(
+                Faults(**step["flap"]),
+                period_s=float(step.get("period", 1)),
+                duration_s=float(step.get("for", 10)),
+            )
+        if step.get("clear"):
+            proxy.clear()
+            fake.set_mode(FakeMode.UP)
+        if "stigg" in step:
+            fake.set_mode(
+                FakeMode(step["stigg"]),
+                delay_s=float(step.get("delay", 0)),
+                retry_after_s=float(step.get("retry_after", 1)),
+            )
+        if step.get("restart"):
+            old, self._client = self._client, self._open_client(proxy)
+            if old is not None:
+                old.close()
+        if step.get("corrupt_store"):
+            self._corrupt_store()
+        if "edit_policy" in step:
+            self._edit_policy(valid=step["edit_policy"] == "valid")
+
+    def _corrupt_store(self) -> None:
+        store = open_store(self.store)
+        try:
+            for key in list(store.keys(SNAPSHOT_PREFIX))[:5]:
+                value = store.get(key)
+                if isinstance(value, bytes):
+                    store.put(key, value[: len(value) // 2])  # truncated, as a torn write
+        finally:
+            store.close()
+
+    def _edit_policy(self, *, valid: bool) -> None:
+        if valid:
+            self.policy_text += f"# saved again by the chaos run at {time.time():.3f}\n"
+            self.policy_path.write_text(self.policy_text)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                version = self._client_now().status().policy_version
+                if version != self._valid_versions[-1][1]:
+                    self._valid_versions.append((time.monotonic(), version))
+                    return
+                time.sleep(0.05)
+        else:
+            self.policy_path.write_text("version: 1\nstaleness: {fresh_for: soon}\n")
+
+    def _recover(self) -> bool:
+        deadline = time.monotonic() + RECOVERY_S
+        client = self._client_now()
+        while time.monotonic() < deadline:
+            client.get_boolean_entitlement(customer_id="customer-0", feature_id="sso")  # probes
+            if (
+                client.status().state is ConnectionState.CONNECTED
+                and client.flush(timeout=2).drained
+            ):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _policy_verdict(self) -> Verdict:
+        valid = {version for _, version in self._valid_versions}
+        versions = {op.detail.get("policy_version") for op in self.history.of("check", Outcome.OK)}
+        foreign = versions - valid - {None}
+        return Verdict(
+            "an invalid policy never replaced a valid one",
+            not foreign,
+            f"{len(valid)} valid versions in force, {len(foreign)} others seen",
+        )
+
+    def _store_verdict(self) -> Verdict:
+        unreadable = 0
+        try:
+            store = open_store(self.store)
+        except StiggCacheError as error:
+            return Verdict("the store is readable after the run", passed=False, figures=str(error))
+        try:
+            keys = list(store.keys(SNAPSHOT_PREFIX))
+            for key in keys:
+                value = store.get(key)
+                try:
+                    if isinstance(value, bytes):
+                        decode_snapshot(value)
+                except StiggCacheError:
+                    unreadable += 1
+        finally:
+            store.close()
+        return Verdict(
+            "the store is readable after the run",
+            passed=True,  # a torn entry is a miss by design; it is refetched, never fatal
+            figures=f"{len(keys)} snapshots, {unreadable} unreadable entries left (read as misses)",
+        )
+
+
+def _open_fds() -> int:
+    try:
+        return sum(1 for _ in Path("/proc/self/fd").iterdir())
+    except OSError:
+        return 0
+
+
+def _leak_verdict(threads_before: int, fds_before: int) -> Verdict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and threading.active_count() > threads_before:
+        time.sleep(0.1)
+    threads, fds = threading.active_count() - threads_before, _open_fds() - fds_before
+    return Verdict(
+        "threads and file descriptors back to their baseline",
+        threads <= 0 and fds <= 2,
+        f"{threads:+d} threads, {fds:+d} file descriptors",
+    )
