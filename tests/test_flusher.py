@@ -178,3 +178,25 @@ def test_a_bucket_grants_whole_tokens_up_to_a_limit_or_none_below_the_least() ->
     assert bucket.acquire(10, 5, now=0.25) == 5
     bucket.refund(100, now=0.25)
     assert bucket.available(now=0.25) == 10.0  # never above capacity
+
+
+def test_a_429_answering_the_breakers_probe_does_not_leave_it_half_open(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    # Found by the chaos run (429-storm-during-replay): the flusher's probe got a 429,
+    # nobody told the breaker, and the client stayed DEGRADED, sending nothing, for good.
+    client = make_client(check_timeout=0.2)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    for mode in (FakeMode.DOWN, FakeMode.RATE_LIMITED):  # 3 s of each, usage and checks going on
+        fake.set_mode(mode, retry_after_s=2)
+        for n in range(30):
+            client.report_event(_events(5, prefix=f"{mode.value}-{n}-"))
+            client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            time.sleep(0.1)
+    fake.set_mode(FakeMode.UP)
+    deadline = time.monotonic() + 15
+    while client.status().outbox_depth and time.monotonic() < deadline:
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        time.sleep(0.1)
+    assert client.status().outbox_depth == 0
+    assert client.status().breaker == "closed"

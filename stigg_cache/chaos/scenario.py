@@ -10,6 +10,7 @@ A scenario is YAML (the built-in ones ship in ``stigg_cache/chaos/scenarios``)::
       - {at: 2, flap: {refuse: true}, period: 1, for: 10}
       - {at: 5, stigg: rate_limited, retry_after: 2}
       - {at: 7, restart: true}         # a new client on the same store and outbox
+                                       # (refused, and the old one kept, if the policy is broken)
       - {at: 8, corrupt_store: true}
       - {at: 9, edit_policy: invalid}
       - {at: 12, clear: true}
@@ -150,6 +151,7 @@ class ChaosRun:
         self.history = History()
         self._client: ResilientClient | None = None
         self._valid_versions: list[tuple[float, str]] = []
+        self.refused_restarts: list[str] = []  # a new client refuses a broken policy file
 
     def _open_client(self, proxy: FaultProxy) -> ResilientClient:
         return ResilientClient(
@@ -253,13 +255,22 @@ class ChaosRun:
                 retry_after_s=float(step.get("retry_after", 1)),
             )
         if step.get("restart"):
-            old, self._client = self._client, self._open_client(proxy)
-            if old is not None:
-                old.close()
+            self._restart(proxy)
         if step.get("corrupt_store"):
             self._corrupt_store()
         if "edit_policy" in step:
             self._edit_policy(valid=step["edit_policy"] == "valid")
+
+    def _restart(self, proxy: FaultProxy) -> None:
+        """A new client on the same store and outbox; the old one closes."""
+        try:
+            fresh = self._open_client(proxy)
+        except StiggCacheError as error:  # e.g. fallback.yaml is broken right now
+            self.refused_restarts.append(str(error).splitlines()[0])
+            return
+        old, self._client = self._client, fresh
+        if old is not None:
+            old.close()
 
     def _corrupt_store(self) -> None:
         store = open_store(self.store)
@@ -302,10 +313,13 @@ class ChaosRun:
         valid = {version for _, version in self._valid_versions}
         versions = {op.detail.get("policy_version") for op in self.history.of("check", Outcome.OK)}
         foreign = versions - valid - {None}
+        refused = (
+            f", {len(self.refused_restarts)} restarts refused it" if self.refused_restarts else ""
+        )
         return Verdict(
             "an invalid policy never replaced a valid one",
             not foreign,
-            f"{len(valid)} valid versions in force, {len(foreign)} others seen",
+            f"{len(valid)} valid versions in force, {len(foreign)} others seen{refused}",
         )
 
     def _store_verdict(self) -> Verdict:

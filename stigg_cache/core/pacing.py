@@ -118,16 +118,21 @@ class TokenBucket:
 
 
 def retry_delay(attempts: int, jitter: float, retry_after_s: float | None = None) -> float:
-    """Seconds before the next try: exponential, full jitter, at least ``Retry-After``.
+    """Seconds before the next try: Stigg's ``Retry-After`` if it gave one, else exponential.
+
+    A ``Retry-After`` is honoured as given, never undercut and not compounded:
+    a storm of 429s saying "2 s" must not grow into minutes of silence once
+    Stigg is fine again. A tenth of jitter spreads a fleet that got the same hint.
 
     Args:
         attempts: failures so far (1 after the first failure).
         jitter: a number in [0, 1).
-        retry_after_s: Stigg's own hint, which is never undercut.
+        retry_after_s: Stigg's own hint.
     """
+    if retry_after_s is not None:
+        return min(MAX_RETRY_S, retry_after_s) * (1 + jitter / 10)
     ceiling = min(MAX_RETRY_S, BASE_RETRY_S * 2.0 ** max(attempts - 1, 0))
-    delay = ceiling * (0.5 + jitter / 2)
-    return max(delay, retry_after_s or 0.0)
+    return ceiling * (0.5 + jitter / 2)
 
 
 class SendOutcome(enum.Enum):

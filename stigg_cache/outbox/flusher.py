@@ -271,6 +271,10 @@ class Flusher:
     def _failed(self, lane: _Lane, batch: Sequence[Claimed], error: StiggUnavailableError) -> None:
         wall = self._clock.time()
         ids = [c.id for c in batch]
+        if error.kind in (FailureKind.RATE_LIMITED, FailureKind.REJECTED):
+            # Stigg answered: it is reachable. Say so, or a half-open breaker whose probe
+            # this send was would wait for a verdict forever (found by the chaos run).
+            self._health.succeeded()
         outcome = plan_failure(error.kind, len(batch))
         match outcome:
             case SendOutcome.SPLIT:

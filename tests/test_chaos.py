@@ -1,0 +1,71 @@
+"""The chaos harness, a bounded subset: built-in scenarios parse, and two run and pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stigg_cache.chaos.scenario import ChaosRun, Scenario, builtin_scenarios
+from stigg_cache.cli import main
+from stigg_cache.errors import ConfigurationError
+
+EVERY_STEP = """
+name: every-step
+about: One of each step in six seconds.
+duration: 6
+workload: {threads: 2, checks_per_s: 100, reports_per_s: 20}
+steps:
+  - {at: 1, fault: {blackhole: true}}
+  - {at: 1.5, edit_policy: invalid}
+  - {at: 2, restart: true}
+  - {at: 2.5, corrupt_store: true}
+  - {at: 3, stigg: error_5xx}
+  - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}
+  - {at: 4.5, edit_policy: valid}
+  - {at: 5, clear: true}
+"""
+
+
+def test_at_least_eight_builtin_scenarios_ship_and_parse() -> None:
+    scenarios = builtin_scenarios()
+    assert len(scenarios) >= 8
+    assert all(s.duration_s <= 20 and s.about for s in scenarios.values())
+
+
+def test_a_scenario_using_every_step_holds_every_invariant(tmp_path: Path) -> None:
+    report = ChaosRun(Scenario.from_yaml(EVERY_STEP), tmp_path).run()
+    failed = [v for v in report.verdicts if not v.passed]
+    assert not failed, failed
+    assert report.checks > 100
+    assert report.reports > 20
+    names = {v.name for v in report.verdicts}
+    assert "no usage counted twice" in names
+    assert "an invalid policy never replaced a valid one" in names
+
+
+def test_the_cli_runs_a_builtin_scenario_and_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["chaos", "run", "cold-start-while-down", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 scenarios held every invariant" in result.output
+    assert '"passed": true' in out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\n", "needs name, duration and steps"),
+        ("name: x\nduration: 1\nsteps: [{at: 1}]\n", r"steps\[0\] needs 'at' and one of"),
+    ],
+)
+def test_scenario_mistakes_say_what_to_change(text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Scenario.from_yaml(text)
+
+
+def test_unknown_scenarios_are_named(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["chaos", "run", "no-such-thing"])
+    assert result.exit_code == 2
+    assert "unknown scenarios ['no-such-thing']" in result.output
