@@ -20,6 +20,7 @@ steps:
   - {at: 1, fault: {blackhole: true}}
   - {at: 1.5, edit_policy: invalid}
   - {at: 2, restart: true}
+  - {at: 2.2, kill: true}
   - {at: 2.5, corrupt_store: true}
   - {at: 3, stigg: error_5xx}
   - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}
@@ -35,7 +36,8 @@ def test_at_least_eight_builtin_scenarios_ship_and_parse() -> None:
 
 
 def test_a_scenario_using_every_step_holds_every_invariant(tmp_path: Path) -> None:
-    report = ChaosRun(Scenario.from_yaml(EVERY_STEP), tmp_path).run()
+    run = ChaosRun(Scenario.from_yaml(EVERY_STEP), tmp_path)
+    report = run.run()
     failed = [v for v in report.verdicts if not v.passed]
     assert not failed, failed
     assert report.checks > 100
@@ -43,6 +45,7 @@ def test_a_scenario_using_every_step_holds_every_invariant(tmp_path: Path) -> No
     names = {v.name for v in report.verdicts}
     assert "no usage counted twice" in names
     assert "an invalid policy never replaced a valid one" in names
+    assert any(op.detail.get("writer") for op in run.history.of("report"))  # a SIGKILLed process
 
 
 def test_the_cli_runs_a_builtin_scenario_and_writes_a_report(tmp_path: Path) -> None:

@@ -11,12 +11,14 @@ A scenario is YAML (the built-in ones ship in ``stigg_cache/chaos/scenarios``)::
       - {at: 5, stigg: rate_limited, retry_after: 2}
       - {at: 7, restart: true}         # a new client on the same store and outbox
                                        # (refused, and the old one kept, if the policy is broken)
+      - {at: 7, kill: true}            # SIGKILL the usage-writer process, start another
       - {at: 8, corrupt_store: true}
       - {at: 9, edit_policy: invalid}
       - {at: 12, clear: true}
 
 Step actions: ``fault`` (proxy faults, see :class:`~stigg_cache.chaos.proxy.Faults`),
-``flap``, ``clear``, ``stigg`` (the fake's mode), ``restart``,
+``flap``, ``clear``, ``stigg`` (the fake's mode), ``restart``, ``kill`` (a
+separate process reporting usage into the same outbox is SIGKILLed and replaced),
 ``corrupt_store``, ``edit_policy`` (``valid`` or ``invalid``). After the
 timeline every fault is cleared, the client must reconnect and drain, and the
 invariants of :mod:`stigg_cache.chaos.history` and this module are judged.
@@ -24,6 +26,9 @@ invariants of :mod:`stigg_cache.chaos.history` and this module are judged.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,7 +41,14 @@ import yaml
 
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
-from stigg_cache.chaos.history import History, Outcome, Verdict, check_verdicts, usage_verdicts
+from stigg_cache.chaos.history import (
+    History,
+    Operation,
+    Outcome,
+    Verdict,
+    check_verdicts,
+    usage_verdicts,
+)
 from stigg_cache.chaos.proxy import FaultProxy, Faults
 from stigg_cache.chaos.workload import Driver, Workload
 from stigg_cache.client import ResilientClient
@@ -58,7 +70,7 @@ features:
     fallback: {has_access: false}
 default: {has_access: true}
 """
-_STEP_KEYS = {"fault", "flap", "clear", "stigg", "restart", "corrupt_store", "edit_policy"}
+_STEP_KEYS = {"fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"}
 
 
 @attrs.frozen
@@ -152,6 +164,7 @@ class ChaosRun:
         self._client: ResilientClient | None = None
         self._valid_versions: list[tuple[float, str]] = []
         self.refused_restarts: list[str] = []  # a new client refuses a broken policy file
+        self._writers: list[_Writer] = []
 
     def _open_client(self, proxy: FaultProxy) -> ResilientClient:
         return ResilientClient(
@@ -183,8 +196,13 @@ class ChaosRun:
             self._valid_versions.append((time.monotonic(), self._client.status().policy_version))
             driver = Driver(self._client_now, self.scenario.workload, self.history)
             driver.start()
+            if any(step.get("kill") for step in self.scenario.steps):
+                self._writer = _Writer(self, proxy.url, run=0)
+                self._writers.append(self._writer)
             self._timeline(fake, proxy, started)
             driver.stop()
+            for writer in self._writers:
+                writer.close()
             proxy.clear()
             fake.set_mode(FakeMode.UP)
             recovered = self._recover()
@@ -256,6 +274,10 @@ class ChaosRun:
             )
         if step.get("restart"):
             self._restart(proxy)
+        if step.get("kill"):
+            self._writer.kill()
+            self._writer = _Writer(self, proxy.url, run=len(self._writers))
+            self._writers.append(self._writer)
         if step.get("corrupt_store"):
             self._corrupt_store()
         if "edit_policy" in step:
@@ -344,6 +366,60 @@ class ChaosRun:
             passed=True,  # a torn entry is a miss by design; it is refetched, never fatal
             figures=f"{len(keys)} snapshots, {unreadable} unreadable entries left (read as misses)",
         )
+
+
+class _Writer:
+    """The usage-writer process (``stigg_cache.chaos.writer``), its lines fed to the history."""
+
+    def __init__(self, chaos: ChaosRun, base_url: str, *, run: int) -> None:
+        self._history = chaos.history
+        self._open: dict[str, Operation] = {}
+        command = [sys.executable, "-m", "stigg_cache.chaos.writer", chaos.store, chaos.outbox]
+        self.process = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
+            [*command, base_url, API_KEY, str(run)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "invoke" in message:
+                self._open[message["invoke"]] = self._history.invoke(
+                    "report",
+                    time.monotonic(),
+                    records={message["invoke"]: message["payload"]},
+                    writer=True,
+                )
+            elif "ok" in message and message["ok"] in self._open:
+                self._history.end(self._open.pop(message["ok"]), Outcome.OK, time.monotonic())
+
+    def kill(self) -> None:
+        """SIGKILL: whatever it was doing is cut short."""
+        self.process.kill()
+        self._finish()
+
+    def close(self) -> None:
+        """Let it stop by itself (standard input closes)."""
+        if self.process.poll() is None and self.process.stdin is not None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._finish()
+
+    def _finish(self) -> None:
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
 
 
 def _open_fds() -> int:
