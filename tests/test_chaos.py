@@ -10,6 +10,8 @@ from click.testing import CliRunner
 from stigg_cache.chaos.scenario import ChaosRun, Scenario, builtin_scenarios
 from stigg_cache.cli import main
 from stigg_cache.errors import ConfigurationError
+from stigg_cache.stores import open_store
+from stigg_cache.testing.faulty import FaultyStore
 
 EVERY_STEP = """
 name: every-step
@@ -22,11 +24,24 @@ steps:
   - {at: 2, restart: true}
   - {at: 2.2, kill: true}
   - {at: 2.5, corrupt_store: true}
+  - {at: 2.7, store_fault: [get, put]}
+  - {at: 3.2, store_fault: heal}
   - {at: 3, stigg: error_5xx}
   - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}
   - {at: 4.5, edit_policy: valid}
   - {at: 5, clear: true}
 """
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [("sometimes", "store_fault: write heal"), ({"slow": "x"}, "could not convert")],
+)
+def test_store_fault_steps_say_what_to_write(tmp_path: Path, fault: object, message: str) -> None:
+    run = ChaosRun(Scenario.from_yaml("name: x\nduration: 0\nsteps: []\n"), tmp_path)
+    run._store = FaultyStore(open_store("memory://"))
+    with pytest.raises((ConfigurationError, ValueError), match=message):
+        run._store_fault(fault)
 
 
 def test_at_least_eight_builtin_scenarios_ship_and_parse() -> None:

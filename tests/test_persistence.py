@@ -19,6 +19,7 @@ from stigg_cache._codec import pack, snapshot_key
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import CorruptEntryError
 from stigg_cache.stores import open_store
+from stigg_cache.stores._files import private_file
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.sqlite import TABLE
 from tests.conftest import API_KEY, MakeClient
@@ -236,3 +237,29 @@ def test_l1_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
     assert ("big", None) not in by_bytes.l1
     assert by_bytes.l1_bytes <= budget
     assert by_bytes.l1_bytes == sum(entry.size for entry in by_bytes.l1.values())
+
+
+def test_opening_a_store_again_never_drops_the_locks_of_connections_already_open(
+    tmp_path: Path,
+) -> None:
+    # Closing any descriptor of a database file drops every POSIX lock the process
+    # holds on it. Found by a chaos run ("disk I/O error" with two stores on one file).
+    path = tmp_path / "cache.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # a write lock on the database file
+    private_file(path)  # what every store and outbox does when it opens
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; sqlite3.connect(sys.argv[1], timeout=0).execute('BEGIN IMMEDIATE')",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert "database is locked" in other.stderr, other.stderr

@@ -26,6 +26,7 @@ invariants of :mod:`stigg_cache.chaos.history` and this module are judged.
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -56,6 +57,7 @@ from stigg_cache.errors import ConfigurationError, StiggCacheError
 from stigg_cache.models import ConnectionState
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import open_store
+from stigg_cache.testing.faulty import FaultyStore
 
 API_KEY = "sk-chaos-fake-key"
 CHECK_TIMEOUT_S = 0.3
@@ -70,7 +72,10 @@ features:
     fallback: {has_access: false}
 default: {has_access: true}
 """
-_STEP_KEYS = {"fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"}
+_STEP_KEYS = {
+    *("fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"),
+    "store_fault",
+}
 
 
 @attrs.frozen
@@ -165,13 +170,14 @@ class ChaosRun:
         self._valid_versions: list[tuple[float, str]] = []
         self.refused_restarts: list[str] = []  # a new client refuses a broken policy file
         self._writers: list[_Writer] = []
+        self._store: FaultyStore | None = None  # the store under test, opened by run()
 
     def _open_client(self, proxy: FaultProxy) -> ResilientClient:
         return ResilientClient(
             None if self._inner is None else self._inner(proxy.url),
             api_key=None if self._inner is not None else API_KEY,
             base_url=None if self._inner is not None else proxy.url,
-            store=self.store,
+            store=self._faulty(),
             outbox=self.outbox,
             policy=self.policy_path,
             check_timeout=CHECK_TIMEOUT_S,
@@ -184,8 +190,9 @@ class ChaosRun:
         self.policy_path.write_text(self.policy_text)
         policy = FallbackPolicy.from_yaml(self.policy_text)
         budgets = [policy.staleness_for(f) for f in self.scenario.workload.features]
-        threads_before = threading.active_count()
-        fds_before = _open_fds()
+        gc.collect()
+        baseline = (threading.active_count(), _open_fds(), sys.getallocatedblocks())
+        self._store = FaultyStore(open_store(self.store))
         started = time.monotonic()
         with FakeStigg(api_key=API_KEY) as fake, FaultProxy.to(fake.url) as proxy:
             for n in range(self.scenario.workload.customers):
@@ -209,6 +216,8 @@ class ChaosRun:
             client = self._client_now()
             status = client.status()
             client.close()
+            del client
+            self._client = None
             verdicts = [
                 *check_verdicts(
                     self.history,
@@ -231,7 +240,8 @@ class ChaosRun:
                 self._policy_verdict(),
                 self._store_verdict(),
             ]
-        verdicts.append(_leak_verdict(threads_before, fds_before))
+        self._faulty().close()
+        verdicts.append(_leak_verdict(*baseline))
         return Report(
             self.scenario.name,
             time.monotonic() - started,
@@ -239,6 +249,10 @@ class ChaosRun:
             len(self.history.of("check")),
             len(self.history.of("report")),
         )
+
+    def _faulty(self) -> FaultyStore:
+        assert self._store is not None, "the store is opened by run()"
+        return self._store
 
     def _client_now(self) -> ResilientClient:
         assert self._client is not None
@@ -280,8 +294,24 @@ class ChaosRun:
             self._writers.append(self._writer)
         if step.get("corrupt_store"):
             self._corrupt_store()
+        if "store_fault" in step:
+            self._store_fault(step["store_fault"])
         if "edit_policy" in step:
             self._edit_policy(valid=step["edit_policy"] == "valid")
+
+    def _store_fault(self, what: object) -> None:
+        """``heal``, ``slow: seconds``, or a list of operations that fail until healed."""
+        store = self._faulty()
+        if what == "heal":
+            store.heal()
+        elif isinstance(what, dict) and "slow" in what:
+            store.slow(float(what["slow"]))
+        elif isinstance(what, list):
+            store.fail_all(what)
+        else:
+            raise ConfigurationError(
+                f"store_fault: write heal, {{slow: 0.2}} or [get, put], not {what!r}"
+            )
 
     def _restart(self, proxy: FaultProxy) -> None:
         """A new client on the same store and outbox; the old one closes."""
@@ -429,13 +459,22 @@ def _open_fds() -> int:
         return 0
 
 
-def _leak_verdict(threads_before: int, fds_before: int) -> Verdict:
+def _leak_verdict(threads_before: int, fds_before: int, blocks_before: int) -> Verdict:
+    """Every client closed is gone: its threads, files and memory (no instance left alive).
+
+    The memory-block delta is shown, not judged: the run itself still holds its
+    history and the fake's counts.
+    """
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and threading.active_count() > threads_before:
         time.sleep(0.1)
+    gc.collect()
     threads, fds = threading.active_count() - threads_before, _open_fds() - fds_before
+    alive = sum(1 for thing in gc.get_objects() if isinstance(thing, ResilientClient))
+    blocks = sys.getallocatedblocks() - blocks_before
     return Verdict(
-        "threads and file descriptors back to their baseline",
-        threads <= 0 and fds <= 2,
-        f"{threads:+d} threads, {fds:+d} file descriptors",
+        "threads, file descriptors and memory back to their baseline",
+        threads <= 0 and fds <= 2 and alive == 0,
+        f"{threads:+d} threads, {fds:+d} file descriptors, {alive} clients still alive, "
+        f"{blocks:+,d} memory blocks (history included)",
     )
