@@ -25,6 +25,7 @@ steps:
   - {at: 2.2, kill: true}
   - {at: 2.5, corrupt_store: true}
   - {at: 2.7, store_fault: [get, put]}
+  - {at: 2.8, limits: {events_per_second: 50}}
   - {at: 3.2, store_fault: heal}
   - {at: 3, stigg: error_5xx}
   - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}

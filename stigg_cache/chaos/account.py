@@ -88,15 +88,20 @@ class FakeAccount:
         self.receipts: Counter[str] = Counter()  # every key received, duplicates included
         self.rejected_customers: set[str] = set()
         self.aggregation_delay_s = aggregation_delay_s
-        # A burst of one full batch is always allowed; the rate holds beyond it.
-        self._event_bucket = TokenBucket(
-            events_per_second, max(events_per_second, MAX_EVENTS_PER_BATCH)
-        )
-        usage_rate = usage_calls_per_minute / 60
-        self._usage_bucket = TokenBucket(usage_rate, max(1.0, usage_rate))
         self.rate_limited = 0
+        self.set_limits(events_per_second, usage_calls_per_minute)
 
     # -- configuration ----------------------------------------------------------
+
+    def set_limits(self, events_per_second: float, usage_calls_per_minute: float) -> None:
+        """Stigg's ingestion limits, beyond which it answers 429 with Retry-After."""
+        with self._lock:
+            # A burst of one full batch is always allowed; the rate holds beyond it.
+            self._event_bucket = TokenBucket(
+                events_per_second, max(events_per_second, MAX_EVENTS_PER_BATCH)
+            )
+            usage_rate = usage_calls_per_minute / 60
+            self._usage_bucket = TokenBucket(usage_rate, max(1.0, usage_rate))
 
     def set_customer(
         self,

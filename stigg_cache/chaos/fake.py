@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -137,6 +138,8 @@ class FakeStigg:
         self._closed = threading.Event()
         self.counts: Counter[str] = Counter()
         self.batches: list[list[Any]] = []  # accepted event batches, as sent
+        # (monotonic time, method, path, status, Retry-After) of every answer given
+        self.log: list[tuple[float, str, str, int, str | None]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._port = port
@@ -351,6 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
         if mode is FakeMode.SLOW:
             release.wait(fake._delay_s)
         status, headers, answer = self._choose(method, mode, body)
+        retry_after = headers.get("Retry-After")
+        fake.log.append(  # list.append is atomic: no lock on the request path
+            (time.monotonic(), method, self.path.partition("?")[0], status, retry_after)
+        )
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)

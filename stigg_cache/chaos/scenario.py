@@ -17,7 +17,8 @@ A scenario is YAML (the built-in ones ship in ``stigg_cache/chaos/scenarios``)::
       - {at: 12, clear: true}
 
 Step actions: ``fault`` (proxy faults, see :class:`~stigg_cache.chaos.proxy.Faults`),
-``flap``, ``clear``, ``stigg`` (the fake's mode), ``restart``, ``kill`` (a
+``flap``, ``clear``, ``stigg`` (the fake's mode), ``limits`` (Stigg's ingestion
+rates: 429 with Retry-After on usage only), ``restart``, ``kill`` (a
 separate process reporting usage into the same outbox is SIGKILLed and replaced),
 ``corrupt_store``, ``edit_policy`` (``valid`` or ``invalid``). After the
 timeline every fault is cleared, the client must reconnect and drain, and the
@@ -53,6 +54,7 @@ from stigg_cache.chaos.history import (
 from stigg_cache.chaos.proxy import FaultProxy, Faults
 from stigg_cache.chaos.workload import Driver, Workload
 from stigg_cache.client import ResilientClient
+from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import ConfigurationError, StiggCacheError
 from stigg_cache.models import ConnectionState
 from stigg_cache.policy.model import FallbackPolicy
@@ -63,6 +65,8 @@ API_KEY = "sk-chaos-fake-key"
 CHECK_TIMEOUT_S = 0.3
 MARGIN_S = 0.25  # scheduling noise on a loaded machine
 RECOVERY_S = 60.0
+USAGE_PATHS = ("/api/v1/events", "/api/v2/usage")
+HTTP_TOO_MANY_REQUESTS = 429
 VALID_POLICY = """version: 1
 staleness:
   fresh_for: 2s
@@ -74,7 +78,7 @@ default: {has_access: true}
 """
 _STEP_KEYS = {
     *("fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"),
-    "store_fault",
+    *("store_fault", "limits"),
 }
 
 
@@ -239,6 +243,7 @@ class ChaosRun:
                 ),
                 self._policy_verdict(),
                 self._store_verdict(),
+                self._retry_after_verdict(fake),
             ]
         self._faulty().close()
         verdicts.append(_leak_verdict(*baseline))
@@ -269,6 +274,23 @@ class ChaosRun:
             time.sleep(rest)
 
     def _do(self, step: Mapping[str, Any], fake: FakeStigg, proxy: FaultProxy) -> None:
+        self._network(step, fake, proxy)
+        if step.get("restart"):
+            self._restart(proxy)
+        if step.get("kill"):
+            self._writer.kill()
+            self._writer = _Writer(self, proxy.url, run=len(self._writers))
+            self._writers.append(self._writer)
+        if step.get("corrupt_store"):
+            self._corrupt_store()
+        if "store_fault" in step:
+            self._store_fault(step["store_fault"])
+        if "edit_policy" in step:
+            self._edit_policy(valid=step["edit_policy"] == "valid")
+
+    @staticmethod
+    def _network(step: Mapping[str, Any], fake: FakeStigg, proxy: FaultProxy) -> None:
+        """Steps that change what Stigg, or the way to it, does."""
         if "fault" in step:
             proxy.set(Faults(**step["fault"]))
         if "flap" in step:
@@ -286,18 +308,12 @@ class ChaosRun:
                 delay_s=float(step.get("delay", 0)),
                 retry_after_s=float(step.get("retry_after", 1)),
             )
-        if step.get("restart"):
-            self._restart(proxy)
-        if step.get("kill"):
-            self._writer.kill()
-            self._writer = _Writer(self, proxy.url, run=len(self._writers))
-            self._writers.append(self._writer)
-        if step.get("corrupt_store"):
-            self._corrupt_store()
-        if "store_fault" in step:
-            self._store_fault(step["store_fault"])
-        if "edit_policy" in step:
-            self._edit_policy(valid=step["edit_policy"] == "valid")
+        if "limits" in step:  # Stigg's own ingestion limits: 429s on usage only
+            limits = step["limits"]
+            fake.account.set_limits(
+                float(limits.get("events_per_second", EVENTS_PER_SECOND)),
+                float(limits.get("usage_calls_per_minute", USAGE_CALLS_PER_MINUTE)),
+            )
 
     def _store_fault(self, what: object) -> None:
         """``heal``, ``slow: seconds``, or a list of operations that fail until healed."""
@@ -373,6 +389,26 @@ class ChaosRun:
             not foreign,
             f"{len(valid)} valid versions in force, {len(foreign)} others seen{refused}",
         )
+
+    def _retry_after_verdict(self, fake: FakeStigg) -> Verdict:
+        """After a 429, the next send of the same kind waits its Retry-After (90 %: clocks)."""
+        name = "usage sends wait out every Retry-After"
+        if any(step.get("kill") or step.get("restart") for step in self.scenario.steps):
+            return Verdict(
+                name, passed=True, figures="not judged: several senders (restarts, kills)"
+            )
+        answered, early = 0, 0
+        for path in USAGE_PATHS:
+            sends = [
+                (at, status, hint)
+                for at, method, p, status, hint in fake.log
+                if method == "POST" and p == path
+            ]
+            for index, (at, status, hint) in enumerate(sends):
+                if status == HTTP_TOO_MANY_REQUESTS and hint and index + 1 < len(sends):
+                    answered += 1
+                    early += sends[index + 1][0] < at + float(hint) * 0.9
+        return Verdict(name, early == 0, f"{answered} answered 429, {early} sent again too early")
 
     def _store_verdict(self) -> Verdict:
         unreadable = 0
