@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml stores/redis/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[rest,dev,bench,prometheus]' -e stores/redis
+	$(PY) -m pip install --quiet -e '.[rest,dev,bench,prometheus,chaos]' -e stores/redis
 	@touch $@
 
 demo: $(STAMP)

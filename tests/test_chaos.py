@@ -26,6 +26,8 @@ steps:
   - {at: 2.5, corrupt_store: true}
   - {at: 2.7, store_fault: [get, put]}
   - {at: 2.8, limits: {events_per_second: 50}}
+  - {at: 4, clock: 600}
+  - {at: 4.8, clock: 0}
   - {at: 3.2, store_fault: heal}
   - {at: 3, stigg: error_5xx}
   - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}

@@ -78,7 +78,7 @@ default: {has_access: true}
 """
 _STEP_KEYS = {
     *("fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"),
-    *("store_fault", "limits"),
+    *("store_fault", "limits", "clock"),
 }
 
 
@@ -175,6 +175,7 @@ class ChaosRun:
         self.refused_restarts: list[str] = []  # a new client refuses a broken policy file
         self._writers: list[_Writer] = []
         self._store: FaultyStore | None = None  # the store under test, opened by run()
+        self._traveller: Any = None  # a time_machine.travel while the wall clock is moved
 
     def _open_client(self, proxy: FaultProxy) -> ResilientClient:
         return ResilientClient(
@@ -212,6 +213,7 @@ class ChaosRun:
                 self._writers.append(self._writer)
             self._timeline(fake, proxy, started)
             driver.stop()
+            self._jump_clock(0)
             for writer in self._writers:
                 writer.close()
             proxy.clear()
@@ -287,6 +289,28 @@ class ChaosRun:
             self._store_fault(step["store_fault"])
         if "edit_policy" in step:
             self._edit_policy(valid=step["edit_policy"] == "valid")
+        if "clock" in step:
+            self._jump_clock(float(step["clock"]))
+
+    def _jump_clock(self, seconds: float) -> None:
+        """Move the wall clock by ``seconds`` from the real time (0: back to it).
+
+        Only the wall clock moves (time-machine), as when NTP steps it:
+        ``time.monotonic`` never jumps, so freezegun, which moves both, would
+        test something that cannot happen.
+        """
+        if self._traveller is not None:
+            self._traveller.stop()
+            self._traveller = None
+        if seconds:
+            try:
+                import time_machine  # noqa: PLC0415 - only scenarios with clock steps need it
+            except ImportError as missing:
+                raise ConfigurationError(
+                    "clock steps need time-machine: pip install 'stigg-cache[chaos]'"
+                ) from missing
+            self._traveller = time_machine.travel(time.time() + seconds, tick=True)
+            self._traveller.start()
 
     @staticmethod
     def _network(step: Mapping[str, Any], fake: FakeStigg, proxy: FaultProxy) -> None:

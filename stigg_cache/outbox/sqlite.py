@@ -26,10 +26,16 @@ from stigg_cache.stores._url import path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
-SCHEMA_VERSION = 2  # 2: a record is its wire payload (the other fields are derived from it)
+# 2: a record is its wire payload (the other fields are derived from it).
+# 3: leases and retries remember when they were set, so a wall clock stepped back
+#    (NTP, a chaos run) cannot strand a record until the clock catches up.
+SCHEMA_VERSION = 3
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
+# Due now, and not leased now. A retry set, or a lease taken, "in the future"
+# (the wall clock has since stepped back) counts as due / expired.
+_SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
@@ -89,11 +95,15 @@ class SqliteOutbox:
     def _create(db: sqlite_utils.Database) -> None:
         with db.conn:  # one transaction: another process opening the file waits for it
             db.execute("BEGIN IMMEDIATE")
-            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < 2:
                 for name in ("outbox", "dead_letters"):
                     if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
                         db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION and db["outbox"].exists():
+                for column in ("leased_at", "retry_set_at"):
+                    db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             SqliteOutbox._create_tables(db)
 
     @staticmethod
@@ -107,7 +117,9 @@ class SqliteOutbox:
                 "state": str,
                 "attempts": int,
                 "next_attempt_at": float,
+                "retry_set_at": float,
                 "lease_owner": str,
+                "leased_at": float,
                 "lease_until": float,
                 "acked_at": float,
                 "last_error": str,
@@ -118,6 +130,8 @@ class SqliteOutbox:
                 "state": "pending",
                 "attempts": 0,
                 "next_attempt_at": 0.0,
+                "retry_set_at": 0.0,
+                "leased_at": 0.0,
                 "lease_until": 0.0,
             },
             if_not_exists=True,
@@ -217,15 +231,15 @@ class SqliteOutbox:
         with self._write() as db:
             rows = db.execute(
                 f"SELECT id, {_COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
-                "AND next_attempt_at <= ? AND lease_until <= ? ORDER BY id LIMIT ?",
-                (kind.value, now, now, limit),
+                f"AND {_SENDABLE} ORDER BY id LIMIT ?",
+                (kind.value, now, now, now, now, limit),
             ).fetchall()
             ids = [row[0] for row in rows]
             if ids:
                 db.execute(
-                    "UPDATE outbox SET lease_owner = ?, lease_until = ? "
+                    "UPDATE outbox SET lease_owner = ?, leased_at = ?, lease_until = ? "
                     f"WHERE id IN ({_marks(ids)})",
-                    (owner, now + lease_s, *ids),
+                    (owner, now, now + lease_s, *ids),
                 )
         return [Claimed(row[0], _record(row[1:-1]), row[-1]) for row in rows]
 
@@ -250,9 +264,9 @@ class SqliteOutbox:
             if retry:
                 db.execute(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
-                    "last_error = ?, lease_owner = NULL, lease_until = 0 "
+                    "retry_set_at = ?, last_error = ?, lease_owner = NULL, lease_until = 0 "
                     f"WHERE lease_owner = ? AND id IN ({_marks(retry)})",
-                    (retry_at, reason, owner, *retry),
+                    (retry_at, now, reason, owner, *retry),
                 )
             if dead:
                 db.execute(
@@ -285,9 +299,10 @@ class SqliteOutbox:
 
     def stats(self, now: float) -> OutboxStats:
         ((pending, leased, sent, oldest),) = self._read(
-            "SELECT sum(state = 'pending'), sum(state = 'pending' AND lease_until > ?), "
+            "SELECT sum(state = 'pending'), "
+            "sum(state = 'pending' AND lease_until > ? AND leased_at <= ?), "
             "sum(state = 'sent'), min(CASE WHEN state = 'pending' THEN stamped_at END) FROM outbox",
-            (now,),
+            (now, now),
         )
         ((dead,),) = self._read("SELECT count(*) FROM dead_letters")
         return OutboxStats(pending or 0, leased or 0, sent or 0, dead, oldest)

@@ -137,6 +137,18 @@ class OutboxConformance:
             for c in outbox.claim(RecordKind.EVENT, 5, "a", now=NOW, lease_s=LEASE_S)
         ] == ["e0"]
 
+    def test_a_wall_clock_stepped_back_strands_no_record(self, outbox: Outbox) -> None:
+        # Leased and retried while the clock read an hour ahead (NTP then stepped it back):
+        # a lease or retry time set "in the future" must not hold the record that long.
+        outbox.enqueue(events(2), NOW)
+        ahead = NOW + 3600
+        (retried,) = outbox.claim(RecordKind.EVENT, 1, "a", now=ahead, lease_s=LEASE_S)
+        outbox.settle(retry=[retried.id], owner="a", now=ahead, retry_at=ahead + 10, reason="503")
+        assert len(outbox.claim(RecordKind.EVENT, 1, "a", now=ahead, lease_s=LEASE_S)) == 1
+        again = outbox.claim(RecordKind.EVENT, 10, "b", now=NOW + 1, lease_s=LEASE_S)
+        assert sorted(c.record.idempotency_key for c in again) == ["e0", "e1"]
+        assert outbox.stats(NOW + 1).leased == 2  # leased to b now, by the clock as it reads
+
     def test_unsettled_lists_pending_and_recently_sent_records(self, outbox: Outbox) -> None:
         outbox.enqueue(events(2), NOW)
         (claimed,) = outbox.claim(RecordKind.EVENT, 1, "a", now=NOW, lease_s=LEASE_S)

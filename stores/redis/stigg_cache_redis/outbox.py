@@ -49,6 +49,7 @@ _KEYS = (
         "usage:delayed",
         "usage:leased",
     ),
+    *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
 )
 
 

@@ -2,10 +2,14 @@
 local seq, rec, pay, ident, idx, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local pending, sent, dead, dinfo, owners = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 -- Per kind: ready (score = id, so oldest first), delayed (score = retry time),
--- leased (score = lease end).
+-- leased (score = lease end), and when each delay and lease was set: a time set
+-- "in the future" means the wall clock has since stepped back, and the record
+-- is sendable again rather than stranded until the clock catches up.
 local lanes = {
-  event = {ready = KEYS[12], delayed = KEYS[13], leased = KEYS[14]},
-  usage = {ready = KEYS[15], delayed = KEYS[16], leased = KEYS[17]},
+  event = {ready = KEYS[12], delayed = KEYS[13], leased = KEYS[14],
+           delayed_since = KEYS[18], leased_since = KEYS[19]},
+  usage = {ready = KEYS[15], delayed = KEYS[16], leased = KEYS[17],
+           delayed_since = KEYS[20], leased_since = KEYS[21]},
 }
 
 -- "event\nkey" -> "event"
@@ -21,6 +25,8 @@ local function unqueue(id, kind)
   redis.call('ZREM', lane.ready, id)
   redis.call('ZREM', lane.delayed, id)
   redis.call('ZREM', lane.leased, id)
+  redis.call('ZREM', lane.delayed_since, id)
+  redis.call('ZREM', lane.leased_since, id)
   redis.call('HDEL', owners, id)
 end
 

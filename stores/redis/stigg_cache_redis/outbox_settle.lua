@@ -21,6 +21,7 @@ for i = at, at + n_retry - 1 do
     unqueue(id, kind)
     redis.call('HINCRBY', att, id, 1)
     redis.call('ZADD', lanes[kind].delayed, retry_at, id)
+    redis.call('ZADD', lanes[kind].delayed_since, now, id)
   end
 end
 at = at + n_retry
