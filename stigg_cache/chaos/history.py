@@ -90,6 +90,7 @@ def _keys(operations: Iterable[Operation]) -> dict[str, str]:
 def usage_verdicts(history: History, account: FakeAccount) -> list[Verdict]:
     """Usage: nothing acknowledged lost, nothing counted twice or unasked, no key reused."""
     acknowledged = _keys(history.of("report", Outcome.OK))
+    refused = _keys(history.of("report", Outcome.FAILED))
     unknown = _keys(history.of("report", Outcome.UNKNOWN))
     invoked = _keys(history.of("report"))
     counted = [*account.events, *account.usages]
@@ -108,7 +109,8 @@ def usage_verdicts(history: History, account: FakeAccount) -> list[Verdict]:
         Verdict(
             "no acknowledged usage lost",
             not lost,
-            f"{len(acknowledged)} acknowledged, {len(lost)} missing {lost[:3]}",
+            f"{len(acknowledged)} acknowledged ({len(refused)} refused loudly), "
+            f"{len(lost)} missing {lost[:3]}",
         ),
         Verdict(
             "no usage counted twice",

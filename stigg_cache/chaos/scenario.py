@@ -27,6 +27,7 @@ invariants of :mod:`stigg_cache.chaos.history` and this module are judged.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import subprocess
@@ -78,7 +79,7 @@ default: {has_access: true}
 """
 _STEP_KEYS = {
     *("fault", "flap", "clear", "stigg", "restart", "kill", "corrupt_store", "edit_policy"),
-    *("store_fault", "limits", "clock"),
+    *("store_fault", "limits", "clock", "fill_disk", "free_disk"),
 }
 
 
@@ -91,6 +92,7 @@ class Scenario:
     duration_s: float
     workload: Workload
     steps: tuple[Mapping[str, Any], ...]
+    disk_mb: int | None = None  # the run's files on a tmpfs this small (for fill_disk)
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<scenario>") -> Scenario:
@@ -114,6 +116,7 @@ class Scenario:
             duration_s=float(raw["duration"]),
             workload=Workload(**(raw.get("workload") or {})),
             steps=tuple(sorted(steps, key=lambda step: float(step["at"]))),
+            disk_mb=int(raw["disk"]) if raw.get("disk") else None,
         )
 
 
@@ -164,7 +167,9 @@ class ChaosRun:
         """
         self.scenario = scenario
         self.workdir = workdir
+        self._default_store = store is None
         self.store = store or f"sqlite:///{workdir}/cache.db"
+        self._filler = workdir / "filler"
         self.outbox = f"sqlite:///{workdir}/outbox.db"
         self.policy_path = workdir / "fallback.yaml"
         self.policy_text = policy or VALID_POLICY
@@ -190,7 +195,34 @@ class ChaosRun:
         )
 
     def run(self) -> Report:
-        """Run the timeline, recover, judge."""
+        """Run the timeline, recover, judge (on a small tmpfs if the scenario asks for one)."""
+        if self.scenario.disk_mb is None:
+            return self._run()
+        disk = self.workdir / "disk"
+        disk.mkdir(parents=True, exist_ok=True)
+        size = f"size={self.scenario.disk_mb}m,mode=0700"
+        mounted = subprocess.run(  # noqa: S603 - fixed arguments, our own folder
+            ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(disk)],  # noqa: S607 - the system's mount
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mounted.returncode:
+            why = (mounted.stderr or "mount failed").strip().splitlines()[-1]
+            note = f"NOT RUN: a {self.scenario.disk_mb} MB tmpfs could not be mounted here ({why})"
+            verdict = Verdict("disk-full scenario", passed=True, figures=note)
+            return Report(self.scenario.name, 0.0, (verdict,), 0, 0)
+        try:
+            if self._default_store:
+                self.store = f"sqlite:///{disk}/cache.db"
+            self.outbox = f"sqlite:///{disk}/outbox.db"
+            self.policy_path = disk / "fallback.yaml"
+            self._filler = disk / "filler"
+            return self._run()
+        finally:
+            subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)  # noqa: S603, S607
+
+    def _run(self) -> Report:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.policy_path.write_text(self.policy_text)
         policy = FallbackPolicy.from_yaml(self.policy_text)
@@ -291,6 +323,18 @@ class ChaosRun:
             self._edit_policy(valid=step["edit_policy"] == "valid")
         if "clock" in step:
             self._jump_clock(float(step["clock"]))
+        if step.get("fill_disk"):
+            self._fill_disk()
+        if step.get("free_disk"):
+            self._filler.unlink(missing_ok=True)
+
+    def _fill_disk(self) -> None:
+        """Write a filler file until the file system is full (bounded by its size)."""
+        chunk = b"\0" * 262_144
+        with contextlib.suppress(OSError), self._filler.open("ab") as filler:
+            for _ in range((self.scenario.disk_mb or 64) * 4 + 4):
+                filler.write(chunk)
+                filler.flush()
 
     def _jump_clock(self, seconds: float) -> None:
         """Move the wall clock by ``seconds`` from the real time (0: back to it).

@@ -151,8 +151,10 @@ class Flusher:
         try:
             self._outbox.release(self.owner)
         except StoreError as error:
-            logger.warning(
-                "stigg_cache.outbox_failed: %s", error, extra={"event": "stigg_cache.outbox_failed"}
+            logger.warning(  # a string: a record holding the exception would keep its frames
+                "stigg_cache.outbox_failed: %s",
+                str(error),
+                extra={"event": "stigg_cache.outbox_failed"},
             )
 
     def flush(self, timeout_s: float) -> FlushResult:
@@ -177,12 +179,13 @@ class Flusher:
             except StoreError as error:  # the outbox file failed: keep trying, never die
                 if self._stop.is_set():
                     return  # closed under a send that outlived close(): nothing to record
+                if str(error) != self.last_error:  # logged once per fault, not every pass
+                    logger.warning(
+                        "stigg_cache.outbox_failed: %s",
+                        str(error),
+                        extra={"event": "stigg_cache.outbox_failed"},
+                    )
                 self.last_error = str(error)
-                logger.warning(
-                    "stigg_cache.outbox_failed: %s",
-                    error,
-                    extra={"event": "stigg_cache.outbox_failed"},
-                )
                 worked = False
             if not worked:
                 self._wake.wait(self._idle_wait())

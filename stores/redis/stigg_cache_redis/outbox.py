@@ -373,7 +373,7 @@ class RedisOutbox:
             self._down = True
             logger.warning(
                 "stigg_cache_redis.unreachable: %s; usage waits in the local outbox %s",
-                error,
+                str(error),
                 self.local.path,
                 extra={"event": "stigg_cache_redis.unreachable"},
             )
