@@ -304,7 +304,7 @@ def chaos_run(  # noqa: PLR0917 - click passes options positionally
             run = ChaosRun(
                 scenario, Path(workdir), store=store, policy=policy, inner=_inner(client_kind)
             )
-            report = run.run()
+            report = _with_progress(run)
         reports.append(report)
         verdict = "PASS" if report.passed else "FAIL"
         counts = f"{report.checks} checks, {report.reports} reports"
@@ -327,6 +327,40 @@ def _inner(kind: str) -> Callable[[str], object] | None:
         return stigg.Stigg(api_key=API_KEY, base_url=base_url)
 
     return official_sdk
+
+
+def _with_progress(run: Any) -> Any:
+    """Run a scenario; with rich (the [chaos] extra) and a terminal, show it live."""
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    except ImportError:
+        return run.run()
+    import threading  # noqa: PLC0415
+
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(run.run()), daemon=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[calls]}"),
+    )
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(run.scenario.name, total=run.scenario.duration_s, calls="")
+        started = time.monotonic()
+        worker.start()
+        while worker.is_alive():
+            checks, reports = len(run.history.of("check")), len(run.history.of("report"))
+            phase = "" if time.monotonic() - started < run.scenario.duration_s else " recovering"
+            progress.update(
+                task,
+                completed=min(time.monotonic() - started, run.scenario.duration_s),
+                calls=f"{checks} checks, {reports} reports{phase}",
+            )
+            worker.join(0.2)
+    if not done:
+        raise click.ClickException(f"scenario {run.scenario.name} ended without a report")
+    return done[0]
 
 
 def _scorecard(reports: list[Any]) -> str:

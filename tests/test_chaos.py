@@ -30,6 +30,7 @@ steps:
   - {at: 4, clock: 600}
   - {at: 4.8, clock: 0}
   - {at: 3.2, store_fault: heal}
+  - {at: 3.3, store_fault: {fail_at: 2}}
   - {at: 3, stigg: error_5xx}
   - {at: 3.5, flap: {refuse: true}, period: 0.5, for: 1}
   - {at: 4.5, edit_policy: valid}

@@ -390,12 +390,13 @@ class ChaosRun:
             store.heal()
         elif isinstance(what, dict) and "slow" in what:
             store.slow(float(what["slow"]))
+        elif isinstance(what, dict) and "fail_at" in what:
+            store.fail_at(int(what["fail_at"]))
         elif isinstance(what, list):
             store.fail_all(what)
         else:
-            raise ConfigurationError(
-                f"store_fault: write heal, {{slow: 0.2}} or [get, put], not {what!r}"
-            )
+            forms = "heal, {slow: 0.2}, {fail_at: 3} or [get, put]"
+            raise ConfigurationError(f"store_fault: write {forms}, not {what!r}")
 
     def _restart(self, proxy: FaultProxy) -> None:
         """A new client on the same store and outbox; the old one closes."""
@@ -510,7 +511,7 @@ class _Writer:
         self._open: dict[str, Operation] = {}
         command = [sys.executable, "-m", "stigg_cache.chaos.writer", chaos.store, chaos.outbox]
         self.process = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
-            [*command, base_url, API_KEY, str(run)],
+            [*command, base_url, API_KEY, str(run), str(chaos.policy_path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -532,6 +533,11 @@ class _Writer:
                 )
             elif "ok" in message and message["ok"] in self._open:
                 self._history.end(self._open.pop(message["ok"]), Outcome.OK, time.monotonic())
+            elif "check" in message:  # answered in the child; its own timing
+                check = dict(message["check"])
+                now = time.monotonic()
+                operation = self._history.invoke("check", now - check.pop("elapsed_s"), writer=True)
+                self._history.end(operation, Outcome.OK, now, **check)
 
     def kill(self) -> None:
         """SIGKILL: whatever it was doing is cut short."""
