@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import attrs
 
 from stigg_cache._stigg_json import (
+    DECODER,
     LazyEntitlements,
     feature_to_json,
     parse_entitlements,
@@ -39,7 +40,6 @@ MAGIC = b"SCS3"
 # 3: features stored apart, each decoded when first read (2: one document; read as a miss)
 CODEC_VERSION = 3
 _HEADER = struct.Struct(">4sII")
-_DECODER = json.JSONDecoder()  # built once: json.loads also sniffs the encoding of bytes
 FRAME_BYTES = _HEADER.size
 LATEST_EPOCH_S = 253_402_300_800  # 10000-01-01: later times do not fit a datetime
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
@@ -109,7 +109,7 @@ def decode_snapshot(value: bytes) -> Snapshot:
     if split < 0:
         raise CorruptEntryError("snapshot entry has no header line")
     try:
-        header = _DECODER.decode(str(payload[:split], "utf-8"))
+        header = DECODER.decode(str(payload[:split], "utf-8"))
         return _parse_header(header, payload[split + 1 :])
     except CorruptEntryError:
         raise

@@ -28,7 +28,7 @@ _CUSTOMER_DENIED_REASONS = frozenset(
     {"CustomerNotFound", "NoActiveSubscription", "CustomerIsArchived"}
 )
 
-_DECODER = json.JSONDecoder()
+DECODER = json.JSONDecoder()  # built once: json.loads also sniffs the encoding of bytes
 
 
 def _obj(value: object, where: str) -> Mapping[str, Any]:
@@ -207,7 +207,7 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         ):
             raise InvalidResponseError(f"{where}: malformed location {str(span)[:40]}")
         try:
-            item = _DECODER.decode(str(self._blobs[span[0] : span[1]], "utf-8"))
+            item = DECODER.decode(str(self._blobs[span[0] : span[1]], "utf-8"))
         except (ValueError, RecursionError) as error:
             raise InvalidResponseError(f"{where}: not JSON ({error})") from None
         return _obj(item, where)

@@ -21,6 +21,7 @@ import threading
 import time
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -90,6 +91,7 @@ class FaultProxy:
         self._port = 0
         self._listener: socket.socket | None = None
         self._flapper: threading.Thread | None = None
+        self._flap_stop = threading.Event()
         self.connections = 0
         self._open: set[socket.socket] = set()
         self._listen()
@@ -97,8 +99,10 @@ class FaultProxy:
     @classmethod
     def to(cls, url: str, *, seed: int = 0) -> FaultProxy:
         """A proxy in front of ``http://127.0.0.1:PORT``."""
-        host, _, port = url.rpartition("//")[2].partition("/")[0].rpartition(":")
-        return cls(int(port), upstream_host=host.strip("[]"), seed=seed)
+        parts = urlsplit(url)
+        if parts.hostname is None or parts.port is None:
+            raise ConfigurationError(f"proxy upstream {url!r}: write http://127.0.0.1:PORT")
+        return cls(parts.port, upstream_host=parts.hostname, seed=seed)
 
     @property
     def url(self) -> str:

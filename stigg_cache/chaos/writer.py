@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from stigg_cache.chaos.scenario import CHECK_TIMEOUT_S
 from stigg_cache.client import ResilientClient
 from stigg_cache.outbox.records import event_record
 
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> None:
         store=store,
         outbox=outbox,
         policy=policy,
-        check_timeout=0.3,
+        check_timeout=CHECK_TIMEOUT_S,  # as the scenario's own client
         outbox_lease_s=2.0,
     ) as client:
         print(json.dumps({"ready": True}), flush=True)

@@ -91,7 +91,8 @@ class RedisOutbox:
         self.settings = settings
         self._redis = settings.connect(at_least_s=OUTBOX_TIMEOUT_S)
         tag = f"{{stigg-cache:{settings.namespace}}}"  # one hash tag: one slot for the scripts
-        self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]
+        self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]  # in the scripts' order
+        self._key_of = dict(zip(_KEYS, self._keys, strict=True))
         self._bucket_prefix = f"{tag}:bucket:"
         self._gate = Gate(f"redis outbox {redact_url(settings.url)}")
         prelude = _script("outbox_prelude")
@@ -263,7 +264,7 @@ class RedisOutbox:
     # -- internals -----------------------------------------------------------------------
 
     def _key(self, name: str) -> str:
-        return self._keys[_KEYS.index(name)]
+        return self._key_of[name]
 
     def _run(self, script: str, args: list[Any]) -> Any:
         return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
