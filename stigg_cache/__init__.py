@@ -1,5 +1,6 @@
 """stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
 
+from stigg_cache.aio import AsyncResilientClient
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.core.reconcile import Contradiction, ReconcileReport
@@ -38,6 +39,7 @@ from stigg_cache.stores import MISSING, Store, open_store
 
 __all__ = [
     "MISSING",
+    "AsyncResilientClient",
     "BooleanEntitlement",
     "BreakerState",
     "CircuitBreaker",

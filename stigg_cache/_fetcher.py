@@ -14,6 +14,7 @@ import attrs
 
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
+from stigg_cache._memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
@@ -54,6 +55,7 @@ class Fetcher:
 
     def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
         """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it."""
+        refuse_io()
         flight = self._flight(scope)
         if isinstance(flight, StiggUnavailableError):
             return flight

@@ -62,8 +62,14 @@ class Health:
 
     @property
     def offline(self) -> bool:
-        """True while the breaker keeps requests from starting."""
-        return self._breaker.state is BreakerState.OPEN
+        """True while the breaker keeps requests from starting.
+
+        Once its backoff has passed this is False, so the next stale answer
+        starts the refresh that probes Stigg: a service whose customers all
+        hold stale snapshots must still find out that Stigg is back.
+        """
+        breaker = self._breaker
+        return breaker.state is BreakerState.OPEN and self._clock.monotonic() < breaker.retry_at
 
     def subscribe(self, listener: StateListener) -> Callable[[], None]:
         """Call ``listener(old, new)`` on every state change; returns an unsubscribe."""

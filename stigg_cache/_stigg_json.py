@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from stigg_cache.errors import InvalidResponseError
@@ -327,13 +327,22 @@ def parse_entitlements_state(
 
 
 def _rest_item(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A GraphQL entitlement in the REST shape :func:`parse_entitlements` reads."""
+    """A GraphQL entitlement in the REST shape :func:`parse_entitlements` reads.
+
+    The older ``Entitlement`` type gives ``validUntil`` as epoch milliseconds.
+    """
     if item.get("__typename") == "CreditEntitlement":
         return {**item, "type": "CREDIT"}
     feature = item.get("feature")
     if isinstance(feature, Mapping):
         feature = {**feature, "id": feature.get("refId", feature.get("id"))}
-    return {**item, "type": "FEATURE", "feature": feature}
+    valid_until = item.get("validUntil")
+    if isinstance(valid_until, int | float) and not isinstance(valid_until, bool):
+        try:
+            valid_until = datetime.fromtimestamp(valid_until / 1000, UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            raise InvalidResponseError(f"validUntil: {valid_until!r} is not a time") from None
+    return {**item, "type": "FEATURE", "feature": feature, "validUntil": valid_until}
 
 
 def _iso(moment: datetime | None) -> str | None:

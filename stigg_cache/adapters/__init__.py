@@ -2,36 +2,71 @@
 
 Clients are recognised by module and class name, never by importing an SDK
 the user did not install (three Stigg distributions install the same
-top-level ``stigg`` module and overwrite each other).
+top-level ``stigg`` module and overwrite each other). Asyncio clients are
+put behind the blocking interface by a :class:`~stigg_cache.adapters.bridge.LoopBridge`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import inspect
 import os
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeGuard
 
-from stigg_cache.adapters.base import Adapter
+from stigg_cache.adapters.base import Adapter, AsyncAdapter
 from stigg_cache.errors import ConfigurationError
 
 SUPPORTED = (
-    "stigg.Stigg (pip install 'stigg-cache[rest]'), or None with api_key= for the built-in client"
+    "stigg.Stigg / stigg.AsyncStigg (pip install 'stigg-cache[rest]'), "
+    "the StiggClient of stigg-api-client (pip install 'stigg-cache[graphql]'), "
+    "StiggClient / AsyncStiggClient of stigg-api-client-v2 "
+    "(pip install 'stigg-cache[graphql-v2]'), "
+    "stigg_sidecar_sdk.Stigg (pip install 'stigg-cache[sidecar]'), "
+    "or None with api_key= for the built-in client"
 )
+# (top-level module, class name) -> what the object is, for each SDK class we adapt
+_KNOWN = {
+    ("stigg", "Stigg"): "rest",
+    ("stigg", "AsyncStigg"): "rest-async",
+    ("stigg", "StiggClient"): "graphql",
+    ("stigg", "AsyncStiggClient"): "graphql-v2-async",
+    ("stigg_sidecar_sdk", "Stigg"): "sidecar",
+}
 
 
-def _is_stainless_rest(inner: Any) -> bool:
-    cls = type(inner)
-    return (
-        cls.__module__.split(".")[0] == "stigg"
-        and cls.__name__ == "Stigg"
-        and hasattr(inner, "with_options")
-        and hasattr(inner, "v1")
-    )
+def require(module: str, distribution: str, extra: str) -> ModuleType:
+    """Import an SDK module, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"{module} is not importable ({error}): this needs {distribution}; "
+            f"install it with: pip install 'stigg-cache[{extra}]' "
+            "(the rest, graphql, graphql-v2 and sidecar extras exclude one another)"
+        ) from error
+
+
+def _kind(inner: object) -> str | None:
+    for cls in type(inner).__mro__:
+        kind = _KNOWN.get((cls.__module__.split(".")[0], cls.__name__))
+        if kind is not None:
+            return kind
+    return None
 
 
 def adapt(
-    inner: object, *, api_key: str | None, base_url: str | None, fetch_timeout_s: float
+    inner: object,
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    fetch_timeout_s: float,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Adapter:
     """The adapter for a user's Stigg client (or the built-in one for ``None``).
+
+    Asyncio clients run on ``loop`` (else on a private loop thread).
 
     Raises:
         ConfigurationError: no API key for the built-in client.
@@ -48,16 +83,54 @@ def adapt(
 
         url = base_url or os.environ.get("STIGG_BASE_URL") or DEFAULT_BASE_URL
         return HttpxRestAdapter(api_key=key, base_url=url)
+    found = inner if _is_async_adapter(inner) else _async_adapter(inner, fetch_timeout_s)
+    if found is not None:
+        from stigg_cache.adapters.bridge import LoopBridge  # noqa: PLC0415
+
+        return LoopBridge(found, loop)
     if isinstance(inner, Adapter):
         return inner
-    if _is_stainless_rest(inner):
+    kind = _kind(inner)
+    if kind == "rest" and hasattr(inner, "with_options"):
         from stigg_cache.adapters.stigg_rest import StiggRestAdapter  # noqa: PLC0415 - imports the user's SDK
 
         return StiggRestAdapter(inner, fetch_timeout_s=fetch_timeout_s)
+    if kind == "graphql" and hasattr(inner, "_endpoint"):
+        from stigg_cache.adapters.graphql_v1 import GraphQLV1Adapter  # noqa: PLC0415
+
+        return GraphQLV1Adapter(inner)
+    if kind == "graphql" and hasattr(inner, "http_client"):
+        from stigg_cache.adapters.graphql_v2 import GraphQLV2Adapter  # noqa: PLC0415
+
+        return GraphQLV2Adapter(inner)
     raise TypeError(
         f"ResilientClient cannot wrap a {type(inner).__module__}.{type(inner).__qualname__}: "
         f"supported are {SUPPORTED}, or any object with the Adapter interface"
     )
 
 
-__all__ = ["Adapter", "adapt"]
+def _is_async_adapter(inner: object) -> TypeGuard[AsyncAdapter]:
+    """An object of ours or the user's with the async interface (both look alike to isinstance)."""
+    return isinstance(inner, AsyncAdapter) and inspect.iscoroutinefunction(
+        getattr(inner, "fetch_entitlements", None)
+    )
+
+
+def _async_adapter(inner: Any, fetch_timeout_s: float) -> AsyncAdapter | None:
+    kind = _kind(inner)
+    if kind == "rest-async" and hasattr(inner, "with_options"):
+        from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter  # noqa: PLC0415
+
+        return AsyncStiggRestAdapter(inner, fetch_timeout_s=fetch_timeout_s)
+    if kind == "graphql-v2-async":
+        from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter  # noqa: PLC0415
+
+        return AsyncGraphQLV2Adapter(inner)
+    if kind == "sidecar":
+        from stigg_cache.adapters.sidecar import SidecarAdapter  # noqa: PLC0415
+
+        return SidecarAdapter(inner)
+    return None
+
+
+__all__ = ["Adapter", "AsyncAdapter", "adapt", "require"]

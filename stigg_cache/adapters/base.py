@@ -57,3 +57,38 @@ class Adapter(Protocol):
     def close(self) -> None:
         """Release what the adapter opened itself (not the user's client)."""
         ...
+
+
+@runtime_checkable
+class AsyncAdapter(Protocol):
+    """An asyncio Stigg client's side of the adapter interface (same rules, awaited).
+
+    :class:`~stigg_cache.adapters.bridge.LoopBridge` puts one behind
+    :class:`Adapter` by running its coroutines on an event loop.
+    """
+
+    name: str
+
+    async def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot: ...
+
+    async def report_events(
+        self, events: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> None: ...
+
+    async def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> None: ...
+
+    async def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]: ...
+
+    async def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None:
+        """Release what the adapter opened itself (not the user's client)."""
+        ...

@@ -1,15 +1,15 @@
-"""Adapter for the official REST SDK (``pip install stigg``: ``stigg.Stigg``).
+"""Adapters for the official REST SDK (``pip install stigg``): ``Stigg`` and ``AsyncStigg``.
 
 The SDK defaults to a 60 s timeout and 2 retries; we take a copy of the
 user's client with retries off and our own timeout, leaving theirs untouched.
-Imported only when the user's client is a ``stigg.Stigg``, so the package
-works without the SDK installed.
+Imported only when the user's client is one of these, so the package works
+without the SDK installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import httpx
 import stigg
@@ -20,12 +20,11 @@ from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
+_T = TypeVar("_T")
 
 
-class StiggRestAdapter:
-    """``stigg.Stigg`` (REST, Stainless-generated) behind the adapter interface."""
-
-    name = "stigg-rest"
+class _RestCalls:
+    """What the sync and async adapters share: the copy, the calls' arguments, the answers."""
 
     def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
         self.inner = inner
@@ -34,61 +33,132 @@ class StiggRestAdapter:
             timeout=httpx.Timeout(fetch_timeout_s, connect=min(fetch_timeout_s, CONNECT_TIMEOUT_S)),
         )
 
-    def fetch_entitlements(
-        self, customer_id: str, resource_id: str | None, *, timeout_s: float
-    ) -> Snapshot:
+    def _entitlements_call(
+        self, customer_id: str, resource_id: str | None, timeout_s: float
+    ) -> Any:
         extra: dict[str, Any] = {} if resource_id is None else {"resource_id": resource_id}
         customers = self._client.v1.customers.with_raw_response
-        raw = self._guarded(
-            lambda: customers.retrieve_entitlements(customer_id, timeout=timeout_s, **extra)
-        )
-        body: bytes = raw.http_response.content
+        return customers.retrieve_entitlements(customer_id, timeout=timeout_s, **extra)
+
+    @staticmethod
+    def _snapshot(body: bytes, customer_id: str, resource_id: str | None) -> Snapshot:
         if len(body) > MAX_RESPONSE_BYTES:
             raise StiggUnavailableError(
                 FailureKind.INVALID_RESPONSE, f"Stigg's answer exceeds {MAX_RESPONSE_BYTES} bytes"
             )
         return snapshot_from_body(body, customer_id, resource_id)
 
-    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+    def _events_call(self, events: Sequence[Mapping[str, Any]], timeout_s: float) -> Any:
         params = [snake_case(event) for event in events]
-        self._guarded(lambda: self._client.v1.events.report(events=params, timeout=timeout_s))
+        return self._client.v1.events.report(events=params, timeout=timeout_s)
+
+    def _usage_call(self, usages: Sequence[Mapping[str, Any]], timeout_s: float) -> Any:
+        params = [snake_case(usage) for usage in usages]
+        return self._client.v2.usage.report(usages=params, timeout=timeout_s)
+
+    def _grant_call(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], timeout_s: float
+    ) -> Any:
+        promotions = self._client.v1.customers.promotional_entitlements
+        return promotions.create(
+            customer_id, promotional_entitlements=list(grants), timeout=timeout_s
+        )
+
+    def _revoke_call(self, customer_id: str, feature_id: str, timeout_s: float) -> Any:
+        promotions = self._client.v1.customers.promotional_entitlements
+        return promotions.revoke(feature_id, id=customer_id, timeout=timeout_s)
+
+    @staticmethod
+    def _granted(result: Any) -> list[dict[str, Any]]:
+        return [item.model_dump(by_alias=True, mode="json") for item in result.data]
+
+    @staticmethod
+    def _revoked(result: Any) -> dict[str, Any]:
+        return dict(result.data.model_dump(by_alias=True, mode="json"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={str(self._client.base_url)!r})"
+
+
+class StiggRestAdapter(_RestCalls):
+    """``stigg.Stigg`` (REST, Stainless-generated) behind the adapter interface."""
+
+    name = "stigg-rest"
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        raw = _guarded(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
+        return self._snapshot(raw.http_response.content, customer_id, resource_id)
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        _guarded(lambda: self._events_call(events, timeout_s))
 
     def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        params = [snake_case(usage) for usage in usages]
-        self._guarded(lambda: self._client.v2.usage.report(usages=params, timeout=timeout_s))
+        _guarded(lambda: self._usage_call(usages, timeout_s))
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
     ) -> list[dict[str, Any]]:
-        promotions = self._client.v1.customers.promotional_entitlements
-        result = self._guarded(
-            lambda: promotions.create(
-                customer_id, promotional_entitlements=list(grants), timeout=timeout_s
-            )
-        )
-        return [item.model_dump(by_alias=True, mode="json") for item in result.data]
+        return self._granted(_guarded(lambda: self._grant_call(customer_id, grants, timeout_s)))
 
     def revoke_promotional_entitlement(
         self, customer_id: str, feature_id: str, *, timeout_s: float
     ) -> dict[str, Any]:
-        promotions = self._client.v1.customers.promotional_entitlements
-        result = self._guarded(
-            lambda: promotions.revoke(feature_id, id=customer_id, timeout=timeout_s)
+        return self._revoked(
+            _guarded(lambda: self._revoke_call(customer_id, feature_id, timeout_s))
         )
-        return dict(result.data.model_dump(by_alias=True, mode="json"))
 
     def close(self) -> None:
         """The user's client is theirs to close."""
 
-    @staticmethod
-    def _guarded(call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except stigg.StiggError as error:
-            raise _translate(error) from None
 
-    def __repr__(self) -> str:
-        return f"StiggRestAdapter(base_url={str(self._client.base_url)!r})"
+class AsyncStiggRestAdapter(_RestCalls):
+    """``stigg.AsyncStigg`` behind the async adapter interface."""
+
+    name = "stigg-rest-async"
+
+    async def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        raw = await _awaited(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
+        body = await _awaited(raw.read)
+        return self._snapshot(body, customer_id, resource_id)
+
+    async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        await _awaited(lambda: self._events_call(events, timeout_s))
+
+    async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        await _awaited(lambda: self._usage_call(usages, timeout_s))
+
+    async def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        result = await _awaited(lambda: self._grant_call(customer_id, grants, timeout_s))
+        return self._granted(result)
+
+    async def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        result = await _awaited(lambda: self._revoke_call(customer_id, feature_id, timeout_s))
+        return self._revoked(result)
+
+    async def aclose(self) -> None:
+        """The user's client is theirs to close."""
+
+
+def _guarded(call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except stigg.StiggError as error:
+        raise _translate(error) from None
+
+
+async def _awaited(call: Callable[[], Awaitable[_T]]) -> _T:
+    try:
+        return await call()
+    except stigg.StiggError as error:
+        raise _translate(error) from None
 
 
 def _translate(error: Exception) -> StiggUnavailableError:

@@ -23,12 +23,14 @@ from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stigg_cache.chaos.account import FakeAccount, json_answer
+from stigg_cache.chaos.graphql import answer_graphql, state_json
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
 TRICKLE_BYTE_INTERVAL_S = 0.05
 _CUSTOMER = r"^/api/v1/customers/(?P<customer>[^/]+)"
+_EDGE = r"^/edge/v1/c/(?P<customer>[^/]+)"  # the SDKs' edge_api_url is {url}/edge
 _ROUTES = [
     ("GET", re.compile(_CUSTOMER + r"/entitlements$"), "entitlements"),
     ("POST", re.compile(r"^/api/v1/events$"), "events"),
@@ -36,6 +38,9 @@ _ROUTES = [
     ("POST", re.compile(r"^/api/v1/usage$"), "usage-v1"),  # deprecated by Stigg, still served
     ("POST", re.compile(_CUSTOMER + r"/promotional-entitlements$"), "promotions"),
     ("DELETE", re.compile(_CUSTOMER + r"/promotional-entitlements/(?P<feature>[^/]+)$"), "revoke"),
+    ("POST", re.compile(r"^/graphql$"), "graphql"),
+    ("GET", re.compile(_EDGE + r"/entitlements-state\.json$"), "edge-state"),
+    ("GET", re.compile(_EDGE + r"/entitlements\.json$"), "edge-entitlements"),
 ]
 
 
@@ -185,6 +190,16 @@ class FakeStigg:
         """Base URL to give an SDK (``base_url=``)."""
         return f"http://{LOOPBACK}:{self._port}"
 
+    @property
+    def graphql_url(self) -> str:
+        """The GraphQL endpoint to give a GraphQL SDK (``api_url=``)."""
+        return f"{self.url}/graphql"
+
+    @property
+    def edge_url(self) -> str:
+        """The Edge base URL to give a GraphQL SDK (``edge_api_url=``)."""
+        return f"{self.url}/edge"
+
     def entitlement_requests(self) -> int:
         """How many entitlement reads the fake answered in UP, SLOW or TRICKLE mode."""
         return self.counts["GET entitlements"]
@@ -248,7 +263,9 @@ class FakeStigg:
             document = json.loads(body) if body else None
         except ValueError:
             return json_answer(400, {"message": "body is not JSON", "code": "BadRequest"})
-        return self._dispatch(name, args, parse_qs(url.query), document)
+        graphql = name == "graphql" or name.startswith("edge-")
+        handler = self._graphql if graphql else self._dispatch
+        return handler(name, args, parse_qs(url.query), document)
 
     def _dispatch(
         self, name: str, args: dict[str, str], query: dict[str, list[str]], document: Any
@@ -269,6 +286,18 @@ class FakeStigg:
         if name == "promotions":
             return account.grant_promotions(args["customer"], document)
         return account.revoke_promotion(args["customer"], args["feature"])
+
+    def _graphql(
+        self, name: str, args: dict[str, str], query: dict[str, list[str]], document: Any
+    ) -> tuple[int, dict[str, str], bytes]:
+        """What the GraphQL SDKs call: ``/graphql`` and the Edge JSON."""
+        if name == "graphql":
+            return answer_graphql(self.account, document)
+        resource = query.get("resourceId", [None])[0]
+        state = state_json(self.account, args["customer"], resource)
+        if name == "edge-state":
+            return json_answer(200, {"data": {"entitlementsState": state}})
+        return json_answer(200, {"data": {"entitlements": state["entitlements"]}})
 
 
 def _as_v1_usage(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, dict[str, str], bytes]:

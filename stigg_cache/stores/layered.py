@@ -17,6 +17,7 @@ import attrs
 
 from stigg_cache._clock import Clock
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache._memory_only import refuse_io
 from stigg_cache.core.engine import FUTURE_SKEW_S
 from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
@@ -79,6 +80,7 @@ class SnapshotCache:
         entry = self.peek(scope)
         if entry is not None:
             return entry
+        refuse_io()
         entry = self._load(customer_id, resource_id)
         if entry is not None:
             self._remember(scope, entry)
@@ -100,6 +102,7 @@ class SnapshotCache:
 
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
         """Forget a scope in L1 and L2."""
+        refuse_io()
         with self._lock:
             dropped = self.l1.pop((customer_id, resource_id), None)
             if dropped is not None:

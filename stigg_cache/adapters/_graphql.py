@@ -1,0 +1,61 @@
+"""What the GraphQL adapters (v1 and v2 SDKs) share: error meaning and state parsing.
+
+Usage and events are already in Stigg's wire shape (camelCase), which is also
+the shape of GraphQL's ``ReportUsageBaseInput`` and ``UsageEventReportInput``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stigg_cache._stigg_json import parse_entitlements_state
+from stigg_cache.errors import (
+    FailureKind,
+    InvalidResponseError,
+    StiggRejectedError,
+    StiggUnavailableError,
+)
+from stigg_cache.models import Snapshot
+
+# Apollo's codes for a request that will fail the same way if sent again.
+REJECTING_CODES = frozenset(
+    {
+        "BAD_USER_INPUT",
+        "GRAPHQL_PARSE_FAILED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+    }
+)
+EDGE_STATE = "entitlements-state.json"
+
+
+def failure_for_errors(errors: Sequence[Any]) -> StiggUnavailableError:
+    """The failure a GraphQL ``errors`` list means: refused for good, or try again."""
+    listed = [error for error in errors if isinstance(error, Mapping)]
+    text = "; ".join(str(error.get("message"))[:200] for error in listed[:3]) or str(errors)[:200]
+    codes = {str((error.get("extensions") or {}).get("code")) for error in listed}
+    if codes & REJECTING_CODES:
+        return StiggRejectedError(FailureKind.REJECTED, f"Stigg refused the request: {text}")
+    return StiggUnavailableError(FailureKind.SERVER, f"Stigg answered with errors: {text}")
+
+
+def snapshot_from_state(state: object, customer_id: str, resource_id: str | None) -> Snapshot:
+    """A snapshot from an ``entitlementsState`` object, or the failure it is."""
+    try:
+        return parse_entitlements_state(
+            state, customer_id=customer_id, resource_id=resource_id, fetched_at=0.0
+        )
+    except (InvalidResponseError, RecursionError) as error:
+        raise StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE, f"Stigg's entitlements state is unusable: {error}"
+        ) from None
+
+
+def fetch_query(customer_id: str, resource_id: str | None) -> dict[str, str]:
+    """``FetchEntitlementsQuery`` variables."""
+    query = {"customerId": customer_id}
+    if resource_id is not None:
+        query["resourceId"] = resource_id
+    return query

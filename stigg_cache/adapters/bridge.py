@@ -1,0 +1,131 @@
+"""An asyncio adapter behind the blocking :class:`Adapter` interface.
+
+The cache, fetcher and flusher work on threads; an asyncio SDK's coroutines
+must run on the event loop its connections belong to. ``LoopBridge`` submits
+each call to that loop (the application's, for ``AsyncResilientClient``
+built inside it; else a private loop on a daemon thread) and waits for it
+under the call's own deadline, so a stuck coroutine never holds a thread
+longer than the budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from stigg_cache.adapters.base import AsyncAdapter
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.models import Snapshot
+
+_T = TypeVar("_T")
+GRACE_S = 0.5  # beyond the call's own deadline, for the loop to deliver its result
+CLOSE_TIMEOUT_S = 5.0
+
+
+class LoopBridge:
+    """Runs an :class:`AsyncAdapter`'s coroutines on an event loop, blocking the caller."""
+
+    def __init__(self, adapter: AsyncAdapter, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.adapter = adapter
+        self.name = adapter.name
+        self._thread: threading.Thread | None = None
+        if loop is None:  # nobody's loop: a private one that lives as long as this bridge
+            loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=loop.run_forever, daemon=True, name="stigg-cache-loop"
+            )
+            self._thread.start()
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: set[Future[Any]] = set()
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        return self._run(
+            lambda: self.adapter.fetch_entitlements(customer_id, resource_id, timeout_s=timeout_s),
+            timeout_s,
+        )
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        self._run(lambda: self.adapter.report_events(events, timeout_s=timeout_s), timeout_s)
+
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        self._run(lambda: self.adapter.report_usage(usages, timeout_s=timeout_s), timeout_s)
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        grant = self.adapter.grant_promotional_entitlements
+        return self._run(lambda: grant(customer_id, grants, timeout_s=timeout_s), timeout_s)
+
+    def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        revoke = self.adapter.revoke_promotional_entitlement
+        return self._run(lambda: revoke(customer_id, feature_id, timeout_s=timeout_s), timeout_s)
+
+    def close(self) -> None:
+        """Cancel calls under way, close the adapter on its loop, stop the private loop."""
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for future in pending:
+            future.cancel()
+        with contextlib.suppress(StiggUnavailableError):  # no loop: no connections either
+            self._run(self.adapter.aclose, CLOSE_TIMEOUT_S)
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(CLOSE_TIMEOUT_S)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def _run(self, make: Callable[[], Coroutine[Any, Any, _T]], timeout_s: float) -> _T:
+        if self._loop.is_closed():
+            raise StiggUnavailableError(FailureKind.CONNECTION, "the event loop is closed")
+        if _running_loop() is self._loop:  # waiting here would stop the loop we wait for
+            raise RuntimeError(
+                "a blocking stigg-cache call was made on the event loop its async SDK uses: "
+                "use AsyncResilientClient and await it"
+            )
+
+        async def bounded() -> _T:
+            return await asyncio.wait_for(make(), timeout_s)
+
+        call = bounded()
+        try:
+            future: Future[_T] = asyncio.run_coroutine_threadsafe(call, self._loop)
+        except RuntimeError:  # closed meanwhile
+            call.close()
+            raise StiggUnavailableError(
+                FailureKind.CONNECTION, "the event loop is closed"
+            ) from None
+        with self._lock:
+            self._pending.add(future)
+        try:
+            return future.result(timeout_s + GRACE_S)
+        except TimeoutError:  # the coroutine's deadline, or a loop too busy to run it
+            future.cancel()
+            raise StiggUnavailableError(
+                FailureKind.TIMEOUT, f"Stigg did not answer within {timeout_s:.3g}s"
+            ) from None
+        except asyncio.CancelledError:
+            raise StiggUnavailableError(
+                FailureKind.CONNECTION, "the call was cancelled (client or event loop closing)"
+            ) from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
+
+    def __repr__(self) -> str:
+        return f"LoopBridge({self.adapter!r})"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

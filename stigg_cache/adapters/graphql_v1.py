@@ -1,0 +1,136 @@
+"""Adapter for the deprecated GraphQL SDK (``pip install stigg-api-client``).
+
+``Stigg.create_client(...)`` returns a ``StiggClient`` holding an sgqlc
+``RequestsEndpoint``. Its tenacity retries (3 attempts on HTTP errors, with
+a bug that turns the second Edge attempt into ``KeyError``) are cut to one
+attempt, and every call gets the caller's timeout: a per-call copy of the
+client with the same URL, headers and Edge settings.
+
+Entitlements come from Edge's ``entitlements-state.json`` when the client
+has Edge on, else from the ``GetEntitlements`` query: the SDK's own
+``GetEntitlementsState`` document names fragments it never defines, which a
+GraphQL server refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from stigg_cache.adapters import require
+from stigg_cache.adapters._graphql import (
+    EDGE_STATE,
+    failure_for_errors,
+    fetch_query,
+    snapshot_from_state,
+)
+from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.models import Snapshot
+
+CONNECT_TIMEOUT_S = 2.0
+
+
+class GraphQLV1Adapter:
+    """``stigg.StiggClient`` of ``stigg-api-client`` behind the adapter interface."""
+
+    name = "stigg-graphql-v1"
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._requests = require("requests", "stigg-api-client", "graphql")
+        self._endpoint_type = type(inner._endpoint)
+        self._operations = require(
+            "stigg.generated.operations", "stigg-api-client", "graphql"
+        ).Operations
+        tenacity = require("tenacity", "stigg-api-client", "graphql")
+        # One attempt: the check budget, not the SDK, decides when to try again.
+        self._edge_get = type(inner)._get_entitlements.retry_with(
+            stop=tenacity.stop_after_attempt(1)
+        )
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        variables = {"query": fetch_query(customer_id, resource_id)}
+        client = self._copy(timeout_s)
+        if self.inner._enable_edge:
+            body = self._guarded(lambda: self._edge_get(client, variables, endpoint=EDGE_STATE))
+            data = body.get("data") if isinstance(body, dict) else None
+            state = data.get("entitlementsState") if isinstance(data, dict) else None
+        else:
+            data = self._request(client, self._operations.query.get_entitlements, variables)
+            state = {"entitlements": data.get("entitlements")}
+        return snapshot_from_state(state, customer_id, resource_id)
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        variables = {"input": {"usageEvents": list(events)}}
+        self._request(self._copy(timeout_s), self._operations.mutation.report_event, variables)
+
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        variables = {"input": {"usages": list(usages)}}
+        mutation = self._operations.mutation.report_usage_bulk
+        self._request(self._copy(timeout_s), mutation, variables)
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        variables = {"input": {"customerId": customer_id, "promotionalEntitlements": list(grants)}}
+        mutation = self._operations.mutation.grant_promotional_entitlements
+        data = self._request(self._copy(timeout_s), mutation, variables)
+        return list(data.get("grantPromotionalEntitlements") or [])
+
+    def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        variables = {"input": {"customerId": customer_id, "featureId": feature_id}}
+        mutation = self._operations.mutation.revoke_promotional_entitlement
+        data = self._request(self._copy(timeout_s), mutation, variables)
+        return dict(data.get("revokePromotionalEntitlement") or {})
+
+    def close(self) -> None:
+        """The user's client is theirs to close; the copies hold no connections."""
+
+    def _copy(self, timeout_s: float) -> Any:
+        """The user's client with this call's timeout (connect, read)."""
+        endpoint = self.inner._endpoint
+        timeout = (min(timeout_s, CONNECT_TIMEOUT_S), timeout_s)
+        copy = self._endpoint_type(endpoint.url, endpoint.base_headers, timeout=timeout)
+        return type(self.inner)(copy, self.inner._enable_edge, self.inner._edge_url)
+
+    def _request(self, client: Any, operation: Any, variables: Mapping[str, Any]) -> Any:
+        """One GraphQL call through sgqlc, which folds HTTP errors into ``errors``."""
+        result = self._guarded(lambda: client._endpoint(operation, dict(variables)))
+        errors = result.get("errors") if isinstance(result, dict) else None
+        if errors:
+            status = result.get("status") or next(
+                (e.get("status") for e in errors if isinstance(e, dict) and e.get("status")), None
+            )
+            if status:
+                raise failure_for_status(int(status), dict(result.get("headers") or {}))
+            raise failure_for_errors(errors)
+        data = result.get("data") if isinstance(result, dict) else None
+        if not isinstance(data, dict):
+            raise StiggUnavailableError(FailureKind.INVALID_RESPONSE, "Stigg answered no data")
+        return data
+
+    def _guarded(self, call: Callable[[], Any]) -> Any:
+        exceptions = self._requests.exceptions
+        try:
+            return call()
+        except exceptions.HTTPError as error:  # Edge answered 4xx/5xx
+            response = error.response
+            raise failure_for_status(response.status_code, dict(response.headers)) from None
+        except exceptions.Timeout:
+            raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg timed out") from None
+        except exceptions.RequestException as error:
+            raise StiggUnavailableError(
+                FailureKind.CONNECTION, f"Stigg unreachable: {type(error).__name__}"
+            ) from None
+        except ValueError as error:  # a body that is not JSON
+            raise StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"GraphQLV1Adapter(api_url={self.inner._endpoint.url!r})"

@@ -1,0 +1,224 @@
+"""Adapters for the GraphQL SDK (``pip install stigg-api-client-v2``): ``StiggClient``
+and ``AsyncStiggClient``.
+
+``Stigg.create_client`` builds its httpx client with a transport that
+retries refused connections five times (7.5 s before a refused port is
+reported); we work on a copy of the user's client, same URL, headers and
+Edge settings, whose transport does not retry, and give every call the
+caller's timeout. The SDK's tenacity retry re-reads the same response, so it
+sends nothing twice. Entitlements come from ``get_entitlements_state``
+(Edge ``entitlements-state.json`` when Edge is on, the GraphQL query
+otherwise); usage from ``report_usage_bulk`` and ``report_event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import httpx
+
+from stigg_cache.adapters import require
+from stigg_cache.adapters._graphql import failure_for_errors, fetch_query, snapshot_from_state
+from stigg_cache.adapters._http import camel_case, failure_for_status
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.models import Snapshot
+
+CONNECT_TIMEOUT_S = 2.0
+_T = TypeVar("_T")
+
+
+class _V2Calls:
+    """What the sync and async adapters share: inputs, answers and errors."""
+
+    def __init__(self, inner: Any, http_client: Any) -> None:
+        self.inner = inner
+        self._generated = require("stigg.generated", "stigg-api-client-v2", "graphql-v2")
+        self._exceptions = require(
+            "stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2"
+        )
+        self._pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
+        self._client = type(inner)(
+            enable_edge=inner.enable_edge,
+            edge_api_url=inner.edge_api_url,
+            url=inner.url,
+            headers=inner.headers,
+            http_client=http_client,
+        )
+
+    @staticmethod
+    def _timeout(timeout_s: float) -> httpx.Timeout:
+        return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+
+    def _state_query(self, customer_id: str, resource_id: str | None) -> Any:
+        return self._generated.FetchEntitlementsQuery.model_validate(
+            fetch_query(customer_id, resource_id)
+        )
+
+    def _usage_input(self, usages: Sequence[Mapping[str, Any]]) -> Any:
+        return self._generated.ReportUsageBulkInput.model_validate({"usages": list(usages)})
+
+    def _events_input(self, events: Sequence[Mapping[str, Any]]) -> Any:
+        return self._generated.UsageEventsReportInput.model_validate({"usageEvents": list(events)})
+
+    def _grant_input(self, customer_id: str, grants: Sequence[Mapping[str, Any]]) -> Any:
+        return self._generated.GrantPromotionalEntitlementsInput.model_validate(
+            {"customerId": customer_id, "promotionalEntitlements": [camel_case(g) for g in grants]}
+        )
+
+    def _revoke_input(self, customer_id: str, feature_id: str) -> Any:
+        return self._generated.RevokePromotionalEntitlementInput.model_validate(
+            {"customerId": customer_id, "featureId": feature_id}
+        )
+
+    @staticmethod
+    def _snapshot(result: Any, customer_id: str, resource_id: str | None) -> Snapshot:
+        state = result.entitlements_state.model_dump(by_alias=True, mode="json")
+        return snapshot_from_state(state, customer_id, resource_id)
+
+    @staticmethod
+    def _granted(result: Any) -> list[dict[str, Any]]:
+        return [
+            item.model_dump(by_alias=True, mode="json")
+            for item in result.grant_promotional_entitlements
+        ]
+
+    @staticmethod
+    def _revoked(result: Any) -> dict[str, Any]:
+        return dict(result.revoke_promotional_entitlement.model_dump(by_alias=True, mode="json"))
+
+    def _translate(self, error: Exception) -> StiggUnavailableError | None:
+        """The failure an SDK exception means; ``None`` for a bug to let through."""
+        exceptions = self._exceptions
+        if isinstance(error, exceptions.GraphQLClientHttpError):
+            return failure_for_status(error.status_code, error.response.headers)
+        if isinstance(error, exceptions.GraphQLClientGraphQLMultiError):
+            return failure_for_errors([e.orginal or {"message": e.message} for e in error.errors])
+        if isinstance(error, exceptions.GraphQLClientError | self._pydantic.ValidationError):
+            return StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"Stigg's answer is unusable: {str(error)[:300]}"
+            )
+        if isinstance(error, httpx.TimeoutException):
+            return StiggUnavailableError(FailureKind.TIMEOUT, f"Stigg timed out: {error!r}")
+        if isinstance(error, httpx.HTTPError):
+            return StiggUnavailableError(FailureKind.CONNECTION, f"Stigg unreachable: {error!r}")
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_url={self.inner.url!r})"
+
+
+class GraphQLV2Adapter(_V2Calls):
+    """``stigg.StiggClient`` of ``stigg-api-client-v2`` behind the adapter interface."""
+
+    name = "stigg-graphql-v2"
+
+    def __init__(self, inner: Any) -> None:
+        http = httpx.Client(
+            headers=inner.http_client.headers, transport=httpx.HTTPTransport(retries=0)
+        )
+        super().__init__(inner, http)
+
+    def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        query = self._state_query(customer_id, resource_id)
+        call = self._client.get_entitlements_state
+        result = self._guarded(lambda: call(query, timeout=self._timeout(timeout_s)))
+        return self._snapshot(result, customer_id, resource_id)
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        payload = self._events_input(events)
+        call = self._client.report_event
+        self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        payload = self._usage_input(usages)
+        call = self._client.report_usage_bulk
+        self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+
+    def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        payload = self._grant_input(customer_id, grants)
+        call = self._client.grant_promotional_entitlements
+        return self._granted(self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s))))
+
+    def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        payload = self._revoke_input(customer_id, feature_id)
+        call = self._client.revoke_promotional_entitlement
+        return self._revoked(self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s))))
+
+    def close(self) -> None:
+        """Close our copy's connections (the user's client is theirs)."""
+        self._client.http_client.close()
+
+    def _guarded(self, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except Exception as error:
+            failure = self._translate(error)
+            if failure is None:
+                raise
+            raise failure from None
+
+
+class AsyncGraphQLV2Adapter(_V2Calls):
+    """``stigg.AsyncStiggClient`` of ``stigg-api-client-v2`` behind the async adapter interface."""
+
+    name = "stigg-graphql-v2-async"
+
+    def __init__(self, inner: Any) -> None:
+        http = httpx.AsyncClient(
+            headers=inner.http_client.headers, transport=httpx.AsyncHTTPTransport(retries=0)
+        )
+        super().__init__(inner, http)
+
+    async def fetch_entitlements(
+        self, customer_id: str, resource_id: str | None, *, timeout_s: float
+    ) -> Snapshot:
+        query = self._state_query(customer_id, resource_id)
+        call = self._client.get_entitlements_state
+        result = await self._guarded(lambda: call(query, timeout=self._timeout(timeout_s)))
+        return self._snapshot(result, customer_id, resource_id)
+
+    async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        payload = self._events_input(events)
+        call = self._client.report_event
+        await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+
+    async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        payload = self._usage_input(usages)
+        call = self._client.report_usage_bulk
+        await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+
+    async def grant_promotional_entitlements(
+        self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> list[dict[str, Any]]:
+        payload = self._grant_input(customer_id, grants)
+        call = self._client.grant_promotional_entitlements
+        result = await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        return self._granted(result)
+
+    async def revoke_promotional_entitlement(
+        self, customer_id: str, feature_id: str, *, timeout_s: float
+    ) -> dict[str, Any]:
+        payload = self._revoke_input(customer_id, feature_id)
+        call = self._client.revoke_promotional_entitlement
+        result = await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        return self._revoked(result)
+
+    async def aclose(self) -> None:
+        """Close our copy's connections (the user's client is theirs)."""
+        await self._client.http_client.aclose()
+
+    async def _guarded(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        try:
+            return await call()
+        except Exception as error:
+            failure = self._translate(error)
+            if failure is None:
+                raise
+            raise failure from None

@@ -1,0 +1,188 @@
+"""Which Stigg clients this environment can test, and how to build each one.
+
+Three SDKs install the same top-level ``stigg`` module, so each family runs
+in its own virtualenv (``make test`` builds them): ``STIGG_SDK_FAMILY`` says
+which one this is (default ``rest``, the dev venv). Every client of the
+family is tested; a family whose SDK is missing fails, it is never skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from stigg_cache import (
+    AsyncResilientClient,
+    FallbackPolicy,
+    Grant,
+    ResilientClient,
+    Rule,
+    Staleness,
+)
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.testing import ManualClock
+from tests.conftest import API_KEY
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "rest": ("rest", "rest-async", "httpx", "httpx-async"),
+    "graphql-v1": ("graphql-v1-edge", "graphql-v1"),
+    "graphql-v2": ("graphql-v2-edge", "graphql-v2", "graphql-v2-async-edge", "graphql-v2-async"),
+    "sidecar": ("sidecar",),
+}
+CHECK_TIMEOUT_S = 0.3
+POLICY = FallbackPolicy(
+    staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
+    rules=(Rule("newcomers", {"sso": Grant(has_access=True)}, customers=("new*",)),),
+    version="v-clients",
+)
+AnyClient = ResilientClient | AsyncResilientClient
+
+
+def family() -> str:
+    name = os.environ.get("STIGG_SDK_FAMILY", "rest")
+    if name not in FAMILIES:
+        raise pytest.UsageError(f"STIGG_SDK_FAMILY={name!r}: expected one of {sorted(FAMILIES)}")
+    return name
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "client_kind" in metafunc.fixturenames:
+        metafunc.parametrize("client_kind", FAMILIES[family()])
+
+
+@attrs.define
+class World:
+    """The fake Stigg (and fake sidecar, for the sidecar SDK) a client talks to."""
+
+    fake: FakeStigg
+    sidecar: Any = None
+
+    def set_mode(self, mode: FakeMode) -> None:
+        self.fake.set_mode(mode)
+        if self.sidecar is not None:
+            self.sidecar.set_mode(mode)
+
+
+Build = Callable[[World, ManualClock, Path], AbstractAsyncContextManager[AnyClient]]
+
+
+def _options(clock: ManualClock, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "store": f"sqlite:///{tmp_path}/cache.db",
+        "outbox": f"sqlite:///{tmp_path}/outbox.db",
+        "policy": POLICY,
+        "check_timeout": CHECK_TIMEOUT_S,
+        "fetch_timeout": 2.0,
+        "clock": clock,
+    }
+
+
+def _graphql(edge: bool, *, asynchronous: bool) -> Build:
+    @asynccontextmanager
+    async def build(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
+        sdk: Any = importlib.import_module("stigg")  # v1 or v2: not the REST SDK mypy sees
+        factory = sdk.Stigg.create_async_client if asynchronous else sdk.Stigg.create_client
+        inner = factory(
+            API_KEY,
+            api_url=world.fake.graphql_url,
+            enable_edge=edge,
+            edge_api_url=world.fake.edge_url,
+        )
+        if asynchronous:
+            async with AsyncResilientClient(inner, **_options(clock, tmp_path)) as client:
+                yield client
+        else:
+            with ResilientClient(inner, **_options(clock, tmp_path)) as client:
+                yield client
+
+    return build
+
+
+@asynccontextmanager
+async def _rest(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
+    import stigg
+
+    with (
+        stigg.Stigg(api_key=API_KEY, base_url=world.fake.url) as inner,
+        ResilientClient(inner, **_options(clock, tmp_path)) as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def _rest_async(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
+    import stigg
+
+    async with (
+        stigg.AsyncStigg(api_key=API_KEY, base_url=world.fake.url) as inner,
+        AsyncResilientClient(inner, **_options(clock, tmp_path)) as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def _httpx(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
+    options = _options(clock, tmp_path)
+    with ResilientClient(None, api_key=API_KEY, base_url=world.fake.url, **options) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _httpx_async(
+    world: World, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[AnyClient]:
+    options = _options(clock, tmp_path)
+    async with AsyncResilientClient(
+        None, api_key=API_KEY, base_url=world.fake.url, **options
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
+async def _sidecar(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
+    from stigg_sidecar_sdk import ApiConfig, Stigg
+
+    from stigg_cache.chaos.sidecar import FakeSidecar
+
+    world.sidecar = FakeSidecar(world.fake.account)
+    inner = Stigg(
+        ApiConfig(api_key=API_KEY, api_url=world.fake.graphql_url, edge_enabled=False),
+        remote_sidecar_host=world.sidecar.host,
+        remote_sidecar_port=world.sidecar.port,
+    )
+    try:
+        async with AsyncResilientClient(inner, **_options(clock, tmp_path)) as client:
+            yield client
+    finally:
+        inner.close()
+        await inner.api.http_client.aclose()
+        world.sidecar.close()
+
+
+BUILDERS: dict[str, Build] = {
+    "rest": _rest,
+    "rest-async": _rest_async,
+    "httpx": _httpx,
+    "httpx-async": _httpx_async,
+    "graphql-v1-edge": _graphql(True, asynchronous=False),
+    "graphql-v1": _graphql(False, asynchronous=False),
+    "graphql-v2-edge": _graphql(True, asynchronous=False),
+    "graphql-v2": _graphql(False, asynchronous=False),
+    "graphql-v2-async-edge": _graphql(True, asynchronous=True),
+    "graphql-v2-async": _graphql(False, asynchronous=True),
+    "sidecar": _sidecar,
+}
+
+
+async def ask(result: Any) -> Any:
+    """A sync client's answer, or an async client's awaited."""
+    if isinstance(result, Awaitable):
+        return await result
+    return result

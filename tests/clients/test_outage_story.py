@@ -1,0 +1,132 @@
+"""One outage story for every Stigg client we wrap, over real loopback sockets.
+
+warm -> Stigg blackholed -> stale answers within the budget -> a cold
+customer gets the policy (or the default) -> usage reported meanwhile ->
+Stigg restored -> fresh answers again, and the usage reaches Stigg exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stigg_cache import ConnectionState, Source
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache.testing import ManualClock
+from tests.clients.conftest import BUILDERS, CHECK_TIMEOUT_S, FAMILIES, World, ask, family
+from tests.conftest import API_KEY
+
+SLACK_S = 1.0  # scheduling on a shared 2-core machine; the budget itself is 0.3 s
+WAIT_S = 15.0
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=40)])
+        yield World(fake)
+
+
+async def _eventually(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_S}s")
+        await asyncio.sleep(0.02)
+
+
+async def _story(client_kind: str, world: World, tmp_path: Path) -> None:
+    clock = ManualClock()
+    account = world.fake.account
+    async with BUILDERS[client_kind](world, clock, tmp_path) as client:
+
+        async def warm() -> bool:  # a first connection on a loaded machine may miss the budget
+            answer = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
+            assert answer.has_access
+            return answer.decision.source in (Source.LIVE, Source.CACHE)
+
+        await _eventually(warm, "a warm cache")
+        calls = await ask(
+            client.get_metered_entitlement(
+                customer_id="acme", feature_id="api_calls", requested_usage=10
+            )
+        )
+        assert (calls.decision.source, calls.current_usage, calls.usage_limit) == (
+            Source.CACHE,
+            40,
+            100,
+        )
+
+        world.set_mode(FakeMode.BLACKHOLE)
+        clock.advance(120)  # past fresh_for (60 s), within max_staleness (1 h)
+        started = time.monotonic()
+        stale = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
+        stale_s = time.monotonic() - started
+        assert (stale.decision.source, stale.decision.age_s, stale.has_access) == (
+            Source.STALE,
+            120,
+            True,
+        )
+        assert stale_s < CHECK_TIMEOUT_S + SLACK_S
+
+        started = time.monotonic()
+        ruled = await ask(client.get_boolean_entitlement(customer_id="newco", feature_id="sso"))
+        ruled_s = time.monotonic() - started
+        assert (ruled.decision.source, ruled.decision.rule, ruled.has_access) == (
+            Source.POLICY,
+            "newcomers",
+            True,
+        )
+        assert ruled_s < CHECK_TIMEOUT_S + SLACK_S
+        default = await ask(client.get_metered_entitlement(customer_id="newco", feature_id="x"))
+        assert (default.decision.source, default.has_access) == (Source.DEFAULT, True)
+
+        usage = await ask(client.report_usage(customer_id="acme", feature_id="api_calls", value=5))
+        (event,) = await ask(client.report_event([{"customer_id": "acme", "event_name": "login"}]))
+
+        world.set_mode(FakeMode.UP)
+
+        async def fresh() -> bool:
+            clock.advance(5)  # time passes: the breaker's backoff ends, a stale answer probes
+            answer = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
+            return bool(answer.decision.source is Source.CACHE)
+
+        await _eventually(fresh, "a fresh answer after Stigg came back")
+        assert client.status().state is ConnectionState.CONNECTED
+        flushed = await ask(client.flush(timeout=WAIT_S))
+        assert flushed.drained, flushed
+
+    events = [e for e in account.events if e["idempotencyKey"] == event.idempotency_key]
+    assert len(events) == 1
+    assert account.receipts[event.idempotency_key] == 1  # sent once, not deduplicated
+    usages = [u for u in account.usages if (u["customerId"], u["value"]) == ("acme", 5)]
+    assert len(usages) == 1
+    if client_kind != "sidecar":  # the sidecar's ReportUsage carries no idempotency key
+        assert usages[0]["idempotencyKey"] == usage.idempotency_key
+        assert account.receipts[usage.idempotency_key] == 1
+    assert account.usage_of("acme", "api_calls") == 45
+
+
+def test_the_outage_story(client_kind: str, world: World, tmp_path: Path) -> None:
+    asyncio.run(_story(client_kind, world, tmp_path))
+
+
+def test_this_environment_holds_the_sdk_of_its_family() -> None:
+    """A venv with the wrong SDK would test nothing: say so instead."""
+    sdk: Any = importlib.import_module("stigg")
+    installed = {
+        "rest": hasattr(sdk, "AsyncStigg"),
+        "graphql-v1": hasattr(sdk, "Stigg")
+        and hasattr(sdk.Stigg, "create_client")
+        and not hasattr(sdk, "AsyncStiggClient"),
+        "graphql-v2": hasattr(sdk, "AsyncStiggClient"),
+        "sidecar": importlib.util.find_spec("stigg_sidecar_sdk") is not None,
+    }
+    assert installed[family()], f"STIGG_SDK_FAMILY={family()} but its SDK is not installed"
+    assert set(FAMILIES) == set(installed)
