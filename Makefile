@@ -5,14 +5,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz audit lint typecheck pytest clean
+.PHONY: demo test bench fuzz audit lint typecheck pytest sdk-tests clean
 FUZZ_SECONDS ?= 60
+# The GraphQL and sidecar SDKs install the same `stigg` module as the REST SDK (and
+# each other's): each family is tested in a venv of its own, .venv-<family>.
+SDK_FAMILIES := graphql-v1 graphql-v2 sidecar
+extra_graphql-v1 := graphql
+extra_graphql-v2 := graphql-v2
+extra_sidecar    := sidecar
 
 $(STAMP): pyproject.toml stores/redis/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[rest,dev,bench,prometheus,chaos]' -e stores/redis
+	@touch $@
+
+.PRECIOUS: .venv-%/.installed  # a venv is kept, not deleted as an intermediate file
+.venv-%/.installed: pyproject.toml
+	@test -x .venv-$*/bin/python || $(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/python -m pip install --quiet --upgrade pip
+	.venv-$*/bin/python -m pip install --quiet -e '.[$(extra_$*),test]'
 	@touch $@
 
 demo: $(STAMP)
@@ -41,7 +54,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest -q
 
-test: lint typecheck audit pytest
+# The outage story for every client of each SDK family, in that family's venv.
+sdk-tests: $(addprefix sdk-test-,$(SDK_FAMILIES))
+
+sdk-test-%: .venv-%/.installed
+	STIGG_SDK_FAMILY=$* .venv-$*/bin/python -m pytest -q -p no:cacheprovider tests/clients
+
+test: lint typecheck audit pytest sdk-tests
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(SDK_FAMILIES)) .mypy_cache .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -112,12 +113,26 @@ def test_the_older_entitlements_list_is_read_when_v2_is_absent() -> None:
     assert snapshot.resource_id == "r1"
 
 
+def test_the_older_type_gives_valid_until_in_epoch_milliseconds() -> None:
+    item = {
+        "__typename": "Entitlement",
+        **_feature("seats", "NUMBER"),
+        "validUntil": 1796083200000.0,
+    }
+    state = {"entitlements": [item], "accessDeniedReason": None}
+    snapshot = snapshot_from_state_body(
+        json.dumps({"data": {"entitlementsState": state}}).encode(), "acme", None
+    )
+    assert snapshot.entitlements["seats"].valid_until == datetime(2026, 12, 1, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     "body",
     [
         b'{"errors": [{"message": "Unauthorized"}], "data": null}',
         b'{"data": {"entitlementsState": {"entitlementsV2": "nope"}}}',
         b'{"data": {"entitlementsState": {"entitlementsV2": [{"__typename": "FeatureEntitlement", "isGranted": "yes", "feature": {"refId": "x"}}]}}}',
+        b'{"data": {"entitlementsState": {"entitlements": [{"__typename": "Entitlement", "isGranted": true, "feature": {"refId": "x"}, "validUntil": 1e300}]}}}',
         b"<html>502</html>",
         b"[",
     ],

@@ -281,3 +281,30 @@ def test_expired_snapshot_still_lends_its_plan_to_policy_rules(clock: ManualCloc
         True,
     )
     assert (other.decision.source, other.has_access) == (Source.DEFAULT, False)
+
+
+def test_stale_answers_alone_find_out_that_stigg_is_back(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    """No cold customer, no usage: only stale answers. They must probe once the backoff ends."""
+    client = make_client(clock=clock)
+    warm = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert warm.decision.source is Source.LIVE
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(120)
+
+    def stale_and_open() -> bool:
+        answer = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        assert answer.decision.source is Source.STALE
+        return client.status().breaker == "open"
+
+    eventually(stale_and_open)  # each stale answer's refresh fails until the breaker opens
+    fake.set_mode(FakeMode.UP)
+    clock.advance(60)  # past the backoff
+    eventually(
+        lambda: (
+            client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
+            is Source.CACHE
+        )
+    )
+    assert client.status().state is ConnectionState.CONNECTED

@@ -26,11 +26,12 @@ _T = TypeVar("_T")
 class _RestCalls:
     """What the sync and async adapters share: the copy, the calls' arguments, the answers."""
 
-    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
+    def __init__(self, inner: Any, *, fetch_timeout_s: float, **options: Any) -> None:
         self.inner = inner
         self._client = inner.with_options(
             max_retries=0,
             timeout=httpx.Timeout(fetch_timeout_s, connect=min(fetch_timeout_s, CONNECT_TIMEOUT_S)),
+            **options,
         )
 
     def _entitlements_call(
@@ -114,9 +115,17 @@ class StiggRestAdapter(_RestCalls):
 
 
 class AsyncStiggRestAdapter(_RestCalls):
-    """``stigg.AsyncStigg`` behind the async adapter interface."""
+    """``stigg.AsyncStigg`` behind the async adapter interface.
+
+    The copy gets a connection pool of its own, closed with the adapter: its
+    connections belong to the loop the adapter runs on, which may be a
+    private one the user's client never sees.
+    """
 
     name = "stigg-rest-async"
+
+    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
+        super().__init__(inner, fetch_timeout_s=fetch_timeout_s, http_client=httpx.AsyncClient())
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -144,7 +153,8 @@ class AsyncStiggRestAdapter(_RestCalls):
         return self._revoked(result)
 
     async def aclose(self) -> None:
-        """The user's client is theirs to close."""
+        """Close our copy's connections (the user's client is theirs)."""
+        await self._client.close()
 
 
 def _guarded(call: Callable[[], _T]) -> _T:

@@ -4,7 +4,8 @@ It serves a :class:`~stigg_cache.chaos.account.FakeAccount` (the same one a
 :class:`~stigg_cache.chaos.fake.FakeStigg` serves over HTTP) through
 ``SidecarServiceBase`` on a grpclib server running its own event loop on a
 daemon thread. Modes: UP answers, BLACKHOLE holds every call until the mode
-changes (at most ``MAX_HANG_S``), DOWN closes the port. Needs the
+changes (at most ``MAX_HANG_S``), ERROR_5XX answers UNAVAILABLE, DOWN
+closes the port. Needs the
 ``[sidecar]`` extra.
 """
 
@@ -62,7 +63,7 @@ class FakeSidecar:
 
     def set_mode(self, mode: FakeMode) -> None:
         """UP, BLACKHOLE or DOWN; held calls are released, the port opens or closes."""
-        if mode not in (FakeMode.UP, FakeMode.BLACKHOLE, FakeMode.DOWN):
+        if mode not in (FakeMode.UP, FakeMode.BLACKHOLE, FakeMode.DOWN, FakeMode.ERROR_5XX):
             raise ValueError(f"the fake sidecar has no {mode.name} mode")
         old, self._mode = self._mode, mode
         self._loop.call_soon_threadsafe(self._release.set)
@@ -124,8 +125,10 @@ class FakeSidecar:
                 connection._transport.close()
 
     async def gate(self, name: str) -> None:
-        """Record a call and hold it while the sidecar is blackholed."""
+        """Record a call; hold it while blackholed, refuse it in ERROR_5XX."""
         self.calls.append(name)
+        if self._mode is FakeMode.ERROR_5XX:
+            raise self._grpc.GRPCError(self._grpc.const.Status.UNAVAILABLE, "Service Unavailable")
         if self._mode is FakeMode.BLACKHOLE:
             release = self._release
             with contextlib.suppress(TimeoutError):

@@ -69,6 +69,17 @@ class World:
         if self.sidecar is not None:
             self.sidecar.set_mode(mode)
 
+    def refused_requests(self) -> int:
+        """Requests answered with an error in ERROR_5XX mode (HTTP and gRPC)."""
+        http = self.fake.counts["GET 5xx"] + self.fake.counts["POST 5xx"]
+        return http + (0 if self.sidecar is None else len(self.sidecar.calls))
+
+
+def adapter_of(client: AnyClient) -> Any:
+    """The adapter a client sends through (a LoopBridge for asyncio SDKs)."""
+    core = client._core if isinstance(client, AsyncResilientClient) else client
+    return core._adapter
+
 
 Build = Callable[[World, ManualClock, Path], AbstractAsyncContextManager[AnyClient]]
 

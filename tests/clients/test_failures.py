@@ -1,0 +1,75 @@
+"""What each client does when Stigg fails: one request per attempt, refusals set aside."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stigg_cache import FailureKind, StiggUnavailableError
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache.testing import ManualClock
+from tests.clients.conftest import BUILDERS, World, adapter_of, ask
+from tests.conftest import API_KEY
+
+REFUSED_PORT_S = 2.0  # the v2 SDK's own transport retries a refused port for 7.5 s
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=0)])
+        yield World(fake)
+
+
+def test_the_sdks_own_retries_are_cut_to_one_attempt(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await ask(client.get_entitlements(customer_id="acme"))  # connections are up
+            fetch = adapter_of(client).fetch_entitlements
+            sidecar_calls = 0 if world.sidecar is None else len(world.sidecar.calls)
+            world.set_mode(FakeMode.ERROR_5XX)
+            with pytest.raises(StiggUnavailableError) as failed:
+                await asyncio.to_thread(fetch, "acme", None, timeout_s=5)
+            assert failed.value.kind is FailureKind.SERVER
+            assert world.refused_requests() - sidecar_calls == 1
+
+            world.set_mode(FakeMode.DOWN)
+            started = time.monotonic()
+            with pytest.raises(StiggUnavailableError) as refused:
+                await asyncio.to_thread(fetch, "acme", None, timeout_s=5)
+            assert refused.value.kind is FailureKind.CONNECTION, refused.value
+            assert time.monotonic() - started < REFUSED_PORT_S
+            world.set_mode(FakeMode.UP)
+
+    asyncio.run(story())
+
+
+def test_usage_stigg_refuses_is_set_aside_and_the_rest_delivered(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    account = world.fake.account
+    account.rejected_customers.add("banned")
+
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await ask(client.report_usage(customer_id="banned", feature_id="api_calls", value=1))
+            kept = await ask(
+                client.report_usage(customer_id="acme", feature_id="api_calls", value=2)
+            )
+            await ask(client.report_event([{"customer_id": "banned", "event_name": "login"}]))
+            flushed = await ask(client.flush(timeout=15))
+            assert flushed.drained, flushed
+            dead = client.outbox.dead_letters()
+            assert sorted(d.record.customer_id for d in dead) == ["banned", "banned"]
+            assert all("rejected" in d.reason for d in dead), [d.reason for d in dead]
+            assert [u["customerId"] for u in account.usages] == ["acme"]
+            if client_kind != "sidecar":
+                assert account.usages[0]["idempotencyKey"] == kept.idempotency_key
+
+    asyncio.run(story())

@@ -1,0 +1,141 @@
+"""AsyncResilientClient: the same answers, never blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stigg
+
+from stigg_cache import AsyncResilientClient, ResilientClient, Source
+from stigg_cache.adapters import adapt
+from stigg_cache.adapters.bridge import LoopBridge
+from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from tests.conftest import API_KEY, POLICY
+
+
+def _options(tmp_path: Path) -> dict[str, Any]:
+    return {"store": f"sqlite:///{tmp_path}/c.db", "policy": POLICY, "check_timeout": 0.3}
+
+
+def _without_suspending(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that must finish at its first step; fail if it awaits anything."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise AssertionError("the coroutine suspended: it awaited I/O")
+
+
+def test_checks_the_memory_cache_answers_never_await(fake: FakeStigg, tmp_path: Path) -> None:
+    async def story() -> None:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, **_options(tmp_path)
+        ) as client:
+            live = await client.get_entitlements(customer_id="acme")
+            assert live.decision is not None
+            assert live.decision.source is Source.LIVE
+            answers = [
+                _without_suspending(
+                    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+                ),
+                _without_suspending(
+                    client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+                ),
+                _without_suspending(
+                    client.get_enum_entitlement(
+                        customer_id="acme", feature_id="models", requested_values=["claude"]
+                    )
+                ),
+                _without_suspending(client.get_entitlement(customer_id="acme", feature_id="seats")),
+                _without_suspending(client.get_entitlements(customer_id="acme")),
+            ]
+            assert {a.decision.source for a in answers} == {Source.CACHE}
+            assert _without_suspending(client.has_access("acme", "sso")) is True
+            with pytest.raises(ValueError, match="customer_id"):
+                _without_suspending(client.get_boolean_entitlement(customer_id="", feature_id="x"))
+
+    asyncio.run(story())
+
+
+def test_a_check_waiting_on_stigg_leaves_the_loop_free(fake: FakeStigg, tmp_path: Path) -> None:
+    fake.set_mode(FakeMode.BLACKHOLE)
+
+    async def story() -> tuple[Source, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, **_options(tmp_path)
+        ) as client:
+            beat = asyncio.create_task(ticker())
+            cold = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            beat.cancel()
+            fake.set_mode(FakeMode.UP)  # release the hung fetch before closing
+            return cold.decision.source, ticks
+
+    source, ticks = asyncio.run(story())
+    assert source is Source.DEFAULT
+    assert ticks >= 5  # the loop kept running for most of the 0.3 s budget
+
+
+def test_async_sdk_calls_run_on_the_loop_the_client_was_built_in(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    async def story() -> None:
+        loop = asyncio.get_running_loop()
+        async with (
+            stigg.AsyncStigg(api_key=API_KEY, base_url=fake.url) as inner,
+            AsyncResilientClient(inner, **_options(tmp_path)) as client,
+        ):
+            bridge = client._core._adapter
+            assert isinstance(bridge, LoopBridge)
+            assert bridge._loop is loop
+            with pytest.raises(RuntimeError, match="AsyncResilientClient and await"):
+                bridge.fetch_entitlements("acme", None, timeout_s=1)  # on the loop: would deadlock
+            snapshot = await asyncio.to_thread(bridge.fetch_entitlements, "acme", None, timeout_s=5)
+            assert "sso" in snapshot.entitlements
+
+    asyncio.run(story())
+
+
+def test_the_blocking_client_takes_an_async_sdk_on_a_private_loop(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    inner = stigg.AsyncStigg(api_key=API_KEY, base_url=fake.url)
+    with ResilientClient(inner, **_options(tmp_path)) as client:
+        answer = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        assert (answer.decision.source, answer.has_access) == (Source.LIVE, True)
+        threads = {t.name for t in threading.enumerate()}
+        assert "stigg-cache-loop" in threads
+    assert "stigg-cache-loop" not in {t.name for t in threading.enumerate()}
+
+
+def test_an_async_adapter_of_the_users_own_is_bridged(fake: FakeStigg) -> None:
+    mine = AsyncStiggRestAdapter(
+        stigg.AsyncStigg(api_key=API_KEY, base_url=fake.url), fetch_timeout_s=5
+    )
+    adapter = adapt(mine, api_key=None, base_url=None, fetch_timeout_s=5)
+    try:
+        assert isinstance(adapter, LoopBridge)
+        assert adapter.fetch_entitlements("acme", None, timeout_s=5).customer_id == "acme"
+    finally:
+        adapter.close()
+
+
+def test_async_methods_read_like_the_blocking_ones() -> None:
+    for name in ("get_metered_entitlement", "has_access", "report_usage", "flush"):
+        blocking, awaited = getattr(ResilientClient, name), getattr(AsyncResilientClient, name)
+        assert awaited.__doc__ == blocking.__doc__
+        assert asyncio.iscoroutinefunction(awaited)
