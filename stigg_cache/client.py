@@ -93,9 +93,14 @@ class ResilientClient:
     """Wraps a Stigg client so entitlement checks keep answering when Stigg does not.
 
     Args:
-        inner: a supported Stigg client (``stigg.Stigg``), an object with the
-            :class:`~stigg_cache.adapters.Adapter` interface, or ``None`` for
-            the built-in REST client (then pass ``api_key``).
+        inner: a Stigg client: ``stigg.Stigg`` / ``AsyncStigg`` (REST), the
+            ``StiggClient`` of ``stigg-api-client`` (GraphQL v1), ``StiggClient``
+            / ``AsyncStiggClient`` of ``stigg-api-client-v2``,
+            ``stigg_sidecar_sdk.Stigg``; an object with the
+            :class:`~stigg_cache.adapters.Adapter` (or ``AsyncAdapter``)
+            interface; or ``None`` for the built-in REST client (then pass
+            ``api_key``). Asyncio clients run on a private loop thread here;
+            :class:`~stigg_cache.AsyncResilientClient` runs them on yours.
         store: a store URL (``sqlite:///path.db``, ``disk:///dir``,
             ``memory://``, plugin schemes) or a :class:`Store`; default: SQLite
             in the user's cache directory.
