@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stigg_cache._stigg_json import parse_entitlements_state
+from stigg_cache.adapters._http import camel_case
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,
@@ -29,6 +30,15 @@ REJECTING_CODES = frozenset(
     }
 )
 EDGE_STATE = "entitlements-state.json"
+# REST spells a promotion's period as text; GraphQL's PromotionalEntitlementPeriod is an enum.
+_PERIODS = {
+    "1 week": "ONE_WEEK",
+    "1 month": "ONE_MONTH",
+    "6 month": "SIX_MONTH",
+    "1 year": "ONE_YEAR",
+    "lifetime": "LIFETIME",
+    "custom": "CUSTOM",
+}
 
 
 def failure_for_errors(errors: Sequence[Any]) -> StiggUnavailableError:
@@ -51,6 +61,17 @@ def snapshot_from_state(state: object, customer_id: str, resource_id: str | None
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, f"Stigg's entitlements state is unusable: {error}"
         ) from None
+
+
+def grant_input(customer_id: str, grants: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``GrantPromotionalEntitlementsInput`` from grants as the REST SDK takes them."""
+    promotions = []
+    for grant in grants:
+        promotion = camel_case(grant)
+        period = promotion.get("period")
+        promotion["period"] = _PERIODS.get(period, period) if isinstance(period, str) else period
+        promotions.append(promotion)
+    return {"customerId": customer_id, "promotionalEntitlements": promotions}
 
 
 def fetch_query(customer_id: str, resource_id: str | None) -> dict[str, str]:

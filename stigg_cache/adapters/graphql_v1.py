@@ -22,6 +22,7 @@ from stigg_cache.adapters._graphql import (
     EDGE_STATE,
     failure_for_errors,
     fetch_query,
+    grant_input,
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
@@ -75,7 +76,7 @@ class GraphQLV1Adapter:
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
     ) -> list[dict[str, Any]]:
-        variables = {"input": {"customerId": customer_id, "promotionalEntitlements": list(grants)}}
+        variables = {"input": grant_input(customer_id, grants)}
         mutation = self._operations.mutation.grant_promotional_entitlements
         data = self._request(self._copy(timeout_s), mutation, variables)
         return list(data.get("grantPromotionalEntitlements") or [])

@@ -19,8 +19,13 @@ from typing import Any, TypeVar
 import httpx
 
 from stigg_cache.adapters import require
-from stigg_cache.adapters._graphql import failure_for_errors, fetch_query, snapshot_from_state
-from stigg_cache.adapters._http import camel_case, failure_for_status
+from stigg_cache.adapters._graphql import (
+    failure_for_errors,
+    fetch_query,
+    grant_input,
+    snapshot_from_state,
+)
+from stigg_cache.adapters._http import failure_for_status
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -63,7 +68,7 @@ class _V2Calls:
 
     def _grant_input(self, customer_id: str, grants: Sequence[Mapping[str, Any]]) -> Any:
         return self._generated.GrantPromotionalEntitlementsInput.model_validate(
-            {"customerId": customer_id, "promotionalEntitlements": [camel_case(g) for g in grants]}
+            grant_input(customer_id, grants)
         )
 
     def _revoke_input(self, customer_id: str, feature_id: str) -> Any:

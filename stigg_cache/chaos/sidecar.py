@@ -31,11 +31,15 @@ class FakeSidecar:
 
     Attributes:
         calls: every RPC received, by name, in arrival order.
+        from_fallback: answer as a sidecar cut off from Stigg with nothing
+            cached does: its configured fallback values (here: ``sso``
+            denied) marked ``is_fallback``, whoever the customer.
     """
 
     def __init__(self, account: FakeAccount, *, port: int = 0) -> None:
         self.account = account
         self.calls: list[str] = []
+        self.from_fallback = False
         self._proto = require("stigg_sidecar_sdk", "stigg-sidecar-sdk", "sidecar")
         self._grpc_server = require("grpclib.server", "stigg-sidecar-sdk", "sidecar")
         self._grpc = require("grpclib", "stigg-sidecar-sdk", "sidecar")
@@ -158,10 +162,13 @@ def _service(fake: FakeSidecar) -> Any:
     class Service(proto.SidecarServiceBase):  # type: ignore[misc, name-defined]
         async def get_entitlements_state_v2(self, request: Any) -> Any:
             await fake.gate("GetEntitlementsStateV2")
+            if fake.from_fallback:
+                return proto.GetEntitlementsStateV2Response(entitlements=[_fallback_answer(proto)])
             data = account.entitlements(request.customer_id, request.resource_id)
             reason = data["accessDeniedReason"]
+            entitlements = [_entitlement(proto, item) for item in data["entitlements"]]
             return proto.GetEntitlementsStateV2Response(
-                entitlements=[_entitlement(proto, item) for item in data["entitlements"]],
+                entitlements=entitlements,
                 access_denied_reason=None if reason is None else _reason(proto, reason),
             )
 
@@ -192,6 +199,14 @@ def _service(fake: FakeSidecar) -> Any:
             )
 
     return Service()
+
+
+def _fallback_answer(proto: Any) -> Any:
+    feature = proto.EntitlementFeature(
+        id="sso", feature_type=proto.FeatureType.FEATURE_TYPE_BOOLEAN
+    )
+    boolean = proto.BooleanEntitlement(feature=feature)
+    return proto.EntitlementV2(has_access=False, is_fallback=True, boolean=boolean)
 
 
 def _time(value: str | None) -> datetime | None:

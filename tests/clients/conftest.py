@@ -52,6 +52,9 @@ def family() -> str:
     return name
 
 
+collect_ignore = [] if family() == "sidecar" else ["test_sidecar.py"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "client_kind" in metafunc.fixturenames:
         metafunc.parametrize("client_kind", FAMILIES[family()])

@@ -1,0 +1,91 @@
+"""The sidecar SDK's particulars: its fallback answers, and usage mapped onto its messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from stigg_cache import AsyncResilientClient, Source
+from stigg_cache.chaos.fake import FakeStigg, boolean, metered
+from stigg_cache.testing import ManualClock
+from tests.clients.conftest import BUILDERS, World
+from tests.conftest import API_KEY
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=0)])
+        yield World(fake)
+
+
+def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
+    world: World, tmp_path: Path
+) -> None:
+    async def story() -> None:
+        clock = ManualClock()
+        async with BUILDERS["sidecar"](world, clock, tmp_path) as client:
+            assert isinstance(client, AsyncResilientClient)
+            warm = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            assert warm.decision.source is Source.LIVE
+            world.sidecar.from_fallback = True
+            clock.advance(120)
+            stale = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            assert stale.decision.source is Source.STALE
+            cold = await client.get_boolean_entitlement(customer_id="newco", feature_id="sso")
+            assert (cold.decision.source, cold.decision.rule) == (Source.POLICY, "newcomers")
+            assert "fallback" in (cold.decision.reason or "")
+            assert client.status().snapshots_held == 1  # nothing of the fallback was cached
+
+    asyncio.run(story())
+
+
+def test_usage_and_events_keep_their_fields_through_the_sidecar(
+    world: World, tmp_path: Path
+) -> None:
+    moment = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    dimensions: dict[str, str | float | bool] = {"plan": "pro", "tokens": 812.0, "cached": True}
+
+    async def story() -> None:
+        async with BUILDERS["sidecar"](world, ManualClock(), tmp_path) as client:
+            assert isinstance(client, AsyncResilientClient)
+            await client.report_usage(
+                customer_id="acme",
+                feature_id="api_calls",
+                value=7,
+                update_behavior="SET",
+                dimensions=dimensions,
+                created_at=moment,
+            )
+            (event,) = await client.report_event(
+                [
+                    {
+                        "customer_id": "acme",
+                        "event_name": "login",
+                        "dimensions": dimensions,
+                        "timestamp": moment,
+                    }
+                ]
+            )
+            assert (await client.flush(timeout=10)).drained
+            account = world.fake.account
+            (usage,) = account.usages
+            assert (usage["value"], usage["updateBehavior"], usage["dimensions"]) == (
+                7,
+                "SET",
+                dimensions,
+            )
+            assert datetime.fromisoformat(usage["createdAt"]) == moment
+            (sent,) = account.events
+            assert (sent["idempotencyKey"], sent["dimensions"]) == (
+                event.idempotency_key,
+                dimensions,
+            )
+            assert datetime.fromisoformat(sent["timestamp"]) == moment
+            assert account.usage_of("acme", "api_calls") == 7
+
+    asyncio.run(story())
