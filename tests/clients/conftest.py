@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from stigg_cache import (
     Rule,
     Staleness,
 )
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.testing import ManualClock
 from tests.conftest import API_KEY
 
@@ -82,6 +82,14 @@ def adapter_of(client: AnyClient) -> Any:
     """The adapter a client sends through (a LoopBridge for asyncio SDKs)."""
     core = client._core if isinstance(client, AsyncResilientClient) else client
     return core._adapter
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    """A fake Stigg with one customer: ``sso`` and ``api_calls`` (40 of 100 used)."""
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=40)])
+        yield World(fake)
 
 
 Build = Callable[[World, ManualClock, Path], AbstractAsyncContextManager[AnyClient]]

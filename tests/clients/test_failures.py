@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from stigg_cache import FailureKind, StiggUnavailableError
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, adapter_of, ask
-from tests.conftest import API_KEY
 
 REFUSED_PORT_S = 2.0  # the v2 SDK's own transport retries a refused port for 7.5 s
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    with FakeStigg(api_key=API_KEY) as fake:
-        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=0)])
-        yield World(fake)
 
 
 def test_the_sdks_own_retries_are_cut_to_one_attempt(

@@ -10,27 +10,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stigg_cache import ConnectionState, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, CHECK_TIMEOUT_S, FAMILIES, World, ask, family
-from tests.conftest import API_KEY
 
 SLACK_S = 1.0  # scheduling on a shared 2-core machine; the budget itself is 0.3 s
 WAIT_S = 15.0
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    with FakeStigg(api_key=API_KEY) as fake:
-        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=40)])
-        yield World(fake)
 
 
 async def _eventually(condition: Callable[[], Any], what: str) -> None:

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from stigg_cache import Source
-from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, ask
-from tests.conftest import API_KEY
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    with FakeStigg(api_key=API_KEY) as fake:
-        fake.set_customer("acme", [boolean("sso")])
-        yield World(fake)
 
 
 def test_promotions_reach_stigg_and_drop_the_cached_snapshot(

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from stigg_cache import AsyncResilientClient, Source
-from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World
-from tests.conftest import API_KEY
-
-
-@pytest.fixture
-def world() -> Iterator[World]:
-    with FakeStigg(api_key=API_KEY) as fake:
-        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=100, usage=0)])
-        yield World(fake)
 
 
 def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
