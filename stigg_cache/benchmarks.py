@@ -9,6 +9,7 @@ only smoke-runs it with tiny sizes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -31,6 +32,7 @@ import attrs
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
+from stigg_cache.aio import AsyncResilientClient
 from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.client import ResilientClient
@@ -603,6 +605,63 @@ class _DiscardingStore:
         """Nothing to release."""
 
 
+def bench_async_check(sizes: Sizes, tmp: Path) -> Row:
+    """Row 12: an awaited warm check of AsyncResilientClient against the same check, blocking.
+
+    Both go through one client, so they read the same L1: the difference is
+    the coroutine and the memory-only guard around the same orchestrator.
+    """
+    ids = _ids(sizes.ops)
+    loop = asyncio.new_event_loop()
+    with FakeStigg(api_key=API_KEY) as fake:
+        for customer in range(CUSTOMERS):
+            fake.set_customer(f"c{customer}", _features(customer))
+
+        async def build() -> AsyncResilientClient:
+            client = AsyncResilientClient(
+                None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp}/async.db"
+            )
+            for customer in range(CUSTOMERS):
+                await client.get_entitlements(customer_id=f"c{customer}")
+            return client
+
+        client = loop.run_until_complete(build())
+        awaited, blocking = client.get_boolean_entitlement, client._core.get_boolean_entitlement
+
+        async def awaited_checks() -> float:
+            gc.disable()
+            try:
+                started = time.perf_counter()
+                for customer, feature in ids:
+                    await awaited(customer_id=customer, feature_id=feature)
+                return (time.perf_counter() - started) / len(ids)
+            finally:
+                gc.enable()
+
+        def blocking_check(i: int) -> object:
+            customer, feature = ids[i]
+            return blocking(customer_id=customer, feature_id=feature)
+
+        try:
+            mine, theirs = _interleaved(
+                lambda: loop.run_until_complete(awaited_checks()),
+                _timed(blocking_check, sizes.ops),
+                sizes.rounds,
+            )
+        finally:
+            loop.run_until_complete(client.aclose())
+            loop.close()
+    return _row(
+        12,
+        "awaited warm check (AsyncResilientClient)",
+        mine,
+        theirs,
+        "us",
+        "<= 2x",
+        lambda r: r <= 2,
+    )
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     return {
@@ -622,6 +681,7 @@ def run(sizes: Sizes) -> list[Row]:
         rows += bench_report_event(sizes, tmp)
         rows.append(bench_memory(sizes))
         rows.append(bench_drain(sizes, tmp))
+        rows.append(bench_async_check(sizes, tmp))
     return sorted(rows, key=lambda row: row.number)
 
 
