@@ -25,6 +25,7 @@ DEFAULT_FETCH_CONCURRENCY = 8
 @attrs.define(eq=False)
 class _Flight:
     future: Future[CachedSnapshot]
+    begun: int  # Health.answers when it started
     deadline_reported: bool = False
 
 
@@ -69,7 +70,7 @@ class Fetcher:
                 FailureKind.TIMEOUT, f"Stigg did not answer within the {wait_s:.3g}s check budget"
             )
             if first:
-                self._health.failed(error)
+                self._health.failed(error, begun=flight.begun)
             return error
         except StiggUnavailableError as error:
             return error
@@ -103,7 +104,7 @@ class Fetcher:
             if flight is not None:  # another thread started it meanwhile
                 self._slots.release()
                 return flight
-            flight = _Flight(Future())
+            flight = _Flight(Future(), self._health.answers)
             self._flights[scope] = flight
         threading.Thread(
             target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
@@ -119,7 +120,7 @@ class Fetcher:
         except StiggUnavailableError as error:
             self._finish(scope)
             if not flight.deadline_reported:
-                self._health.failed(error)
+                self._health.failed(error, begun=flight.begun)
             flight.future.set_exception(error)
             return
         except Exception as error:  # an adapter bug must not strand waiters
@@ -127,7 +128,7 @@ class Fetcher:
             failure = StiggUnavailableError(
                 FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
             )
-            self._health.failed(failure)
+            self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
             return
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())

@@ -27,6 +27,10 @@ class Health:
         self.since = clock.time()
         self.last_error: str | None = None
         self.store_error: str | None = None
+        # Answers Stigg has given so far. A call remembers this when it starts: if
+        # Stigg answered meanwhile, the call's late failure (a request released
+        # from a blackhole after Stigg came back) is old news, not a new outage.
+        self.answers = 0
 
     def allow(self) -> bool:
         """Whether a request to Stigg may start now (may claim the half-open probe)."""
@@ -39,11 +43,20 @@ class Health:
         """Stigg answered."""
         with self._lock:
             self._breaker.record_success()
+            self.answers += 1
         self._publish()
 
-    def failed(self, error: StiggUnavailableError | TimeoutError) -> None:
-        """A call failed or ran past its deadline."""
+    def failed(
+        self, error: StiggUnavailableError | TimeoutError, *, begun: int | None = None
+    ) -> None:
+        """A call failed or ran past its deadline.
+
+        ``begun`` is :attr:`answers` when the call started; the failure is
+        ignored if Stigg has answered since.
+        """
         with self._lock:
+            if begun is not None and begun != self.answers:
+                return
             self.last_error = str(error) or type(error).__name__
             if not isinstance(error, StiggUnavailableError) or error.trips_breaker:
                 self._breaker.record_failure(self._clock.monotonic())

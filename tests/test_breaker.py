@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import stigg
 
-from stigg_cache import BreakerState, CircuitBreaker, ConnectionState, Source
+from stigg_cache import (
+    BreakerState,
+    CircuitBreaker,
+    ConnectionState,
+    FailureKind,
+    Source,
+    StiggUnavailableError,
+)
+from stigg_cache._health import Health
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.testing import ManualClock
 from tests.conftest import MakeClient
@@ -129,3 +137,17 @@ def test_a_rejected_request_does_not_trip_the_breaker(
         assert client.status().breaker == "closed"
         assert "401" in (client.status().last_error or "")
         wrong.close()
+
+
+def test_a_failure_of_a_call_begun_before_stigg_last_answered_is_old_news() -> None:
+    health = Health(CircuitBreaker(failure_threshold=1), ManualClock())
+    begun = health.answers
+    health.succeeded()  # Stigg answered while the call was under way
+    late = StiggUnavailableError(FailureKind.CONNECTION, "released from a blackhole")
+    health.failed(late, begun=begun)
+    assert (health.state, health.last_error) == (ConnectionState.CONNECTED, None)
+    health.failed(late, begun=health.answers)
+    assert (health.state, health.last_error) == (
+        ConnectionState.OFFLINE,
+        "released from a blackhole",
+    )

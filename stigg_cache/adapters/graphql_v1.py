@@ -40,6 +40,7 @@ class GraphQLV1Adapter:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._requests = require("requests", "stigg-api-client", "graphql")
+        self._session = self._requests.Session()  # one pool for every per-call copy
         self._endpoint_type = type(inner._endpoint)
         self._operations = require(
             "stigg.generated.operations", "stigg-api-client", "graphql"
@@ -90,13 +91,16 @@ class GraphQLV1Adapter:
         return dict(data.get("revokePromotionalEntitlement") or {})
 
     def close(self) -> None:
-        """The user's client is theirs to close; the copies hold no connections."""
+        """Close the copies' connections (the user's client is theirs)."""
+        self._session.close()
 
     def _copy(self, timeout_s: float) -> Any:
         """The user's client with this call's timeout (connect, read)."""
         endpoint = self.inner._endpoint
         timeout = (min(timeout_s, CONNECT_TIMEOUT_S), timeout_s)
-        copy = self._endpoint_type(endpoint.url, endpoint.base_headers, timeout=timeout)
+        copy = self._endpoint_type(
+            endpoint.url, endpoint.base_headers, timeout=timeout, session=self._session
+        )
         return type(self.inner)(copy, self.inner._enable_edge, self.inner._edge_url)
 
     def _request(self, client: Any, operation: Any, variables: Mapping[str, Any]) -> Any:

@@ -255,13 +255,14 @@ class Flusher:
     def _send(self, lane: _Lane, batch: Sequence[Claimed]) -> None:
         payloads = [json.loads(c.record.payload) for c in batch]
         ids = [c.id for c in batch]
+        begun = self._health.answers
         try:
             if lane.kind is RecordKind.EVENT:
                 self._adapter.report_events(payloads, timeout_s=self._send_timeout_s)
             else:
                 self._adapter.report_usage(payloads, timeout_s=self._send_timeout_s)
         except StiggUnavailableError as error:
-            self._failed(lane, batch, error)
+            self._failed(lane, batch, error, begun)
             return
         wall = self._clock.time()
         self._outbox.settle(sent=ids, owner=self.owner, now=wall)
@@ -271,7 +272,9 @@ class Flusher:
         self.sent += len(batch)
         self._notify()
 
-    def _failed(self, lane: _Lane, batch: Sequence[Claimed], error: StiggUnavailableError) -> None:
+    def _failed(
+        self, lane: _Lane, batch: Sequence[Claimed], error: StiggUnavailableError, begun: int
+    ) -> None:
         wall = self._clock.time()
         ids = [c.id for c in batch]
         if error.kind in (FailureKind.RATE_LIMITED, FailureKind.REJECTED):
@@ -296,7 +299,7 @@ class Flusher:
                 if error.kind is FailureKind.RATE_LIMITED:
                     lane.bucket.pause(delay, self._clock.monotonic())
                 else:
-                    self._health.failed(error)
+                    self._health.failed(error, begun=begun)
                 self._resume_at = self._clock.monotonic() + delay
                 self._outbox.settle(
                     retry=ids, owner=self.owner, now=wall, retry_at=wall + delay, reason=str(error)

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from stigg_cache import ConnectionState, Source
 from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, CHECK_TIMEOUT_S, FAMILIES, World, ask, family
+from tests.conftest import API_KEY
 
 SLACK_S = 1.0  # scheduling on a shared 2-core machine; the budget itself is 0.3 s
 WAIT_S = 15.0
@@ -89,6 +93,7 @@ async def _story(client_kind: str, world: World, tmp_path: Path) -> None:
 
         await _eventually(fresh, "a fresh answer after Stigg came back")
         assert client.status().state is ConnectionState.CONNECTED
+        assert API_KEY not in f"{client!r} {client.status()}"
         flushed = await ask(client.flush(timeout=WAIT_S))
         assert flushed.drained, flushed
 
@@ -103,8 +108,15 @@ async def _story(client_kind: str, world: World, tmp_path: Path) -> None:
     assert account.usage_of("acme", "api_calls") == 45
 
 
-def test_the_outage_story(client_kind: str, world: World, tmp_path: Path) -> None:
+def test_the_outage_story(
+    client_kind: str, world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     asyncio.run(_story(client_kind, world, tmp_path))
+    assert API_KEY not in caplog.text  # the SDKs' own loggers included
+    for written in tmp_path.rglob("*"):
+        if written.is_file():
+            assert API_KEY.encode() not in written.read_bytes(), written
 
 
 def test_this_environment_holds_the_sdk_of_its_family() -> None:
