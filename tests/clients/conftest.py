@@ -8,8 +8,10 @@ family is tested; a family whose SDK is missing fails, it is never skipped.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ from stigg_cache import (
     Grant,
     ResilientClient,
     Rule,
+    Source,
     Staleness,
 )
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
@@ -37,6 +40,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "sidecar": ("sidecar",),
 }
 CHECK_TIMEOUT_S = 0.3
+WAIT_S = 15.0  # for background work on a loaded 2-core machine
 POLICY = FallbackPolicy(
     staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
     rules=(Rule("newcomers", {"sso": Grant(has_access=True)}, customers=("new*",)),),
@@ -201,6 +205,25 @@ BUILDERS: dict[str, Build] = {
     "graphql-v2-async": _graphql(False, asynchronous=True),
     "sidecar": _sidecar,
 }
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll an async condition until true; fail after ``WAIT_S``."""
+    deadline = time.monotonic() + WAIT_S
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_S}s")
+        await asyncio.sleep(0.02)
+
+
+async def warm(client: AnyClient, customer_id: str = "acme") -> None:
+    """Until a snapshot is held: a first connection on a loaded machine may miss the budget."""
+
+    async def held() -> bool:
+        snapshot = await ask(client.get_entitlements(customer_id=customer_id))
+        return bool(snapshot.decision.source in (Source.LIVE, Source.CACHE))
+
+    await until(held, f"a snapshot of {customer_id}")
 
 
 async def ask(result: Any) -> Any:

@@ -11,7 +11,7 @@ import pytest
 from stigg_cache import FailureKind, StiggUnavailableError
 from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
-from tests.clients.conftest import BUILDERS, World, adapter_of, ask
+from tests.clients.conftest import BUILDERS, World, adapter_of, ask, warm
 
 REFUSED_PORT_S = 2.0  # the v2 SDK's own transport retries a refused port for 7.5 s
 
@@ -21,7 +21,7 @@ def test_the_sdks_own_retries_are_cut_to_one_attempt(
 ) -> None:
     async def story() -> None:
         async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
-            await ask(client.get_entitlements(customer_id="acme"))  # connections are up
+            await warm(client)  # connections are up, no fetch under way
             fetch = adapter_of(client).fetch_entitlements
             sidecar_calls = 0 if world.sidecar is None else len(world.sidecar.calls)
             world.set_mode(FakeMode.ERROR_5XX)

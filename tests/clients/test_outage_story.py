@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +19,26 @@ import pytest
 from stigg_cache import ConnectionState, Source
 from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
-from tests.clients.conftest import BUILDERS, CHECK_TIMEOUT_S, FAMILIES, World, ask, family
+from tests.clients.conftest import (
+    BUILDERS,
+    CHECK_TIMEOUT_S,
+    FAMILIES,
+    World,
+    ask,
+    family,
+    until,
+    warm,
+)
 from tests.conftest import API_KEY
 
 SLACK_S = 1.0  # scheduling on a shared 2-core machine; the budget itself is 0.3 s
-WAIT_S = 15.0
-
-
-async def _eventually(condition: Callable[[], Any], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT_S}s")
-        await asyncio.sleep(0.02)
 
 
 async def _story(client_kind: str, world: World, tmp_path: Path) -> None:
     clock = ManualClock()
     account = world.fake.account
     async with BUILDERS[client_kind](world, clock, tmp_path) as client:
-
-        async def warm() -> bool:  # a first connection on a loaded machine may miss the budget
-            answer = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
-            assert answer.has_access
-            return answer.decision.source in (Source.LIVE, Source.CACHE)
-
-        await _eventually(warm, "a warm cache")
+        await warm(client)
         calls = await ask(
             client.get_metered_entitlement(
                 customer_id="acme", feature_id="api_calls", requested_usage=10
@@ -91,10 +84,10 @@ async def _story(client_kind: str, world: World, tmp_path: Path) -> None:
             answer = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
             return bool(answer.decision.source is Source.CACHE)
 
-        await _eventually(fresh, "a fresh answer after Stigg came back")
+        await until(fresh, "a fresh answer after Stigg came back")
         assert client.status().state is ConnectionState.CONNECTED
         assert API_KEY not in f"{client!r} {client.status()}"
-        flushed = await ask(client.flush(timeout=WAIT_S))
+        flushed = await ask(client.flush(timeout=15))
         assert flushed.drained, flushed
 
     events = [e for e in account.events if e["idempotencyKey"] == event.idempotency_key]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stigg_cache import AsyncResilientClient, Source
 from stigg_cache.testing import ManualClock
-from tests.clients.conftest import BUILDERS, World
+from tests.clients.conftest import BUILDERS, World, until, warm
 
 
 def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
@@ -18,15 +18,18 @@ def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
         clock = ManualClock()
         async with BUILDERS["sidecar"](world, clock, tmp_path) as client:
             assert isinstance(client, AsyncResilientClient)
-            warm = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-            assert warm.decision.source is Source.LIVE
+            await warm(client)
             world.sidecar.from_fallback = True
             clock.advance(120)
             stale = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
             assert stale.decision.source is Source.STALE
-            cold = await client.get_boolean_entitlement(customer_id="newco", feature_id="sso")
-            assert (cold.decision.source, cold.decision.rule) == (Source.POLICY, "newcomers")
-            assert "fallback" in (cold.decision.reason or "")
+
+            async def policy_because_of_the_fallback() -> bool:
+                cold = await client.get_boolean_entitlement(customer_id="newco", feature_id="sso")
+                assert (cold.decision.source, cold.decision.rule) == (Source.POLICY, "newcomers")
+                return "fallback" in (cold.decision.reason or "")  # not the budget running out
+
+            await until(policy_because_of_the_fallback, "the sidecar's fallback named")
             assert client.status().snapshots_held == 1  # nothing of the fallback was cached
 
     asyncio.run(story())
