@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from stigg_cache import _validate as check
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.client import DEFAULT_FETCH_TIMEOUT_S, ResilientClient
@@ -76,6 +77,7 @@ class AsyncResilientClient:
     def __init__(
         self, inner: object = None, *, threads: int = DEFAULT_THREADS, **options: Any
     ) -> None:
+        threads = check.positive_int("threads", threads)
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

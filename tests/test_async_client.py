@@ -139,3 +139,17 @@ def test_async_methods_read_like_the_blocking_ones() -> None:
         blocking, awaited = getattr(ResilientClient, name), getattr(AsyncResilientClient, name)
         assert awaited.__doc__ == blocking.__doc__
         assert asyncio.iscoroutinefunction(awaited)
+
+
+def test_every_public_method_of_the_blocking_client_has_its_async_form(tmp_path: Path) -> None:
+    async def surfaces() -> tuple[set[str], set[str]]:
+        async with AsyncResilientClient(None, api_key=API_KEY, **_options(tmp_path)) as client:
+            with ResilientClient(None, api_key=API_KEY, **_options(tmp_path / "b")) as blocking:
+                return _public(blocking), _public(client)
+
+    blocking, awaited = asyncio.run(surfaces())
+    assert blocking - {"close"} == awaited - {"aclose"}
+
+
+def _public(client: object) -> set[str]:
+    return {name for name in dir(client) if not name.startswith("_")}
