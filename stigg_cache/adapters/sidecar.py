@@ -149,6 +149,10 @@ class SidecarAdapter:
                 FailureKind.SERVER, "the sidecar answered from its fallback: Stigg is unreachable"
             )
         kind, body = self._betterproto.which_one_of(entitlement, "entitlement")
+        if body is None:  # a kind newer than this SDK, or none at all
+            raise StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, "the sidecar sent an entitlement of no known kind"
+            )
         item: dict[str, Any] = {
             "isGranted": entitlement.has_access,
             "accessDeniedReason": self._reason(entitlement),

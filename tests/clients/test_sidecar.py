@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from stigg_cache import AsyncResilientClient, Source
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, until, warm
@@ -80,3 +82,14 @@ def test_usage_and_events_keep_their_fields_through_the_sidecar(
             assert account.usage_of("acme", "api_calls") == 7
 
     asyncio.run(story())
+
+
+def test_an_entitlement_of_no_known_kind_is_an_unusable_answer() -> None:
+    from stigg_sidecar_sdk import EntitlementV2
+
+    from stigg_cache import StiggUnavailableError
+    from stigg_cache.adapters.sidecar import SidecarAdapter
+
+    adapter = SidecarAdapter(inner=None)
+    with pytest.raises(StiggUnavailableError, match="no known kind"):
+        adapter._item(EntitlementV2(has_access=True))
