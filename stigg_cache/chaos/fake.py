@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from stigg_cache.chaos._closing import Closing
 from stigg_cache.chaos.account import FakeAccount, json_answer
 from stigg_cache.chaos.graphql import answer_graphql, state_json
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
@@ -123,7 +123,7 @@ def enum_feature(feature_id: str, values: list[str]) -> FeatureEntitlement:
     )
 
 
-class FakeStigg:
+class FakeStigg(Closing):
     """A fake Stigg server on 127.0.0.1 (port chosen by the OS unless given).
 
     Attributes:
@@ -211,17 +211,6 @@ class FakeStigg:
         self._closed.set()
         self._release.set()
         self._stop_listening()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _listen(self) -> None:
         server = _Server((LOOPBACK, self._port), self)

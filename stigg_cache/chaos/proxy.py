@@ -19,12 +19,12 @@ import socket
 import struct
 import threading
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
+from stigg_cache.chaos._closing import Closing
 from stigg_cache.errors import ConfigurationError
 
 LOOPBACK = "127.0.0.1"
@@ -77,7 +77,7 @@ def require_loopback(host: str) -> str:
     return host
 
 
-class FaultProxy:
+class FaultProxy(Closing):
     """Forwards ``127.0.0.1:port`` to an upstream loopback port, with :class:`Faults`."""
 
     def __init__(self, upstream_port: int, *, upstream_host: str = LOOPBACK, seed: int = 0) -> None:
@@ -148,17 +148,6 @@ class FaultProxy:
         self._stop_flapping()
         self._changed.set()
         self._stop_listening()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals --------------------------------------------------------------------
 

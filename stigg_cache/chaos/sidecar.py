@@ -16,17 +16,17 @@ import contextlib
 import threading
 from collections.abc import Mapping
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from stigg_cache.adapters import require
+from stigg_cache.chaos._closing import Closing
 from stigg_cache.chaos.account import Answer, FakeAccount
 from stigg_cache.chaos.fake import LOOPBACK, MAX_HANG_S, FakeMode
 
 _START_TIMEOUT_S = 10.0
 
 
-class FakeSidecar:
+class FakeSidecar(Closing):
     """A fake sidecar on 127.0.0.1 (port chosen by the OS unless given).
 
     Attributes:
@@ -86,17 +86,6 @@ class FakeSidecar:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(_START_TIMEOUT_S)
         self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- serving (on the fake's loop) ------------------------------------------------
 
