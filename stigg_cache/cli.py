@@ -268,9 +268,11 @@ def chaos_list() -> None:
 @click.option(
     "--client",
     "client_kind",
-    type=click.Choice(["httpx", "rest"]),
+    type=click.Choice(["httpx", "rest", "graphql", "graphql-edge"]),
     default="httpx",
     show_default=True,
+    help="The Stigg client to wrap: the built-in one, the REST SDK, or the installed "
+    "GraphQL SDK (v1 or v2) with Edge off or on.",
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report here.")
 def chaos_run(  # noqa: PLR0917 - click passes options positionally
@@ -316,17 +318,29 @@ def chaos_run(  # noqa: PLR0917 - click passes options positionally
 
 
 def _inner(kind: str) -> Callable[[str], object] | None:
+    """How a run builds the client under test, for the fake's base URL."""
     if kind == "httpx":
         return None
+    from stigg_cache.adapters import require  # noqa: PLC0415
+    from stigg_cache.chaos.scenario import API_KEY  # noqa: PLC0415
 
-    def official_sdk(base_url: str) -> object:
-        import stigg  # noqa: PLC0415 - the [rest] extra
-
-        from stigg_cache.chaos.scenario import API_KEY  # noqa: PLC0415
-
-        return stigg.Stigg(api_key=API_KEY, base_url=base_url)
-
-    return official_sdk
+    if kind == "rest":
+        sdk: Any = require("stigg", "stigg", "rest")
+        if not hasattr(sdk, "AsyncStigg"):
+            raise click.UsageError(
+                "--client rest needs the REST SDK: pip install 'stigg-cache[rest]'"
+            )
+        return lambda base_url: sdk.Stigg(api_key=API_KEY, base_url=base_url)
+    sdk = require("stigg", "stigg-api-client-v2", "graphql-v2")
+    if not hasattr(getattr(sdk, "Stigg", None), "create_client"):
+        raise click.UsageError(
+            f"--client {kind} needs a GraphQL SDK: pip install 'stigg-cache[graphql-v2]' "
+            "(or [graphql] for the older one)"
+        )
+    edge = kind == "graphql-edge"
+    return lambda base_url: sdk.Stigg.create_client(
+        API_KEY, api_url=f"{base_url}/graphql", enable_edge=edge, edge_api_url=f"{base_url}/edge"
+    )
 
 
 def _with_progress(run: Any) -> Any:

@@ -105,3 +105,11 @@ def test_a_full_disk_refuses_usage_loudly_and_loses_nothing_acknowledged(tmp_pat
     assert report.passed, [v for v in report.verdicts if not v.passed]
     if report.checks:  # mounted (root here; elsewhere the report says NOT RUN)
         assert run.history.of("report", Outcome.FAILED), "the full disk refused nothing"
+
+
+def test_a_client_whose_sdk_is_not_installed_names_the_extra() -> None:
+    result = CliRunner().invoke(
+        main, ["chaos", "run", "cold-start-while-down", "--client", "graphql"]
+    )
+    assert result.exit_code == 2
+    assert "pip install 'stigg-cache[graphql-v2]'" in result.output
