@@ -59,6 +59,10 @@ def seeds() -> dict[str, dict[str, bytes]]:
         "state": {
             "graphql-v2.json": json.dumps({"data": {"entitlementsState": STATE_V2}}).encode(),
             "errors.json": b'{"errors":[{"message":"Unauthorized"}],"data":null}',
+            # the older Entitlement type: validUntil in epoch milliseconds
+            "graphql-v1-ms.json": b'{"data":{"entitlementsState":{"entitlements":[{"__typename":'
+            b'"Entitlement","isGranted":true,"hasUnlimitedUsage":false,"feature":{"refId":"seats",'
+            b'"featureType":"NUMBER"},"usageLimit":5,"validUntil":1796083200000.0}]}}}',
         },
         "usage": {
             "event.json": json.dumps(
