@@ -115,7 +115,7 @@ class FakeSidecar(Closing):
         for protocol in protocols:
             connection = getattr(protocol, "connection", None)
             if connection is not None:
-                connection._transport.close()
+                connection.close()
 
     async def gate(self, name: str) -> None:
         """Record a call; hold it while blackholed, refuse it in ERROR_5XX."""

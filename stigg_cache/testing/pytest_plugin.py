@@ -7,7 +7,10 @@
         fault_proxy.set(blackhole=True)
         ...
 
-Both listen on 127.0.0.1 only and close (releasing every hung request) after the test.
+GraphQL SDKs point at ``fake_stigg.graphql_url`` and ``fake_stigg.edge_url`` (or the
+proxy's ``url`` + ``/graphql`` and ``/edge``); the sidecar SDK at ``fake_sidecar.host``
+and ``fake_sidecar.port`` (needs the ``[sidecar]`` extra). All listen on 127.0.0.1 only
+and close (releasing every hung request) after the test.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 
 from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.chaos.proxy import FaultProxy
+from stigg_cache.chaos.sidecar import FakeSidecar
 
 FAKE_API_KEY = "sk-fake-stigg-test-key"
 
@@ -34,3 +38,10 @@ def fault_proxy(fake_stigg: FakeStigg) -> Iterator[FaultProxy]:
     """A fault proxy in front of ``fake_stigg``: point the client at ``fault_proxy.url``."""
     with FaultProxy.to(fake_stigg.url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def fake_sidecar(fake_stigg: FakeStigg) -> Iterator[FakeSidecar]:
+    """A fake Stigg sidecar (gRPC) serving ``fake_stigg``'s customers and taking its usage."""
+    with FakeSidecar(fake_stigg.account) as sidecar:
+        yield sidecar

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stigg_cache import AsyncResilientClient, Source
+from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, until, warm
 
@@ -93,3 +95,26 @@ def test_an_entitlement_of_no_known_kind_is_an_unusable_answer() -> None:
     adapter = SidecarAdapter(inner=None)
     with pytest.raises(StiggUnavailableError, match="no known kind"):
         adapter._item(EntitlementV2(has_access=True))
+
+
+def test_the_pytest_plugin_serves_a_fake_sidecar(fake_stigg: FakeStigg, fake_sidecar: Any) -> None:
+    from stigg_sidecar_sdk import ApiConfig, GetEntitlementsStateV2Request, Stigg
+
+    fake_stigg.set_customer("acme", [boolean("sso")])
+
+    async def states() -> list[bool]:
+        inner = Stigg(
+            ApiConfig(api_key="k"),
+            remote_sidecar_host=fake_sidecar.host,
+            remote_sidecar_port=fake_sidecar.port,
+        )
+        try:
+            answer = await inner.get_entitlements_state_v2(
+                GetEntitlementsStateV2Request(customer_id="acme"), timeout=5
+            )
+            return [e.has_access for e in answer.entitlements]
+        finally:
+            inner.close()
+            await inner.api.http_client.aclose()
+
+    assert asyncio.run(states()) == [True]
