@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from stigg_cache.adapters.httpx_rest import HttpxRestAdapter
 from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.pacing import TokenBucket
@@ -200,3 +204,27 @@ def test_a_429_answering_the_breakers_probe_does_not_leave_it_half_open(
         time.sleep(0.1)
     assert client.status().outbox_depth == 0
     assert client.status().breaker == "closed"
+
+
+class _FailsOddly(HttpxRestAdapter):
+    """A user's adapter with a bug: its first send raises something that is not ours."""
+
+    sends = 0
+
+    def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+        self.sends += 1
+        if self.sends == 1:
+            raise RuntimeError("bug in a user's adapter")
+        super().report_events(events, timeout_s=timeout_s)
+
+
+def test_an_adapter_raising_a_foreign_error_does_not_end_the_flusher(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    adapter = _FailsOddly(api_key=API_KEY, base_url=fake.url)
+    client = make_client(inner=adapter)
+    (receipt,) = client.report_event([{"customer_id": "acme", "event_name": "login"}])
+    assert client.flush(timeout=15).drained
+    assert adapter.sends == 2
+    assert [e["idempotencyKey"] for e in fake.account.events] == [receipt.idempotency_key]
+    assert "stigg-cache-flusher" in {t.name for t in threading.enumerate()}

@@ -8,6 +8,9 @@ answer is lost is sent again and may count twice. Events keep their key:
 prefer them with the sidecar. Promotions go through the SDK's ``.api``
 (the GraphQL v2 async client it holds).
 
+We call the sidecar through a channel of our own with the user's connection
+settings: grpclib binds a channel to the event loop current when it is made.
+
 An answer the sidecar built from its own fallback values (``is_fallback``)
 is not Stigg's word: it is reported as unavailable, so our policy and stale
 snapshots decide instead.
@@ -59,6 +62,9 @@ class SidecarAdapter:
         self._grpclib = require("grpclib.exceptions", "stigg-sidecar-sdk", "sidecar")
         self._betterproto = require("betterproto", "stigg-sidecar-sdk", "sidecar")
         self._api: AsyncGraphQLV2Adapter | None = None
+        self._grpc_client = require("grpclib.client", "stigg-sidecar-sdk", "sidecar")
+        self._channel: Any = None
+        self._sidecar: Any = None  # the stub over _channel
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -66,8 +72,9 @@ class SidecarAdapter:
         request = self._proto.GetEntitlementsStateV2Request(
             customer_id=customer_id, resource_id=resource_id
         )
+        stub = self._stub()
         answer = await self._guarded(
-            lambda: self.inner.get_entitlements_state_v2(request, timeout=timeout_s)
+            lambda: stub.get_entitlements_state_v2(request, timeout=timeout_s)
         )
         items = [self._item(entitlement) for entitlement in answer.entitlements]
         data = {"entitlements": items, "accessDeniedReason": self._reason(answer)}
@@ -95,7 +102,8 @@ class SidecarAdapter:
                 for event in events
             ]
         )
-        await self._guarded(lambda: self.inner.report_events(request, timeout=timeout_s))
+        stub = self._stub()
+        await self._guarded(lambda: stub.report_events(request, timeout=timeout_s))
 
     async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         proto = self._proto
@@ -116,7 +124,8 @@ class SidecarAdapter:
                 for usage in usages
             ]
         )
-        await self._guarded(lambda: self.inner.report_usage_bulk(request, timeout=timeout_s))
+        stub = self._stub()
+        await self._guarded(lambda: stub.report_usage_bulk(request, timeout=timeout_s))
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
@@ -134,8 +143,34 @@ class SidecarAdapter:
 
     async def aclose(self) -> None:
         """Close what we opened; the user's sidecar client is theirs."""
+        if self._channel is not None:
+            self._channel.close()
         if self._api is not None:
             await self._api.aclose()
+
+    def _stub(self) -> Any:
+        """The sidecar's stub on a channel of our own, made on the loop we run on.
+
+        grpclib binds a channel to the loop current when it is made: the user's
+        may belong to a loop that is not running (made in sync code), so we
+        open the same connection (host, port, TLS, settings) on ours.
+        """
+        if self._sidecar is None:  # no await between test and set: one channel per adapter
+            theirs = self.inner.channel
+            where = (
+                {"path": theirs._path}
+                if theirs._path is not None
+                else {"host": theirs._host, "port": theirs._port}
+            )
+            self._channel = self._grpc_client.Channel(
+                **where,
+                codec=theirs._codec,
+                status_details_codec=theirs._status_details_codec,
+                ssl=theirs._ssl,
+                config=theirs._config,
+            )
+            self._sidecar = self._proto.SidecarServiceStub(self._channel)
+        return self._sidecar
 
     def _admin(self) -> AsyncGraphQLV2Adapter:
         """The GraphQL client the sidecar SDK holds, for what the sidecar does not serve."""

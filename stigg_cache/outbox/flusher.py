@@ -264,6 +264,12 @@ class Flusher:
         except StiggUnavailableError as error:
             self._failed(lane, batch, error, begun)
             return
+        except Exception as error:  # an adapter bug must not end the flusher: retry later
+            failure = StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
+            )
+            self._failed(lane, batch, failure, begun)
+            return
         wall = self._clock.time()
         self._outbox.settle(sent=ids, owner=self.owner, now=wall)
         self._acknowledge([c.record.idempotency_key for c in batch], wall)
