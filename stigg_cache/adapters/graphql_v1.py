@@ -108,11 +108,12 @@ class GraphQLV1Adapter:
         result = self._guarded(lambda: client._endpoint(operation, dict(variables)))
         errors = result.get("errors") if isinstance(result, dict) else None
         if errors:
-            status = result.get("status") or next(
-                (e.get("status") for e in errors if isinstance(e, dict) and e.get("status")), None
-            )
-            if status:
-                raise failure_for_status(int(status), dict(result.get("headers") or {}))
+            # sgqlc folds an HTTP error into the answer: its status and headers (Retry-After)
+            # sit on the answer when the body had GraphQL errors, else on an error entry.
+            for holder in (result, *(e for e in errors if isinstance(e, dict))):
+                if holder.get("status"):
+                    headers = dict(holder.get("headers") or {})
+                    raise failure_for_status(int(holder["status"]), headers)
             raise failure_for_errors(errors)
         data = result.get("data") if isinstance(result, dict) else None
         if not isinstance(data, dict):

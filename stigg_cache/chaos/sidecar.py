@@ -4,8 +4,8 @@ It serves a :class:`~stigg_cache.chaos.account.FakeAccount` (the same one a
 :class:`~stigg_cache.chaos.fake.FakeStigg` serves over HTTP) through
 ``SidecarServiceBase`` on a grpclib server running its own event loop on a
 daemon thread. Modes: UP answers, BLACKHOLE holds every call until the mode
-changes (at most ``MAX_HANG_S``), ERROR_5XX answers UNAVAILABLE, DOWN
-closes the port. Needs the
+changes (at most ``MAX_HANG_S``), ERROR_5XX answers UNAVAILABLE,
+RATE_LIMITED answers RESOURCE_EXHAUSTED, DOWN closes the port. Needs the
 ``[sidecar]`` extra.
 """
 
@@ -24,6 +24,7 @@ from stigg_cache.chaos.account import Answer, FakeAccount
 from stigg_cache.chaos.fake import LOOPBACK, MAX_HANG_S, FakeMode
 
 _START_TIMEOUT_S = 10.0
+_MODES = (FakeMode.UP, FakeMode.BLACKHOLE, FakeMode.DOWN, FakeMode.ERROR_5XX, FakeMode.RATE_LIMITED)
 
 
 class FakeSidecar(Closing):
@@ -67,7 +68,7 @@ class FakeSidecar(Closing):
 
     def set_mode(self, mode: FakeMode) -> None:
         """UP, BLACKHOLE or DOWN; held calls are released, the port opens or closes."""
-        if mode not in (FakeMode.UP, FakeMode.BLACKHOLE, FakeMode.DOWN, FakeMode.ERROR_5XX):
+        if mode not in _MODES:
             raise ValueError(f"the fake sidecar has no {mode.name} mode")
         old, self._mode = self._mode, mode
         self._loop.call_soon_threadsafe(self._release.set)
@@ -118,16 +119,18 @@ class FakeSidecar(Closing):
                 connection.close()
 
     async def gate(self, name: str) -> None:
-        """Record a call; hold it while blackholed, refuse it in ERROR_5XX."""
+        """Record a call; hold it while blackholed, refuse it in ERROR_5XX and RATE_LIMITED."""
         self.calls.append(name)
+        status = self._grpc.const.Status
         if self._mode is FakeMode.ERROR_5XX:
-            raise self._grpc.GRPCError(self._grpc.const.Status.UNAVAILABLE, "Service Unavailable")
+            raise self._grpc.GRPCError(status.UNAVAILABLE, "Service Unavailable")
+        if self._mode is FakeMode.RATE_LIMITED:
+            raise self._grpc.GRPCError(status.RESOURCE_EXHAUSTED, "Too Many Requests")
         if self._mode is FakeMode.BLACKHOLE:
             release = self._release
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(release.wait(), MAX_HANG_S)
-            status = self._grpc.const.Status.UNAVAILABLE
-            raise self._grpc.GRPCError(status, "blackholed")
+            raise self._grpc.GRPCError(status.UNAVAILABLE, "blackholed")
 
     def refusal(self, answer: Answer) -> Exception | None:
         """The gRPC error for an account's refusal, ``None`` when it accepted."""

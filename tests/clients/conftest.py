@@ -76,8 +76,8 @@ class World:
     fake: FakeStigg
     sidecar: Any = None
 
-    def set_mode(self, mode: FakeMode) -> None:
-        self.fake.set_mode(mode)
+    def set_mode(self, mode: FakeMode, *, retry_after_s: float = 1.0) -> None:
+        self.fake.set_mode(mode, retry_after_s=retry_after_s)
         if self.sidecar is not None:
             self.sidecar.set_mode(mode)
 

@@ -64,3 +64,35 @@ def test_usage_stigg_refuses_is_set_aside_and_the_rest_delivered(
                 assert account.usages[0]["idempotencyKey"] == kept.idempotency_key
 
     asyncio.run(story())
+
+
+def test_a_rate_limit_says_when_to_come_back(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await warm(client)
+            adapter = adapter_of(client)
+            world.set_mode(FakeMode.RATE_LIMITED, retry_after_s=7)
+            for send in (
+                lambda: adapter.fetch_entitlements("acme", None, timeout_s=5),
+                lambda: adapter.report_events([_EVENT], timeout_s=5),
+            ):
+                with pytest.raises(StiggUnavailableError) as limited:
+                    await asyncio.to_thread(send)
+                assert limited.value.kind is FailureKind.RATE_LIMITED, limited.value
+                # Stigg's Retry-After travels over HTTP; the sidecar's gRPC status has none.
+                expected = None if client_kind == "sidecar" else 7.0
+                assert limited.value.retry_after_s == expected
+            world.set_mode(FakeMode.UP)
+
+    asyncio.run(story())
+
+
+_EVENT = {
+    "customerId": "acme",
+    "eventName": "login",
+    "idempotencyKey": "rate-limited-1",
+    "dimensions": {},
+    "timestamp": "2026-11-28T00:00:00+00:00",
+}
