@@ -112,6 +112,24 @@ def camel_case(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def acknowledged(body: bytes) -> None:
+    """Check that a 2xx answer to sent usage is Stigg's JSON object.
+
+    Anything else (a proxy's or a captive portal's page) acknowledges nothing:
+    taking it for Stigg's word would drop the records as sent.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
+        ) from None
+    if not isinstance(document, dict):
+        raise StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE, "Stigg's answer is not a JSON object"
+        )
+
+
 def json_data(body: bytes) -> Any:
     """The ``data`` member of a Stigg answer, or a failure if it is not JSON."""
     try:

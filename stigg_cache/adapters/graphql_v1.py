@@ -114,6 +114,11 @@ class GraphQLV1Adapter:
                 if holder.get("status"):
                     headers = dict(holder.get("headers") or {})
                     raise failure_for_status(int(holder["status"]), headers)
+                if isinstance(holder.get("exception"), ValueError):  # a body that is not JSON
+                    raise StiggUnavailableError(
+                        FailureKind.INVALID_RESPONSE,
+                        f"Stigg's answer is not JSON: {holder['exception']}",
+                    )
             raise failure_for_errors(errors)
         data = result.get("data") if isinstance(result, dict) else None
         if not isinstance(data, dict):
@@ -129,13 +134,13 @@ class GraphQLV1Adapter:
             raise failure_for_status(response.status_code, dict(response.headers)) from None
         except exceptions.Timeout:
             raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg timed out") from None
+        except ValueError as error:  # a body that is not JSON (requests' error is both kinds)
+            raise StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
+            ) from None
         except exceptions.RequestException as error:
             raise StiggUnavailableError(
                 FailureKind.CONNECTION, f"Stigg unreachable: {type(error).__name__}"
-            ) from None
-        except ValueError as error:  # a body that is not JSON
-            raise StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
             ) from None
 
     def __repr__(self) -> str:

@@ -14,7 +14,13 @@ from urllib.parse import quote
 
 import httpx
 
-from stigg_cache.adapters._http import camel_case, failure_for_status, json_data, snapshot_from_body
+from stigg_cache.adapters._http import (
+    acknowledged,
+    camel_case,
+    failure_for_status,
+    json_data,
+    snapshot_from_body,
+)
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -49,10 +55,10 @@ class HttpxRestAdapter:
         return snapshot_from_body(body, customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        self._call("POST", "/api/v1/events", timeout_s, json={"events": list(events)})
+        acknowledged(self._call("POST", "/api/v1/events", timeout_s, json={"events": list(events)}))
 
     def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        self._call("POST", "/api/v2/usage", timeout_s, json={"usages": list(usages)})
+        acknowledged(self._call("POST", "/api/v2/usage", timeout_s, json={"usages": list(usages)}))
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

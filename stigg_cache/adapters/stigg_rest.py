@@ -160,14 +160,14 @@ class AsyncStiggRestAdapter(_RestCalls):
 def _guarded(call: Callable[[], _T]) -> _T:
     try:
         return call()
-    except stigg.StiggError as error:
+    except (stigg.StiggError, ValueError) as error:
         raise _translate(error) from None
 
 
 async def _awaited(call: Callable[[], Awaitable[_T]]) -> _T:
     try:
         return await call()
-    except stigg.StiggError as error:
+    except (stigg.StiggError, ValueError) as error:
         raise _translate(error) from None
 
 
@@ -180,6 +180,7 @@ def _translate(error: Exception) -> StiggUnavailableError:
         cause = error.__cause__
         detail = f": {cause!r}" if cause else ""
         return StiggUnavailableError(FailureKind.CONNECTION, f"Stigg unreachable{detail}")
+    # The SDK lets a 2xx body that is not JSON (or not its model) out as ValueError.
     return StiggUnavailableError(
-        FailureKind.INVALID_RESPONSE, f"Stigg SDK error: {type(error).__name__}"
+        FailureKind.INVALID_RESPONSE, f"Stigg's answer is unusable: {type(error).__name__}"
     )

@@ -61,6 +61,7 @@ def family() -> str:
 collect_ignore = [
     *([] if family() == "sidecar" else ["test_sidecar.py"]),
     *([] if family().startswith("graphql") else ["test_chaos_graphql.py"]),
+    *(["test_http_answers.py"] if family() == "sidecar" else []),
 ]
 
 
