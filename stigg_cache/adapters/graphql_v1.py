@@ -1,10 +1,13 @@
 """Adapter for the deprecated GraphQL SDK (``pip install stigg-api-client``).
 
 ``Stigg.create_client(...)`` returns a ``StiggClient`` holding an sgqlc
-``RequestsEndpoint``. Its tenacity retries (3 attempts on HTTP errors, with
-a bug that turns the second Edge attempt into ``KeyError``) are cut to one
-attempt, and every call gets the caller's timeout: a per-call copy of the
-client with the same URL, headers and Edge settings.
+``RequestsEndpoint``. GraphQL calls go through a per-call copy of it (same
+URL and headers, the caller's timeout, no tenacity retries); the Edge read is
+the GET the SDK's ``_get_entitlements`` sends, sent once (the SDK retries
+HTTP errors three times, and its second attempt raises ``KeyError``). Both
+go over a requests session of ours that reads each answer whole within the
+call's timeout: requests' own timeouts apply to each read, so a trickled
+body would beat them.
 
 Entitlements come from Edge's ``entitlements-state.json`` when the client
 has Edge on, else from the ``GetEntitlements`` query: the SDK's own
@@ -14,8 +17,10 @@ GraphQL server refuses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from stigg_cache.adapters import require
 from stigg_cache.adapters._graphql import (
@@ -26,10 +31,12 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 CONNECT_TIMEOUT_S = 2.0
+READ_CHUNK_BYTES = 16_384
 
 
 class GraphQLV1Adapter:
@@ -41,27 +48,25 @@ class GraphQLV1Adapter:
         self.inner = inner
         self._requests = require("requests", "stigg-api-client", "graphql")
         self._session = self._requests.Session()  # one pool for every per-call copy
+        deadline = _deadline_adapter(self._requests)
+        self._session.mount("http://", deadline)
+        self._session.mount("https://", deadline)
         self._endpoint_type = type(inner._endpoint)
         self._operations = require(
             "stigg.generated.operations", "stigg-api-client", "graphql"
         ).Operations
-        tenacity = require("tenacity", "stigg-api-client", "graphql")
-        # One attempt: the check budget, not the SDK, decides when to try again.
-        self._edge_get = type(inner)._get_entitlements.retry_with(
-            stop=tenacity.stop_after_attempt(1)
-        )
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
-        variables = {"query": fetch_query(customer_id, resource_id)}
-        client = self._copy(timeout_s)
         if self.inner._enable_edge:
-            body = self._guarded(lambda: self._edge_get(client, variables, endpoint=EDGE_STATE))
+            body = self._guarded(lambda: self._edge_state(customer_id, resource_id, timeout_s))
             data = body.get("data") if isinstance(body, dict) else None
             state = data.get("entitlementsState") if isinstance(data, dict) else None
         else:
-            data = self._request(client, self._operations.query.get_entitlements, variables)
+            variables = {"query": fetch_query(customer_id, resource_id)}
+            query = self._operations.query.get_entitlements
+            data = self._request(self._copy(timeout_s), query, variables)
             state = {"entitlements": data.get("entitlements")}
         return snapshot_from_state(state, customer_id, resource_id)
 
@@ -93,6 +98,19 @@ class GraphQLV1Adapter:
     def close(self) -> None:
         """Close the copies' connections (the user's client is theirs)."""
         self._session.close()
+
+    def _edge_state(self, customer_id: str, resource_id: str | None, timeout_s: float) -> Any:
+        """The SDK's Edge GET (``{edge}/v1/c/{customerId}/entitlements-state.json``), once."""
+        url = f"{self.inner._edge_url}/v1/c/{quote(customer_id, safe='')}/{EDGE_STATE}"
+        params = {} if resource_id is None else {"resourceId": resource_id}
+        response = self._session.get(
+            url,
+            headers=self.inner._endpoint.base_headers,
+            params=params,
+            timeout=(min(timeout_s, CONNECT_TIMEOUT_S), timeout_s),
+        )
+        response.raise_for_status()
+        return response.json()
 
     def _copy(self, timeout_s: float) -> Any:
         """The user's client with this call's timeout (connect, read)."""
@@ -145,3 +163,47 @@ class GraphQLV1Adapter:
 
     def __repr__(self) -> str:
         return f"GraphQLV1Adapter(api_url={self.inner._endpoint.url!r})"
+
+
+def _deadline_adapter(requests: Any) -> Any:
+    """A requests transport adapter that reads each answer whole within the read timeout."""
+
+    class DeadlineAdapter(requests.adapters.HTTPAdapter):  # type: ignore[misc]
+        def send(
+            self,
+            request: Any,
+            stream: bool = False,  # noqa: ARG002 - the answer is always read whole here
+            timeout: Any = None,
+            **options: Any,
+        ) -> Any:
+            started = time.monotonic()
+            response = super().send(request, stream=True, timeout=timeout, **options)
+            budget = timeout[1] if isinstance(timeout, tuple) else timeout
+            chunks: list[bytes] = []
+            size = 0
+            try:
+                for chunk in _chunks(response.raw):
+                    size += len(chunk)
+                    if size > MAX_RESPONSE_BYTES:
+                        raise requests.exceptions.ContentDecodingError("answer larger than allowed")
+                    chunks.append(chunk)
+                    if budget is not None and time.monotonic() - started > budget:
+                        raise requests.exceptions.ReadTimeout(
+                            "answer arrived too slowly", request=request
+                        )
+            finally:
+                response.close()
+            response._content = b"".join(chunks)
+            response._content_consumed = True
+            return response
+
+    return DeadlineAdapter()
+
+
+def _chunks(raw: Any) -> Iterator[bytes]:
+    """What has arrived, as it arrives (``read`` would wait for a full chunk of a trickle)."""
+    if not hasattr(raw, "read1"):  # urllib3 before 2.0
+        yield from raw.stream(READ_CHUNK_BYTES, decode_content=True)
+        return
+    while chunk := raw.read1(READ_CHUNK_BYTES, decode_content=True):
+        yield chunk

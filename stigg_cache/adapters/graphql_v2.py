@@ -5,7 +5,8 @@ and ``AsyncStiggClient``.
 retries refused connections five times (7.5 s before a refused port is
 reported); we work on a copy of the user's client, same URL, headers and
 Edge settings, whose transport does not retry, and give every call the
-caller's timeout. The SDK's tenacity retry re-reads the same response, so it
+caller's timeout (for the blocking client, one deadline for the whole answer:
+:mod:`stigg_cache.adapters._deadline`). The SDK's tenacity retry re-reads the same response, so it
 sends nothing twice. Entitlements come from ``get_entitlements_state``
 (Edge ``entitlements-state.json`` when Edge is on, the GraphQL query
 otherwise); usage from ``report_usage_bulk`` and ``report_event``.
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from stigg_cache.adapters import require
+from stigg_cache.adapters._deadline import DeadlineTransport
 from stigg_cache.adapters._graphql import (
     failure_for_errors,
     fetch_query,
@@ -119,9 +121,7 @@ class GraphQLV2Adapter(_V2Calls):
     name = "stigg-graphql-v2"
 
     def __init__(self, inner: Any) -> None:
-        http = httpx.Client(
-            headers=inner.http_client.headers, transport=httpx.HTTPTransport(retries=0)
-        )
+        http = httpx.Client(headers=inner.http_client.headers, transport=DeadlineTransport())
         super().__init__(inner, http)
 
     def fetch_entitlements(

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
+from stigg_cache.adapters._deadline import DeadlineTransport
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
@@ -82,9 +83,17 @@ class _RestCalls:
 
 
 class StiggRestAdapter(_RestCalls):
-    """``stigg.Stigg`` (REST, Stainless-generated) behind the adapter interface."""
+    """``stigg.Stigg`` (REST, Stainless-generated) behind the adapter interface.
+
+    The copy reads every answer whole within the call's timeout (a trickled
+    body would beat the SDK's per-read timeout), over a pool of its own.
+    """
 
     name = "stigg-rest"
+
+    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
+        http = httpx.Client(transport=DeadlineTransport())
+        super().__init__(inner, fetch_timeout_s=fetch_timeout_s, http_client=http)
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -111,7 +120,8 @@ class StiggRestAdapter(_RestCalls):
         )
 
     def close(self) -> None:
-        """The user's client is theirs to close."""
+        """Close our copy's connections (the user's client is theirs)."""
+        self._client.close()
 
 
 class AsyncStiggRestAdapter(_RestCalls):

@@ -13,7 +13,9 @@ from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, adapter_of, ask, warm
 
-REFUSED_PORT_S = 2.0  # the v2 SDK's own transport retries a refused port for 7.5 s
+# Far below what an SDK left alone takes: 7.5 s (v2, a refused port), minutes (a trickle).
+MARGIN_S = 2.0
+DEADLINE_S = 0.5
 
 
 def test_the_sdks_own_retries_are_cut_to_one_attempt(
@@ -35,7 +37,7 @@ def test_the_sdks_own_retries_are_cut_to_one_attempt(
             with pytest.raises(StiggUnavailableError) as refused:
                 await asyncio.to_thread(fetch, "acme", None, timeout_s=5)
             assert refused.value.kind is FailureKind.CONNECTION, refused.value
-            assert time.monotonic() - started < REFUSED_PORT_S
+            assert time.monotonic() - started < MARGIN_S
             world.set_mode(FakeMode.UP)
 
     asyncio.run(story())
@@ -96,3 +98,25 @@ _EVENT = {
     "dimensions": {},
     "timestamp": "2026-11-28T00:00:00+00:00",
 }
+
+
+def test_an_answer_that_never_finishes_is_abandoned_at_the_call_deadline(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    """A trickled body beats per-read timeouts (the SDKs' only kind); the call's deadline holds."""
+
+    async def story() -> float:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await warm(client)
+            fetch = adapter_of(client).fetch_entitlements
+            # gRPC has no trickle here: a sidecar that never answers stands for it
+            world.set_mode(FakeMode.BLACKHOLE if client_kind == "sidecar" else FakeMode.TRICKLE)
+            started = time.monotonic()
+            with pytest.raises(StiggUnavailableError) as slow:
+                await asyncio.to_thread(fetch, "acme", None, timeout_s=DEADLINE_S)
+            elapsed = time.monotonic() - started
+            assert slow.value.kind is FailureKind.TIMEOUT, slow.value
+            world.set_mode(FakeMode.UP)
+            return elapsed
+
+    assert asyncio.run(story()) < DEADLINE_S + MARGIN_S  # the body alone would take minutes
