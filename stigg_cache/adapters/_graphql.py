@@ -30,6 +30,29 @@ REJECTING_CODES = frozenset(
     }
 )
 EDGE_STATE = "entitlements-state.json"
+# What the state parser reads, as a valid document: the v1 SDK's own GetEntitlementsState
+# names fragments it never defines, and its GetEntitlements loses the customer's denial.
+ENTITLEMENTS_STATE_QUERY = """
+query GetEntitlementsState($query: FetchEntitlementsQuery!) {
+  entitlementsState(query: $query) {
+    __typename
+    accessDeniedReason
+    entitlementsV2 {
+      __typename
+      ... on FeatureEntitlement {
+        isGranted accessDeniedReason usageLimit currentUsage hasUnlimitedUsage hasSoftLimit
+        enumValues resetPeriod usagePeriodAnchor usagePeriodStart usagePeriodEnd
+        entitlementUpdatedAt validUntil
+        feature { featureType displayName refId }
+      }
+      ... on CreditEntitlement {
+        isGranted accessDeniedReason usageLimit currentUsage usagePeriodEnd validUntil
+        currency { currencyId displayName }
+      }
+    }
+  }
+}
+"""
 # REST spells a promotion's period as text; GraphQL's PromotionalEntitlementPeriod is an enum.
 _PERIODS = {
     "1 week": "ONE_WEEK",

@@ -10,9 +10,11 @@ call's timeout: requests' own timeouts apply to each read, so a trickled
 body would beat them.
 
 Entitlements come from Edge's ``entitlements-state.json`` when the client
-has Edge on, else from the ``GetEntitlements`` query: the SDK's own
-``GetEntitlementsState`` document names fragments it never defines, which a
-GraphQL server refuses.
+has Edge on, else from a ``GetEntitlementsState`` query of ours sent through
+the SDK's endpoint: the SDK's own document names fragments it never defines,
+which a GraphQL server refuses, and its ``GetEntitlements`` carries no
+customer-level denial (an unknown customer would read as one without the
+feature).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from urllib.parse import quote
 from stigg_cache.adapters import require
 from stigg_cache.adapters._graphql import (
     EDGE_STATE,
+    ENTITLEMENTS_STATE_QUERY,
     failure_for_errors,
     fetch_query,
     grant_input,
@@ -65,9 +68,8 @@ class GraphQLV1Adapter:
             state = data.get("entitlementsState") if isinstance(data, dict) else None
         else:
             variables = {"query": fetch_query(customer_id, resource_id)}
-            query = self._operations.query.get_entitlements
-            data = self._request(self._copy(timeout_s), query, variables)
-            state = {"entitlements": data.get("entitlements")}
+            data = self._request(self._copy(timeout_s), ENTITLEMENTS_STATE_QUERY, variables)
+            state = data.get("entitlementsState")
         return snapshot_from_state(state, customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:

@@ -222,11 +222,15 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def warm(client: AnyClient, customer_id: str = "acme") -> None:
+async def warm(
+    client: AnyClient, customer_id: str = "acme", resource_id: str | None = None
+) -> None:
     """Until a snapshot is held: a first connection on a loaded machine may miss the budget."""
 
     async def held() -> bool:
-        snapshot = await ask(client.get_entitlements(customer_id=customer_id))
+        snapshot = await ask(
+            client.get_entitlements(customer_id=customer_id, resource_id=resource_id)
+        )
         return bool(snapshot.decision.source in (Source.LIVE, Source.CACHE))
 
     await until(held, f"a snapshot of {customer_id}")

@@ -1,0 +1,73 @@
+"""Every client gives the same answers for the same Stigg data: each kind of feature, resources, unknown customers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from stigg_cache import Source
+from stigg_cache.chaos.fake import boolean, enum_feature, metered, numeric
+from stigg_cache.testing import ManualClock
+from tests.clients.conftest import BUILDERS, World, ask, warm
+
+
+def test_each_kind_of_feature_reads_the_same_through_every_client(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    fake = world.fake
+    fake.set_customer(
+        "acme",
+        [
+            boolean("sso"),
+            boolean("audit", granted=False),
+            numeric("seats", 25),
+            metered("api_calls", limit=100, usage=40),
+            enum_feature("models", ["gpt-4", "claude"]),
+        ],
+    )
+    fake.set_customer("acme", [boolean("reports")], resource_id="workspace-1")
+
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await warm(client)
+            snapshot = await ask(client.get_entitlements(customer_id="acme"))
+            assert sorted(snapshot.entitlements) == ["api_calls", "audit", "models", "seats", "sso"]
+            sso = await ask(client.get_boolean_entitlement(customer_id="acme", feature_id="sso"))
+            audit = await ask(
+                client.get_boolean_entitlement(customer_id="acme", feature_id="audit")
+            )
+            seats = await ask(
+                client.get_numeric_entitlement(customer_id="acme", feature_id="seats")
+            )
+            calls = await ask(
+                client.get_metered_entitlement(
+                    customer_id="acme", feature_id="api_calls", requested_usage=61
+                )
+            )
+            models = await ask(
+                client.get_enum_entitlement(
+                    customer_id="acme", feature_id="models", requested_values=["claude"]
+                )
+            )
+            assert (sso.has_access, sso.decision.source) == (True, Source.CACHE)
+            assert audit.has_access is False
+            assert (seats.value, seats.is_unlimited) == (25, False)
+            assert (calls.has_access, calls.current_usage, calls.usage_limit) == (False, 40, 100)
+            assert calls.access_denied_reason == "RequestedUsageExceedingLimit"
+            assert calls.reset_period == "MONTH"
+            assert (models.has_access, models.enum_values) == (True, ("gpt-4", "claude"))
+
+            await warm(client, "acme", "workspace-1")
+            scoped = await ask(
+                client.get_boolean_entitlement(
+                    customer_id="acme", feature_id="reports", resource_id="workspace-1"
+                )
+            )
+            assert (scoped.has_access, scoped.resource_id) == (True, "workspace-1")
+
+            await warm(client, "ghost")
+            ghost = await ask(client.get_boolean_entitlement(customer_id="ghost", feature_id="sso"))
+            assert (ghost.has_access, ghost.access_denied_reason) == (False, "CustomerNotFound")
+            assert ghost.decision.source is Source.CACHE
+
+    asyncio.run(story())
