@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from stigg_cache import Source
@@ -69,5 +70,59 @@ def test_each_kind_of_feature_reads_the_same_through_every_client(
             ghost = await ask(client.get_boolean_entitlement(customer_id="ghost", feature_id="sso"))
             assert (ghost.has_access, ghost.access_denied_reason) == (False, "CustomerNotFound")
             assert ghost.decision.source is Source.CACHE
+
+    asyncio.run(story())
+
+
+def test_usage_and_events_keep_their_fields_through_every_client(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    """SET, dimensions (text, number, flag), the stamped time and the resource reach Stigg as given."""
+    world.fake.set_customer("acme", [metered("api_calls", limit=100, usage=40)], resource_id="ws-1")
+    moment = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+    dimensions: dict[str, str | float | bool] = {"plan": "pro", "tokens": 812.0, "cached": True}
+
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            usage = await ask(
+                client.report_usage(
+                    customer_id="acme",
+                    feature_id="api_calls",
+                    value=7,
+                    update_behavior="SET",
+                    resource_id="ws-1",
+                    dimensions=dimensions,
+                    created_at=moment,
+                )
+            )
+            (event,) = await ask(
+                client.report_event(
+                    [
+                        {
+                            "customer_id": "acme",
+                            "event_name": "login",
+                            "dimensions": dimensions,
+                            "timestamp": moment,
+                            "resource_id": "ws-1",
+                        }
+                    ]
+                )
+            )
+            assert (await ask(client.flush(timeout=15))).drained
+        account = world.fake.account
+        (sent_usage,) = account.usages
+        assert (sent_usage["value"], sent_usage["updateBehavior"]) == (7, "SET")
+        assert (sent_usage["resourceId"], sent_usage["dimensions"]) == ("ws-1", dimensions)
+        assert datetime.fromisoformat(sent_usage["createdAt"]) == moment
+        if client_kind != "sidecar":  # its ReportUsage has no idempotency key
+            assert sent_usage["idempotencyKey"] == usage.idempotency_key
+        (sent_event,) = account.events
+        assert (sent_event["idempotencyKey"], sent_event["resourceId"]) == (
+            event.idempotency_key,
+            "ws-1",
+        )
+        assert sent_event["dimensions"] == dimensions
+        assert datetime.fromisoformat(sent_event["timestamp"]) == moment
+        assert account.usage_of("acme", "api_calls", "ws-1") == 7
 
     asyncio.run(story())

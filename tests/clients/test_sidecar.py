@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,53 +34,6 @@ def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
 
             await until(policy_because_of_the_fallback, "the sidecar's fallback named")
             assert client.status().snapshots_held == 1  # nothing of the fallback was cached
-
-    asyncio.run(story())
-
-
-def test_usage_and_events_keep_their_fields_through_the_sidecar(
-    world: World, tmp_path: Path
-) -> None:
-    moment = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
-    dimensions: dict[str, str | float | bool] = {"plan": "pro", "tokens": 812.0, "cached": True}
-
-    async def story() -> None:
-        async with BUILDERS["sidecar"](world, ManualClock(), tmp_path) as client:
-            assert isinstance(client, AsyncResilientClient)
-            await client.report_usage(
-                customer_id="acme",
-                feature_id="api_calls",
-                value=7,
-                update_behavior="SET",
-                dimensions=dimensions,
-                created_at=moment,
-            )
-            (event,) = await client.report_event(
-                [
-                    {
-                        "customer_id": "acme",
-                        "event_name": "login",
-                        "dimensions": dimensions,
-                        "timestamp": moment,
-                    }
-                ]
-            )
-            assert (await client.flush(timeout=10)).drained
-            account = world.fake.account
-            (usage,) = account.usages
-            assert (usage["value"], usage["updateBehavior"], usage["dimensions"]) == (
-                7,
-                "SET",
-                dimensions,
-            )
-            assert datetime.fromisoformat(usage["createdAt"]) == moment
-            (sent,) = account.events
-            assert (sent["idempotencyKey"], sent["dimensions"]) == (
-                event.idempotency_key,
-                dimensions,
-            )
-            assert datetime.fromisoformat(sent["timestamp"]) == moment
-            assert account.usage_of("acme", "api_calls") == 7
 
     asyncio.run(story())
 
