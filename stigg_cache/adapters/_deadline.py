@@ -1,18 +1,42 @@
-"""One deadline for a whole HTTP answer, for the SDKs' httpx clients we hold copies of.
+"""One deadline for a whole HTTP answer.
 
-httpx's timeouts apply to each read, so a server trickling its body a byte at
-a time never trips them. This transport reads the body before handing the
-response on, and gives up when the request's read timeout has passed in
-total — the same rule the built-in client follows.
+httpx's and requests' timeouts apply to each read, so a server trickling its
+body a byte at a time never trips them. :func:`read_whole` is the one rule
+(whole within the deadline, no larger than ``MAX_RESPONSE_BYTES``): the
+built-in client reads with it, and so does this transport, which the copies
+of the SDKs' httpx clients send through.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import httpx
 
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+
+
+def read_whole(chunks: Iterable[bytes], deadline: float | None) -> bytes:
+    """An answer's chunks joined, if it is whole by ``deadline`` (monotonic) and not too large.
+
+    Raises:
+        StiggUnavailableError: TIMEOUT past the deadline, INVALID_RESPONSE beyond
+            ``MAX_RESPONSE_BYTES``.
+    """
+    parts: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise StiggUnavailableError(
+                FailureKind.INVALID_RESPONSE, f"Stigg's answer exceeds {MAX_RESPONSE_BYTES} bytes"
+            )
+        parts.append(chunk)
+        if deadline is not None and time.monotonic() > deadline:
+            raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg's answer arrived too slowly")
+    return b"".join(parts)
 
 
 def _budget(request: httpx.Request) -> float | None:
@@ -29,24 +53,19 @@ class DeadlineTransport(httpx.HTTPTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         budget = _budget(request)
-        started = time.monotonic()
+        deadline = None if budget is None else time.monotonic() + budget
         response = super().handle_request(request)
-        chunks: list[bytes] = []
-        size = 0
         try:
-            for chunk in response.stream:  # type: ignore[union-attr]
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise httpx.ReadError("answer larger than allowed", request=request)
-                chunks.append(chunk)
-                if budget is not None and time.monotonic() - started > budget:
-                    raise httpx.ReadTimeout("answer arrived too slowly", request=request)
+            body = read_whole(response.stream, deadline)  # type: ignore[arg-type]
+        except StiggUnavailableError as error:  # as httpx's own errors: the SDK reports those
+            failure = httpx.ReadTimeout if error.kind is FailureKind.TIMEOUT else httpx.ReadError
+            raise failure(str(error), request=request) from None
         finally:
             response.close()
         return httpx.Response(
             response.status_code,
             headers=response.headers,
-            content=b"".join(chunks),
+            content=body,
             extensions=response.extensions,
             request=request,
         )

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from stigg_cache.adapters import require
+from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._graphql import (
     EDGE_STATE,
     ENTITLEMENTS_STATE_QUERY,
@@ -34,7 +35,6 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
-from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -178,24 +178,19 @@ def _deadline_adapter(requests: Any) -> Any:
             timeout: Any = None,
             **options: Any,
         ) -> Any:
-            started = time.monotonic()
-            response = super().send(request, stream=True, timeout=timeout, **options)
             budget = timeout[1] if isinstance(timeout, tuple) else timeout
-            chunks: list[bytes] = []
-            size = 0
+            deadline = None if budget is None else time.monotonic() + budget
+            response = super().send(request, stream=True, timeout=timeout, **options)
             try:
-                for chunk in _chunks(response.raw):
-                    size += len(chunk)
-                    if size > MAX_RESPONSE_BYTES:
-                        raise requests.exceptions.ContentDecodingError("answer larger than allowed")
-                    chunks.append(chunk)
-                    if budget is not None and time.monotonic() - started > budget:
-                        raise requests.exceptions.ReadTimeout(
-                            "answer arrived too slowly", request=request
-                        )
+                body = read_whole(_chunks(response.raw), deadline)
+            except StiggUnavailableError as error:  # as requests' own errors, which sgqlc expects
+                exceptions = requests.exceptions
+                if error.kind is FailureKind.TIMEOUT:
+                    raise exceptions.ReadTimeout(str(error), request=request) from None
+                raise exceptions.ContentDecodingError(str(error)) from None
             finally:
                 response.close()
-            response._content = b"".join(chunks)
+            response._content = body
             response._content_consumed = True
             return response
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._http import (
     acknowledged,
     camel_case,
@@ -21,7 +22,6 @@ from stigg_cache.adapters._http import (
     json_data,
     snapshot_from_body,
 )
-from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -86,7 +86,7 @@ class HttpxRestAdapter:
             ) as response:
                 if response.status_code >= 400:
                     raise failure_for_status(response.status_code, response.headers)
-                return _read_within(response, deadline)
+                return read_whole(response.iter_bytes(), deadline)
         except httpx.TimeoutException as error:
             raise StiggUnavailableError(
                 FailureKind.TIMEOUT, f"Stigg timed out: {error!r}"
@@ -98,18 +98,3 @@ class HttpxRestAdapter:
 
     def __repr__(self) -> str:
         return f"HttpxRestAdapter(base_url={self.base_url!r})"  # never the API key
-
-
-def _read_within(response: httpx.Response, deadline: float) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer exceeds {MAX_RESPONSE_BYTES} bytes"
-            )
-        chunks.append(chunk)
-        if time.monotonic() > deadline:
-            raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg's answer arrived too slowly")
-    return b"".join(chunks)
