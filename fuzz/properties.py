@@ -17,7 +17,8 @@ from typing import Any
 import attrs
 
 from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot
-from stigg_cache.adapters._http import json_data, snapshot_from_body, snapshot_from_state_body
+from stigg_cache.adapters._graphql import snapshot_from_state_body
+from stigg_cache.adapters._http import json_data, snapshot_from_body
 from stigg_cache.errors import (
     CorruptEntryError,
     InvalidResponseError,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stigg_cache.adapters._http import snapshot_from_state_body
+from stigg_cache.adapters._graphql import snapshot_from_state_body
 from stigg_cache.errors import StiggUnavailableError
 
 FEATURE_FIELDS = {

@@ -6,6 +6,7 @@ the shape of GraphQL's ``ReportUsageBaseInput`` and ``UsageEventReportInput``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,9 +82,36 @@ def snapshot_from_state(state: object, customer_id: str, resource_id: str | None
             state, customer_id=customer_id, resource_id=resource_id, fetched_at=0.0
         )
     except (InvalidResponseError, RecursionError) as error:
-        raise StiggUnavailableError(
-            FailureKind.INVALID_RESPONSE, f"Stigg's entitlements state is unusable: {error}"
-        ) from None
+        raise _unusable(error) from None
+
+
+def snapshot_from_answer(document: object, customer_id: str, resource_id: str | None) -> Snapshot:
+    """A snapshot from a whole Edge JSON or GraphQL answer.
+
+    Both answer ``{"data": {"entitlementsState": {...}}}``; GraphQL may answer
+    ``{"errors": [...]}`` instead, a failure like any other.
+    """
+    data = document.get("data") if isinstance(document, dict) else None
+    state = data.get("entitlementsState") if isinstance(data, dict) else None
+    if state is None:
+        errors = document.get("errors") if isinstance(document, dict) else None
+        raise _unusable(f"no entitlementsState (errors: {str(errors)[:200]})")
+    return snapshot_from_state(state, customer_id, resource_id)
+
+
+def snapshot_from_state_body(body: bytes, customer_id: str, resource_id: str | None) -> Snapshot:
+    """:func:`snapshot_from_answer` of an answer's bytes."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise _unusable(error) from None
+    return snapshot_from_answer(document, customer_id, resource_id)
+
+
+def _unusable(why: object) -> StiggUnavailableError:
+    return StiggUnavailableError(
+        FailureKind.INVALID_RESPONSE, f"Stigg's entitlements state is unusable: {why}"
+    )
 
 
 def grant_input(customer_id: str, grants: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from stigg_cache._stigg_json import parse_entitlements, parse_entitlements_state
+from stigg_cache._stigg_json import parse_entitlements
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,
@@ -70,32 +70,6 @@ def snapshot_from_body(body: bytes, customer_id: str, resource_id: str | None) -
     except (ValueError, RecursionError) as error:
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, f"Stigg's entitlements answer is unusable: {error}"
-        ) from None
-
-
-def snapshot_from_state_body(body: bytes, customer_id: str, resource_id: str | None) -> Snapshot:
-    """Parse an Edge ``entitlements-state.json`` or GraphQL ``GetEntitlementsState`` body.
-
-    Both answer ``{"data": {"entitlementsState": {...}}}``; GraphQL may answer
-    ``{"errors": [...]}`` instead, which is a failure like any other.
-    """
-    try:
-        document = json.loads(body)
-        if not isinstance(document, dict):
-            raise InvalidResponseError("expected a JSON object")
-        data = document.get("data")
-        if not isinstance(data, dict) or data.get("entitlementsState") is None:
-            errors = document.get("errors")
-            raise InvalidResponseError(f"no entitlementsState (errors: {str(errors)[:200]})")
-        return parse_entitlements_state(
-            data["entitlementsState"],
-            customer_id=customer_id,
-            resource_id=resource_id,
-            fetched_at=0.0,
-        )
-    except (ValueError, RecursionError) as error:
-        raise StiggUnavailableError(
-            FailureKind.INVALID_RESPONSE, f"Stigg's entitlements state is unusable: {error}"
         ) from None
 
 

@@ -32,6 +32,7 @@ from stigg_cache.adapters._graphql import (
     failure_for_errors,
     fetch_query,
     grant_input,
+    snapshot_from_answer,
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
@@ -64,13 +65,10 @@ class GraphQLV1Adapter:
     ) -> Snapshot:
         if self.inner._enable_edge:
             body = self._guarded(lambda: self._edge_state(customer_id, resource_id, timeout_s))
-            data = body.get("data") if isinstance(body, dict) else None
-            state = data.get("entitlementsState") if isinstance(data, dict) else None
-        else:
-            variables = {"query": fetch_query(customer_id, resource_id)}
-            data = self._request(self._copy(timeout_s), ENTITLEMENTS_STATE_QUERY, variables)
-            state = data.get("entitlementsState")
-        return snapshot_from_state(state, customer_id, resource_id)
+            return snapshot_from_answer(body, customer_id, resource_id)
+        variables = {"query": fetch_query(customer_id, resource_id)}
+        data = self._request(self._copy(timeout_s), ENTITLEMENTS_STATE_QUERY, variables)
+        return snapshot_from_state(data.get("entitlementsState"), customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         variables = {"input": {"usageEvents": list(events)}}
