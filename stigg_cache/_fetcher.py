@@ -15,7 +15,7 @@ import attrs
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
-from stigg_cache.adapters.base import Adapter
+from stigg_cache.adapters.base import Adapter, adapter_fault
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
 
@@ -125,9 +125,7 @@ class Fetcher:
             return
         except Exception as error:  # an adapter bug must not strand waiters
             self._finish(scope)
-            failure = StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
-            )
+            failure = adapter_fault(error)
             self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
             return

@@ -13,9 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes; refuse floods
+
+
+def adapter_fault(error: Exception) -> StiggUnavailableError:
+    """What an adapter raising anything else than the rules allow is taken for.
+
+    A bug in an adapter (ours or a user's) must not strand a check or end the
+    flusher: it counts as an unusable answer, retried like one.
+    """
+    return StiggUnavailableError(
+        FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
+    )
 
 
 @runtime_checkable

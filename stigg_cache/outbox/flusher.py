@@ -24,7 +24,7 @@ import attrs
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._log import logger
-from stigg_cache.adapters.base import Adapter
+from stigg_cache.adapters.base import Adapter, adapter_fault
 from stigg_cache.core.pacing import (
     DEDUP_WINDOW_S,
     EVENTS_PER_SECOND,
@@ -265,10 +265,7 @@ class Flusher:
             self._failed(lane, batch, error, begun)
             return
         except Exception as error:  # an adapter bug must not end the flusher: retry later
-            failure = StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
-            )
-            self._failed(lane, batch, failure, begun)
+            self._failed(lane, batch, adapter_fault(error), begun)
             return
         wall = self._clock.time()
         self._outbox.settle(sent=ids, owner=self.owner, now=wall)
