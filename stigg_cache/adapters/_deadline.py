@@ -14,8 +14,13 @@ from collections.abc import Iterable
 
 import httpx
 
-from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
+from stigg_cache.adapters.base import CONNECT_TIMEOUT_S, MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
+
+
+def call_timeout(timeout_s: float) -> httpx.Timeout:
+    """A call's timeout for httpx: connecting takes at most ``CONNECT_TIMEOUT_S``."""
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
 
 def read_whole(chunks: Iterable[bytes], deadline: float | None) -> bytes:

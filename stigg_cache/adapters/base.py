@@ -17,6 +17,7 @@ from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes; refuse floods
+CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
 
 
 def adapter_fault(error: Exception) -> StiggUnavailableError:

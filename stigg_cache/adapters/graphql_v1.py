@@ -36,10 +36,10 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.adapters.base import CONNECT_TIMEOUT_S
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
-CONNECT_TIMEOUT_S = 2.0
 READ_CHUNK_BYTES = 16_384
 
 
@@ -107,7 +107,7 @@ class GraphQLV1Adapter:
             url,
             headers=self.inner._endpoint.base_headers,
             params=params,
-            timeout=(min(timeout_s, CONNECT_TIMEOUT_S), timeout_s),
+            timeout=_timeouts(timeout_s),
         )
         response.raise_for_status()
         return response.json()
@@ -115,9 +115,8 @@ class GraphQLV1Adapter:
     def _copy(self, timeout_s: float) -> Any:
         """The user's client with this call's timeout (connect, read)."""
         endpoint = self.inner._endpoint
-        timeout = (min(timeout_s, CONNECT_TIMEOUT_S), timeout_s)
         copy = self._endpoint_type(
-            endpoint.url, endpoint.base_headers, timeout=timeout, session=self._session
+            endpoint.url, endpoint.base_headers, timeout=_timeouts(timeout_s), session=self._session
         )
         return type(self.inner)(copy, self.inner._enable_edge, self.inner._edge_url)
 
@@ -163,6 +162,11 @@ class GraphQLV1Adapter:
 
     def __repr__(self) -> str:
         return f"GraphQLV1Adapter(api_url={self.inner._endpoint.url!r})"
+
+
+def _timeouts(timeout_s: float) -> tuple[float, float]:
+    """A call's (connect, read) timeouts for requests."""
+    return min(timeout_s, CONNECT_TIMEOUT_S), timeout_s
 
 
 def _deadline_adapter(requests: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 
 from stigg_cache.adapters import require
-from stigg_cache.adapters._deadline import DeadlineTransport
+from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._graphql import (
     failure_for_errors,
     fetch_query,
@@ -31,7 +31,6 @@ from stigg_cache.adapters._http import failure_for_status
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
-CONNECT_TIMEOUT_S = 2.0
 _T = TypeVar("_T")
 
 
@@ -52,10 +51,6 @@ class _V2Calls:
             headers=inner.headers,
             http_client=http_client,
         )
-
-    @staticmethod
-    def _timeout(timeout_s: float) -> httpx.Timeout:
-        return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
     def _state_query(self, customer_id: str, resource_id: str | None) -> Any:
         return self._generated.FetchEntitlementsQuery.model_validate(
@@ -129,32 +124,32 @@ class GraphQLV2Adapter(_V2Calls):
     ) -> Snapshot:
         query = self._state_query(customer_id, resource_id)
         call = self._client.get_entitlements_state
-        result = self._guarded(lambda: call(query, timeout=self._timeout(timeout_s)))
+        result = self._guarded(lambda: call(query, timeout=call_timeout(timeout_s)))
         return self._snapshot(result, customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._events_input(events)
         call = self._client.report_event
-        self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
     def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._usage_input(usages)
         call = self._client.report_usage_bulk
-        self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
     ) -> list[dict[str, Any]]:
         payload = self._grant_input(customer_id, grants)
         call = self._client.grant_promotional_entitlements
-        return self._granted(self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s))))
+        return self._granted(self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s))))
 
     def revoke_promotional_entitlement(
         self, customer_id: str, feature_id: str, *, timeout_s: float
     ) -> dict[str, Any]:
         payload = self._revoke_input(customer_id, feature_id)
         call = self._client.revoke_promotional_entitlement
-        return self._revoked(self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s))))
+        return self._revoked(self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s))))
 
     def close(self) -> None:
         """Close our copy's connections (the user's client is theirs)."""
@@ -186,25 +181,25 @@ class AsyncGraphQLV2Adapter(_V2Calls):
     ) -> Snapshot:
         query = self._state_query(customer_id, resource_id)
         call = self._client.get_entitlements_state
-        result = await self._guarded(lambda: call(query, timeout=self._timeout(timeout_s)))
+        result = await self._guarded(lambda: call(query, timeout=call_timeout(timeout_s)))
         return self._snapshot(result, customer_id, resource_id)
 
     async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._events_input(events)
         call = self._client.report_event
-        await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
     async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._usage_input(usages)
         call = self._client.report_usage_bulk
-        await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
     ) -> list[dict[str, Any]]:
         payload = self._grant_input(customer_id, grants)
         call = self._client.grant_promotional_entitlements
-        result = await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        result = await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
         return self._granted(result)
 
     async def revoke_promotional_entitlement(
@@ -212,7 +207,7 @@ class AsyncGraphQLV2Adapter(_V2Calls):
     ) -> dict[str, Any]:
         payload = self._revoke_input(customer_id, feature_id)
         call = self._client.revoke_promotional_entitlement
-        result = await self._guarded(lambda: call(payload, timeout=self._timeout(timeout_s)))
+        result = await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
         return self._revoked(result)
 
     async def aclose(self) -> None:

@@ -14,13 +14,12 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
-from stigg_cache.adapters._deadline import DeadlineTransport
+from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
-CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
 _T = TypeVar("_T")
 
 
@@ -31,7 +30,7 @@ class _RestCalls:
         self.inner = inner
         self._client = inner.with_options(
             max_retries=0,
-            timeout=httpx.Timeout(fetch_timeout_s, connect=min(fetch_timeout_s, CONNECT_TIMEOUT_S)),
+            timeout=call_timeout(fetch_timeout_s),
             **options,
         )
 
