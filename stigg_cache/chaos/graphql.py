@@ -9,7 +9,6 @@ Only the operations stigg-cache sends are served; others answer a GraphQL error.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -29,7 +28,6 @@ _CONCRETE_TYPES = frozenset(
         "PromotionalEntitlement",
     }
 )
-_OPERATION_NAME = re.compile(r"\b(?:query|mutation)\s+(\w+)")
 
 
 def state_json(account: FakeAccount, customer_id: str, resource_id: str | None) -> dict[str, Any]:
@@ -103,10 +101,6 @@ def answer_graphql(account: FakeAccount, document: Any) -> Answer:
 
 def _execute(account: FakeAccount, parsed: Any, document: dict[str, Any]) -> Answer:
     variables = document.get("variables") or {}
-    name = document.get("operationName")  # the v1 SDK sends null: read it from the document
-    if not name:
-        found = _OPERATION_NAME.search(document["query"])
-        name = found.group(1) if found else None
     operations = {
         definition.name.value: definition
         for definition in parsed.definitions
@@ -117,6 +111,9 @@ def _execute(account: FakeAccount, parsed: Any, document: dict[str, Any]) -> Ans
         for definition in parsed.definitions
         if definition.kind == "fragment_definition"
     }
+    name = document.get("operationName")
+    if not name and len(operations) == 1:  # as GraphQL allows; the v1 SDK sends null
+        (name,) = operations
     operation = operations.get(name or "")
     if operation is None:
         return _errors(200, f"unknown operation {name!r}")
