@@ -28,6 +28,7 @@ from stigg_cache import (
     Rule,
     Source,
     Staleness,
+    StiggUnavailableError,
 )
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.testing import ManualClock
@@ -234,6 +235,20 @@ async def warm(
         return bool(snapshot.decision.source in (Source.LIVE, Source.CACHE))
 
     await until(held, f"a snapshot of {customer_id}")
+
+
+async def failures_of_a_fetch_and_a_send(adapter: Any) -> list[StiggUnavailableError]:
+    """What a fetch and an event send through ``adapter`` each raise (both must raise ours)."""
+    event = {"customerId": "acme", "eventName": "login", "idempotencyKey": "bound-to-fail"}
+    failures = []
+    for send in (
+        lambda: adapter.fetch_entitlements("acme", None, timeout_s=5),
+        lambda: adapter.report_events([event], timeout_s=5),
+    ):
+        with pytest.raises(StiggUnavailableError) as failed:
+            await asyncio.to_thread(send)
+        failures.append(failed.value)
+    return failures
 
 
 async def ask(result: Any) -> Any:

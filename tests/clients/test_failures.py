@@ -11,7 +11,14 @@ import pytest
 from stigg_cache import FailureKind, StiggUnavailableError
 from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
-from tests.clients.conftest import BUILDERS, World, adapter_of, ask, warm
+from tests.clients.conftest import (
+    BUILDERS,
+    World,
+    adapter_of,
+    ask,
+    failures_of_a_fetch_and_a_send,
+    warm,
+)
 
 # Far below what an SDK left alone takes: 7.5 s (v2, a refused port), minutes (a trickle).
 MARGIN_S = 2.0
@@ -74,30 +81,15 @@ def test_a_rate_limit_says_when_to_come_back(
     async def story() -> None:
         async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
             await warm(client)
-            adapter = adapter_of(client)
             world.set_mode(FakeMode.RATE_LIMITED, retry_after_s=7)
-            for send in (
-                lambda: adapter.fetch_entitlements("acme", None, timeout_s=5),
-                lambda: adapter.report_events([_EVENT], timeout_s=5),
-            ):
-                with pytest.raises(StiggUnavailableError) as limited:
-                    await asyncio.to_thread(send)
-                assert limited.value.kind is FailureKind.RATE_LIMITED, limited.value
+            for limited in await failures_of_a_fetch_and_a_send(adapter_of(client)):
+                assert limited.kind is FailureKind.RATE_LIMITED, limited
                 # Stigg's Retry-After travels over HTTP; the sidecar's gRPC status has none.
                 expected = None if client_kind == "sidecar" else 7.0
-                assert limited.value.retry_after_s == expected
+                assert limited.retry_after_s == expected
             world.set_mode(FakeMode.UP)
 
     asyncio.run(story())
-
-
-_EVENT = {
-    "customerId": "acme",
-    "eventName": "login",
-    "idempotencyKey": "rate-limited-1",
-    "dimensions": {},
-    "timestamp": "2026-11-28T00:00:00+00:00",
-}
 
 
 def test_an_answer_that_never_finishes_is_abandoned_at_the_call_deadline(

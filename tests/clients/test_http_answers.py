@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
-from stigg_cache import FailureKind, StiggUnavailableError
+from stigg_cache import FailureKind
 from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
-from tests.clients.conftest import BUILDERS, World, adapter_of, warm
-
-_EVENT = {"customerId": "acme", "eventName": "login", "idempotencyKey": "garbage-1"}
+from tests.clients.conftest import BUILDERS, World, adapter_of, failures_of_a_fetch_and_a_send, warm
 
 
 def test_a_body_that_is_not_json_is_an_unusable_answer(
@@ -21,15 +17,9 @@ def test_a_body_that_is_not_json_is_an_unusable_answer(
     async def story() -> None:
         async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
             await warm(client)
-            adapter = adapter_of(client)
             world.set_mode(FakeMode.GARBAGE)
-            for send in (
-                lambda: adapter.fetch_entitlements("acme", None, timeout_s=5),
-                lambda: adapter.report_events([_EVENT], timeout_s=5),
-            ):
-                with pytest.raises(StiggUnavailableError) as garbage:
-                    await asyncio.to_thread(send)
-                assert garbage.value.kind is FailureKind.INVALID_RESPONSE, garbage.value
+            for garbage in await failures_of_a_fetch_and_a_send(adapter_of(client)):
+                assert garbage.kind is FailureKind.INVALID_RESPONSE, garbage
             world.set_mode(FakeMode.UP)
 
     asyncio.run(story())
