@@ -13,17 +13,19 @@ client was built in.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
 from stigg_cache import _validate as check
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.client import DEFAULT_FETCH_TIMEOUT_S, ResilientClient
+
+if TYPE_CHECKING:  # asyncio loads with the first AsyncResilientClient, not with the package
+    import asyncio
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -78,6 +80,9 @@ class AsyncResilientClient:
         self, inner: object = None, *, threads: int = DEFAULT_THREADS, **options: Any
     ) -> None:
         threads = check.positive_int("threads", threads)
+        import asyncio  # noqa: PLC0415 - a sync service importing stigg_cache need not load it
+
+        self._running_loop = asyncio.get_running_loop
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -118,7 +123,7 @@ class AsyncResilientClient:
 
     async def aclose(self) -> None:
         """Stop background work and release what this client opened."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._core.close)
+        await self._running_loop().run_in_executor(self._pool, self._core.close)
         self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
@@ -140,7 +145,7 @@ class AsyncResilientClient:
         **kwargs: _P.kwargs,
     ) -> _T:
         call = functools.partial(method, self._core, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        return await self._running_loop().run_in_executor(self._pool, call)
 
     def __repr__(self) -> str:
         return f"Async{self._core!r}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -113,3 +115,10 @@ def test_the_api_key_never_reaches_logs_status_reprs_or_the_store(
     files = [p.read_bytes() for p in store_dir.rglob("*") if p.is_file()]
     assert all(API_KEY not in text for text in seen)
     assert all(API_KEY.encode() not in data for data in files)
+
+
+def test_importing_the_package_leaves_asyncio_unloaded() -> None:
+    """Sync services pay nothing for AsyncResilientClient until they build one."""
+    probe = "import sys, stigg_cache; print('asyncio' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

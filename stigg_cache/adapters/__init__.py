@@ -8,15 +8,17 @@ put behind the blocking interface by a :class:`~stigg_cache.adapters.bridge.Loop
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
 from types import ModuleType
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from stigg_cache.adapters.base import Adapter, AsyncAdapter
 from stigg_cache.errors import ConfigurationError
+
+if TYPE_CHECKING:  # only asyncio clients need it, and they load it themselves
+    import asyncio
 
 SUPPORTED = (
     "stigg.Stigg / stigg.AsyncStigg (pip install 'stigg-cache[rest]'), "
