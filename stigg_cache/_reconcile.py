@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from stigg_cache._clock import Clock
 from stigg_cache._fetcher import Fetcher
-from stigg_cache._log import logger
+from stigg_cache._log import FaultLog, logger
 from stigg_cache._usage import UsageService
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.core.reconcile import (
@@ -23,6 +23,7 @@ from stigg_cache.core.reconcile import (
     ReconcileReport,
     judge_offline,
 )
+from stigg_cache.errors import StoreError
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox.flusher import pacing_bucket
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
@@ -41,6 +42,7 @@ class Reconciler:
         usage: UsageService,
         fetcher: Fetcher,
         clock: Clock,
+        faults: FaultLog,
         *,
         fetch_timeout_s: float,
         reads_per_minute: float = EDGE_READS_PER_MINUTE,
@@ -51,12 +53,14 @@ class Reconciler:
         self._usage = usage
         self._fetcher = fetcher
         self._clock = clock
+        self._faults = faults
         self._fetch_timeout_s = fetch_timeout_s
         self._rate = reads_per_minute / 60 * REFRESH_SHARE
         self._stop = threading.Event()
         self._sleep = sleep or self._stop.wait
         self._jitter = jitter
         self._running = threading.Lock()
+        self._background: list[threading.Thread] = []
         self._listeners: list[ReportListener] = []
         self.last_report: ReconcileReport | None = None
 
@@ -92,22 +96,34 @@ class Reconciler:
 
     def run_in_background(self, timeout_s: float) -> None:
         """Start :meth:`run` on a daemon thread after a jittered pause (fleets spread out)."""
+        if self._stop.is_set():
+            return
 
         def delayed() -> None:
             self._sleep(self._jitter())
-            if not self._stop.is_set():
+            if self._stop.is_set():
+                return
+            try:
                 self.run(timeout_s)
+            except StoreError as error:  # the outbox file failed: no caller to tell but the log
+                if not self._stop.is_set():  # closed under it: nothing left to report to
+                    self._faults.report("stigg_cache.reconcile_failed", str(error))
 
-        threading.Thread(target=delayed, daemon=True, name="stigg-cache-reconcile").start()
+        thread = threading.Thread(target=delayed, daemon=True, name="stigg-cache-reconcile")
+        self._background = [t for t in self._background if t.is_alive()] + [thread]
+        thread.start()
 
-    def close(self) -> None:
-        """Stop pacing waits of a reconciliation under way."""
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Stop a reconciliation under way and wait for it (bounded), before its stores close."""
         self._stop.set()
+        deadline = self._clock.monotonic() + timeout_s
+        for thread in self._background:
+            thread.join(max(0.0, deadline - self._clock.monotonic()))
 
     def _reconcile(self, timeout_s: float) -> ReconcileReport:
         started = self._clock.time()
         deadline = self._clock.monotonic() + timeout_s
-        flushed = self._usage.flusher.flush(timeout_s / 2)
+        flushed = self._usage.flusher.flush(timeout_s / 2, cancel=self._stop)
         entries, dropped = self._journal.take()
         fresh, failed = self._refresh(_most_recent_first(entries, self._usage.touched()), deadline)
         contradictions = judge_offline(entries, fresh, now_wall=self._clock.time())

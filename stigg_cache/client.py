@@ -212,7 +212,12 @@ class ResilientClient:
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()
         self._reconciler = Reconciler(
-            self._journal, self._usage, self._fetcher, clock, fetch_timeout_s=self._fetch_timeout_s
+            self._journal,
+            self._usage,
+            self._fetcher,
+            clock,
+            self._faults,
+            fetch_timeout_s=self._fetch_timeout_s,
         )
         self._health.subscribe(self._on_state_change)
         self.outbox = OutboxAdmin(self._outbox, clock)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
+from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.testing import ManualClock
 from tests.conftest import API_KEY, MakeClient
 from tests.helpers import eventually
@@ -144,6 +147,57 @@ def test_reconcile_reports_offline_decisions_fresh_data_contradicts(
     assert "ended over the limit (10 of 5)" in explained[("newbie", "api_calls")]
     assert "CustomerNotFound" in explained[("ghost", "sso")]
     assert report.granted_but_denied == 2
+
+
+def test_closing_stops_a_reconciliation_under_way_before_its_outbox_closes(
+    make_client: MakeClient,
+) -> None:
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_customer("acme", [boolean("sso")])
+        breaker = CircuitBreaker(failure_threshold=1, base_backoff_s=0.2, max_backoff_s=0.2)
+        client = make_client(
+            inner=None, api_key=API_KEY, base_url=fake.url, check_timeout=0.2, breaker=breaker
+        )
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        fake.set_mode(FakeMode.DOWN)
+        client.report_event([{"customer_id": "acme", "event_name": "e"}])
+        fake.set_mode(FakeMode.SLOW, delay_s=2.0)  # back, slowly: the send takes 2 s
+        time.sleep(0.3)
+        client.get_boolean_entitlement(customer_id="probe", feature_id="sso")  # reconnects
+        eventually(lambda: bool(_reconciling()))
+        time.sleep(1.2)  # past its jittered pause: its flush waits on the 2 s send
+        client.close()  # the outbox closes under it: before, its flush raised in the thread
+        assert not [thread for thread in _reconciling() if thread.is_alive()]
+
+
+def test_an_outbox_failing_under_a_reconciliation_is_a_counted_fault_not_a_dead_thread(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    outbox = SqliteOutbox(tmp_path / "theirs.db")  # the user's: they may close it under us
+    with FakeStigg(api_key=API_KEY) as fake:
+        breaker = CircuitBreaker(failure_threshold=1, base_backoff_s=0.2, max_backoff_s=0.2)
+        client = make_client(
+            inner=None,
+            api_key=API_KEY,
+            base_url=fake.url,
+            check_timeout=0.2,
+            breaker=breaker,
+            outbox=outbox,
+        )
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        fake.set_mode(FakeMode.DOWN)
+        client.get_boolean_entitlement(customer_id="ghost", feature_id="sso")  # offline
+        client.report_event([{"customer_id": "acme", "event_name": "e"}])
+        outbox.close()
+        fake.set_mode(FakeMode.UP)
+        time.sleep(0.3)
+        client.get_boolean_entitlement(customer_id="probe", feature_id="sso")  # reconnects
+        eventually(lambda: client.status().faults.get("stigg_cache.reconcile_failed") == 1)
+        assert client.status().outbox_error is not None
+
+
+def _reconciling() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "stigg-cache-reconcile"]
 
 
 def test_promotional_grant_and_revoke_invalidate_the_cached_snapshot(

@@ -157,14 +157,18 @@ class Flusher:
                 extra={"event": "stigg_cache.outbox_failed"},
             )
 
-    def flush(self, timeout_s: float) -> FlushResult:
-        """Drain what can be drained within ``timeout_s`` (not while Stigg is offline)."""
+    def flush(self, timeout_s: float, *, cancel: threading.Event | None = None) -> FlushResult:
+        """Drain what can be drained within ``timeout_s`` (not while Stigg is offline).
+
+        Returns early once ``cancel`` is set.
+        """
         deadline = self._clock.monotonic() + timeout_s
         self.wake()
         while True:
             stats = self._outbox.stats(self._clock.time())
             remaining = deadline - self._clock.monotonic()
-            if stats.pending == 0 or remaining <= 0 or self._health.offline:
+            cancelled = cancel is not None and cancel.is_set()
+            if stats.pending == 0 or remaining <= 0 or self._health.offline or cancelled:
                 return FlushResult(stats.pending == 0, stats.pending, stats.dead_letters)
             with self._settled:
                 self._settled.wait(min(remaining, 0.05))
