@@ -15,7 +15,7 @@ import attrs
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
-from stigg_cache.adapters.base import Adapter, adapter_fault
+from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
 
@@ -117,16 +117,11 @@ class Fetcher:
             snapshot = self._adapter.fetch_entitlements(
                 customer_id, resource_id, timeout_s=self._fetch_timeout_s
             )
-        except StiggUnavailableError as error:
+        except Exception as error:  # an adapter bug too: it must not strand waiters
+            failure = as_failure(error)
             self._finish(scope)
             if not flight.deadline_reported:
-                self._health.failed(error, begun=flight.begun)
-            flight.future.set_exception(error)
-            return
-        except Exception as error:  # an adapter bug must not strand waiters
-            self._finish(scope)
-            failure = adapter_fault(error)
-            self._health.failed(failure, begun=flight.begun)
+                self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
             return
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())

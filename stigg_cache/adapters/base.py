@@ -20,12 +20,15 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes;
 CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
 
 
-def adapter_fault(error: Exception) -> StiggUnavailableError:
-    """What an adapter raising anything else than the rules allow is taken for.
+def as_failure(error: Exception) -> StiggUnavailableError:
+    """What an exception out of an adapter call is taken for.
 
-    A bug in an adapter (ours or a user's) must not strand a check or end the
-    flusher: it counts as an unusable answer, retried like one.
+    A :class:`StiggUnavailableError` is itself. Anything else breaks the rules:
+    a bug in an adapter (ours or a user's) must not strand a check or end the
+    flusher, so it counts as an unusable answer, retried like one.
     """
+    if isinstance(error, StiggUnavailableError):
+        return error
     return StiggUnavailableError(
         FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
     )

@@ -24,7 +24,7 @@ import attrs
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._log import logger
-from stigg_cache.adapters.base import Adapter, adapter_fault
+from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import (
     DEDUP_WINDOW_S,
     EVENTS_PER_SECOND,
@@ -265,11 +265,8 @@ class Flusher:
                 self._adapter.report_events(payloads, timeout_s=self._send_timeout_s)
             else:
                 self._adapter.report_usage(payloads, timeout_s=self._send_timeout_s)
-        except StiggUnavailableError as error:
-            self._failed(lane, batch, error, begun)
-            return
-        except Exception as error:  # an adapter bug must not end the flusher: retry later
-            self._failed(lane, batch, adapter_fault(error), begun)
+        except Exception as error:  # an adapter bug too: it must not end the flusher
+            self._failed(lane, batch, as_failure(error), begun)
             return
         wall = self._clock.time()
         self._outbox.settle(sent=ids, owner=self.owner, now=wall)
