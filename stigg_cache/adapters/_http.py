@@ -92,13 +92,7 @@ def acknowledged(body: bytes) -> None:
     Anything else (a proxy's or a captive portal's page) acknowledges nothing:
     taking it for Stigg's word would drop the records as sent.
     """
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as error:
-        raise StiggUnavailableError(
-            FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
-        ) from None
-    if not isinstance(document, dict):
+    if not isinstance(_json(body), dict):
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, "Stigg's answer is not a JSON object"
         )
@@ -106,10 +100,14 @@ def acknowledged(body: bytes) -> None:
 
 def json_data(body: bytes) -> Any:
     """The ``data`` member of a Stigg answer, or a failure if it is not JSON."""
+    document = _json(body) if body else {}
+    return document.get("data") if isinstance(document, dict) else None
+
+
+def _json(body: bytes) -> Any:
     try:
-        document = json.loads(body) if body else {}
+        return json.loads(body)
     except (ValueError, RecursionError) as error:
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
         ) from None
-    return document.get("data") if isinstance(document, dict) else None
