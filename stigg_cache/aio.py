@@ -17,15 +17,12 @@ import functools
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from stigg_cache import _validate as check
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.client import DEFAULT_FETCH_TIMEOUT_S, ResilientClient
-
-if TYPE_CHECKING:  # asyncio loads with the first AsyncResilientClient, not with the package
-    import asyncio
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -80,19 +77,18 @@ class AsyncResilientClient:
         self, inner: object = None, *, threads: int = DEFAULT_THREADS, **options: Any
     ) -> None:
         threads = check.positive_int("threads", threads)
-        import asyncio  # noqa: PLC0415 - a sync service importing stigg_cache need not load it
+        # asyncio loads with the first AsyncResilientClient: a sync service need not load it
+        import asyncio  # noqa: PLC0415
+
+        from stigg_cache.adapters.bridge import running_loop  # noqa: PLC0415
 
         self._running_loop = asyncio.get_running_loop
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
         adapter = adapt(
             inner,
             api_key=options.pop("api_key", None),
             base_url=options.pop("base_url", None),
             fetch_timeout_s=options.get("fetch_timeout", DEFAULT_FETCH_TIMEOUT_S),
-            loop=loop,
+            loop=running_loop(),
         )
         try:
             self._core = ResilientClient(adapter, **options)

@@ -86,7 +86,7 @@ class LoopBridge:
     def _run(self, make: Callable[[], Coroutine[Any, Any, _T]], timeout_s: float) -> _T:
         if self._loop.is_closed():
             raise StiggUnavailableError(FailureKind.CONNECTION, "the event loop is closed")
-        if _running_loop() is self._loop:  # waiting here would stop the loop we wait for
+        if running_loop() is self._loop:  # waiting here would stop the loop we wait for
             raise RuntimeError(
                 "a blocking stigg-cache call was made on the event loop its async SDK uses: "
                 "use AsyncResilientClient and await it"
@@ -124,7 +124,8 @@ class LoopBridge:
         return f"LoopBridge({self.adapter!r})"
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, if any."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
