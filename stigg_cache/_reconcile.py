@@ -60,7 +60,8 @@ class Reconciler:
         self._sleep = sleep or self._stop.wait
         self._jitter = jitter
         self._running = threading.Lock()
-        self._background: list[threading.Thread] = []
+        self._background: list[threading.Thread] = []  # under _started
+        self._started = threading.Lock()
         self._listeners: list[ReportListener] = []
         self.last_report: ReconcileReport | None = None
 
@@ -110,7 +111,8 @@ class Reconciler:
                     self._faults.report("stigg_cache.reconcile_failed", str(error))
 
         thread = threading.Thread(target=delayed, daemon=True, name="stigg-cache-reconcile")
-        self._background = [t for t in self._background if t.is_alive()] + [thread]
+        with self._started:  # reconnections may be announced from two threads at once
+            self._background = [t for t in self._background if t.is_alive()] + [thread]
         thread.start()
 
     def close(self, timeout_s: float = 2.0) -> None:
