@@ -67,24 +67,24 @@ class GraphQLV1Adapter:
             body = self._guarded(lambda: self._edge_state(customer_id, resource_id, timeout_s))
             return snapshot_from_answer(body, customer_id, resource_id)
         variables = {"query": fetch_query(customer_id, resource_id)}
-        data = self._request(self._copy(timeout_s), ENTITLEMENTS_STATE_QUERY, variables)
+        data = self._request(ENTITLEMENTS_STATE_QUERY, variables, timeout_s)
         return snapshot_from_state(data.get("entitlementsState"), customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         variables = {"input": {"usageEvents": list(events)}}
-        self._request(self._copy(timeout_s), self._operations.mutation.report_event, variables)
+        self._request(self._operations.mutation.report_event, variables, timeout_s)
 
     def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         variables = {"input": {"usages": list(usages)}}
         mutation = self._operations.mutation.report_usage_bulk
-        self._request(self._copy(timeout_s), mutation, variables)
+        self._request(mutation, variables, timeout_s)
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
     ) -> list[dict[str, Any]]:
         variables = {"input": grant_input(customer_id, grants)}
         mutation = self._operations.mutation.grant_promotional_entitlements
-        data = self._request(self._copy(timeout_s), mutation, variables)
+        data = self._request(mutation, variables, timeout_s)
         return list(data.get("grantPromotionalEntitlements") or [])
 
     def revoke_promotional_entitlement(
@@ -92,7 +92,7 @@ class GraphQLV1Adapter:
     ) -> dict[str, Any]:
         variables = {"input": {"customerId": customer_id, "featureId": feature_id}}
         mutation = self._operations.mutation.revoke_promotional_entitlement
-        data = self._request(self._copy(timeout_s), mutation, variables)
+        data = self._request(mutation, variables, timeout_s)
         return dict(data.get("revokePromotionalEntitlement") or {})
 
     def close(self) -> None:
@@ -120,8 +120,9 @@ class GraphQLV1Adapter:
         )
         return type(self.inner)(copy, self.inner._enable_edge, self.inner._edge_url)
 
-    def _request(self, client: Any, operation: Any, variables: Mapping[str, Any]) -> Any:
+    def _request(self, operation: Any, variables: Mapping[str, Any], timeout_s: float) -> Any:
         """One GraphQL call through sgqlc, which folds HTTP errors into ``errors``."""
+        client = self._copy(timeout_s)
         result = self._guarded(lambda: client._endpoint(operation, dict(variables)))
         errors = result.get("errors") if isinstance(result, dict) else None
         if errors:
