@@ -542,7 +542,11 @@ class ResilientClient:
         return self._usage.enqueue(records, offline=offline)
 
     def flush(self, timeout: float = 10.0) -> FlushResult:
-        """Send what can be sent within ``timeout`` seconds (nothing while Stigg is offline)."""
+        """Send what can be sent within ``timeout`` seconds (nothing while Stigg is offline).
+
+        ``drained`` is true only when the whole outbox was read and is empty
+        (never while a shared outbox such as Redis is unreachable).
+        """
         return self._usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:

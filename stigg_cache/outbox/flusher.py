@@ -160,16 +160,19 @@ class Flusher:
     def flush(self, timeout_s: float, *, cancel: threading.Event | None = None) -> FlushResult:
         """Drain what can be drained within ``timeout_s`` (not while Stigg is offline).
 
-        Returns early once ``cancel`` is set.
+        Returns early once ``cancel`` is set. Never drained while the outbox
+        can be read only in part (a shared outbox unreachable): its ``pending``
+        then counts what could be read.
         """
         deadline = self._clock.monotonic() + timeout_s
         self.wake()
         while True:
             stats = self._outbox.stats(self._clock.time())
+            drained = stats.pending == 0 and stats.problem is None
             remaining = deadline - self._clock.monotonic()
             cancelled = cancel is not None and cancel.is_set()
-            if stats.pending == 0 or remaining <= 0 or self._health.offline or cancelled:
-                return FlushResult(stats.pending == 0, stats.pending, stats.dead_letters)
+            if drained or remaining <= 0 or self._health.offline or cancelled:
+                return FlushResult(drained, stats.pending, stats.dead_letters)
             with self._settled:
                 self._settled.wait(min(remaining, 0.05))
 

@@ -117,6 +117,23 @@ def test_usage_waits_locally_while_redis_is_down_and_moves_to_redis_when_it_retu
     assert max(fake.account.receipts.values()) == 1
 
 
+def test_flush_does_not_call_an_outbox_it_cannot_read_drained(
+    fake: FakeStigg, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    fake.set_mode(FakeMode.DOWN)
+    with _client(fake, url_for(tmp_path, own_redis.url)) as client:
+        client.report_event(
+            [
+                {"customer_id": "acme", "event_name": "api.request", "idempotency_key": f"k{n}"}
+                for n in range(5)
+            ]
+        )
+        own_redis.stop()  # the five wait in Redis; the local outbox is empty
+        flushed = client.flush(timeout=1)
+        assert not flushed.drained, flushed  # was drained=True: only the local part was read
+        assert client.status().outbox_error is not None
+
+
 def test_the_fleet_shares_one_token_bucket(tmp_path: Path) -> None:
     boxes = [open_redis_outbox(url_for(tmp_path)) for _ in range(2)]
     buckets = [box.rate_bucket("events", rate=100.0, capacity=100.0) for box in boxes]
