@@ -12,6 +12,7 @@ from concurrent.futures import Future
 
 import attrs
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
@@ -49,10 +50,22 @@ class Fetcher:
         self._fetch_timeout_s = fetch_timeout_s
         # Daemon threads, not an executor: a fetch stuck on a blackholed
         # socket must never hold up the application's exit.
+        self._concurrency = concurrency
         self._slots = threading.BoundedSemaphore(concurrency)
         self._closed = False
         self._flights: dict[ScopeKey, _Flight] = {}
         self._lock = threading.Lock()
+        _fork.renew_after_fork(self, Fetcher._renew)
+
+    def _renew(self) -> None:
+        """In a forked child no flight of the parent will land: forget them and their slots.
+
+        A flight inherited from the parent would strand its customer (every
+        check joining a fetch that never ends) for as long as the process lives.
+        """
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self._concurrency)
+        self._flights = {}
 
     def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
         """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it."""

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._log import logger
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
@@ -31,6 +32,16 @@ class Health:
         # Stigg answered meanwhile, the call's late failure (a request released
         # from a blackhole after Stigg came back) is old news, not a new outage.
         self.answers = 0
+        _fork.renew_after_fork(self, Health._renew)
+
+    def _renew(self) -> None:
+        """In a forked child: a lock of its own, and no probe left to a parent's request.
+
+        A half-open probe in flight at the fork is answered in the parent only;
+        waiting for it here would keep the breaker from ever closing.
+        """
+        self._lock = threading.Lock()
+        self._breaker.forget_probe(self._clock.monotonic())
 
     def allow(self) -> bool:
         """Whether a request to Stigg may start now (may claim the half-open probe)."""

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections import Counter
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 
 LOG_INTERVAL_S = 60.0  # Stigg's own guidance: log fallbacks at most once a minute
@@ -26,6 +27,7 @@ class FaultLog:
         self._last: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        _fork.renew_after_fork(self, _fork.fresh_lock)
 
     def report(
         self, event: str, message: str, *, key: str = "", level: int = logging.WARNING

@@ -12,6 +12,7 @@ import random
 import threading
 from collections.abc import Callable
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._fetcher import Fetcher
 from stigg_cache._log import FaultLog, logger
@@ -57,6 +58,7 @@ class Reconciler:
         self._fetch_timeout_s = fetch_timeout_s
         self._rate = reads_per_minute / 60 * REFRESH_SHARE
         self._stop = threading.Event()
+        self._own_sleep = sleep is None
         self._sleep = sleep or self._stop.wait
         self._jitter = jitter
         self._running = threading.Lock()
@@ -64,6 +66,16 @@ class Reconciler:
         self._started = threading.Lock()
         self._listeners: list[ReportListener] = []
         self.last_report: ReconcileReport | None = None
+        _fork.renew_after_fork(self, Reconciler._renew)
+
+    def _renew(self) -> None:
+        """In a forked child: no reconciliation runs here, whatever the parent was doing."""
+        self._stop = _fork.renewed(self._stop)
+        if self._own_sleep:
+            self._sleep = self._stop.wait
+        self._running = threading.Lock()
+        self._started = threading.Lock()
+        self._background = []
 
     def subscribe(self, listener: ReportListener) -> None:
         """Call ``listener(report)`` after every reconciliation."""

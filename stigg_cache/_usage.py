@@ -9,6 +9,7 @@ from typing import cast
 
 import platformdirs
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
@@ -80,6 +81,7 @@ class UsageService:
         self.ledger = UsageLedger(settle_s)
         self._touched: dict[ScopeKey, None] = {}
         self._touched_lock = threading.Lock()
+        _fork.renew_after_fork(self, UsageService._renew)
         meters = self._meters()
         for record, acked_at in outbox.unsettled():
             self._count(record, acked_at, meters)
@@ -125,6 +127,12 @@ class UsageService:
                 "raise outbox_max_records or see client.status() and dead letters"
             )
         self._depth += adding
+
+    def _renew(self) -> None:
+        """In a forked child: locks of its own; the parent reconciles what it touched."""
+        self._touched_lock = threading.Lock()
+        self._touched = {}
+        self.ledger.renew_lock()
 
     def touched(self) -> list[ScopeKey]:
         """Customers that reported usage while offline, oldest first; the list empties."""

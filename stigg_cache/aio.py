@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
+from stigg_cache import _fork
 from stigg_cache import _validate as check
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
@@ -95,11 +96,18 @@ class AsyncResilientClient:
         except BaseException:
             adapter.close()
             raise
+        self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="stigg-cache-async")
+        _fork.renew_after_fork(self, AsyncResilientClient._renew)
         self.outbox = self._core.outbox
         self.status = self._core.status
         self.on_status_change = self._core.on_status_change
         self.on_reconcile = self._core.on_reconcile
+
+    def _renew(self) -> None:
+        """In a forked child the pool's threads are gone (it would queue calls forever)."""
+        _fork.abandon(self._pool)
+        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="stigg-cache-async")
 
     get_boolean_entitlement = _check(ResilientClient.get_boolean_entitlement)
     get_numeric_entitlement = _check(ResilientClient.get_numeric_entitlement)

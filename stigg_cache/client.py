@@ -10,6 +10,7 @@ gathers their inputs and does the I/O. Usage goes through a durable outbox.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Self, TypeVar
 
 import attrs
 
+from stigg_cache import _fork
 from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
 from stigg_cache._fastpath import (
@@ -222,6 +224,28 @@ class ResilientClient:
         self._health.subscribe(self._on_state_change)
         self.outbox = OutboxAdmin(self._outbox, clock)
         self._closed = False
+        self._forked = False
+        _fork.renew_after_fork(self, ResilientClient._renew)
+
+    def _renew(self) -> None:
+        """In a forked child, before anything runs: background work restarts on first use.
+
+        Each part renews its own process state (connections, locks, flights); the
+        fast path answers nothing until :meth:`_resume` has run, so the first check
+        of the child, warm or not, goes through it.
+        """
+        self._forked = True
+        self._warm.l1 = OrderedDict()
+
+    def _resume(self) -> None:
+        """First use in a forked child: the flusher and the policy watcher of this process."""
+        self._forked = False
+        if self._closed:
+            return
+        self._usage.flusher.start()
+        if self._watcher is not None:
+            self._watcher.start()
+        self._warm.l1 = self._cache.l1
 
     @staticmethod
     def _open_store(store: str | Store | None) -> tuple[str, Store]:
@@ -327,6 +351,8 @@ class ResilientClient:
             check.require_id("customer_id", customer_id),
             check.opt_id("resource_id", resource_id),
         )
+        if self._forked:
+            self._resume()
         policy = self._policy
         held = self._held_snapshot(scope)
         age = None if held is None else self._clock.monotonic() - held[1].fetched_mono
@@ -392,6 +418,8 @@ class ResilientClient:
             check.requested_usage(usage),
             check.requested_values(values),
         )
+        if self._forked:
+            self._resume()
         started = self._clock.monotonic()
         policy = self._policy
         scope = (request.customer_id, request.resource_id)
@@ -536,6 +564,8 @@ class ResilientClient:
     ) -> list[Receipt]:
         if isinstance(items, Mapping) or not isinstance(items, Sequence):
             raise TypeError(misuse)
+        if self._forked:
+            self._resume()
         now = self._clock.time()
         records = [build(item, now) for item in items]  # all validated before any is enqueued
         offline = self._health.state is not ConnectionState.CONNECTED
@@ -547,6 +577,8 @@ class ResilientClient:
         ``drained`` is true only when the whole outbox was read and is empty
         (never while a shared outbox such as Redis is unreachable).
         """
+        if self._forked:
+            self._resume()
         return self._usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
@@ -600,6 +632,8 @@ class ResilientClient:
 
     def status(self) -> Status:
         """A report of connection state, store, outbox, policy and counters."""
+        if self._forked:
+            self._resume()
         health = self._health
         outbox = self._usage.stats()
         return Status(

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from stigg_cache import _fork
 from stigg_cache.adapters.base import AsyncAdapter
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -33,15 +34,40 @@ class LoopBridge:
         self.adapter = adapter
         self.name = adapter.name
         self._thread: threading.Thread | None = None
-        if loop is None:  # nobody's loop: a private one that lives as long as this bridge
-            loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(
-                target=loop.run_forever, daemon=True, name="stigg-cache-loop"
-            )
-            self._thread.start()
-        self._loop = loop
+        self._loop: asyncio.AbstractEventLoop | None = loop or self._private_loop()
         self._lock = threading.Lock()
         self._pending: set[Future[Any]] = set()
+        _fork.renew_after_fork(self, LoopBridge._renew)
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        """Nobody's loop: a private one on a daemon thread, living as long as this bridge."""
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=loop.run_forever, daemon=True, name="stigg-cache-loop"
+        )
+        self._thread.start()
+        return loop
+
+    def _renew(self) -> None:
+        """In a forked child no loop of ours runs (the parent's thread is gone).
+
+        A private loop starts on first use. The old one is abandoned, not
+        closed: its selector and self-pipe are the parent's too. The adapter
+        renews its own connections.
+        """
+        _fork.abandon(self._loop, self._thread)
+        self._lock = threading.Lock()
+        self._pending = set()
+        self._loop = self._thread = None
+
+    def _loop_to_use(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            with self._lock:
+                if self._loop is None:
+                    self._loop = self._private_loop()
+                loop = self._loop
+        return loop
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -75,18 +101,22 @@ class LoopBridge:
             pending, self._pending = self._pending, set()
         for future in pending:
             future.cancel()
+        loop = self._loop
+        if loop is None:  # forked and never used here: nothing was opened in this process
+            return
         with contextlib.suppress(StiggUnavailableError):  # no loop: no connections either
             self._run(self.adapter.aclose, CLOSE_TIMEOUT_S)
         if self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(CLOSE_TIMEOUT_S)
             if not self._thread.is_alive():
-                self._loop.close()
+                loop.close()
 
     def _run(self, make: Callable[[], Coroutine[Any, Any, _T]], timeout_s: float) -> _T:
-        if self._loop.is_closed():
+        loop = self._loop_to_use()
+        if loop.is_closed():
             raise StiggUnavailableError(FailureKind.CONNECTION, "the event loop is closed")
-        if running_loop() is self._loop:  # waiting here would stop the loop we wait for
+        if running_loop() is loop:  # waiting here would stop the loop we wait for
             raise RuntimeError(
                 "a blocking stigg-cache call was made on the event loop its async SDK uses: "
                 "use AsyncResilientClient and await it"
@@ -97,7 +127,7 @@ class LoopBridge:
 
         call = bounded()
         try:
-            future: Future[_T] = asyncio.run_coroutine_threadsafe(call, self._loop)
+            future: Future[_T] = asyncio.run_coroutine_threadsafe(call, loop)
         except RuntimeError:  # closed meanwhile
             call.close()
             raise StiggUnavailableError(

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from stigg_cache import _fork
 from stigg_cache.adapters import require
 from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._graphql import (
@@ -51,14 +52,24 @@ class GraphQLV1Adapter:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._requests = require("requests", "stigg-api-client", "graphql")
-        self._session = self._requests.Session()  # one pool for every per-call copy
-        deadline = _deadline_adapter(self._requests)
-        self._session.mount("http://", deadline)
-        self._session.mount("https://", deadline)
+        self._session = self._open_session()  # one pool for every per-call copy
+        _fork.renew_after_fork(self, GraphQLV1Adapter._reconnect)
         self._endpoint_type = type(inner._endpoint)
         self._operations = require(
             "stigg.generated.operations", "stigg-api-client", "graphql"
         ).Operations
+
+    def _open_session(self) -> Any:
+        session = self._requests.Session()
+        deadline = _deadline_adapter(self._requests)
+        session.mount("http://", deadline)
+        session.mount("https://", deadline)
+        return session
+
+    def _reconnect(self) -> None:
+        """A pool of this process's own: never a socket the parent may be reading."""
+        _fork.abandon(self._session)
+        self._session = self._open_session()
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float

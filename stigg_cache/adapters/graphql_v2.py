@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from stigg_cache import _fork
 from stigg_cache.adapters import require
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._graphql import (
@@ -37,20 +38,34 @@ _T = TypeVar("_T")
 class _V2Calls:
     """What the sync and async adapters share: inputs, answers and errors."""
 
-    def __init__(self, inner: Any, http_client: Any) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._generated = require("stigg.generated", "stigg-api-client-v2", "graphql-v2")
         self._exceptions = require(
             "stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2"
         )
         self._pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
-        self._client = type(inner)(
+        self._client = self._copy()
+        _fork.renew_after_fork(self, _V2Calls._reconnect)
+
+    def _copy(self) -> Any:
+        """The user's client (URL, headers, Edge settings) over a pool of our own."""
+        inner = self.inner
+        return type(inner)(
             enable_edge=inner.enable_edge,
             edge_api_url=inner.edge_api_url,
             url=inner.url,
             headers=inner.headers,
-            http_client=http_client,
+            http_client=self._http_client(),
         )
+
+    def _http_client(self) -> Any:
+        raise NotImplementedError
+
+    def _reconnect(self) -> None:
+        """A pool of this process's own: never a socket the parent may be reading."""
+        _fork.abandon(self._client)
+        self._client = self._copy()
 
     def _state_query(self, customer_id: str, resource_id: str | None) -> Any:
         return self._generated.FetchEntitlementsQuery.model_validate(
@@ -115,9 +130,8 @@ class GraphQLV2Adapter(_V2Calls):
 
     name = "stigg-graphql-v2"
 
-    def __init__(self, inner: Any) -> None:
-        http = httpx.Client(headers=inner.http_client.headers, transport=DeadlineTransport())
-        super().__init__(inner, http)
+    def _http_client(self) -> httpx.Client:
+        return httpx.Client(headers=self.inner.http_client.headers, transport=DeadlineTransport())
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -170,11 +184,10 @@ class AsyncGraphQLV2Adapter(_V2Calls):
 
     name = "stigg-graphql-v2-async"
 
-    def __init__(self, inner: Any) -> None:
-        http = httpx.AsyncClient(
-            headers=inner.http_client.headers, transport=httpx.AsyncHTTPTransport(retries=0)
+    def _http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            headers=self.inner.http_client.headers, transport=httpx.AsyncHTTPTransport(retries=0)
         )
-        super().__init__(inner, http)
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
+from stigg_cache import _fork
 from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._http import (
     acknowledged,
@@ -46,6 +47,18 @@ class HttpxRestAdapter:
             trust_env=False,
         )
         self.base_url = base_url
+        _fork.renew_after_fork(self, HttpxRestAdapter._reconnect)
+
+    def _reconnect(self) -> None:
+        """A pool of this process's own: never a socket the parent may be reading."""
+        inherited = self._http
+        _fork.abandon(inherited)
+        self._http = httpx.Client(
+            base_url=inherited.base_url,
+            headers=inherited.headers,
+            follow_redirects=False,
+            trust_env=False,
+        )
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float

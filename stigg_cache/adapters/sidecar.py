@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from stigg_cache import _fork
 from stigg_cache._stigg_json import parse_entitlements
 from stigg_cache.adapters import require
 from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter
@@ -65,6 +66,12 @@ class SidecarAdapter:
         self._grpc_client = require("grpclib.client", "stigg-sidecar-sdk", "sidecar")
         self._channel: Any = None
         self._sidecar: Any = None  # the stub over _channel
+        _fork.renew_after_fork(self, SidecarAdapter._reconnect)
+
+    def _reconnect(self) -> None:
+        """Channels of this process's own, opened on first use (never a parent's socket)."""
+        _fork.abandon(self._channel, self._sidecar, self._api)
+        self._channel = self._sidecar = self._api = None
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
+from stigg_cache import _fork
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
@@ -26,13 +27,27 @@ _T = TypeVar("_T")
 class _RestCalls:
     """What the sync and async adapters share: the copy, the calls' arguments, the answers."""
 
-    def __init__(self, inner: Any, *, fetch_timeout_s: float, **options: Any) -> None:
+    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
         self.inner = inner
-        self._client = inner.with_options(
+        self._fetch_timeout_s = fetch_timeout_s
+        self._client = self._copy()
+        _fork.renew_after_fork(self, _RestCalls._reconnect)
+
+    def _copy(self) -> Any:
+        """The user's client with retries off, our timeout and a pool of our own."""
+        return self.inner.with_options(
             max_retries=0,
-            timeout=call_timeout(fetch_timeout_s),
-            **options,
+            timeout=call_timeout(self._fetch_timeout_s),
+            http_client=self._http_client(),
         )
+
+    def _http_client(self) -> Any:
+        raise NotImplementedError
+
+    def _reconnect(self) -> None:
+        """A pool of this process's own: never a socket the parent may be reading."""
+        _fork.abandon(self._client)
+        self._client = self._copy()
 
     def _entitlements_call(
         self, customer_id: str, resource_id: str | None, timeout_s: float
@@ -90,9 +105,8 @@ class StiggRestAdapter(_RestCalls):
 
     name = "stigg-rest"
 
-    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
-        http = httpx.Client(transport=DeadlineTransport())
-        super().__init__(inner, fetch_timeout_s=fetch_timeout_s, http_client=http)
+    def _http_client(self) -> httpx.Client:
+        return httpx.Client(transport=DeadlineTransport())
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
@@ -133,8 +147,8 @@ class AsyncStiggRestAdapter(_RestCalls):
 
     name = "stigg-rest-async"
 
-    def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
-        super().__init__(inner, fetch_timeout_s=fetch_timeout_s, http_client=httpx.AsyncClient())
+    def _http_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient()
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float

@@ -60,6 +60,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def forget_probe(self, now: float) -> None:
+        """The probe in flight will never report (its process forked): probe again from ``now``."""
+        if self.state is BreakerState.HALF_OPEN:
+            self.state = BreakerState.OPEN
+            self.retry_at = now
+            self.probe_in_flight = False
+
     def record_success(self) -> None:
         """Stigg answered: close."""
         self.state = BreakerState.CLOSED

@@ -135,6 +135,10 @@ class UsageLedger:
         self._by_key: dict[str, list[TallyKey]] = {}
         self._lock = threading.Lock()
 
+    def renew_lock(self) -> None:
+        """A lock of this process's own (after ``os.fork``: the parent's may be held for good)."""
+        self._lock = threading.Lock()
+
     def record(
         self,
         scope: TallyKey,

@@ -21,6 +21,7 @@ from typing import assert_never
 
 import attrs
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._log import logger
@@ -119,22 +120,43 @@ class Flusher:
                 cost_per_record=False,
             ),
         )
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = _lease_owner()
         self._failures = 0
         self._resume_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._settled = threading.Condition()
+        self._starting = threading.Lock()
         self.sent = 0
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="stigg-cache-flusher")
+        self._thread: threading.Thread | None = None
+        _fork.renew_after_fork(self, Flusher._renew)
+
+    def _renew(self) -> None:
+        """In a forked child: a lease owner of its own, and its thread started on first use.
+
+        Sharing the parent's owner name would let the child settle or give back
+        batches the parent is sending, which then go out twice.
+        """
+        self.owner = _lease_owner()
+        self._wake, self._stop = threading.Event(), _fork.renewed(self._stop)
+        self._settled = threading.Condition()
+        self._starting = threading.Lock()
+        self._thread = None
 
     def start(self) -> None:
-        """Start the background thread."""
-        self._thread.start()
+        """Start the background thread, once per process (never after ``close``)."""
+        with self._starting:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="stigg-cache-flusher"
+                )
+                self._thread.start()
 
     def wake(self) -> None:
         """Look at the outbox now (new records, Stigg back)."""
+        if self._thread is None:
+            self.start()
         self._resume_at = min(self._resume_at, self._clock.monotonic())
         self._wake.set()
 
@@ -146,7 +168,7 @@ class Flusher:
         """
         self._stop.set()
         self._wake.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout_s)
         try:
             self._outbox.release(self.owner)
@@ -317,6 +339,11 @@ class Flusher:
     def _notify(self) -> None:
         with self._settled:
             self._settled.notify_all()
+
+
+def _lease_owner() -> str:
+    """Names this sender in leases: unique per process and per flusher."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def pacing_bucket(outbox: Outbox, name: str, rate: float, capacity: float) -> RateBucket:

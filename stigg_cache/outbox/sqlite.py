@@ -10,9 +10,7 @@ processes never hold the same record at once.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.stores._files import private_file
+from stigg_cache.stores._sqlite import SqliteConnection
 from stigg_cache.stores._url import path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
@@ -71,40 +70,39 @@ class SqliteOutbox:
     """Outbox, dead letters and sent history in one SQLite database."""
 
     def __init__(self, path: Path | str | None) -> None:
-        """Open (creating) the outbox at ``path``; ``None`` keeps it in memory (not durable)."""
+        """Open (creating) the outbox at ``path``; ``None`` keeps it in memory (not durable).
+
+        An in-memory outbox starts empty in a forked child: the records it
+        inherited are the parent's to send, and sending them here too would
+        count them twice.
+        """
         self.path = None if path is None else Path(path)
         try:
             if self.path is not None:
                 private_file(self.path)
-            self._conn = sqlite3.connect(
-                ":memory:" if self.path is None else self.path,
-                timeout=BUSY_TIMEOUT_S,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-            db = sqlite_utils.Database(self._conn)
-            if self.path is not None:
-                db.enable_wal()
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._create(db)
-        except (sqlite3.Error, OSError) as error:
+        except OSError as error:
             raise StoreError(f"cannot open outbox {self.path}: {error}") from error
-        self._lock = threading.Lock()
+        self._db = SqliteConnection(
+            self.path,
+            name="outbox",
+            busy_timeout_s=BUSY_TIMEOUT_S,
+            synchronous="FULL",
+            create=self._create,
+        )
 
     @staticmethod
     def _create(db: sqlite_utils.Database) -> None:
-        with db.conn:  # one transaction: another process opening the file waits for it
-            db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < 2:
-                for name in ("outbox", "dead_letters"):
-                    if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
-                        db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-            if version < SCHEMA_VERSION and db["outbox"].exists():
-                for column in ("leased_at", "retry_set_at"):
-                    db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 2:
+            for name in ("outbox", "dead_letters"):
+                if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
+                    db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
+        if version < SCHEMA_VERSION and db["outbox"].exists():
+            for column in ("leased_at", "retry_set_at"):
+                db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+        if version != SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            SqliteOutbox._create_tables(db)
+        SqliteOutbox._create_tables(db)
 
     @staticmethod
     def _create_tables(db: sqlite_utils.Database) -> None:
@@ -144,27 +142,6 @@ class SqliteOutbox:
             if_not_exists=True,
         )
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as error:
-                raise StoreError(f"outbox {self.path}: {error}") from error
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self._lock:
-                return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise StoreError(f"outbox {self.path}: {error}") from error
-
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         if not self._insert_if_all_new([_row(record, now) for record in records]):
             return self._enqueue_with_duplicates(records, now)
@@ -173,7 +150,7 @@ class SqliteOutbox:
     def _insert_if_all_new(self, rows: list[tuple[Any, ...]]) -> bool:
         """Insert every row in one statement, or nothing if any key was seen before."""
         try:
-            with self._write() as db:
+            with self._db.write() as db:
                 before = db.total_changes
                 db.executemany(_INSERT_NEW, rows)
                 _all_inserted(db.total_changes - before, len(rows))
@@ -185,7 +162,7 @@ class SqliteOutbox:
         """Some keys were seen before: tell duplicates apart, refuse reused keys."""
         receipts: list[Receipt] = []
         fresh: list[tuple[Any, ...]] = []
-        with self._write() as db:
+        with self._db.write() as db:
             known = self._payloads_of(db, records)
             for record in records:
                 identity = (record.kind.value, record.idempotency_key)
@@ -228,7 +205,7 @@ class SqliteOutbox:
     def claim(
         self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
     ) -> list[Claimed]:
-        with self._write() as db:
+        with self._db.write() as db:
             rows = db.execute(
                 f"SELECT id, {_COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
                 f"AND {_SENDABLE} ORDER BY id LIMIT ?",
@@ -254,7 +231,7 @@ class SqliteOutbox:
         retry_at: float = 0.0,
         reason: str = "",
     ) -> None:
-        with self._write() as db:
+        with self._db.write() as db:
             if sent:  # delivered, whoever holds the lease now: never send it again
                 db.execute(
                     "UPDATE outbox SET state = 'sent', acked_at = ?, lease_owner = NULL, "
@@ -286,11 +263,11 @@ class SqliteOutbox:
         """Delete records outright, whatever their state (moved to another outbox)."""
         if not ids:
             return 0
-        with self._write() as db:
+        with self._db.write() as db:
             return db.execute(f"DELETE FROM outbox WHERE id IN ({_marks(ids)})", ids).rowcount
 
     def release(self, owner: str) -> int:
-        with self._write() as db:
+        with self._db.write() as db:
             return db.execute(
                 "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
                 "WHERE lease_owner = ? AND state = 'pending'",
@@ -298,21 +275,21 @@ class SqliteOutbox:
             ).rowcount
 
     def stats(self, now: float) -> OutboxStats:
-        ((pending, leased, sent, oldest),) = self._read(
+        ((pending, leased, sent, oldest),) = self._db.run(
             "SELECT sum(state = 'pending'), "
             "sum(state = 'pending' AND lease_until > ? AND leased_at <= ?), "
             "sum(state = 'sent'), min(CASE WHEN state = 'pending' THEN stamped_at END) FROM outbox",
             (now, now),
         )
-        ((dead,),) = self._read("SELECT count(*) FROM dead_letters")
+        ((dead,),) = self._db.run("SELECT count(*) FROM dead_letters")
         return OutboxStats(pending or 0, leased or 0, sent or 0, dead, oldest)
 
     def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
-        rows = self._read(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
+        rows = self._db.run(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
         return [(_record(row[:-1]), row[-1]) for row in rows]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = self._read(
+        rows = self._db.run(
             f"SELECT id, {_COLUMNS}, reason, dead_at, attempts FROM dead_letters "
             "ORDER BY id LIMIT ?",
             (limit,),
@@ -321,7 +298,7 @@ class SqliteOutbox:
 
     def requeue(self, ids: Sequence[int] | None = None) -> int:
         where, params = self._selection(ids)
-        with self._write() as db:
+        with self._db.write() as db:
             moved = db.execute(
                 f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at) "
                 f"SELECT {_COLUMNS}, dead_at FROM dead_letters {where} ORDER BY id",
@@ -332,7 +309,7 @@ class SqliteOutbox:
 
     def purge(self, ids: Sequence[int] | None = None) -> int:
         where, params = self._selection(ids)
-        with self._write() as db:
+        with self._db.write() as db:
             return db.execute(f"DELETE FROM dead_letters {where}", params).rowcount
 
     @staticmethod
@@ -342,8 +319,7 @@ class SqliteOutbox:
         return f"WHERE id IN ({_marks(ids) or 'NULL'})", tuple(ids)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"SqliteOutbox({str(self.path) if self.path else ':memory:'!r})"

@@ -34,7 +34,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
+from stigg_cache import _fork
 from stigg_cache._log import logger
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.loader import MAX_POLICY_BYTES, load_policy, policy_version
@@ -109,20 +111,45 @@ class PolicyWatcher:
         self._last_event = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._observer = Observer()
-        self._observer.daemon = True
-        self._observer.schedule(_FolderEvents(self._kick), str(self.path.parent), recursive=False)
-        self._observer.start()
-        self._worker = threading.Thread(target=self._run, daemon=True, name="stigg-cache-policy")
-        self._worker.start()
+        self._starting = threading.Lock()
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+        self.start()
+        _fork.renew_after_fork(self, PolicyWatcher._renew)
+
+    def start(self) -> None:
+        """Watch from this process (once; never after ``close``)."""
+        with self._starting:
+            if self._worker is not None or self._stop.is_set():
+                return
+            observer = Observer()
+            observer.daemon = True
+            observer.schedule(_FolderEvents(self._kick), str(self.path.parent), recursive=False)
+            observer.start()
+            self._observer = observer
+            self._worker = threading.Thread(
+                target=self._run, daemon=True, name="stigg-cache-policy"
+            )
+            self._worker.start()
+
+    def _renew(self) -> None:
+        """In a forked child: the parent's watch threads are gone; watch again on first use."""
+        _fork.abandon(self._observer, self._worker)
+        self._wake, self._stop = threading.Event(), _fork.renewed(self._stop)
+        self._starting = threading.Lock()
+        self._observer = self._worker = None
 
     def close(self) -> None:
         """Stop watching (bounded wait for the threads)."""
         self._stop.set()
         self._wake.set()
-        self._observer.stop()
-        self._observer.join(timeout=2)
-        self._worker.join(timeout=2)
+        with self._starting:
+            observer, worker = self._observer, self._worker
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=2)
+        if worker is not None:
+            worker.join(timeout=2)
 
     def _kick(self) -> None:
         self._last_event = time.monotonic()

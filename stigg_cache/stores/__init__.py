@@ -2,6 +2,8 @@
 
 Built-ins register under the entry-point group ``stigg_cache.stores`` exactly
 as third-party plugins do; :func:`open_store` resolves a URL's scheme there.
+A store holding connections or locks renews them in a forked child with
+:func:`renew_after_fork` (``gunicorn --preload`` builds the client before the fork).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import cast
 
 import platformdirs
 
+from stigg_cache._fork import fresh_lock, renew_after_fork
 from stigg_cache._plugins import STORES, factory
 from stigg_cache._plugins import redact as redact_url
 from stigg_cache.stores.base import MISSING, Missing, Store
@@ -39,6 +42,8 @@ __all__ = [
     "Missing",
     "Store",
     "default_store_url",
+    "fresh_lock",
     "open_store",
     "redact_url",
+    "renew_after_fork",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot, snapshot_key
 from stigg_cache._memory_only import refuse_io
@@ -63,6 +64,7 @@ class SnapshotCache:
         """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
         self._failing = False
+        _fork.renew_after_fork(self, _fork.fresh_lock)
 
     def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
         """The snapshot held in L1 for a scope (no lock, no I/O), marked recently used."""

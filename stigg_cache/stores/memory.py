@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from stigg_cache import _fork
 from stigg_cache.stores.base import MISSING, Missing
 
 
@@ -14,6 +15,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._values: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        _fork.renew_after_fork(self, _fork.fresh_lock)
 
     def get(self, key: str) -> bytes | Missing:
         return self._values.get(key, MISSING)

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
+from stigg_cache import _fork
 from stigg_cache.errors import ConfigurationError, TamperedEntryError
 from stigg_cache.stores.base import MISSING, Missing, Store
 
@@ -86,6 +87,7 @@ class SignedStore:
         self._signer_id = _key_id(keys[0])
         self._high_water: dict[str, int] = {}
         self._lock = threading.Lock()
+        _fork.renew_after_fork(self, _fork.fresh_lock)
 
     @property
     def key_count(self) -> int:

@@ -1,13 +1,13 @@
 """The default durable store: one SQLite file in WAL mode.
 
 Safe for several threads (one connection behind a lock) and several processes
-(WAL, ``busy_timeout``, single-statement upserts).
+(WAL, ``busy_timeout``, single-statement upserts, a connection per process:
+:mod:`stigg_cache.stores._sqlite`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,11 +16,18 @@ import sqlite_utils
 
 from stigg_cache.errors import StoreError
 from stigg_cache.stores._files import private_file
+from stigg_cache.stores._sqlite import SqliteConnection
 from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
 BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds
 TABLE = "stigg_cache_entries"
+
+
+def _create(db: sqlite_utils.Database) -> None:
+    db[TABLE].create(  # type: ignore[union-attr]
+        {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
+    )
 
 
 class SqliteStore:
@@ -30,28 +37,25 @@ class SqliteStore:
         self.path = Path(path)
         try:
             private_file(self.path)
-            self._conn = sqlite3.connect(
-                self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None
-            )
-            db = sqlite_utils.Database(self._conn)
-            db.enable_wal()
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            db[TABLE].create(  # type: ignore[union-attr]
-                {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
-            )
-        except (sqlite3.Error, OSError) as error:
+        except OSError as error:
             raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
-        self._lock = threading.Lock()
+        self._db = SqliteConnection(
+            self.path,
+            name="SQLite store",
+            busy_timeout_s=BUSY_TIMEOUT_S,
+            synchronous="NORMAL",
+            create=_create,
+        )
 
     def get(self, key: str) -> bytes | Missing:
-        rows = self._run(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+        rows = self._db.run(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
         if not rows:
             return MISSING
         value = rows[0][0]
         return bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
 
     def put(self, key: str, value: bytes) -> None:
-        self._run(
+        self._db.run(
             f"INSERT INTO {TABLE} (key, value, updated_at) VALUES (?, ?, ?) "  # noqa: S608
             "ON CONFLICT(key) DO UPDATE SET "
             "value = excluded.value, updated_at = excluded.updated_at",
@@ -59,25 +63,17 @@ class SqliteStore:
         )
 
     def delete(self, key: str) -> None:
-        self._run(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+        self._db.run(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        rows = self._run(
+        rows = self._db.run(
             f"SELECT key FROM {TABLE} WHERE substr(key, 1, ?) = ?",  # noqa: S608
             (len(prefix), prefix),
         )
         return iter([str(row[0]) for row in rows])
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-        try:
-            with self._lock:
-                return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as error:
-            raise StoreError(f"SQLite store {self.path}: {error}") from error
+        self._db.close()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"

@@ -22,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from stigg_cache.errors import ConfigurationError, StoreError
+from stigg_cache.stores import fresh_lock, renew_after_fork
 from stigg_cache.stores import redact_url as redact
 
 DEFAULT_TIMEOUT_S = 0.1  # well under the default check budget (0.3 s)
@@ -119,6 +120,7 @@ class Gate:
         self._closed_until = 0.0
         self._lock = threading.Lock()
         self.error: str | None = None
+        renew_after_fork(self, fresh_lock)  # redis-py renews its own pools in a child
 
     def call(self, operation: Callable[[], _T]) -> _T:
         """Run ``operation`` unless the gate is closed.

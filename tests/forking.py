@@ -1,0 +1,65 @@
+"""Run a function in a forked child of the test process and bring back its result.
+
+The child inherits everything the parent built (clients, pools, threads'
+leftovers): exactly what a ``gunicorn --preload`` worker inherits. It never
+returns into pytest: it ends with ``os._exit`` after writing its result, and an
+alarm kills it if it hangs, so a broken child fails the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+CHILD_LIMIT_S = 30
+
+
+def fork_child(work: Callable[[], Any]) -> int:
+    """Fork; the child runs ``work`` and reports its JSON result. Returns the child's pid."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into the test runner
+        os.close(read_end)
+        signal.alarm(CHILD_LIMIT_S)
+        try:
+            outcome: dict[str, Any] = {"result": work()}
+        except BaseException:  # everything goes back to the parent
+            outcome = {"error": traceback.format_exc()}
+        with os.fdopen(write_end, "w") as pipe:
+            json.dump(outcome, pipe)
+        os._exit(0)
+    os.close(write_end)
+    _pipes[pid] = read_end
+    return pid
+
+
+def child_result(pid: int) -> Any:
+    """Wait for a child of :func:`fork_child`; its result, or an AssertionError with its trace."""
+    read_end = _pipes.pop(pid)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not text:
+        raise AssertionError(f"child {pid} died without a result (wait status {status})")
+    outcome = json.loads(text)
+    if "error" in outcome:
+        raise AssertionError(f"child {pid} failed:\n{outcome['error']}")
+    return outcome["result"]
+
+
+def in_child(work: Callable[[], Any]) -> Any:
+    """Fork, run ``work`` in the child, and return its result."""
+    return child_result(fork_child(work))
+
+
+def settle(seconds: float = 0.05) -> None:
+    """Let a request started on a background thread reach the wire before a fork."""
+    time.sleep(seconds)
+
+
+_pipes: dict[int, int] = {}
