@@ -18,16 +18,16 @@ Threads are not started by a renewal; their owners start them on first use.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from stigg_cache._log import logger
-
 _T = TypeVar("_T")
 
+logger = logging.getLogger("stigg_cache")  # the library's logger (_log renews through us)
 _renewals: weakref.WeakKeyDictionary[Any, Callable[[Any], None]] = weakref.WeakKeyDictionary()
 _abandoned: list[object] = []
 

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from stigg_cache import _fork
 from stigg_cache.adapters import require
+from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._graphql import (
     failure_for_errors,
@@ -35,7 +35,7 @@ from stigg_cache.models import Snapshot
 _T = TypeVar("_T")
 
 
-class _V2Calls:
+class _V2Calls(PooledCopy):
     """What the sync and async adapters share: inputs, answers and errors."""
 
     def __init__(self, inner: Any) -> None:
@@ -45,8 +45,7 @@ class _V2Calls:
             "stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2"
         )
         self._pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
-        self._client = self._copy()
-        _fork.renew_after_fork(self, _V2Calls._reconnect)
+        self._open_copy()
 
     def _copy(self) -> Any:
         """The user's client (URL, headers, Edge settings) over a pool of our own."""
@@ -58,14 +57,6 @@ class _V2Calls:
             headers=inner.headers,
             http_client=self._http_client(),
         )
-
-    def _http_client(self) -> Any:
-        raise NotImplementedError
-
-    def _reconnect(self) -> None:
-        """A pool of this process's own: never a socket the parent may be reading."""
-        _fork.abandon(self._client)
-        self._client = self._copy()
 
     def _state_query(self, customer_id: str, resource_id: str | None) -> Any:
         return self._generated.FetchEntitlementsQuery.model_validate(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
-from stigg_cache import _fork
+from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
 from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
@@ -24,14 +24,13 @@ from stigg_cache.models import Snapshot
 _T = TypeVar("_T")
 
 
-class _RestCalls:
+class _RestCalls(PooledCopy):
     """What the sync and async adapters share: the copy, the calls' arguments, the answers."""
 
     def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
         self.inner = inner
         self._fetch_timeout_s = fetch_timeout_s
-        self._client = self._copy()
-        _fork.renew_after_fork(self, _RestCalls._reconnect)
+        self._open_copy()
 
     def _copy(self) -> Any:
         """The user's client with retries off, our timeout and a pool of our own."""
@@ -40,14 +39,6 @@ class _RestCalls:
             timeout=call_timeout(self._fetch_timeout_s),
             http_client=self._http_client(),
         )
-
-    def _http_client(self) -> Any:
-        raise NotImplementedError
-
-    def _reconnect(self) -> None:
-        """A pool of this process's own: never a socket the parent may be reading."""
-        _fork.abandon(self._client)
-        self._client = self._copy()
 
     def _entitlements_call(
         self, customer_id: str, resource_id: str | None, timeout_s: float

@@ -9,6 +9,8 @@ another customer shows as a denial.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -46,11 +48,25 @@ def _in_a_fresh_thread(client: AnyClient, kind: str) -> dict[str, Any]:
         flushed = await ask(client.flush(timeout=10))
         return {"answers": answers, "drained": flushed.drained}
 
-    done: list[dict[str, Any]] = []
-    thread = threading.Thread(target=lambda: done.append(asyncio.run(work())))
+    done: list[Any] = []
+
+    def run() -> None:
+        try:
+            done.append(asyncio.run(work()))
+        except BaseException as error:  # the parent gets it, with its trace
+            done.append(error)
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join(25)
-    return done[0]
+    if not done:
+        with tempfile.TemporaryFile("w+") as stacks:
+            faulthandler.dump_traceback(stacks)
+            stacks.seek(0)
+            raise AssertionError(f"the child's work did not finish within 25 s:\n{stacks.read()}")
+    if isinstance(done[0], BaseException):
+        raise done[0]
+    return done[0]  # type: ignore[no-any-return]
 
 
 def test_every_client_built_before_a_fork_answers_for_itself_in_the_child(
