@@ -8,6 +8,7 @@ the next check. Concurrent misses for one customer+resource share one flight.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future
 
 import attrs
@@ -27,6 +28,7 @@ DEFAULT_FETCH_CONCURRENCY = 8
 class _Flight:
     future: Future[CachedSnapshot]
     begun: int  # Health.answers when it started
+    started: float  # time.monotonic(): waits on a Future run on real time, whatever the clock
     deadline_reported: bool = False
 
 
@@ -40,6 +42,7 @@ class Fetcher:
         health: Health,
         clock: Clock,
         *,
+        check_timeout_s: float,
         fetch_timeout_s: float,
         concurrency: int = DEFAULT_FETCH_CONCURRENCY,
     ) -> None:
@@ -47,6 +50,7 @@ class Fetcher:
         self._cache = cache
         self._health = health
         self._clock = clock
+        self._check_timeout_s = check_timeout_s
         self._fetch_timeout_s = fetch_timeout_s
         # Daemon threads, not an executor: a fetch stuck on a blackholed
         # socket must never hold up the application's exit.
@@ -68,25 +72,37 @@ class Fetcher:
         self._flights = {}
 
     def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
-        """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it."""
+        """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it.
+
+        A flight that has not answered is Stigg's failure only once it has had a
+        whole check's budget: a check whose time went elsewhere (a busy store)
+        gives up without blaming Stigg.
+        """
         refuse_io()
+        wait_s = max(wait_s, 0.0)
         flight = self._flight(scope)
         if isinstance(flight, StiggUnavailableError):
             return flight
         try:
-            return flight.future.result(timeout=max(wait_s, 0.0))
+            return flight.future.result(timeout=wait_s)
         except TimeoutError:
-            with self._lock:
-                first = not flight.deadline_reported
-                flight.deadline_reported = True
-            error = StiggUnavailableError(
-                FailureKind.TIMEOUT, f"Stigg did not answer within the {wait_s:.3g}s check budget"
+            pass
+        except StiggUnavailableError as failure:
+            return failure
+        if time.monotonic() - flight.started < self._check_timeout_s:
+            return StiggUnavailableError(
+                FailureKind.TIMEOUT,
+                f"no time left to wait for Stigg ({wait_s:.3g}s of the check budget remained)",
             )
-            if first:
-                self._health.failed(error, begun=flight.begun)
-            return error
-        except StiggUnavailableError as error:
-            return error
+        with self._lock:
+            first = not flight.deadline_reported
+            flight.deadline_reported = True
+        error = StiggUnavailableError(
+            FailureKind.TIMEOUT, f"Stigg did not answer within the {wait_s:.3g}s check budget"
+        )
+        if first:
+            self._health.failed(error, begun=flight.begun)
+        return error
 
     def refresh(self, scope: ScopeKey) -> None:
         """Start a flight for ``scope`` in the background, if none is under way."""
@@ -117,7 +133,7 @@ class Fetcher:
             if flight is not None:  # another thread started it meanwhile
                 self._slots.release()
                 return flight
-            flight = _Flight(Future(), self._health.answers)
+            flight = _Flight(Future(), self._health.answers, time.monotonic())
             self._flights[scope] = flight
         threading.Thread(
             target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
@@ -138,10 +154,13 @@ class Fetcher:
             flight.future.set_exception(failure)
             return
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
-        entry = self._cache.put(fetched, self._clock.monotonic())
-        self._finish(scope)
+        entry, stored = self._cache.hold(fetched, self._clock.monotonic())
+        self._finish(scope)  # later checks find it in L1
         self._health.succeeded()
         flight.future.set_result(entry)
+        # The write to L2 holds no caller and no fetch slot: a busy store (another
+        # process's long write) costs checks nothing and is never taken for a slow Stigg.
+        self._cache.persist(fetched, stored)
 
     def _finish(self, scope: ScopeKey) -> None:
         with self._lock:

@@ -111,11 +111,8 @@ class Health:
         breaker = self._breaker
         if breaker.state is BreakerState.OPEN:
             return ConnectionState.OFFLINE
-        if (
-            breaker.state is BreakerState.HALF_OPEN
-            or breaker.consecutive_failures
-            or self.store_error is not None
-        ):
+        # The state is the link to Stigg: a failing store shows as store_healthy, never here.
+        if breaker.state is BreakerState.HALF_OPEN or breaker.consecutive_failures:
             return ConnectionState.DEGRADED
         return ConnectionState.CONNECTED
 

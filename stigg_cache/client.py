@@ -189,6 +189,7 @@ class ResilientClient:
             self._cache,
             self._health,
             clock,
+            check_timeout_s=self._check_timeout_s,
             fetch_timeout_s=self._fetch_timeout_s,
             concurrency=fetch_concurrency,
         )

@@ -9,6 +9,7 @@ giving every customer a feature only it has.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import stigg
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.stores._sqlite import FORK_GATE
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child, settle
 from tests.helpers import eventually
@@ -157,3 +159,23 @@ def test_a_child_closing_does_not_release_the_parents_leases(
     assert leased() == 1
     fake.set_mode(FakeMode.UP)
     client.close()
+
+
+def test_a_fork_waits_until_no_thread_of_ours_is_inside_sqlite() -> None:
+    # SQLite's process-wide mutexes, held by a thread at the fork, stay locked in the child.
+    inside, left_at = threading.Event(), []
+
+    def query() -> None:
+        with FORK_GATE.held():
+            inside.set()
+            time.sleep(0.3)  # a long query
+            left_at.append(time.monotonic())
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    inside.wait(10)
+    assert in_child(lambda: 0) == 0
+    forked_at = time.monotonic()
+    worker.join(10)
+    assert left_at
+    assert left_at[0] <= forked_at

@@ -12,6 +12,7 @@ from stigg_cache.stores import open_store
 from stigg_cache.testing.conformance import StoreConformance
 from stigg_cache.testing.faulty import FaultyStore
 from tests.conftest import API_KEY, POLICY
+from tests.helpers import eventually
 
 
 class TestHealthyFaultyStore(StoreConformance):
@@ -51,7 +52,7 @@ def test_a_dead_store_degrades_to_memory_and_heals(fake: FakeStigg, faulty: Faul
             client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
             is Source.LIVE
         )
-        assert not client.status().store_healthy
+        eventually(lambda: not client.status().store_healthy)  # written after the answer
         fake.set_mode(FakeMode.DOWN)
         # What the store could not keep, memory still has.
         assert client.get_boolean_entitlement(customer_id="acme", feature_id="sso").has_access
@@ -59,7 +60,7 @@ def test_a_dead_store_degrades_to_memory_and_heals(fake: FakeStigg, faulty: Faul
         fake.set_mode(FakeMode.UP)
         client._cache.clear_l1()
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-        assert client.status().store_healthy
+        eventually(lambda: client.status().store_healthy)  # written after the answer
 
 
 def test_unknown_operations_are_refused(faulty: FaultyStore) -> None:

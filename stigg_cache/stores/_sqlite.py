@@ -12,11 +12,23 @@ on one host:
 * **A connection per process.** SQLite's locks belong to a process and are
   not inherited: after ``os.fork`` the child opens its own connection on first
   use and never touches (or closes) the parent's.
+* **No thread of ours inside SQLite at a fork.** SQLite guards its allocator
+  and its table of open files with process-wide mutexes; a thread inside
+  SQLite when another thread forks leaves them locked for ever in the child,
+  whose first ``sqlite3.connect`` then hangs. Every call of ours holds
+  :data:`FORK_GATE` shared; a fork takes it whole (waiting for the calls under
+  way, holding back new ones).
+* **Reads never queue behind a write.** Writes share one connection under a
+  lock (a write waits up to the busy timeout for another process's); reads
+  take a connection of a pool (one per thread reading at once), which WAL
+  never blocks, and wait at most ``READ_BUSY_TIMEOUT_S`` in the rare moments
+  it would (a recovery): a check's budget is not the store's to spend.
 * **Errors translated once**: any ``sqlite3.Error`` leaves as a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
@@ -34,6 +46,51 @@ from stigg_cache.errors import StoreError
 _T = TypeVar("_T")
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 SETUP_RETRY_S = 0.02  # first opens race for milliseconds: retry soon, jittered
+READ_BUSY_TIMEOUT_S = 0.05  # a read WAL cannot serve at once is a miss, not a stall
+
+
+class ForkGate:
+    """Held shared by every SQLite call of ours; taken whole by ``os.fork`` (see above)."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(
+            before=self._close, after_in_parent=self._open, after_in_child=self._renew
+        )
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Around one SQLite call (a fork waits until it is over)."""
+        with self._changed:
+            while self._forking:
+                self._changed.wait()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._calls -= 1
+                if not self._calls:
+                    self._changed.notify_all()
+
+    def _close(self) -> None:
+        with self._changed:
+            self._forking = True
+            while self._calls:
+                self._changed.wait()
+
+    def _open(self) -> None:
+        with self._changed:
+            self._forking = False
+            self._changed.notify_all()
+
+    def _renew(self) -> None:
+        self._changed = threading.Condition()
+        self._calls = 0
+        self._forking = False
+
+
+FORK_GATE = ForkGate()
 
 
 class SqliteConnection:
@@ -63,21 +120,38 @@ class SqliteConnection:
         self._synchronous = synchronous
         self._create = create
         self._lock = threading.Lock()
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers: list[sqlite3.Connection] = []  # every reader opened, for close()
         try:
-            self._conn: sqlite3.Connection | None = self._open()
+            with FORK_GATE.held():
+                self._conn: sqlite3.Connection | None = self._open()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open {name} {path}: {error}") from error
         _fork.renew_after_fork(self, SqliteConnection._reconnect)
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement (its own transaction); every row it returns."""
-        with self._translated(), self._lock:
+        with self._translated(), self._lock, FORK_GATE.held():
             return self._connection().execute(sql, params).fetchall()
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One query through a reader of the pool (never waiting on this process's writes)."""
+        if self.path is None:  # a private in-memory database has one connection
+            return self.run(sql, params)
+        with self._translated(), FORK_GATE.held():
+            try:
+                reader = self._idle_readers.pop()  # list.pop and append are atomic
+            except IndexError:
+                reader = self._open_reader()
+            try:
+                return reader.execute(sql, params).fetchall()
+            finally:
+                self._idle_readers.append(reader)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed if the block succeeds, else rolled back."""
-        with self._translated(), self._lock:
+        with self._translated(), self._lock, FORK_GATE.held():
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -89,9 +163,11 @@ class SqliteConnection:
 
     def close(self) -> None:
         """Close this process's connection (an inherited one is never closed here)."""
-        with self._lock:
+        with self._lock, FORK_GATE.held():
             if self._conn is not None:
                 self._conn.close()
+            for reader in self._readers:
+                reader.close()
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -101,7 +177,7 @@ class SqliteConnection:
             raise StoreError(f"{self._name} {self.path}: {error}") from error
 
     def _connection(self) -> sqlite3.Connection:
-        """The open connection (under ``_lock``), opened now if this process has none."""
+        """The open connection (under ``_lock`` and the gate), opened if this process has none."""
         if self._conn is None:
             self._conn = self._open()
         return self._conn
@@ -123,6 +199,16 @@ class SqliteConnection:
             conn.close()
             raise
         return conn
+
+    def _open_reader(self) -> sqlite3.Connection:
+        reader = sqlite3.connect(
+            self.path or ":memory:",
+            timeout=READ_BUSY_TIMEOUT_S,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+        self._readers.append(reader)
+        return reader
 
     def _set_up(self, db: sqlite_utils.Database) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -152,6 +238,7 @@ class SqliteConnection:
 
         An in-memory database starts empty in the child: what it held is the parent's.
         """
-        _fork.abandon(self._conn)
+        _fork.abandon(self._conn, self._readers)
         self._lock = threading.Lock()
         self._conn = None
+        self._idle_readers, self._readers = [], []

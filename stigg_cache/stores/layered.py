@@ -63,7 +63,7 @@ class SnapshotCache:
         self.l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
         """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
-        self._failing = False
+        self._failing: set[str] = set()  # faults not yet followed by a success of their kind
         _fork.renew_after_fork(self, _fork.fresh_lock)
 
     def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
@@ -90,17 +90,26 @@ class SnapshotCache:
 
     def put(self, snapshot: Snapshot, fetched_mono: float) -> CachedSnapshot:
         """Hold a fresh snapshot in L1 and write it through to L2."""
+        entry, value = self.hold(snapshot, fetched_mono)
+        self.persist(snapshot, value)
+        return entry
+
+    def hold(self, snapshot: Snapshot, fetched_mono: float) -> tuple[CachedSnapshot, bytes]:
+        """Hold a fresh snapshot in L1; returns it and its stored form, for :meth:`persist`."""
         value = encode_snapshot(snapshot)
         entry = CachedSnapshot(snapshot, fetched_mono, size=len(value))
         self._remember((snapshot.customer_id, snapshot.resource_id), entry)
+        return entry, value
+
+    def persist(self, snapshot: Snapshot, value: bytes) -> None:
+        """Write a held snapshot through to L2 (a busy or failing store is reported, not raised)."""
         key = snapshot_key(snapshot.customer_id, snapshot.resource_id)
         try:
             self.store.put(key, value)
         except StoreError as error:
             self._failed("store_write_failed", error)
         else:
-            self._worked()
-        return entry
+            self._worked("store_write_failed")
 
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
         """Forget a scope in L1 and L2."""
@@ -134,13 +143,15 @@ class SnapshotCache:
         return len(self.l1)
 
     def _failed(self, event: str, error: StoreError) -> None:
-        self._failing = True
+        self._failing.add(event)
         self._on_fault(event, error)
 
-    def _worked(self) -> None:
-        if self._failing:
-            self._failing = False
-            self._on_fault("store_recovered", None)
+    def _worked(self, event: str) -> None:
+        """A success of one kind: a read that works proves nothing about writes."""
+        if event in self._failing:
+            self._failing.discard(event)
+            if not self._failing:
+                self._on_fault("store_recovered", None)
 
     def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
         with self._lock:
@@ -167,7 +178,7 @@ class SnapshotCache:
         except StoreError as error:
             self._failed("store_read_failed", error)
             return None
-        self._worked()
+        self._worked("store_read_failed")
         if value is MISSING:
             return None
         try:

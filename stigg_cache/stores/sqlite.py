@@ -48,7 +48,7 @@ class SqliteStore:
         )
 
     def get(self, key: str) -> bytes | Missing:
-        rows = self._db.run(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+        rows = self._db.read(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
         if not rows:
             return MISSING
         value = rows[0][0]
@@ -66,7 +66,7 @@ class SqliteStore:
         self._db.run(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        rows = self._db.run(
+        rows = self._db.read(
             f"SELECT key FROM {TABLE} WHERE substr(key, 1, ?) = ?",  # noqa: S608
             (len(prefix), prefix),
         )
