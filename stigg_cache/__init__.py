@@ -33,7 +33,7 @@ from stigg_cache.models import (
 )
 from stigg_cache.outbox.base import DeadLetter, Outbox, OutboxStats
 from stigg_cache.outbox.flusher import FlushResult
-from stigg_cache.outbox.records import Receipt, RecordKind
+from stigg_cache.outbox.records import Consumption, Receipt, RecordKind
 from stigg_cache.policy import FallbackPolicy, FeaturePolicy, Grant, Meter, Rule, Staleness
 from stigg_cache.stores import MISSING, Store, open_store
 
@@ -45,6 +45,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfigurationError",
     "ConnectionState",
+    "Consumption",
     "Contradiction",
     "CorruptEntryError",
     "CreditEntitlement",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
@@ -12,12 +13,13 @@ import platformdirs
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
+from stigg_cache._memory_only import MEMORY_ONLY
 from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
-from stigg_cache.core.ledger import DEFAULT_SETTLE_S, UsageLedger
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import OutboxFullError, StoreError
-from stigg_cache.outbox.base import Outbox, OutboxStats
+from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
@@ -26,6 +28,9 @@ from stigg_cache.stores.layered import ScopeKey
 
 DEFAULT_OUTBOX_MAX_RECORDS = 5_000_000  # 1.4 hours of Stigg's whole event rate; ~3 GB
 DEPTH_RECHECK_S = 1.0
+# A metered check reads what other processes changed in the shared outbox at most this often:
+# the lag with which a sibling's usage counts here (a query of a few microseconds when idle).
+SYNC_INTERVAL_S = 0.005
 
 
 def default_outbox_url(store_url: str | None) -> str:
@@ -81,10 +86,18 @@ class UsageService:
         self.ledger = UsageLedger(settle_s)
         self._touched: dict[ScopeKey, None] = {}
         self._touched_lock = threading.Lock()
+        self._consuming = threading.Lock()
         _fork.renew_after_fork(self, UsageService._renew)
-        meters = self._meters()
-        for record, acked_at in outbox.unsettled():
-            self._count(record, acked_at, meters)
+        self._shared = outbox if isinstance(outbox, SharedUsage) else None
+        self._cursor = -1  # the shared outbox's changes seen so far
+        self._next_sync = 0.0  # time.monotonic(): a rate of I/O, not an age of data
+        self._syncing = threading.Lock()
+        if self._shared is not None:
+            self._follow(self._shared.changes(self._cursor))
+        else:
+            meters = self._meters()
+            for record, acked_at in outbox.unsettled():
+                self._count(record, acked_at, meters)
         self.flusher = Flusher(
             outbox,
             adapter,
@@ -104,6 +117,13 @@ class UsageService:
         """
         self._make_room(len(records))
         receipts = self.outbox.enqueue(records, self._clock.time())
+        self._counted(records, receipts, offline=offline)
+        return receipts
+
+    def _counted(
+        self, records: Sequence[UsageRecord], receipts: Sequence[Receipt], *, offline: bool
+    ) -> None:
+        """Count enqueued records here at once (siblings see them at their next sync)."""
         meters = self._meters()
         for record, receipt in zip(records, receipts, strict=True):
             if not receipt.duplicate:
@@ -112,7 +132,74 @@ class UsageService:
                     with self._touched_lock:
                         self._touched[(record.customer_id, record.resource_id)] = None
         self.flusher.wake()
-        return receipts
+
+    def local_usage(
+        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
+    ) -> LocalUsage | None:
+        """Usage to add for ``scope``: the host's, from the shared outbox (``SYNC_INTERVAL_S`` lag).
+
+        A check that must not block (the async client's first try, on the loop)
+        uses what is already known.
+        """
+        if (
+            self._shared is not None
+            and time.monotonic() >= self._next_sync
+            and not MEMORY_ONLY.get()
+        ):
+            self.sync()
+        return self.ledger.local_usage(scope, snapshot_fetched_at, floor)
+
+    def sync(self) -> None:
+        """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
+
+        An unreadable outbox leaves the view as it was (``status()`` reports the outbox).
+        """
+        if self._shared is None or not self._syncing.acquire(blocking=False):
+            return  # another thread is at it: its result serves this check too
+        try:
+            self._next_sync = time.monotonic() + SYNC_INTERVAL_S
+            self._follow(self._shared.changes(self._cursor))
+        except StoreError:
+            pass
+        finally:
+            self._syncing.release()
+
+    def consume(
+        self, record: UsageRecord, admit: Callable[[], bool], *, offline: bool
+    ) -> Receipt | None:
+        """Enqueue ``record`` only if ``admit()``, judged with every process's usage, agrees.
+
+        On a shared outbox the look and the enqueue are one transaction: no
+        thread or process adds usage in between. Otherwise one process's
+        threads take turns. ``None`` when refused (nothing enqueued).
+        """
+        self._make_room(1)
+        if self._shared is None:
+            with self._consuming:
+                receipts = self.outbox.enqueue([record], self._clock.time()) if admit() else None
+        else:
+
+            def admitted(changes: UsageChanges) -> bool:
+                self._follow(changes)
+                return admit()
+
+            receipts = self._shared.enqueue_if(
+                [record], self._clock.time(), after=self._cursor, admit=admitted
+            )
+        if receipts is None:
+            self._depth -= 1
+            return None
+        self._counted([record], receipts, offline=offline)
+        return receipts[0]
+
+    def _follow(self, changes: UsageChanges) -> None:
+        meters = self._meters()
+        for record, acked_at in changes.held:
+            self._count(record, acked_at, meters)
+            if acked_at is not None:  # known here as pending: acknowledged by some process
+                self.ledger.acknowledge([record.idempotency_key], acked_at)
+        self.ledger.forget(key for _, key in changes.dead)
+        self._cursor = max(self._cursor, changes.cursor)
 
     def _make_room(self, adding: int) -> None:
         """Refuse records beyond ``max_records`` (the depth is re-read once a second)."""
@@ -132,6 +219,8 @@ class UsageService:
         """In a forked child: locks of its own; the parent reconciles what it touched."""
         self._touched_lock = threading.Lock()
         self._touched = {}
+        self._syncing = threading.Lock()
+        self._consuming = threading.Lock()
         self.ledger.renew_lock()
 
     def touched(self) -> list[ScopeKey]:

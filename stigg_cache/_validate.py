@@ -33,6 +33,15 @@ def requested_usage(value: object) -> float | None:
     return float(value)
 
 
+def amount(value: object) -> float:
+    """A finite number > 0 (units to consume)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"amount must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"amount must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def requested_values(value: object) -> tuple[str, ...]:
     """A list of strings (not a bare string)."""
     if value is None:

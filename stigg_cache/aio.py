@@ -120,6 +120,7 @@ class AsyncResilientClient:
     report_event = _offloaded(ResilientClient.report_event)
     report_usage = _offloaded(ResilientClient.report_usage)
     report_usage_bulk = _offloaded(ResilientClient.report_usage_bulk)
+    consume = _offloaded(ResilientClient.consume)
     flush = _offloaded(ResilientClient.flush)
     reconcile = _offloaded(ResilientClient.reconcile)
     grant_promotional_entitlements = _offloaded(ResilientClient.grant_promotional_entitlements)

@@ -9,6 +9,7 @@ gathers their inputs and does the I/O. Usage goes through a durable outbox.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from stigg_cache._fastpath import (
     SLOT_METERED,
     SLOT_NUMERIC,
     FastPath,
+    LocalUsageOf,
 )
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
@@ -45,7 +47,7 @@ from stigg_cache.adapters import adapt
 from stigg_cache.core import engine
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
-from stigg_cache.core.ledger import DEFAULT_SETTLE_S
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.core.reconcile import DecisionJournal, OfflineDecision, ReconcileReport
 from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
@@ -66,6 +68,7 @@ from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult
 from stigg_cache.outbox.records import (
+    Consumption,
     Receipt,
     UpdateBehavior,
     UsageRecord,
@@ -89,6 +92,22 @@ DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
 RECONCILE_TIMEOUT_S = 60.0
 _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
+
+
+@attrs.frozen
+class _Judgement:
+    """A check's answer waiting for local usage: judging it again does no I/O.
+
+    ``consume()`` judges a check once outside the outbox's transaction (which may
+    fetch), then again inside it with every process's usage, before enqueueing.
+    """
+
+    make: Callable[[LocalUsage | None], AnyEntitlement]
+    usage_of: tuple[TallyKey, float | None, float | None] | None  # None: usage plays no part
+
+    def answer(self, local_usage: LocalUsageOf) -> AnyEntitlement:
+        """The answer given local usage as ``local_usage(scope, fetched_at, floor)`` reports it."""
+        return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
 
 
 class ResilientClient:
@@ -210,7 +229,7 @@ class ResilientClient:
             self._policy,
             monotonic=clock.monotonic,
             wall=clock.time,
-            local_usage=self._usage.ledger.local_usage,
+            local_usage=self._usage.local_usage,
         )
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()
@@ -419,6 +438,10 @@ class ResilientClient:
             check.requested_usage(usage),
             check.requested_values(values),
         )
+        return self._judged(request)[0]
+
+    def _judged(self, request: CheckRequest) -> tuple[AnyEntitlement, _Judgement]:
+        """The answer to a check, and how to judge it again with other local usage."""
         if self._forked:
             self._resume()
         started = self._clock.monotonic()
@@ -427,23 +450,34 @@ class ResilientClient:
         entry = self._cache.get(*scope)
         if entry is not None:
             try:
-                answer = self._from_cached(request, entry, policy, started)
+                judged = self._from_cached(request, entry, policy, started)
             except InvalidResponseError as error:  # a stored entry whose feature is malformed
                 self._cache.invalidate(*scope)
                 self._store_fault("store_entry_unusable", error)
-                entry = answer = None
-            if answer is not None:
-                return answer
+                entry = judged = None
+            if judged is not None:
+                return judged
         remaining = self._check_timeout_s - (self._clock.monotonic() - started)
         result = self._fetcher.fetch(scope, remaining)
         if isinstance(result, CachedSnapshot):
             decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
-            return self._from_snapshot(request, result.snapshot, decision, self._clock.time())
-        return self._journaled(self._fallback(request, policy, result, expired=entry), request)
+            live = self._from_snapshot(request, result.snapshot, decision, self._clock.time())
+            return self._answered(live, request)
+        fallback = self._fallback(request, policy, result, expired=entry)
+        return self._answered(fallback, request, offline=True)
+
+    def _answered(
+        self, judgement: _Judgement, request: CheckRequest, *, offline: bool = False
+    ) -> tuple[AnyEntitlement, _Judgement]:
+        """Judge with the host's local usage; an offline decision is journaled (reconciliation)."""
+        answer = judgement.answer(self._usage.local_usage)
+        if offline:
+            self._journaled(answer, request)
+        return answer, judgement
 
     def _from_cached(
         self, request: CheckRequest, entry: CachedSnapshot, policy: FallbackPolicy, started: float
-    ) -> AnyEntitlement | None:
+    ) -> tuple[AnyEntitlement, _Judgement] | None:
         """CACHE or STALE from a held snapshot; ``None`` when it is past its budget."""
         age = started - entry.fetched_mono
         now_wall = self._clock.time()
@@ -456,7 +490,9 @@ class ResilientClient:
         )
         if freshness is Freshness.FRESH:
             decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-            return self._from_snapshot(request, entry.snapshot, decision, now_wall)
+            return self._answered(
+                self._from_snapshot(request, entry.snapshot, decision, now_wall), request
+            )
         if freshness is Freshness.EXPIRED:
             return None
         offline = self._health.offline
@@ -466,21 +502,22 @@ class ResilientClient:
         decision = Decision(
             Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
         )
-        answer = self._from_snapshot(request, entry.snapshot, decision, now_wall)
-        return self._journaled(answer, request)
+        stale = self._from_snapshot(request, entry.snapshot, decision, now_wall)
+        return self._answered(stale, request, offline=True)
 
+    @staticmethod
     def _from_snapshot(
-        self, request: CheckRequest, snapshot: Snapshot, decision: Decision, now_wall: float
-    ) -> AnyEntitlement:
-        local = None
+        request: CheckRequest, snapshot: Snapshot, decision: Decision, now_wall: float
+    ) -> _Judgement:
         feature = snapshot.entitlements.get(request.feature_id)
+        usage_of = None
         if engine.uses_usage(request, feature):
-            local = self._usage.ledger.local_usage(
-                (request.customer_id, request.resource_id, request.feature_id),
-                snapshot.fetched_at,
-                engine.usage_floor(feature, now_wall),
-            )
-        return engine.from_snapshot(request, snapshot, decision, now_wall=now_wall, local=local)
+            scope = (request.customer_id, request.resource_id, request.feature_id)
+            usage_of = (scope, snapshot.fetched_at, engine.usage_floor(feature, now_wall))
+        make = functools.partial(
+            engine.from_snapshot, request, snapshot, decision, now_wall=now_wall
+        )
+        return _Judgement(lambda local: make(local=local), usage_of)
 
     def _fallback(
         self,
@@ -489,7 +526,7 @@ class ResilientClient:
         error: StiggUnavailableError,
         *,
         expired: CachedSnapshot | None,
-    ) -> AnyEntitlement:
+    ) -> _Judgement:
         plans = () if expired is None else expired.snapshot.plan_ids
         resolution = policy.resolve(
             request.customer_id, request.resource_id, request.feature_id, plans
@@ -509,11 +546,11 @@ class ResilientClient:
             policy_version=policy.version,
             reason=why,
         )
-        local = None
+        usage_of = None
         if request.kind in _USAGE_KINDS:
-            scope = (request.customer_id, request.resource_id, request.feature_id)
-            local = self._usage.ledger.local_usage(scope, None, None)
-        return engine.from_grant(request, resolution.grant, decision, local=local)
+            usage_of = ((request.customer_id, request.resource_id, request.feature_id), None, None)
+        make = functools.partial(engine.from_grant, request, resolution.grant, decision)
+        return _Judgement(lambda local: make(local=local), usage_of)
 
     def _journaled(self, result: AnyEntitlement, request: CheckRequest) -> AnyEntitlement:
         self._journal.append(
@@ -552,6 +589,59 @@ class ResilientClient:
             "resource_id": resource_id, "dimensions": dimensions, "created_at": created_at,
         }  # fmt: skip
         return self._enqueue([usage], usage_record, "")[0]
+
+    def consume(
+        self,
+        customer_id: str,
+        feature_id: str,
+        amount: float = 1,
+        *,
+        resource_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Consumption:
+        """Spend ``amount`` units of a metered feature if they fit, as one step.
+
+        Granted only if the snapshot's usage, every process's usage Stigg has
+        not counted yet and ``amount`` stay within the limit; the usage (a
+        ``DELTA``) is then durable in the outbox, enqueued in the same
+        transaction as the look, so threads and processes sharing the outbox
+        never grant past a limit together. Denied: nothing is enqueued. With
+        no snapshot the policy's fallback decides, its ``usage_limit`` counted
+        the same way. A soft limit (``hasSoftLimit``) grants past the limit, as
+        Stigg does; ``SET`` usage is :meth:`report_usage`'s, never a consumption.
+
+        Raises:
+            ValueError / TypeError: an id, ``amount`` (a finite number > 0) or a
+                key reused for different usage.
+            OutboxFullError: the outbox is at ``outbox_max_records``.
+        """
+        request = CheckRequest(
+            CheckKind.METERED,
+            check.require_id("customer_id", customer_id),
+            check.require_id("feature_id", feature_id),
+            check.opt_id("resource_id", resource_id),
+            check.amount(amount),
+        )
+        usage = {
+            "customer_id": customer_id, "feature_id": feature_id, "value": amount,
+            "update_behavior": "DELTA", "idempotency_key": idempotency_key,
+            "resource_id": resource_id,
+        }  # fmt: skip
+        record = usage_record(usage, self._clock.time())
+        _, judgement = self._judged(request)  # may fetch: outside the outbox's transaction
+        answers: list[AnyEntitlement] = []
+
+        def admit() -> bool:
+            answers.append(judgement.answer(self._usage.ledger.local_usage))
+            return answers[-1].has_access
+
+        offline = self._health.state is not ConnectionState.CONNECTED
+        receipt = self._usage.consume(record, admit, offline=offline)
+        if not answers:  # a retry of a consumption already enqueued
+            answers.append(judgement.answer(self._usage.ledger.local_usage))
+        entitlement = answers[-1]
+        assert isinstance(entitlement, MeteredEntitlement)
+        return Consumption(receipt is not None, entitlement, receipt)
 
     def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
         """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""

@@ -65,12 +65,14 @@ class _Tally:
         self.acked: deque[tuple[float, str, float]] = deque()
         self.acked_total = 0.0
 
-    def add(self, key: str, entry: _Entry) -> None:
+    def add(self, key: str, entry: _Entry) -> bool:
+        """Count an entry; false if it was known (or is older than the period)."""
         self.memo = None
         if key in self.entries or entry.at < self.floor:
-            return
+            return False
         self.entries[key] = entry
         self._apply(key, entry)
+        return True
 
     def _apply(self, key: str, entry: _Entry) -> None:
         if entry.is_set:
@@ -97,6 +99,14 @@ class _Tally:
             self.unacked_total -= value
             self.acked.append((acked_at, key, value))
             self.acked_total += value
+
+    def drop(self, key: str) -> None:
+        """An entry that no longer counts (its record was dead-lettered)."""
+        self.memo = None
+        if self.entries.pop(key, None) is not None:
+            self._reset()
+            for kept, entry in sorted(self.entries.items(), key=lambda item: item[1].at):
+                self._apply(kept, entry)
 
     def read(self, reflected_before: float, floor: float) -> LocalUsage | None:
         if floor > self.floor:
@@ -154,8 +164,9 @@ class UsageLedger:
             tally = self._tallies.get(scope)
             if tally is None:
                 tally = self._tallies[scope] = _Tally()
-            tally.add(idempotency_key, _Entry(at, value, is_set, acked_at))
-            self._by_key.setdefault(idempotency_key, []).append(scope)
+            added = tally.add(idempotency_key, _Entry(at, value, is_set, acked_at))
+            if added and acked_at is None:  # an acknowledgement or a dead letter may follow
+                self._by_key.setdefault(idempotency_key, []).append(scope)
 
     def acknowledge(self, idempotency_keys: Iterable[str], acked_at: float) -> None:
         """Stigg accepted these records at ``acked_at`` (wall time)."""
@@ -165,6 +176,15 @@ class UsageLedger:
                     tally = self._tallies.get(scope)
                     if tally is not None:
                         tally.ack(key, acked_at)
+
+    def forget(self, idempotency_keys: Iterable[str]) -> None:
+        """These records no longer count (dead-lettered: Stigg will never have them)."""
+        with self._lock:
+            for key in idempotency_keys:
+                for scope in self._by_key.pop(key, ()):
+                    tally = self._tallies.get(scope)
+                    if tally is not None:
+                        tally.drop(key)
 
     def local_usage(
         self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None

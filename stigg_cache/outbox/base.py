@@ -12,7 +12,7 @@ when its storage fails. ``enqueue`` is all-or-nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -51,6 +51,22 @@ class OutboxStats:
     dead_letters: int
     oldest_pending_at: float | None
     problem: str | None = None  # e.g. "redis unreachable: 12 records wait in the local outbox"
+
+
+@attrs.frozen
+class UsageChanges:
+    """What moved local usage in an outbox after some sequence number.
+
+    Attributes:
+        cursor: the sequence number to ask from next time.
+        held: records added or acknowledged since (with their ack time, or ``None``).
+        dead: records moved to the dead letters since (``kind``, idempotency key): they
+            no longer count.
+    """
+
+    cursor: int
+    held: list[tuple[UsageRecord, float | None]]
+    dead: list[tuple[RecordKind, str]]
 
 
 @runtime_checkable
@@ -118,6 +134,38 @@ class DeadLetterBox(Protocol):
 
     def purge(self, ids: Sequence[int] | None = None) -> int:
         """Delete dead letters for good; returns how many."""
+        ...
+
+
+@runtime_checkable
+class SharedUsage(Protocol):
+    """An outbox every process of a host (or fleet) reads local usage from (DESIGN §8).
+
+    Each process keeps a ledger of local usage; with this protocol the ledger
+    follows the outbox's changes, so usage reported, acknowledged or
+    dead-lettered by any process counts the same in all of them, and a
+    consumption can be judged and enqueued as one transaction. Outboxes
+    without it count what this process reported.
+    """
+
+    def changes(self, after: int) -> UsageChanges:
+        """What moved local usage since ``after`` (``-1``: everything the outbox holds)."""
+        ...
+
+    def enqueue_if(
+        self,
+        records: Sequence[UsageRecord],
+        now: float,
+        *,
+        after: int,
+        admit: Callable[[UsageChanges], bool],
+    ) -> list[Receipt] | None:
+        """In one transaction: show ``admit`` the changes since ``after``; enqueue the
+        records (all new keys) only if it returns true. ``None`` when refused.
+
+        Raises:
+            ValueError: a key already enqueued (a consumption's key must be new).
+        """
         ...
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import attrs
 
+from stigg_cache.models import MeteredEntitlement
+
 MAX_EVENT_BYTES = 1_000_000  # Stigg's limit per event
 MAX_FRACTIONAL_VALUE = 2.0**35  # Stigg: a value with a fractional part must be below 2^35
 MAX_WHOLE_VALUE = 2.0**53 - 1  # Stigg: whole numbers up to 9,007,199,254,740,991
@@ -95,6 +97,22 @@ class Receipt:
     kind: RecordKind
     customer_id: str
     duplicate: bool = False
+
+
+@attrs.frozen
+class Consumption:
+    """What ``consume()`` did.
+
+    Attributes:
+        granted: the units fitted and their usage is durable in the outbox.
+        entitlement: the metered answer the decision was made on (with its
+            decision: source, age, rule), counting every process's usage.
+        receipt: the enqueued usage's receipt; ``None`` when not granted.
+    """
+
+    granted: bool
+    entitlement: MeteredEntitlement
+    receipt: Receipt | None
 
 
 def _text(name: str, value: object, *, required: bool = True) -> str | None:

@@ -10,14 +10,14 @@ processes never hold the same record at once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from stigg_cache.errors import StoreError
-from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
+from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats, UsageChanges
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores._sqlite import SqliteConnection
@@ -28,7 +28,10 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 # 2: a record is its wire payload (the other fields are derived from it).
 # 3: leases and retries remember when they were set, so a wall clock stepped back
 #    (NTP, a chaos run) cannot strand a record until the clock catches up.
-SCHEMA_VERSION = 3
+# 4: every change that moves local usage (a record added, acknowledged, dead,
+#    requeued) carries a sequence number, so every process of a host reads the
+#    same usage from the outbox (:meth:`SqliteOutbox.changes`).
+SCHEMA_VERSION = 4
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -40,6 +43,22 @@ _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "
 
 def _row(record: UsageRecord, now: float) -> tuple[Any, ...]:
     return (record.kind.value, record.idempotency_key, record.stamped_at, record.payload, now)
+
+
+def _next_seq(db: sqlite3.Connection) -> int:
+    """The sequence number of this write transaction's changes (writes are serialised)."""
+    ((seq,),) = db.execute("UPDATE usage_seq SET n = n + 1 RETURNING n").fetchall()
+    return int(seq)
+
+
+def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert new rows (a known key is skipped) under this transaction's sequence number."""
+    if not rows:
+        return 0
+    seq = _next_seq(db)
+    before = db.total_changes
+    db.executemany(_INSERT_NEW, [(*row, seq) for row in rows])
+    return db.total_changes - before
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
@@ -57,13 +76,32 @@ def _all_inserted(inserted: int, expected: int) -> None:
 
 
 _INSERT_NEW = (
-    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at) VALUES (?,?,?,?,?) "
+    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at, seq) VALUES (?,?,?,?,?,?) "
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
+# Changes after a sequence number, as one statement (one consistent read): rows still in
+# the outbox (pending or sent, with their ack time), then those moved to the dead letters.
+_CHANGES = (
+    f"SELECT seq, {_COLUMNS}, acked_at, 0 FROM outbox WHERE seq > ? "
+    f"UNION ALL SELECT seq, {_COLUMNS}, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
+)
+
+
+def _reused(record: UsageRecord) -> ValueError:
+    return ValueError(
+        f"idempotency_key {record.idempotency_key!r} was already used for "
+        "different usage: Stigg would silently drop this one; use a new key"
+    )
 
 
 def _marks(ids: Sequence[object]) -> str:
     return ",".join("?" * len(ids))
+
+
+def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
+    held = [(_record(row[1:5]), row[5]) for row in rows if not row[6]]
+    dead = [(RecordKind(row[1]), row[2]) for row in rows if row[6]]
+    return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
 
 class SqliteOutbox:
@@ -97,9 +135,13 @@ class SqliteOutbox:
             for name in ("outbox", "dead_letters"):
                 if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
                     db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-        if version < SCHEMA_VERSION and db["outbox"].exists():
+        if version < 3 and db["outbox"].exists():
             for column in ("leased_at", "retry_set_at"):
                 db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+        if version < 4:
+            for name in ("outbox", "dead_letters"):
+                if db[name].exists():
+                    db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
         if version != SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         SqliteOutbox._create_tables(db)
@@ -121,6 +163,7 @@ class SqliteOutbox:
                 "lease_until": float,
                 "acked_at": float,
                 "last_error": str,
+                "seq": int,
             },
             pk="id",
             not_null={"kind", "idem_key", "payload", "state"},
@@ -131,16 +174,32 @@ class SqliteOutbox:
                 "retry_set_at": 0.0,
                 "leased_at": 0.0,
                 "lease_until": 0.0,
+                "seq": 0,
             },
             if_not_exists=True,
         )
         outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
-        db["dead_letters"].create(  # type: ignore[union-attr]
-            {"id": int, **_RECORD_FIELDS, "reason": str, "dead_at": float, "attempts": int},
+        outbox.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        dead = db["dead_letters"]
+        dead.create(  # type: ignore[union-attr]
+            {
+                "id": int,
+                **_RECORD_FIELDS,
+                "reason": str,
+                "dead_at": float,
+                "attempts": int,
+                "seq": int,
+            },
             pk="id",
+            not_null={"seq"},
+            defaults={"seq": 0},
             if_not_exists=True,
         )
+        dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
+        if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
+            db.execute("INSERT INTO usage_seq (n) VALUES (0)")
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         if not self._insert_if_all_new([_row(record, now) for record in records]):
@@ -151,9 +210,7 @@ class SqliteOutbox:
         """Insert every row in one statement, or nothing if any key was seen before."""
         try:
             with self._db.write() as db:
-                before = db.total_changes
-                db.executemany(_INSERT_NEW, rows)
-                _all_inserted(db.total_changes - before, len(rows))
+                _all_inserted(_inserted(db, rows), len(rows))
         except _SeenBefore:
             return False
         return True
@@ -168,10 +225,7 @@ class SqliteOutbox:
                 identity = (record.kind.value, record.idempotency_key)
                 prior = known.get(identity)
                 if prior is not None and prior != record.payload:
-                    raise ValueError(
-                        f"idempotency_key {record.idempotency_key!r} was already used for "
-                        "different usage: Stigg would silently drop this one; use a new key"
-                    )
+                    raise _reused(record)
                 if prior is None:
                     known[identity] = record.payload
                     fresh.append(_row(record, now))
@@ -180,7 +234,7 @@ class SqliteOutbox:
                         record.idempotency_key, record.kind, record.customer_id, prior is not None
                     )
                 )
-            db.executemany(_INSERT_NEW, fresh)
+            _inserted(db, fresh)
         return receipts
 
     @staticmethod
@@ -232,11 +286,12 @@ class SqliteOutbox:
         reason: str = "",
     ) -> None:
         with self._db.write() as db:
+            seq = _next_seq(db) if sent or dead else 0
             if sent:  # delivered, whoever holds the lease now: never send it again
                 db.execute(
                     "UPDATE outbox SET state = 'sent', acked_at = ?, lease_owner = NULL, "
-                    f"lease_until = 0 WHERE id IN ({_marks(sent)})",
-                    (now, *sent),
+                    f"lease_until = 0, seq = ? WHERE id IN ({_marks(sent)})",
+                    (now, seq, *sent),
                 )
             if retry:
                 db.execute(
@@ -247,10 +302,10 @@ class SqliteOutbox:
                 )
             if dead:
                 db.execute(
-                    f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts) "
-                    f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1 FROM outbox "
+                    f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts, seq) "
+                    f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
                     f"WHERE state = 'pending' AND id IN ({_marks(dead)})",
-                    (reason, now, *dead),
+                    (reason, now, seq, *dead),
                 )
                 db.execute(
                     f"DELETE FROM outbox WHERE state = 'pending' AND id IN ({_marks(dead)})", dead
@@ -284,6 +339,39 @@ class SqliteOutbox:
         ((dead,),) = self._db.run("SELECT count(*) FROM dead_letters")
         return OutboxStats(pending or 0, leased or 0, sent or 0, dead, oldest)
 
+    def changes(self, after: int) -> UsageChanges:
+        """What moved local usage since sequence number ``after`` (``-1``: everything held)."""
+        return _changes(self._db.read(_CHANGES, (after, after)), after)
+
+    def enqueue_if(
+        self,
+        records: Sequence[UsageRecord],
+        now: float,
+        *,
+        after: int,
+        admit: Callable[[UsageChanges], bool],
+    ) -> list[Receipt] | None:
+        """Enqueue only if ``admit`` says so, given every change after ``after``, all in one
+        write transaction: no process can add usage between the look and the enqueue."""
+        with self._db.write() as db:
+            known = self._payloads_of(db, records)
+            if known:  # a retry: the same records were enqueued before (or a reused key)
+                return self._duplicates(records, known)
+            if not admit(_changes(db.execute(_CHANGES, (after, after)).fetchall(), after)):
+                return None
+            _inserted(db, [_row(r, now) for r in records])
+        return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
+
+    @staticmethod
+    def _duplicates(
+        records: Sequence[UsageRecord], known: dict[tuple[str, str], str]
+    ) -> list[Receipt]:
+        """Receipts of records enqueued before (all of them, with the same payloads)."""
+        for record in records:
+            if known.get((record.kind.value, record.idempotency_key)) != record.payload:
+                raise _reused(record)
+        return [Receipt(r.idempotency_key, r.kind, r.customer_id, duplicate=True) for r in records]
+
     def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
         rows = self._db.run(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
         return [(_record(row[:-1]), row[-1]) for row in rows]
@@ -300,9 +388,9 @@ class SqliteOutbox:
         where, params = self._selection(ids)
         with self._db.write() as db:
             moved = db.execute(
-                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at) "
-                f"SELECT {_COLUMNS}, dead_at FROM dead_letters {where} ORDER BY id",
-                params,
+                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at, seq) "
+                f"SELECT {_COLUMNS}, dead_at, ? FROM dead_letters {where} ORDER BY id",
+                (_next_seq(db), *params),
             ).rowcount
             db.execute(f"DELETE FROM dead_letters {where}", params)
         return moved

@@ -1,0 +1,135 @@
+"""consume(): check and enqueue as one step, across threads and processes (DESIGN §8)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stigg_cache import (
+    Consumption,
+    FallbackPolicy,
+    FeaturePolicy,
+    Grant,
+    ResilientClient,
+    Source,
+    Staleness,
+)
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
+from tests.conftest import API_KEY
+from tests.forking import child_result, fork_child
+
+LIMIT = 100
+PROCESSES = 4
+THREADS = 8
+TRIES_PER_THREAD = 5  # 4 x 8 x 5 = 160 attempts at a limit of 100
+POLICY = FallbackPolicy(
+    staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
+    features={
+        "api_calls": FeaturePolicy(fallback=Grant(has_access=True, usage_limit=float(LIMIT)))
+    },
+)
+
+
+def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
+    return ResilientClient(
+        None,
+        api_key=API_KEY,
+        base_url=fake.url,
+        store=f"sqlite:///{tmp_path}/cache.db",
+        policy=POLICY,
+        check_timeout=1.0,
+        **options,
+    )
+
+
+def _spend(client: ResilientClient, customer: str, tries: int) -> int:
+    """Consume one unit ``tries`` times from ``THREADS`` threads; how many were granted."""
+    granted: list[Consumption] = []
+
+    def worker() -> None:
+        for _ in range(tries):
+            result = client.consume(customer, "api_calls")
+            if result.granted:
+                granted.append(result)
+
+    threads = [threading.Thread(target=worker) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return len(granted)
+
+
+def _queued_units(client: ResilientClient, customer: str) -> float:
+    outbox = client._usage.outbox  # the shared file: every process's records
+    return sum(
+        record.value or 0.0
+        for record, _ in outbox.unsettled()
+        if record.customer_id == customer and record.name == "api_calls"
+    )
+
+
+def _from_processes(client: ResilientClient, customer: str) -> list[int]:
+    """``PROCESSES`` forked workers of one client, all spending at once."""
+    pids = [
+        fork_child(lambda: _spend(client, customer, TRIES_PER_THREAD)) for _ in range(PROCESSES)
+    ]
+    return [child_result(pid) for pid in pids]
+
+
+def test_consume_grants_what_fits_and_enqueues_only_what_it_grants(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)  # acme: api_calls 40 of 100 used
+    spent = client.consume("acme", "api_calls", 60, idempotency_key="first")
+    refused = client.consume("acme", "api_calls")
+    assert spent.granted
+    assert spent.receipt is not None
+    assert spent.receipt.idempotency_key == "first"
+    assert (spent.entitlement.current_usage, spent.entitlement.decision.source) == (
+        40.0,
+        Source.LIVE,
+    )
+    assert not refused.granted
+    assert refused.receipt is None
+    assert refused.entitlement.current_usage == 100.0
+    assert refused.entitlement.access_denied_reason == "RequestedUsageExceedingLimit"
+    assert _queued_units(client, "acme") == 60.0
+    client.close()
+
+
+@pytest.mark.parametrize(("amount", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)])
+def test_consume_refuses_an_amount_that_is_not_a_positive_number(
+    fake: FakeStigg, tmp_path: Path, amount: Any, error: type[Exception]
+) -> None:
+    client = _client(fake, tmp_path)
+    with pytest.raises(error, match="amount"):
+        client.consume("acme", "api_calls", amount)
+    client.close()
+
+
+def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy's usage_limit of 100 decides
+    granted = _from_processes(client, "offline-customer")
+    assert sum(granted) == LIMIT
+    assert _queued_units(client, "offline-customer") == LIMIT
+    client.close()
+
+
+def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    fake.account.aggregation_delay_s = 3600.0  # Stigg counts what it gets, much later
+    fake.set_customer("lagging", [metered("api_calls", limit=LIMIT, usage=0)])
+    client = _client(fake, tmp_path)
+    assert client.consume("lagging", "api_calls").granted  # the snapshot is now held
+    granted = _from_processes(client, "lagging")
+    assert sum(granted) == LIMIT - 1
+    assert _queued_units(client, "lagging") == LIMIT  # pending or sent, each unit once
+    client.close()

@@ -1,0 +1,109 @@
+"""Every worker of a host counts the same local usage: the shared outbox's (DESIGN §8).
+
+Workers are forked from one client, as ``gunicorn --preload`` makes them. What
+one reports, what any one's flusher gets acknowledged, and what is
+dead-lettered count the same in all of them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from stigg_cache import (
+    FallbackPolicy,
+    FeaturePolicy,
+    Grant,
+    ResilientClient,
+    Source,
+    Staleness,
+)
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
+from tests.conftest import API_KEY
+from tests.forking import in_child
+from tests.helpers import eventually
+
+LIMIT = 100.0
+POLICY = FallbackPolicy(
+    staleness=Staleness(fresh_for_s=0.2, max_staleness_s=3600),
+    features={"api_calls": FeaturePolicy(fallback=Grant(has_access=True, usage_limit=LIMIT))},
+)
+
+
+def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
+    return ResilientClient(
+        None,
+        api_key=API_KEY,
+        base_url=fake.url,
+        store=f"sqlite:///{tmp_path}/cache.db",
+        policy=POLICY,
+        check_timeout=1.0,
+        **options,
+    )
+
+
+def _fits(client: ResilientClient, customer: str, units: float) -> bool:
+    return client.get_metered_entitlement(
+        customer_id=customer, feature_id="api_calls", requested_usage=units
+    ).has_access
+
+
+def test_usage_reported_offline_by_one_worker_counts_in_every_worker(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    fake.set_mode(FakeMode.DOWN)
+
+    def worker_a() -> bool:
+        client.report_usage(customer_id="c-1", feature_id="api_calls", value=60)
+        return _fits(client, "c-1", 40)
+
+    assert in_child(worker_a) is True  # 60 + 40 = the limit
+    client.report_usage(customer_id="c-1", feature_id="api_calls", value=40)
+    assert not _fits(client, "c-1", 1)  # unit 101, in the worker that reported only 40
+    assert in_child(lambda: _fits(client, "c-1", 1)) is False
+    client.close()
+
+
+def test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    fake.set_customer("c-2", [metered("api_calls", limit=100, usage=40)])
+    client = _client(fake, tmp_path, settle_s=0.0)
+
+    def worker_a() -> tuple[float | None, float | None]:
+        client._usage.flusher.close()  # this worker never sends: a sibling's flusher must
+        client.report_usage(customer_id="c-2", feature_id="api_calls", value=10)
+        seen: list[tuple[float | None, float | None]] = []
+
+        def settled() -> bool:  # Stigg's snapshot has the 10, and nothing is added locally
+            stigg_says = dict(client.get_entitlements(customer_id="c-2").entitlements)
+            answer = client.get_metered_entitlement(customer_id="c-2", feature_id="api_calls")
+            seen.append((stigg_says["api_calls"].current_usage, answer.current_usage))
+            return seen[-1] == (50.0, 50.0) and answer.decision.source is not Source.STALE
+
+        eventually(settled)
+        return seen[-1]
+
+    assert in_child(worker_a) == [50.0, 50.0]  # the parent's flusher sent it meanwhile
+    assert fake.account.usage_of("c-2", "api_calls") == 50.0
+    client.close()
+
+
+def test_dead_lettered_usage_counts_in_no_worker(fake: FakeStigg, tmp_path: Path) -> None:
+    client = _client(fake, tmp_path)
+    fake.set_mode(FakeMode.DOWN)  # no snapshot: the fallback's limit of 100 decides
+    eight_days_ago = datetime.now(UTC) - timedelta(days=8)  # past Stigg's dedup window
+
+    def worker_a() -> bool:
+        client.report_usage(
+            customer_id="c-3", feature_id="api_calls", value=90, created_at=eight_days_ago
+        )
+        eventually(lambda: client.status().dead_letters == 1)  # never sendable: dead-lettered
+        eventually(lambda: _fits(client, "c-3", 100))  # within the view's lag (SYNC_INTERVAL_S)
+        return True
+
+    assert in_child(worker_a)
+    assert _fits(client, "c-3", 100)
+    client.close()
