@@ -1,14 +1,21 @@
-"""Single-flight fetches from Stigg under the check deadline.
+"""Single-flight fetches from Stigg under the check deadline, one per host.
 
 A check waits for a fetch at most until its deadline; the fetch itself runs
 on a worker thread and, if it completes later, still lands in the cache for
-the next check. Concurrent misses for one customer+resource share one flight.
+the next check. Concurrent misses for one customer+resource share one flight
+in a process, and the processes sharing a store share one refresh: a flight
+takes the store's refresh lease before it asks Stigg; a flight that finds the
+lease held waits for the holder's snapshot to appear in the store (until the
+lease is free again, or its fetch timeout) instead of asking Stigg too.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 
 import attrs
@@ -22,6 +29,9 @@ from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
 
 DEFAULT_FETCH_CONCURRENCY = 8
+SIBLING_POLL_S = 0.02  # how often a flight looks for a sibling's refresh in the store
+LEASE_RETRY_S = 0.25  # how often it tries the lease meanwhile (a write: the holder needs the lock)
+PERSIST_WAIT_S = 2.0  # close() waits this long for fetched snapshots to reach the store
 
 
 @attrs.define(eq=False)
@@ -29,7 +39,10 @@ class _Flight:
     future: Future[CachedSnapshot]
     begun: int  # Health.answers when it started
     started: float  # time.monotonic(): waits on a Future run on real time, whatever the clock
+    started_wall: float  # the client's clock, to compare with a stored snapshot's fetch time
+    basis: float  # fetch time (wall) of the snapshot this process held when it began, or -inf
     deadline_reported: bool = False
+    on_sibling: bool = False  # waiting for another process's refresh: not asking Stigg
 
 
 class Fetcher:
@@ -59,6 +72,10 @@ class Fetcher:
         self._closed = False
         self._flights: dict[ScopeKey, _Flight] = {}
         self._lock = threading.Lock()
+        self._owner = _lease_owner()
+        self._stop = threading.Event()
+        self._persisted = threading.Condition()
+        self._persisting = 0  # fetched snapshots on their way to the store
         _fork.renew_after_fork(self, Fetcher._renew)
 
     def _renew(self) -> None:
@@ -70,6 +87,10 @@ class Fetcher:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self._concurrency)
         self._flights = {}
+        self._owner = _lease_owner()
+        self._stop = _fork.renewed(self._stop)
+        self._persisted = threading.Condition()
+        self._persisting = 0
 
     def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
         """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it.
@@ -89,10 +110,12 @@ class Fetcher:
             pass
         except StiggUnavailableError as failure:
             return failure
-        if time.monotonic() - flight.started < self._check_timeout_s:
+        if flight.on_sibling or time.monotonic() - flight.started < self._check_timeout_s:
             return StiggUnavailableError(
                 FailureKind.TIMEOUT,
-                f"no time left to wait for Stigg ({wait_s:.3g}s of the check budget remained)",
+                "another process is refreshing it"
+                if flight.on_sibling
+                else f"no time left to wait for Stigg ({wait_s:.3g}s of the check budget remained)",
             )
         with self._lock:
             first = not flight.deadline_reported
@@ -109,8 +132,16 @@ class Fetcher:
         self._flight(scope)
 
     def close(self) -> None:
-        """Stop taking work; fetches under way end at their own timeout."""
+        """Stop taking work; fetches under way end at their own timeout.
+
+        A snapshot fetched but not yet written to the store is waited for (up
+        to ``PERSIST_WAIT_S``): a process that exits right after a check keeps
+        what it fetched for its next start.
+        """
         self._closed = True
+        self._stop.set()
+        with self._persisted:
+            self._persisted.wait_for(lambda: not self._persisting, PERSIST_WAIT_S)
 
     def _flight(self, scope: ScopeKey) -> _Flight | StiggUnavailableError:
         with self._lock:
@@ -133,7 +164,11 @@ class Fetcher:
             if flight is not None:  # another thread started it meanwhile
                 self._slots.release()
                 return flight
-            flight = _Flight(Future(), self._health.answers, time.monotonic())
+            held = self._cache.peek(scope)
+            basis = -math.inf if held is None else held.snapshot.fetched_at
+            flight = _Flight(
+                Future(), self._health.answers, time.monotonic(), self._clock.time(), basis
+            )
             self._flights[scope] = flight
         threading.Thread(
             target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
@@ -141,6 +176,54 @@ class Fetcher:
         return flight
 
     def _run(self, scope: ScopeKey, flight: _Flight) -> None:
+        sibling = None
+        if self._cache.lease(scope, self._owner, self._fetch_timeout_s) is not True:
+            sibling = self._sibling_refresh(scope, flight)
+        if sibling is None:  # a sibling may have stored its refresh since this process looked
+            sibling = self._recent(scope, flight)
+        if sibling is not None:
+            self._finish(scope)
+            flight.future.set_result(sibling)
+            self._cache.lease(scope, self._owner, 0.0)
+            return
+        try:
+            self._fetch(scope, flight)
+        finally:
+            self._cache.lease(scope, self._owner, 0.0)  # the next refresh need not wait for it
+
+    def _sibling_refresh(self, scope: ScopeKey, flight: _Flight) -> CachedSnapshot | None:
+        """Another process is refreshing ``scope`` (or the store, busy with the writes of
+        processes that are, could not say): its snapshot, once in the store.
+
+        ``None`` when this flight should ask Stigg itself: the lease came free
+        (the sibling gave up or died), or half a check's budget passed (a slow
+        sibling, or a store locked for long, must not cost a waiting check its
+        answer: an extra read of Stigg is the lesser harm).
+        """
+        deadline = flight.started + min(self._fetch_timeout_s, self._check_timeout_s / 2)
+        flight.on_sibling = True
+        retry_lease_at = time.monotonic() + LEASE_RETRY_S
+        try:
+            while time.monotonic() < deadline and not self._stop.wait(SIBLING_POLL_S):
+                entry = self._recent(scope, flight)  # a read: cheap, never in a writer's way
+                if entry is not None:
+                    return entry
+                if time.monotonic() >= retry_lease_at:  # a write: rarely, or waiters starve
+                    retry_lease_at = time.monotonic() + LEASE_RETRY_S  # the holder's own write
+                    if self._cache.lease(scope, self._owner, self._fetch_timeout_s) is True:
+                        return None  # given back: the holder stored its refresh, or gave up
+            return None
+        finally:
+            flight.on_sibling = False
+
+    def _recent(self, scope: ScopeKey, flight: _Flight) -> CachedSnapshot | None:
+        """A snapshot a sibling fetched for this flight's purpose: newer than the one this
+        process held when the flight began, and fetched at most a check's budget before
+        it began (a refresh landing as this process looked, not an old copy)."""
+        since = max(flight.basis, flight.started_wall - self._check_timeout_s)
+        return self._cache.fetched_since(scope, since, report=False)
+
+    def _fetch(self, scope: ScopeKey, flight: _Flight) -> None:
         customer_id, resource_id = scope
         try:
             snapshot = self._adapter.fetch_entitlements(
@@ -155,14 +238,26 @@ class Fetcher:
             return
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
         entry, stored = self._cache.hold(fetched, self._clock.monotonic())
+        with self._persisted:
+            self._persisting += 1
         self._finish(scope)  # later checks find it in L1
         self._health.succeeded()
         flight.future.set_result(entry)
         # The write to L2 holds no caller and no fetch slot: a busy store (another
         # process's long write) costs checks nothing and is never taken for a slow Stigg.
-        self._cache.persist(fetched, stored)
+        try:
+            self._cache.persist(fetched, stored)
+        finally:
+            with self._persisted:
+                self._persisting -= 1
+                self._persisted.notify_all()
 
     def _finish(self, scope: ScopeKey) -> None:
         with self._lock:
             self._flights.pop(scope, None)
         self._slots.release()
+
+
+def _lease_owner() -> str:
+    """Names this process's flights in refresh leases (renewed in a forked child)."""
+    return f"{os.getpid()}:{uuid.uuid4().hex[:8]}"

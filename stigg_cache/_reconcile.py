@@ -125,13 +125,15 @@ class Reconciler:
         thread = threading.Thread(target=delayed, daemon=True, name="stigg-cache-reconcile")
         with self._started:  # reconnections may be announced from two threads at once
             self._background = [t for t in self._background if t.is_alive()] + [thread]
-        thread.start()
+            thread.start()  # under the lock: close() never sees a thread not yet started
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop a reconciliation under way and wait for it (bounded), before its stores close."""
         self._stop.set()
         deadline = self._clock.monotonic() + timeout_s
-        for thread in self._background:
+        with self._started:
+            started = list(self._background)
+        for thread in started:
             thread.join(max(0.0, deadline - self._clock.monotonic()))
 
     def _reconcile(self, timeout_s: float) -> ReconcileReport:

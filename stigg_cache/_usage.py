@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -92,6 +93,7 @@ class UsageService:
         self._cursor = -1  # the shared outbox's changes seen so far
         self._next_sync = 0.0  # time.monotonic(): a rate of I/O, not an age of data
         self._syncing = threading.Lock()
+        self._background_sync = False
         if self._shared is not None:
             self._follow(self._shared.changes(self._cursor))
         else:
@@ -139,30 +141,43 @@ class UsageService:
         """Usage to add for ``scope``: the host's, from the shared outbox (``SYNC_INTERVAL_S`` lag).
 
         A check that must not block (the async client's first try, on the loop)
-        uses what is already known.
+        answers with what is known and starts the read on a thread.
         """
-        if (
-            self._shared is not None
-            and time.monotonic() >= self._next_sync
-            and not MEMORY_ONLY.get()
-        ):
-            self.sync()
+        if self._shared is not None and time.monotonic() >= self._next_sync:
+            if MEMORY_ONLY.get():
+                self._sync_in_background()
+            else:
+                self.sync()
         return self.ledger.local_usage(scope, snapshot_fetched_at, floor)
+
+    def _sync_in_background(self) -> None:
+        """For a check that must not block (on the event loop): read on a thread of its own."""
+        with self._touched_lock:
+            if self._background_sync:
+                return
+            self._background_sync = True
+
+        def sync() -> None:
+            try:
+                self.sync()
+            finally:
+                self._background_sync = False
+
+        threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
     def sync(self) -> None:
         """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
 
         An unreadable outbox leaves the view as it was (``status()`` reports the outbox).
         """
-        if self._shared is None or not self._syncing.acquire(blocking=False):
-            return  # another thread is at it: its result serves this check too
-        try:
+        if self._shared is None:
+            return
+        with self._syncing:  # a thread that finds another at it waits for its result
+            if time.monotonic() < self._next_sync:
+                return  # read meanwhile by the thread it waited for
+            with contextlib.suppress(StoreError):  # the view lags; status() tells why
+                self._follow(self._shared.changes(self._cursor))
             self._next_sync = time.monotonic() + SYNC_INTERVAL_S
-            self._follow(self._shared.changes(self._cursor))
-        except StoreError:
-            pass
-        finally:
-            self._syncing.release()
 
     def consume(
         self, record: UsageRecord, admit: Callable[[], bool], *, offline: bool

@@ -56,6 +56,7 @@ class Sizes:
     drain_events: int = 10_000
     drain_rate: float = 1_000.0
     sdk_calls: int = 200
+    worker_customers: int = 400
 
 
 TINY = Sizes(
@@ -66,6 +67,7 @@ TINY = Sizes(
     drain_events=300,
     drain_rate=1_000.0,
     sdk_calls=5,
+    worker_customers=20,
 )
 
 
@@ -196,7 +198,7 @@ def _row(
     *,
     invert: bool = False,
 ) -> Row:
-    scale = {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
+    scale = {"us": 1e6, "ms": 1e3, "s": 1.0, "n": 1.0}[unit]
     ours, base = statistics.median(mine), statistics.median(theirs)
     ratio = base / ours if invert else ours / base
     return Row(
@@ -493,8 +495,88 @@ def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
                 invert=True,
             )
         )
+        rows.append(_consume_row(client, sizes, counter))
         db.close()
     return rows
+
+
+def _consume_row(client: ResilientClient, sizes: Sizes, counter: Iterator[int]) -> Row:
+    """Row 13: consume() (a check and an enqueue in one transaction) against report_usage."""
+
+    def consume(i: int) -> object:
+        return client.consume("c1", "api_calls", 1, idempotency_key=f"u{next(counter)}")
+
+    def report(i: int) -> object:
+        n = next(counter)
+        return client.report_usage(
+            customer_id="c1", feature_id="api_calls", value=1, idempotency_key=f"u{n}"
+        )
+
+    mine, theirs = _interleaved(
+        _timed(consume, sizes.io_ops), _timed(report, sizes.io_ops), sizes.rounds
+    )
+    return _row(
+        13, "consume(), 1 unit, durable (vs report_usage)", mine, theirs, "us",
+        ">= 0.5x rate", lambda r: r >= 0.5, invert=True,
+    )  # fmt: skip
+
+
+def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:
+    """Row 14: Stigg reads of 8 forked workers checking the same customers, against one process."""
+    customers = [f"w{n}" for n in range(sizes.worker_customers)]
+    with FakeStigg(api_key=API_KEY) as fake:
+        for customer in customers:
+            fake.set_customer(customer, [boolean("sso")])
+        reads = []
+        for workers in (8, 1):
+            before = fake.entitlement_requests()
+            with ResilientClient(
+                None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp}/w{workers}.db",
+                check_timeout=2.0, fetch_concurrency=64,
+            ) as client:  # fmt: skip
+                _in_workers(workers, lambda: _check_each(client, customers))
+            reads.append(float(fake.entitlement_requests() - before))
+    return _row(
+        14, "Stigg reads, 8 forked workers (vs 1 process)", [reads[0]], [reads[1]], "n",
+        "<= 1.2x", lambda r: r <= 1.2,
+    )  # fmt: skip
+
+
+def _check_each(client: ResilientClient, customers: list[str]) -> None:
+    """Every customer once, eight threads at a time (each worker in its own order)."""
+    order = sorted(customers, key=lambda c: hash((os.getpid(), c)))
+    threads = [
+        threading.Thread(
+            target=lambda part=order[n::8]: [
+                client.get_boolean_entitlement(customer_id=c, feature_id="sso") for c in part
+            ]
+        )
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _in_workers(workers: int, work: Callable[[], None]) -> None:
+    """Run ``work`` in ``workers`` forked children of one client (``gunicorn --preload``)."""
+    if workers == 1:
+        work()
+        return
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: never return into the benchmark
+            code = 0
+            try:
+                work()
+            except BaseException:
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
 
 
 def bench_memory(sizes: Sizes) -> Row:
@@ -682,6 +764,7 @@ def run(sizes: Sizes) -> list[Row]:
         rows.append(bench_memory(sizes))
         rows.append(bench_drain(sizes, tmp))
         rows.append(bench_async_check(sizes, tmp))
+        rows.append(bench_worker_reads(sizes, tmp))
     return sorted(rows, key=lambda row: row.number)
 
 

@@ -459,8 +459,9 @@ class ResilientClient:
                 return judged
         remaining = self._check_timeout_s - (self._clock.monotonic() - started)
         result = self._fetcher.fetch(scope, remaining)
-        if isinstance(result, CachedSnapshot):
-            decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
+        if isinstance(result, CachedSnapshot):  # fetched now, here or by a sibling process
+            age = max(0.0, self._clock.monotonic() - result.fetched_mono)
+            decision = Decision(Source.LIVE, age, stale=False, policy_version=policy.version)
             live = self._from_snapshot(request, result.snapshot, decision, self._clock.time())
             return self._answered(live, request)
         fallback = self._fallback(request, policy, result, expired=entry)
@@ -493,6 +494,9 @@ class ResilientClient:
             return self._answered(
                 self._from_snapshot(request, entry.snapshot, decision, now_wall), request
             )
+        newer = self._cache.newer((request.customer_id, request.resource_id))
+        if newer is not None:  # a sibling process refreshed it meanwhile
+            return self._from_cached(request, newer, policy, started)
         if freshness is Freshness.EXPIRED:
             return None
         offline = self._health.offline
@@ -798,7 +802,8 @@ class ResilientClient:
         if event not in (
             "store_entry_unusable",
             "snapshot_tampered",
-        ):  # a bad entry, not a bad store
+            "store_lease_failed",
+        ):  # a bad entry, or a lease the store was too busy to grant: not a bad store
             self._health.store_fault(f"{event}: {error}")
 
     def __repr__(self) -> str:

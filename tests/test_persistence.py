@@ -122,7 +122,7 @@ def test_unwritable_store_degrades_but_checks_keep_answering(
     again = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     assert (result.decision.source, again.decision.source) == (Source.LIVE, Source.CACHE)
     eventually(lambda: not client.status().store_healthy)  # written after the answer
-    assert "store_write_failed" in (client.status().store_error or "")
+    assert client.status().faults["stigg_cache.store_write_failed"]
     del fake, tmp_path
 
 

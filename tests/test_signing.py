@@ -143,7 +143,7 @@ def test_a_replayed_older_snapshot_is_refused_by_the_process_that_saw_a_newer_on
     fake.set_customer("acme", [boolean("sso", granted=False)])  # ...then revoked
     with _client(fake, store_url) as client:
         time.sleep(0.01)
-        client._cache.clear_l1()
+        client._cache.invalidate("acme", None)  # refetched at once, not taken from the store
         client._fetcher.fetch(("acme", None), 2.0)  # the newer snapshot: sso denied
         fake.set_mode(FakeMode.DOWN)
         store.put(snapshot_key("acme", None), old)  # the user puts the old grant back
@@ -182,6 +182,7 @@ def test_keys_rotate_the_first_signs_and_all_verify(
     assert _sso(fake, store_url, "globex", key=[KEY_B, KEY_A]) == (True, Source.CACHE, 0)
     fake.set_mode(FakeMode.UP)
     with _client(fake, store_url, [KEY_B, KEY_A]) as client:
+        client._cache.invalidate("globex", None)  # refetched at once, not taken from the store
         client._fetcher.fetch(("globex", None), 2.0)  # rewritten, signed by B
     fake.set_mode(FakeMode.DOWN)
     assert _sso(fake, store_url, "globex", key=KEY_B) == (True, Source.CACHE, 0)

@@ -307,6 +307,9 @@ def _route(method: str, path: str) -> tuple[str, re.Match[str]] | None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of workers connecting at once
+    # overflowed it, and a dropped SYN costs its client a 1 s retransmission.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], fake: FakeStigg) -> None:
         super().__init__(address, _Handler)

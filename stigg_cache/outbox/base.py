@@ -20,6 +20,12 @@ import attrs
 from stigg_cache.core.pacing import RateBucket
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 
+CLOCK_STEP_S = 60.0
+"""A lease or retry set more than this after a claim's "now" means the wall clock stepped
+back since, and the record is sendable again. Less is no step: a sibling whose clock runs a
+little ahead, or this claim's "now" read before it waited for the outbox's lock (taking
+those for steps sent records twice under four busy workers)."""
+
 
 @attrs.frozen
 class Claimed:

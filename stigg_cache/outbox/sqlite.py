@@ -17,7 +17,7 @@ from typing import Any
 import sqlite_utils
 
 from stigg_cache.errors import StoreError
-from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats, UsageChanges
+from stigg_cache.outbox.base import CLOCK_STEP_S, Claimed, DeadLetter, OutboxStats, UsageChanges
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores._sqlite import SqliteConnection
@@ -35,8 +35,8 @@ SCHEMA_VERSION = 4
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
-# Due now, and not leased now. A retry set, or a lease taken, "in the future"
-# (the wall clock has since stepped back) counts as due / expired.
+# Due now, and not leased now. A retry set, or a lease taken, well "in the future"
+# (``CLOCK_STEP_S``: the wall clock has since stepped back) counts as due / expired.
 _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
@@ -263,7 +263,7 @@ class SqliteOutbox:
             rows = db.execute(
                 f"SELECT id, {_COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
                 f"AND {_SENDABLE} ORDER BY id LIMIT ?",
-                (kind.value, now, now, now, now, limit),
+                (kind.value, now, now + CLOCK_STEP_S, now, now + CLOCK_STEP_S, limit),
             ).fetchall()
             ids = [row[0] for row in rows]
             if ids:

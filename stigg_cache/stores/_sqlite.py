@@ -121,7 +121,8 @@ class SqliteConnection:
         self._create = create
         self._lock = threading.Lock()
         self._idle_readers: list[sqlite3.Connection] = []
-        self._readers: list[sqlite3.Connection] = []  # every reader opened, for close()
+        self._closed = False
+        self._set_up_file = False  # WAL on and schema made, by this object (or its parent's)
         try:
             with FORK_GATE.held():
                 self._conn: sqlite3.Connection | None = self._open()
@@ -139,14 +140,49 @@ class SqliteConnection:
         if self.path is None:  # a private in-memory database has one connection
             return self.run(sql, params)
         with self._translated(), FORK_GATE.held():
-            try:
-                reader = self._idle_readers.pop()  # list.pop and append are atomic
-            except IndexError:
-                reader = self._open_reader()
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            return self._read_pooled(sql, params)
+
+    def _read_pooled(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        *,
+        before: tuple[str, Sequence[Any]] | None = None,
+        after: tuple[str, Sequence[Any]] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """Through an idle reader (or a new one), put back after; one closed meanwhile is shut."""
+        try:
+            reader = self._idle_readers.pop()  # list.pop and append are atomic
+        except IndexError:
+            reader = self._open_reader()
+        try:
+            if before is not None:
+                reader.execute(*before)
             try:
                 return reader.execute(sql, params).fetchall()
             finally:
-                self._idle_readers.append(reader)
+                if after is not None:
+                    reader.execute(*after)
+        finally:
+            self._idle_readers.append(reader)
+            if self._closed:  # closed while in use here: never closed under a statement
+                self._close_idle_readers()
+
+    def write_briefly(
+        self, sql: str, params: Sequence[Any] = (), *, wait_s: float
+    ) -> list[tuple[Any, ...]]:
+        """One write statement through a reader of the pool, waiting up to ``wait_s`` for
+        another connection's lock (never behind this process's own long writes)."""
+        if self.path is None:
+            return self.run(sql, params)
+        with self._translated(), FORK_GATE.held():
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            wait = (f"PRAGMA busy_timeout = {round(wait_s * 1000)}", ())
+            restore = (f"PRAGMA busy_timeout = {round(READ_BUSY_TIMEOUT_S * 1000)}", ())
+            return self._read_pooled(sql, params, before=wait, after=restore)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -164,10 +200,19 @@ class SqliteConnection:
     def close(self) -> None:
         """Close this process's connection (an inherited one is never closed here)."""
         with self._lock, FORK_GATE.held():
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
-            for reader in self._readers:
-                reader.close()
+            self._close_idle_readers()
+
+    def _close_idle_readers(self) -> None:
+        """Close the readers no thread is using (each is taken out before it is closed)."""
+        while True:
+            try:
+                reader = self._idle_readers.pop()
+            except IndexError:
+                return
+            reader.close()
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -191,6 +236,8 @@ class SqliteConnection:
         )
         try:
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            if self.path is not None and self._set_up_file:
+                return conn  # reopened (a forked child): WAL and schema are the file's already
             db = sqlite_utils.Database(conn)
             if self.path is not None:
                 self._until_free(db.enable_wal)
@@ -198,17 +245,16 @@ class SqliteConnection:
         except BaseException:
             conn.close()
             raise
+        self._set_up_file = True
         return conn
 
     def _open_reader(self) -> sqlite3.Connection:
-        reader = sqlite3.connect(
+        return sqlite3.connect(
             self.path or ":memory:",
             timeout=READ_BUSY_TIMEOUT_S,
             check_same_thread=False,
             isolation_level=None,
         )
-        self._readers.append(reader)
-        return reader
 
     def _set_up(self, db: sqlite_utils.Database) -> None:
         db.execute("BEGIN IMMEDIATE")
@@ -238,7 +284,7 @@ class SqliteConnection:
 
         An in-memory database starts empty in the child: what it held is the parent's.
         """
-        _fork.abandon(self._conn, self._readers)
+        _fork.abandon(self._conn, self._idle_readers)
         self._lock = threading.Lock()
         self._conn = None
-        self._idle_readers, self._readers = [], []
+        self._idle_readers = []

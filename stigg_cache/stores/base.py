@@ -52,3 +52,21 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and handles; the store is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """A store several processes share lets one of them refresh a customer at a time.
+
+    A lease is a hint, not a lock: it runs out by itself, so a holder that dies
+    costs the others ``ttl_s`` at most. Faults follow :class:`Store`'s rules
+    (``StoreError``); a caller that cannot get an answer fetches anyway.
+    """
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Hold ``key`` for ``ttl_s`` seconds unless another owner holds it unexpired.
+
+        True when ``owner`` holds it now (taken, or renewed by its holder);
+        ``ttl_s=0`` gives back a lease its owner holds.
+        """
+        ...

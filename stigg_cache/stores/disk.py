@@ -89,6 +89,9 @@ def _confined(directory: Path, filename: str) -> Path:
     return path
 
 
+_LEASE_PREFIX = "lease:"
+
+
 class DiskStore:
     """Entries in a diskcache directory."""
 
@@ -118,6 +121,23 @@ class DiskStore:
 
     def delete(self, key: str) -> None:
         self._guard(lambda: self._cache.delete(key, retry=True))
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """diskcache's ``add`` takes a free or expired lease atomically; its holder renews it."""
+        name, mine = _LEASE_PREFIX + key, owner.encode()
+
+        def take() -> bool:
+            if self._cache.add(name, mine, expire=max(ttl_s, 0.001), retry=True):
+                return True
+            if self._cache.get(name, retry=True) != mine:
+                return False
+            if ttl_s <= 0:
+                self._cache.delete(name, retry=True)
+            else:
+                self._cache.set(name, mine, expire=ttl_s, retry=True)
+            return True
+
+        return bool(self._guard(take))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         found: list[str] = self._guard(

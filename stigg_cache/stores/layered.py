@@ -8,7 +8,9 @@ an entry is loaded, so a wall-clock jump cannot make data look fresher.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -22,10 +24,15 @@ from stigg_cache._memory_only import refuse_io
 from stigg_cache.core.engine import FUTURE_SKEW_S
 from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
-from stigg_cache.stores.base import MISSING, Store
+from stigg_cache.stores.base import MISSING, Leases, Store
 
 DEFAULT_L1_MAX_ENTRIES = 100_000
 DEFAULT_L1_MAX_BYTES = 256 * 1024 * 1024  # of stored (JSON) form; decoded snapshots take less
+# A snapshot L1 holds past its freshness is compared with the store's at most this often:
+# the lag with which a process notices a sibling's refresh.
+L2_RECHECK_S = 1.0
+MAX_RECHECKED = 10_000  # scopes remembered for that; forgotten all at once beyond
+_LEASE_PREFIX = "refresh:"
 
 ScopeKey = tuple[str, str | None]
 
@@ -64,6 +71,7 @@ class SnapshotCache:
         """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
         self._failing: set[str] = set()  # faults not yet followed by a success of their kind
+        self._rechecked: dict[ScopeKey, float] = {}  # time.monotonic() of each scope's recheck
         _fork.renew_after_fork(self, _fork.fresh_lock)
 
     def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
@@ -110,6 +118,57 @@ class SnapshotCache:
             self._failed("store_write_failed", error)
         else:
             self._worked("store_write_failed")
+
+    def newer(self, scope: ScopeKey) -> CachedSnapshot | None:
+        """The store's snapshot of a scope if a sibling process stored a newer one than L1's.
+
+        A check looks at most once per ``L2_RECHECK_S`` per scope.
+        """
+        refuse_io()
+        now = time.monotonic()
+        if now - self._rechecked.get(scope, -math.inf) < L2_RECHECK_S:
+            return None
+        if len(self._rechecked) >= MAX_RECHECKED:
+            self._rechecked.clear()
+        self._rechecked[scope] = now
+        held = self.l1.get(scope)
+        return self.fetched_since(scope, -math.inf if held is None else held.snapshot.fetched_at)
+
+    def fetched_since(
+        self, scope: ScopeKey, since: float, *, report: bool = True
+    ) -> CachedSnapshot | None:
+        """A snapshot of a scope fetched after ``since`` (wall time), from L1 or the store.
+
+        ``report=False`` is a quiet look (a fetch about to ask Stigg): a bad entry
+        was reported by the check that started the fetch.
+        """
+        held = self.l1.get(scope)
+        if held is not None and held.snapshot.fetched_at > since:
+            return held  # another thread of this process brought it in meanwhile
+        entry = self._load(*scope, report=report)
+        if entry is None or entry.snapshot.fetched_at <= since:
+            return None
+        if held is None or entry.snapshot.fetched_at > held.snapshot.fetched_at:
+            self._remember(scope, entry)
+        return entry
+
+    def lease(self, scope: ScopeKey, owner: str, ttl_s: float) -> bool | None:
+        """Whether ``owner`` may refresh ``scope`` now (the store's lease; see :class:`Leases`).
+
+        A store without leases says yes. ``None``: the store could not say in
+        time (busy with other processes' writes, most likely theirs refreshing);
+        the caller waits a little for a sibling's refresh, then fetches anyway.
+        Counted and logged as a fault, but not an unhealthy store: reads and writes
+        of snapshots report its health.
+        """
+        store = self.store
+        if not isinstance(store, Leases):
+            return True
+        try:
+            return store.lease(_LEASE_PREFIX + snapshot_key(*scope), owner, ttl_s)
+        except StoreError as error:
+            self._on_fault("store_lease_failed", error)
+            return None
 
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
         """Forget a scope in L1 and L2."""
@@ -168,12 +227,16 @@ class SnapshotCache:
                 _, evicted = self.l1.popitem(last=False)
                 self.l1_bytes -= evicted.size
 
-    def _load(self, customer_id: str, resource_id: str | None) -> CachedSnapshot | None:
+    def _load(
+        self, customer_id: str, resource_id: str | None, *, report: bool = True
+    ) -> CachedSnapshot | None:
+        """The store's snapshot of a scope; a bad entry is a miss, reported if ``report``."""
+        on_fault = self._on_fault if report else _unreported
         try:
             value = self.store.get(snapshot_key(customer_id, resource_id))
         except CorruptEntryError as error:
             tampered = isinstance(error, TamperedEntryError)
-            self._on_fault("snapshot_tampered" if tampered else "store_entry_unusable", error)
+            on_fault("snapshot_tampered" if tampered else "store_entry_unusable", error)
             return None
         except StoreError as error:
             self._failed("store_read_failed", error)
@@ -184,10 +247,10 @@ class SnapshotCache:
         try:
             snapshot = decode_snapshot(value)
         except CorruptEntryError as error:
-            self._on_fault("store_entry_unusable", error)
+            on_fault("store_entry_unusable", error)
             return None
         if snapshot.customer_id != customer_id or snapshot.resource_id != resource_id:
-            self._on_fault(
+            on_fault(
                 "store_entry_unusable", StoreError("snapshot stored under another scope's key")
             )
             return None
@@ -195,3 +258,7 @@ class SnapshotCache:
         in_future = age < -FUTURE_SKEW_S
         fetched_mono = self._clock.monotonic() - max(age, 0.0)
         return CachedSnapshot(snapshot, fetched_mono, in_future, size=len(value))
+
+
+def _unreported(event: str, error: Exception | None) -> None:
+    """A fault seen on a quiet look: the look that reports it is elsewhere."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from stigg_cache import _fork
@@ -14,6 +15,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._values: dict[str, bytes] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # key -> owner, until (monotonic)
         self._lock = threading.Lock()
         _fork.renew_after_fork(self, _fork.fresh_lock)
 
@@ -23,6 +25,15 @@ class MemoryStore:
     def put(self, key: str, value: bytes) -> None:
         with self._lock:
             self._values[key] = bytes(value)
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            holder = self._leases.get(key)
+            if holder is not None and holder[0] != owner and holder[1] > now:
+                return False
+            self._leases[key] = (owner, now + ttl_s)
+            return True
 
     def delete(self, key: str) -> None:
         with self._lock:

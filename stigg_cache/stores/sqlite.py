@@ -21,12 +21,27 @@ from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
 BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds
+# A refresh lease waits this long for another process's lock: it delays the fetch a check
+# may be waiting for, so far less than a check's budget (past it, this process fetches).
+LEASE_WAIT_S = 0.1
 TABLE = "stigg_cache_entries"
+
+
+LEASES = "stigg_cache_leases"
+# Taken when free, expired or already ours; RETURNING says whether it is ours now.
+_LEASE = (
+    f"INSERT INTO {LEASES} (key, owner, until) VALUES (?, ?, ?) "  # noqa: S608
+    "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, until = excluded.until "
+    f"WHERE {LEASES}.until <= ? OR {LEASES}.owner = excluded.owner RETURNING owner"
+)
 
 
 def _create(db: sqlite_utils.Database) -> None:
     db[TABLE].create(  # type: ignore[union-attr]
         {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
+    )
+    db[LEASES].create(  # type: ignore[union-attr]
+        {"key": str, "owner": str, "until": float}, pk="key", if_not_exists=True
     )
 
 
@@ -61,6 +76,13 @@ class SqliteStore:
             "value = excluded.value, updated_at = excluded.updated_at",
             (key, sqlite3.Binary(value), time.time()),
         )
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Wall time: several processes compare expiries. A store busy past
+        ``LEASE_WAIT_S`` raises (the caller then fetches anyway)."""
+        now = time.time()
+        rows = self._db.write_briefly(_LEASE, (key, owner, now + ttl_s, now), wait_s=LEASE_WAIT_S)
+        return bool(rows)
 
     def delete(self, key: str) -> None:
         self._db.run(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608

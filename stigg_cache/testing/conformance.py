@@ -13,10 +13,14 @@ Use it by subclassing in a test module::
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +28,7 @@ from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
-from stigg_cache.stores.base import MISSING, Store
+from stigg_cache.stores.base import MISSING, Leases, Store
 from stigg_cache.stores.layered import SnapshotCache
 
 LARGE_VALUE_BYTES = 3 * 1024 * 1024
@@ -167,6 +171,28 @@ class StoreConformance:
         assert cached is not None
         assert cached.snapshot == snapshot
 
+    def test_a_lease_has_one_holder_until_it_runs_out_or_is_given_back(self, store: Store) -> None:
+        if not isinstance(store, Leases):
+            pytest.skip("this store has no refresh leases: each process refreshes for itself")
+        assert store.lease("refresh:c", "a", 30.0)
+        assert not store.lease("refresh:c", "b", 30.0)
+        assert store.lease("refresh:c", "a", 30.0)  # its holder renews it
+        assert store.lease("refresh:other", "b", 30.0)  # leases are per key
+        assert store.lease("refresh:c", "a", 0.0)  # given back
+        assert store.lease("refresh:c", "b", 0.05)
+        time.sleep(0.2)  # a holder that died: its lease runs out by itself
+        assert store.lease("refresh:c", "a", 30.0)
+        assert "refresh:c" not in set(store.keys("refresh:"))  # leases are not entries
+
+
+def _take_lease(url: str, owner: str, taken: Any) -> None:
+    store = open_store(url)
+    try:
+        if isinstance(store, Leases) and store.lease("refresh:shared", owner, 30.0):
+            taken.put(owner)
+    finally:
+        store.close()
+
 
 def _write_from_process(url: str, writer: int, count: int) -> None:
     store = open_store(url)
@@ -197,6 +223,29 @@ class DurableStoreConformance(StoreConformance):
             assert second.get("k") == b"kept"
         finally:
             second.close()
+
+    def test_one_of_several_processes_gets_a_lease(self, tmp_path: Path) -> None:
+        url = self.store_url(tmp_path)
+        store = self.make_store(tmp_path)
+        leases = isinstance(store, Leases)
+        store.close()
+        if not leases:
+            pytest.skip("this store has no refresh leases: each process refreshes for itself")
+        context = multiprocessing.get_context("spawn")
+        taken = context.Queue()
+        workers = [
+            context.Process(target=_take_lease, args=(url, f"p{n}", taken)) for n in range(4)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+            assert worker.exitcode == 0
+        holders = []
+        with contextlib.suppress(queue.Empty):  # every worker has exited: all it put is there
+            while True:
+                holders.append(taken.get(timeout=1))
+        assert len(holders) == 1
 
     def test_concurrent_writer_processes_lose_nothing(self, tmp_path: Path) -> None:
         url = self.store_url(tmp_path)

@@ -16,9 +16,9 @@ import time
 from collections.abc import Iterable, Iterator
 
 from stigg_cache.errors import StoreError
-from stigg_cache.stores.base import Missing, Store
+from stigg_cache.stores.base import Leases, Missing, Store
 
-OPERATIONS = ("get", "put", "delete", "keys")
+OPERATIONS = ("get", "put", "delete", "keys", "lease")
 
 
 class FaultyStore:
@@ -82,6 +82,11 @@ class FaultyStore:
     def keys(self, prefix: str = "") -> Iterator[str]:
         self._enter("keys")
         return self.inner.keys(prefix)
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """The inner store's lease (one without leases: always taken), faults included."""
+        self._enter("lease")
+        return not isinstance(self.inner, Leases) or self.inner.lease(key, owner, ttl_s)
 
     def close(self) -> None:
         self.inner.close()

@@ -29,7 +29,7 @@ import platformdirs
 
 from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.errors import StoreError
-from stigg_cache.outbox.base import Claimed, DeadLetter, OutboxStats
+from stigg_cache.outbox.base import CLOCK_STEP_S, Claimed, DeadLetter, OutboxStats
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
 from stigg_cache.stores import redact_url
@@ -131,7 +131,17 @@ class RedisOutbox:
         if self._local_waiting:
             self._move_local(now)
         try:
-            rows = self._run("claim", [kind.value, limit, owner, repr(now), repr(now + lease_s)])
+            rows = self._run(
+                "claim",
+                [
+                    kind.value,
+                    limit,
+                    owner,
+                    repr(now),
+                    repr(now + lease_s),
+                    repr(now + CLOCK_STEP_S),
+                ],
+            )
         except StoreError as error:
             self._fell_back(error)
             claimed = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)

@@ -1,9 +1,10 @@
--- ARGV: kind, limit, owner, now, lease_until.
+-- ARGV: kind, limit, owner, now, lease_until, stepped_after (now + CLOCK_STEP_S).
 -- Returns id, record, payload, attempts for each record leased, oldest first.
 local lane = lanes[ARGV[1]]
 local limit, owner, now, lease_until = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 -- Retries whose time has come and leases that ran out are sendable again, as are
--- those set after "now" (the wall clock stepped back since).
+-- those set well after "now" (the wall clock stepped back since; a little after is a
+-- host whose clock runs ahead, or a claim whose "now" was read a moment before).
 local function release(id)
   redis.call('ZREM', lane.delayed, id)
   redis.call('ZREM', lane.leased, id)
@@ -16,7 +17,9 @@ for _, queue in ipairs({lane.delayed, lane.leased}) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now)) do release(id) end
 end
 for _, queue in ipairs({lane.delayed_since, lane.leased_since}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '(' .. now, '+inf')) do release(id) end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '(' .. ARGV[6], '+inf')) do
+    release(id)
+  end
 end
 local out = {}
 if limit < 1 then return out end

@@ -20,6 +20,16 @@ def _glob_escape(text: str) -> str:
     return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)
 
 
+# Free, expired (Redis dropped it) or ours: (re)take it; a ttl of 0 gives it back.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) <= 0 then redis.call('DEL', KEYS[1])
+else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+"""
+
+
 class RedisStore:
     """The store protocol on Redis strings."""
 
@@ -28,6 +38,8 @@ class RedisStore:
         self.settings = settings
         self._redis = settings.connect()
         self._prefix = f"stigg-cache:{settings.namespace}:snap:"
+        self._leases = f"stigg-cache:{settings.namespace}:lease:"
+        self._lease = self._redis.register_script(_LEASE)
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
 
     @property
@@ -44,6 +56,11 @@ class RedisStore:
 
     def delete(self, key: str) -> None:
         self._gate.call(lambda: self._redis.delete(self._prefix + key))
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Taken when free (or already ours) with an expiry Redis keeps (``SET ... PX``)."""
+        name, ttl_ms = self._leases + key, max(0, round(ttl_s * 1000))
+        return bool(self._gate.call(lambda: self._lease(keys=[name], args=[owner, ttl_ms])))
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         pattern = _glob_escape(self._prefix + prefix) + "*"
