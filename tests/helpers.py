@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from stigg_cache import FallbackPolicy, FeaturePolicy, Grant, ResilientClient, Staleness
+from stigg_cache.chaos.fake import FakeStigg
 
 WAIT_LIMIT_S = 10.0
 
@@ -15,3 +20,20 @@ def eventually(condition: Callable[[], bool], *, within_s: float = WAIT_LIMIT_S)
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within_s}s")
         time.sleep(0.01)
+
+
+def metered_fallback(limit: float, *, fresh_for_s: float = 60) -> FallbackPolicy:
+    """A policy whose fallback grants ``api_calls`` up to ``limit`` (Stigg out of reach)."""
+    return FallbackPolicy(
+        staleness=Staleness(fresh_for_s=fresh_for_s, max_staleness_s=3600),
+        features={"api_calls": FeaturePolicy(fallback=Grant(has_access=True, usage_limit=limit))},
+    )
+
+
+def client_on(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
+    """The built-in client on the fake, with the default deployment's SQLite store (and outbox)."""
+    from tests.conftest import API_KEY
+
+    options.setdefault("store", f"sqlite:///{tmp_path}/cache.db")
+    options.setdefault("check_timeout", 1.0)
+    return ResilientClient(None, api_key=API_KEY, base_url=fake.url, **options)

@@ -10,39 +10,22 @@ import pytest
 
 from stigg_cache import (
     Consumption,
-    FallbackPolicy,
-    FeaturePolicy,
-    Grant,
     ResilientClient,
     Source,
-    Staleness,
 )
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
-from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child
+from tests.helpers import client_on, metered_fallback
 
 LIMIT = 100
 PROCESSES = 4
 THREADS = 8
 TRIES_PER_THREAD = 5  # 4 x 8 x 5 = 160 attempts at a limit of 100
-POLICY = FallbackPolicy(
-    staleness=Staleness(fresh_for_s=60, max_staleness_s=3600),
-    features={
-        "api_calls": FeaturePolicy(fallback=Grant(has_access=True, usage_limit=float(LIMIT)))
-    },
-)
+POLICY = metered_fallback(LIMIT)
 
 
-def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
-    return ResilientClient(
-        None,
-        api_key=API_KEY,
-        base_url=fake.url,
-        store=f"sqlite:///{tmp_path}/cache.db",
-        policy=POLICY,
-        check_timeout=1.0,
-        **options,
-    )
+def _client(fake: FakeStigg, tmp_path: Path) -> ResilientClient:
+    return client_on(fake, tmp_path, policy=POLICY)
 
 
 def _spend(client: ResilientClient, customer: str, tries: int) -> int:

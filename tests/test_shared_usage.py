@@ -12,35 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import (
-    FallbackPolicy,
-    FeaturePolicy,
-    Grant,
     ResilientClient,
     Source,
-    Staleness,
 )
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
-from tests.conftest import API_KEY
 from tests.forking import in_child
-from tests.helpers import eventually
+from tests.helpers import client_on, eventually, metered_fallback
 
 LIMIT = 100.0
-POLICY = FallbackPolicy(
-    staleness=Staleness(fresh_for_s=0.2, max_staleness_s=3600),
-    features={"api_calls": FeaturePolicy(fallback=Grant(has_access=True, usage_limit=LIMIT))},
-)
+POLICY = metered_fallback(LIMIT, fresh_for_s=0.2)
 
 
 def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
-    return ResilientClient(
-        None,
-        api_key=API_KEY,
-        base_url=fake.url,
-        store=f"sqlite:///{tmp_path}/cache.db",
-        policy=POLICY,
-        check_timeout=1.0,
-        **options,
-    )
+    return client_on(fake, tmp_path, policy=POLICY, **options)
 
 
 def _fits(client: ResilientClient, customer: str, units: float) -> bool:
