@@ -184,12 +184,15 @@ class Fetcher:
         if sibling is not None:
             self._finish(scope)
             flight.future.set_result(sibling)
-            self._cache.lease(scope, self._owner, 0.0)
             return
+        stored = False
         try:
-            self._fetch(scope, flight)
+            stored = self._fetch(scope, flight)
         finally:
-            self._cache.lease(scope, self._owner, 0.0)  # the next refresh need not wait for it
+            # A stored snapshot tells waiting siblings all they need; a lease given back
+            # would be one more write for every fetch, when writes are what they contend for.
+            if not stored:  # failed: a sibling may take over at once
+                self._cache.lease(scope, self._owner, 0.0)
 
     def _sibling_refresh(self, scope: ScopeKey, flight: _Flight) -> CachedSnapshot | None:
         """Another process is refreshing ``scope`` (or the store, busy with the writes of
@@ -223,7 +226,8 @@ class Fetcher:
         since = max(flight.basis, flight.started_wall - self._check_timeout_s)
         return self._cache.fetched_since(scope, since, report=False)
 
-    def _fetch(self, scope: ScopeKey, flight: _Flight) -> None:
+    def _fetch(self, scope: ScopeKey, flight: _Flight) -> bool:
+        """Ask Stigg, answer the flight, then store the snapshot; whether it was stored."""
         customer_id, resource_id = scope
         try:
             snapshot = self._adapter.fetch_entitlements(
@@ -235,7 +239,7 @@ class Fetcher:
             if not flight.deadline_reported:
                 self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
-            return
+            return False
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
         entry, stored = self._cache.hold(fetched, self._clock.monotonic())
         with self._persisted:
@@ -246,7 +250,7 @@ class Fetcher:
         # The write to L2 holds no caller and no fetch slot: a busy store (another
         # process's long write) costs checks nothing and is never taken for a slow Stigg.
         try:
-            self._cache.persist(fetched, stored)
+            return self._cache.persist(fetched, stored)
         finally:
             with self._persisted:
                 self._persisting -= 1

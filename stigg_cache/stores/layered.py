@@ -109,15 +109,17 @@ class SnapshotCache:
         self._remember((snapshot.customer_id, snapshot.resource_id), entry)
         return entry, value
 
-    def persist(self, snapshot: Snapshot, value: bytes) -> None:
-        """Write a held snapshot through to L2 (a busy or failing store is reported, not raised)."""
+    def persist(self, snapshot: Snapshot, value: bytes) -> bool:
+        """Write a held snapshot through to L2; whether it was written (a busy or failing
+        store is reported, not raised)."""
         key = snapshot_key(snapshot.customer_id, snapshot.resource_id)
         try:
             self.store.put(key, value)
         except StoreError as error:
             self._failed("store_write_failed", error)
-        else:
-            self._worked("store_write_failed")
+            return False
+        self._worked("store_write_failed")
+        return True
 
     def newer(self, scope: ScopeKey) -> CachedSnapshot | None:
         """The store's snapshot of a scope if a sibling process stored a newer one than L1's.
