@@ -179,7 +179,7 @@ class Fetcher:
         sibling = None
         if self._cache.lease(scope, self._owner, self._fetch_timeout_s) is not True:
             sibling = self._sibling_refresh(scope, flight)
-        if sibling is None:  # a sibling may have stored its refresh since this process looked
+        if sibling is None and not self._closed:  # a sibling may have stored its refresh since
             sibling = self._recent(scope, flight)
         if sibling is not None:
             self._finish(scope)
@@ -191,7 +191,7 @@ class Fetcher:
         finally:
             # A stored snapshot tells waiting siblings all they need; a lease given back
             # would be one more write for every fetch, when writes are what they contend for.
-            if not stored:  # failed: a sibling may take over at once
+            if not stored and not self._closed:  # failed: a sibling may take over at once
                 self._cache.lease(scope, self._owner, 0.0)
 
     def _sibling_refresh(self, scope: ScopeKey, flight: _Flight) -> CachedSnapshot | None:
