@@ -6,7 +6,7 @@ the next check. Concurrent misses for one customer+resource share one flight
 in a process, and the processes sharing a store share one refresh: a flight
 takes the store's refresh lease before it asks Stigg; a flight that finds the
 lease held waits for the holder's snapshot to appear in the store (until the
-lease is free again, or its fetch timeout) instead of asking Stigg too.
+lease is free again, or half its check's budget) instead of asking Stigg too.
 """
 
 from __future__ import annotations

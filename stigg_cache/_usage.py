@@ -93,7 +93,7 @@ class UsageService:
         self._cursor = -1  # the shared outbox's changes seen so far
         self._next_sync = 0.0  # time.monotonic(): a rate of I/O, not an age of data
         self._syncing = threading.Lock()
-        self._background_sync = False
+        self._background_sync = threading.Lock()  # held while a background read runs
         if self._shared is not None:
             self._follow(self._shared.changes(self._cursor))
         else:
@@ -152,16 +152,14 @@ class UsageService:
 
     def _sync_in_background(self) -> None:
         """For a check that must not block (on the event loop): read on a thread of its own."""
-        with self._touched_lock:
-            if self._background_sync:
-                return
-            self._background_sync = True
+        if not self._background_sync.acquire(blocking=False):
+            return  # one is under way
 
         def sync() -> None:
             try:
                 self.sync()
             finally:
-                self._background_sync = False
+                self._background_sync.release()
 
         threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
@@ -235,6 +233,7 @@ class UsageService:
         self._touched_lock = threading.Lock()
         self._touched = {}
         self._syncing = threading.Lock()
+        self._background_sync = threading.Lock()
         self._consuming = threading.Lock()
         self.ledger.renew_lock()
 

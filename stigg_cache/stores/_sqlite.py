@@ -1,6 +1,6 @@
 """One SQLite file as this process uses it: WAL, a busy timeout, a lock, a schema set up once.
 
-Shared by the store and the outbox. Three rules from running several workers
+Shared by the store and the outbox. The rules, from running several workers
 on one host:
 
 * **Race-free first open.** Workers booted together open the same fresh file
@@ -137,14 +137,18 @@ class SqliteConnection:
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One query through a reader of the pool (never waiting on this process's writes)."""
-        if self.path is None:  # a private in-memory database has one connection
-            return self.run(sql, params)
-        with self._translated(), FORK_GATE.held():
-            if self._closed:
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-            return self._read_pooled(sql, params)
+        return self._pooled(sql, params)
 
-    def _read_pooled(
+    def write_briefly(
+        self, sql: str, params: Sequence[Any] = (), *, wait_s: float
+    ) -> list[tuple[Any, ...]]:
+        """One write statement through a reader of the pool, waiting up to ``wait_s`` for
+        another connection's lock (never behind this process's own long writes)."""
+        wait = (f"PRAGMA busy_timeout = {round(wait_s * 1000)}", ())
+        restore = (f"PRAGMA busy_timeout = {round(READ_BUSY_TIMEOUT_S * 1000)}", ())
+        return self._pooled(sql, params, before=wait, after=restore)
+
+    def _pooled(
         self,
         sql: str,
         params: Sequence[Any],
@@ -152,7 +156,22 @@ class SqliteConnection:
         before: tuple[str, Sequence[Any]] | None = None,
         after: tuple[str, Sequence[Any]] | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Through an idle reader (or a new one), put back after; one closed meanwhile is shut."""
+        """One statement through an idle reader (or a new one), put back after."""
+        if self.path is None:  # a private in-memory database has one connection
+            return self.run(sql, params)
+        with self._translated(), FORK_GATE.held():
+            if self._closed:
+                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            return self._through_reader(sql, params, before, after)
+
+    def _through_reader(
+        self,
+        sql: str,
+        params: Sequence[Any],
+        before: tuple[str, Sequence[Any]] | None,
+        after: tuple[str, Sequence[Any]] | None,
+    ) -> list[tuple[Any, ...]]:
+        """A reader is taken out of the pool while in use; one closed meanwhile is shut."""
         try:
             reader = self._idle_readers.pop()  # list.pop and append are atomic
         except IndexError:
@@ -169,20 +188,6 @@ class SqliteConnection:
             self._idle_readers.append(reader)
             if self._closed:  # closed while in use here: never closed under a statement
                 self._close_idle_readers()
-
-    def write_briefly(
-        self, sql: str, params: Sequence[Any] = (), *, wait_s: float
-    ) -> list[tuple[Any, ...]]:
-        """One write statement through a reader of the pool, waiting up to ``wait_s`` for
-        another connection's lock (never behind this process's own long writes)."""
-        if self.path is None:
-            return self.run(sql, params)
-        with self._translated(), FORK_GATE.held():
-            if self._closed:
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-            wait = (f"PRAGMA busy_timeout = {round(wait_s * 1000)}", ())
-            restore = (f"PRAGMA busy_timeout = {round(READ_BUSY_TIMEOUT_S * 1000)}", ())
-            return self._read_pooled(sql, params, before=wait, after=restore)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -70,3 +70,8 @@ class Leases(Protocol):
         ``ttl_s=0`` gives back a lease its owner holds.
         """
         ...
+
+
+def lease_of(store: Store, key: str, owner: str, ttl_s: float) -> bool:
+    """``store``'s lease (:class:`Leases`); a store without leases: always taken."""
+    return not isinstance(store, Leases) or store.lease(key, owner, ttl_s)

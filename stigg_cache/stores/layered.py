@@ -24,7 +24,7 @@ from stigg_cache._memory_only import refuse_io
 from stigg_cache.core.engine import FUTURE_SKEW_S
 from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
-from stigg_cache.stores.base import MISSING, Leases, Store
+from stigg_cache.stores.base import MISSING, Store, lease_of
 
 DEFAULT_L1_MAX_ENTRIES = 100_000
 DEFAULT_L1_MAX_BYTES = 256 * 1024 * 1024  # of stored (JSON) form; decoded snapshots take less
@@ -163,11 +163,8 @@ class SnapshotCache:
         Counted and logged as a fault, but not an unhealthy store: reads and writes
         of snapshots report its health.
         """
-        store = self.store
-        if not isinstance(store, Leases):
-            return True
         try:
-            return store.lease(_LEASE_PREFIX + snapshot_key(*scope), owner, ttl_s)
+            return lease_of(self.store, _LEASE_PREFIX + snapshot_key(*scope), owner, ttl_s)
         except StoreError as error:
             self._on_fault("store_lease_failed", error)
             return None

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 
 from stigg_cache import _fork
 from stigg_cache.errors import ConfigurationError, TamperedEntryError
-from stigg_cache.stores.base import MISSING, Leases, Missing, Store
+from stigg_cache.stores.base import MISSING, Missing, Store, lease_of
 
 SIGNED_MAGIC = b"SCSG"
 ENV_SIGNING_KEY = "STIGG_CACHE_SIGNING_KEY"  # comma-separated: the first signs, all verify
@@ -140,9 +140,7 @@ class SignedStore:
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """The inner store's lease (a store without leases: always taken)."""
-        if isinstance(self.inner, Leases):
-            return self.inner.lease(key, owner, ttl_s)
-        return True
+        return lease_of(self.inner, key, owner, ttl_s)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return self.inner.keys(prefix)

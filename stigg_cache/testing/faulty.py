@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from stigg_cache.errors import StoreError
-from stigg_cache.stores.base import Leases, Missing, Store
+from stigg_cache.stores.base import Missing, Store, lease_of
 
 OPERATIONS = ("get", "put", "delete", "keys", "lease")
 
@@ -86,7 +86,7 @@ class FaultyStore:
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """The inner store's lease (one without leases: always taken), faults included."""
         self._enter("lease")
-        return not isinstance(self.inner, Leases) or self.inner.lease(key, owner, ttl_s)
+        return lease_of(self.inner, key, owner, ttl_s)
 
     def close(self) -> None:
         self.inner.close()
