@@ -41,7 +41,8 @@ _CACHE = Source.CACHE  # a module global: faster than the enum attribute on the 
 _INF = float("inf")
 _NUMBERS = (int, float)
 
-LocalUsageOf = Callable[[TallyKey, float | None, float | None], LocalUsage | None]
+# (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows)
+LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
 # (fresh until, policy it was made for, make(decision), answer, make with usage, middle,
 #  the customer+resource+feature of local usage)
 Prepared = tuple[
@@ -132,8 +133,8 @@ class FastPath:
             has_access, reason = fields["has_access"], fields["access_denied_reason"]
             used = fields.get("current_usage")
         else:
-            local = self.local_usage(prepared[6], entry.snapshot.fetched_at, answer.floor)
             used = terms.base_usage
+            local = self.local_usage(prepared[6], entry.snapshot.fetched_at, answer.floor, used)
             if local is not None:  # LocalUsage.applied_to, inlined: runs on every metered check
                 used = (used if local.absolute is None else local.absolute) + local.delta
             has_access, reason = terms.judge(used, amount)

@@ -400,3 +400,33 @@ def snapshot_to_json(snapshot: Snapshot, *, updated_at: datetime) -> dict[str, A
     items = [feature_to_json(e) for e in snapshot.entitlements.values()]
     items += [credit_to_json(c, updated_at=updated_at) for c in snapshot.credits.values()]
     return {"accessDeniedReason": snapshot.access_denied_reason, "entitlements": items}
+
+
+UsageCounts = dict[tuple[str, str | None, str], float]
+"""Stigg's usage of a feature (``currentUsage``) by customer, resource and feature id."""
+
+
+def usage_counts(items: object) -> UsageCounts:
+    """What Stigg answered a usage report with: each feature's ``currentUsage`` after it.
+
+    ``items`` is the answer's list of usages (REST ``data.usages``, GraphQL
+    ``reportUsageBulk``). Several items of one feature keep the highest (the
+    usage once all of them counted). Items of another shape are skipped: this
+    is evidence that helps, never a reason to fail an acknowledged send.
+    """
+    counts: UsageCounts = {}
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, Mapping):
+            continue
+        customer, resource = item.get("customerId"), item.get("resourceId")
+        feature, used = item.get("featureId"), item.get("currentUsage")
+        if (
+            isinstance(customer, str)
+            and isinstance(feature, str)
+            and (resource is None or isinstance(resource, str))
+            and isinstance(used, int | float)
+            and not isinstance(used, bool)
+        ):
+            scope = (customer, resource, feature)
+            counts[scope] = max(float(used), counts.get(scope, float("-inf")))
+    return counts

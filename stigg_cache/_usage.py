@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +19,7 @@ from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import OutboxFullError, StoreError
-from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
+from stigg_cache.outbox.base import Held, Outbox, OutboxStats, SharedUsage, UsageChanges
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
@@ -94,12 +93,10 @@ class UsageService:
         self._next_sync = 0.0  # time.monotonic(): a rate of I/O, not an age of data
         self._syncing = threading.Lock()
         self._background_sync = threading.Lock()  # held while a background read runs
-        if self._shared is not None:
-            self._follow(self._shared.changes(self._cursor))
-        else:
+        if not self._followed():  # count what this process can read; a shared view catches up
             meters = self._meters()
             for record, acked_at in outbox.unsettled():
-                self._count(record, acked_at, meters)
+                self._count(Held(record, acked_at), meters)
         self.flusher = Flusher(
             outbox,
             adapter,
@@ -129,14 +126,18 @@ class UsageService:
         meters = self._meters()
         for record, receipt in zip(records, receipts, strict=True):
             if not receipt.duplicate:
-                self._count(record, None, meters)
+                self._count(Held(record), meters)
                 if offline:
                     with self._touched_lock:
                         self._touched[(record.customer_id, record.resource_id)] = None
         self.flusher.wake()
 
     def local_usage(
-        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
+        self,
+        scope: TallyKey,
+        snapshot_fetched_at: float | None,
+        floor: float | None,
+        snapshot_usage: float | None,
     ) -> LocalUsage | None:
         """Usage to add for ``scope``: the host's, from the shared outbox (``SYNC_INTERVAL_S`` lag).
 
@@ -148,7 +149,7 @@ class UsageService:
                 self._sync_in_background()
             else:
                 self.sync()
-        return self.ledger.local_usage(scope, snapshot_fetched_at, floor)
+        return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
 
     def _sync_in_background(self) -> None:
         """For a check that must not block (on the event loop): read on a thread of its own."""
@@ -163,6 +164,16 @@ class UsageService:
 
         threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
+    def _followed(self) -> bool:
+        """Read the shared outbox's changes; false if there is none or it did not answer."""
+        if self._shared is None:
+            return False
+        try:
+            self._follow(self._shared.changes(self._cursor))
+        except StoreError:
+            return False
+        return True
+
     def sync(self) -> None:
         """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
 
@@ -173,8 +184,7 @@ class UsageService:
         with self._syncing:  # a thread that finds another at it waits for its result
             if time.monotonic() < self._next_sync:
                 return  # read meanwhile by the thread it waited for
-            with contextlib.suppress(StoreError):  # the view lags; status() tells why
-                self._follow(self._shared.changes(self._cursor))
+            self._followed()  # or the view lags; status() tells why
             self._next_sync = time.monotonic() + SYNC_INTERVAL_S
 
     def consume(
@@ -182,23 +192,23 @@ class UsageService:
     ) -> Receipt | None:
         """Enqueue ``record`` only if ``admit()``, judged with every process's usage, agrees.
 
-        On a shared outbox the look and the enqueue are one transaction: no
-        thread or process adds usage in between. Otherwise one process's
-        threads take turns. ``None`` when refused (nothing enqueued).
+        This process's threads take turns; on a shared outbox the look and the
+        enqueue are also one transaction (or a retried compare-and-set): no
+        process adds usage in between. ``None`` when refused (nothing enqueued).
         """
         self._make_room(1)
-        if self._shared is None:
-            with self._consuming:
+        with self._consuming:  # this process's threads take turns in any case
+            if self._shared is None:
                 receipts = self.outbox.enqueue([record], self._clock.time()) if admit() else None
-        else:
+            else:
 
-            def admitted(changes: UsageChanges) -> bool:
-                self._follow(changes)
-                return admit()
+                def admitted(changes: UsageChanges) -> bool:
+                    self._follow(changes)
+                    return admit()
 
-            receipts = self._shared.enqueue_if(
-                [record], self._clock.time(), after=self._cursor, admit=admitted
-            )
+                receipts = self._shared.enqueue_if(
+                    [record], self._clock.time(), after=self._cursor, admit=admitted
+                )
         if receipts is None:
             self._depth -= 1
             return None
@@ -207,10 +217,12 @@ class UsageService:
 
     def _follow(self, changes: UsageChanges) -> None:
         meters = self._meters()
-        for record, acked_at in changes.held:
-            self._count(record, acked_at, meters)
-            if acked_at is not None:  # known here as pending: acknowledged by some process
-                self.ledger.acknowledge([record.idempotency_key], acked_at)
+        for held in changes.held:
+            self._count(held, meters)
+            if held.acked_at is not None:  # known here as pending: acknowledged by some process
+                key = held.record.idempotency_key
+                counted = {} if held.counted is None else {key: held.counted}
+                self.ledger.acknowledge([key], held.acked_at, counted)
         self.ledger.forget(key for _, key in changes.dead)
         self._cursor = max(self._cursor, changes.cursor)
 
@@ -254,18 +266,20 @@ class UsageService:
         """Stop the flusher; the outbox is closed by whoever opened it."""
         self.flusher.close()
 
-    def _count(
-        self,
-        record: UsageRecord,
-        acked_at: float | None,
-        meters: dict[str, list[tuple[str, Meter]]],
-    ) -> None:
+    def _count(self, held: Held, meters: dict[str, list[tuple[str, Meter]]]) -> None:
+        record, acked_at = held.record, held.acked_at
         key, at = record.idempotency_key, record.stamped_at
         if record.kind is RecordKind.USAGE:
             scope = (record.customer_id, record.resource_id, record.name)
             is_set = record.update_behavior == "SET"
             self.ledger.record(
-                scope, key, value=record.value, at=at, is_set=is_set, acked_at=acked_at
+                scope,
+                key,
+                value=record.value,
+                at=at,
+                is_set=is_set,
+                acked_at=acked_at,
+                counted=held.counted,
             )
             return
         for feature_id, meter in meters.get(record.name, ()):

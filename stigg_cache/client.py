@@ -103,10 +103,11 @@ class _Judgement:
     """
 
     make: Callable[[LocalUsage | None], AnyEntitlement]
-    usage_of: tuple[TallyKey, float | None, float | None] | None  # None: usage plays no part
+    # (scope, fetched_at, floor, the snapshot's usage) as LocalUsageOf takes them; None: no usage
+    usage_of: tuple[TallyKey, float | None, float | None, float | None] | None
 
     def answer(self, local_usage: LocalUsageOf) -> AnyEntitlement:
-        """The answer given local usage as ``local_usage(scope, fetched_at, floor)`` reports it."""
+        """The answer given local usage as ``local_usage(*usage_of)`` reports it."""
         return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
 
 
@@ -517,7 +518,9 @@ class ResilientClient:
         usage_of = None
         if engine.uses_usage(request, feature):
             scope = (request.customer_id, request.resource_id, request.feature_id)
-            usage_of = (scope, snapshot.fetched_at, engine.usage_floor(feature, now_wall))
+            floor = engine.usage_floor(feature, now_wall)
+            shown = None if feature is None else engine.usage_in_period(feature, now_wall)
+            usage_of = (scope, snapshot.fetched_at, floor, shown)
         make = functools.partial(
             engine.from_snapshot, request, snapshot, decision, now_wall=now_wall
         )
@@ -552,7 +555,8 @@ class ResilientClient:
         )
         usage_of = None
         if request.kind in _USAGE_KINDS:
-            usage_of = ((request.customer_id, request.resource_id, request.feature_id), None, None)
+            scope = (request.customer_id, request.resource_id, request.feature_id)
+            usage_of = (scope, None, None, None)
         make = functools.partial(engine.from_grant, request, resolution.grant, decision)
         return _Judgement(lambda local: make(local=local), usage_of)
 

@@ -32,6 +32,13 @@ def fake() -> Iterator[FakeStigg]:
 
 
 @pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """The store (and, beside it, the outbox) the processes of a host share: SQLite here;
+    the Redis plugin's tests run the same tests on Redis by overriding this fixture."""
+    return f"sqlite:///{tmp_path}/cache.db"
+
+
+@pytest.fixture
 def sdk(fake: FakeStigg) -> Iterator[Any]:
     """The official REST SDK with its own defaults (60 s timeout, 2 retries)."""
     client = stigg.Stigg(api_key=API_KEY, base_url=fake.url)

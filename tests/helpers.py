@@ -30,10 +30,11 @@ def metered_fallback(limit: float, *, fresh_for_s: float = 60) -> FallbackPolicy
     )
 
 
-def client_on(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
-    """The built-in client on the fake, with the default deployment's SQLite store (and outbox)."""
+def client_on(fake: FakeStigg, where: Path | str, **options: Any) -> ResilientClient:
+    """The built-in client on the fake, with its store (and the outbox beside it) at ``where``:
+    a store URL, or a directory for the default deployment's SQLite file."""
     from tests.conftest import API_KEY
 
-    options.setdefault("store", f"sqlite:///{tmp_path}/cache.db")
+    options.setdefault("store", where if isinstance(where, str) else f"sqlite:///{where}/cache.db")
     options.setdefault("check_timeout", 1.0)
     return ResilientClient(None, api_key=API_KEY, base_url=fake.url, **options)

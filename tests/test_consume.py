@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,8 +23,8 @@ TRIES_PER_THREAD = 5  # 4 x 8 x 5 = 160 attempts at a limit of 100
 POLICY = metered_fallback(LIMIT)
 
 
-def _client(fake: FakeStigg, tmp_path: Path) -> ResilientClient:
-    return client_on(fake, tmp_path, policy=POLICY)
+def _client(fake: FakeStigg, store_url: str) -> ResilientClient:
+    return client_on(fake, store_url, policy=POLICY)
 
 
 def _spend(client: ResilientClient, customer: str, tries: int) -> int:
@@ -64,9 +63,9 @@ def _from_processes(client: ResilientClient, customer: str) -> list[int]:
 
 
 def test_consume_grants_what_fits_and_enqueues_only_what_it_grants(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, store_url: str
 ) -> None:
-    client = _client(fake, tmp_path)  # acme: api_calls 40 of 100 used
+    client = _client(fake, store_url)  # acme: api_calls 40 of 100 used
     spent = client.consume("acme", "api_calls", 60, idempotency_key="first")
     refused = client.consume("acme", "api_calls")
     assert spent.granted
@@ -86,18 +85,18 @@ def test_consume_grants_what_fits_and_enqueues_only_what_it_grants(
 
 @pytest.mark.parametrize(("amount", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)])
 def test_consume_refuses_an_amount_that_is_not_a_positive_number(
-    fake: FakeStigg, tmp_path: Path, amount: Any, error: type[Exception]
+    fake: FakeStigg, store_url: str, amount: Any, error: type[Exception]
 ) -> None:
-    client = _client(fake, tmp_path)
+    client = _client(fake, store_url)
     with pytest.raises(error, match="amount"):
         client.consume("acme", "api_calls", amount)
     client.close()
 
 
 def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, store_url: str
 ) -> None:
-    client = _client(fake, tmp_path)
+    client = _client(fake, store_url)
     fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy's usage_limit of 100 decides
     granted = _from_processes(client, "offline-customer")
     assert sum(granted) == LIMIT
@@ -106,11 +105,11 @@ def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_dow
 
 
 def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, store_url: str
 ) -> None:
     fake.account.aggregation_delay_s = 3600.0  # Stigg counts what it gets, much later
     fake.set_customer("lagging", [metered("api_calls", limit=LIMIT, usage=0)])
-    client = _client(fake, tmp_path)
+    client = _client(fake, store_url)
     assert client.consume("lagging", "api_calls").granted  # the snapshot is now held
     granted = _from_processes(client, "lagging")
     assert sum(granted) == LIMIT - 1

@@ -8,7 +8,6 @@ dead-lettered count the same in all of them.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from stigg_cache import (
@@ -23,8 +22,8 @@ LIMIT = 100.0
 POLICY = metered_fallback(LIMIT, fresh_for_s=0.2)
 
 
-def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
-    return client_on(fake, tmp_path, policy=POLICY, **options)
+def _client(fake: FakeStigg, store_url: str, **options: Any) -> ResilientClient:
+    return client_on(fake, store_url, policy=POLICY, **options)
 
 
 def _fits(client: ResilientClient, customer: str, units: float) -> bool:
@@ -34,9 +33,9 @@ def _fits(client: ResilientClient, customer: str, units: float) -> bool:
 
 
 def test_usage_reported_offline_by_one_worker_counts_in_every_worker(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, store_url: str
 ) -> None:
-    client = _client(fake, tmp_path)
+    client = _client(fake, store_url)
     fake.set_mode(FakeMode.DOWN)
 
     def worker_a() -> bool:
@@ -51,10 +50,10 @@ def test_usage_reported_offline_by_one_worker_counts_in_every_worker(
 
 
 def test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, store_url: str
 ) -> None:
     fake.set_customer("c-2", [metered("api_calls", limit=100, usage=40)])
-    client = _client(fake, tmp_path, settle_s=0.0)
+    client = _client(fake, store_url, settle_s=0.0)
 
     def worker_a() -> tuple[float | None, float | None]:
         client._usage.flusher.close()  # this worker never sends: a sibling's flusher must
@@ -75,8 +74,8 @@ def test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg
     client.close()
 
 
-def test_dead_lettered_usage_counts_in_no_worker(fake: FakeStigg, tmp_path: Path) -> None:
-    client = _client(fake, tmp_path)
+def test_dead_lettered_usage_counts_in_no_worker(fake: FakeStigg, store_url: str) -> None:
+    client = _client(fake, store_url)
     fake.set_mode(FakeMode.DOWN)  # no snapshot: the fallback's limit of 100 decides
     eight_days_ago = datetime.now(UTC) - timedelta(days=8)  # past Stigg's dedup window
 
@@ -90,4 +89,35 @@ def test_dead_lettered_usage_counts_in_no_worker(fake: FakeStigg, tmp_path: Path
 
     assert in_child(worker_a)
     assert _fits(client, "c-3", 100)
+    client.close()
+
+
+def test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it(
+    fake: FakeStigg, store_url: str
+) -> None:
+    fake.account.aggregation_delay_s = 0.5  # reads show a report a moment after Stigg took it
+    fake.set_customer("c-4", [metered("api_calls", limit=100, usage=80)])
+    client = _client(fake, store_url, settle_s=3600.0)  # by time alone it would count an hour
+
+    def settled() -> bool:  # Stigg's snapshot shows 90; 10 more fit (90 + 10 = the limit)
+        stigg_says = dict(client.get_entitlements(customer_id="c-4").entitlements)
+        answer = client.get_metered_entitlement(
+            customer_id="c-4", feature_id="api_calls", requested_usage=10
+        )
+        return (
+            stigg_says["api_calls"].current_usage == 90.0
+            and answer.current_usage == 90.0
+            and answer.has_access
+            and answer.decision.source in (Source.LIVE, Source.CACHE)
+        )
+
+    def worker_a() -> bool:
+        client.report_usage(customer_id="c-4", feature_id="api_calls", value=10)
+        assert client.flush(timeout=5).drained  # Stigg answered: api_calls at 90
+        assert not _fits(client, "c-4", 11)  # 80 seen + 10 not yet in it: 11 more do not fit
+        eventually(settled)
+        return True
+
+    assert in_child(worker_a)
+    eventually(settled)  # the parent read Stigg's count of it from the shared outbox
     client.close()

@@ -175,7 +175,8 @@ def test_offline_every_worker_counts_usage_reported_through_any_worker(
     time.sleep(0.05)  # ten times the workers' lag in reading each other's usage (5 ms)
     seen: dict[int, list[bool]] = {}
     for _ in range(10):  # until every worker has answered
-        for answer in _spread(server, [("GET", "/metered?customer=offline&units=1")] * 16):
+        asks = [("GET", "/metered?customer=offline&units=1&hold=0.1")] * CLIENT_THREADS
+        for answer in _spread(server, asks):
             seen.setdefault(answer["pid"], []).append(answer["has_access"])
         if len(seen) == WORKERS:
             break

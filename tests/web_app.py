@@ -11,6 +11,9 @@ from the environment the test sets. Two apps over the same routes:
 Routes (query parameters, JSON answers with the worker's pid):
 ``/check?customer=&feature=``, ``/metered?customer=&units=``,
 ``/event?customer=&key=`` and ``/usage?customer=&units=`` (POST), ``/flush`` (POST).
+Any route takes ``hold=SECONDS``: the worker answers, then stays busy that long
+(blocking, on purpose), so concurrent requests reach every worker however the
+kernel hands out connections.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
@@ -82,7 +86,8 @@ def _query(text: str) -> dict[str, str]:
     return {name: values[0] for name, values in parse_qs(text).items()}
 
 
-def _body(answer: Answer) -> bytes:
+def _body(answer: Answer, query: dict[str, str]) -> bytes:
+    time.sleep(float(query.get("hold", 0)))  # this worker takes no other request meanwhile
     return json.dumps({**answer, "pid": os.getpid()}).encode()
 
 
@@ -96,7 +101,8 @@ if os.environ.get("WEB_APP_KIND") == "wsgi":
 def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The WSGI app (gunicorn's sync or threaded workers)."""
     query = _query(environ.get("QUERY_STRING", ""))
-    body = _body(_route(sync_client, environ["REQUEST_METHOD"], environ["PATH_INFO"], query))
+    answer = _route(sync_client, environ["REQUEST_METHOD"], environ["PATH_INFO"], query)
+    body = _body(answer, query)
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
 
@@ -155,7 +161,7 @@ async def asgi(
         await send({"type": "lifespan.shutdown.complete"})
         return
     query = _query(scope.get("query_string", b"").decode())
-    body = _body(await _async_route(scope["method"], scope["path"], query))
+    body = _body(await _async_route(scope["method"], scope["path"], query), query)
     await send(
         {
             "type": "http.response.start",

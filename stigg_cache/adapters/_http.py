@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from stigg_cache._stigg_json import parse_entitlements
+from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,
@@ -86,16 +86,21 @@ def camel_case(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def acknowledged(body: bytes) -> None:
-    """Check that a 2xx answer to sent usage is Stigg's JSON object.
+def acknowledged(body: bytes) -> UsageCounts:
+    """Check that a 2xx answer to sent usage is Stigg's JSON object; what it counted.
 
     Anything else (a proxy's or a captive portal's page) acknowledges nothing:
-    taking it for Stigg's word would drop the records as sent.
+    taking it for Stigg's word would drop the records as sent. The counts are
+    the features' usage an answer to ``POST /api/v2/usage`` carries (``{}`` for
+    events).
     """
-    if not isinstance(_json(body), dict):
+    document = _json(body)
+    if not isinstance(document, dict):
         raise StiggUnavailableError(
             FailureKind.INVALID_RESPONSE, "Stigg's answer is not a JSON object"
         )
+    data = document.get("data")
+    return usage_counts(data.get("usages") if isinstance(data, dict) else data)
 
 
 def json_data(body: bytes) -> Any:

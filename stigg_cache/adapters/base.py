@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -54,8 +55,15 @@ class Adapter(Protocol):
         """Send raw events (``POST /api/v1/events``), each in Stigg's wire shape."""
         ...
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        """Send usage measurements (``POST /api/v2/usage``), each in Stigg's wire shape."""
+    def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> UsageCounts | None:
+        """Send usage measurements (``POST /api/v2/usage``), each in Stigg's wire shape.
+
+        Returns Stigg's usage of each feature once it counted them (its answer's
+        ``currentUsage``, see :func:`~stigg_cache._stigg_json.usage_counts`), or
+        ``None`` when the client does not say: such usage settles by time alone.
+        """
         ...
 
     def grant_promotional_entitlements(
@@ -95,7 +103,7 @@ class AsyncAdapter(Protocol):
 
     async def report_usage(
         self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
-    ) -> None: ...
+    ) -> UsageCounts | None: ...
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

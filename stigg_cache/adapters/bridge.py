@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from stigg_cache import _fork
+from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters.base import AsyncAdapter
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -80,8 +81,10 @@ class LoopBridge:
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         self._run(lambda: self.adapter.report_events(events, timeout_s=timeout_s), timeout_s)
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        self._run(lambda: self.adapter.report_usage(usages, timeout_s=timeout_s), timeout_s)
+    def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> UsageCounts | None:
+        return self._run(lambda: self.adapter.report_usage(usages, timeout_s=timeout_s), timeout_s)
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

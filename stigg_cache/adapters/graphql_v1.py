@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from stigg_cache import _fork
+from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._graphql import (
@@ -85,10 +86,11 @@ class GraphQLV1Adapter:
         variables = {"input": {"usageEvents": list(events)}}
         self._request(self._operations.mutation.report_event, variables, timeout_s)
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> UsageCounts:
         variables = {"input": {"usages": list(usages)}}
         mutation = self._operations.mutation.report_usage_bulk
-        self._request(mutation, variables, timeout_s)
+        data = self._request(mutation, variables, timeout_s)
+        return usage_counts(data.get("reportUsageBulk") if isinstance(data, dict) else None)
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
@@ -62,6 +63,10 @@ class _V2Calls(PooledCopy):
         return self._generated.FetchEntitlementsQuery.model_validate(
             fetch_query(customer_id, resource_id)
         )
+
+    @staticmethod
+    def _counted(result: Any) -> UsageCounts:
+        return usage_counts(result.model_dump(by_alias=True, mode="json").get("reportUsageBulk"))
 
     def _usage_input(self, usages: Sequence[Mapping[str, Any]]) -> Any:
         return self._generated.ReportUsageBulkInput.model_validate({"usages": list(usages)})
@@ -137,10 +142,10 @@ class GraphQLV2Adapter(_V2Calls):
         call = self._client.report_event
         self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> UsageCounts:
         payload = self._usage_input(usages)
         call = self._client.report_usage_bulk
-        self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
+        return self._counted(self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s))))
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
@@ -193,10 +198,13 @@ class AsyncGraphQLV2Adapter(_V2Calls):
         call = self._client.report_event
         await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
 
-    async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+    async def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> UsageCounts:
         payload = self._usage_input(usages)
         call = self._client.report_usage_bulk
-        await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
+        result = await self._guarded(lambda: call(payload, timeout=call_timeout(timeout_s)))
+        return self._counted(result)
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from stigg_cache import _fork
+from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters._deadline import read_whole
 from stigg_cache.adapters._http import (
     acknowledged,
@@ -70,8 +71,9 @@ class HttpxRestAdapter:
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         acknowledged(self._call("POST", "/api/v1/events", timeout_s, json={"events": list(events)}))
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        acknowledged(self._call("POST", "/api/v2/usage", timeout_s, json={"usages": list(usages)}))
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> UsageCounts:
+        body = self._call("POST", "/api/v2/usage", timeout_s, json={"usages": list(usages)})
+        return acknowledged(body)
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from stigg_cache import _fork
-from stigg_cache._stigg_json import parse_entitlements
+from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter
 from stigg_cache.errors import (
@@ -112,7 +112,9 @@ class SidecarAdapter:
         stub = self._stub()
         await self._guarded(lambda: stub.report_events(request, timeout=timeout_s))
 
-    async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
+    async def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> UsageCounts:
         proto = self._proto
         behavior = proto.UsageUpdateBehavior
         request = proto.ReportUsageBulkRequest(
@@ -132,7 +134,18 @@ class SidecarAdapter:
             ]
         )
         stub = self._stub()
-        await self._guarded(lambda: stub.report_usage_bulk(request, timeout=timeout_s))
+        answer = await self._guarded(lambda: stub.report_usage_bulk(request, timeout=timeout_s))
+        return usage_counts(
+            [
+                {
+                    "customerId": usage.customer_id,
+                    "resourceId": usage.resource_id,
+                    "featureId": usage.feature_id,
+                    "currentUsage": usage.current_usage,
+                }
+                for usage in answer.usages
+            ]
+        )
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
+from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
@@ -80,6 +81,11 @@ class _RestCalls(PooledCopy):
         return [item.model_dump(by_alias=True, mode="json") for item in result.data]
 
     @staticmethod
+    def _counted(result: Any) -> UsageCounts:
+        data = result.data.model_dump(by_alias=True, mode="json")
+        return usage_counts(data.get("usages"))
+
+    @staticmethod
     def _revoked(result: Any) -> dict[str, Any]:
         return dict(result.data.model_dump(by_alias=True, mode="json"))
 
@@ -108,8 +114,8 @@ class StiggRestAdapter(_RestCalls):
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         _guarded(lambda: self._events_call(events, timeout_s))
 
-    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        _guarded(lambda: self._usage_call(usages, timeout_s))
+    def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> UsageCounts:
+        return self._counted(_guarded(lambda: self._usage_call(usages, timeout_s)))
 
     def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float
@@ -151,8 +157,10 @@ class AsyncStiggRestAdapter(_RestCalls):
     async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         await _awaited(lambda: self._events_call(events, timeout_s))
 
-    async def report_usage(self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
-        await _awaited(lambda: self._usage_call(usages, timeout_s))
+    async def report_usage(
+        self, usages: Sequence[Mapping[str, Any]], *, timeout_s: float
+    ) -> UsageCounts:
+        return self._counted(await _awaited(lambda: self._usage_call(usages, timeout_s)))
 
     async def grant_promotional_entitlements(
         self, customer_id: str, grants: Sequence[Mapping[str, Any]], *, timeout_s: float

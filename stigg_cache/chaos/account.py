@@ -264,9 +264,28 @@ class FakeAccount:
             "resourceId": usage.get("resourceId"),
             "timestamp": usage.get("createdAt"),
             "createdAt": usage.get("createdAt"),
-            "currentUsage": None,
+            "currentUsage": self._counted(
+                usage["customerId"], usage.get("resourceId"), usage["featureId"]
+            ),
             "credit": {"consumed": 0 if not fresh else usage["value"]},
         }
+
+    def _counted(self, customer_id: str, resource_id: str | None, feature_id: str) -> float | None:
+        """The feature's usage with every report so far counted (what Stigg answers a report
+        with), while reads still show it only once aggregated (``aggregation_delay_s``)."""
+        customer = self._customers.get((customer_id, resource_id))
+        entitlement = None if customer is None else customer.entitlements.get(feature_id)
+        if entitlement is None or entitlement.current_usage is None:
+            return None
+        used = entitlement.current_usage
+        for item in self._pending:
+            if (item.customer_id, item.resource_id, item.feature_id) == (
+                customer_id,
+                resource_id,
+                feature_id,
+            ):
+                used = item.value if item.is_set else used + item.value
+        return used
 
     # -- promotions -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import Mapping
 from datetime import datetime
@@ -179,14 +180,17 @@ def _service(fake: FakeSidecar) -> Any:
             refused = fake.refusal(answer)
             if refused is not None:
                 raise refused
+            counted = json.loads(answer[2])["data"]["usages"]
             return proto.ReportUsageBulkResponse(
                 usages=[
                     proto.ReportUsageResponse(
                         measurement_id=usage.get("idempotencyKey") or "",
                         customer_id=usage["customerId"],
+                        resource_id=usage.get("resourceId"),
                         feature_id=usage["featureId"],
+                        current_usage=item["currentUsage"],
                     )
-                    for usage in usages
+                    for usage, item in zip(usages, counted, strict=True)
                 ]
             )
 

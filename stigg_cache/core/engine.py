@@ -81,7 +81,8 @@ def judge(
     return Freshness.STALE
 
 
-def _usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:
+def usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:
+    """The usage Stigg counted in the current period (0 once the period it counted ended)."""
     end = entitlement.usage_period_end
     if end is not None and end.timestamp() <= now_wall:
         return 0.0  # the period Stigg counted has rolled over since the fetch
@@ -151,7 +152,7 @@ def usage_terms(
     return UsageTerms(
         granted=entitlement.is_granted,
         reason=entitlement.access_denied_reason,
-        base_usage=_usage_in_period(entitlement, now_wall),
+        base_usage=usage_in_period(entitlement, now_wall),
         usage_limit=entitlement.usage_limit,
         open_ended=entitlement.has_unlimited_usage or entitlement.has_soft_limit,
     )
@@ -170,7 +171,7 @@ def from_snapshot(
     terms = usage_terms(request, entitlement, now_wall)
     has_access = entitlement.is_granted
     reason: str | None = entitlement.access_denied_reason
-    used = _usage_in_period(entitlement, now_wall)
+    used = usage_in_period(entitlement, now_wall)
     if terms is not None:
         used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
         has_access, reason = terms.judge(used, _requested(request))

@@ -4,7 +4,12 @@ While Stigg is unreachable, a customer at their limit must still be denied:
 metered checks add what this process (and the outbox it shares) has recorded
 but Stigg's snapshot does not include yet. An entry stops counting once a
 snapshot fetched at least ``settle_s`` after Stigg acknowledged it exists
-(Stigg aggregates asynchronously). A ``SET`` replaces everything before it.
+(Stigg aggregates asynchronously), or sooner on evidence: Stigg answers a
+usage report with the feature's usage counting it (``currentUsage``), and a
+snapshot fetched after the acknowledgement that shows at least that much
+already includes the record. (This reads usage as only growing: a negative
+delta or a ``SET`` between the two could fool it, so ``SET`` entries settle by
+time alone.) A ``SET`` replaces everything before it.
 Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 
@@ -17,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -45,6 +50,29 @@ class _Entry:
     value: float
     is_set: bool
     acked_at: float | None = None
+    counted: float | None = None  # Stigg's usage of the feature once it counted this entry
+
+
+@attrs.frozen
+class _Seen:
+    """What the snapshot in hand shows: an acknowledged entry it includes stops counting."""
+
+    reflected_before: float  # entries acknowledged at or before this are in it (settle_s)
+    fetched_at: float  # -inf: no snapshot
+    usage: float | None  # the snapshot's usage of the feature (None: not known)
+
+    def includes(self, acked_at: float, counted: float | None) -> bool:
+        if acked_at <= self.reflected_before:
+            return True
+        return (
+            counted is not None
+            and self.usage is not None
+            and acked_at <= self.fetched_at
+            and self.usage >= counted
+        )
+
+
+_NO_SNAPSHOT = _Seen(-math.inf, -math.inf, None)
 
 
 class _Tally:
@@ -55,14 +83,15 @@ class _Tally:
         self.floor = -math.inf
         # The last answer and the inputs it was for; cleared by every change, so a
         # check may read it without the lock (one reference read is atomic).
-        self.memo: tuple[float, float, LocalUsage | None] | None = None
+        self.memo: tuple[float | None, float | None, float, LocalUsage | None] | None = None
         self._reset()
 
     def _reset(self) -> None:
         self.set_key: str | None = None
         self.unacked: dict[str, float] = {}
         self.unacked_total = 0.0
-        self.acked: deque[tuple[float, str, float]] = deque()
+        # acknowledged entries, oldest acknowledgement first: (acked_at, key, value, counted)
+        self.acked: deque[tuple[float, str, float, float | None]] = deque()
         self.acked_total = 0.0
 
     def add(self, key: str, entry: _Entry) -> bool:
@@ -85,19 +114,19 @@ class _Tally:
             self.unacked[key] = entry.value
             self.unacked_total += entry.value
         else:
-            self.acked.append((entry.acked_at, key, entry.value))
+            self.acked.append((entry.acked_at, key, entry.value, entry.counted))
             self.acked_total += entry.value
 
-    def ack(self, key: str, acked_at: float) -> None:
+    def ack(self, key: str, acked_at: float, counted: float | None) -> None:
         self.memo = None
         entry = self.entries.get(key)
         if entry is None or entry.acked_at is not None:
             return
-        entry.acked_at = acked_at
+        entry.acked_at, entry.counted = acked_at, counted
         value = self.unacked.pop(key, None)
         if value is not None:
             self.unacked_total -= value
-            self.acked.append((acked_at, key, value))
+            self.acked.append((acked_at, key, value, counted))
             self.acked_total += value
 
     def drop(self, key: str) -> None:
@@ -108,13 +137,14 @@ class _Tally:
             for kept, entry in sorted(self.entries.items(), key=lambda item: item[1].at):
                 self._apply(kept, entry)
 
-    def read(self, reflected_before: float, floor: float) -> LocalUsage | None:
+    def read(self, seen: _Seen, floor: float) -> LocalUsage | None:
         if floor > self.floor:
             self._roll(floor)
-        while self.acked and self.acked[0][0] <= reflected_before:
-            _, key, value = self.acked.popleft()
+        while self.acked and seen.includes(self.acked[0][0], self.acked[0][3]):
+            _, key, value, _ = self.acked.popleft()
             self.acked_total -= value
             self.entries.pop(key, None)
+        reflected_before = seen.reflected_before
         absolute = None
         if self.set_key is not None:
             entry = self.entries[self.set_key]
@@ -158,24 +188,34 @@ class UsageLedger:
         at: float,
         is_set: bool = False,
         acked_at: float | None = None,
+        counted: float | None = None,
     ) -> None:
-        """Count ``value`` (or set it, for SET) for a feature, stamped ``at``."""
+        """Count ``value`` (or set it, for SET) for a feature, stamped ``at`` (``acked_at``
+        and ``counted`` as :meth:`acknowledge` takes them, when it was acknowledged)."""
         with self._lock:
             tally = self._tallies.get(scope)
             if tally is None:
                 tally = self._tallies[scope] = _Tally()
-            added = tally.add(idempotency_key, _Entry(at, value, is_set, acked_at))
+            entry = _Entry(at, value, is_set, acked_at, None if acked_at is None else counted)
+            added = tally.add(idempotency_key, entry)
             if added and acked_at is None:  # an acknowledgement or a dead letter may follow
                 self._by_key.setdefault(idempotency_key, []).append(scope)
 
-    def acknowledge(self, idempotency_keys: Iterable[str], acked_at: float) -> None:
-        """Stigg accepted these records at ``acked_at`` (wall time)."""
+    def acknowledge(
+        self,
+        idempotency_keys: Iterable[str],
+        acked_at: float,
+        counted: Mapping[str, float] | None = None,
+    ) -> None:
+        """Stigg accepted these records at ``acked_at`` (wall time); ``counted``: by key, the
+        feature's usage Stigg answered once it counted the record (``currentUsage``)."""
+        evidence = counted or {}
         with self._lock:
             for key in idempotency_keys:
                 for scope in self._by_key.pop(key, ()):
                     tally = self._tallies.get(scope)
                     if tally is not None:
-                        tally.ack(key, acked_at)
+                        tally.ack(key, acked_at, evidence.get(key))
 
     def forget(self, idempotency_keys: Iterable[str]) -> None:
         """These records no longer count (dead-lettered: Stigg will never have them)."""
@@ -187,22 +227,33 @@ class UsageLedger:
                         tally.drop(key)
 
     def local_usage(
-        self, scope: TallyKey, snapshot_fetched_at: float | None, floor: float | None
+        self,
+        scope: TallyKey,
+        snapshot_fetched_at: float | None,
+        floor: float | None,
+        snapshot_usage: float | None = None,
     ) -> LocalUsage | None:
-        """Usage to add for ``scope`` given the snapshot in hand (``None``: no snapshot)."""
+        """Usage to add for ``scope`` given the snapshot in hand (``None``: no snapshot) and
+        the usage it shows for the feature."""
         tally = self._tallies.get(scope)
         if tally is None:
             return None
-        reflected_before = (
-            -math.inf if snapshot_fetched_at is None else snapshot_fetched_at - self.settle_s
-        )
         lowest = -math.inf if floor is None else floor
         memo = tally.memo
-        if memo is not None and memo[0] == reflected_before and memo[1] == lowest:
-            return memo[2]  # nothing changed since: no lock on the hot path
+        if (
+            memo is not None
+            and memo[0] == snapshot_fetched_at
+            and memo[1] == snapshot_usage
+            and memo[2] == lowest
+        ):
+            return memo[3]  # nothing changed since: no lock on the hot path
+        if snapshot_fetched_at is None:
+            seen = _NO_SNAPSHOT
+        else:
+            seen = _Seen(snapshot_fetched_at - self.settle_s, snapshot_fetched_at, snapshot_usage)
         with self._lock:
-            result = tally.read(reflected_before, lowest)
-            tally.memo = (reflected_before, lowest, result)
+            result = tally.read(seen, lowest)
+            tally.memo = (snapshot_fetched_at, snapshot_usage, lowest, result)
             return result
 
     def __len__(self) -> int:

@@ -12,7 +12,7 @@ when its storage fails. ``enqueue`` is all-or-nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -60,18 +60,27 @@ class OutboxStats:
 
 
 @attrs.frozen
+class Held:
+    """A record an outbox holds (pending, or sent and kept for a while)."""
+
+    record: UsageRecord
+    acked_at: float | None = None  # when Stigg acknowledged it; None: not yet
+    counted: float | None = None  # the feature's usage Stigg answered once it counted it
+
+
+@attrs.frozen
 class UsageChanges:
     """What moved local usage in an outbox after some sequence number.
 
     Attributes:
         cursor: the sequence number to ask from next time.
-        held: records added or acknowledged since (with their ack time, or ``None``).
+        held: records added or acknowledged since.
         dead: records moved to the dead letters since (``kind``, idempotency key): they
             no longer count.
     """
 
     cursor: int
-    held: list[tuple[UsageRecord, float | None]]
+    held: list[Held]
     dead: list[tuple[RecordKind, str]]
 
 
@@ -103,9 +112,11 @@ class Outbox(Protocol):
         now: float,
         retry_at: float = 0.0,
         reason: str = "",
+        counted: Mapping[int, float] | None = None,
     ) -> None:
         """Record outcomes: ``sent`` acknowledged, ``retry`` released until ``retry_at``,
-        ``dead`` moved to the dead letters with ``reason``."""
+        ``dead`` moved to the dead letters with ``reason``. ``counted``: by id, what Stigg
+        answered sent usage with (:attr:`Held.counted`)."""
         ...
 
     def release(self, owner: str) -> int:

@@ -16,7 +16,7 @@ import random
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import assert_never
 
 import attrs
@@ -25,6 +25,7 @@ from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._log import logger
+from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import (
     DEDUP_WINDOW_S,
@@ -51,7 +52,21 @@ RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 
 # meet an empty bucket and earn a 429 and a Retry-After pause.
 BURST_S = 0.5
 
-Acknowledge = Callable[[Sequence[str], float], None]
+# (idempotency keys, acked_at, Stigg's usage of the feature once it counted them, by key)
+Acknowledge = Callable[[Sequence[str], float, Mapping[str, float]], None]
+
+
+def _counted(batch: Sequence[Claimed], counts: UsageCounts | None) -> dict[int, float]:
+    """By record id: the usage Stigg answered for the record's feature (usage records)."""
+    if not counts:
+        return {}
+    counted: dict[int, float] = {}
+    for claimed in batch:
+        record = claimed.record
+        value = counts.get((record.customer_id, record.resource_id, record.name))
+        if value is not None:
+            counted[claimed.id] = value
+    return counted
 
 
 @attrs.define
@@ -285,17 +300,20 @@ class Flusher:
         payloads = [json.loads(c.record.payload) for c in batch]
         ids = [c.id for c in batch]
         begun = self._health.answers
+        counts: UsageCounts | None = None
         try:
             if lane.kind is RecordKind.EVENT:
                 self._adapter.report_events(payloads, timeout_s=self._send_timeout_s)
             else:
-                self._adapter.report_usage(payloads, timeout_s=self._send_timeout_s)
+                counts = self._adapter.report_usage(payloads, timeout_s=self._send_timeout_s)
         except Exception as error:  # an adapter bug too: it must not end the flusher
             self._failed(lane, batch, as_failure(error), begun)
             return
         wall = self._clock.time()
-        self._outbox.settle(sent=ids, owner=self.owner, now=wall)
-        self._acknowledge([c.record.idempotency_key for c in batch], wall)
+        counted = _counted(batch, counts)
+        self._outbox.settle(sent=ids, owner=self.owner, now=wall, counted=counted)
+        by_key = {c.record.idempotency_key: counted[c.id] for c in batch if c.id in counted}
+        self._acknowledge([c.record.idempotency_key for c in batch], wall, by_key)
         self._health.succeeded()
         self._failures = 0
         self.sent += len(batch)

@@ -10,14 +10,21 @@ processes never hold the same record at once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from stigg_cache.errors import StoreError
-from stigg_cache.outbox.base import CLOCK_STEP_S, Claimed, DeadLetter, OutboxStats, UsageChanges
+from stigg_cache.outbox.base import (
+    CLOCK_STEP_S,
+    Claimed,
+    DeadLetter,
+    Held,
+    OutboxStats,
+    UsageChanges,
+)
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores._sqlite import SqliteConnection
@@ -31,7 +38,9 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 # 4: every change that moves local usage (a record added, acknowledged, dead,
 #    requeued) carries a sequence number, so every process of a host reads the
 #    same usage from the outbox (:meth:`SqliteOutbox.changes`).
-SCHEMA_VERSION = 4
+# 5: sent usage keeps what Stigg answered it with (``counted``: the feature's usage once it
+#    counted the record), so every process settles it on that evidence.
+SCHEMA_VERSION = 5
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -82,8 +91,8 @@ _INSERT_NEW = (
 # Changes after a sequence number, as one statement (one consistent read): rows still in
 # the outbox (pending or sent, with their ack time), then those moved to the dead letters.
 _CHANGES = (
-    f"SELECT seq, {_COLUMNS}, acked_at, 0 FROM outbox WHERE seq > ? "
-    f"UNION ALL SELECT seq, {_COLUMNS}, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
+    f"SELECT seq, {_COLUMNS}, acked_at, counted, 0 FROM outbox WHERE seq > ? "
+    f"UNION ALL SELECT seq, {_COLUMNS}, NULL, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
 )
 
 
@@ -99,8 +108,8 @@ def _marks(ids: Sequence[object]) -> str:
 
 
 def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
-    held = [(_record(row[1:5]), row[5]) for row in rows if not row[6]]
-    dead = [(RecordKind(row[1]), row[2]) for row in rows if row[6]]
+    held = [Held(_record(row[1:5]), row[5], row[6]) for row in rows if not row[7]]
+    dead = [(RecordKind(row[1]), row[2]) for row in rows if row[7]]
     return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
 
@@ -131,6 +140,14 @@ class SqliteOutbox:
     @staticmethod
     def _create(db: sqlite_utils.Database) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            SqliteOutbox._migrate(db, version)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        SqliteOutbox._create_tables(db)
+
+    @staticmethod
+    def _migrate(db: sqlite_utils.Database, version: int) -> None:
+        """Bring tables an older stigg-cache wrote to this schema (new files have none)."""
         if version < 2:
             for name in ("outbox", "dead_letters"):
                 if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
@@ -142,9 +159,8 @@ class SqliteOutbox:
             for name in ("outbox", "dead_letters"):
                 if db[name].exists():
                     db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
-        if version != SCHEMA_VERSION:
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        SqliteOutbox._create_tables(db)
+        if version < 5 and db["outbox"].exists():
+            db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
 
     @staticmethod
     def _create_tables(db: sqlite_utils.Database) -> None:
@@ -164,6 +180,7 @@ class SqliteOutbox:
                 "acked_at": float,
                 "last_error": str,
                 "seq": int,
+                "counted": float,
             },
             pk="id",
             not_null={"kind", "idem_key", "payload", "state"},
@@ -284,6 +301,7 @@ class SqliteOutbox:
         now: float,
         retry_at: float = 0.0,
         reason: str = "",
+        counted: Mapping[int, float] | None = None,
     ) -> None:
         with self._db.write() as db:
             seq = _next_seq(db) if sent or dead else 0
@@ -293,6 +311,11 @@ class SqliteOutbox:
                     f"lease_until = 0, seq = ? WHERE id IN ({_marks(sent)})",
                     (now, seq, *sent),
                 )
+                if counted:
+                    db.executemany(
+                        "UPDATE outbox SET counted = ? WHERE id = ?",
+                        [(value, id_) for id_, value in counted.items()],
+                    )
             if retry:
                 db.execute(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "

@@ -18,11 +18,27 @@ from pathlib import Path
 
 import pytest
 
-from stigg_cache.outbox.base import DeadLetterBox, Outbox
+from stigg_cache.outbox.base import DeadLetterBox, Outbox, SharedUsage, UsageChanges
 from stigg_cache.outbox.records import RecordKind, UsageRecord, event_record, usage_record
 
 NOW = 1_800_000_000.0
 LEASE_S = 30.0
+
+
+def units(count: int, prefix: str = "u") -> list[UsageRecord]:
+    """Distinct usage records of one unit of ``api_calls``, stamped at ``NOW``."""
+    return [
+        usage_record(
+            {
+                "customer_id": "c0",
+                "feature_id": "api_calls",
+                "value": 1,
+                "idempotency_key": f"{prefix}{n}",
+            },
+            NOW,
+        )
+        for n in range(count)
+    ]
 
 
 def events(count: int, prefix: str = "e") -> list[UsageRecord]:
@@ -196,3 +212,54 @@ class SharedOutboxConformance(OutboxConformance):
                 assert worker.exitcode == 0
             keys = list(found)
         assert sorted(keys) == sorted(f"e{n}" for n in range(300))  # each once, none missing
+
+    # -- one view of usage (SharedUsage): every outbox several processes share has it -------
+
+    @staticmethod
+    def _shared(outbox: Outbox) -> SharedUsage:
+        assert isinstance(outbox, SharedUsage), "a shared outbox must give one view of usage"
+        return outbox
+
+    def test_changes_show_what_moved_usage_and_only_since_the_cursor(self, outbox: Outbox) -> None:
+        shared = self._shared(outbox)
+        outbox.enqueue([*units(3), *events(1)], NOW)
+        start = shared.changes(-1)
+        assert sorted(h.record.idempotency_key for h in start.held) == ["e0", "u0", "u1", "u2"]
+        assert shared.changes(start.cursor) == UsageChanges(start.cursor, [], [])
+        u0, u1, _ = outbox.claim(RecordKind.USAGE, 3, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(sent=[u0.id], owner="a", now=NOW + 1, counted={u0.id: 41.0})
+        outbox.settle(dead=[u1.id], owner="a", now=NOW + 1, reason="refused")
+        moved = shared.changes(start.cursor)
+        assert [(h.record.idempotency_key, h.acked_at, h.counted) for h in moved.held] == [
+            ("u0", NOW + 1, 41.0)
+        ]
+        assert moved.dead == [(RecordKind.USAGE, "u1")]
+        assert moved.cursor > start.cursor
+        assert isinstance(outbox, DeadLetterBox)
+        outbox.requeue()
+        requeued = shared.changes(moved.cursor)
+        assert [h.record.idempotency_key for h in requeued.held] == ["u1"]
+
+    def test_enqueue_if_enqueues_only_what_it_admits_judged_on_every_change(
+        self, outbox: Outbox
+    ) -> None:
+        shared = self._shared(outbox)
+        start = shared.changes(-1)
+        outbox.enqueue(units(2), NOW)  # by "another process", after this one's last look
+        shown: list[list[str]] = []
+
+        def admit(changes: UsageChanges) -> bool:
+            shown.append([h.record.idempotency_key for h in changes.held])
+            return len(shown[-1]) < 2
+
+        (extra,) = units(1, prefix="x")
+        assert shared.enqueue_if([extra], NOW, after=start.cursor, admit=admit) is None
+        assert shown[-1] == ["u0", "u1"]  # it saw the usage it had not followed yet
+        assert [r.idempotency_key for r, _ in outbox.unsettled()] == ["u0", "u1"]
+        receipts = shared.enqueue_if([extra], NOW, after=start.cursor, admit=lambda _: True)
+        assert receipts is not None
+        assert [(r.idempotency_key, r.duplicate) for r in receipts] == [("x0", False)]
+        again = shared.enqueue_if([extra], NOW, after=-1, admit=lambda _: False)
+        assert again is not None  # a retry of a granted consumption: its first receipt
+        assert [(r.idempotency_key, r.duplicate) for r in again] == [("x0", True)]
+        assert len(outbox.unsettled()) == 3

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stigg_cache import Source
 from stigg_cache.chaos.fake import boolean, enum_feature, metered, numeric
+from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.testing import ManualClock
 from tests.clients.conftest import BUILDERS, World, ask, warm
 
@@ -126,3 +127,22 @@ def test_usage_and_events_keep_their_fields_through_every_client(
         assert account.usage_of("acme", "api_calls", "ws-1") == 7
 
     asyncio.run(story())
+
+
+def test_stiggs_count_of_reported_usage_is_kept_with_it_through_every_client(
+    client_kind: str, world: World, tmp_path: Path
+) -> None:
+    """Stigg answers a usage report with the feature's usage counting it: every process
+    settles the record on that evidence (DESIGN §8), so every client must pass it on."""
+    world.fake.account.aggregation_delay_s = 3600.0  # reads will not show it for long
+
+    async def story() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await ask(client.report_usage(customer_id="acme", feature_id="api_calls", value=10))
+            assert (await ask(client.flush(timeout=15))).drained
+
+    asyncio.run(story())
+    outbox = SqliteOutbox(tmp_path / "outbox.db")
+    (held,) = outbox.changes(-1).held
+    outbox.close()
+    assert (held.record.value, held.acked_at is not None, held.counted) == (10.0, True, 50.0)

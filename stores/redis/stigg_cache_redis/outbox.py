@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +29,14 @@ import platformdirs
 
 from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.errors import StoreError
-from stigg_cache.outbox.base import CLOCK_STEP_S, Claimed, DeadLetter, OutboxStats
+from stigg_cache.outbox.base import (
+    CLOCK_STEP_S,
+    Claimed,
+    DeadLetter,
+    Held,
+    OutboxStats,
+    UsageChanges,
+)
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
 from stigg_cache.stores import redact_url
@@ -50,6 +57,7 @@ _KEYS = (
         "usage:leased",
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
+    *("counted", "feed", "feed_seq"),
 )
 
 
@@ -98,7 +106,7 @@ class RedisOutbox:
         prelude = _script("outbox_prelude")
         self._scripts = {
             name: self._redis.register_script(prelude + _script(f"outbox_{name}"))
-            for name in ("enqueue", "claim", "settle", "release", "dead")
+            for name in ("enqueue", "claim", "settle", "release", "dead", "changes")
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
         self.local = local or SqliteOutbox(
@@ -162,7 +170,9 @@ class RedisOutbox:
         now: float,
         retry_at: float = 0.0,
         reason: str = "",
+        counted: Mapping[int, float] | None = None,
     ) -> None:
+        counts = counted or {}
         local = [[-i for i in ids if i < 0] for ids in (sent, retry, dead)]
         if any(local):
             self.local.settle(
@@ -173,9 +183,11 @@ class RedisOutbox:
                 now=now,
                 retry_at=retry_at,
                 reason=reason,
+                counted={-i: value for i, value in counts.items() if i < 0},
             )
         remote = [[i for i in ids if i > 0] for ids in (sent, retry, dead)]
         if any(remote):
+            remote_counts = [(i, value) for i, value in counts.items() if i > 0]
             self._run(
                 "settle",
                 [
@@ -185,7 +197,9 @@ class RedisOutbox:
                     reason,
                     repr(now - KEEP_SENT_S),
                     *(len(ids) for ids in remote),
+                    len(remote_counts),
                     *(i for ids in remote for i in ids),
+                    *(item for i, value in remote_counts for item in (i, repr(value))),
                 ],
             )
 
@@ -234,6 +248,71 @@ class RedisOutbox:
         self._redis.close()
         self._redis.connection_pool.disconnect()
 
+    # -- one view of usage (SharedUsage) ------------------------------------------------
+
+    def changes(self, after: int) -> UsageChanges:
+        """What moved local usage in Redis since ``after`` (the local outbox's records are
+        counted by the process that wrote them, and here once moved to Redis).
+
+        Raises:
+            StoreError: Redis did not answer.
+        """
+        rows = self._run("changes", [after])
+        held: list[Held] = []
+        dead: list[tuple[RecordKind, str]] = []
+        for at in range(1, len(rows), 7):
+            state, acked, raw, payload, counted, identity = rows[at + 1 : at + 7]
+            if state == b"dead":
+                kind, _, key = identity.decode().partition("\n")
+                dead.append((RecordKind(kind), key))
+            elif raw and payload:
+                held.append(
+                    Held(
+                        _decode(raw, payload),
+                        float(acked) if acked else None,
+                        float(counted) if counted else None,
+                    )
+                )
+        self._recovered()
+        return UsageChanges(int(rows[0]), held, dead)
+
+    def enqueue_if(
+        self,
+        records: Sequence[UsageRecord],
+        now: float,
+        *,
+        after: int,
+        admit: Callable[[UsageChanges], bool],
+    ) -> list[Receipt] | None:
+        """Judge on every change since ``after``, enqueue if nothing moved usage meanwhile,
+        else judge again on what did (every round some process got its usage in).
+
+        While Redis is unreachable: judged on what this process knows, enqueued locally.
+        """
+        while True:
+            try:
+                changes = self.changes(after)
+            except StoreError:
+                if not admit(UsageChanges(after, [], [])):
+                    return None
+                return self.enqueue(records, now)
+            admitted = admit(changes)
+            try:
+                flags = self._enqueue_remote(records, expected=changes.cursor, admitted=admitted)
+            except StoreError as error:  # a judgement we cannot make durable there
+                self._fell_back(error)
+                if not admitted:
+                    return None
+                return self.enqueue(records, now)
+            if flags == [-3]:
+                return None
+            if flags != [-2]:
+                return [
+                    Receipt(r.idempotency_key, r.kind, r.customer_id, bool(flag))
+                    for r, flag in zip(records, flags, strict=True)
+                ]
+            after = changes.cursor
+
     # -- dead letters (DeadLetterBox) ------------------------------------------------
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
@@ -279,8 +358,11 @@ class RedisOutbox:
     def _run(self, script: str, args: list[Any]) -> Any:
         return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
 
-    def _enqueue_remote(self, records: Sequence[UsageRecord]) -> list[int]:
-        args: list[Any] = [len(records)]
+    def _enqueue_remote(
+        self, records: Sequence[UsageRecord], *, expected: int | None = None, admitted: bool = True
+    ) -> list[int]:
+        """Flags as ``outbox_enqueue.lua`` returns them (``[-2]``, ``[-3]``: not enqueued)."""
+        args: list[Any] = ["" if expected is None else expected, int(admitted), len(records)]
         for record in records:
             args += [_identity(record), repr(record.stamped_at), _encode(record), record.payload]
         flags = self._run("enqueue", args)

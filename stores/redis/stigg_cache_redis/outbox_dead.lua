@@ -18,6 +18,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', idx, identity, id)
       redis.call('ZADD', pending, cjson.decode(info)[3], id)
       redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
+      moved(id)
       done = done + 1
     else
       forget(id)

@@ -30,6 +30,13 @@ local function unqueue(id, kind)
   redis.call('HDEL', owners, id)
 end
 
+-- Every process follows what moves local usage (a record added, acknowledged, dead or
+-- requeued) in the feed: record ids scored by the sequence number of their last move.
+local counted, feed, feed_seq = KEYS[22], KEYS[23], KEYS[24]
+local function moved(id)
+  redis.call('ZADD', feed, redis.call('INCR', feed_seq), id)
+end
+
 -- Frees the idempotency key, unless a newer record holds it.
 local function free_key(id)
   local identity = redis.call('HGET', ident, id)
@@ -45,5 +52,7 @@ local function forget(id)
   redis.call('HDEL', pay, id)
   redis.call('HDEL', ident, id)
   redis.call('HDEL', att, id)
+  redis.call('HDEL', counted, id)
+  redis.call('ZREM', feed, id)
 end
 

@@ -1,7 +1,13 @@
--- ARGV: owner, now, retry_at, reason, forget_sent_before, #sent, #retry, #dead, then the ids.
+-- ARGV: owner, now, retry_at, reason, forget_sent_before, #sent, #retry, #dead, #counted,
+-- then the ids, then (id, usage) pairs: what Stigg answered sent usage with.
 local owner, now, retry_at, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local n_sent, n_retry, n_dead = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local at = 9
+local n_counted = tonumber(ARGV[9])
+local at = 10 + n_sent + n_retry + n_dead
+for i = at, at + 2 * n_counted - 1, 2 do
+  if redis.call('ZSCORE', pending, ARGV[i]) then redis.call('HSET', counted, ARGV[i], ARGV[i + 1]) end
+end
+at = 10
 -- Delivered, whoever holds the lease now: never send it again.
 for i = at, at + n_sent - 1 do
   local id = ARGV[i]
@@ -10,6 +16,7 @@ for i = at, at + n_sent - 1 do
     unqueue(id, kind)
     redis.call('ZREM', pending, id)
     redis.call('ZADD', sent, now, id)
+    moved(id)
   end
 end
 at = at + n_sent
@@ -37,6 +44,7 @@ for i = at, at + n_dead - 1 do
     redis.call('HDEL', att, id)
     redis.call('ZADD', dead, now, id)
     redis.call('HSET', dinfo, id, cjson.encode({reason, attempts, tonumber(stamped)}))
+    moved(id)
   end
 end
 -- Sent records answer duplicate enqueues for a while, then go.

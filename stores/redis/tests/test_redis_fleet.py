@@ -94,7 +94,13 @@ def test_four_processes_drain_one_backlog_at_the_accounts_rate(
                 last = now
                 break
             time.sleep(0.005)
-        sent = [worker.ask("status")["sent"] for worker in workers]
+        # A worker counts a batch as sent once Redis took its settle, a moment after Stigg
+        # took the batch: wait for those counts (each record by one process, none twice).
+        settled = time.monotonic() + 10
+        while sum(sent := [w.ask("status")["sent"] for w in workers]) < events:
+            if time.monotonic() > settled:
+                break
+            time.sleep(0.01)
     finally:
         for worker in workers:
             worker.close()

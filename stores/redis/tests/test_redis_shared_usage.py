@@ -1,0 +1,46 @@
+"""One view of usage for a fleet on Redis: the SQLite tests of a host, run on Redis (DESIGN §8).
+
+The same two-process tests (forked workers of one client) as for the default
+SQLite outbox: usage reported offline by one worker counts in every worker; an
+acknowledgement by another worker's flusher, dead letters, and Stigg's own count
+of usage settle it in all of them; ``consume()`` from 8 threads x 4 processes never
+grants past the limit. Only the store differs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fake  # the same fake (and key) as the SQLite runs
+from tests.test_consume import (
+    test_consume_grants_what_fits_and_enqueues_only_what_it_grants,
+    test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down,
+    test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags,
+)
+from tests.test_shared_usage import (
+    test_dead_lettered_usage_counts_in_no_worker,
+    test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it,
+    test_usage_reported_offline_by_one_worker_counts_in_every_worker,
+    test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it,
+)
+
+from conftest import url_for
+
+__all__ = [
+    "fake",
+    "test_consume_grants_what_fits_and_enqueues_only_what_it_grants",
+    "test_dead_lettered_usage_counts_in_no_worker",
+    "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down",
+    "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags",
+    "test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it",
+    "test_usage_reported_offline_by_one_worker_counts_in_every_worker",
+    "test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it",
+]
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """Store and outbox in Redis (the fleet's), each test in a namespace of its own."""
+    return url_for(tmp_path)
