@@ -10,7 +10,7 @@ from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._log import logger
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
-from stigg_cache.errors import StiggUnavailableError
+from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import ConnectionState
 
 StateListener = Callable[[ConnectionState, ConnectionState], None]
@@ -28,6 +28,7 @@ class Health:
         self.since = clock.time()
         self.last_error: str | None = None
         self.store_error: str | None = None
+        self.auth_error: str | None = None  # Stigg refuses our key (401/403) since this
         # Answers Stigg has given so far. A call remembers this when it starts: if
         # Stigg answered meanwhile, the call's late failure (a request released
         # from a blackhole after Stigg came back) is old news, not a new outage.
@@ -55,6 +56,7 @@ class Health:
         with self._lock:
             self._breaker.record_success()
             self.answers += 1
+            self.auth_error = None
         self._publish()
 
     def failed(
@@ -69,7 +71,13 @@ class Health:
             if begun is not None and begun != self.answers:
                 return
             self.last_error = str(error) or type(error).__name__
-            if not isinstance(error, StiggUnavailableError) or error.trips_breaker:
+            if isinstance(error, StiggUnavailableError) and error.kind is FailureKind.AUTH:
+                self.auth_error = self.last_error
+            if (
+                not isinstance(error, StiggUnavailableError)
+                or error.trips_breaker
+                or self._breaker.state is BreakerState.HALF_OPEN  # a refused probe: no verdict
+            ):  # on Stigg's health, so probe again after the backoff rather than wait forever
                 self._breaker.record_failure(self._clock.monotonic())
         self._publish()
 

@@ -19,7 +19,7 @@ from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import OutboxFullError, StoreError
-from stigg_cache.outbox.base import Held, Outbox, OutboxStats, SharedUsage, UsageChanges
+from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
@@ -96,7 +96,7 @@ class UsageService:
         if not self._followed():  # count what this process can read; a shared view catches up
             meters = self._meters()
             for record, acked_at in outbox.unsettled():
-                self._count(Held(record, acked_at), meters)
+                self._count(record, meters, acked_at)
         self.flusher = Flusher(
             outbox,
             adapter,
@@ -126,7 +126,7 @@ class UsageService:
         meters = self._meters()
         for record, receipt in zip(records, receipts, strict=True):
             if not receipt.duplicate:
-                self._count(Held(record), meters)
+                self._count(record, meters)
                 if offline:
                     with self._touched_lock:
                         self._touched[(record.customer_id, record.resource_id)] = None
@@ -218,7 +218,7 @@ class UsageService:
     def _follow(self, changes: UsageChanges) -> None:
         meters = self._meters()
         for held in changes.held:
-            self._count(held, meters)
+            self._count(held.record, meters, held.acked_at, held.counted)
             if held.acked_at is not None:  # known here as pending: acknowledged by some process
                 key = held.record.idempotency_key
                 counted = {} if held.counted is None else {key: held.counted}
@@ -266,8 +266,13 @@ class UsageService:
         """Stop the flusher; the outbox is closed by whoever opened it."""
         self.flusher.close()
 
-    def _count(self, held: Held, meters: dict[str, list[tuple[str, Meter]]]) -> None:
-        record, acked_at = held.record, held.acked_at
+    def _count(
+        self,
+        record: UsageRecord,
+        meters: dict[str, list[tuple[str, Meter]]],
+        acked_at: float | None = None,
+        counted: float | None = None,
+    ) -> None:
         key, at = record.idempotency_key, record.stamped_at
         if record.kind is RecordKind.USAGE:
             scope = (record.customer_id, record.resource_id, record.name)
@@ -279,7 +284,7 @@ class UsageService:
                 at=at,
                 is_set=is_set,
                 acked_at=acked_at,
-                counted=held.counted,
+                counted=counted,
             )
             return
         for feature_id, meter in meters.get(record.name, ()):

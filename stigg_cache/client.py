@@ -756,6 +756,8 @@ class ResilientClient:
             outbox_error=outbox.problem,
             signing=self._signing,
             tamper_detections=self._faults.counts["stigg_cache.snapshot_tampered"],
+            auth_error=self._usage.flusher.auth_error or health.auth_error,
+            sending_resumes_at=self._usage.flusher.resumes_at(),
         )
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:

@@ -61,6 +61,7 @@ class FailureKind(enum.Enum):
     RATE_LIMITED = "rate_limited"
     SERVER = "server"
     REJECTED = "rejected"
+    AUTH = "auth"  # our credentials were refused: configuration, not Stigg's health
     INVALID_RESPONSE = "invalid_response"
 
 
@@ -88,12 +89,13 @@ class StiggUnavailableError(StiggCacheError):
 
     @property
     def trips_breaker(self) -> bool:
-        """Whether this failure says Stigg itself is unhealthy (not our request)."""
-        return self.kind is not FailureKind.REJECTED
+        """Whether this failure says Stigg itself is unhealthy (not our request or our key)."""
+        return self.kind not in (FailureKind.REJECTED, FailureKind.AUTH)
 
 
 class StiggRejectedError(StiggUnavailableError):
-    """Stigg answered with a 4xx other than 429: the request itself is wrong."""
+    """Stigg answered with a 4xx other than 429: the request itself is wrong
+    (``REJECTED``), or our credentials are refused (``AUTH``: 401, 403)."""
 
 
 class InvalidResponseError(StiggCacheError, ValueError):

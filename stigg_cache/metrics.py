@@ -145,6 +145,11 @@ def _gauges(client: ResilientClient, status: Any) -> Iterator[Metric]:
             float(status.breaker == "open"),
         ),
         ("stigg_cache_store_healthy", "1 while the store works", float(status.store_healthy)),
+        (
+            "stigg_cache_auth_refused",
+            "1 while Stigg refuses the API key (sending paused, usage kept)",
+            float(status.auth_error is not None),
+        ),
     ]
     for name, documentation, value in values:
         yield GaugeMetricFamily(name, documentation, value=value)

@@ -232,6 +232,10 @@ class Status:
         signing: how snapshots are signed (``None``: not signed).
         tamper_detections: snapshots that failed their signature since start.
         faults: count of each fault event since start (e.g. ``fetch_failed``).
+        auth_error: Stigg refuses the API key (401/403): what it said. Sending is
+            paused with backoff, every record kept; ``None`` once it accepts again.
+        sending_resumes_at: wall time before which the outbox sends nothing (Stigg's
+            ``Retry-After``, a backoff, a pause); ``None`` when it may send now.
     """
 
     state: ConnectionState
@@ -254,3 +258,5 @@ class Status:
     outbox_error: str | None = None
     signing: str | None = None
     tamper_detections: int = 0
+    auth_error: str | None = None
+    sending_resumes_at: float | None = None

@@ -26,10 +26,9 @@ REJECTING_CODES = frozenset(
         "BAD_USER_INPUT",
         "GRAPHQL_PARSE_FAILED",
         "GRAPHQL_VALIDATION_FAILED",
-        "UNAUTHENTICATED",
-        "FORBIDDEN",
     }
 )
+AUTH_CODES = frozenset({"UNAUTHENTICATED", "FORBIDDEN"})  # our API key was refused
 EDGE_STATE = "entitlements-state.json"
 # What the state parser reads, as a valid document: the v1 SDK's own GetEntitlementsState
 # names fragments it never defines, and its GetEntitlements loses the customer's denial.
@@ -70,6 +69,8 @@ def failure_for_errors(errors: Sequence[Any]) -> StiggUnavailableError:
     listed = [error for error in errors if isinstance(error, Mapping)]
     text = "; ".join(str(error.get("message"))[:200] for error in listed[:3]) or str(errors)[:200]
     codes = {str((error.get("extensions") or {}).get("code")) for error in listed}
+    if codes & AUTH_CODES:
+        return StiggRejectedError(FailureKind.AUTH, f"Stigg refused the API key: {text}")
     if codes & REJECTING_CODES:
         return StiggRejectedError(FailureKind.REJECTED, f"Stigg refused the request: {text}")
     return StiggUnavailableError(FailureKind.SERVER, f"Stigg answered with errors: {text}")

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
+from stigg_cache.core.pacing import MAX_RETRY_AFTER_S
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,
@@ -17,8 +18,6 @@ from stigg_cache.errors import (
     StiggUnavailableError,
 )
 from stigg_cache.models import Snapshot
-
-MAX_RETRY_AFTER_S = 600.0  # a hint beyond ten minutes is treated as ten minutes
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
@@ -54,6 +53,10 @@ def failure_for_status(status: int, headers: Mapping[str, str]) -> StiggUnavaila
             message,
             status_code=status,
             retry_after_s=parse_retry_after(headers),
+        )
+    if status in (401, 403):
+        return StiggRejectedError(
+            FailureKind.AUTH, f"{message}: the API key was refused", status_code=status
         )
     return StiggRejectedError(FailureKind.REJECTED, message, status_code=status)
 

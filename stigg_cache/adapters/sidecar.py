@@ -43,13 +43,12 @@ _REJECTING = frozenset(
         "INVALID_ARGUMENT",
         "NOT_FOUND",
         "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
         "FAILED_PRECONDITION",
         "OUT_OF_RANGE",
         "UNIMPLEMENTED",
-        "UNAUTHENTICATED",
     }
 )
+_AUTH = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})  # the API key was refused
 
 
 class SidecarAdapter:
@@ -267,6 +266,8 @@ class SidecarAdapter:
         except self._grpclib.GRPCError as error:
             status = error.status.name
             message = f"the sidecar answered {status}: {str(error.message)[:200]}"
+            if status in _AUTH:
+                raise StiggRejectedError(FailureKind.AUTH, message) from None
             if status in _REJECTING:
                 raise StiggRejectedError(FailureKind.REJECTED, message) from None
             kind = (

@@ -51,7 +51,8 @@ class FakeMode(enum.Enum):
     BLACKHOLE: connections accepted, never answered. ERROR_5XX: 503.
     RATE_LIMITED: 429 with ``Retry-After``. SLOW: correct after ``delay_s``.
     TRICKLE: correct headers, then the body one byte every 50 ms.
-    GARBAGE: 200 with a body that is not JSON.
+    GARBAGE: 200 with a body that is not JSON. UNAUTHORIZED / FORBIDDEN: 401 / 403
+    to every request (a revoked key, a gateway refusing while Stigg comes back).
     """
 
     UP = "up"
@@ -62,6 +63,8 @@ class FakeMode(enum.Enum):
     SLOW = "slow"
     TRICKLE = "trickle"
     GARBAGE = "garbage"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
 
 
 def _display(feature_id: str) -> str:
@@ -408,6 +411,10 @@ class _Handler(BaseHTTPRequestHandler):
             fake.counts[f"{method} 429"] += 1
             retry = {"Retry-After": f"{fake._retry_after_s:g}"}
             return json_answer(429, {"message": "Too Many Requests"}, retry)
+        if mode in (FakeMode.UNAUTHORIZED, FakeMode.FORBIDDEN):
+            status = 401 if mode is FakeMode.UNAUTHORIZED else 403
+            fake.counts[f"{method} {status}"] += 1
+            return json_answer(status, {"message": "Unauthorized", "code": "Unauthenticated"})
         if mode is FakeMode.GARBAGE:
             fake.counts[f"{method} garbage"] += 1
             return 200, {"Content-Type": "application/json"}, b"<html>oops"

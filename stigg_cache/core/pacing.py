@@ -21,7 +21,8 @@ MAX_EVENTS_PER_BATCH = 1_000  # Stigg's batch limit for POST /api/v1/events
 MAX_USAGE_PER_BATCH = 100  # Stigg's batch limit for POST /api/v2/usage
 DEDUP_WINDOW_S = 7 * 86_400.0  # Stigg deduplicates idempotency keys for 7 days
 BASE_RETRY_S = 0.5
-MAX_RETRY_S = 60.0
+MAX_RETRY_S = 60.0  # our own backoff's ceiling
+MAX_RETRY_AFTER_S = 3600.0  # Stigg's Retry-After is honoured up to an hour (beyond: an hour)
 
 
 class RateBucket(Protocol):
@@ -130,7 +131,7 @@ def retry_delay(attempts: int, jitter: float, retry_after_s: float | None = None
         retry_after_s: Stigg's own hint.
     """
     if retry_after_s is not None:
-        return min(MAX_RETRY_S, retry_after_s) * (1 + jitter / 10)
+        return min(MAX_RETRY_AFTER_S, retry_after_s) * (1 + jitter / 10)
     ceiling = min(MAX_RETRY_S, BASE_RETRY_S * 2.0 ** max(attempts - 1, 0))
     return ceiling * (0.5 + jitter / 2)
 
@@ -146,10 +147,23 @@ class SendOutcome(enum.Enum):
     RETRY = "retry"
     SPLIT = "split"
     DEAD = "dead"
+    PAUSE = "pause"
 
 
-def plan_failure(kind: FailureKind, batch_size: int) -> SendOutcome:
-    """Retry what may succeed later; isolate and dead-letter what Stigg refuses."""
+# A 4xx that says a record is wrong: isolate it (None: a refusal without a status, e.g. a
+# GraphQL validation error). Any other 4xx is about the request's destination or our key
+# (401, 403, a 404 on the endpoint itself): every record would fail the same way.
+BAD_RECORD_STATUSES = frozenset({400, 413, 422, None})
+
+
+def plan_failure(kind: FailureKind, batch_size: int, status_code: int | None = None) -> SendOutcome:
+    """Retry what may succeed later; isolate and dead-letter what Stigg refuses as wrong;
+    keep everything and pause while our key or endpoint is refused (a configuration error:
+    dead-lettering would drop every record over a rotated key)."""
+    if kind is FailureKind.AUTH or (
+        kind is FailureKind.REJECTED and status_code not in BAD_RECORD_STATUSES
+    ):
+        return SendOutcome.PAUSE
     if kind is not FailureKind.REJECTED:
         return SendOutcome.RETRY
     return SendOutcome.SPLIT if batch_size > 1 else SendOutcome.DEAD

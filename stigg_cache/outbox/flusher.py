@@ -76,13 +76,17 @@ class _Lane:
     bucket: RateBucket
     cost_per_record: bool  # events spend a token each; usage a token per call
     backlog: bool = False
+    cap: int = 0  # the most records a batch takes now: smaller while a refused batch is split
+
+    def __attrs_post_init__(self) -> None:
+        self.cap = self.cap or self.batch_limit
 
     @property
     def full_batch(self) -> int:
         """Records in a batch worth waiting for while a backlog drains."""
         if not self.cost_per_record:
             return 1
-        return max(1, min(self.batch_limit, math.floor(self.bucket.capacity)))
+        return max(1, min(self.cap, math.floor(self.bucket.capacity)))
 
 
 @attrs.frozen
@@ -144,6 +148,7 @@ class Flusher:
         self._starting = threading.Lock()
         self.sent = 0
         self.last_error: str | None = None
+        self.auth_error: str | None = None  # Stigg refuses our key for sends: paused
         self._thread: threading.Thread | None = None
         _fork.renew_after_fork(self, Flusher._renew)
 
@@ -193,6 +198,15 @@ class Flusher:
                 str(error),
                 extra={"event": "stigg_cache.outbox_failed"},
             )
+
+    def resumes_at(self) -> float | None:
+        """Wall time before which nothing is sent (a backoff, a pause, Stigg's ``Retry-After``
+        on a lane's bucket); ``None`` when sending may go on now."""
+        now = self._clock.monotonic()
+        wait = self._resume_at - now
+        for lane in self._lanes:
+            wait = max(wait, -lane.bucket.available(now) / lane.bucket.rate)  # paused: < 0
+        return None if wait <= 0 else self._clock.time() + wait
 
     def flush(self, timeout_s: float, *, cancel: threading.Event | None = None) -> FlushResult:
         """Drain what can be drained within ``timeout_s`` (not while Stigg is offline).
@@ -253,7 +267,7 @@ class Flusher:
         granted = self._tokens(lane, now)
         if not granted:
             return False
-        limit = granted if lane.cost_per_record else lane.batch_limit
+        limit = min(granted if lane.cost_per_record else lane.batch_limit, lane.cap)
         wall = self._clock.time()
         claimed = self._outbox.claim(lane.kind, limit, self.owner, now=wall, lease_s=self._lease_s)
         lane.backlog = len(claimed) == limit
@@ -286,7 +300,7 @@ class Flusher:
         While a backlog drains, wait for a full batch's worth rather than send
         crumbs, or for what is left if that is less.
         """
-        most = lane.batch_limit if lane.cost_per_record else 1
+        most = lane.cap if lane.cost_per_record else 1
         if not lane.backlog:
             return lane.bucket.acquire(most, 1, now)
         granted = lane.bucket.acquire(most, lane.full_batch, now)
@@ -316,6 +330,8 @@ class Flusher:
         self._acknowledge([c.record.idempotency_key for c in batch], wall, by_key)
         self._health.succeeded()
         self._failures = 0
+        self.auth_error = None
+        lane.cap = min(lane.batch_limit, 2 * lane.cap)  # after a split: back up to full batches
         self.sent += len(batch)
         self._notify()
 
@@ -324,21 +340,40 @@ class Flusher:
     ) -> None:
         wall = self._clock.time()
         ids = [c.id for c in batch]
-        if error.kind in (FailureKind.RATE_LIMITED, FailureKind.REJECTED):
+        outcome = plan_failure(error.kind, len(batch), error.status_code)
+        if error.kind is FailureKind.RATE_LIMITED or outcome in (
+            SendOutcome.SPLIT,
+            SendOutcome.DEAD,
+        ):
             # Stigg answered: it is reachable. Say so, or a half-open breaker whose probe
             # this send was would wait for a verdict forever (found by the chaos run).
             self._health.succeeded()
-        outcome = plan_failure(error.kind, len(batch))
         match outcome:
-            case SendOutcome.SPLIT:
-                middle = len(batch) // 2
-                self._send(lane, batch[:middle])
-                self._send(lane, batch[middle:])
+            case SendOutcome.SPLIT:  # the halves go out as the bucket allows, oldest first
+                lane.cap = max(1, len(batch) // 2)
+                self._outbox.settle(retry=ids, owner=self.owner, now=wall, retry_at=wall)
             case SendOutcome.DEAD:
+                lane.cap = lane.batch_limit  # the bad record is found: full batches again
                 self._outbox.settle(
                     dead=ids, owner=self.owner, now=wall, reason=f"Stigg rejected it: {error}"
                 )
                 self._notify()
+            case SendOutcome.PAUSE:  # our key or endpoint is refused: keep every record
+                self._failures += 1
+                delay = retry_delay(self._failures, self._jitter())
+                if self.auth_error is None:
+                    logger.error(
+                        "stigg_cache.auth_refused: %s; usage is kept and sent once Stigg "
+                        "accepts the key (check api_key and base_url)",
+                        str(error),
+                        extra={"event": "stigg_cache.auth_refused"},
+                    )
+                self.auth_error = self.last_error = str(error)
+                self._health.failed(error, begun=begun)  # resolves a probe; never trips
+                self._resume_at = self._clock.monotonic() + delay
+                self._outbox.settle(
+                    retry=ids, owner=self.owner, now=wall, retry_at=wall + delay, reason=str(error)
+                )
             case SendOutcome.RETRY:
                 self._failures += 1
                 self.last_error = str(error)

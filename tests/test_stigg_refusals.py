@@ -1,0 +1,105 @@
+"""Stigg refusing us: a refused probe, a refused key, and how long Stigg says to wait (#15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stigg_cache import ResilientClient, Source
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.core.breaker import CircuitBreaker
+from stigg_cache.core.pacing import retry_delay
+from stigg_cache.metrics import ClientCollector
+from tests.helpers import client_on, eventually, metered_fallback
+
+POLICY = metered_fallback(100.0, fresh_for_s=0.2)
+
+
+def _client(fake: FakeStigg, tmp_path: Path, **options: Any) -> ResilientClient:
+    breaker = CircuitBreaker(failure_threshold=1, base_backoff_s=0.2, max_backoff_s=0.4)
+    return client_on(fake, tmp_path, policy=POLICY, breaker=breaker, **options)
+
+
+def _live(client: ResilientClient, customer: str) -> bool:
+    answer = client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+    return answer.decision.source is Source.LIVE
+
+
+def test_a_half_open_probe_refused_with_403_is_resolved_and_stigg_is_probed_again(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    fake.set_mode(FakeMode.DOWN)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert client.status().breaker == "open"
+    fake.set_mode(FakeMode.FORBIDDEN)  # Stigg's gateway refuses while it comes back
+
+    def probed() -> bool:  # a check, once the backoff has passed, is the probe
+        _live(client, "acme")
+        return fake.counts["GET 403"] > 0 and client.status().breaker == "open"
+
+    eventually(probed)  # refused, it re-opens the breaker: not half-open forever
+    assert client.status().auth_error is not None
+    fake.set_mode(FakeMode.UP)
+    eventually(lambda: _live(client, "acme"))  # probed again, within the backoff
+    client.report_usage(customer_id="acme", feature_id="api_calls", value=1)
+    assert client.flush(timeout=5).drained  # and sending resumed
+    status = client.status()
+    assert (status.breaker, status.auth_error) == ("closed", None)
+    client.close()
+
+
+def test_a_refused_key_pauses_sending_and_keeps_every_record(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    client.report_event(
+        [
+            {"customer_id": "acme", "event_name": "login", "idempotency_key": f"e{n}"}
+            for n in range(500)
+        ]
+    )
+    fake.set_mode(FakeMode.UNAUTHORIZED)  # the key was revoked (or rotated) meanwhile
+    eventually(lambda: client.status().auth_error is not None)
+    refused_posts = fake.counts["POST 401"]
+    status = client.status()
+    assert (status.dead_letters, status.outbox_depth) == (0, 500)
+    assert status.sending_resumes_at is not None  # paused, with backoff: not hammering
+    assert refused_posts <= 3
+    metrics = {m.name: m for m in ClientCollector(client).collect()}
+    assert metrics["stigg_cache_auth_refused"].samples[0].value == 1.0
+    fake.set_mode(FakeMode.UP)  # the key is accepted again
+    assert client.flush(timeout=10).drained
+    assert sorted(e["idempotencyKey"] for e in fake.account.events) == sorted(
+        f"e{n}" for n in range(500)
+    )
+    assert max(fake.account.receipts.values()) == 1
+    assert client.status().auth_error is None
+    client.close()
+
+
+def test_a_record_stigg_refuses_is_isolated_by_halves_paced_by_the_bucket(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    fake.account.rejected_customers.add("banned")
+    client = _client(fake, tmp_path, events_per_second=400)
+    events = [
+        {
+            "customer_id": "banned" if n == 300 else "acme",
+            "event_name": "x",
+            "idempotency_key": f"e{n}",
+        }
+        for n in range(400)
+    ]
+    client.report_event(events)
+    eventually(lambda: client.status().dead_letters == 1 and client.status().outbox_depth == 0)
+    (dead,) = client.outbox.dead_letters()
+    assert dead.record.idempotency_key == "e300"
+    assert len(fake.account.events) == 399
+    client.close()
+
+
+def test_stiggs_retry_after_is_honoured_up_to_an_hour() -> None:
+    assert retry_delay(1, 0.0, 300.0) == 300.0  # was cut to 60 s
+    assert retry_delay(1, 0.0, 7200.0) == 3600.0
+    assert retry_delay(30, 0.999) < 60.0  # our own backoff keeps its ceiling
