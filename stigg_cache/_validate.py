@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from stigg_cache.errors import ConfigurationError
 
+MAX_ID_CHARS = 1_000  # ids of customers, resources, features, events, idempotency keys
+
 
 def opt_id(name: str, value: object) -> str | None:
     """An optional id: ``None`` or a non-empty string."""
@@ -14,32 +16,62 @@ def opt_id(name: str, value: object) -> str | None:
 
 
 def require_id(name: str, value: object) -> str:
-    """A non-empty string id."""
+    """A non-empty string of at most ``MAX_ID_CHARS`` characters, valid Unicode.
+
+    A longer id would make a URL no server takes (and fill caches and journals);
+    a lone surrogate cannot be encoded for the wire or the store.
+    """
+    if type(value) is str and value.isascii() and len(value) <= MAX_ID_CHARS and value.strip():
+        return value  # the common case, checked first
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{name} must be a non-empty string")
+    if not value.strip() or len(value) > MAX_ID_CHARS:
+        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    return encodable(name, value)
+
+
+def encodable(name: str, value: str) -> str:
+    """``value`` if it can be encoded as UTF-8 (for the wire and the stores)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"{name} is not valid Unicode (a lone surrogate, e.g. from a bad decode): "
+                f"{value!r:.80}"
+            ) from None
     return value
+
+
+def finite_number(name: str, value: object) -> float:
+    """A finite number as a float (an int too large for a float is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r:.40}")
+    return number
 
 
 def requested_usage(value: object) -> float | None:
     """``None`` or a finite number >= 0."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"requested_usage must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
+    number = finite_number("requested_usage", value)
+    if number < 0:
         raise ValueError(f"requested_usage must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def amount(value: object) -> float:
     """A finite number > 0 (units to consume)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"amount must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
+    number = finite_number("amount", value)
+    if number <= 0:
         raise ValueError(f"amount must be a finite number > 0, got {value!r}")
-    return float(value)
+    return number
 
 
 def requested_values(value: object) -> tuple[str, ...]:

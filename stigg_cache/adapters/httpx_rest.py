@@ -24,7 +24,7 @@ from stigg_cache.adapters._http import (
     json_data,
     snapshot_from_body,
 )
-from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.errors import FailureKind, StiggRejectedError, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 DEFAULT_BASE_URL = "https://api.stigg.io"
@@ -102,6 +102,10 @@ class HttpxRestAdapter:
                 if response.status_code >= 400:
                     raise failure_for_status(response.status_code, response.headers)
                 return read_whole(response.iter_bytes(), deadline)
+        except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError) as error:
+            raise StiggRejectedError(  # our request, not Stigg: never counted against it
+                FailureKind.REJECTED, f"the request could not be made: {str(error)[:200]}"
+            ) from None
         except httpx.TimeoutException as error:
             raise StiggUnavailableError(
                 FailureKind.TIMEOUT, f"Stigg timed out: {error!r}"

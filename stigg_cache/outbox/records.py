@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -20,12 +19,12 @@ from typing import Any, Literal
 
 import attrs
 
+from stigg_cache._validate import encodable, finite_number, require_id
 from stigg_cache.models import MeteredEntitlement
 
 MAX_EVENT_BYTES = 1_000_000  # Stigg's limit per event
 MAX_FRACTIONAL_VALUE = 2.0**35  # Stigg: a value with a fractional part must be below 2^35
 MAX_WHOLE_VALUE = 2.0**53 - 1  # Stigg: whole numbers up to 9,007,199,254,740,991
-MAX_ID_CHARS = 1_000
 MAX_DIMENSIONS = 100  # ours: per record (Stigg publishes no limit; a meter reads a few)
 MAX_DIMENSION_NAME_CHARS = 256
 MAX_DIMENSION_TEXT_CHARS = 10_000
@@ -116,15 +115,9 @@ class Consumption:
 
 
 def _text(name: str, value: object, *, required: bool = True) -> str | None:
-    if type(value) is str and value and len(value) <= MAX_ID_CHARS and not value.isspace():
-        return value  # the common case, checked first
     if value is None and not required:
         return None
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-    if not value or value.isspace() or len(value) > MAX_ID_CHARS:
-        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
-    return value
+    return require_id(name, value)
 
 
 def _stamp(name: str, value: object, now: float) -> float:
@@ -156,26 +149,31 @@ def _dimensions(value: object) -> dict[str, DimensionValue]:
             raise TypeError("dimension names must be non-empty strings")
         if len(key) > MAX_DIMENSION_NAME_CHARS:
             raise ValueError(f"dimension names are at most {MAX_DIMENSION_NAME_CHARS} characters")
-        if isinstance(item, str) and len(item) > MAX_DIMENSION_TEXT_CHARS:
-            limit = MAX_DIMENSION_TEXT_CHARS
-            raise ValueError(f"dimension {key[:40]!r}: text values are at most {limit} characters")
-        if isinstance(item, int | float) and not isinstance(item, bool) and not math.isfinite(item):
-            raise ValueError(f"dimension {key!r} must be finite")
-        if not isinstance(item, str | int | float | bool):
-            raise TypeError(f"dimension {key!r} must be a str, number or bool")
-        result[key] = item
+        result[encodable("dimension names", key)] = _dimension(key, item)
     return result
 
 
+def _dimension(key: str, item: object) -> DimensionValue:
+    name = f"dimension {key[:40]!r}"
+    if isinstance(item, bool):
+        return item
+    if isinstance(item, str):
+        if len(item) > MAX_DIMENSION_TEXT_CHARS:
+            raise ValueError(
+                f"{name}: text values are at most {MAX_DIMENSION_TEXT_CHARS} characters"
+            )
+        return encodable(name, item)
+    if isinstance(item, int | float):
+        finite_number(name, item)
+        return item
+    raise TypeError(f"{name} must be a str, number or bool")
+
+
 def _value(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"value must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError("value must be finite")
-    whole = float(value).is_integer()
-    if abs(value) > (MAX_WHOLE_VALUE if whole else MAX_FRACTIONAL_VALUE):
+    number = finite_number("value", value)
+    if abs(number) > (MAX_WHOLE_VALUE if number.is_integer() else MAX_FRACTIONAL_VALUE):
         raise ValueError("value is outside what Stigg accepts (|v| < 2^35, or whole and < 2^53)")
-    return float(value)
+    return number
 
 
 def _fields(raw: object, what: str, allowed: frozenset[str]) -> Mapping[str, Any]:
