@@ -294,8 +294,17 @@ def chaos_run(  # noqa: PLR0917 - click passes options positionally
     if unknown:
         click.echo(f"unknown scenarios {unknown}; see: stigg-cache chaos list", err=True)
         sys.exit(2)
-    chosen = [known[n] for n in scenarios] or ([] if files else list(known.values()))
-    chosen += [Scenario.from_yaml(Path(f).read_text(), f) for f in files]
+    named = [known[n] for n in scenarios] + [
+        Scenario.from_yaml(Path(f).read_text(), f) for f in files
+    ]
+    unable = [f"{s.name}: {s.missing}" for s in named if s.missing]
+    if unable:  # asked for by name: say so before running anything
+        click.echo(f"cannot run {'; '.join(unable)}", err=True)
+        sys.exit(2)
+    chosen = named or list(known.values())
+    for scenario in [s for s in chosen if s.missing]:  # all built-in ones: run the rest
+        click.echo(f"skipped {scenario.name}: {scenario.missing}", err=True)
+        chosen.remove(scenario)
     policy = Path(policy_path).read_text() if policy_path else None
     reports = []
     for scenario in chosen:

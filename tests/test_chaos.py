@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from stigg_cache.chaos import scenario as scenario_module
 from stigg_cache.chaos.history import Outcome
 from stigg_cache.chaos.scenario import ChaosRun, Scenario, builtin_scenarios
 from stigg_cache.cli import main
@@ -113,3 +114,33 @@ def test_a_client_whose_sdk_is_not_installed_names_the_extra() -> None:
     )
     assert result.exit_code == 2
     assert "pip install 'stigg-cache[graphql-v2]'" in result.output
+
+
+def _without_time_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As after ``pip install stigg-cache`` alone: the [chaos] extra is not there."""
+    monkeypatch.setattr(scenario_module, "_installed", lambda module: module != "time_machine")
+
+
+def test_without_the_chaos_extra_a_clock_scenario_asked_for_fails_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_time_machine(monkeypatch)
+    result = CliRunner().invoke(main, ["chaos", "run", "cold-start-while-down", "clock-jumps"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "cannot run clock-jumps: it steps the wall clock: "
+        "pip install 'stigg-cache[chaos]' (time-machine)"
+    )
+
+
+def test_without_the_chaos_extra_a_run_of_every_scenario_skips_the_clock_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _without_time_machine(monkeypatch)
+    builtin = scenario_module.builtin_scenarios()
+    two = {name: builtin[name] for name in ("clock-jumps", "cold-start-while-down")}
+    monkeypatch.setattr(scenario_module, "builtin_scenarios", lambda: two)
+    result = CliRunner().invoke(main, ["chaos", "run"])
+    assert result.exit_code == 0, result.output
+    assert "skipped clock-jumps: it steps the wall clock" in result.output
+    assert "1 of 1 scenarios held every invariant" in result.output

@@ -26,7 +26,8 @@ def client(fake: FakeStigg, tmp_path: Path) -> Any:
 def test_an_id_a_request_cannot_carry_is_refused_naming_the_argument(
     client: ResilientClient, argument: str, bad: str
 ) -> None:
-    ids = {"customer_id": "acme", "feature_id": "sso", "resource_id": None, argument: bad}
+    ids: dict[str, Any] = {"customer_id": "acme", "feature_id": "sso", "resource_id": None}
+    ids[argument] = bad
     with pytest.raises(ValueError, match=argument):
         client.get_boolean_entitlement(**ids)
 

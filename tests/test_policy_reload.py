@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +169,29 @@ def test_policy_writable_by_others_is_warned_about(
     policy_file.chmod(0o666)
     PolicyWatcher(policy_file).close()
     assert "writable by other users" in caplog.text
+
+
+def test_closing_a_watcher_in_a_busy_folder_logs_no_error(
+    policy_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store and outbox often live beside fallback.yaml: their writes are events there."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        written = 0
+        while not stop.is_set():
+            (policy_file.parent / "busy.db").write_text(str(written))
+            written += 1
+
+    writer = threading.Thread(target=churn)
+    writer.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="watchdog"):
+            for _ in range(300):  # watchdog's stop race showed in ~1 close in 13
+                watching = PolicyWatcher(policy_file)
+                time.sleep(0.002)
+                watching.close()
+    finally:
+        stop.set()
+        writer.join()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from stigg_cache import ResilientClient, Source
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.pacing import retry_delay
 from stigg_cache.metrics import ClientCollector
+from stigg_cache.outbox.flusher import MAX_REQUEST_BYTES, SEND_PHASES
 from tests.helpers import client_on, eventually, metered_fallback
 
 POLICY = metered_fallback(100.0, fresh_for_s=0.2)
@@ -103,3 +107,54 @@ def test_stiggs_retry_after_is_honoured_up_to_an_hour() -> None:
     assert retry_delay(1, 0.0, 300.0) == 300.0  # was cut to 60 s
     assert retry_delay(1, 0.0, 7200.0) == 3600.0
     assert retry_delay(30, 0.999) < 60.0  # our own backoff keeps its ceiling
+
+
+def test_an_event_under_a_megabyte_of_utf8_reaches_the_fake_as_it_would_stigg(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    text = "€" * 10_000  # 20 dimensions of 30 KB: 600 KB of UTF-8, 1.2 MB ASCII-escaped
+    dimensions = {f"part{n}": text for n in range(20)}
+    client.report_event([{"customer_id": "acme", "event_name": "doc", "dimensions": dimensions}])
+    assert client.flush(timeout=10).drained
+    assert client.status().dead_letters == 0
+    assert fake.account.events[0]["dimensions"] == dimensions
+    client.close()
+
+
+def test_a_request_carries_a_few_megabytes_at_most_and_the_rest_follows(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    client = _client(fake, tmp_path)
+    text = "x" * 9_000
+    fake.set_mode(FakeMode.DOWN)  # 40 events of ~900 KB wait, then go out in one drain
+    for start in range(0, 40, 10):
+        client.report_event(
+            [
+                {
+                    "customer_id": "acme",
+                    "event_name": "doc",
+                    "idempotency_key": f"e{n}",
+                    "dimensions": {f"d{k}": text for k in range(100)},
+                }
+                for n in range(start, start + 10)
+            ]
+        )
+    fake.set_mode(FakeMode.UP)
+    assert client.flush(timeout=60).drained
+    sizes = [len(json.dumps({"events": batch})) for batch in fake.batches]
+    assert max(sizes) <= MAX_REQUEST_BYTES + 1_000_000  # the cap, give or take an event
+    assert len(fake.batches) >= 9  # 36 MB in requests of ~4 MB
+    assert len(fake.account.events) == 40
+    assert max(fake.account.receipts.values()) == 1
+    client.close()
+
+
+@pytest.mark.parametrize("lease_s", [1.0, 30.0, 300.0])
+def test_a_send_is_bounded_well_inside_its_lease(
+    fake: FakeStigg, tmp_path: Path, lease_s: float
+) -> None:
+    client = _client(fake, tmp_path, outbox_lease_s=lease_s)
+    send_timeout_s = client._usage.flusher._send_timeout_s
+    assert send_timeout_s * SEND_PHASES < lease_s  # connect + write + read, each bounded
+    client.close()

@@ -30,8 +30,8 @@ from stigg_cache.core.pacing import (
     TokenBucket,
 )
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement, Snapshot
+from stigg_cache.outbox.records import MAX_EVENT_BYTES, encoded_size
 
-MAX_EVENT_BYTES = 1_000_000
 Answer = tuple[int, dict[str, str], bytes]
 
 
@@ -348,7 +348,7 @@ def _event_problem(event: Any) -> str | None:
     for field in ("customerId", "eventName", "idempotencyKey"):
         if not isinstance(event.get(field), str) or not event[field]:
             return f"{field} is required"
-    if len(json.dumps(event)) > MAX_EVENT_BYTES:
+    if encoded_size(event) > MAX_EVENT_BYTES:  # UTF-8, as the library measures
         return f"event larger than {MAX_EVENT_BYTES} bytes"
     return None
 

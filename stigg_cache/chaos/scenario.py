@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import json
 import subprocess
 import sys
@@ -83,6 +84,10 @@ _STEP_KEYS = {
 }
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 @attrs.frozen
 class Scenario:
     """A timeline of faults and the workload it runs under."""
@@ -93,6 +98,13 @@ class Scenario:
     workload: Workload
     steps: tuple[Mapping[str, Any], ...]
     disk_mb: int | None = None  # the run's files on a tmpfs this small (for fill_disk)
+
+    @property
+    def missing(self) -> str | None:
+        """What this scenario needs that is not installed (one line), or ``None``."""
+        if any("clock" in step for step in self.steps) and not _installed("time_machine"):
+            return "it steps the wall clock: pip install 'stigg-cache[chaos]' (time-machine)"
+        return None
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<scenario>") -> Scenario:

@@ -45,6 +45,11 @@ from stigg_cache.outbox.records import RecordKind
 
 DEFAULT_LEASE_S = 30.0  # a sender that dies holds its batch this long
 DEFAULT_SEND_TIMEOUT_S = 10.0  # well under the lease: a send never outlives its lease
+# A send's timeout bounds each phase of it (connect, write, read: the body is read whole by
+# its deadline), so a send lasts at most about three of them: a quarter of the lease each
+# keeps the whole send inside the lease, and no second sender claims a batch still in flight.
+SEND_PHASES = 3
+MAX_REQUEST_BYTES = 4_000_000  # a few MB a request: 1,000 events of 1 MB would be 1 GB
 IDLE_POLL_S = 0.5  # other processes may enqueue into a shared outbox
 RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 429
 # Send half a second's worth at a time: a batch that arrives late (a slow send, a
@@ -121,7 +126,7 @@ class Flusher:
         self._clock = clock
         self._acknowledge = acknowledge
         self._lease_s = lease_s
-        self._send_timeout_s = min(send_timeout_s, lease_s / 2)
+        self._send_timeout_s = min(send_timeout_s, lease_s / (SEND_PHASES + 1))
         self._jitter = jitter
         event_rate = events_per_second * RATE_SAFETY
         usage_rate = usage_calls_per_minute / 60 * RATE_SAFETY
@@ -285,14 +290,23 @@ class Flusher:
         if spent < granted:
             lane.bucket.refund(granted - spent, now)
         if not allowed:
-            if batch:  # the breaker is open: give the batch back untouched
-                self._outbox.settle(
-                    retry=[c.id for c in batch], owner=self.owner, now=wall, retry_at=wall
-                )
+            if batch:  # the breaker is open: give the claim back untouched
+                self._outbox.release(self.owner)
                 self._resume_at = now + IDLE_POLL_S
             return bool(claimed) and not batch
-        self._send(lane, batch)
+        self._send_in_requests(lane, batch, started=now)
         return True
+
+    def _send_in_requests(self, lane: _Lane, batch: list[Claimed], *, started: float) -> None:
+        """Send a claim in requests of at most ``MAX_REQUEST_BYTES``, oldest first; a request
+        starts only while a whole send still fits in the lease, the rest is given back."""
+        while batch:
+            part = _within_bytes(batch)
+            self._send(lane, part)
+            batch = batch[len(part) :]
+            if batch and self._clock.monotonic() - started > self._send_timeout_s:
+                self._outbox.release(self.owner)  # this sender's only other leases
+                return
 
     def _tokens(self, lane: _Lane, now: float) -> int:
         """Tokens for the next batch (a call's worth for usage), 0 to wait.
@@ -392,6 +406,17 @@ class Flusher:
     def _notify(self) -> None:
         with self._settled:
             self._settled.notify_all()
+
+
+def _within_bytes(batch: list[Claimed]) -> list[Claimed]:
+    """The oldest records of a batch whose payloads fit in one request (at least one)."""
+    size = 0
+    for index, claimed in enumerate(batch):
+        payload = claimed.record.payload
+        size += len(payload) if payload.isascii() else len(payload.encode())
+        if size > MAX_REQUEST_BYTES and index:
+            return batch[:index]
+    return batch
 
 
 def _lease_owner() -> str:

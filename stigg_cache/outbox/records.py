@@ -210,6 +210,11 @@ def _object(dimensions: Mapping[str, DimensionValue]) -> str:
     return _ENCODER.encode(dimensions) if dimensions else "{}"
 
 
+def encoded_size(document: Mapping[str, Any]) -> int:
+    """Bytes of an event or usage as sent: compact JSON, UTF-8 (Stigg's 1 MB is of these)."""
+    return len(_ENCODER.encode(document).encode())
+
+
 def _sized(payload: str) -> str:
     if len(payload) > _SURELY_SMALL_CHARS and len(payload.encode()) > MAX_EVENT_BYTES:
         raise ValueError(f"a record may be at most {MAX_EVENT_BYTES} bytes once encoded")

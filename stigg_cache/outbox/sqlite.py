@@ -408,14 +408,22 @@ class SqliteOutbox:
         return [DeadLetter(r[0], _record(r[1:5]), r[5], r[6], r[7]) for r in rows]
 
     def requeue(self, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters back to the outbox. One whose key was enqueued again meanwhile
+        is dropped if that record is the same usage (it is in the outbox already), and kept
+        if it is other usage under the key (moving it back would lose one of the two)."""
         where, params = self._selection(ids)
+        held_again = (
+            "EXISTS (SELECT 1 FROM outbox o WHERE o.kind = dead_letters.kind "
+            "AND o.idem_key = dead_letters.idem_key AND o.payload = dead_letters.payload)"
+        )
         with self._db.write() as db:
             moved = db.execute(
                 f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at, seq) "
                 f"SELECT {_COLUMNS}, dead_at, ? FROM dead_letters {where} ORDER BY id",
                 (_next_seq(db), *params),
             ).rowcount
-            db.execute(f"DELETE FROM dead_letters {where}", params)
+            also = "AND" if where else "WHERE"
+            db.execute(f"DELETE FROM dead_letters {where} {also} {held_again}", params)
         return moved
 
     def purge(self, ids: Sequence[int] | None = None) -> int:

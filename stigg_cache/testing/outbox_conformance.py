@@ -153,6 +153,24 @@ class OutboxConformance:
             for c in outbox.claim(RecordKind.EVENT, 5, "a", now=NOW, lease_s=LEASE_S)
         ] == ["e0"]
 
+    def test_requeue_never_loses_a_dead_letter_whose_key_was_used_again(
+        self, outbox: Outbox
+    ) -> None:
+        assert isinstance(outbox, DeadLetterBox)
+        same, other = units(2)
+        outbox.enqueue([same, other], NOW)
+        claimed = outbox.claim(RecordKind.USAGE, 2, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(dead=[c.id for c in claimed], owner="a", now=NOW, reason="refused")
+        reused = usage_record(  # other usage under u1's key, enqueued after it died
+            {"customer_id": "c0", "feature_id": "api_calls", "value": 7, "idempotency_key": "u1"},
+            NOW,
+        )
+        outbox.enqueue([same, reused], NOW)  # u0 again, as it was: the same usage
+        assert outbox.requeue() == 0  # both keys are held: nothing moved back
+        (kept,) = outbox.dead_letters()
+        assert (kept.record.idempotency_key, kept.record.value) == ("u1", 1.0)  # not lost
+        assert sorted(r.idempotency_key for r, _ in outbox.unsettled()) == ["u0", "u1"]
+
     def test_a_wall_clock_stepped_back_strands_no_record(self, outbox: Outbox) -> None:
         # Leased and retried while the clock read an hour ahead (NTP then stepped it back):
         # a lease or retry time set "in the future" must not hold the record that long.
