@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import attrs
@@ -25,10 +27,12 @@ from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter, as_failure
+from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
 
 DEFAULT_FETCH_CONCURRENCY = 8
+UNPACED_READS_PER_S = 1e9  # an endpoint without a read budget: only a 429 pauses reads
 SIBLING_POLL_S = 0.02  # how often a flight looks for a sibling's refresh in the store
 LEASE_RETRY_S = 0.25  # how often it tries the lease meanwhile (a write: the holder needs the lock)
 PERSIST_WAIT_S = 2.0  # close() waits this long for fetched snapshots to reach the store
@@ -58,8 +62,15 @@ class Fetcher:
         check_timeout_s: float,
         fetch_timeout_s: float,
         concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+        reads: RateBucket | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._adapter = adapter
+        # Stigg's read budget (Edge: fleet-wide on a shared outbox), or this process's own
+        # bucket that only a 429 ever empties: every 429 backs reads off on one schedule.
+        self._reads = reads or TokenBucket(UNPACED_READS_PER_S, UNPACED_READS_PER_S)
+        self._throttled = 0  # 429s in a row
+        self._jitter = jitter
         self._cache = cache
         self._health = health
         self._clock = clock
@@ -154,15 +165,15 @@ class Fetcher:
                 return StiggUnavailableError(
                     FailureKind.TIMEOUT, "every fetch slot is busy with a slow Stigg"
                 )
-        if not self._health.allow():
+        refused = self._may_ask()
+        if refused is not None:
             self._slots.release()
-            return StiggUnavailableError(
-                FailureKind.CONNECTION, f"circuit open after: {self._health.last_error}"
-            )
+            return refused
         with self._lock:
             flight = self._flights.get(scope)
             if flight is not None:  # another thread started it meanwhile
                 self._slots.release()
+                self._reads.refund(1, self._clock.monotonic())
                 return flight
             held = self._cache.peek(scope)
             basis = -math.inf if held is None else held.snapshot.fetched_at
@@ -174,6 +185,22 @@ class Fetcher:
             target=self._run, args=(scope, flight), daemon=True, name="stigg-cache-fetch"
         ).start()
         return flight
+
+    def _may_ask(self) -> StiggUnavailableError | None:
+        """Why no request may go to Stigg now (the read budget, the breaker), or ``None``
+        with a read taken from the budget (and the half-open probe, if it is due)."""
+        wait_s = self._reads.take(1, self._clock.monotonic())
+        if wait_s > 0:  # not Stigg's failure: our pace (or its 429) says wait
+            return StiggUnavailableError(
+                FailureKind.RATE_LIMITED,
+                f"Stigg's read budget is spent for now: next read in {wait_s:.2g}s",
+            )
+        if not self._health.allow():
+            self._reads.refund(1, self._clock.monotonic())
+            return StiggUnavailableError(
+                FailureKind.CONNECTION, f"circuit open after: {self._health.last_error}"
+            )
+        return None
 
     def _run(self, scope: ScopeKey, flight: _Flight) -> None:
         sibling = None
@@ -236,10 +263,13 @@ class Fetcher:
         except Exception as error:  # an adapter bug too: it must not strand waiters
             failure = as_failure(error)
             self._finish(scope)
-            if not flight.deadline_reported:
+            if failure.kind is FailureKind.RATE_LIMITED:
+                self._throttle(failure)
+            elif not flight.deadline_reported:
                 self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
             return False
+        self._throttled = 0
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
         entry, stored = self._cache.hold(fetched, self._clock.monotonic())
         with self._persisted:
@@ -255,6 +285,15 @@ class Fetcher:
             with self._persisted:
                 self._persisting -= 1
                 self._persisted.notify_all()
+
+    def _throttle(self, failure: StiggUnavailableError) -> None:
+        """A 429 on a read: Stigg is up and says slow down. Reads pause for its Retry-After,
+        or on our own backoff when it gives none (the Edge API does not), for every process
+        pacing with the same bucket; it is no mark against Stigg's health."""
+        self._throttled += 1
+        delay = retry_delay(self._throttled, self._jitter(), failure.retry_after_s)
+        self._reads.pause(delay, self._clock.monotonic())
+        self._health.succeeded()  # it answered: a half-open probe this was is resolved
 
     def _finish(self, scope: ScopeKey) -> None:
         with self._lock:

@@ -6,11 +6,12 @@ below serves a source tree run without installed metadata.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from stigg_cache.errors import ConfigurationError
 
@@ -39,14 +40,26 @@ def scheme_of(url: str) -> str:
     return scheme if sep else ""
 
 
+# Query parameters whose values are secrets (``?password=``, ``?auth_token=``, ``?key=``...).
+_SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|credential", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for ``status()``, logs and reprs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with its password, and query values named like secrets, replaced by ``***``
+    (for ``status()``, logs and reprs; never for connecting)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not a URL we can take apart: show nothing of it
+        return "<unparsable URL>"
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(_SECRET_PARAMETER.search(name) for name, _ in pairs):
+        shown = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
+        parts = parts._replace(query=urlencode(shown, safe="*/:"))
+    return urlunsplit(parts)
 
 
 def provides(group: str, scheme: str) -> bool:

@@ -33,8 +33,8 @@ from stigg_cache._fastpath import (
 )
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
-from stigg_cache._log import FaultLog
-from stigg_cache._plugins import redact
+from stigg_cache._log import FaultLog, logger
+from stigg_cache._plugins import redact, scheme_of
 from stigg_cache._reconcile import Reconciler, ReportListener
 from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache._usage import (
@@ -44,6 +44,7 @@ from stigg_cache._usage import (
     open_outbox,
 )
 from stigg_cache.adapters import adapt
+from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
 from stigg_cache.core import engine
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
@@ -66,7 +67,7 @@ from stigg_cache.models import (
 )
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
-from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult
+from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult, read_budget
 from stigg_cache.outbox.records import (
     Consumption,
     Receipt,
@@ -85,13 +86,14 @@ from stigg_cache.stores.layered import (
     ScopeKey,
     SnapshotCache,
 )
-from stigg_cache.stores.signed import SignedStore, signing_keys
+from stigg_cache.stores.signed import ENV_SIGNING_KEY, SignedStore, signing_keys
 
 _T = TypeVar("_T")
 DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
 RECONCILE_TIMEOUT_S = 60.0
 _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
+_LOCAL_SCHEMES = ("", "sqlite", "disk", "memory")  # "": a Store object given (the user's)
 
 
 @attrs.frozen
@@ -138,6 +140,10 @@ class ResilientClient:
             assumed not to include it yet (Stigg aggregates asynchronously).
         events_per_second / usage_calls_per_minute: this process's share of
             Stigg's rate limits.
+        reads_per_minute: the read budget fetches are paced to, for every process
+            sharing the outbox (a Redis outbox: the fleet); default: the endpoint's
+            (Stigg's Edge API: 6,000 a minute per key), none for the others. A 429
+            on a read pauses reads (for its Retry-After, or on our own backoff).
         outbox_max_records: the most records the outbox may hold; usage calls
             beyond it raise :class:`OutboxFullError` (never silently dropped).
         l1_max_entries / l1_max_bytes: bounds of the in-memory cache (LRU);
@@ -165,6 +171,7 @@ class ResilientClient:
         settle_s: float = DEFAULT_SETTLE_S,
         events_per_second: float = EVENTS_PER_SECOND,
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
+        reads_per_minute: float | None = None,
         outbox_lease_s: float = DEFAULT_LEASE_S,
         outbox_max_records: int = DEFAULT_OUTBOX_MAX_RECORDS,
         breaker: CircuitBreaker | None = None,
@@ -187,17 +194,25 @@ class ResilientClient:
         self._adapter = adapt(
             inner, api_key=api_key, base_url=base_url, fetch_timeout_s=self._fetch_timeout_s
         )
-        self._owns_store = not isinstance(store, Store)
-        self._store_name, opened = self._open_store(store)
         keys = signing_keys(signing_key)
+        self._owns_store = not isinstance(store, Store)
+        store_url, opened = self._open_store(store)
+        self._store_name = redact(store_url) if self._owns_store else repr(opened)
         self._signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
         if keys:
             opened = SignedStore(opened, keys)
+        elif scheme_of(store_url) not in _LOCAL_SCHEMES:
+            logger.warning(
+                "stigg_cache.unsigned_shared_store: %s is shared over the network and its "
+                "snapshots are not signed: anyone who can write to it can grant features; "
+                "set signing_key= (or %s)",
+                self._store_name,
+                ENV_SIGNING_KEY,
+                extra={"event": "stigg_cache.unsigned_shared_store"},
+            )
         self._owns_outbox = not isinstance(outbox, Outbox)
         self._outbox = (
-            open_outbox(
-                outbox or default_outbox_url(self._store_name if self._owns_store else None)
-            )
+            open_outbox(outbox or default_outbox_url(store_url if self._owns_store else None))
             if not isinstance(outbox, Outbox)
             else outbox
         )
@@ -212,6 +227,7 @@ class ResilientClient:
             check_timeout_s=self._check_timeout_s,
             fetch_timeout_s=self._fetch_timeout_s,
             concurrency=fetch_concurrency,
+            reads=read_budget(self._outbox, reads_per_minute or reads_per_minute_of(self._adapter)),
         )
         self._usage = UsageService(
             self._outbox,
@@ -270,11 +286,13 @@ class ResilientClient:
 
     @staticmethod
     def _open_store(store: str | Store | None) -> tuple[str, Store]:
+        """The store's URL as given (secrets and all: for opening the outbox beside it
+        only, never shown) and the store."""
         if store is None or isinstance(store, str | Path):
             url = default_store_url() if store is None else str(store)
-            return redact(url), open_store(url)
+            return url, open_store(url)
         if isinstance(store, Store):
-            return repr(store), store
+            return "", store
         raise TypeError(f"store must be a URL or a Store, got {type(store).__name__}")
 
     # -- checks ---------------------------------------------------------------
@@ -753,7 +771,7 @@ class ResilientClient:
             outbox_oldest_at=outbox.oldest_pending_at,
             dead_letters=outbox.dead_letters,
             faults=dict(self._faults.counts),
-            outbox_error=outbox.problem,
+            outbox_error=outbox.problem or self._usage.flusher.fault,
             signing=self._signing,
             tamper_detections=self._faults.counts["stigg_cache.snapshot_tampered"],
             auth_error=self._usage.flusher.auth_error or health.auth_error,

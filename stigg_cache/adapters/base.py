@@ -35,6 +35,18 @@ def as_failure(error: Exception) -> StiggUnavailableError:
     )
 
 
+def reads_per_minute(adapter: object) -> float | None:
+    """The read budget of the endpoint an adapter fetches from, per minute, if it has one.
+
+    Stigg's Edge API allows 6,000 reads a minute per API key, shared by every
+    reader of the account: an adapter reading from it says so with a
+    ``reads_per_minute`` attribute, and fetches are paced to it (fleet-wide on
+    a shared outbox). ``None``: no budget to keep.
+    """
+    budget = getattr(adapter, "reads_per_minute", None)
+    return float(budget) if isinstance(budget, int | float) and budget > 0 else None
+
+
 @runtime_checkable
 class Adapter(Protocol):
     """What stigg-cache needs from a Stigg client."""

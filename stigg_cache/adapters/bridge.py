@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts
-from stigg_cache.adapters.base import AsyncAdapter
+from stigg_cache.adapters.base import AsyncAdapter, reads_per_minute
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -34,6 +34,7 @@ class LoopBridge:
     def __init__(self, adapter: AsyncAdapter, loop: asyncio.AbstractEventLoop | None) -> None:
         self.adapter = adapter
         self.name = adapter.name
+        self.reads_per_minute = reads_per_minute(adapter)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = loop or self._private_loop()
         self._lock = threading.Lock()

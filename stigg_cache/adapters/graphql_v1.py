@@ -39,6 +39,7 @@ from stigg_cache.adapters._graphql import (
 )
 from stigg_cache.adapters._http import failure_for_status
 from stigg_cache.adapters.base import CONNECT_TIMEOUT_S
+from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -52,6 +53,7 @@ class GraphQLV1Adapter:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.reads_per_minute = EDGE_READS_PER_MINUTE if inner._enable_edge else None
         self._requests = require("requests", "stigg-api-client", "graphql")
         self._session = self._open_session()  # one pool for every per-call copy
         _fork.renew_after_fork(self, GraphQLV1Adapter._reconnect)

@@ -30,6 +30,7 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -41,6 +42,8 @@ class _V2Calls(PooledCopy):
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        edge = getattr(inner, "enable_edge", False) is True
+        self.reads_per_minute = EDGE_READS_PER_MINUTE if edge else None
         self._generated = require("stigg.generated", "stigg-api-client-v2", "graphql-v2")
         self._exceptions = require(
             "stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2"

@@ -49,7 +49,8 @@ class FakeMode(enum.Enum):
 
     UP: correctly. DOWN: connections refused (the port is closed).
     BLACKHOLE: connections accepted, never answered. ERROR_5XX: 503.
-    RATE_LIMITED: 429 with ``Retry-After``. SLOW: correct after ``delay_s``.
+    RATE_LIMITED: 429 with ``Retry-After`` (none from the Edge API, as Stigg).
+    SLOW: correct after ``delay_s``.
     TRICKLE: correct headers, then the body one byte every 50 ms.
     GARBAGE: 200 with a body that is not JSON. UNAUTHORIZED / FORBIDDEN: 401 / 403
     to every request (a revoked key, a gateway refusing while Stigg comes back).
@@ -409,7 +410,8 @@ class _Handler(BaseHTTPRequestHandler):
             return json_answer(503, {"message": "Service Unavailable"})
         if mode is FakeMode.RATE_LIMITED:
             fake.counts[f"{method} 429"] += 1
-            retry = {"Retry-After": f"{fake._retry_after_s:g}"}
+            edge = self.path.startswith("/edge/")  # Stigg's Edge API gives no Retry-After
+            retry = {} if edge else {"Retry-After": f"{fake._retry_after_s:g}"}
             return json_answer(429, {"message": "Too Many Requests"}, retry)
         if mode in (FakeMode.UNAUTHORIZED, FakeMode.FORBIDDEN):
             status = 401 if mode is FakeMode.UNAUTHORIZED else 403

@@ -283,6 +283,11 @@ class ChaosRun:
                     f"state {status.state.value}",
                 ),
                 Verdict(
+                    "no usage dead-lettered",
+                    status.dead_letters == 0,
+                    f"{status.dead_letters} dead letter(s)",
+                ),
+                Verdict(
                     "outbox drained after recovery",
                     status.outbox_depth == 0,
                     f"{status.outbox_depth} left, {fake.account.rate_limited} answered 429",

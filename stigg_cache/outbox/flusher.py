@@ -39,7 +39,12 @@ from stigg_cache.core.pacing import (
     plan_failure,
     retry_delay,
 )
-from stigg_cache.errors import FailureKind, StiggUnavailableError, StoreError
+from stigg_cache.errors import (
+    ConfigurationError,
+    FailureKind,
+    StiggUnavailableError,
+    StoreError,
+)
 from stigg_cache.outbox.base import Claimed, Outbox, SharedPacing
 from stigg_cache.outbox.records import RecordKind
 
@@ -154,6 +159,7 @@ class Flusher:
         self.sent = 0
         self.last_error: str | None = None
         self.auth_error: str | None = None  # Stigg refuses our key for sends: paused
+        self.fault: str | None = None  # why the last pass over the outbox failed, if it did
         self._thread: threading.Thread | None = None
         _fork.renew_after_fork(self, Flusher._renew)
 
@@ -239,16 +245,18 @@ class Flusher:
             try:
                 results = [self._pump(lane) for lane in self._lanes]  # every lane, every pass
                 worked = any(results)
-            except StoreError as error:  # the outbox file failed: keep trying, never die
+                self.fault = None
+            except Exception as error:  # the outbox failed, or anything else: never die
                 if self._stop.is_set():
                     return  # closed under a send that outlived close(): nothing to record
-                if str(error) != self.last_error:  # logged once per fault, not every pass
+                problem = str(error) if isinstance(error, StoreError) else repr(error)
+                if problem != self.fault:  # logged once per fault, not every pass
                     logger.warning(
                         "stigg_cache.outbox_failed: %s",
-                        str(error),
+                        problem,
                         extra={"event": "stigg_cache.outbox_failed"},
                     )
-                self.last_error = str(error)
+                self.last_error = self.fault = problem
                 worked = False
             if not worked:
                 self._wake.wait(self._idle_wait())
@@ -422,6 +430,16 @@ def _within_bytes(batch: list[Claimed]) -> list[Claimed]:
 def _lease_owner() -> str:
     """Names this sender in leases: unique per process and per flusher."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def read_budget(outbox: Outbox, per_minute: float | None) -> RateBucket | None:
+    """The bucket fetches are paced with (shared like the outbox), or ``None``: no budget."""
+    if per_minute is None:
+        return None
+    if isinstance(per_minute, bool) or not isinstance(per_minute, int | float) or per_minute <= 0:
+        raise ConfigurationError(f"reads_per_minute must be a positive number, got {per_minute!r}")
+    rate = per_minute / 60 * RATE_SAFETY
+    return pacing_bucket(outbox, "reads", rate, max(1.0, rate * BURST_S))
 
 
 def pacing_bucket(outbox: Outbox, name: str, rate: float, capacity: float) -> RateBucket:

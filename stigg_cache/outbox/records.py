@@ -307,3 +307,9 @@ def record_from_payload(kind: RecordKind, payload: str, stamped_at: float) -> Us
         return UsageRecord(kind, *common, *named, body.get("dimensions") or {}, stamped_at, payload)
     except (KeyError, TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"not a stored {kind.value} record: {error}") from error
+
+
+def unreadable_record(kind: str, key: str, stamped_at: float, payload: str) -> UsageRecord:
+    """A stand-in for a stored record that does not decode, so a dead letter can show it."""
+    as_kind = RecordKind.USAGE if kind == RecordKind.USAGE.value else RecordKind.EVENT
+    return UsageRecord(as_kind, str(key), "?", None, "?", 0.0, None, {}, stamped_at, str(payload))

@@ -25,7 +25,13 @@ from stigg_cache.outbox.base import (
     OutboxStats,
     UsageChanges,
 )
-from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
+from stigg_cache.outbox.records import (
+    Receipt,
+    RecordKind,
+    UsageRecord,
+    record_from_payload,
+    unreadable_record,
+)
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores._sqlite import SqliteConnection
 from stigg_cache.stores._url import path_from_url
@@ -71,8 +77,25 @@ def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
+    """Raises ValueError: the row does not hold a record this library wrote."""
     kind, _key, stamped, payload = row
-    return record_from_payload(RecordKind(kind), payload, stamped)
+    try:
+        return record_from_payload(RecordKind(kind), payload, float(stamped))
+    except (ValueError, TypeError) as error:  # a bad kind or stamp too
+        raise ValueError(f"not a stored record: {error}") from None
+
+
+def _readable(row: Sequence[Any]) -> UsageRecord | None:
+    """The record, or ``None`` for a row that does not decode (claims dead-letter those)."""
+    try:
+        return _record(row)
+    except ValueError:
+        return None
+
+
+def _shown(row: Sequence[Any]) -> UsageRecord:
+    """The record, or a stand-in showing what was found (a dead letter is listed either way)."""
+    return _readable(row) or unreadable_record(*row)
 
 
 class _SeenBefore(Exception):  # noqa: N818 - a signal, not an error
@@ -96,6 +119,30 @@ _CHANGES = (
 )
 
 
+def _bury(
+    db: sqlite3.Connection, ids: Sequence[int], reason: str, now: float, seq: int | None = None
+) -> None:
+    """Move pending records to the dead letters (``seq``: this transaction's, if it has one)."""
+    seq = _next_seq(db) if seq is None else seq
+    db.execute(
+        f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts, seq) "
+        f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
+        f"WHERE state = 'pending' AND id IN ({_marks(ids)})",
+        (reason, now, seq, *ids),
+    )
+    db.execute(f"DELETE FROM outbox WHERE state = 'pending' AND id IN ({_marks(ids)})", ids)
+
+
+# Pending rows of neither kind (each term an index range: no scan of the pending rows).
+_FOREIGN_KINDS = (
+    " UNION ALL ".join(
+        f"SELECT id FROM outbox WHERE state = 'pending' AND {kinds}"
+        for kinds in ("kind < 'event'", "kind > 'event' AND kind < 'usage'", "kind > 'usage'")
+    )
+    + " LIMIT 100"
+)
+
+
 def _reused(record: UsageRecord) -> ValueError:
     return ValueError(
         f"idempotency_key {record.idempotency_key!r} was already used for "
@@ -108,7 +155,11 @@ def _marks(ids: Sequence[object]) -> str:
 
 
 def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
-    held = [Held(_record(row[1:5]), row[5], row[6]) for row in rows if not row[7]]
+    held = [
+        Held(record, row[5], row[6])
+        for row in rows
+        if not row[7] and (record := _readable(row[1:5])) is not None
+    ]
     dead = [(RecordKind(row[1]), row[2]) for row in rows if row[7]]
     return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
@@ -282,14 +333,30 @@ class SqliteOutbox:
                 f"AND {_SENDABLE} ORDER BY id LIMIT ?",
                 (kind.value, now, now + CLOCK_STEP_S, now, now + CLOCK_STEP_S, limit),
             ).fetchall()
-            ids = [row[0] for row in rows]
+            claimed = self._decoded(db, rows, now)
+            ids = [c.id for c in claimed]
             if ids:
                 db.execute(
                     "UPDATE outbox SET lease_owner = ?, leased_at = ?, lease_until = ? "
                     f"WHERE id IN ({_marks(ids)})",
                     (owner, now, now + lease_s, *ids),
                 )
-        return [Claimed(row[0], _record(row[1:-1]), row[-1]) for row in rows]
+        return claimed
+
+    @staticmethod
+    def _decoded(db: sqlite3.Connection, rows: Sequence[Any], now: float) -> list[Claimed]:
+        """The rows as records; a row that does not decode (written by something else, or
+        damaged) goes to the dead letters with the reason: one bad row never stops the rest."""
+        claimed: list[Claimed] = []
+        for row in rows:
+            try:
+                claimed.append(Claimed(row[0], _record(row[1:-1]), row[-1]))
+            except ValueError as error:
+                _bury(db, [row[0]], f"unreadable in the outbox: {error}", now)
+        foreign = db.execute(_FOREIGN_KINDS).fetchall()  # never claimed as either kind
+        for (id_,) in foreign:
+            _bury(db, [id_], "unreadable in the outbox: not an event or usage record", now)
+        return claimed
 
     def settle(
         self,
@@ -324,15 +391,7 @@ class SqliteOutbox:
                     (retry_at, now, reason, owner, *retry),
                 )
             if dead:
-                db.execute(
-                    f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts, seq) "
-                    f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
-                    f"WHERE state = 'pending' AND id IN ({_marks(dead)})",
-                    (reason, now, seq, *dead),
-                )
-                db.execute(
-                    f"DELETE FROM outbox WHERE state = 'pending' AND id IN ({_marks(dead)})", dead
-                )
+                _bury(db, dead, reason, now, seq)
             db.execute(
                 "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
             )
@@ -397,7 +456,7 @@ class SqliteOutbox:
 
     def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
         rows = self._db.run(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
-        return [(_record(row[:-1]), row[-1]) for row in rows]
+        return [(record, row[-1]) for row in rows if (record := _readable(row[:-1])) is not None]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._db.run(
@@ -405,7 +464,7 @@ class SqliteOutbox:
             "ORDER BY id LIMIT ?",
             (limit,),
         )
-        return [DeadLetter(r[0], _record(r[1:5]), r[5], r[6], r[7]) for r in rows]
+        return [DeadLetter(r[0], _shown(r[1:5]), r[5], r[6], r[7]) for r in rows]
 
     def requeue(self, ids: Sequence[int] | None = None) -> int:
         """Move dead letters back to the outbox. One whose key was enqueued again meanwhile

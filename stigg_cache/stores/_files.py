@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+from stigg_cache.errors import ConfigurationError
+
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -27,6 +29,53 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+_FIX = (
+    "choose a path in a folder only this user can write (the default, the user's cache "
+    "folder, is one), or remove what another user put there"
+)
+
+
+def _ours(path: Path) -> None:
+    """An existing file this process may use: ours, not a link; made private if it was not.
+
+    Raises:
+        OSError: a symbolic link (never followed).
+        ConfigurationError: another user's file (it could read and write our data).
+    """
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    if info.st_uid != os.getuid():
+        raise ConfigurationError(
+            f"{path} belongs to another user (uid {info.st_uid}), who could read and change "
+            f"it: {_FIX}"
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        path.chmod(PRIVATE_FILE_MODE)  # ours, checked above: not a link
+
+
+def _safe_folder(folder: Path) -> None:
+    """A folder where no other user can swap our files.
+
+    Raises:
+        ConfigurationError: writable by others without the sticky bit (as ``/tmp`` has),
+            or owned by another user than this one or root.
+    """
+    info = folder.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (os.getuid(), 0):
+        raise ConfigurationError(
+            f"{folder} belongs to another user (uid {info.st_uid}), who could replace the "
+            f"files in it: {_FIX}"
+        )
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise ConfigurationError(
+            f"{folder} can be written by other users ({mode:o}), who could replace the files "
+            f"in it: {_FIX}"
+        )
+
+
 def private_file(path: Path) -> Path:
     """Create ``path`` empty as 0600 if absent (SQLite then makes -wal/-shm alike).
 
@@ -38,16 +87,18 @@ def private_file(path: Path) -> Path:
 
     Raises:
         OSError: ``path`` is a symbolic link (never followed), or cannot be made.
+        ConfigurationError: ``path``, a SQLite file beside it, or its folder belongs to
+            another user, or the folder can be written by others (no sticky bit).
     """
     private_dir(path.parent)
+    _safe_folder(path.parent)
+    for companion in (path.with_name(path.name + end) for end in _SQLITE_COMPANIONS):
+        if os.path.lexists(companion):  # SQLite would use a planted -wal as it is
+            _ours(companion)
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
     except FileExistsError:
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
-        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & 0o077:
-            path.chmod(PRIVATE_FILE_MODE)  # checked above: not a link
+        _ours(path)
         return path
     try:
         os.fchmod(fd, PRIVATE_FILE_MODE)  # the mode given to open() is filtered by the umask

@@ -3,8 +3,9 @@
 The threat: a local user who can write the cache (a SQLite file, a diskcache
 folder, a shared Redis) edits their own entitlements to grant themselves paid
 features, or copies another customer's snapshot under their key. With a
-signing key, every value carries ``HMAC-SHA256(key, store key | generation |
-value)``: an edited, truncated, unsigned or moved entry fails verification,
+signing key, every value carries ``HMAC-SHA256(key, namespace | store key |
+generation | value)``: an edited, truncated, unsigned or moved entry (to another
+key, or to another namespace of a shared store: staging's into prod's) fails verification,
 reads as a miss (the next tier answers), and is reported. The key lives in
 the process (argument or ``STIGG_CACHE_SIGNING_KEY``), never beside the cache.
 
@@ -41,19 +42,29 @@ MIN_KEY_BYTES = 16
 # store may disagree by this much before a fresh write looks like a rollback.
 CLOCK_SKEW_NS = 5_000_000_000
 _HEADER = struct.Struct(">4s8sQ32s")
-_CONTEXT = b"stigg-cache snapshot v1\x00"
+_CONTEXT = b"stigg-cache snapshot v2\x00"  # v2: bound to the store's namespace
 
 
 def signing_keys(given: str | bytes | Sequence[str | bytes] | None) -> list[bytes]:
     """The keys from the argument, else from ``STIGG_CACHE_SIGNING_KEY``; ``[]`` for none.
 
     Raises:
-        ConfigurationError: a key is shorter than 16 bytes.
+        ConfigurationError: a key is shorter than 16 bytes, or an empty list was given.
+        TypeError: a key is neither ``str`` nor ``bytes``.
     """
     if given is None:
         given = [k for k in os.environ.get(ENV_SIGNING_KEY, "").split(",") if k.strip()]
     elif isinstance(given, str | bytes):
         given = [given]
+    else:
+        given = list(given)
+        if not given:
+            raise ConfigurationError(
+                "signing_key=[] would turn signing off: give at least one key, or None "
+                f"to use {ENV_SIGNING_KEY}"
+            )
+    if not all(isinstance(k, str | bytes) for k in given):
+        raise TypeError("a signing key must be a str or bytes (e.g. secrets.token_hex(32))")
     keys = [k.strip().encode() if isinstance(k, str) else bytes(k) for k in given]
     if any(len(key) < MIN_KEY_BYTES for key in keys):
         raise ConfigurationError(
@@ -78,10 +89,13 @@ class SignedStore:
     """Signs what it writes to ``inner`` and verifies what it reads."""
 
     def __init__(self, inner: Store, keys: Sequence[bytes]) -> None:
-        """``keys[0]`` signs; every key verifies."""
+        """``keys[0]`` signs; every key verifies. Signatures are bound to the store's
+        ``namespace`` when it has one (a Redis store's): use one key per environment too."""
         if not keys:
             raise ConfigurationError("SignedStore needs at least one signing key")
         self.inner = inner
+        namespace = getattr(inner, "namespace", "")
+        self._context = _CONTEXT + (namespace if isinstance(namespace, str) else "").encode()
         self._signer = keys[0]
         self._keys = {_key_id(key): key for key in keys}
         self._signer_id = _key_id(keys[0])
@@ -96,8 +110,9 @@ class SignedStore:
 
     def _mac(self, key: bytes, store_key: str, generation: int, value: bytes) -> bytes:
         message = b"".join(
-            [_CONTEXT, store_key.encode(), b"\x00", generation.to_bytes(8, "big"), value]
+            [self._context, b"\x00", store_key.encode(), b"\x00", generation.to_bytes(8, "big")]
         )
+        message += value
         return hmac.new(key, message, hashlib.sha256).digest()
 
     def put(self, key: str, value: bytes) -> None:

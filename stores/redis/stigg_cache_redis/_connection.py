@@ -46,7 +46,7 @@ class RedisSettings:
         local_outbox: where usage waits while Redis is unreachable.
     """
 
-    url: str
+    url: str = attrs.field(repr=redact)  # holds the password: shown redacted
     namespace: str = DEFAULT_NAMESPACE
     ttl_s: int | None = None
     timeout_s: float = DEFAULT_TIMEOUT_S

@@ -37,7 +37,13 @@ from stigg_cache.outbox.base import (
     OutboxStats,
     UsageChanges,
 )
-from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord, record_from_payload
+from stigg_cache.outbox.records import (
+    Receipt,
+    RecordKind,
+    UsageRecord,
+    record_from_payload,
+    unreadable_record,
+)
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
@@ -74,9 +80,20 @@ def _encode(record: UsageRecord) -> str:
     return f"{record.kind.value}\n{record.stamped_at!r}"
 
 
-def _decode(raw: bytes, payload: bytes) -> UsageRecord:
+def _decode(raw: bytes | None, payload: bytes | None) -> UsageRecord:
+    """Raises ValueError: not a record this library wrote (or a part of it is missing)."""
+    if not raw or not payload:
+        raise ValueError("a part of the record is missing")
     kind, _, stamped = raw.decode().partition("\n")
     return record_from_payload(RecordKind(kind), payload.decode(), float(stamped))
+
+
+def _readable(raw: bytes | None, payload: bytes | None) -> UsageRecord | None:
+    """The record, or ``None`` for one that does not decode (claims dead-letter those)."""
+    try:
+        return _decode(raw, payload)
+    except ValueError:
+        return None
 
 
 def _reused_key(record: UsageRecord) -> ValueError:
@@ -152,13 +169,18 @@ class RedisOutbox:
             )
         except StoreError as error:
             self._fell_back(error)
-            claimed = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
-            return [Claimed(-c.id, c.record, c.attempts) for c in claimed]
-        return [
-            Claimed(int(rows[at]), _decode(rows[at + 1], rows[at + 2]), int(rows[at + 3]))
-            for at in range(0, len(rows), 4)
-            if rows[at + 1]
-        ]
+            local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
+            return [Claimed(-c.id, c.record, c.attempts) for c in local]
+        claimed: list[Claimed] = []
+        for at in range(0, len(rows), 4):
+            try:
+                record = _decode(rows[at + 1], rows[at + 2])
+            except ValueError as error:  # one bad record never stops the fleet's usage
+                reason = f"unreadable in the outbox: {error}"
+                self.settle(dead=[int(rows[at])], owner=owner, now=now, reason=reason)
+                continue
+            claimed.append(Claimed(int(rows[at]), record, int(rows[at + 3])))
+        return claimed
 
     def settle(
         self,
@@ -265,12 +287,10 @@ class RedisOutbox:
             if state == b"dead":
                 kind, _, key = identity.decode().partition("\n")
                 dead.append((RecordKind(kind), key))
-            elif raw and payload:
+            elif (record := _readable(raw, payload)) is not None:
                 held.append(
                     Held(
-                        _decode(raw, payload),
-                        float(acked) if acked else None,
-                        float(counted) if counted else None,
+                        record, float(acked) if acked else None, float(counted) if counted else None
                     )
                 )
         self._recovered()
@@ -323,9 +343,15 @@ class RedisOutbox:
         ids_at = self._scored("dead", limit - 1)
         rows = self._hmget(("rec", "pay", "dinfo"), [id_ for id_, _ in ids_at])
         for (id_, dead_at), (raw, payload, info) in zip(ids_at, rows, strict=True):
-            if raw and payload and info:
-                reason, attempts, _stamped = json.loads(info)
-                letters.append(DeadLetter(id_, _decode(raw, payload), reason, dead_at, attempts))
+            if info:
+                reason, attempts, stamped = json.loads(info)
+                record = _readable(raw, payload) or unreadable_record(
+                    (raw or b"").decode(errors="replace").partition("\n")[0],
+                    "?",
+                    float(stamped),
+                    (payload or b"").decode(errors="replace"),
+                )
+                letters.append(DeadLetter(id_, record, reason, dead_at, attempts))
         letters.sort(key=lambda d: (d.dead_at, abs(d.id)))
         return letters[:limit]
 
@@ -426,9 +452,9 @@ class RedisOutbox:
         ids = sorted(acked)
         rows = self._hmget(("rec", "pay"), ids)
         return [
-            (_decode(raw, payload), acked[id_])
+            (record, acked[id_])
             for id_, (raw, payload) in zip(ids, rows, strict=True)
-            if raw and payload
+            if (record := _readable(raw, payload)) is not None
         ]
 
     def _scored(self, name: str, stop: int = -1) -> list[tuple[int, float]]:

@@ -43,6 +43,11 @@ class RedisStore:
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
 
     @property
+    def namespace(self) -> str:
+        """The environment this store's keys belong to (signatures are bound to it)."""
+        return self.settings.namespace
+
+    @property
     def error(self) -> str | None:
         """The last connection fault, ``None`` once Redis answers again."""
         return self._gate.error

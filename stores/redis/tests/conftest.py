@@ -67,8 +67,9 @@ def _free_port() -> int:
 class OwnRedis:
     """A redis-server of the test's own on a loopback port, to stop and start at will."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         self.port = _free_port()
+        self.password = password
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -86,6 +87,7 @@ class OwnRedis:
                 "",
                 "--appendonly",
                 "no",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,7 +95,7 @@ class OwnRedis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                redis.Redis(port=self.port, socket_timeout=0.5).ping()
+                redis.Redis(port=self.port, password=self.password, socket_timeout=0.5).ping()
             except redis.RedisError:
                 time.sleep(0.02)
             else:

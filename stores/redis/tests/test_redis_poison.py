@@ -1,0 +1,60 @@
+"""On Redis too: one record that does not decode stops neither the fleet's usage nor a start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from stigg_cache import ResilientClient
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache_redis.outbox import RedisOutbox
+
+from conftest import API_KEY, REDIS_URL, url_for
+
+
+def _client(fake: FakeStigg, tmp_path: Path) -> ResilientClient:
+    return ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=url_for(tmp_path))
+
+
+def _plant(outbox: RedisOutbox, id_: int, raw: bytes, payload: bytes, key: str) -> None:
+    db = redis.Redis.from_url(REDIS_URL)
+    identity = f"event\n{key}"
+    db.hset(outbox._key("idx"), identity, id_)
+    db.hset(outbox._key("ident"), id_, identity)
+    db.hset(outbox._key("rec"), id_, raw)
+    db.hset(outbox._key("pay"), id_, payload)
+    db.zadd(outbox._key("pending"), {str(id_): 1.0})
+    db.zadd(outbox._key("event:ready"), {str(id_): id_})
+    db.close()
+
+
+def _events(client: ResilientClient, prefix: str) -> None:
+    client.report_event(
+        [
+            {"customer_id": "acme", "event_name": "login", "idempotency_key": f"{prefix}{n}"}
+            for n in range(3)
+        ]
+    )
+
+
+def test_poisoned_records_in_redis_are_dead_lettered_and_the_rest_delivered(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    first = _client(fake, tmp_path)
+    fake.set_mode(FakeMode.DOWN)
+    _events(first, "before")
+    outbox = first._usage.outbox
+    assert isinstance(outbox, RedisOutbox)
+    _plant(outbox, 900_001, b"event\nnot-a-time", b"{}", "bad-stamp")
+    _plant(outbox, 900_002, b"event\n1.0", b"\xff\xfe not utf-8", "bad-bytes")
+    first.close()
+    fake.set_mode(FakeMode.UP)
+    client = _client(fake, tmp_path)  # another host starting: must not raise
+    _events(client, "after")
+    assert client.flush(timeout=10).drained
+    assert len(fake.account.events) == 6
+    assert client.status().dead_letters == 2
+    reasons = {d.reason.split(":")[0] for d in client.outbox.dead_letters()}
+    assert reasons == {"unreadable in the outbox"}
+    client.close()
