@@ -77,6 +77,13 @@ def seeds() -> dict[str, dict[str, bytes]]:
             "usage": usage.payload.encode(),
             "signed": signed,
         },
+        "outbox_row": {  # kind, key, stamped_at, payload: NUL-separated
+            "event": b"\x00".join([b"event", b"k1", b"1800000000.0", event.payload.encode()]),
+            "usage": b"\x00".join([b"usage", b"k2", b"1800000000.0", usage.payload.encode()]),
+            "bad-stamp": b'usage\x00k2\x00yesterday\x00{"idempotencyKey": "k2"}',
+            "no-kind": b"weird\x00k3\x001\x00{}",
+            "not-utf8": b"event\x00k4\x001\x00\xff\xfe",
+        },
     }
 
 

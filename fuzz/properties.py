@@ -33,10 +33,13 @@ from stigg_cache.outbox.records import (
     record_from_payload,
     usage_record,
 )
+from stigg_cache.outbox.sqlite import _record as sqlite_record
+from stigg_cache.outbox.sqlite import _shown as sqlite_shown
 from stigg_cache.policy.loader import load_policy
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
+from stigg_cache_redis.outbox import _decode as redis_record
 
 NOW = 1_800_000_000.0
 _VERIFIER = SignedStore(MemoryStore(), [b"fuzzing-key-0123456789"])
@@ -128,3 +131,18 @@ def stored_record(data: bytes) -> None:
     except TamperedEntryError:
         return
     raise AssertionError("an entry nobody signed passed verification")
+
+
+def outbox_row(data: bytes) -> None:
+    """Any bytes as the fields of an outbox row (SQLite's columns, Redis's hashes): a record,
+    or ValueError (the outbox then dead-letters the row); never anything else."""
+    parts = [*data.split(b"\x00", 3), b"", b"", b""][:4]
+    kind, key, stamped, payload = (p.decode("utf-8", errors="replace") for p in parts)
+    stamp: object = stamped
+    with contextlib.suppress(ValueError):
+        stamp = float(stamped)  # SQLite hands back a REAL column as a float when it is one
+    with contextlib.suppress(ValueError):
+        sqlite_record((kind, key, stamp, payload))
+    with contextlib.suppress(ValueError):
+        redis_record(parts[0] + b"\n" + parts[2], parts[3])
+    assert sqlite_shown((kind, key, stamp, payload)).payload == payload  # listed as found

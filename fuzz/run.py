@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-TARGETS = ("policy", "snapshot", "rest", "state", "usage", "store_entry")
+TARGETS = ("policy", "snapshot", "rest", "state", "usage", "store_entry", "outbox_row")
 
 
 def run(target: str, seconds: int) -> tuple[int, list[Path]]:

@@ -15,6 +15,8 @@ from stigg_cache import _fork
 from stigg_cache._clock import Clock
 
 LOG_INTERVAL_S = 60.0  # Stigg's own guidance: log fallbacks at most once a minute
+MAX_REMEMBERED = 10_000  # (event, key) pairs whose last line is remembered: ids are unbounded
+MAX_SHOWN_CHARS = 120  # of a key in a message (ids may be 1,000 characters)
 logger = logging.getLogger("stigg_cache")
 
 
@@ -39,13 +41,28 @@ class FaultLog:
             last = self._last.get((event, key))
             if last is not None and now - last < self._interval_s:
                 return False
+            self._last.pop((event, key), None)  # re-inserted last: the dict stays oldest first
             self._last[(event, key)] = now
+            if len(self._last) > MAX_REMEMBERED:
+                self._forget()
             suppressed = self.counts[event]
         logger.log(
             level,
             "%s: %s",
             event,
             message,
-            extra={"event": event, "event_key": key, "event_count": suppressed},
+            extra={"event": event, "event_key": shown(key), "event_count": suppressed},
         )
         return True
+
+    def _forget(self) -> None:
+        """Drop the oldest half of what is remembered (the table stays bounded)."""
+        for stale in list(self._last)[: len(self._last) // 2]:
+            del self._last[stale]
+
+
+def shown(text: str) -> str:
+    """An id as it may appear in a log line: at most ``MAX_SHOWN_CHARS``, marked if cut."""
+    if len(text) <= MAX_SHOWN_CHARS:
+        return text
+    return f"{text[:MAX_SHOWN_CHARS]}...({len(text):,} chars)"

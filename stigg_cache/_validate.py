@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from stigg_cache.errors import ConfigurationError
 
 MAX_ID_CHARS = 1_000  # ids of customers, resources, features, events, idempotency keys
+_PATH_STEPS = frozenset({".", ".."})
 
 
 def opt_id(name: str, value: object) -> str | None:
@@ -21,10 +22,18 @@ def require_id(name: str, value: object) -> str:
     A longer id would make a URL no server takes (and fill caches and journals);
     a lone surrogate cannot be encoded for the wire or the store.
     """
-    if type(value) is str and value.isascii() and len(value) <= MAX_ID_CHARS and value.strip():
+    if (
+        type(value) is str
+        and value.isascii()
+        and len(value) <= MAX_ID_CHARS
+        and value.strip()
+        and value not in _PATH_STEPS
+    ):
         return value  # the common case, checked first
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+    if value in _PATH_STEPS:  # in a URL path they would name another resource
+        raise ValueError(f"{name} {value!r} is not an id: it would rewrite the request's path")
     if not value.strip() or len(value) > MAX_ID_CHARS:
         raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
     return encodable(name, value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -84,7 +85,7 @@ def policy_explain(
             resource_id=resource_id,
             store=store,
         ):
-            click.echo(line)
+            click.echo(printable(line))
     finally:
         if store is not None:
             store.close()
@@ -138,10 +139,8 @@ def outbox_dead_letters(url: str, limit: int) -> None:
         box.close()
     for letter in letters:
         record = letter.record
-        click.echo(
-            f"{letter.id}\t{record.kind.value}\t{record.customer_id}\t{record.name}\t"
-            f"{record.idempotency_key}\t{letter.reason}"
-        )
+        fields = (record.customer_id, record.name, record.idempotency_key, letter.reason)
+        click.echo("\t".join([str(letter.id), record.kind.value, *map(printable, fields)]))
     click.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
@@ -199,12 +198,12 @@ def inspect(url: str, customer: str | None, resource: str | None, policy_path: s
 def _describe(store: Store, verifier: SignedStore | None, key: str, chosen: FallbackPolicy) -> str:
     stored = store.get(key)
     if stored is MISSING:
-        return f"{key}\tno snapshot"
+        return f"{printable(key)}\tno snapshot"
     if verifier is not None:
         try:
             value, signature = verifier.verify(key, stored), "signature valid"
         except TamperedEntryError as error:
-            return f"{key}\tTAMPERED: {error}"
+            return f"{printable(key)}\tTAMPERED: {error}"
     else:
         inner = signed_value(stored)
         value = stored if inner is None else inner
@@ -214,13 +213,23 @@ def _describe(store: Store, verifier: SignedStore | None, key: str, chosen: Fall
     try:
         snapshot = decode_snapshot(value)
     except StiggCacheError as error:
-        return f"{key}\tCORRUPT: {error}"
+        return f"{printable(key)}\tCORRUPT: {printable(str(error))}"
     features = f"{len(snapshot.entitlements)} features"
     return f"{_who(snapshot)}\t{_age(snapshot, chosen)}\t{features}\t{signature}"
 
 
 def _who(snapshot: Snapshot) -> str:
-    return snapshot.customer_id + (f"/{snapshot.resource_id}" if snapshot.resource_id else "")
+    who = snapshot.customer_id + (f"/{snapshot.resource_id}" if snapshot.resource_id else "")
+    return printable(who)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from a store or an outbox, for a terminal: control characters (line breaks,
+    escape sequences) shown as ``\\xNN``, so an id cannot forge rows or drive the terminal."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def _age(snapshot: Snapshot, chosen: FallbackPolicy) -> str:

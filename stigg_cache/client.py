@@ -33,7 +33,7 @@ from stigg_cache._fastpath import (
 )
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
-from stigg_cache._log import FaultLog, logger
+from stigg_cache._log import FaultLog, logger, shown
 from stigg_cache._plugins import redact, scheme_of
 from stigg_cache._reconcile import Reconciler, ReportListener
 from stigg_cache._stigg_json import LazyEntitlements
@@ -560,7 +560,7 @@ class ResilientClient:
         if resolution.rule is None:
             self._faults.report(
                 "stigg_cache.default_allow",
-                f"no policy entry for feature {request.feature_id!r}: allowing ({why})",
+                f"no policy entry for feature {shown(request.feature_id)!r}: allowing ({why})",
                 key=request.feature_id,
             )
         decision = Decision(

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from stigg_cache import ResilientClient
 from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.cli import main
+from stigg_cache.outbox.records import RecordKind, event_record
+from stigg_cache.outbox.sqlite import SqliteOutbox
 from tests.conftest import API_KEY
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fallback.yaml"
@@ -150,3 +152,24 @@ def test_inspect_says_when_there_is_no_snapshot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert "no snapshot" in result.output
+
+
+def test_ids_with_line_breaks_and_escapes_print_as_one_inert_row(tmp_path: Path) -> None:
+    evil = "m1\nforged-row\t\x1b[31mred\x1b]0;title\x07"
+    box = SqliteOutbox(tmp_path / "outbox.db")
+    box.enqueue(
+        [event_record({"customer_id": evil, "event_name": "e", "idempotency_key": evil}, 1.0)],
+        1.0,
+    )
+    (claimed,) = box.claim(RecordKind.EVENT, 1, "a", now=1.0, lease_s=30)
+    box.settle(dead=[claimed.id], owner="a", now=1.0, reason=f"refused: {evil}")
+    box.close()
+    result = CliRunner().invoke(
+        main, ["outbox", "dead-letters", "--store", f"sqlite:///{tmp_path}/outbox.db"]
+    )
+    rows = [line for line in result.output.splitlines() if line.startswith("1\t")]
+    assert len(rows) == 1
+    assert "\x1b" not in result.output
+    assert "\x07" not in result.output
+    assert "m1\\x0aforged-row\\x09\\x1b[31mred" in rows[0]
+    assert len(rows[0].split("\t")) == 6  # id, kind, customer, name, key, reason

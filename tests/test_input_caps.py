@@ -67,3 +67,23 @@ def test_numbers_and_text_no_wire_can_carry_are_a_value_error(
     with pytest.raises(ValueError):
         call(client)
     assert client.status().outbox_depth == 0
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, d: c.get_boolean_entitlement(customer_id=d, feature_id="sso"),
+        lambda c, d: c.get_boolean_entitlement(customer_id="acme", feature_id="sso", resource_id=d),
+        lambda c, d: c.revoke_promotional_entitlement("acme", d),
+        lambda c, d: c.report_usage(customer_id=d, feature_id="api_calls", value=1),
+    ],
+    ids=["customer", "resource", "revoked feature", "usage customer"],
+)
+def test_dot_ids_that_would_rewrite_a_request_path_are_refused(
+    client: ResilientClient, fake: FakeStigg, call: Any, dots: str
+) -> None:
+    asked = len(fake.log)
+    with pytest.raises(ValueError, match="rewrite the request's path"):
+        call(client, dots)
+    assert len(fake.log) == asked  # nothing reached Stigg

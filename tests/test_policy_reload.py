@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stigg_cache import ResilientClient, Source
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.errors import PolicyError
+from stigg_cache.policy import watcher as watcher_module
+from stigg_cache.policy.loader import load_policy
 from stigg_cache.policy.watcher import PolicyWatcher
 from tests.conftest import API_KEY
 from tests.helpers import eventually
@@ -168,7 +173,40 @@ def test_policy_writable_by_others_is_warned_about(
 ) -> None:
     policy_file.chmod(0o666)
     PolicyWatcher(policy_file).close()
-    assert "writable by other users" in caplog.text
+    assert "is writable by group or others" in caplog.text
+
+
+@pytest.mark.skipif(os.getuid() != 0 and os.environ.get("CI") != "true", reason="chown: root")
+@pytest.mark.parametrize("case", ["foreign file", "foreign folder", "open folder", "link target"])
+def test_a_policy_another_user_could_swap_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir(mode=0o700)
+    policy = folder / "fallback.yaml"
+    policy.write_text(_policy("first", access=True))
+    policy.chmod(0o600)
+    watched = policy
+    if case == "foreign file":
+        os.chown(policy, 4242, 4242)  # 0644 as another user left it: mode bits look fine
+    elif case == "foreign folder":
+        os.chown(folder, 4242, 4242)
+    elif case == "open folder":
+        folder.chmod(0o777)  # another user renames a file of theirs over it
+    else:
+        os.chown(policy, 4242, 4242)
+        watched = tmp_path / "link.yaml"
+        watched.symlink_to(policy)
+    PolicyWatcher(watched).close()
+    assert "can be changed by other users" in caplog.text
+
+
+def test_a_private_policy_is_not_warned_about(
+    policy_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy_file.chmod(0o600)
+    PolicyWatcher(policy_file).close()
+    assert "policy_writable" not in caplog.text
 
 
 def test_closing_a_watcher_in_a_busy_folder_logs_no_error(
@@ -195,3 +233,41 @@ def test_closing_a_watcher_in_a_busy_folder_logs_no_error(
         stop.set()
         writer.join()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+HUGE = "1" + "0" * 400  # a YAML int no float holds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            (
+                f"version: 1\nrules:\n  - name: big\n    match: {{customers: ['*']}}\n"
+                f"    grant: {{api_calls: {{usage_limit: {HUGE}}}}}\n"
+            ),
+            "expected a number >= 0, got a 1329-bit integer",
+        ),
+        (f"version: 1\nstaleness: {{fresh_for: {HUGE}d}}\n", "at most 3650d"),
+    ],
+    ids=["huge usage_limit", "endless duration"],
+)
+def test_numbers_beyond_reason_are_validation_errors(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        load_policy(text.encode(), "fallback.yaml")
+
+
+def test_hot_reload_survives_any_failure_of_a_load_and_applies_the_next_edit(
+    watcher: PolicyWatcher, policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(content: bytes, source: str) -> Any:
+        raise OverflowError("a loader bug")
+
+    monkeypatch.setattr(watcher_module, "load_policy", broken)
+    policy_file.write_text(_policy("second", access=False))
+    eventually(lambda: watcher.error is not None, within_s=5)
+    assert "a loader bug" in (watcher.error or "")
+    monkeypatch.undo()
+    policy_file.write_text(_policy("third", access=False))
+    _applied(watcher, "third")
+    assert watcher.error is None

@@ -30,6 +30,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "state": properties.state_body,
     "usage": properties.usage_input,
     "store_entry": properties.stored_record,
+    "outbox_row": properties.outbox_row,
 }
 
 json_values = st.recursive(

@@ -54,6 +54,28 @@ def policy_version(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()[:12]
 
 
+MAX_DURATION_S = 3650 * 86_400.0  # ten years: beyond it a duration is a typo, not a budget
+
+
+def _finite(value: object) -> float | None:
+    """A YAML number as a finite float; ``None`` for anything else (an int beyond a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _shown(value: object) -> str:
+    """A value for a message: short, whatever it is (a 5,000-digit int has no repr)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
+
+
 class _Issues:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -243,7 +265,11 @@ class _Validator:
         if match is None:
             self.issues.add(path, f"expected a duration like 30s, 5m, 24h or 7d, got {value!r}")
             return None
-        return float(match["amount"]) * _UNIT_S[match["unit"]]
+        seconds = float(match["amount"]) * _UNIT_S[match["unit"]]
+        if not seconds <= MAX_DURATION_S:  # inf and NaN too
+            self.issues.add(path, f"expected a duration of at most 3650d, got {_shown(value)}")
+            return None
+        return seconds
 
     def _staleness(self, value: Any, path: Path_, base: Staleness) -> Staleness:
         if value is None:
@@ -317,15 +343,11 @@ class _Validator:
         value = spec.get(key)
         if value is None:
             return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            self.issues.add((*path, key), f"expected a number >= 0, got {value!r}")
+        number = _finite(value)
+        if number is None or number < 0:
+            self.issues.add((*path, key), f"expected a number >= 0, got {_shown(value)}")
             return None
-        return float(value)
+        return number
 
     def _rules(self, value: Any) -> list[Rule]:
         if not isinstance(value, list):

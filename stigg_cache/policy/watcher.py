@@ -79,20 +79,47 @@ def _read(path: Path) -> bytes | None:
 
 
 def warn_if_writable_by_others(path: Path) -> bool:
-    """Log a warning if anyone but the owner can change the policy file."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    if mode & (stat.S_IWOTH | stat.S_IWGRP):
+    """Log a warning if anyone but this user (or root) could change the policy in force.
+
+    Looks at the file, the file a symbolic link points to (a Kubernetes
+    ConfigMap's), and the folders holding them: another user's file, a file
+    others may write, and a folder where others could rename a file of theirs
+    over it (writable by others without the sticky bit, or another user's).
+    """
+    reasons = _changeable_by_others(path)
+    if reasons:
         logger.warning(
-            "stigg_cache.policy_writable: %s is writable by other users, who could grant "
-            "themselves features during an outage; chmod 600 it",
+            "stigg_cache.policy_writable: %s can be changed by other users (%s), who could "
+            "grant themselves features during an outage; make it and its folder yours "
+            "and chmod 600 / 700 them",
             path,
+            "; ".join(reasons),
             extra={"event": "stigg_cache.policy_writable", "path": str(path)},
         )
-        return True
-    return False
+    return bool(reasons)
+
+
+def _changeable_by_others(path: Path) -> list[str]:
+    trusted = (os.getuid(), 0)
+    reasons: list[str] = []
+    try:
+        files = list(dict.fromkeys([path, path.resolve()]))  # the link, and what it points to
+        for file in files:
+            info = file.lstat() if file == path else file.stat()
+            if info.st_uid not in trusted:
+                reasons.append(f"{file} belongs to uid {info.st_uid}")
+            elif stat.S_IMODE(info.st_mode) & (stat.S_IWOTH | stat.S_IWGRP):
+                reasons.append(f"{file} is writable by group or others")
+        for folder in dict.fromkeys(file.parent for file in files):
+            info = folder.stat()
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid not in trusted:
+                reasons.append(f"folder {folder} belongs to uid {info.st_uid}")
+            elif mode & (stat.S_IWOTH | stat.S_IWGRP) and not mode & stat.S_ISVTX:
+                reasons.append(f"folder {folder} is writable by group or others")
+    except OSError:
+        return reasons
+    return reasons
 
 
 class PolicyWatcher:
@@ -206,6 +233,9 @@ class PolicyWatcher:
             new = load_policy(content, str(self.path))
         except PolicyError as error:
             self._reject(f"{error}\n  keeping policy {old.version}")
+            return
+        except Exception as error:  # a loader bug must not end hot reload for good
+            self._reject(f"{self.path}: {error!r}\n  keeping policy {old.version}")
             return
         self.current = new
         self.error = None
