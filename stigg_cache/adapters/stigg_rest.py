@@ -32,6 +32,9 @@ class _RestCalls(PooledCopy):
         self.inner = inner
         self._fetch_timeout_s = fetch_timeout_s
         self._open_copy()
+        # The SDK imports its resources on first use (0.2-0.4 s of pydantic classes): here,
+        # at start-up, not inside the first check's budget (which it used to miss).
+        _ = (self._client.v1.customers, self._client.v1.events, self._client.v2.usage)
 
     def _copy(self) -> Any:
         """The user's client with retries off, our timeout and a pool of our own."""
