@@ -52,11 +52,14 @@ def redact(url: str) -> str:
         password = parts.password
     except ValueError:  # not a URL we can take apart: show nothing of it
         return "<unparsable URL>"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(_SECRET_PARAMETER.search(name) for name, _ in pairs)
+    if password is None and not secret_query:
+        return url  # as given: urlunsplit would rewrite sqlite:////abs as sqlite://abs
     if password is not None:
         host = parts.netloc.rpartition("@")[2]
         parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if any(_SECRET_PARAMETER.search(name) for name, _ in pairs):
+    if secret_query:
         shown = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
         parts = parts._replace(query=urlencode(shown, safe="*/:"))
     return urlunsplit(parts)
