@@ -31,6 +31,7 @@ from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
 
 REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
 REFRESH_BURST = 5.0
+REFRESH_PARALLEL = 4  # reads in flight at once (within the budget): a slow Stigg is not serial
 ReportListener = Callable[[ReconcileReport], None]
 
 
@@ -158,25 +159,45 @@ class Reconciler:
     def _refresh(
         self, scopes: list[ScopeKey], deadline: float
     ) -> tuple[dict[ScopeKey, Snapshot], int]:
+        """Refresh ``scopes`` in order, ``REFRESH_PARALLEL`` at a time, each read paced by the
+        budget, none started past ``deadline`` (those count as failed): the report is due
+        at its deadline, however many customers there are."""
         # A fleet sharing its outbox shares this budget too: all reconnect at once.
         bucket = pacing_bucket(self._usage.outbox, "refresh", self._rate, REFRESH_BURST)
         fresh: dict[ScopeKey, Snapshot] = {}
-        failed = 0
-        for scope in scopes:
-            wait = bucket.take(1, self._clock.monotonic())
-            while wait and not self._stop.is_set():
-                self._sleep(wait * (1 + self._jitter() / 10))
-                wait = bucket.take(1, self._clock.monotonic())
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0 or self._stop.is_set():
-                failed += 1
-                continue
-            result = self._fetcher.fetch(scope, min(remaining, self._fetch_timeout_s))
-            if isinstance(result, CachedSnapshot):
-                fresh[scope] = result.snapshot
-            else:
-                failed += 1
-        return fresh, failed
+        pending = iter(scopes)
+        lock = threading.Lock()  # the iterator, the bucket (a local one is not thread-safe)
+
+        def next_scope() -> ScopeKey | None:
+            while not self._stop.is_set():
+                remaining = deadline - self._clock.monotonic()
+                if remaining <= 0:
+                    return None
+                with lock:
+                    wait = bucket.take(1, self._clock.monotonic())
+                    scope = next(pending, None) if not wait else None
+                if not wait:
+                    return scope
+                self._sleep(min(remaining, wait * (1 + self._jitter() / 10)))
+            return None
+
+        def worker() -> None:
+            while (scope := next_scope()) is not None:
+                remaining = deadline - self._clock.monotonic()
+                result = self._fetcher.fetch(scope, min(remaining, self._fetch_timeout_s))
+                if isinstance(result, CachedSnapshot):
+                    with lock:
+                        fresh[scope] = result.snapshot
+
+        workers = [
+            threading.Thread(target=worker, daemon=True, name="stigg-cache-reconcile-refresh")
+            for _ in range(min(REFRESH_PARALLEL, len(scopes)))
+        ]
+        for thread in workers:
+            thread.start()
+        for thread in workers:  # each ends by the deadline plus one fetch's wait at most
+            thread.join()
+        return fresh, len(scopes) - len(fresh)
 
 
 def _most_recent_first(entries: list[OfflineDecision], touched: list[ScopeKey]) -> list[ScopeKey]:

@@ -9,6 +9,7 @@ processes never hold the same record at once.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,7 +47,9 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 #    same usage from the outbox (:meth:`SqliteOutbox.changes`).
 # 5: sent usage keeps what Stigg answered it with (``counted``: the feature's usage once it
 #    counted the record), so every process settles it on that evidence.
-SCHEMA_VERSION = 5
+# 6: counts of pending, sent and dead records kept with the rows (``outbox_counts``), so
+#    depth and dead letters are read, never counted by a scan; leased rows indexed apart.
+SCHEMA_VERSION = 6
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -73,7 +76,20 @@ def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
     seq = _next_seq(db)
     before = db.total_changes
     db.executemany(_INSERT_NEW, [(*row, seq) for row in rows])
-    return db.total_changes - before
+    inserted = db.total_changes - before
+    _moved(db, pending=inserted)
+    return inserted
+
+
+def _moved(db: sqlite3.Connection, *, pending: int = 0, sent: int = 0, dead: int = 0) -> None:
+    """Keep ``outbox_counts`` with the rows (in the same write transaction).
+
+    Rows written by anything else (a planted row) are not counted; the counts
+    never go below zero, and an idle claim puts the pending count right.
+    """
+    for state, delta in (("pending", pending), ("sent", sent), ("dead", dead)):
+        if delta:
+            db.execute("UPDATE outbox_counts SET n = max(0, n + ?) WHERE state = ?", (delta, state))
 
 
 def _record(row: Sequence[Any]) -> UsageRecord:
@@ -124,13 +140,33 @@ def _bury(
 ) -> None:
     """Move pending records to the dead letters (``seq``: this transaction's, if it has one)."""
     seq = _next_seq(db) if seq is None else seq
-    db.execute(
+    buried = db.execute(
         f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts, seq) "
         f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
         f"WHERE state = 'pending' AND id IN ({_marks(ids)})",
         (reason, now, seq, *ids),
-    )
+    ).rowcount
     db.execute(f"DELETE FROM outbox WHERE state = 'pending' AND id IN ({_marks(ids)})", ids)
+    _moved(db, pending=-buried, dead=buried)
+
+
+def _recount_if_empty(db: sqlite3.Connection) -> None:
+    """An idle claim: if no row is pending, the pending count is zero (an index probe)."""
+    if db.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone() is None:
+        db.execute("UPDATE outbox_counts SET n = 0 WHERE state = 'pending' AND n != 0")
+
+
+# Depth and dead letters from the counts; leased rows from their own index; the oldest
+# pending record's stamp from the first pending row of each kind (records are enqueued
+# in order: a record stamped in the past and enqueued late is not looked for).
+_STATS = (
+    "SELECT (SELECT json_group_array(json_array(state, n)) FROM outbox_counts), "
+    "(SELECT count(*) FROM outbox INDEXED BY idx_outbox_leased WHERE lease_owner IS NOT NULL "
+    "AND lease_until > ? AND leased_at <= ?), "
+    "(SELECT min(stamped_at) FROM (SELECT (SELECT stamped_at FROM outbox WHERE state = 'pending' "
+    "AND kind = k.kind ORDER BY id LIMIT 1) AS stamped_at FROM (SELECT 'event' AS kind "
+    "UNION ALL SELECT 'usage') AS k))"
+)
 
 
 # Pending rows of neither kind (each term an index range: no scan of the pending rows).
@@ -199,19 +235,34 @@ class SqliteOutbox:
     @staticmethod
     def _migrate(db: sqlite_utils.Database, version: int) -> None:
         """Bring tables an older stigg-cache wrote to this schema (new files have none)."""
-        if version < 2:
+        if not db["outbox"].exists():
+            return
+        if version < 2:  # written by stigg-cache 0.1.0.dev: drop derived columns
             for name in ("outbox", "dead_letters"):
-                if db[name].exists():  # written by stigg-cache 0.1.0.dev: drop derived columns
-                    db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-        if version < 3 and db["outbox"].exists():
+                db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
+        if version < 3:
             for column in ("leased_at", "retry_set_at"):
                 db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
         if version < 4:
             for name in ("outbox", "dead_letters"):
-                if db[name].exists():
-                    db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
-        if version < 5 and db["outbox"].exists():
+                db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
+        if version < 5:
             db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
+        if version < 6:
+            SqliteOutbox._count_once(db)
+
+    @staticmethod
+    def _count_once(db: sqlite_utils.Database) -> None:
+        """Count an older file's rows, once: the counts are kept with the rows after."""
+        SqliteOutbox._create_counts(db)
+        db.execute(
+            "INSERT OR REPLACE INTO outbox_counts (state, n) "
+            "SELECT state, count(*) FROM outbox GROUP BY state"
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO outbox_counts (state, n) "
+            "SELECT 'dead', count(*) FROM dead_letters"
+        )
 
     @staticmethod
     def _create_tables(db: sqlite_utils.Database) -> None:
@@ -265,9 +316,24 @@ class SqliteOutbox:
             if_not_exists=True,
         )
         dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        SqliteOutbox._create_counts(db)
+        db.execute(  # only leased rows: no cost to an enqueue
+            "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
+            "WHERE lease_owner IS NOT NULL"
+        )
         db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
         if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
             db.execute("INSERT INTO usage_seq (n) VALUES (0)")
+
+    @staticmethod
+    def _create_counts(db: sqlite_utils.Database) -> None:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO outbox_counts (state, n) "
+            "VALUES ('pending', 0), ('sent', 0), ('dead', 0)"
+        )
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         if not self._insert_if_all_new([_row(record, now) for record in records]):
@@ -334,6 +400,8 @@ class SqliteOutbox:
                 (kind.value, now, now + CLOCK_STEP_S, now, now + CLOCK_STEP_S, limit),
             ).fetchall()
             claimed = self._decoded(db, rows, now)
+            if not rows:
+                _recount_if_empty(db)
             ids = [c.id for c in claimed]
             if ids:
                 db.execute(
@@ -373,11 +441,12 @@ class SqliteOutbox:
         with self._db.write() as db:
             seq = _next_seq(db) if sent or dead else 0
             if sent:  # delivered, whoever holds the lease now: never send it again
-                db.execute(
+                acked = db.execute(
                     "UPDATE outbox SET state = 'sent', acked_at = ?, lease_owner = NULL, "
-                    f"lease_until = 0, seq = ? WHERE id IN ({_marks(sent)})",
+                    f"lease_until = 0, seq = ? WHERE state = 'pending' AND id IN ({_marks(sent)})",
                     (now, seq, *sent),
-                )
+                ).rowcount
+                _moved(db, pending=-acked, sent=acked)
                 if counted:
                     db.executemany(
                         "UPDATE outbox SET counted = ? WHERE id = ?",
@@ -392,16 +461,24 @@ class SqliteOutbox:
                 )
             if dead:
                 _bury(db, dead, reason, now, seq)
-            db.execute(
+            kept_long_enough = db.execute(
                 "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
-            )
+            ).rowcount
+            _moved(db, sent=-kept_long_enough)
 
     def forget(self, ids: Sequence[int]) -> int:
         """Delete records outright, whatever their state (moved to another outbox)."""
         if not ids:
             return 0
         with self._db.write() as db:
-            return db.execute(f"DELETE FROM outbox WHERE id IN ({_marks(ids)})", ids).rowcount
+            states = [
+                state
+                for (state,) in db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({_marks(ids)}) RETURNING state", ids
+                ).fetchall()
+            ]
+            _moved(db, pending=-states.count("pending"), sent=-states.count("sent"))
+        return len(states)
 
     def release(self, owner: str) -> int:
         with self._db.write() as db:
@@ -412,14 +489,12 @@ class SqliteOutbox:
             ).rowcount
 
     def stats(self, now: float) -> OutboxStats:
-        ((pending, leased, sent, oldest),) = self._db.run(
-            "SELECT sum(state = 'pending'), "
-            "sum(state = 'pending' AND lease_until > ? AND leased_at <= ?), "
-            "sum(state = 'sent'), min(CASE WHEN state = 'pending' THEN stamped_at END) FROM outbox",
-            (now, now),
+        """Counts kept with the rows, and index lookups: the same cost at any depth."""
+        ((counts, leased, oldest),) = self._db.run(_STATS, (now, now))
+        found = dict(json.loads(counts or "[]"))
+        return OutboxStats(
+            found.get("pending", 0), leased, found.get("sent", 0), found.get("dead", 0), oldest
         )
-        ((dead,),) = self._db.run("SELECT count(*) FROM dead_letters")
-        return OutboxStats(pending or 0, leased or 0, sent or 0, dead, oldest)
 
     def changes(self, after: int) -> UsageChanges:
         """What moved local usage since sequence number ``after`` (``-1``: everything held)."""
@@ -482,13 +557,18 @@ class SqliteOutbox:
                 (_next_seq(db), *params),
             ).rowcount
             also = "AND" if where else "WHERE"
-            db.execute(f"DELETE FROM dead_letters {where} {also} {held_again}", params)
+            dropped = db.execute(
+                f"DELETE FROM dead_letters {where} {also} {held_again}", params
+            ).rowcount
+            _moved(db, pending=moved, dead=-dropped)
         return moved
 
     def purge(self, ids: Sequence[int] | None = None) -> int:
         where, params = self._selection(ids)
         with self._db.write() as db:
-            return db.execute(f"DELETE FROM dead_letters {where}", params).rowcount
+            purged = db.execute(f"DELETE FROM dead_letters {where}", params).rowcount
+            _moved(db, dead=-purged)
+        return purged
 
     @staticmethod
     def _selection(ids: Sequence[int] | None) -> tuple[str, tuple[int, ...]]:
