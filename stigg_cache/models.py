@@ -232,6 +232,9 @@ class Status:
         signing: how snapshots are signed (``None``: not signed).
         tamper_detections: snapshots that failed their signature since start.
         faults: count of each fault event since start (e.g. ``fetch_failed``).
+        snapshots_held: snapshots in the store as last counted: counting walks every
+            key, so ``status()`` has it done in the background at most once a minute
+            (``None`` until the first count; ``stigg-cache inspect`` counts now).
         auth_error: Stigg refuses the API key (401/403): what it said. Sending is
             paused with backoff, every record kept; ``None`` once it accepts again.
         sending_resumes_at: wall time before which the outbox sends nothing (Stigg's

@@ -28,6 +28,7 @@ from stigg_cache.stores.base import MISSING, Store, lease_of
 
 DEFAULT_L1_MAX_ENTRIES = 100_000
 DEFAULT_L1_MAX_BYTES = 256 * 1024 * 1024  # of stored (JSON) form; decoded snapshots take less
+RECOUNT_S = 60.0  # how often status() may have L2's snapshots counted (in the background)
 # A snapshot L1 holds past its freshness is compared with the store's at most this often:
 # the lag with which a process notices a sibling's refresh.
 L2_RECHECK_S = 1.0
@@ -72,7 +73,15 @@ class SnapshotCache:
         self._lock = threading.Lock()
         self._failing: set[str] = set()  # faults not yet followed by a success of their kind
         self._rechecked: dict[ScopeKey, float] = {}  # time.monotonic() of each scope's recheck
-        _fork.renew_after_fork(self, _fork.fresh_lock)
+        self._counted: int | None = None  # snapshots in L2 when last counted
+        self._recount_at = 0.0  # time.monotonic() of the next count
+        self._counting = threading.Lock()  # held while a count runs
+        _fork.renew_after_fork(self, SnapshotCache._renew)
+
+    def _renew(self) -> None:
+        """In a forked child: locks of its own (a count under way in the parent is not here)."""
+        self._lock = threading.Lock()
+        self._counting = threading.Lock()
 
     def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
         """The snapshot held in L1 for a scope (no lock, no I/O), marked recently used."""
@@ -182,12 +191,25 @@ class SnapshotCache:
             self._failed("store_write_failed", error)
 
     def count(self) -> int | None:
-        """Snapshots held in L2, ``None`` if the store cannot say."""
+        """Snapshots held in L2 as last counted (``None``: not yet, or the store cannot say).
+
+        Counting walks every key (seconds at a million): it runs on a thread of its
+        own at most once every ``RECOUNT_S``, never in the caller (``status()``).
+        """
+        now = time.monotonic()
+        if now >= self._recount_at and self._counting.acquire(blocking=False):
+            self._recount_at = now + RECOUNT_S
+            threading.Thread(target=self._recount, daemon=True, name="stigg-cache-count").start()
+        return self._counted
+
+    def _recount(self) -> None:
         try:
-            return sum(1 for _ in self.store.keys(SNAPSHOT_PREFIX))
+            self._counted = sum(1 for _ in self.store.keys(SNAPSHOT_PREFIX))
         except StoreError as error:
+            self._counted = None
             self._failed("store_read_failed", error)
-            return None
+        finally:
+            self._counting.release()
 
     def clear_l1(self) -> None:
         """Drop every decoded snapshot held in memory (L2 is untouched)."""

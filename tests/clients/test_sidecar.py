@@ -33,6 +33,11 @@ def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
                 return "fallback" in (cold.decision.reason or "")  # not the budget running out
 
             await until(policy_because_of_the_fallback, "the sidecar's fallback named")
+
+            async def counted() -> bool:  # status() has the store counted in the background
+                return client.status().snapshots_held is not None
+
+            await until(counted, "the store's snapshots counted")
             assert client.status().snapshots_held == 1  # nothing of the fallback was cached
 
     asyncio.run(story())
