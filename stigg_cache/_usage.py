@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ DEPTH_RECHECK_S = 1.0
 # A metered check reads what other processes changed in the shared outbox at most this often:
 # the lag with which a sibling's usage counts here (a query of a few microseconds when idle).
 SYNC_INTERVAL_S = 0.005
+_monotonic = time.monotonic  # a module global: one lookup fewer on every metered check
 
 
 def default_outbox_url(store_url: str | None) -> str:
@@ -90,7 +92,9 @@ class UsageService:
         _fork.renew_after_fork(self, UsageService._renew)
         self._shared = outbox if isinstance(outbox, SharedUsage) else None
         self._cursor = -1  # the shared outbox's changes seen so far
-        self._next_sync = 0.0  # time.monotonic(): a rate of I/O, not an age of data
+        # time.monotonic() of the next read of the shared outbox (a rate of I/O, not an age
+        # of data); never for an outbox that is not shared: one comparison on the hot path
+        self._next_sync = 0.0 if isinstance(outbox, SharedUsage) else math.inf
         self._syncing = threading.Lock()
         self._background_sync = threading.Lock()  # held while a background read runs
         if not self._followed():  # count what this process can read; a shared view catches up
@@ -144,7 +148,7 @@ class UsageService:
         A check that must not block (the async client's first try, on the loop)
         answers with what is known and starts the read on a thread.
         """
-        if self._shared is not None and time.monotonic() >= self._next_sync:
+        if _monotonic() >= self._next_sync:
             if MEMORY_ONLY.get():
                 self._sync_in_background()
             else:
