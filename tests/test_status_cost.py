@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,27 @@ def test_status_has_the_store_counted_in_the_background_at_most_once_a_minute(
     eventually(lambda: client.status().snapshots_held == 1)
     assert store.walks == ["stigg-cache-count"]  # once, and never in the caller's thread
     client.close()
+
+
+class _ClosedUnderTheCount(MemoryStore):
+    """A store whose connection is closed while a count walks it (the client closed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.walking = threading.Event()
+        self.closed = threading.Event()
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        self.walking.set()
+        self.closed.wait(10)
+        raise ValueError("I/O operation on closed file.")  # what redis-py raises then
+
+
+def test_a_count_the_closing_client_cuts_short_ends_quietly(fake: FakeStigg) -> None:
+    store = _ClosedUnderTheCount()
+    client = ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=store)
+    assert client.status().snapshots_held is None  # not counted yet: a count starts
+    assert store.walking.wait(10)
+    client.close()
+    store.closed.set()  # pytest fails the test on an exception escaping the thread
+    eventually(lambda: not client._cache._counting.locked())

@@ -208,6 +208,8 @@ class SnapshotCache:
         except StoreError as error:
             self._counted = None
             self._failed("store_read_failed", error)
+        except Exception:  # the store closed under it (the client closed): no figure
+            self._counted = None
         finally:
             self._counting.release()
 
