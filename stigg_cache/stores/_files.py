@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -93,8 +94,8 @@ def private_file(path: Path) -> Path:
     private_dir(path.parent)
     _safe_folder(path.parent)
     for companion in (path.with_name(path.name + end) for end in _SQLITE_COMPANIONS):
-        if os.path.lexists(companion):  # SQLite would use a planted -wal as it is
-            _ours(companion)
+        with contextlib.suppress(FileNotFoundError):  # SQLite makes and removes its own
+            _ours(companion)  # SQLite would use a planted -wal as it is
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
     except FileExistsError:
