@@ -54,6 +54,16 @@ def _check_all(client: ResilientClient) -> list[str]:
     return sources
 
 
+def _check_all_then_exit(client: ResilientClient) -> list[str]:
+    """A worker's life: check, then close the client as it exits. A snapshot is written to
+    the store after the check has its answer; a worker leaving with ``os._exit`` before
+    that write (the test's children did) left its leases held and its siblings waiting
+    out half their budget, then asking Stigg themselves: the "up to 19 reads" seen."""
+    sources = _check_all(client)
+    client.close()  # waits for the snapshots on their way to the store
+    return sources
+
+
 def test_workers_asking_for_the_same_cold_customers_at_once_read_each_from_stigg_once(
     fake: FakeStigg, tmp_path: Path
 ) -> None:
@@ -62,15 +72,13 @@ def test_workers_asking_for_the_same_cold_customers_at_once_read_each_from_stigg
     policy = FallbackPolicy(staleness=Staleness(fresh_for_s=60, max_staleness_s=3600))
     client = _client(fake, tmp_path, policy)
     fake.set_mode(FakeMode.SLOW, delay_s=0.3)  # every worker's flights overlap
-    pids = [fork_child(lambda: _check_all(client)) for _ in range(WORKERS)]
+    pids = [fork_child(lambda: _check_all_then_exit(client)) for _ in range(WORKERS)]
     sources = [source for pid in pids for source in child_result(pid)]
     # LIVE, or CACHE for a worker that started after a sibling's refresh was stored.
     assert len(sources) == WORKERS * len(CUSTOMERS)
     assert set(sources) <= {Source.LIVE.value, Source.CACHE.value}, set(sources)
-    # 40 reads without the lease; 10 in most runs with it. Under a burst like this one
-    # (4 workers x 10 customers at once, Stigg slow) a few holders' writes reach the store
-    # late and their waiters, past half their budget, ask Stigg themselves: up to 19 seen.
-    assert fake.entitlement_requests() <= 2.5 * len(CUSTOMERS)
+    # 40 reads without the lease, one per customer with it.
+    assert fake.entitlement_requests() <= 1.1 * len(CUSTOMERS)  # 10 in every run seen
     client.close()
 
 
