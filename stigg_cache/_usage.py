@@ -94,7 +94,7 @@ class UsageService:
         self._cursor = -1  # the shared outbox's changes seen so far
         # time.monotonic() of the next read of the shared outbox (a rate of I/O, not an age
         # of data); never for an outbox that is not shared: one comparison on the hot path
-        self._next_sync = 0.0 if isinstance(outbox, SharedUsage) else math.inf
+        self._next_sync = 0.0 if self._shared is not None else math.inf
         self._syncing = threading.Lock()
         self._background_sync = threading.Lock()  # held while a background read runs
         if not self._followed():  # count what this process can read; a shared view catches up

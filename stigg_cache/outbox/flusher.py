@@ -380,29 +380,15 @@ class Flusher:
                     dead=ids, owner=self.owner, now=wall, reason=f"Stigg rejected it: {error}"
                 )
                 self._notify()
-            case SendOutcome.PAUSE:  # our key or endpoint is refused: keep every record
-                self._failures += 1
-                delay = retry_delay(self._failures, self._jitter())
-                if self.auth_error is None:
-                    logger.error(
-                        "stigg_cache.auth_refused: %s; usage is kept and sent once Stigg "
-                        "accepts the key (check api_key and base_url)",
-                        str(error),
-                        extra={"event": "stigg_cache.auth_refused"},
-                    )
-                self.auth_error = self.last_error = str(error)
-                self._health.failed(error, begun=begun)  # resolves a probe; never trips
-                self._resume_at = self._clock.monotonic() + delay
-                self._outbox.settle(
-                    retry=ids, owner=self.owner, now=wall, retry_at=wall + delay, reason=str(error)
-                )
-            case SendOutcome.RETRY:
+            case SendOutcome.RETRY | SendOutcome.PAUSE:
+                if outcome is SendOutcome.PAUSE:  # our key or endpoint is refused
+                    self._refused(error)
                 self._failures += 1
                 self.last_error = str(error)
                 delay = retry_delay(self._failures, self._jitter(), error.retry_after_s)
                 if error.kind is FailureKind.RATE_LIMITED:
                     lane.bucket.pause(delay, self._clock.monotonic())
-                else:
+                else:  # a refused key resolves a probe too, and never trips the breaker
                     self._health.failed(error, begun=begun)
                 self._resume_at = self._clock.monotonic() + delay
                 self._outbox.settle(
@@ -410,6 +396,17 @@ class Flusher:
                 )
             case _:
                 assert_never(outcome)
+
+    def _refused(self, error: StiggUnavailableError) -> None:
+        """Stigg refuses our key or endpoint: every record is kept; said once, and shown."""
+        if self.auth_error is None:
+            logger.error(
+                "stigg_cache.auth_refused: %s; usage is kept and sent once Stigg "
+                "accepts the key (check api_key and base_url)",
+                str(error),
+                extra={"event": "stigg_cache.auth_refused"},
+            )
+        self.auth_error = str(error)
 
     def _notify(self) -> None:
         with self._settled:

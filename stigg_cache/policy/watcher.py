@@ -41,6 +41,7 @@ from stigg_cache._log import logger
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.loader import MAX_POLICY_BYTES, load_policy, policy_version
 from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.stores._files import swappable_by_others
 
 DEFAULT_SETTLE_S = 0.1  # editors finish a save within milliseconds; reload stays well under 1 s
 MAX_SETTLE_ROUNDS = 50  # a file rewritten forever is read at most this many times per event
@@ -111,12 +112,9 @@ def _changeable_by_others(path: Path) -> list[str]:
             elif stat.S_IMODE(info.st_mode) & (stat.S_IWOTH | stat.S_IWGRP):
                 reasons.append(f"{file} is writable by group or others")
         for folder in dict.fromkeys(file.parent for file in files):
-            info = folder.stat()
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid not in trusted:
-                reasons.append(f"folder {folder} belongs to uid {info.st_uid}")
-            elif mode & (stat.S_IWOTH | stat.S_IWGRP) and not mode & stat.S_ISVTX:
-                reasons.append(f"folder {folder} is writable by group or others")
+            reason = swappable_by_others(folder)
+            if reason is not None:
+                reasons.append(f"folder {reason}")
     except OSError:
         return reasons
     return reasons

@@ -56,25 +56,28 @@ def _ours(path: Path) -> None:
         path.chmod(PRIVATE_FILE_MODE)  # ours, checked above: not a link
 
 
+def swappable_by_others(folder: Path) -> str | None:
+    """Why another user could replace the files in ``folder``, or ``None``: it is owned by
+    another user than this one or root, or others may write it without the sticky bit
+    (``/tmp`` has it: there no one can rename or delete another's file)."""
+    info = folder.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (os.getuid(), 0):
+        return f"{folder} belongs to another user (uid {info.st_uid})"
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        return f"{folder} can be written by other users ({mode:o})"
+    return None
+
+
 def _safe_folder(folder: Path) -> None:
     """A folder where no other user can swap our files.
 
     Raises:
-        ConfigurationError: writable by others without the sticky bit (as ``/tmp`` has),
-            or owned by another user than this one or root.
+        ConfigurationError: see :func:`swappable_by_others`.
     """
-    info = folder.stat()
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid not in (os.getuid(), 0):
-        raise ConfigurationError(
-            f"{folder} belongs to another user (uid {info.st_uid}), who could replace the "
-            f"files in it: {_FIX}"
-        )
-    if mode & 0o022 and not mode & stat.S_ISVTX:
-        raise ConfigurationError(
-            f"{folder} can be written by other users ({mode:o}), who could replace the files "
-            f"in it: {_FIX}"
-        )
+    reason = swappable_by_others(folder)
+    if reason is not None:
+        raise ConfigurationError(f"{reason}, who could replace the files in it: {_FIX}")
 
 
 def private_file(path: Path) -> Path:

@@ -313,17 +313,14 @@ class RedisOutbox:
             try:
                 changes = self.changes(after)
             except StoreError:
-                if not admit(UsageChanges(after, [], [])):
-                    return None
-                return self.enqueue(records, now)
+                admitted = admit(UsageChanges(after, [], []))
+                return self.enqueue(records, now) if admitted else None
             admitted = admit(changes)
             try:
                 flags = self._enqueue_remote(records, expected=changes.cursor, admitted=admitted)
             except StoreError as error:  # a judgement we cannot make durable there
                 self._fell_back(error)
-                if not admitted:
-                    return None
-                return self.enqueue(records, now)
+                return self.enqueue(records, now) if admitted else None
             if flags == [-3]:
                 return None
             if flags != [-2]:
