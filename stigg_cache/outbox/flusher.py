@@ -133,22 +133,7 @@ class Flusher:
         self._lease_s = lease_s
         self._send_timeout_s = min(send_timeout_s, lease_s / (SEND_PHASES + 1))
         self._jitter = jitter
-        event_rate = events_per_second * RATE_SAFETY
-        usage_rate = usage_calls_per_minute / 60 * RATE_SAFETY
-        self._lanes = (
-            _Lane(
-                RecordKind.EVENT,
-                MAX_EVENTS_PER_BATCH,
-                pacing_bucket(outbox, "events", event_rate, _burst(event_rate)),
-                cost_per_record=True,
-            ),
-            _Lane(
-                RecordKind.USAGE,
-                MAX_USAGE_PER_BATCH,
-                pacing_bucket(outbox, "usage", usage_rate, max(1.0, usage_rate)),
-                cost_per_record=False,
-            ),
-        )
+        self._lanes = _lanes(outbox, events_per_second, usage_calls_per_minute)
         self.owner = _lease_owner()
         self._failures = 0
         self._resume_at = 0.0
@@ -411,6 +396,28 @@ class Flusher:
     def _notify(self) -> None:
         with self._settled:
             self._settled.notify_all()
+
+
+def _lanes(
+    outbox: Outbox, events_per_second: float, usage_calls_per_minute: float
+) -> tuple[_Lane, _Lane]:
+    """The events lane and the usage lane, each paced by its bucket (the fleet's if shared)."""
+    event_rate = events_per_second * RATE_SAFETY
+    usage_rate = usage_calls_per_minute / 60 * RATE_SAFETY
+    return (
+        _Lane(
+            RecordKind.EVENT,
+            MAX_EVENTS_PER_BATCH,
+            pacing_bucket(outbox, "events", event_rate, _burst(event_rate)),
+            cost_per_record=True,
+        ),
+        _Lane(
+            RecordKind.USAGE,
+            MAX_USAGE_PER_BATCH,
+            pacing_bucket(outbox, "usage", usage_rate, max(1.0, usage_rate)),
+            cost_per_record=False,
+        ),
+    )
 
 
 def _within_bytes(batch: list[Claimed]) -> list[Claimed]:

@@ -254,7 +254,7 @@ class SqliteOutbox:
     @staticmethod
     def _count_once(db: sqlite_utils.Database) -> None:
         """Count an older file's rows, once: the counts are kept with the rows after."""
-        SqliteOutbox._create_counts(db)
+        SqliteOutbox._create_counters(db)
         db.execute(
             "INSERT OR REPLACE INTO outbox_counts (state, n) "
             "SELECT state, count(*) FROM outbox GROUP BY state"
@@ -300,6 +300,15 @@ class SqliteOutbox:
         outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        db.execute(  # only leased rows: no cost to an enqueue
+            "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
+            "WHERE lease_owner IS NOT NULL"
+        )
+        SqliteOutbox._create_dead_letters(db)
+        SqliteOutbox._create_counters(db)
+
+    @staticmethod
+    def _create_dead_letters(db: sqlite_utils.Database) -> None:
         dead = db["dead_letters"]
         dead.create(  # type: ignore[union-attr]
             {
@@ -316,17 +325,13 @@ class SqliteOutbox:
             if_not_exists=True,
         )
         dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
-        SqliteOutbox._create_counts(db)
-        db.execute(  # only leased rows: no cost to an enqueue
-            "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
-            "WHERE lease_owner IS NOT NULL"
-        )
+
+    @staticmethod
+    def _create_counters(db: sqlite_utils.Database) -> None:
+        """What is kept with the rows: the changes' sequence number, the counts by state."""
         db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
         if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
             db.execute("INSERT INTO usage_seq (n) VALUES (0)")
-
-    @staticmethod
-    def _create_counts(db: sqlite_utils.Database) -> None:
         db.execute(
             "CREATE TABLE IF NOT EXISTS outbox_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)"
         )
