@@ -11,15 +11,17 @@ shortcut) returns ``None`` and the client's full path answers instead.
 from __future__ import annotations
 
 import functools
+import math
+import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Protocol
 
 import attrs
 
 from stigg_cache.core import engine
 from stigg_cache.core.engine import CheckKind, CheckRequest
-from stigg_cache.core.ledger import LocalUsage, TallyKey
+from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
 from stigg_cache.errors import InvalidResponseError
 from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Source
 from stigg_cache.policy.model import FallbackPolicy
@@ -40,20 +42,40 @@ SLOT_GENERIC = SLOT[CheckKind.GENERIC]
 _CACHE = Source.CACHE  # a module global: faster than the enum attribute on the hot path
 _INF = float("inf")
 _NUMBERS = (int, float)
+_monotonic = time.monotonic  # the clock of UsageView.next_sync
 
 # (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows)
 LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
-# (fresh until, policy it was made for, make(decision), answer, make with usage, middle,
-#  the customer+resource+feature of local usage)
+# The last judgement with local usage: (ledger generation, requested, used, has_access, reason)
+Judged = tuple[int, float, float, bool, Any]
+# (fresh until, policy it was made for, make(decision), answer, make judged with usage,
+#  the customer+resource+feature of local usage, [the last judgement])
 Prepared = tuple[
     float,
     FallbackPolicy,
     Callable[..., Any],
     engine.WarmAnswer,
     Callable[..., Any],
-    tuple[Any, ...] | None,
     TallyKey,
+    list[Judged],
 ]
+_NOT_JUDGED: Judged = (-1, math.nan, math.nan, False, None)
+
+
+class UsageView(Protocol):
+    """Local usage as the fast path reads it."""
+
+    ledger: UsageLedger  # its ``generation`` says whether a judgement still holds
+    next_sync: float  # time.monotonic() at which the view must be read again
+
+    def local_usage(
+        self,
+        scope: TallyKey,
+        snapshot_fetched_at: float | None,
+        floor: float | None,
+        snapshot_usage: float | None,
+    ) -> LocalUsage | None:
+        """Usage to add for ``scope`` given the snapshot in hand."""
 
 
 class FastPath:
@@ -66,13 +88,13 @@ class FastPath:
         *,
         monotonic: Callable[[], float],
         wall: Callable[[], float],
-        local_usage: LocalUsageOf,
+        usage: UsageView,
     ) -> None:
         self.l1 = l1
         self.policy = policy
         self.monotonic = monotonic
         self.wall = wall
-        self.local_usage = local_usage
+        self.usage = usage
 
     def answer(  # noqa: PLR0911 - a fast path is a row of early exits
         self,
@@ -115,7 +137,7 @@ class FastPath:
         decision = Decision(_CACHE, now - entry.fetched_mono, False, None, policy.version)  # noqa: FBT003
         if prepared[3].usage is None and requested is None:
             return prepared[2](decision)  # type: ignore[no-any-return]
-        return self._with_usage(entry, prepared, decision, cast("float | None", requested))
+        return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type]
 
     def _with_usage(
         self,
@@ -125,25 +147,32 @@ class FastPath:
         requested: float | None,
     ) -> AnyEntitlement:
         """The fast path's answer when usage (local or requested) is part of it."""
-        answer, make, middle = prepared[3], prepared[4], prepared[5]
-        fields = answer.fields
+        answer, make = prepared[3], prepared[4]
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
         terms = answer.usage
         if terms is None:
+            fields = answer.fields
             has_access, reason = fields["has_access"], fields["access_denied_reason"]
             used = fields.get("current_usage")
         else:
-            used = terms.base_usage
-            local = self.local_usage(prepared[6], entry.snapshot.fetched_at, answer.floor, used)
-            if local is not None:  # LocalUsage.applied_to, inlined: runs on every metered check
-                used = (used if local.absolute is None else local.absolute) + local.delta
-            has_access, reason = terms.judge(used, amount)
-        if middle is None:  # the result shows no usage
-            return make(has_access, reason, decision)  # type: ignore[no-any-return]
+            usage, judged = self.usage, prepared[6]
+            generation = usage.ledger.generation
+            last = judged[0]
+            if last[0] == generation and last[1] == amount and _monotonic() < usage.next_sync:
+                used, has_access, reason = last[2], last[3], last[4]  # nothing changed since
+            else:
+                used = terms.base_usage
+                local = usage.local_usage(
+                    prepared[5], entry.snapshot.fetched_at, answer.floor, used
+                )
+                if local is not None:  # LocalUsage.applied_to, inlined
+                    used = (used if local.absolute is None else local.absolute) + local.delta
+                has_access, reason = terms.judge(used, amount)
+                judged[0] = (generation, amount, used, has_access, reason)  # one atomic store
         if answer.result_type is MeteredEntitlement:
-            return make(has_access, reason, decision, *middle, used, amount)  # type: ignore[no-any-return]
+            return make(has_access, reason, decision, used, amount)  # type: ignore[no-any-return]
         shown = None if requested is None else float(requested)
-        return make(has_access, reason, decision, *middle, used, shown)  # type: ignore[no-any-return]
+        return make(has_access, reason, decision, used, shown)  # type: ignore[no-any-return]
 
     def _prepare(
         self, entry: CachedSnapshot, request: CheckRequest, policy: FallbackPolicy
@@ -162,7 +191,7 @@ class FastPath:
         except InvalidResponseError:
             return None  # the full path reports it and drops the entry
         usage_scope = (request.customer_id, request.resource_id, request.feature_id)
-        prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope)
+        prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope, [_NOT_JUDGED])
         slots = entry.warm.get(request.feature_id)
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
             slots = entry.warm[request.feature_id] = [None] * len(SLOT)
@@ -173,29 +202,38 @@ class FastPath:
 
 def _makers(
     answer: engine.WarmAnswer,
-) -> tuple[Callable[..., Any], engine.WarmAnswer, Callable[..., Any], tuple[Any, ...] | None]:
+) -> tuple[Callable[..., Any], engine.WarmAnswer, Callable[..., Any]]:
     """Constructors of the prepared result, taking positional arguments (cheaper than keywords).
 
-    Every result begins ``customer_id, feature_id, resource_id, has_access,
-    access_denied_reason, decision``; results that show usage continue up to
-    ``current_usage, requested_usage``. ``middle`` holds the fixed fields in between.
+    ``make(decision)``: the answer as prepared. ``judged(has_access, reason,
+    decision, current_usage, requested_usage)``: the answer judged again with
+    usage; every field but those is fixed (results that show no usage drop the two).
     """
-    cls, fields = answer.result_type, answer.fields
-    names = [field.name for field in attrs.fields(cls)]
+    fields = answer.fields
+    names = [field.name for field in attrs.fields(answer.result_type)]
+    cls: Callable[..., Any] = answer.result_type
     assert names[:6] == [*_LEADING_FIELDS, "decision"]
-    if "current_usage" in fields:
-        middle: tuple[Any, ...] | None = tuple(
-            fields[n] for n in names[6 : names.index("current_usage")]
-        )
-        rest_from = names.index("requested_usage") + 1
-    else:
-        middle, rest_from = None, 6
-    rest = {name: fields[name] for name in names[rest_from:]}
-    after_decision = {name: fields[name] for name in names[6:]}
     leading = [fields[name] for name in _LEADING_FIELDS]
-    return (
-        functools.partial(cls, *leading, **after_decision),
-        answer,
-        functools.partial(cls, *leading[:3], **rest),
-        middle,
-    )
+    make = functools.partial(cls, *leading, **{name: fields[name] for name in names[6:]})
+    customer_id, feature_id, resource_id = leading[:3]
+    if "current_usage" not in fields:
+        rest = tuple(fields[name] for name in names[6:])
+
+        def judged(has_access: bool, reason: Any, decision: Decision, *_: float | None) -> Any:
+            return cls(customer_id, feature_id, resource_id, has_access, reason, decision, *rest)
+
+        return make, answer, judged
+    used_at = names.index("current_usage")
+    assert names[used_at + 1] == "requested_usage"
+    middle = tuple(fields[name] for name in names[6:used_at])
+    after = tuple(fields[name] for name in names[used_at + 2 :])
+
+    def judged_with_usage(
+        has_access: bool, reason: Any, decision: Decision, used: float, shown: float | None
+    ) -> Any:
+        return cls(
+            customer_id, feature_id, resource_id, has_access, reason, decision,
+            *middle, used, shown, *after,
+        )  # fmt: skip
+
+    return make, answer, judged_with_usage

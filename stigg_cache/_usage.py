@@ -94,7 +94,7 @@ class UsageService:
         self._cursor = -1  # the shared outbox's changes seen so far
         # time.monotonic() of the next read of the shared outbox (a rate of I/O, not an age
         # of data); never for an outbox that is not shared: one comparison on the hot path
-        self._next_sync = 0.0 if self._shared is not None else math.inf
+        self.next_sync = 0.0 if self._shared is not None else math.inf
         self._syncing = threading.Lock()
         self._background_sync = threading.Lock()  # held while a background read runs
         if not self._followed():  # count what this process can read; a shared view catches up
@@ -148,7 +148,7 @@ class UsageService:
         A check that must not block (the async client's first try, on the loop)
         answers with what is known and starts the read on a thread.
         """
-        if _monotonic() >= self._next_sync:
+        if _monotonic() >= self.next_sync:
             if MEMORY_ONLY.get():
                 self._sync_in_background()
             else:
@@ -186,10 +186,10 @@ class UsageService:
         if self._shared is None:
             return
         with self._syncing:  # a thread that finds another at it waits for its result
-            if time.monotonic() < self._next_sync:
+            if time.monotonic() < self.next_sync:
                 return  # read meanwhile by the thread it waited for
             self._followed()  # or the view lags; status() tells why
-            self._next_sync = time.monotonic() + SYNC_INTERVAL_S
+            self.next_sync = time.monotonic() + SYNC_INTERVAL_S
 
     def consume(
         self, record: UsageRecord, admit: Callable[[], bool], *, offline: bool

@@ -246,7 +246,7 @@ class ResilientClient:
             self._policy,
             monotonic=clock.monotonic,
             wall=clock.time,
-            local_usage=self._usage.local_usage,
+            usage=self._usage,
         )
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()

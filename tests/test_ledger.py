@@ -45,3 +45,19 @@ def test_a_record_read_from_the_outbox_with_its_count_settles_the_same() -> None
     ledger = UsageLedger(settle_s=3600.0)
     ledger.record(SCOPE, "k1", value=10.0, at=100.0, acked_at=200.0, counted=90.0)
     assert ledger.local_usage(SCOPE, 300.0, None, 90.0) is None
+
+
+def test_the_generation_moves_with_every_change_and_only_then() -> None:
+    ledger = _ledger()
+    before = ledger.generation
+    ledger.record(SCOPE, "k1", value=10.0, at=100.0)  # known: no change
+    ledger.acknowledge(["unknown"], acked_at=200.0)
+    ledger.forget(["unknown"])
+    ledger.local_usage(SCOPE, None, None)
+    assert ledger.generation == before  # a sync that found nothing keeps every judgement
+    ledger.record(SCOPE, "k2", value=1.0, at=101.0)
+    assert ledger.generation == before + 1
+    ledger.acknowledge(["k1"], acked_at=200.0)
+    assert ledger.generation == before + 2
+    ledger.forget(["k2"])
+    assert ledger.generation == before + 3

@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stigg_cache import (
+    MeteredEntitlement,
     ResilientClient,
     Source,
 )
+from stigg_cache._fastpath import SLOT_METERED
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
@@ -120,4 +122,34 @@ def test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_show
 
     assert in_child(worker_a)
     eventually(settled)  # the parent read Stigg's count of it from the shared outbox
+    client.close()
+
+
+def test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage(
+    fake: FakeStigg, store_url: str
+) -> None:
+    """The fast path keeps its last judgement only while the ledger has not changed."""
+    fake.set_customer("c-5", [metered("api_calls", limit=100, usage=40)])
+    client = client_on(fake, store_url, policy=metered_fallback(LIMIT, fresh_for_s=600))
+    client.get_entitlements(customer_id="c-5")
+    fake.set_mode(FakeMode.DOWN)  # nothing is sent or settled: every unit stays local
+
+    def warm(units: float) -> tuple[float | None, bool]:
+        answer = client._fast(SLOT_METERED, "c-5", "api_calls", None, units)
+        assert answer is not None  # the fast path answered, from what it kept or afresh
+        assert isinstance(answer, MeteredEntitlement)
+        assert answer.decision.source is Source.CACHE
+        return answer.current_usage, answer.has_access
+
+    assert warm(60) == (40.0, True)
+    assert warm(60) == (40.0, True)  # kept
+    client.report_usage(customer_id="c-5", feature_id="api_calls", value=10)
+    assert warm(60) == (50.0, False)  # this process's report
+    assert warm(50) == (50.0, True)  # another amount: judged again
+    in_child(
+        lambda: (
+            client.report_usage(customer_id="c-5", feature_id="api_calls", value=5).idempotency_key
+        )
+    )
+    eventually(lambda: warm(50) == (55.0, False))  # a sibling's, within SYNC_INTERVAL_S
     client.close()

@@ -174,6 +174,9 @@ class UsageLedger:
         self._tallies: dict[TallyKey, _Tally] = {}
         self._by_key: dict[str, list[TallyKey]] = {}
         self._lock = threading.Lock()
+        # Bumped after every change: an answer computed from what was read at one
+        # generation holds while it stays (a check may keep it without the lock).
+        self.generation = 0
 
     def renew_lock(self) -> None:
         """A lock of this process's own (after ``os.fork``: the parent's may be held for good)."""
@@ -198,6 +201,7 @@ class UsageLedger:
                 tally = self._tallies[scope] = _Tally()
             entry = _Entry(at, value, is_set, acked_at, None if acked_at is None else counted)
             added = tally.add(idempotency_key, entry)
+            self.generation += added
             if added and acked_at is None:  # an acknowledgement or a dead letter may follow
                 self._by_key.setdefault(idempotency_key, []).append(scope)
 
@@ -211,20 +215,26 @@ class UsageLedger:
         feature's usage Stigg answered once it counted the record (``currentUsage``)."""
         evidence = counted or {}
         with self._lock:
+            changed = False
             for key in idempotency_keys:
                 for scope in self._by_key.pop(key, ()):
                     tally = self._tallies.get(scope)
                     if tally is not None:
                         tally.ack(key, acked_at, evidence.get(key))
+                        changed = True
+            self.generation += changed  # after the change: an answer read before it is not kept
 
     def forget(self, idempotency_keys: Iterable[str]) -> None:
         """These records no longer count (dead-lettered: Stigg will never have them)."""
         with self._lock:
+            changed = False
             for key in idempotency_keys:
                 for scope in self._by_key.pop(key, ()):
                     tally = self._tallies.get(scope)
                     if tally is not None:
                         tally.drop(key)
+                        changed = True
+            self.generation += changed
 
     def local_usage(
         self,
