@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -14,7 +15,7 @@ import platformdirs
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
-from stigg_cache._memory_only import MEMORY_ONLY
+from stigg_cache._memory_only import MEMORY_ONLY, refuse_io
 from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
@@ -91,16 +92,22 @@ class UsageService:
         self._consuming = threading.Lock()
         _fork.renew_after_fork(self, UsageService._renew)
         self._shared = outbox if isinstance(outbox, SharedUsage) else None
-        self._cursor = -1  # the shared outbox's changes seen so far
+        self._cursor = -1  # the shared outbox's changes seen so far (-1: all it holds)
+        # Customers (and resources) whose usage in the shared outbox was read: each is read
+        # when first needed, so start-up reads nothing proportional to the outbox.
+        self._loaded: set[ScopeKey] = set()
         # time.monotonic() of the next read of the shared outbox (a rate of I/O, not an age
         # of data); never for an outbox that is not shared: one comparison on the hot path
         self.next_sync = 0.0 if self._shared is not None else math.inf
         self._syncing = threading.Lock()
         self._background_sync = threading.Lock()  # held while a background read runs
-        if not self._followed():  # count what this process can read; a shared view catches up
+        if self._shared is None:  # this process's own: count what it holds
             meters = self._meters()
             for record, acked_at in outbox.unsettled():
                 self._count(record, meters, acked_at)
+        else:
+            with contextlib.suppress(StoreError):  # else every change is read once, later
+                self._cursor = self._shared.cursor()
         self.flusher = Flusher(
             outbox,
             adapter,
@@ -153,7 +160,36 @@ class UsageService:
                 self._sync_in_background()
             else:
                 self.sync()
+        self.read_customer(scope[0], scope[1])
         return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+
+    def read_customer(self, customer_id: str, resource_id: str | None) -> None:
+        """Count what the shared outbox holds of one customer, the first time it is needed.
+
+        Changes some other thread follows meanwhile are read again afterwards (an
+        acknowledgement of a record not yet counted here would be lost). An outbox that
+        does not answer leaves it for the next check; this process's own records count.
+
+        Raises:
+            WouldBlock: a check that must not block (the async client retries on a thread).
+        """
+        scope = (customer_id, resource_id)
+        if self._shared is None or scope in self._loaded:
+            return
+        refuse_io()
+        with self._syncing:  # one reader at a time; a sync waits for it
+            if scope in self._loaded:
+                return
+            since = self._cursor
+            self._loaded.add(scope)
+            try:
+                held = self._shared.held_of(customer_id, resource_id)
+                meters = self._meters()
+                for one in held:
+                    self._count(one.record, meters, one.acked_at, one.counted)
+                self._follow(self._shared.changes(since))
+            except StoreError:
+                self._loaded.discard(scope)
 
     def _sync_in_background(self) -> None:
         """For a check that must not block (on the event loop): read on a thread of its own."""
@@ -168,15 +204,11 @@ class UsageService:
 
         threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
-    def _followed(self) -> bool:
-        """Read the shared outbox's changes; false if there is none or it did not answer."""
-        if self._shared is None:
-            return False
-        try:
-            self._follow(self._shared.changes(self._cursor))
-        except StoreError:
-            return False
-        return True
+    def _followed(self) -> None:
+        """Read the shared outbox's changes (an outbox that does not answer: the view lags)."""
+        if self._shared is not None:
+            with contextlib.suppress(StoreError):
+                self._follow(self._shared.changes(self._cursor))
 
     def sync(self) -> None:
         """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
@@ -201,6 +233,7 @@ class UsageService:
         process adds usage in between. ``None`` when refused (nothing enqueued).
         """
         self._make_room(1)
+        self.read_customer(record.customer_id, record.resource_id)
         with self._consuming:  # this process's threads take turns in any case
             if self._shared is None:
                 receipts = self.outbox.enqueue([record], self._clock.time()) if admit() else None
@@ -220,9 +253,13 @@ class UsageService:
         return receipts[0]
 
     def _follow(self, changes: UsageChanges) -> None:
-        meters = self._meters()
+        """Apply changes: records of customers read here count; acknowledgements and dead
+        letters apply to whatever this process counts (its own records included)."""
+        meters, loaded = self._meters(), self._loaded
         for held in changes.held:
-            self._count(held.record, meters, held.acked_at, held.counted)
+            record = held.record
+            if (record.customer_id, record.resource_id) in loaded:
+                self._count(record, meters, held.acked_at, held.counted)
             if held.acked_at is not None:  # known here as pending: acknowledged by some process
                 key = held.record.idempotency_key
                 counted = {} if held.counted is None else {key: held.counted}

@@ -57,6 +57,7 @@ class Sizes:
     drain_rate: float = 1_000.0
     sdk_calls: int = 200
     worker_customers: int = 400
+    startup_records: int = 1_000_000
 
 
 TINY = Sizes(
@@ -68,6 +69,7 @@ TINY = Sizes(
     drain_rate=1_000.0,
     sdk_calls=5,
     worker_customers=20,
+    startup_records=2_000,
 )
 
 
@@ -522,6 +524,58 @@ def _consume_row(client: ResilientClient, sizes: Sizes, counter: Iterator[int]) 
     )  # fmt: skip
 
 
+def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 15 and 16: building a client over a deep outbox of usage, against an empty one."""
+    deep, empty = tmp / "startup-deep", tmp / "startup-empty"
+    with FakeStigg(api_key=API_KEY) as fake:
+        fake.set_mode(fake.mode.DOWN)  # the usage stays pending
+
+        def client(folder: Path) -> ResilientClient:
+            return ResilientClient(
+                None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{folder}/cache.db"
+            )
+
+        with client(deep) as filling:
+            filling._usage.flusher.close()
+            for start in range(0, sizes.startup_records, 10_000):
+                filling.report_usage_bulk(
+                    [
+                        {"customer_id": f"c{n % 10_000}", "feature_id": "api_calls", "value": 1}
+                        for n in range(start, min(start + 10_000, sizes.startup_records))
+                    ]
+                )
+        client(empty).close()
+
+        def built(folder: Path) -> Callable[[], float]:
+            def run() -> float:
+                started = time.perf_counter()
+                made = client(folder)
+                elapsed = time.perf_counter() - started
+                made.close()
+                return elapsed
+
+            return run
+
+        def held(folder: Path) -> float:
+            gc.collect()
+            tracemalloc.start()
+            made = client(folder)
+            size = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            made.close()
+            return size / 1e6
+
+        mine, theirs = _interleaved(built(deep), built(empty), sizes.rounds)
+        more = held(deep)
+        less = held(empty)
+    pending = f"{sizes.startup_records:,} pending usage records"
+    return [
+        _row(15, f"constructor, {pending}", mine, theirs, "ms", "<= 2x", lambda r: r <= 2),
+        Row(16, f"memory after constructor, {pending}", more, less, "MB", more / less,
+            "<= +50 MB", more - less <= 50),
+    ]  # fmt: skip
+
+
 def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:
     """Row 14: Stigg reads of 8 forked workers checking the same customers, against one process."""
     customers = [f"w{n}" for n in range(sizes.worker_customers)]
@@ -766,6 +820,7 @@ def run(sizes: Sizes) -> list[Row]:
         rows.append(bench_drain(sizes, tmp))
         rows.append(bench_async_check(sizes, tmp))
         rows.append(bench_worker_reads(sizes, tmp))
+        rows += bench_startup(sizes, tmp)
     return sorted(rows, key=lambda row: row.number)
 
 

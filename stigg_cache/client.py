@@ -241,6 +241,7 @@ class ResilientClient:
             lease_s=outbox_lease_s,
             max_records=check.positive_int("outbox_max_records", outbox_max_records),
         )
+        self._cache.on_held = lambda scope: self._usage.read_customer(*scope)
         self._warm = FastPath(
             self._cache.l1,
             self._policy,

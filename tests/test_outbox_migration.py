@@ -41,7 +41,8 @@ def test_an_outbox_of_the_previous_schema_is_migrated_in_place(tmp_path: Path) -
     with sqlite3.connect(path) as db:
         db.executescript(OLD_SCHEMA)
     box = SqliteOutbox(path)
-    try:
+    try:  # every row names its customer: a process reads one customer's usage
+        assert sorted(h.record.idempotency_key for h in box.held_of("c", None)) == ["k2", "u1"]
         (event,) = box.claim(RecordKind.EVENT, 10, "a", now=NOW, lease_s=30)
         assert (event.record.idempotency_key, dict(event.record.dimensions)) == ("k2", {"a": 1})
         (usage,) = box.claim(RecordKind.USAGE, 10, "a", now=NOW, lease_s=30)
@@ -53,6 +54,11 @@ def test_an_outbox_of_the_previous_schema_is_migrated_in_place(tmp_path: Path) -
         (letter,) = box.dead_letters()
         assert (letter.record.idempotency_key, letter.reason) == ("k1", "HTTP 400")
         assert box.requeue() == 1
+        assert sorted(h.record.idempotency_key for h in box.held_of("c", None)) == [
+            "k1",
+            "k2",
+            "u1",
+        ]
     finally:
         box.close()
     with sqlite3.connect(path) as db:

@@ -153,3 +153,25 @@ def test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage(
     )
     eventually(lambda: warm(50) == (55.0, False))  # a sibling's, within SYNC_INTERVAL_S
     client.close()
+
+
+def test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it(
+    fake: FakeStigg, store_url: str
+) -> None:
+    """Start-up reads nothing proportional to the outbox (issue 17): usage is read per
+    customer, at the first check or consumption that needs it."""
+    first = _client(fake, store_url)
+    fake.set_mode(FakeMode.DOWN)  # everything stays in the outbox
+    first.report_usage_bulk(
+        [{"customer_id": f"c-{n}", "feature_id": "api_calls", "value": 1} for n in range(200)]
+    )
+    first.report_usage(customer_id="c-7", feature_id="api_calls", value=95)  # c-7: 96 of 100
+    later = _client(fake, store_url)  # a worker started afterwards
+    assert len(later._usage.ledger) == 0  # nothing read at start
+    assert not _fits(later, "c-7", 5)  # 96 + 5: read when first needed
+    assert _fits(later, "c-7", 4)
+    assert len(later._usage.ledger) == 2  # that customer's records only
+    assert not later.consume(customer_id="c-9", feature_id="api_calls", amount=100).granted
+    assert len(later._usage.ledger) == 3  # c-9's one unit, read before judging
+    later.close()
+    first.close()

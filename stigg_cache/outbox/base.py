@@ -165,6 +165,16 @@ class SharedUsage(Protocol):
     without it count what this process reported.
     """
 
+    def cursor(self) -> int:
+        """The sequence number of the latest change (a process starts following there)."""
+        ...
+
+    def held_of(self, customer_id: str, resource_id: str | None) -> list[Held]:
+        """What of one customer (and resource) may still count: pending records, and sent
+        ones with their acknowledgement while they are kept. Read when a process first
+        needs that customer's usage: start-up reads nothing proportional to the outbox."""
+        ...
+
     def changes(self, after: int) -> UsageChanges:
         """What moved local usage since ``after`` (``-1``: everything the outbox holds)."""
         ...

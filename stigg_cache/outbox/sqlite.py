@@ -49,18 +49,31 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 #    counted the record), so every process settles it on that evidence.
 # 6: counts of pending, sent and dead records kept with the rows (``outbox_counts``), so
 #    depth and dead letters are read, never counted by a scan; leased rows indexed apart.
-SCHEMA_VERSION = 6
+# 7: rows name their customer (``customer``, indexed), so a process reads one customer's
+#    local usage when it first needs it, never the whole outbox at start-up.
+SCHEMA_VERSION = 7
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
 # Due now, and not leased now. A retry set, or a lease taken, well "in the future"
 # (``CLOCK_STEP_S``: the wall clock has since stepped back) counts as due / expired.
 _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
+# The customer a stored payload names (NULL for one that is not JSON: it is never read back).
+_CUSTOMER_OF_PAYLOAD = (
+    "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
+)
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
 def _row(record: UsageRecord, now: float) -> tuple[Any, ...]:
-    return (record.kind.value, record.idempotency_key, record.stamped_at, record.payload, now)
+    return (
+        record.kind.value,
+        record.idempotency_key,
+        record.stamped_at,
+        record.payload,
+        now,
+        record.customer_id,
+    )
 
 
 def _next_seq(db: sqlite3.Connection) -> int:
@@ -124,7 +137,7 @@ def _all_inserted(inserted: int, expected: int) -> None:
 
 
 _INSERT_NEW = (
-    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at, seq) VALUES (?,?,?,?,?,?) "
+    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at, customer, seq) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
 # Changes after a sequence number, as one statement (one consistent read): rows still in
@@ -200,6 +213,55 @@ def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
     return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
 
+def _derived_columns_dropped(db: sqlite_utils.Database) -> None:
+    """2 (files of stigg-cache 0.1.0.dev): a record is its payload."""
+    for name in ("outbox", "dead_letters"):
+        db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
+
+
+def _times_of_setting(db: sqlite_utils.Database) -> None:
+    for column in ("leased_at", "retry_set_at"):
+        db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+
+
+def _sequence_numbers(db: sqlite_utils.Database) -> None:
+    for name in ("outbox", "dead_letters"):
+        db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
+
+
+def _counted_column(db: sqlite_utils.Database) -> None:
+    db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
+
+
+def _counted_once(db: sqlite_utils.Database) -> None:
+    """Count an older file's rows, once: the counts are kept with the rows after."""
+    SqliteOutbox._create_counters(db)
+    db.execute(
+        "INSERT OR REPLACE INTO outbox_counts (state, n) "
+        "SELECT state, count(*) FROM outbox GROUP BY state"
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO outbox_counts (state, n) SELECT 'dead', count(*) FROM dead_letters"
+    )
+
+
+def _customers_named(db: sqlite_utils.Database) -> None:
+    """Once: name each row's customer (a row that does not decode names none)."""
+    db["outbox"].add_column("customer", str)  # type: ignore[union-attr]
+    db.execute(f"UPDATE outbox SET customer = {_CUSTOMER_OF_PAYLOAD}")
+
+
+# (the schema version that brought it, the step that brings an older file to it)
+_MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
+    (2, _derived_columns_dropped),
+    (3, _times_of_setting),
+    (4, _sequence_numbers),
+    (5, _counted_column),
+    (6, _counted_once),
+    (7, _customers_named),
+)
+
+
 class SqliteOutbox:
     """Outbox, dead letters and sent history in one SQLite database."""
 
@@ -235,34 +297,10 @@ class SqliteOutbox:
     @staticmethod
     def _migrate(db: sqlite_utils.Database, version: int) -> None:
         """Bring tables an older stigg-cache wrote to this schema (new files have none)."""
-        if not db["outbox"].exists():
-            return
-        if version < 2:  # written by stigg-cache 0.1.0.dev: drop derived columns
-            for name in ("outbox", "dead_letters"):
-                db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-        if version < 3:
-            for column in ("leased_at", "retry_set_at"):
-                db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
-        if version < 4:
-            for name in ("outbox", "dead_letters"):
-                db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
-        if version < 5:
-            db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
-        if version < 6:
-            SqliteOutbox._count_once(db)
-
-    @staticmethod
-    def _count_once(db: sqlite_utils.Database) -> None:
-        """Count an older file's rows, once: the counts are kept with the rows after."""
-        SqliteOutbox._create_counters(db)
-        db.execute(
-            "INSERT OR REPLACE INTO outbox_counts (state, n) "
-            "SELECT state, count(*) FROM outbox GROUP BY state"
-        )
-        db.execute(
-            "INSERT OR REPLACE INTO outbox_counts (state, n) "
-            "SELECT 'dead', count(*) FROM dead_letters"
-        )
+        if db["outbox"].exists():
+            for since, step in _MIGRATIONS:
+                if version < since:
+                    step(db)
 
     @staticmethod
     def _create_tables(db: sqlite_utils.Database) -> None:
@@ -283,6 +321,7 @@ class SqliteOutbox:
                 "last_error": str,
                 "seq": int,
                 "counted": float,
+                "customer": str,
             },
             pk="id",
             not_null={"kind", "idem_key", "payload", "state"},
@@ -300,6 +339,7 @@ class SqliteOutbox:
         outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        outbox.create_index(["customer"], if_not_exists=True)  # type: ignore[union-attr]
         db.execute(  # only leased rows: no cost to an enqueue
             "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
             "WHERE lease_owner IS NOT NULL"
@@ -505,6 +545,24 @@ class SqliteOutbox:
         """What moved local usage since sequence number ``after`` (``-1``: everything held)."""
         return _changes(self._db.read(_CHANGES, (after, after)), after)
 
+    def cursor(self) -> int:
+        """The sequence number of the latest change."""
+        ((seq,),) = self._db.read("SELECT n FROM usage_seq")
+        return int(seq)
+
+    def held_of(self, customer_id: str, resource_id: str | None) -> list[Held]:
+        """The records of one customer (and resource) still held: pending, and sent for as
+        long as they are kept, with their acknowledgement (an index lookup)."""
+        rows = self._db.read(
+            f"SELECT {_COLUMNS}, acked_at, counted FROM outbox WHERE customer = ? ORDER BY id",
+            (customer_id,),
+        )
+        return [
+            Held(record, row[4], row[5])
+            for row in rows
+            if (record := _readable(row[:4])) is not None and record.resource_id == resource_id
+        ]
+
     def enqueue_if(
         self,
         records: Sequence[UsageRecord],
@@ -557,8 +615,9 @@ class SqliteOutbox:
         )
         with self._db.write() as db:
             moved = db.execute(
-                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at, seq) "
-                f"SELECT {_COLUMNS}, dead_at, ? FROM dead_letters {where} ORDER BY id",
+                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at, seq, customer) "
+                f"SELECT {_COLUMNS}, dead_at, ?, {_CUSTOMER_OF_PAYLOAD} "
+                f"FROM dead_letters {where} ORDER BY id",
                 (_next_seq(db), *params),
             ).rowcount
             also = "AND" if where else "WHERE"

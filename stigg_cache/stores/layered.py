@@ -76,6 +76,9 @@ class SnapshotCache:
         self._counted: int | None = None  # snapshots in L2 when last counted
         self._recount_at = 0.0  # time.monotonic() of the next count
         self._counting = threading.Lock()  # held while a count runs
+        # Called (with I/O allowed) when a scope enters L1: the client reads the customer's
+        # local usage then, so a check that L1 answers needs no I/O for it.
+        self.on_held: Callable[[ScopeKey], None] = _nothing
         _fork.renew_after_fork(self, SnapshotCache._renew)
 
     def _renew(self) -> None:
@@ -249,6 +252,8 @@ class SnapshotCache:
             ):
                 _, evicted = self.l1.popitem(last=False)
                 self.l1_bytes -= evicted.size
+        if replaced is None:
+            self.on_held(scope)
 
     def _load(
         self, customer_id: str, resource_id: str | None, *, report: bool = True
@@ -281,6 +286,10 @@ class SnapshotCache:
         in_future = age < -FUTURE_SKEW_S
         fetched_mono = self._clock.monotonic() - max(age, 0.0)
         return CachedSnapshot(snapshot, fetched_mono, in_future, size=len(value))
+
+
+def _nothing(_scope: ScopeKey) -> None:
+    pass
 
 
 def _unreported(event: str, error: Exception | None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,3 +282,41 @@ class SharedOutboxConformance(OutboxConformance):
         assert again is not None  # a retry of a granted consumption: its first receipt
         assert [(r.idempotency_key, r.duplicate) for r in again] == [("x0", True)]
         assert len(outbox.unsettled()) == 3
+
+    def test_held_of_reads_one_customers_records_and_cursor_where_changes_start(
+        self, outbox: Outbox
+    ) -> None:
+        shared = self._shared(outbox)
+        outbox.enqueue([*units(3), *events(6)], NOW)  # units: c0; events: c0, c1, c2, ...
+        (on_resource,) = [
+            usage_record(
+                {
+                    "customer_id": "c1",
+                    "feature_id": "api_calls",
+                    "value": 1,
+                    "idempotency_key": "r0",
+                    "resource_id": "site-1",
+                },
+                NOW,
+            )
+        ]
+        outbox.enqueue([on_resource], NOW)
+        cursor = shared.cursor()
+        assert shared.changes(cursor) == UsageChanges(cursor, [], [])
+
+        def held(customer_id: str, resource_id: str | None = None) -> list[tuple[str, Any]]:
+            return sorted(
+                (h.record.idempotency_key, h.acked_at)
+                for h in shared.held_of(customer_id, resource_id)
+            )
+
+        assert held("c0") == [("e0", None), ("e3", None), ("u0", None), ("u1", None), ("u2", None)]
+        assert held("c1") == [("e1", None), ("e4", None)]
+        assert held("c1", "site-1") == [("r0", None)]
+        assert held("nobody") == []
+        u0, u1, _ = outbox.claim(RecordKind.USAGE, 3, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(sent=[u0.id], owner="a", now=NOW + 1)
+        outbox.settle(dead=[u1.id], owner="a", now=NOW + 1, reason="refused")
+        assert [k for k, _ in held("c0") if k.startswith("u")] == ["u0", "u2"]  # dead: gone
+        assert ("u0", NOW + 1) in held("c0")  # sent: with its acknowledgement
+        assert shared.cursor() > cursor

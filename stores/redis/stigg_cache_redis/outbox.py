@@ -63,7 +63,7 @@ _KEYS = (
         "usage:leased",
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
-    *("counted", "feed", "feed_seq"),
+    *("counted", "feed", "feed_seq", "customers", "schema"),
 )
 
 
@@ -96,6 +96,11 @@ def _readable(raw: bytes | None, payload: bytes | None) -> UsageRecord | None:
         return None
 
 
+def _held(record: UsageRecord, acked: bytes, counted: bytes) -> Held:
+    """A held record as the scripts answer it ("": not acknowledged / not counted)."""
+    return Held(record, float(acked) if acked else None, float(counted) if counted else None)
+
+
 def _reused_key(record: UsageRecord) -> ValueError:
     return ValueError(
         f"idempotency_key {record.idempotency_key!r} was already used for different usage: "
@@ -123,7 +128,16 @@ class RedisOutbox:
         prelude = _script("outbox_prelude")
         self._scripts = {
             name: self._redis.register_script(prelude + _script(f"outbox_{name}"))
-            for name in ("enqueue", "claim", "settle", "release", "dead", "changes")
+            for name in (
+                "enqueue",
+                "claim",
+                "settle",
+                "release",
+                "dead",
+                "changes",
+                "held_of",
+                "index",
+            )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
         self.local = local or SqliteOutbox(
@@ -132,6 +146,7 @@ class RedisOutbox:
         self._local_waiting = True  # records a previous run left there are moved first
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
+        self._indexed = False  # by customer: records an older version wrote may not be
 
     # -- the Outbox protocol ------------------------------------------------------------
 
@@ -288,13 +303,38 @@ class RedisOutbox:
                 kind, _, key = identity.decode().partition("\n")
                 dead.append((RecordKind(kind), key))
             elif (record := _readable(raw, payload)) is not None:
-                held.append(
-                    Held(
-                        record, float(acked) if acked else None, float(counted) if counted else None
-                    )
-                )
+                held.append(_held(record, acked, counted))
         self._recovered()
         return UsageChanges(int(rows[0]), held, dead)
+
+    def cursor(self) -> int:
+        """The feed's latest sequence number.
+
+        Raises:
+            StoreError: Redis did not answer.
+        """
+        seq = self._gate.call(lambda: self._redis.get(self._key("feed_seq")))
+        self._recovered()
+        return int(seq or 0)
+
+    def held_of(self, customer_id: str, resource_id: str | None) -> list[Held]:
+        """One customer's records held in Redis (one range of an index), and in the local
+        outbox while they wait there.
+
+        Raises:
+            StoreError: Redis did not answer.
+        """
+        if not self._indexed:
+            self._index_by_customer()
+        rows = self._run("held_of", [customer_id])
+        held = self.local.held_of(customer_id, resource_id)
+        for at in range(0, len(rows), 5):
+            acked, raw, payload, counted = rows[at + 1 : at + 5]
+            record = _readable(raw, payload)
+            if record is not None and record.resource_id == resource_id:
+                held.append(_held(record, acked, counted))
+        self._recovered()
+        return held
 
     def enqueue_if(
         self,
@@ -381,13 +421,26 @@ class RedisOutbox:
     def _run(self, script: str, args: list[Any]) -> Any:
         return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
 
+    def _index_by_customer(self) -> None:
+        """Index by customer what an older version wrote (once per outbox, in batches)."""
+        cursor = self._run("index", ["0"])
+        while cursor != b"0":
+            cursor = self._run("index", [cursor])
+        self._indexed = True
+
     def _enqueue_remote(
         self, records: Sequence[UsageRecord], *, expected: int | None = None, admitted: bool = True
     ) -> list[int]:
         """Flags as ``outbox_enqueue.lua`` returns them (``[-2]``, ``[-3]``: not enqueued)."""
         args: list[Any] = ["" if expected is None else expected, int(admitted), len(records)]
         for record in records:
-            args += [_identity(record), repr(record.stamped_at), _encode(record), record.payload]
+            args += [
+                _identity(record),
+                repr(record.stamped_at),
+                _encode(record),
+                record.payload,
+                record.customer_id,
+            ]
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:
             raise _reused_key(records[int(flags[1])])

@@ -1,5 +1,5 @@
 -- ARGV: expected feed_seq ("": enqueue whatever moved), admitted ("1" or "0"), count, then
--- per record: identity ("kind\nkey"), stamped_at, record JSON, payload.
+-- per record: identity ("kind\nkey"), stamped_at, record JSON, payload, customer id.
 -- All or nothing: {-1, index} when a key was used before for a different payload, else
 -- when every key is new: {-3} if not admitted, {-2} if the feed moved past "expected"
 -- (a consumption judged on usage that changed since: judge again), else one flag per
@@ -7,7 +7,7 @@
 local expected, admitted, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, flags, fresh = {}, {}, 0
 for r = 0, count - 1 do
-  local identity, payload = ARGV[4 + r * 4], ARGV[7 + r * 4]
+  local identity, payload = ARGV[4 + r * 5], ARGV[7 + r * 5]
   local prior = seen[identity]
   if prior == nil then
     local id = redis.call('HGET', idx, identity)
@@ -28,12 +28,13 @@ if fresh == count and count > 0 then
 end
 for r = 0, count - 1 do
   if flags[r + 1] == 0 then
-    local identity, stamped = ARGV[4 + r * 4], ARGV[5 + r * 4]
+    local identity, stamped = ARGV[4 + r * 5], ARGV[5 + r * 5]
     local id = tostring(redis.call('INCR', seq))
     redis.call('HSET', idx, identity, id)
     redis.call('HSET', ident, id, identity)
-    redis.call('HSET', rec, id, ARGV[6 + r * 4])
-    redis.call('HSET', pay, id, ARGV[7 + r * 4])
+    redis.call('HSET', rec, id, ARGV[6 + r * 5])
+    redis.call('HSET', pay, id, ARGV[7 + r * 5])
+    redis.call('ZADD', customers, 0, ARGV[8 + r * 5] .. '\n' .. id)
     redis.call('ZADD', pending, stamped, id)
     redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
     moved(id)

@@ -37,6 +37,19 @@ local function moved(id)
   redis.call('ZADD', feed, redis.call('INCR', feed_seq), id)
 end
 
+-- Every record by customer: members "customer\nid" (score 0), so one customer's records
+-- are one lexicographic range.
+local customers, schema = KEYS[25], KEYS[26]  -- schema "2": every record is indexed
+local function customer_of(id)
+  local payload = redis.call('HGET', pay, id)
+  if not payload then return nil end
+  local ok, body = pcall(cjson.decode, payload)
+  if ok and type(body) == 'table' and type(body.customerId) == 'string' then
+    return body.customerId
+  end
+  return nil
+end
+
 -- Frees the idempotency key, unless a newer record holds it.
 local function free_key(id)
   local identity = redis.call('HGET', ident, id)
@@ -47,6 +60,8 @@ end
 
 -- Drops the record entirely.
 local function forget(id)
+  local customer = customer_of(id)
+  if customer then redis.call('ZREM', customers, customer .. '\n' .. id) end
   free_key(id)
   redis.call('HDEL', rec, id)
   redis.call('HDEL', pay, id)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.testing.conformance import DurableStoreConformance
-from stigg_cache.testing.outbox_conformance import SharedOutboxConformance
+from stigg_cache.testing.outbox_conformance import NOW, SharedOutboxConformance, events, units
 from stigg_cache_redis import open_redis_outbox
 
 from conftest import url_for
@@ -23,3 +23,18 @@ class TestRedisOutbox(SharedOutboxConformance):
 
     def make_outbox(self, base: Path) -> Outbox:
         return open_redis_outbox(url_for(base))
+
+
+def test_records_an_older_version_wrote_are_indexed_by_customer_once(tmp_path: Path) -> None:
+    """Written before the index by customer existed: found there after the first read."""
+    box = open_redis_outbox(url_for(tmp_path))
+    try:
+        box.enqueue([*units(1200), *events(3)], NOW)  # more than one batch of the index
+        index, schema = box._key_of["customers"], box._key_of["schema"]
+        box._redis.delete(index, schema)  # as an older version left it
+        assert box.held_of("c0", None) != []
+        assert len(box.held_of("c0", None)) == 1201  # the units, and event e0
+        assert box._redis.zcard(index) == 1203
+        assert box._redis.get(schema) == b"2"
+    finally:
+        box.close()

@@ -20,6 +20,8 @@ from tests.test_consume import (
     test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags,
 )
 from tests.test_shared_usage import (
+    test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage,
+    test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it,
     test_dead_lettered_usage_counts_in_no_worker,
     test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it,
     test_usage_reported_offline_by_one_worker_counts_in_every_worker,
@@ -30,6 +32,8 @@ from conftest import url_for
 
 __all__ = [
     "fake",
+    "test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage",
+    "test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it",
     "test_consume_grants_what_fits_and_enqueues_only_what_it_grants",
     "test_dead_lettered_usage_counts_in_no_worker",
     "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down",
