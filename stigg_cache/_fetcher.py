@@ -163,7 +163,9 @@ class Fetcher:
                 return StiggUnavailableError(FailureKind.CONNECTION, "client closed")
             if not self._slots.acquire(blocking=False):
                 return StiggUnavailableError(
-                    FailureKind.TIMEOUT, "every fetch slot is busy with a slow Stigg"
+                    FailureKind.TIMEOUT,
+                    "every fetch slot is busy with a slow Stigg",
+                    not_asked=True,
                 )
         refused = self._may_ask()
         if refused is not None:
@@ -194,11 +196,14 @@ class Fetcher:
             return StiggUnavailableError(
                 FailureKind.RATE_LIMITED,
                 f"Stigg's read budget is spent for now: next read in {wait_s:.2g}s",
+                not_asked=True,
             )
         if not self._health.allow():
             self._reads.refund(1, self._clock.monotonic())
             return StiggUnavailableError(
-                FailureKind.CONNECTION, f"circuit open after: {self._health.last_error}"
+                FailureKind.CONNECTION,
+                f"circuit open after: {self._health.last_error}",
+                not_asked=True,
             )
         return None
 

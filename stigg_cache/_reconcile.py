@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from stigg_cache import _fork
@@ -17,20 +18,21 @@ from stigg_cache._clock import Clock
 from stigg_cache._fetcher import Fetcher
 from stigg_cache._log import FaultLog, logger
 from stigg_cache._usage import UsageService
-from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
+from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, RateBucket
 from stigg_cache.core.reconcile import (
     DecisionJournal,
     OfflineDecision,
     ReconcileReport,
     judge_offline,
 )
-from stigg_cache.errors import StoreError
+from stigg_cache.errors import StiggUnavailableError, StoreError
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox.flusher import pacing_bucket
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
 
 REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
 REFRESH_BURST = 5.0
+NOT_ASKED_WAIT_S = 0.05  # a refresh held back before asking Stigg is tried again after this
 REFRESH_PARALLEL = 4  # reads in flight at once (within the budget): a slow Stigg is not serial
 ReportListener = Callable[[ReconcileReport], None]
 
@@ -147,7 +149,7 @@ class Reconciler:
         return ReconcileReport(
             started_at=started,
             finished_at=self._clock.time(),
-            decisions_checked=len(entries),
+            decisions_checked=sum(entry.count for entry in entries),
             decisions_dropped=dropped,
             customers_refreshed=len(fresh),
             customers_failed=failed,
@@ -164,30 +166,14 @@ class Reconciler:
         at its deadline, however many customers there are."""
         # A fleet sharing its outbox shares this budget too: all reconnect at once.
         bucket = pacing_bucket(self._usage.outbox, "refresh", self._rate, REFRESH_BURST)
-        fresh: dict[ScopeKey, Snapshot] = {}
-        pending = iter(scopes)
-        lock = threading.Lock()  # the iterator, the bucket (a local one is not thread-safe)
-
-        def next_scope() -> ScopeKey | None:
-            while not self._stop.is_set():
-                remaining = deadline - self._clock.monotonic()
-                if remaining <= 0:
-                    return None
-                with lock:
-                    wait = bucket.take(1, self._clock.monotonic())
-                    scope = next(pending, None) if not wait else None
-                if not wait:
-                    return scope
-                self._sleep(min(remaining, wait * (1 + self._jitter() / 10)))
-            return None
+        refreshes = _Refreshes(scopes, bucket)
 
         def worker() -> None:
-            while (scope := next_scope()) is not None:
+            while (scope := self._next_scope(refreshes, deadline)) is not None:
                 remaining = deadline - self._clock.monotonic()
                 result = self._fetcher.fetch(scope, min(remaining, self._fetch_timeout_s))
-                if isinstance(result, CachedSnapshot):
-                    with lock:
-                        fresh[scope] = result.snapshot
+                if refreshes.done(scope, result):  # held back (the half-open probe in flight)
+                    self._sleep(min(max(remaining, 0.0), NOT_ASKED_WAIT_S))
 
         workers = [
             threading.Thread(target=worker, daemon=True, name="stigg-cache-reconcile-refresh")
@@ -197,7 +183,48 @@ class Reconciler:
             thread.start()
         for thread in workers:  # each ends by the deadline plus one fetch's wait at most
             thread.join()
-        return fresh, len(scopes) - len(fresh)
+        return refreshes.fresh, len(scopes) - len(refreshes.fresh)
+
+    def _next_scope(self, refreshes: _Refreshes, deadline: float) -> ScopeKey | None:
+        """The next scope to refresh once the budget allows; ``None`` past the deadline."""
+        while not self._stop.is_set():
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                return None
+            scope, wait = refreshes.take(self._clock.monotonic())
+            if not wait:
+                return scope
+            self._sleep(min(remaining, wait * (1 + self._jitter() / 10)))
+        return None
+
+
+class _Refreshes:
+    """The scopes a reconciliation refreshes, handed out one per token of its budget."""
+
+    def __init__(self, scopes: list[ScopeKey], bucket: RateBucket) -> None:
+        self._pending = iter(scopes)
+        self._again: deque[ScopeKey] = deque()  # held back before asking Stigg: asked again
+        self._bucket = bucket
+        self._lock = threading.Lock()  # a local bucket is not thread-safe
+        self.fresh: dict[ScopeKey, Snapshot] = {}
+
+    def take(self, now: float) -> tuple[ScopeKey | None, float]:
+        """The next scope (``None``: none left), or the seconds until the budget allows one."""
+        with self._lock:
+            wait = self._bucket.take(1, now)
+            if wait:
+                return None, wait
+            return (self._again.popleft() if self._again else next(self._pending, None)), 0.0
+
+    def done(self, scope: ScopeKey, result: CachedSnapshot | StiggUnavailableError) -> bool:
+        """Note a refresh's result; true if it was held back before asking (asked again)."""
+        with self._lock:
+            if isinstance(result, CachedSnapshot):
+                self.fresh[scope] = result.snapshot
+            elif result.not_asked:
+                self._again.append(scope)
+                return True
+        return False
 
 
 def _most_recent_first(entries: list[OfflineDecision], touched: list[ScopeKey]) -> list[ScopeKey]:

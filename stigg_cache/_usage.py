@@ -33,6 +33,7 @@ DEPTH_RECHECK_S = 1.0
 # A metered check reads what other processes changed in the shared outbox at most this often:
 # the lag with which a sibling's usage counts here (a query of a few microseconds when idle).
 SYNC_INTERVAL_S = 0.005
+MAX_TOUCHED = 100_000  # customers with usage reported offline, remembered for reconciliation
 _monotonic = time.monotonic  # a module global: one lookup fewer on every metered check
 
 
@@ -139,8 +140,7 @@ class UsageService:
             if not receipt.duplicate:
                 self._count(record, meters)
                 if offline:
-                    with self._touched_lock:
-                        self._touched[(record.customer_id, record.resource_id)] = None
+                    self._touch((record.customer_id, record.resource_id))
         self.flusher.wake()
 
     def local_usage(
@@ -289,6 +289,14 @@ class UsageService:
         self._background_sync = threading.Lock()
         self._consuming = threading.Lock()
         self.ledger.renew_lock()
+
+    def _touch(self, scope: ScopeKey) -> None:
+        """Remember a customer to refresh on reconnect, most recent last, within a bound."""
+        with self._touched_lock:
+            self._touched.pop(scope, None)
+            self._touched[scope] = None
+            if len(self._touched) > MAX_TOUCHED:  # the least recent: refreshed by its next check
+                del self._touched[next(iter(self._touched))]
 
     def touched(self) -> list[ScopeKey]:
         """Customers that reported usage while offline, oldest first; the list empties."""

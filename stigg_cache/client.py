@@ -50,7 +50,7 @@ from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
-from stigg_cache.core.reconcile import DecisionJournal, OfflineDecision, ReconcileReport
+from stigg_cache.core.reconcile import DecisionJournal, ReconcileReport
 from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
 from stigg_cache.models import (
     AnyEntitlement,
@@ -251,6 +251,7 @@ class ResilientClient:
         )
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()
+        _fork.renew_after_fork(self._journal, DecisionJournal.renew_lock)
         self._reconciler = Reconciler(
             self._journal,
             self._usage,
@@ -580,9 +581,7 @@ class ResilientClient:
         return _Judgement(lambda local: make(local=local), usage_of)
 
     def _journaled(self, result: AnyEntitlement, request: CheckRequest) -> AnyEntitlement:
-        self._journal.append(
-            OfflineDecision(self._clock.time(), request, result.decision.source, result.has_access)
-        )
+        self._journal.record(self._clock.time(), request, result.decision.source, result.has_access)
         return result
 
     # -- usage ---------------------------------------------------------------------

@@ -194,7 +194,7 @@ def _recovery(client: ResilientClient, fake: FakeStigg) -> None:
     if report is not None:
         print(
             f"   reconcile: {report.decisions_checked} offline decisions checked, "
-            f"{len(report.contradictions)} contradicted by fresh data, "
+            f"{sum(c.count for c in report.contradictions)} contradicted by fresh data, "
             f"{report.customers_refreshed} customers refreshed"
         )
         for contradiction in report.contradictions[:3]:

@@ -72,6 +72,8 @@ class StiggUnavailableError(StiggCacheError):
         kind: the class of failure.
         status_code: the HTTP status, when there was a response.
         retry_after_s: Stigg's ``Retry-After`` hint in seconds, if any.
+        not_asked: no request left this process (the breaker, the read budget or busy
+            fetch slots held it back): asking again later may well work.
     """
 
     def __init__(
@@ -81,11 +83,13 @@ class StiggUnavailableError(StiggCacheError):
         *,
         status_code: int | None = None,
         retry_after_s: float | None = None,
+        not_asked: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        self.not_asked = not_asked
 
     @property
     def trips_breaker(self) -> bool:

@@ -8,7 +8,7 @@ again; disagreements go into a :class:`ReconcileReport` for the operator
 
 from __future__ import annotations
 
-from collections import deque
+import threading
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -16,31 +16,37 @@ import attrs
 from stigg_cache.core.engine import CheckRequest, from_snapshot
 from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Snapshot, Source
 
-DEFAULT_JOURNAL_SIZE = 10_000  # offline decisions kept for the report; the oldest go first
+# Kinds of offline decision kept for the report (customer, feature, request, tier and
+# answer: counted with their first and last time); those past it are counted as uncovered.
+DEFAULT_JOURNAL_SIZE = 100_000
 
 
 @attrs.frozen
 class OfflineDecision:
-    """A check answered without fresh data."""
+    """Checks answered alike without fresh data: one request, one tier, one answer."""
 
-    at: float
     request: CheckRequest
     source: Source
     has_access: bool
+    count: int = 1
+    first_at: float = 0.0
+    last_at: float = 0.0
 
 
 @attrs.frozen
 class Contradiction:
-    """An offline answer that fresh data disagrees with."""
+    """Offline answers that fresh data disagrees with (``count`` of them, alike)."""
 
     customer_id: str
     resource_id: str | None
     feature_id: str
-    decided_at: float
+    decided_at: float  # the first of them
     source: Source
     offline_has_access: bool
     fresh_has_access: bool
     explanation: str
+    count: int = 1
+    last_decided_at: float | None = None
 
 
 @attrs.frozen
@@ -48,8 +54,9 @@ class ReconcileReport:
     """What reconciliation found after Stigg came back.
 
     Attributes:
-        decisions_checked: journaled offline decisions judged against fresh data.
-        decisions_dropped: offline decisions that fell out of the bounded journal.
+        decisions_checked: offline decisions judged against fresh data (every one the
+            journal covers: alike decisions are counted together).
+        decisions_dropped: offline decisions the bounded journal could not cover.
         customers_refreshed / customers_failed: snapshot refreshes after reconnect.
         outbox_drained: whether every buffered record reached Stigg.
     """
@@ -67,34 +74,52 @@ class ReconcileReport:
     @property
     def granted_but_denied(self) -> int:
         """Offline grants that fresh data would have denied (revenue risk)."""
-        return sum(1 for c in self.contradictions if c.offline_has_access)
+        return sum(c.count for c in self.contradictions if c.offline_has_access)
 
     @property
     def denied_but_granted(self) -> int:
         """Offline denials that fresh data would have granted (customer pain)."""
-        return sum(1 for c in self.contradictions if not c.offline_has_access)
+        return sum(c.count for c in self.contradictions if not c.offline_has_access)
 
 
 class DecisionJournal:
-    """A bounded, thread-safe log of offline decisions (append is the hot path)."""
+    """Offline decisions, counted by kind within a bound; thread-safe."""
 
     def __init__(self, size: int = DEFAULT_JOURNAL_SIZE) -> None:
-        self._entries: deque[OfflineDecision] = deque(maxlen=size)
-        self.appended = 0
+        self._size = size
+        self._kinds: dict[tuple[CheckRequest, Source, bool], list[float]] = {}  # count, first, last
+        self._uncovered = 0
+        self._lock = threading.Lock()
 
-    def append(self, entry: OfflineDecision) -> None:
-        """Record one offline decision (deque appends are atomic)."""
-        self._entries.append(entry)
-        self.appended += 1
+    def renew_lock(self) -> None:
+        """A lock of this process's own (after ``os.fork``)."""
+        self._lock = threading.Lock()
+
+    def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
+        """Count one offline decision made at ``at`` (wall time)."""
+        key = (request, source, has_access)
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is not None:
+                kind[0] += 1
+                kind[2] = at
+            elif len(self._kinds) < self._size:
+                self._kinds[key] = [1, at, at]
+            else:
+                self._uncovered += 1
 
     def take(self) -> tuple[list[OfflineDecision], int]:
-        """Every entry so far and how many were dropped for space; the journal empties."""
-        entries: list[OfflineDecision] = []
-        while self._entries:
-            entries.append(self._entries.popleft())
-        dropped = max(0, self.appended - len(entries))
-        self.appended = 0
-        return entries, dropped
+        """Every kind so far, most recent last, and how many decisions were not covered;
+        the journal empties."""
+        with self._lock:
+            kinds, self._kinds = self._kinds, {}
+            uncovered, self._uncovered = self._uncovered, 0
+        taken = [
+            OfflineDecision(request, source, has_access, int(count), first, last)
+            for (request, source, has_access), (count, first, last) in kinds.items()
+        ]
+        taken.sort(key=lambda decision: decision.last_at)
+        return taken, uncovered
 
 
 _JUDGE = Decision(Source.LIVE, 0.0, stale=False)
@@ -139,11 +164,13 @@ def judge_offline(
                     request.customer_id,
                     request.resource_id,
                     request.feature_id,
-                    entry.at,
+                    entry.first_at,
                     entry.source,
                     entry.has_access,
                     verdict.has_access,
                     explanation,
+                    entry.count,
+                    entry.last_at,
                 )
             )
     return found
