@@ -25,7 +25,12 @@ from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
 from stigg_cache.errors import InvalidResponseError
 from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Source
 from stigg_cache.policy.model import FallbackPolicy
-from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
+from stigg_cache.stores.layered import (
+    PREPARED_FEATURE_BYTES,
+    PREPARED_KIND_BYTES,
+    CachedSnapshot,
+    ScopeKey,
+)
 
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
 # Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
@@ -89,8 +94,12 @@ class FastPath:
         monotonic: Callable[[], float],
         wall: Callable[[], float],
         usage: UsageView,
+        grew: Callable[[ScopeKey, CachedSnapshot, int], None],
     ) -> None:
+        """``grew(scope, entry, bytes)``: an entry holds more (a prepared answer), for
+        L1's byte budget."""
         self.l1 = l1
+        self.grew = grew
         self.policy = policy
         self.monotonic = monotonic
         self.wall = wall
@@ -119,10 +128,7 @@ class FastPath:
         entry = self.l1.get(scope)
         if entry is None:
             return None
-        try:  # noqa: SIM105 - cheaper than contextlib.suppress here
-            self.l1.move_to_end(scope)  # LRU; atomic under the GIL
-        except KeyError:  # evicted meanwhile: the entry in hand still answers
-            pass
+        entry.referenced = True  # for L1's eviction sweep (CLOCK): one store, no lock
         policy = self.policy
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
         prepared = None if slots is None else slots[slot]
@@ -193,9 +199,13 @@ class FastPath:
         usage_scope = (request.customer_id, request.resource_id, request.feature_id)
         prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope, [_NOT_JUDGED])
         slots = entry.warm.get(request.feature_id)
+        added = PREPARED_KIND_BYTES
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
             slots = entry.warm[request.feature_id] = [None] * len(SLOT)
+            added = PREPARED_FEATURE_BYTES
         if slots is not None:
+            if slots[SLOT[request.kind]] is None:
+                self.grew((request.customer_id, request.resource_id), entry, added)
             slots[SLOT[request.kind]] = prepared
         return prepared
 

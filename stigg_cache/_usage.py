@@ -181,12 +181,12 @@ class UsageService:
             if scope in self._loaded:
                 return
             since = self._cursor
-            self._loaded.add(scope)
             try:
                 held = self._shared.held_of(customer_id, resource_id)
                 meters = self._meters()
                 for one in held:
                     self._count(one.record, meters, one.acked_at, one.counted)
+                self._loaded.add(scope)  # only now: a check must not answer with part of it
                 self._follow(self._shared.changes(since))
             except StoreError:
                 self._loaded.discard(scope)

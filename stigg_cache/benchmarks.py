@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from stigg_cache import benchmarks_l1
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
@@ -58,6 +59,11 @@ class Sizes:
     sdk_calls: int = 200
     worker_customers: int = 400
     startup_records: int = 1_000_000
+    l1_requests: int = 200_000
+    l1_customers: int = 700
+    l1_budget: int = 20_000_000
+    churn_customers: int = 100_000
+    churn_bound: int = 50_000_000
 
 
 TINY = Sizes(
@@ -70,6 +76,11 @@ TINY = Sizes(
     sdk_calls=5,
     worker_customers=20,
     startup_records=2_000,
+    l1_requests=2_000,
+    l1_customers=30,
+    l1_budget=500_000,
+    churn_customers=500,
+    churn_bound=1_000_000,
 )
 
 
@@ -576,6 +587,34 @@ def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
     ]  # fmt: skip
 
 
+def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 17-22: L1's hit rates beside plain LRU's; the memory it holds against its budget;
+    a store swept of old snapshots, and bounded under churn."""
+    rows = [
+        Row(number, measure, ours, lru, "%", ours / lru if lru else ours, target, met)
+        for number, measure, ours, lru, target, met in benchmarks_l1.bench_hit_rates(
+            sizes.l1_requests
+        )
+    ]
+    held = benchmarks_l1.l1_memory(tmp, sizes.l1_customers, sizes.l1_budget)
+    ratio = held / sizes.l1_budget
+    rows.append(
+        Row(20, "memory L1 holds, every feature checked (vs l1_max_bytes)", held / 1e6,
+            sizes.l1_budget / 1e6, "MB", ratio, "<= 1.3x", ratio <= 1.3)
+    )  # fmt: skip
+    left, size = benchmarks_l1.store_churn(tmp, sizes.churn_customers, sizes.churn_bound)
+    rows.append(
+        Row(21, "snapshots past max_staleness swept (of 1,000)", 1_000 - left, 1_000, "n",
+            (1_000 - left) / 1_000, "all (none left)", left == 0)
+    )  # fmt: skip
+    rows.append(
+        Row(22, f"SQLite file, {sizes.churn_customers:,} customers' churn (vs store_max_bytes)",
+            size * sizes.churn_bound / 1e6, sizes.churn_bound / 1e6, "MB", size, "<= 1.1x",
+            size <= 1.1)
+    )  # fmt: skip
+    return rows
+
+
 def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:
     """Row 14: Stigg reads of 8 forked workers checking the same customers, against one process."""
     customers = [f"w{n}" for n in range(sizes.worker_customers)]
@@ -821,6 +860,7 @@ def run(sizes: Sizes) -> list[Row]:
         rows.append(bench_async_check(sizes, tmp))
         rows.append(bench_worker_reads(sizes, tmp))
         rows += bench_startup(sizes, tmp)
+        rows += bench_l1(sizes, tmp)
     return sorted(rows, key=lambda row: row.number)
 
 

@@ -79,6 +79,7 @@ from stigg_cache.outbox.records import (
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
+from stigg_cache.stores._url import default_store_max_bytes
 from stigg_cache.stores.layered import (
     DEFAULT_L1_MAX_BYTES,
     DEFAULT_L1_MAX_ENTRIES,
@@ -146,8 +147,12 @@ class ResilientClient:
             on a read pauses reads (for its Retry-After, or on our own backoff).
         outbox_max_records: the most records the outbox may hold; usage calls
             beyond it raise :class:`OutboxFullError` (never silently dropped).
-        l1_max_entries / l1_max_bytes: bounds of the in-memory cache (LRU);
-            bytes count the snapshots' stored form.
+        l1_max_entries / l1_max_bytes: bounds of the in-memory cache; bytes count
+            the memory it holds (decoded snapshots and prepared answers).
+        store_max_bytes: about the most a file store holds (SQLite, disk): the least
+            recently written snapshots go first; default: a tenth of the disk's free
+            space at start-up, between 64 MiB and 10 GiB. Snapshots older than the
+            policy's longest ``max_staleness`` are swept away in any case.
         signing_key: HMAC-SHA256 key(s) for tamper-evident snapshots (the
             first signs, all verify); default ``STIGG_CACHE_SIGNING_KEY``
             (comma-separated). A snapshot that fails verification is a miss.
@@ -168,6 +173,7 @@ class ResilientClient:
         fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
         l1_max_entries: int = DEFAULT_L1_MAX_ENTRIES,
         l1_max_bytes: int = DEFAULT_L1_MAX_BYTES,
+        store_max_bytes: int | None = None,
         settle_s: float = DEFAULT_SETTLE_S,
         events_per_second: float = EVENTS_PER_SECOND,
         usage_calls_per_minute: float = USAGE_CALLS_PER_MINUTE,
@@ -217,7 +223,21 @@ class ResilientClient:
             else outbox
         )
         self._health = Health(breaker or CircuitBreaker(), clock)
-        self._cache = SnapshotCache(opened, clock, self._store_fault, l1_max_entries, l1_max_bytes)
+        self._cache = SnapshotCache(
+            opened,
+            clock,
+            self._store_fault,
+            l1_max_entries,
+            l1_max_bytes,
+            keep_for=lambda: self._policy.keep_snapshots_s,
+            store_max_bytes=(
+                check.positive_int("store_max_bytes", store_max_bytes)
+                if store_max_bytes is not None
+                else default_store_max_bytes(store_url)
+                if self._owns_store
+                else None
+            ),
+        )
 
         self._fetcher = Fetcher(
             self._adapter,
@@ -248,6 +268,7 @@ class ResilientClient:
             monotonic=clock.monotonic,
             wall=clock.time,
             usage=self._usage,
+            grew=self._cache.grew,
         )
         self._fast = self._warm.answer  # bound once: the getters call it on every check
         self._journal = DecisionJournal()

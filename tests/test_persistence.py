@@ -208,11 +208,11 @@ def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
     store.close()
 
 
-def test_l1_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
+def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_often() -> None:
     from stigg_cache._clock import SYSTEM_CLOCK
     from stigg_cache.chaos.fake import boolean
     from stigg_cache.models import Snapshot
-    from stigg_cache.stores.layered import SnapshotCache
+    from stigg_cache.stores.layered import DECODED_PER_STORED_BYTE, SnapshotCache
     from stigg_cache.stores.memory import MemoryStore
 
     def snapshot(customer: str, features: int) -> Snapshot:
@@ -222,21 +222,27 @@ def test_l1_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
     for customer in ("a", "b"):
         by_count.put(snapshot(customer, 1), 0.0)
     assert by_count.peek(("a", None)) is not None  # a is now the most recently used
-    by_count.put(snapshot("c", 1), 0.0)
-    assert set(by_count.l1) == {("a", None), ("c", None)}
+    by_count.put(snapshot("c", 1), 0.0)  # full: c was asked for no more often than b
+    assert set(by_count.l1) == {("a", None), ("b", None)}
+    assert by_count.get("c", None) is not None  # asked for (from the store): now it is
+    assert set(by_count.l1) == {("a", None), ("c", None)}  # the least recently used went
 
     from stigg_cache._codec import encode_snapshot
 
+    def held(one: Snapshot) -> int:
+        return int(len(encode_snapshot(one)) * DECODED_PER_STORED_BYTE)
+
     big, small, other = snapshot("big", 20), snapshot("small", 1), snapshot("other", 20)
-    budget = len(encode_snapshot(big)) + len(encode_snapshot(small)) + 10
+    budget = held(big) + held(small) + 10
     by_bytes = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_bytes=budget)
     by_bytes.put(big, 0.0)
     by_bytes.put(small, 0.0)
     assert set(by_bytes.l1) == {("big", None), ("small", None)}  # both fit
-    by_bytes.put(other, 0.0)  # no longer: the least recently used goes
+    by_bytes.put(other, 0.0)
+    assert by_bytes.get("other", None) is not None  # asked for: admitted, big goes
     assert ("big", None) not in by_bytes.l1
     assert by_bytes.l1_bytes <= budget
-    assert by_bytes.l1_bytes == sum(entry.size for entry in by_bytes.l1.values())
+    assert by_bytes.l1_bytes == sum(entry.held_bytes for entry in by_bytes.l1.values())
 
 
 def test_opening_a_store_again_never_drops_the_locks_of_connections_already_open(

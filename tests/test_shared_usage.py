@@ -7,6 +7,8 @@ dead-lettered count the same in all of them.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -173,5 +175,33 @@ def test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it
     assert len(later._usage.ledger) == 2  # that customer's records only
     assert not later.consume(customer_id="c-9", feature_id="api_calls", amount=100).granted
     assert len(later._usage.ledger) == 3  # c-9's one unit, read before judging
+    later.close()
+    first.close()
+
+
+def test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage(
+    fake: FakeStigg, store_url: str
+) -> None:
+    first = _client(fake, store_url)
+    fake.set_mode(FakeMode.DOWN)
+    first.report_usage_bulk(  # the limit, in many records: reading them takes a while
+        [{"customer_id": "c-8", "feature_id": "api_calls", "value": 0.005} for _ in range(20_000)]
+    )
+    later = _client(fake, store_url)  # a worker started afterwards: c-8 not read yet
+    # No sync due for a minute: no thread waits on one (as the async client's threads, whose
+    # syncs run in the background): each goes straight to reading the customer's usage.
+    later._usage.next_sync = time.monotonic() + 60
+    granted: list[bool] = []
+
+    def check(delay_s: float) -> None:
+        time.sleep(delay_s)  # one after the other, while the first reads
+        granted.append(_fits(later, "c-8", 1))
+
+    threads = [threading.Thread(target=check, args=(n * 0.01,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted == [False] * 8  # none answered with part of the usage
     later.close()
     first.close()

@@ -107,6 +107,7 @@ class Resolution:
 
 
 BUILTIN_ALLOW = Grant(has_access=True)
+PLAN_MEMORY_S = 30 * 86_400.0  # snapshots kept for plan-matching rules: a month
 
 
 @attrs.frozen
@@ -171,6 +172,15 @@ class FallbackPolicy:
         return max(
             [self.staleness.max_staleness_s, *(b.max_staleness_s for b in self._budgets.values())]
         )
+
+    @property
+    def keep_snapshots_s(self) -> float:
+        """How long a stored snapshot is of use: its longest budget, and with rules that
+        match plans at least ``PLAN_MEMORY_S`` (an expired snapshot still tells a rule
+        which plans its customer is on)."""
+        if any(rule.plans for rule in self.rules):
+            return max(self.max_staleness_s, PLAN_MEMORY_S)
+        return self.max_staleness_s
 
     def resolve(
         self,

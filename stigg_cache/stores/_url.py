@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from stigg_cache.errors import ConfigurationError
@@ -21,3 +22,21 @@ def path_from_url(url: str, scheme: str) -> Path:
             f"or {scheme}:////absolute/path"
         )
     return Path(rest)
+
+
+STORE_SHARE_OF_FREE_DISK = 10  # the default bound of a file store: a tenth of the free space
+STORE_MAX_BYTES_CAP = 10 * 1024**3
+STORE_MAX_BYTES_FLOOR = 64 * 1024**2
+
+
+def default_store_max_bytes(url: str) -> int | None:
+    """The byte bound of a file store by default: a tenth of the space free on its disk when
+    the client starts, between 64 MiB and 10 GiB; ``None`` for stores not on this disk."""
+    scheme = url.partition(":")[0]
+    if scheme not in ("sqlite", "disk"):
+        return None
+    folder = path_from_url(url, scheme).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    return max(STORE_MAX_BYTES_FLOOR, min(STORE_MAX_BYTES_CAP, free // STORE_SHARE_OF_FREE_DISK))

@@ -72,6 +72,26 @@ class Leases(Protocol):
         ...
 
 
+@runtime_checkable
+class Pruning(Protocol):
+    """A durable store drops what no check can use any more (bounded work per call).
+
+    Snapshots older than the policy's longest ``max_staleness`` only answer
+    DEFAULT; a customer never seen again would hold its snapshot forever.
+    """
+
+    def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
+        """Entries under ``prefix`` are of use ``seconds`` after their write; with
+        ``max_bytes``, the store keeps at most about that much, the least recently
+        written going first. Applies to what is written from now on, and to pruning."""
+        ...
+
+    def prune(self, limit: int) -> int:
+        """Drop up to ``limit`` entries past their time or beyond the byte bound (stores
+        that expire entries by themselves do nothing); how many went."""
+        ...
+
+
 def lease_of(store: Store, key: str, owner: str, ttl_s: float) -> bool:
     """``store``'s lease (:class:`Leases`); a store without leases: always taken."""
     return not isinstance(store, Leases) or store.lease(key, owner, ttl_s)

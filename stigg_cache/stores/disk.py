@@ -97,6 +97,8 @@ class DiskStore:
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
+        self._kept_prefix: str | None = None
+        self._kept_s = 0.0
         try:
             private_dir(self.directory)
             private_file(self.directory / diskcache.core.DBNAME)
@@ -117,7 +119,31 @@ class DiskStore:
         raise CorruptEntryError("disk-store entry is not bytes")
 
     def put(self, key: str, value: bytes) -> None:
-        self._guard(lambda: self._cache.set(key, bytes(value), retry=True))
+        expire = (
+            self._kept_s
+            if self._kept_prefix is not None and key.startswith(self._kept_prefix)
+            else None
+        )
+        self._guard(lambda: self._cache.set(key, bytes(value), expire=expire, retry=True))
+
+    def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
+        """diskcache's own expiry for entries written from now on, and its own size limit
+        and eviction (least recently stored first) when ``max_bytes`` is given."""
+        self._kept_prefix, self._kept_s = prefix, seconds
+        if max_bytes is not None:
+
+            def limit() -> None:
+                self._cache.reset("size_limit", max_bytes)
+                self._cache.reset("eviction_policy", "least-recently-stored")
+
+            self._guard(limit)
+
+    def prune(self, limit: int) -> int:
+        """diskcache drops expired entries and culls to its size limit."""
+        del limit  # diskcache's own passes are bounded
+        return int(
+            self._guard(lambda: self._cache.expire(retry=True) + self._cache.cull(retry=True))
+        )
 
     def delete(self, key: str) -> None:
         self._guard(lambda: self._cache.delete(key, retry=True))

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 
 from stigg_cache import _fork
 from stigg_cache.errors import ConfigurationError, TamperedEntryError
-from stigg_cache.stores.base import MISSING, Missing, Store, lease_of
+from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, lease_of
 
 SIGNED_MAGIC = b"SCSG"
 ENV_SIGNING_KEY = "STIGG_CACHE_SIGNING_KEY"  # comma-separated: the first signs, all verify
@@ -159,6 +159,13 @@ class SignedStore:
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return self.inner.keys(prefix)
+
+    def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
+        if isinstance(self.inner, Pruning):
+            self.inner.keep_for(prefix, seconds, max_bytes)
+
+    def prune(self, limit: int) -> int:
+        return self.inner.prune(limit) if isinstance(self.inner, Pruning) else 0
 
     def close(self) -> None:
         self.inner.close()

@@ -7,6 +7,7 @@ Safe for several threads (one connection behind a lock) and several processes
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -40,9 +41,27 @@ def _create(db: sqlite_utils.Database) -> None:
     db[TABLE].create(  # type: ignore[union-attr]
         {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
     )
+    # Pruning reads the oldest first: an index, so a pass costs what it deletes.
+    db[TABLE].create_index(["updated_at"], if_not_exists=True)  # type: ignore[union-attr]
     db[LEASES].create(  # type: ignore[union-attr]
         {"key": str, "owner": str, "until": float}, pk="key", if_not_exists=True
     )
+
+
+# The mean size of the oldest entries: how many to delete to get back under a byte bound.
+_OLDEST_SIZE = (
+    f"SELECT avg(length(value)) FROM (SELECT value FROM {TABLE} "  # noqa: S608
+    "WHERE substr(key, 1, ?) = ? ORDER BY updated_at LIMIT 100)"
+)
+ROW_OVERHEAD_BYTES = 100  # key, time, b-tree cells and the index entry of a row
+
+
+def _used_bytes(db: sqlite3.Connection) -> int:
+    """Bytes of the database's pages in use (free pages are reused before the file grows)."""
+    ((pages,),) = db.execute("PRAGMA page_count").fetchall()
+    ((free,),) = db.execute("PRAGMA freelist_count").fetchall()
+    ((size,),) = db.execute("PRAGMA page_size").fetchall()
+    return int((pages - free) * size)
 
 
 class SqliteStore:
@@ -54,6 +73,7 @@ class SqliteStore:
             private_file(self.path)
         except OSError as error:
             raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
+        self._kept: tuple[str, float, int | None] | None = None  # prefix, seconds, max bytes
         self._db = SqliteConnection(
             self.path,
             name="SQLite store",
@@ -93,6 +113,31 @@ class SqliteStore:
             (len(prefix), prefix),
         )
         return iter([str(row[0]) for row in rows])
+
+    def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
+        self._kept = (prefix, seconds, max_bytes)
+
+    def prune(self, limit: int) -> int:
+        """Delete the oldest entries under the kept prefix: those written more than the kept
+        time ago, then (with a byte bound) the oldest while the file's used pages exceed it.
+        One short write transaction; freed pages are reused (the file does not grow)."""
+        if self._kept is None:
+            return 0
+        prefix, seconds, max_bytes = self._kept
+        oldest = (
+            f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "  # noqa: S608
+            "WHERE substr(key, 1, ?) = ? AND updated_at < ? ORDER BY updated_at LIMIT ?)"
+        )
+        with self._db.write() as db:
+            gone = db.execute(oldest, (len(prefix), prefix, time.time() - seconds, limit)).rowcount
+            excess = 0 if max_bytes is None else _used_bytes(db) - max_bytes
+            if excess > 0 and gone < limit:
+                ((each,),) = db.execute(_OLDEST_SIZE, (len(prefix), prefix)).fetchall()
+                over = 1 + excess // (int(each or 0) + ROW_OVERHEAD_BYTES)
+                gone += db.execute(
+                    oldest, (len(prefix), prefix, math.inf, min(limit - gone, over))
+                ).rowcount
+        return int(gone)
 
     def close(self) -> None:
         self._db.close()

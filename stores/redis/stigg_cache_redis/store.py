@@ -7,6 +7,7 @@ apart; an optional TTL lets Redis drop snapshots nobody refreshed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import cast
 
@@ -41,6 +42,7 @@ class RedisStore:
         self._leases = f"stigg-cache:{settings.namespace}:lease:"
         self._lease = self._redis.register_script(_LEASE)
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
+        self._kept: tuple[str, float] | None = None  # prefix, seconds: the TTL by default
 
     @property
     def namespace(self) -> str:
@@ -57,7 +59,21 @@ class RedisStore:
         return MISSING if value is None else cast("bytes", value)
 
     def put(self, key: str, value: bytes) -> None:
-        self._gate.call(lambda: self._redis.set(self._prefix + key, value, ex=self.settings.ttl_s))
+        ttl = self.settings.ttl_s
+        if ttl is None and self._kept is not None and key.startswith(self._kept[0]):
+            ttl = math.ceil(self._kept[1])
+        self._gate.call(lambda: self._redis.set(self._prefix + key, value, ex=ttl))
+
+    def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
+        """Entries under ``prefix`` written from now on expire after ``seconds`` (unless the
+        URL sets ``ttl``); a byte bound is Redis's own (``maxmemory``)."""
+        del max_bytes
+        self._kept = (prefix, seconds)
+
+    def prune(self, limit: int) -> int:
+        """Redis expires entries by itself."""
+        del limit
+        return 0
 
     def delete(self, key: str) -> None:
         self._gate.call(lambda: self._redis.delete(self._prefix + key))

@@ -38,3 +38,22 @@ def test_records_an_older_version_wrote_are_indexed_by_customer_once(tmp_path: P
         assert box._redis.get(schema) == b"2"
     finally:
         box.close()
+
+
+def test_snapshots_on_redis_expire_after_the_policys_longest_max_staleness(
+    tmp_path: Path,
+) -> None:
+    from stigg_cache import FallbackPolicy, ResilientClient, Staleness
+    from stigg_cache.chaos.fake import FakeStigg, boolean
+
+    policy = FallbackPolicy(staleness=Staleness(fresh_for_s=60, max_staleness_s=7200))
+    with FakeStigg(api_key="sk-ttl") as fake:
+        fake.set_customer("acme", [boolean("sso")])
+        client = ResilientClient(
+            None, api_key="sk-ttl", base_url=fake.url, store=url_for(tmp_path), policy=policy
+        )
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        store = client._cache.store
+        (key,) = list(store._redis.scan_iter(f"{store._prefix}*"))  # type: ignore[attr-defined]
+        assert 7100 < store._redis.ttl(key) <= 7200  # type: ignore[attr-defined]
+        client.close()
