@@ -355,7 +355,7 @@ def _sdk_row(client: ResilientClient, fake: FakeStigg, sizes: Sizes) -> Row:
 
 
 def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 4 and 5: the first check of a customer in a new process, from L2.
+    """Rows 4, 5 and 24: the first check of a customer in a new process, from L2.
 
     "New process" is an empty L1 in front of a store holding the snapshot;
     the baselines hold the same snapshot as Stigg's JSON response, read it raw
@@ -370,7 +370,49 @@ def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
     return [
         attrs.evolve(sqlite_row, number=4, target="<= 2x", passed=sqlite_row.ratio <= 2),
         attrs.evolve(disk_row, number=5, target="<= 1.5x", passed=disk_row.ratio <= 1.5),
+        _cold_threads_row(sizes, tmp, value),
     ]
+
+
+def _cold_threads_row(sizes: Sizes, tmp: Path, value: bytes) -> Row:
+    """Row 24: first checks (empty L1, snapshots in SQLite) from 8 threads against 1."""
+    customers = [f"cold-{n}" for n in range(sizes.io_ops * 4)]
+    with ResilientClient(
+        None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=f"sqlite:///{tmp}/cold.db",
+        outbox="memory://",
+    ) as client:  # fmt: skip
+        cache = client._cache
+        for customer in customers:
+            cache.store.put(snapshot_key(customer, None), value)
+        check = client.get_boolean_entitlement
+
+        def throughput(threads: int) -> float:
+            cache.clear_l1()
+            share = len(customers) // threads
+            barrier = threading.Barrier(threads + 1)
+
+            def work(mine: list[str]) -> None:
+                barrier.wait()
+                for customer in mine:
+                    check(customer_id=customer, feature_id="flag-1")
+
+            workers = [
+                threading.Thread(target=work, args=(customers[n * share : (n + 1) * share],))
+                for n in range(threads)
+            ]
+            for worker in workers:
+                worker.start()
+            started = time.perf_counter()
+            barrier.wait()
+            for worker in workers:
+                worker.join()
+            return (time.perf_counter() - started) / (share * threads)
+
+        eight, one = _interleaved(lambda: throughput(8), lambda: throughput(1), sizes.rounds)
+    return _row(
+        24, "first checks from SQLite, 8 threads (aggregate)", eight, one, "us",
+        ">= 1.0x throughput", lambda r: r >= 1.0, invert=True,
+    )  # fmt: skip
 
 
 def _first_check_row(
@@ -536,7 +578,8 @@ def _consume_row(client: ResilientClient, sizes: Sizes, counter: Iterator[int]) 
 
 
 def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 15 and 16: building a client over a deep outbox of usage, against an empty one."""
+    """Rows 15, 16 and 23: building a client over a deep outbox of usage, against an empty
+    one; its status() with as many snapshots in the store."""
     deep, empty = tmp / "startup-deep", tmp / "startup-empty"
     with FakeStigg(api_key=API_KEY) as fake:
         fake.set_mode(fake.mode.DOWN)  # the usage stays pending
@@ -579,12 +622,33 @@ def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
         mine, theirs = _interleaved(built(deep), built(empty), sizes.rounds)
         more = held(deep)
         less = held(empty)
+        _plant_snapshots(deep / "cache.db", sizes.startup_records)
+        with client(deep) as big, client(empty) as small:
+            busy, idle = _interleaved(
+                _timed(lambda _: big.status(), 50), _timed(lambda _: small.status(), 50), 5
+            )
     pending = f"{sizes.startup_records:,} pending usage records"
     return [
         _row(15, f"constructor, {pending}", mine, theirs, "ms", "<= 2x", lambda r: r <= 2),
         Row(16, f"memory after constructor, {pending}", more, less, "MB", more / less,
             "<= +50 MB", more - less <= 50),
+        _row(23, f"status(), {pending} and as many snapshots (SQLite)", busy, idle, "ms",
+             "<= 5 ms", lambda _: statistics.median(busy) <= 0.005),
     ]  # fmt: skip
+
+
+def _plant_snapshots(path: Path, count: int) -> None:
+    """``count`` snapshot entries in a SQLite store (tiny values: status() counts keys)."""
+    with sqlite3.connect(path) as db:
+        for start in range(0, count, 100_000):
+            db.executemany(
+                "INSERT OR REPLACE INTO stigg_cache_entries (key, value, updated_at) "
+                "VALUES (?, ?, ?)",
+                [
+                    (snapshot_key(f"s{n}", None), b"x", time.time())
+                    for n in range(start, min(start + 100_000, count))
+                ],
+            )
 
 
 def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
