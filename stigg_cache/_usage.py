@@ -127,6 +127,7 @@ class UsageService:
         ``offline``: Stigg is not answering; the customers are refreshed on reconnect.
         """
         self._make_room(len(records))
+        self._meters()  # the outbox knows which events count before it takes these
         receipts = self.outbox.enqueue(records, self._clock.time())
         self._counted(records, receipts, offline=offline)
         return receipts
@@ -182,8 +183,8 @@ class UsageService:
                 return
             since = self._cursor
             try:
+                meters = self._meters()  # first: the outbox learns which events count
                 held = self._shared.held_of(customer_id, resource_id)
-                meters = self._meters()
                 for one in held:
                     self._count(one.record, meters, one.acked_at, one.counted)
                 self._loaded.add(scope)  # only now: a check must not answer with part of it
@@ -356,4 +357,6 @@ class UsageService:
             for feature_id, meter in policy.meters.items():
                 index.setdefault(meter.event, []).append((feature_id, meter))
             self._meters_of = (policy.version, index)
+            if self._shared is not None:  # the outbox indexes these events by customer
+                self._shared.counted_events = frozenset(index)
         return index

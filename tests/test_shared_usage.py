@@ -12,6 +12,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
+
 from stigg_cache import (
     MeteredEntitlement,
     ResilientClient,
@@ -19,6 +21,7 @@ from stigg_cache import (
 )
 from stigg_cache._fastpath import SLOT_METERED
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
+from stigg_cache.policy.model import Meter
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 
@@ -203,5 +206,22 @@ def test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage(
     for thread in threads:
         thread.join()
     assert granted == [False] * 8  # none answered with part of the usage
+    later.close()
+    first.close()
+
+
+def test_events_a_meter_reads_count_in_a_worker_started_later(
+    fake: FakeStigg, store_url: str
+) -> None:
+    policy = attrs.evolve(POLICY, meters={"api_calls": Meter(event="api.request")})
+    first = client_on(fake, store_url, policy=policy)
+    fake.set_mode(FakeMode.DOWN)
+    first.report_event(
+        [{"customer_id": "c-9", "event_name": "api.request"} for _ in range(100)]
+        + [{"customer_id": "c-9", "event_name": "page.view"} for _ in range(50)]
+    )
+    later = client_on(fake, store_url, policy=policy)  # reads c-9's usage when first needed
+    assert not _fits(later, "c-9", 1)  # the 100 metered events: at the limit
+    assert len(later._usage.ledger) == 100  # the other events were never read
     later.close()
     first.close()

@@ -165,6 +165,10 @@ class SharedUsage(Protocol):
     without it count what this process reported.
     """
 
+    counted_events: frozenset[str]
+    """Event names whose records count as local usage (a meter maps them): with usage
+    records, what :meth:`held_of` finds. Set by the client from its policy."""
+
     def cursor(self) -> int:
         """The sequence number of the latest change (a process starts following there)."""
         ...

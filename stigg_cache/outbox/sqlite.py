@@ -49,8 +49,8 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 #    counted the record), so every process settles it on that evidence.
 # 6: counts of pending, sent and dead records kept with the rows (``outbox_counts``), so
 #    depth and dead letters are read, never counted by a scan; leased rows indexed apart.
-# 7: rows name their customer (``customer``, indexed), so a process reads one customer's
-#    local usage when it first needs it, never the whole outbox at start-up.
+# 7: rows that can count as local usage name their customer (``customer``, indexed), so a
+#    process reads one customer's usage when it first needs it, never the whole outbox.
 SCHEMA_VERSION = 7
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
@@ -65,14 +65,16 @@ _CUSTOMER_OF_PAYLOAD = (
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
-def _row(record: UsageRecord, now: float) -> tuple[Any, ...]:
+def _row(record: UsageRecord, now: float, counted_events: frozenset[str]) -> tuple[Any, ...]:
+    """A row; its customer is named (indexed) only if the record can count as local usage."""
+    counts = record.kind is RecordKind.USAGE or record.name in counted_events
     return (
         record.kind.value,
         record.idempotency_key,
         record.stamped_at,
         record.payload,
         now,
-        record.customer_id,
+        record.customer_id if counts else None,
     )
 
 
@@ -278,6 +280,9 @@ class SqliteOutbox:
                 private_file(self.path)
         except OSError as error:
             raise StoreError(f"cannot open outbox {self.path}: {error}") from error
+        # Event names a meter maps to a feature (set by the client from its policy): only
+        # their records (and usage records) are indexed by customer for local usage.
+        self.counted_events: frozenset[str] = frozenset()
         self._db = SqliteConnection(
             self.path,
             name="outbox",
@@ -339,7 +344,11 @@ class SqliteOutbox:
         outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
-        outbox.create_index(["customer"], if_not_exists=True)  # type: ignore[union-attr]
+        db.execute("DROP INDEX IF EXISTS idx_outbox_customer")  # all rows: a dev build's
+        db.execute(  # only records that can count as local usage: no cost to other events
+            "CREATE INDEX IF NOT EXISTS idx_outbox_counted_customer ON outbox (customer) "
+            "WHERE customer IS NOT NULL"
+        )
         db.execute(  # only leased rows: no cost to an enqueue
             "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
             "WHERE lease_owner IS NOT NULL"
@@ -381,7 +390,9 @@ class SqliteOutbox:
         )
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
-        if not self._insert_if_all_new([_row(record, now) for record in records]):
+        if not self._insert_if_all_new(
+            [_row(record, now, self.counted_events) for record in records]
+        ):
             return self._enqueue_with_duplicates(records, now)
         return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
 
@@ -407,7 +418,7 @@ class SqliteOutbox:
                     raise _reused(record)
                 if prior is None:
                     known[identity] = record.payload
-                    fresh.append(_row(record, now))
+                    fresh.append(_row(record, now, self.counted_events))
                 receipts.append(
                     Receipt(
                         record.idempotency_key, record.kind, record.customer_id, prior is not None
@@ -579,7 +590,7 @@ class SqliteOutbox:
                 return self._duplicates(records, known)
             if not admit(_changes(db.execute(_CHANGES, (after, after)).fetchall(), after)):
                 return None
-            _inserted(db, [_row(r, now) for r in records])
+            _inserted(db, [_row(r, now, self.counted_events) for r in records])
         return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
 
     @staticmethod

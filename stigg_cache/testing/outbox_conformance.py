@@ -287,7 +287,10 @@ class SharedOutboxConformance(OutboxConformance):
         self, outbox: Outbox
     ) -> None:
         shared = self._shared(outbox)
+        shared.counted_events = frozenset({"api.request"})  # a meter maps these to a feature
         outbox.enqueue([*units(3), *events(6)], NOW)  # units: c0; events: c0, c1, c2, ...
+        uncounted = event_record({"customer_id": "c0", "event_name": "page.view"}, NOW)
+        outbox.enqueue([uncounted], NOW)  # no meter reads it: it never counts locally
         (on_resource,) = [
             usage_record(
                 {

@@ -147,6 +147,7 @@ class RedisOutbox:
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._indexed = False  # by customer: records an older version wrote may not be
+        self.counted_events: frozenset[str] = frozenset()  # as SqliteOutbox's
 
     # -- the Outbox protocol ------------------------------------------------------------
 
@@ -423,9 +424,10 @@ class RedisOutbox:
 
     def _index_by_customer(self) -> None:
         """Index by customer what an older version wrote (once per outbox, in batches)."""
-        cursor = self._run("index", ["0"])
+        counted = sorted(self.counted_events)
+        cursor = self._run("index", ["0", *counted])
         while cursor != b"0":
-            cursor = self._run("index", [cursor])
+            cursor = self._run("index", [cursor, *counted])
         self._indexed = True
 
     def _enqueue_remote(
@@ -439,7 +441,9 @@ class RedisOutbox:
                 repr(record.stamped_at),
                 _encode(record),
                 record.payload,
-                record.customer_id,
+                record.customer_id  # indexed only if it can count as local usage
+                if record.kind is RecordKind.USAGE or record.name in self.counted_events
+                else "",
             ]
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:

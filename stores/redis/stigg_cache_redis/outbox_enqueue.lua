@@ -1,5 +1,6 @@
 -- ARGV: expected feed_seq ("": enqueue whatever moved), admitted ("1" or "0"), count, then
--- per record: identity ("kind\nkey"), stamped_at, record JSON, payload, customer id.
+-- per record: identity ("kind\nkey"), stamped_at, record JSON, payload, customer id ("": not
+-- indexed by customer).
 -- All or nothing: {-1, index} when a key was used before for a different payload, else
 -- when every key is new: {-3} if not admitted, {-2} if the feed moved past "expected"
 -- (a consumption judged on usage that changed since: judge again), else one flag per
@@ -34,7 +35,8 @@ for r = 0, count - 1 do
     redis.call('HSET', ident, id, identity)
     redis.call('HSET', rec, id, ARGV[6 + r * 5])
     redis.call('HSET', pay, id, ARGV[7 + r * 5])
-    redis.call('ZADD', customers, 0, ARGV[8 + r * 5] .. '\n' .. id)
+    local customer = ARGV[8 + r * 5]  -- "": a record that cannot count as local usage
+    if customer ~= '' then redis.call('ZADD', customers, 0, customer .. '\n' .. id) end
     redis.call('ZADD', pending, stamped, id)
     redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
     moved(id)
