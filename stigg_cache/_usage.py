@@ -167,9 +167,10 @@ class UsageService:
     def read_customer(self, customer_id: str, resource_id: str | None) -> None:
         """Count what the shared outbox holds of one customer, the first time it is needed.
 
-        Changes some other thread follows meanwhile are read again afterwards (an
-        acknowledgement of a record not yet counted here would be lost). An outbox that
-        does not answer leaves it for the next check; this process's own records count.
+        Threads read customers in parallel (no lock: a customer read twice at once is
+        counted once). Changes another thread follows meanwhile are read again afterwards
+        (an acknowledgement of a record not yet counted here would be lost). An outbox
+        that does not answer leaves it for the next check; this process's own records count.
 
         Raises:
             WouldBlock: a check that must not block (the async client retries on a thread).
@@ -178,19 +179,16 @@ class UsageService:
         if self._shared is None or scope in self._loaded:
             return
         refuse_io()
-        with self._syncing:  # one reader at a time; a sync waits for it
-            if scope in self._loaded:
-                return
-            since = self._cursor
-            try:
-                meters = self._meters()  # first: the outbox learns which events count
-                held = self._shared.held_of(customer_id, resource_id)
-                for one in held:
-                    self._count(one.record, meters, one.acked_at, one.counted)
-                self._loaded.add(scope)  # only now: a check must not answer with part of it
-                self._follow(self._shared.changes(since))
-            except StoreError:
-                self._loaded.discard(scope)
+        since = self._cursor  # before the read: what moves after it is read again below
+        try:
+            meters = self._meters()  # first: the outbox learns which events count
+            held = self._shared.held_of(customer_id, resource_id)
+            for one in held:  # a thread reading the same customer meanwhile: counted once
+                self._count(one.record, meters, one.acked_at, one.counted)
+            self._loaded.add(scope)  # only now: a check must not answer with part of it
+            self._follow(self._shared.changes(since))
+        except StoreError:
+            self._loaded.discard(scope)
 
     def _sync_in_background(self) -> None:
         """For a check that must not block (on the event loop): read on a thread of its own."""

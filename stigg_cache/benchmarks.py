@@ -370,20 +370,22 @@ def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
     return [
         attrs.evolve(sqlite_row, number=4, target="<= 2x", passed=sqlite_row.ratio <= 2),
         attrs.evolve(disk_row, number=5, target="<= 1.5x", passed=disk_row.ratio <= 1.5),
-        _cold_threads_row(sizes, tmp, value),
+        _cold_threads_row(sizes, tmp),
     ]
 
 
-def _cold_threads_row(sizes: Sizes, tmp: Path, value: bytes) -> Row:
+def _cold_threads_row(sizes: Sizes, tmp: Path) -> Row:
     """Row 24: first checks (empty L1, snapshots in SQLite) from 8 threads against 1."""
     customers = [f"cold-{n}" for n in range(sizes.io_ops * 4)]
+    features = {f.feature_id: f for f in _features(1)}
     with ResilientClient(
         None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=f"sqlite:///{tmp}/cold.db",
         outbox="memory://",
     ) as client:  # fmt: skip
         cache = client._cache
         for customer in customers:
-            cache.store.put(snapshot_key(customer, None), value)
+            snapshot = Snapshot(customer, None, features, time.time())
+            cache.store.put(snapshot_key(customer, None), encode_snapshot(snapshot))
         check = client.get_boolean_entitlement
 
         def throughput(threads: int) -> float:

@@ -25,6 +25,7 @@ SAMPLE_PER_ENTRY = 10  # increments per entry of capacity between two halvings
 # counted once, seldom pass for popular. 4 MB for L1's default 100,000 entries.
 CELLS_PER_ENTRY = 8
 _HALF = bytes(count >> 1 for count in range(256))
+_MIX = 0x9E3779B97F4A7C15  # Fibonacci hashing: spreads the hash's bits for the second index
 
 
 class FrequencySketch:
@@ -39,15 +40,30 @@ class FrequencySketch:
         self._sample = SAMPLE_PER_ENTRY * max(capacity, 1)
         self._added = 0
 
-    def _cells(self, key: Hashable) -> list[int]:
-        first, second = hash(key), hash((key, ROWS)) | 1  # double hashing: a cell per row
-        return [(first + row * second) & self._mask for row in range(ROWS)]
+    def _cells(self, key: Hashable) -> tuple[int, int, int, int]:
+        """A cell per row, by double hashing of one hash (the second half mixed in)."""
+        first = hash(key)
+        second = ((first * _MIX) >> 32) | 1
+        mask = self._mask
+        return (
+            first & mask,
+            (first + second) & mask,
+            (first + 2 * second) & mask,
+            (first + 3 * second) & mask,
+        )
 
     def add(self, key: Hashable) -> None:
         """Count one request for ``key``; every so often, halve every count (ageing)."""
-        for row, cell in zip(self._rows, self._cells(key), strict=True):
-            if row[cell] < MAX_COUNT:
-                row[cell] += 1
+        a, b, c, d = self._cells(key)
+        r0, r1, r2, r3 = self._rows
+        if r0[a] < MAX_COUNT:
+            r0[a] += 1
+        if r1[b] < MAX_COUNT:
+            r1[b] += 1
+        if r2[c] < MAX_COUNT:
+            r2[c] += 1
+        if r3[d] < MAX_COUNT:
+            r3[d] += 1
         self._added += 1
         if self._added >= self._sample:
             self._rows = [row.translate(_HALF) for row in self._rows]
