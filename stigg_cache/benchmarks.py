@@ -64,6 +64,9 @@ class Sizes:
     l1_budget: int = 20_000_000
     churn_customers: int = 100_000
     churn_bound: int = 50_000_000
+    deep_events: int = 1_000_000
+    deep_calls: int = 1_000
+    deep_drain_s: float = 10.0
 
 
 TINY = Sizes(
@@ -81,6 +84,9 @@ TINY = Sizes(
     l1_budget=500_000,
     churn_customers=500,
     churn_bound=1_000_000,
+    deep_events=2_000,
+    deep_calls=20,
+    deep_drain_s=0.5,
 )
 
 
@@ -678,7 +684,23 @@ def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
             size * sizes.churn_bound / 1e6, sizes.churn_bound / 1e6, "MB", size, "<= 1.1x",
             size <= 1.1)
     )  # fmt: skip
-    return rows
+    return rows + bench_deep_outbox(sizes, tmp)
+
+
+def bench_deep_outbox(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 25-26: report_event's p99 and the drain rate over a deep outbox."""
+    deep, empty, drained = benchmarks_l1.deep_outbox(
+        tmp, sizes.deep_events, sizes.deep_calls, sizes.deep_drain_s, sizes.drain_rate
+    )
+    p99, base = _p99(deep) * 1e3, _p99(empty) * 1e3
+    pending = f"{sizes.deep_events:,} pending events"
+    return [
+        Row(25, f"report_event p99, {pending} (vs an empty outbox)", p99, base, "ms",
+            p99 / base, "<= 2x", p99 <= 2 * base),
+        Row(26, f"drain rate, {pending} (vs Stigg's {sizes.drain_rate:g}/s)",
+            drained * sizes.drain_rate, sizes.drain_rate, "n", drained, ">= 0.95x",
+            drained >= 0.95),
+    ]  # fmt: skip
 
 
 def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache.chaos.account import FakeAccount
 from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
@@ -164,3 +165,47 @@ def store_churn(tmp: Path, customers: int, bound: int) -> tuple[int, float]:
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return left, path.stat().st_size / bound
+
+
+def deep_outbox(
+    tmp: Path, depth: int, calls: int, drain_s: float, rate: float
+) -> tuple[list[float], list[float], float]:
+    """Rows 25-26: ``report_event`` latencies (one event a call) over an outbox holding
+    ``depth`` pending events and over an empty one; then the rate at which that deep outbox
+    drains to a fake taking ``rate`` events a second, over ``drain_s`` seconds."""
+    account = FakeAccount(events_per_second=rate)
+    with FakeStigg(api_key="bench-key", account=account) as fake:
+        fake.set_mode(fake.mode.DOWN)
+
+        def client(name: str) -> ResilientClient:
+            return ResilientClient(
+                None, api_key="bench-key", base_url=fake.url,
+                store=f"sqlite:///{tmp}/{name}/cache.db", events_per_second=rate,
+            )  # fmt: skip
+
+        deep, empty = client("depth-deep"), client("depth-empty")
+        for made in (deep, empty):
+            made._usage.flusher.close()  # the enqueue alone, first
+        for start in range(0, depth, 1_000):
+            deep.report_event(
+                [{"customer_id": f"c{n % 1_000}", "event_name": "e"}
+                 for n in range(start, min(start + 1_000, depth))]
+            )  # fmt: skip
+        one = [{"customer_id": "c1", "event_name": "e"}]
+        latencies: dict[str, list[float]] = {"deep": [], "empty": []}
+        for _ in range(calls):
+            for name, made in (("deep", deep), ("empty", empty)):
+                started = time.perf_counter()
+                made.report_event(one)
+                latencies[name].append(time.perf_counter() - started)
+        empty.close()
+        deep.close()
+        fake.set_mode(fake.mode.UP)
+        draining = client("depth-deep")  # its flusher sends from the deep outbox
+        time.sleep(1.0)  # past the first batches: the steady rate
+        before, started = len(account.events), time.perf_counter()
+        time.sleep(drain_s)
+        sent = len(account.events) - before
+        elapsed = time.perf_counter() - started
+        draining.close()
+    return latencies["deep"], latencies["empty"], sent / elapsed / rate

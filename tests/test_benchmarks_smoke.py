@@ -15,7 +15,7 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["bench", "--tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
-    assert [row["number"] for row in document["rows"]] == list(range(1, 25))
+    assert [row["number"] for row in document["rows"]] == list(range(1, 27))
     assert all(row["ours"] > 0 for row in document["rows"])
     # every baseline did work, but plain LRU's hit rate on a round robin (row 19): none
     assert all(row["baseline"] > 0 for row in document["rows"] if row["number"] != 19)
