@@ -90,8 +90,7 @@ class SnapshotCache:
         self._keep_for = keep_for
         self._store_max_bytes = store_max_bytes
         self._kept: float | None = None  # what the store was last told
-        self._prune_at = 0.0  # time.monotonic() of the next sweep
-        self._pruning = threading.Lock()  # held while a sweep runs
+        self._sweeping = _Upkeep(PRUNE_S, self._swept, "stigg-cache-prune")
         self.pruned = 0  # snapshots swept away by this process
         self._clock = clock
         self._on_fault = on_fault
@@ -105,8 +104,7 @@ class SnapshotCache:
         self._failing: set[str] = set()  # faults not yet followed by a success of their kind
         self._rechecked: dict[ScopeKey, float] = {}  # time.monotonic() of each scope's recheck
         self._counted: int | None = None  # snapshots in L2 when last counted
-        self._recount_at = 0.0  # time.monotonic() of the next count
-        self._counting = threading.Lock()  # held while a count runs
+        self._counting = _Upkeep(RECOUNT_S, self._recount, "stigg-cache-count")
         # Called (with I/O allowed) when a scope enters L1: the client reads the customer's
         # local usage then, so a check that L1 answers needs no I/O for it.
         self.on_held: Callable[[ScopeKey], None] = _nothing
@@ -120,8 +118,8 @@ class SnapshotCache:
         """In a forked child: locks of its own (a count or sweep under way in the parent is
         not here)."""
         self._lock = threading.Lock()
-        self._counting = threading.Lock()
-        self._pruning = threading.Lock()
+        self._counting.renew()
+        self._sweeping.renew()
 
     def peek(self, scope: ScopeKey) -> CachedSnapshot | None:
         """The snapshot held in L1 for a scope (no lock, no I/O), marked recently used."""
@@ -166,10 +164,7 @@ class SnapshotCache:
             self._failed("store_write_failed", error)
             return False
         self._worked("store_write_failed")
-        now = time.monotonic()
-        if now >= self._prune_at and self._pruning.acquire(blocking=False):  # at most one
-            self._prune_at = now + PRUNE_S
-            threading.Thread(target=self._swept, daemon=True, name="stigg-cache-prune").start()
+        self._sweeping.start_if_due()
         return True
 
     def sweep(self) -> int:
@@ -210,8 +205,6 @@ class SnapshotCache:
             self._failed("store_write_failed", error)
         except Exception:  # the store closed under it (the client closed): nothing to do
             return
-        finally:
-            self._pruning.release()
 
     def newer(self, scope: ScopeKey) -> CachedSnapshot | None:
         """The store's snapshot of a scope if a sibling process stored a newer one than L1's.
@@ -279,10 +272,7 @@ class SnapshotCache:
         Counting walks every key (seconds at a million): it runs on a thread of its
         own at most once every ``RECOUNT_S``, never in the caller (``status()``).
         """
-        now = time.monotonic()
-        if now >= self._recount_at and self._counting.acquire(blocking=False):
-            self._recount_at = now + RECOUNT_S
-            threading.Thread(target=self._recount, daemon=True, name="stigg-cache-count").start()
+        self._counting.start_if_due()
         return self._counted
 
     def _recount(self) -> None:
@@ -293,8 +283,6 @@ class SnapshotCache:
             self._failed("store_read_failed", error)
         except Exception:  # the store closed under it (the client closed): no figure
             self._counted = None
-        finally:
-            self._counting.release()
 
     def clear_l1(self) -> None:
         """Drop every decoded snapshot held in memory (L2 is untouched)."""
@@ -409,6 +397,41 @@ class SnapshotCache:
         in_future = age < -FUTURE_SKEW_S
         fetched_mono = self._clock.monotonic() - max(age, 0.0)
         return CachedSnapshot(snapshot, fetched_mono, in_future, size=len(value))
+
+
+class _Upkeep:
+    """Runs ``work`` on a thread of its own, one run at a time, at most once every
+    ``every_s`` (background upkeep that a caller only asks for)."""
+
+    def __init__(self, every_s: float, work: Callable[[], None], name: str) -> None:
+        self._every_s = every_s
+        self._work = work
+        self._name = name
+        self._next = 0.0  # time.monotonic() from which the next run may start
+        self._running = threading.Lock()  # held while a run is under way
+
+    def start_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next and self._running.acquire(blocking=False):
+            self._next = now + self._every_s
+            threading.Thread(target=self._run, daemon=True, name=self._name).start()
+
+    def due_now(self) -> None:
+        """The next :meth:`start_if_due` starts a run (whenever the last one was)."""
+        self._next = 0.0
+
+    def running(self) -> bool:
+        return self._running.locked()
+
+    def renew(self) -> None:
+        """In a forked child: no run is under way here, whatever the parent was doing."""
+        self._running = threading.Lock()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            self._running.release()
 
 
 def _nothing(_scope: ScopeKey) -> None:
