@@ -300,24 +300,34 @@ def _metered_row(client: ResilientClient, sizes: Sizes, boolean_check: Callable[
     )
 
 
+def _on_threads(threads: int, share: int, work: Callable[[int], None]) -> float:
+    """Seconds per operation when ``threads`` threads, started at once, each run
+    ``work(its index)`` of ``share`` operations."""
+    barrier = threading.Barrier(threads + 1)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        work(index)
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    started = time.perf_counter()
+    barrier.wait()
+    for worker in workers:
+        worker.join()
+    return (time.perf_counter() - started) / (share * threads)
+
+
 def _threads_row(check: Callable[[int], object], sizes: Sizes) -> Row:
     def throughput(threads: int) -> float:
         per_thread = sizes.ops // threads
-        barrier = threading.Barrier(threads + 1)
 
-        def work() -> None:
-            barrier.wait()
+        def work(_index: int) -> None:
             for i in range(per_thread):
                 check(i)
 
-        workers = [threading.Thread(target=work) for _ in range(threads)]
-        for worker in workers:
-            worker.start()
-        started = time.perf_counter()
-        barrier.wait()
-        for worker in workers:
-            worker.join()
-        return (time.perf_counter() - started) / (per_thread * threads)
+        return _on_threads(threads, per_thread, work)
 
     eight, one = _interleaved(lambda: throughput(8), lambda: throughput(1), sizes.rounds)
     return _row(
@@ -397,24 +407,12 @@ def _cold_threads_row(sizes: Sizes, tmp: Path) -> Row:
         def throughput(threads: int) -> float:
             cache.clear_l1()
             share = len(customers) // threads
-            barrier = threading.Barrier(threads + 1)
 
-            def work(mine: list[str]) -> None:
-                barrier.wait()
-                for customer in mine:
+            def work(index: int) -> None:
+                for customer in customers[index * share : (index + 1) * share]:
                     check(customer_id=customer, feature_id="flag-1")
 
-            workers = [
-                threading.Thread(target=work, args=(customers[n * share : (n + 1) * share],))
-                for n in range(threads)
-            ]
-            for worker in workers:
-                worker.start()
-            started = time.perf_counter()
-            barrier.wait()
-            for worker in workers:
-                worker.join()
-            return (time.perf_counter() - started) / (share * threads)
+            return _on_threads(threads, share, work)
 
         eight, one = _interleaved(lambda: throughput(8), lambda: throughput(1), sizes.rounds)
     return _row(
