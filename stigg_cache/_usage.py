@@ -203,12 +203,6 @@ class UsageService:
 
         threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
-    def _followed(self) -> None:
-        """Read the shared outbox's changes (an outbox that does not answer: the view lags)."""
-        if self._shared is not None:
-            with contextlib.suppress(StoreError):
-                self._follow(self._shared.changes(self._cursor))
-
     def sync(self) -> None:
         """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
 
@@ -219,7 +213,8 @@ class UsageService:
         with self._syncing:  # a thread that finds another at it waits for its result
             if time.monotonic() < self.next_sync:
                 return  # read meanwhile by the thread it waited for
-            self._followed()  # or the view lags; status() tells why
+            with contextlib.suppress(StoreError):  # or the view lags; status() tells why
+                self._follow(self._shared.changes(self._cursor))
             self.next_sync = time.monotonic() + SYNC_INTERVAL_S
 
     def consume(
