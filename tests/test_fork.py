@@ -166,7 +166,7 @@ def test_a_fork_waits_until_no_thread_of_ours_is_inside_sqlite() -> None:
     inside, left_at = threading.Event(), []
 
     def query() -> None:
-        with FORK_GATE.held():
+        with FORK_GATE:
             inside.set()
             time.sleep(0.3)  # a long query
             left_at.append(time.monotonic())
@@ -179,3 +179,29 @@ def test_a_fork_waits_until_no_thread_of_ours_is_inside_sqlite() -> None:
     worker.join(10)
     assert left_at
     assert left_at[0] <= forked_at
+
+
+def test_a_call_that_starts_while_a_fork_waits_enters_only_after_it() -> None:
+    # The fork waits for a call under way; a second call asked for meanwhile must not slip in.
+    inside, left_at, entered_at = threading.Event(), [], []
+
+    def long_query() -> None:
+        with FORK_GATE:
+            inside.set()
+            time.sleep(0.3)
+            left_at.append(time.monotonic())
+
+    def late_query() -> None:
+        time.sleep(0.1)  # the fork is waiting for long_query by now
+        with FORK_GATE:
+            entered_at.append(time.monotonic())
+
+    first, second = threading.Thread(target=long_query), threading.Thread(target=late_query)
+    first.start()
+    inside.wait(10)
+    second.start()
+    assert in_child(lambda: 0) == 0
+    for thread in (first, second):
+        thread.join(10)
+    assert entered_at
+    assert entered_at[0] >= left_at[0]  # not at 0.1 s, beside the call the fork waited for

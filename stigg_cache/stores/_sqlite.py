@@ -47,47 +47,54 @@ _T = TypeVar("_T")
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 SETUP_RETRY_S = 0.02  # first opens race for milliseconds: retry soon, jittered
 READ_BUSY_TIMEOUT_S = 0.05  # a read WAL cannot serve at once is a miss, not a stall
+FORK_POLL_S = 0.0005  # a fork waits for the SQLite calls under way in steps this long
 
 
 class ForkGate:
-    """Held shared by every SQLite call of ours; taken whole by ``os.fork`` (see above)."""
+    """Held shared by every SQLite call of ours; taken whole by ``os.fork`` (see above).
+
+    Used as ``with FORK_GATE:``. A call takes no lock unless a fork is under way:
+    it notes itself in ``_inside`` and then looks at ``_forking`` (the fork sets
+    ``_forking`` and then waits for ``_inside`` to empty; under the GIL one of the
+    two always sees the other). A lock taken by every call made threads reading
+    at once queue on it.
+    """
 
     def __init__(self) -> None:
+        self._inside: list[None] = []
+        self._forking = False
+        self._reopened = threading.Event()
         self._renew()
         os.register_at_fork(
             before=self._close, after_in_parent=self._open, after_in_child=self._renew
         )
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """Around one SQLite call (a fork waits until it is over)."""
-        with self._changed:
-            while self._forking:
-                self._changed.wait()
-            self._calls += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._calls -= 1
-                if not self._calls:
-                    self._changed.notify_all()
+    def __enter__(self) -> None:
+        inside = self._inside
+        inside.append(None)  # list.append and list.pop are atomic
+        while self._forking:  # rare: step out, wait for the fork, come back in
+            inside.pop()
+            self._reopened.wait()
+            inside.append(None)
+
+    def __exit__(self, *_: object) -> None:
+        self._inside.pop()
 
     def _close(self) -> None:
-        with self._changed:
-            self._forking = True
-            while self._calls:
-                self._changed.wait()
+        self._reopened.clear()
+        self._forking = True
+        while self._inside:
+            time.sleep(FORK_POLL_S)
 
     def _open(self) -> None:
-        with self._changed:
-            self._forking = False
-            self._changed.notify_all()
+        self._forking = False
+        self._reopened.set()
 
     def _renew(self) -> None:
-        self._changed = threading.Condition()
-        self._calls = 0
+        self._inside = []
         self._forking = False
+        self._reopened = threading.Event()
+        self._reopened.set()
 
 
 FORK_GATE = ForkGate()
@@ -124,7 +131,7 @@ class SqliteConnection:
         self._closed = False
         self._set_up_file = False  # WAL on and schema made, by this object (or its parent's)
         try:
-            with FORK_GATE.held():
+            with FORK_GATE:
                 self._conn: sqlite3.Connection | None = self._open()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open {name} {path}: {error}") from error
@@ -132,7 +139,7 @@ class SqliteConnection:
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement (its own transaction); every row it returns."""
-        with self._translated(), self._lock, FORK_GATE.held():
+        with self._translated(), self._lock, FORK_GATE:
             return self._connection().execute(sql, params).fetchall()
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -159,10 +166,13 @@ class SqliteConnection:
         """One statement through an idle reader (or a new one), put back after."""
         if self.path is None:  # a private in-memory database has one connection
             return self.run(sql, params)
-        with self._translated(), FORK_GATE.held():
-            if self._closed:
-                raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-            return self._through_reader(sql, params, before, after)
+        try:  # not self._translated(): a generator's context costs a read a tenth more
+            with FORK_GATE:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                return self._through_reader(sql, params, before, after)
+        except sqlite3.Error as error:
+            raise StoreError(f"{self._name} {self.path}: {error}") from error
 
     def _through_reader(
         self,
@@ -192,7 +202,7 @@ class SqliteConnection:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed if the block succeeds, else rolled back."""
-        with self._translated(), self._lock, FORK_GATE.held():
+        with self._translated(), self._lock, FORK_GATE:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -204,7 +214,7 @@ class SqliteConnection:
 
     def close(self) -> None:
         """Close this process's connection (an inherited one is never closed here)."""
-        with self._lock, FORK_GATE.held():
+        with self._lock, FORK_GATE:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
