@@ -7,6 +7,11 @@ in a process, and the processes sharing a store share one refresh: a flight
 takes the store's refresh lease before it asks Stigg; a flight that finds the
 lease held waits for the holder's snapshot to appear in the store (until the
 lease is free again, or half its check's budget) instead of asking Stigg too.
+
+Fetches a check waits for (live) and fetches nobody waits for (refreshing a
+stale snapshot ahead, reconciliation) run on separate slots: however slow
+Stigg is and however many customers went stale, a check that needs Stigg's
+answer finds a slot to ask it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
 
-DEFAULT_FETCH_CONCURRENCY = 8
+DEFAULT_FETCH_CONCURRENCY = 8  # live fetches at once (a check waits for each)
+DEFAULT_BACKGROUND_FETCHES = 6  # refreshes nobody waits for, at once: slots of their own
 UNPACED_READS_PER_S = 1e9  # an endpoint without a read budget: only a 429 pauses reads
 SIBLING_POLL_S = 0.02  # how often a flight looks for a sibling's refresh in the store
 LEASE_RETRY_S = 0.25  # how often it tries the lease meanwhile (a write: the holder needs the lock)
@@ -45,6 +51,7 @@ class _Flight:
     started: float  # time.monotonic(): waits on a Future run on real time, whatever the clock
     started_wall: float  # the client's clock, to compare with a stored snapshot's fetch time
     basis: float  # fetch time (wall) of the snapshot this process held when it began, or -inf
+    slots: threading.BoundedSemaphore  # the pool it holds a slot of, given back when it ends
     deadline_reported: bool = False
     on_sibling: bool = False  # waiting for another process's refresh: not asking Stigg
 
@@ -62,6 +69,7 @@ class Fetcher:
         check_timeout_s: float,
         fetch_timeout_s: float,
         concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+        background: int = DEFAULT_BACKGROUND_FETCHES,
         reads: RateBucket | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -78,8 +86,9 @@ class Fetcher:
         self._fetch_timeout_s = fetch_timeout_s
         # Daemon threads, not an executor: a fetch stuck on a blackholed
         # socket must never hold up the application's exit.
-        self._concurrency = concurrency
+        self._concurrency = (concurrency, background)
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._background_slots = threading.BoundedSemaphore(background)
         self._closed = False
         self._flights: dict[ScopeKey, _Flight] = {}
         self._lock = threading.Lock()
@@ -96,15 +105,19 @@ class Fetcher:
         check joining a fetch that never ends) for as long as the process lives.
         """
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(self._concurrency)
+        self._slots = threading.BoundedSemaphore(self._concurrency[0])
+        self._background_slots = threading.BoundedSemaphore(self._concurrency[1])
         self._flights = {}
         self._owner = _lease_owner()
         self._stop = _fork.renewed(self._stop)
         self._persisted = threading.Condition()
         self._persisting = 0
 
-    def fetch(self, scope: ScopeKey, wait_s: float) -> CachedSnapshot | StiggUnavailableError:
-        """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it.
+    def fetch(
+        self, scope: ScopeKey, wait_s: float, *, background: bool = False
+    ) -> CachedSnapshot | StiggUnavailableError:
+        """Join or start the flight for ``scope`` and wait up to ``wait_s`` for it
+        (``background``: a refresh no check waits for, on the background slots).
 
         A flight that has not answered is Stigg's failure only once it has had a
         whole check's budget: a check whose time went elsewhere (a busy store)
@@ -112,7 +125,7 @@ class Fetcher:
         """
         refuse_io()
         wait_s = max(wait_s, 0.0)
-        flight = self._flight(scope)
+        flight = self._flight(scope, self._background_slots if background else self._slots)
         if isinstance(flight, StiggUnavailableError):
             return flight
         try:
@@ -140,7 +153,7 @@ class Fetcher:
 
     def refresh(self, scope: ScopeKey) -> None:
         """Start a flight for ``scope`` in the background, if none is under way."""
-        self._flight(scope)
+        self._flight(scope, self._background_slots)
 
     def close(self) -> None:
         """Stop taking work; fetches under way end at their own timeout.
@@ -154,14 +167,16 @@ class Fetcher:
         with self._persisted:
             self._persisted.wait_for(lambda: not self._persisting, PERSIST_WAIT_S)
 
-    def _flight(self, scope: ScopeKey) -> _Flight | StiggUnavailableError:
+    def _flight(
+        self, scope: ScopeKey, slots: threading.BoundedSemaphore
+    ) -> _Flight | StiggUnavailableError:
         with self._lock:
             flight = self._flights.get(scope)
             if flight is not None:
                 return flight
             if self._closed:
                 return StiggUnavailableError(FailureKind.CONNECTION, "client closed")
-            if not self._slots.acquire(blocking=False):
+            if not slots.acquire(blocking=False):
                 return StiggUnavailableError(
                     FailureKind.TIMEOUT,
                     "every fetch slot is busy with a slow Stigg",
@@ -169,18 +184,18 @@ class Fetcher:
                 )
         refused = self._may_ask()
         if refused is not None:
-            self._slots.release()
+            slots.release()
             return refused
         with self._lock:
             flight = self._flights.get(scope)
             if flight is not None:  # another thread started it meanwhile
-                self._slots.release()
+                slots.release()
                 self._reads.refund(1, self._clock.monotonic())
                 return flight
             held = self._cache.peek(scope)
             basis = -math.inf if held is None else held.snapshot.fetched_at
             flight = _Flight(
-                Future(), self._health.answers, time.monotonic(), self._clock.time(), basis
+                Future(), self._health.answers, time.monotonic(), self._clock.time(), basis, slots
             )
             self._flights[scope] = flight
         threading.Thread(
@@ -214,7 +229,7 @@ class Fetcher:
         if sibling is None and not self._closed:  # a sibling may have stored its refresh since
             sibling = self._recent(scope, flight)
         if sibling is not None:
-            self._finish(scope)
+            self._finish(scope, flight)
             flight.future.set_result(sibling)
             return
         stored = False
@@ -267,7 +282,7 @@ class Fetcher:
             )
         except Exception as error:  # an adapter bug too: it must not strand waiters
             failure = as_failure(error)
-            self._finish(scope)
+            self._finish(scope, flight)
             if failure.kind is FailureKind.RATE_LIMITED:
                 self._throttle(failure)
             elif not flight.deadline_reported:
@@ -279,7 +294,7 @@ class Fetcher:
         entry, stored = self._cache.hold(fetched, self._clock.monotonic())
         with self._persisted:
             self._persisting += 1
-        self._finish(scope)  # later checks find it in L1
+        self._finish(scope, flight)  # later checks find it in L1
         self._health.succeeded()
         flight.future.set_result(entry)
         # The write to L2 holds no caller and no fetch slot: a busy store (another
@@ -300,10 +315,10 @@ class Fetcher:
         self._reads.pause(delay, self._clock.monotonic())
         self._health.succeeded()  # it answered: a half-open probe this was is resolved
 
-    def _finish(self, scope: ScopeKey) -> None:
+    def _finish(self, scope: ScopeKey, flight: _Flight) -> None:
         with self._lock:
             self._flights.pop(scope, None)
-        self._slots.release()
+        flight.slots.release()
 
 
 def _lease_owner() -> str:

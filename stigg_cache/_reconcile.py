@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
-from stigg_cache._fetcher import Fetcher
+from stigg_cache._fetcher import DEFAULT_BACKGROUND_FETCHES, Fetcher
 from stigg_cache._log import FaultLog, logger
 from stigg_cache._usage import UsageService
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, RateBucket
@@ -33,7 +33,9 @@ from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
 REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
 REFRESH_BURST = 5.0
 NOT_ASKED_WAIT_S = 0.05  # a refresh held back before asking Stigg is tried again after this
-REFRESH_PARALLEL = 4  # reads in flight at once (within the budget): a slow Stigg is not serial
+# Reads in flight at once (within the budget): a slow Stigg is not serial. They run on the
+# fetcher's background slots, so checks needing Stigg's answer are never kept waiting for one.
+REFRESH_PARALLEL = DEFAULT_BACKGROUND_FETCHES
 ReportListener = Callable[[ReconcileReport], None]
 
 
@@ -171,7 +173,8 @@ class Reconciler:
         def worker() -> None:
             while (scope := self._next_scope(refreshes, deadline)) is not None:
                 remaining = deadline - self._clock.monotonic()
-                result = self._fetcher.fetch(scope, min(remaining, self._fetch_timeout_s))
+                wait_s = min(remaining, self._fetch_timeout_s)
+                result = self._fetcher.fetch(scope, wait_s, background=True)
                 if refreshes.done(scope, result):  # held back (the half-open probe in flight)
                     self._sleep(min(max(remaining, 0.0), NOT_ASKED_WAIT_S))
 

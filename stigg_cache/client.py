@@ -49,7 +49,11 @@ from stigg_cache.core import engine
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey
-from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.pacing import (
+    EDGE_READS_PER_MINUTE,
+    EVENTS_PER_SECOND,
+    USAGE_CALLS_PER_MINUTE,
+)
 from stigg_cache.core.reconcile import DecisionJournal, ReconcileReport
 from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
 from stigg_cache.models import (
@@ -145,6 +149,10 @@ class ResilientClient:
             sharing the outbox (a Redis outbox: the fleet); default: the endpoint's
             (Stigg's Edge API: 6,000 a minute per key), none for the others. A 429
             on a read pauses reads (for its Retry-After, or on our own backoff).
+            Reconciliation's refreshes take at most half of it (default: of 6,000).
+        fetch_concurrency: fetches a check waits for, at once, per process.
+            Refreshes nobody waits for (ahead of staleness, reconciliation) run
+            on slots of their own, so they never keep a check from asking Stigg.
         outbox_max_records: the most records the outbox may hold; usage calls
             beyond it raise :class:`OutboxFullError` (never silently dropped).
         l1_max_entries / l1_max_bytes: bounds of the in-memory cache; bytes count
@@ -280,6 +288,7 @@ class ResilientClient:
             clock,
             self._faults,
             fetch_timeout_s=self._fetch_timeout_s,
+            reads_per_minute=reads_per_minute or EDGE_READS_PER_MINUTE,
         )
         self._health.subscribe(self._on_state_change)
         self.outbox = OutboxAdmin(self._outbox, clock)

@@ -27,12 +27,14 @@ def fork_child(work: Callable[[], Any]) -> int:
         os.close(read_end)
         signal.alarm(CHILD_LIMIT_S)
         try:
-            outcome: dict[str, Any] = {"result": work()}
-        except BaseException:  # everything goes back to the parent
-            outcome = {"error": traceback.format_exc()}
-        with os.fdopen(write_end, "w") as pipe:
-            json.dump(outcome, pipe)
-        os._exit(0)
+            try:
+                text = json.dumps({"result": work()})
+            except BaseException:  # everything goes back to the parent, unserialisable too
+                text = json.dumps({"error": traceback.format_exc()})
+            with os.fdopen(write_end, "w") as pipe:
+                pipe.write(text)
+        finally:
+            os._exit(0)
     os.close(write_end)
     _pipes[pid] = read_end
     return pid

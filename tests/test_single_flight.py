@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from stigg_cache import Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.testing import ManualClock
 from tests.conftest import MakeClient
+from tests.forking import in_child
 
 THREADS = 24
 
@@ -41,3 +44,39 @@ def test_different_customers_are_fetched_separately(
         client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
     client.get_boolean_entitlement(customer_id="acme", feature_id="sso", resource_id="r-1")
     assert fake.entitlement_requests() == 4
+
+
+STALE_CUSTOMERS = 12  # more than every fetch slot there is
+
+
+def test_refreshes_ahead_never_take_the_slot_a_live_fetch_needs(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    # Stale customers refreshing from a slow Stigg used to take every slot: an unknown
+    # customer then got DEFAULT allow at once, and LIVE deny half a second later.
+    customers = [f"stale-{n}" for n in range(STALE_CUSTOMERS)]
+    for customer in customers:
+        fake.set_customer(customer, [boolean("sso")])
+    client = make_client(clock=clock, check_timeout=2.0)
+    for customer in customers:
+        client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+    clock.advance(120)  # past fresh_for_s (60), within max_staleness_s
+
+    def checked(unknown: str) -> list[str]:
+        stale = [
+            client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+            for customer in customers
+        ]  # each starts a refresh nobody waits for
+        ghost = client.get_boolean_entitlement(customer_id=unknown, feature_id="sso")
+        assert (ghost.has_access, ghost.access_denied_reason) == (False, "CustomerNotFound")
+        return [*{answer.decision.source.value for answer in stale}, ghost.decision.source.value]
+
+    fake.set_mode(FakeMode.SLOW, delay_s=0.5)  # here: the fake serves from this process
+    assert in_child(lambda: checked("ghost-1")) == [
+        "STALE",
+        "LIVE",
+    ]  # a worker forked after it was built
+    time.sleep(0.6)  # the child's refreshes are over
+    client.close()  # the parent's own slots too: nothing of the child's is held here
+    client = make_client(clock=clock, check_timeout=2.0)
+    assert checked("ghost-2") == ["STALE", "LIVE"]
