@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from stigg_cache import benchmarks_l1
+from stigg_cache import benchmarks_l1, benchmarks_outage
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
@@ -67,6 +67,10 @@ class Sizes:
     deep_events: int = 1_000_000
     deep_calls: int = 1_000
     deep_drain_s: float = 10.0
+    outage_customers: int = 50_000
+    outage_timeout_s: float = 10.0
+    rate_customers: int = 5_000
+    rate_timeout_s: float = 5.0
 
 
 TINY = Sizes(
@@ -87,6 +91,10 @@ TINY = Sizes(
     deep_events=2_000,
     deep_calls=20,
     deep_drain_s=0.5,
+    outage_customers=300,
+    outage_timeout_s=1.0,
+    rate_customers=100,
+    rate_timeout_s=0.5,
 )
 
 
@@ -701,6 +709,34 @@ def bench_deep_outbox(sizes: Sizes, tmp: Path) -> list[Row]:
     ]  # fmt: skip
 
 
+def bench_outage(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 27-29: reconciliation of a big outage by its deadline, its refresh rate with
+    pacing off, and status() of a client on a full Redis (none without a Redis)."""
+    customers, timeout_s = sizes.outage_customers, sizes.outage_timeout_s
+    took, report = benchmarks_outage.reconcile_outage(
+        API_KEY, tmp, customers, timeout_s, reads_per_minute=None
+    )
+    covered = report.decisions_checked == customers and not report.decisions_dropped
+    ours, serial = benchmarks_outage.refresh_rates(
+        API_KEY, tmp, sizes.rate_customers, sizes.rate_timeout_s
+    )
+    rows = [
+        Row(27, f"reconcile(timeout={timeout_s:g}), {customers:,}-customer outage", took,
+            timeout_s, "s", took / timeout_s, "<= timeout+1s, all",
+            took <= timeout_s + 1 and covered),
+        Row(28, "refreshes/s, pacing off (vs one at a time)", ours, serial, "n",
+            ours / serial, ">= 4x", ours >= 4 * serial),
+    ]  # fmt: skip
+    status = benchmarks_outage.redis_status(API_KEY, tmp, sizes.startup_records, 20)
+    if status is not None:
+        busy, idle = status
+        rows.append(
+            _row(29, f"status(), {sizes.startup_records:,} pending and snapshots (Redis)",
+                 busy, idle, "ms", "<= 5 ms", lambda _: statistics.median(busy) <= 0.005)
+        )  # fmt: skip
+    return rows
+
+
 def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:
     """Row 14: Stigg reads of 8 forked workers checking the same customers, against one process."""
     customers = [f"w{n}" for n in range(sizes.worker_customers)]
@@ -948,6 +984,7 @@ def run(sizes: Sizes) -> list[Row]:
         rows.append(bench_worker_reads(sizes, tmp))
         rows += bench_startup(sizes, tmp)
         rows += bench_l1(sizes, tmp)
+        rows += bench_outage(sizes, tmp)
     return sorted(rows, key=lambda row: row.number)
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import redis
 from click.testing import CliRunner
 
+from stigg_cache.benchmarks_outage import REDIS_URL
 from stigg_cache.cli import main
 
 
@@ -15,9 +18,18 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["bench", "--tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
-    assert [row["number"] for row in document["rows"]] == list(range(1, 27))
+    numbers = [row["number"] for row in document["rows"]]
+    with_redis = os.environ.get("CI") or _redis_answers()  # in CI: a Redis, always
+    assert numbers == list(range(1, 30 if with_redis else 29))
     assert all(row["ours"] > 0 for row in document["rows"])
     # every baseline did work, but plain LRU's hit rate on a round robin (row 19): none
     assert all(row["baseline"] > 0 for row in document["rows"] if row["number"] != 19)
     assert document["machine"]["cpus"]
     assert "warm boolean check (L1 hit)" in result.output
+
+
+def _redis_answers() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping())
+    except redis.RedisError:
+        return False

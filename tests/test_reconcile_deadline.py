@@ -6,9 +6,10 @@ import threading
 import time
 from pathlib import Path
 
-from stigg_cache import ReconcileReport
+from stigg_cache import ReconcileReport, ResilientClient
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.breaker import CircuitBreaker
+from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 
 TOUCHED = 1_500
@@ -50,4 +51,43 @@ def test_a_big_outage_is_reported_by_the_deadline_and_every_customer_accounted_f
     assert report.customers_failed > 0  # it ran out of time, and said so
     # Within the deadline plus one fetch's wait; unbounded before (a token per customer).
     assert took < TIMEOUT_S + 10, took
+    client.close()
+
+
+SLOW_S = 0.3
+OUTAGE = 30
+
+
+def _outage_then_reconcile(client: ResilientClient, prefix: str) -> list[int]:
+    """Checks of OUTAGE customers answered while Stigg is too slow for them, then a
+    reconciliation: [decisions checked, customers refreshed] by its deadline."""
+    reports: list[ReconcileReport] = []
+    client.on_reconcile(reports.append)
+    for n in range(OUTAGE):  # the first times out and opens the breaker: the rest fall back
+        client.get_boolean_entitlement(customer_id=f"{prefix}{n}", feature_id="sso")
+    time.sleep(0.25)  # past the breaker's backoff
+    report = client.reconcile(timeout=2.0)
+    if report is None:  # one started by itself as Stigg answered again
+        eventually(lambda: bool(reports), within_s=20)
+        report = reports[-1]
+    return [report.decisions_checked, report.customers_refreshed]
+
+
+def test_refreshes_run_several_at_a_time_within_the_budget_in_every_worker(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    # One refresh at a time against a Stigg answering in 0.3 s: at most 7 by a 2 s deadline.
+    client = client_on(
+        fake,
+        tmp_path,
+        check_timeout=0.1,
+        breaker=CircuitBreaker(failure_threshold=1, base_backoff_s=0.1, max_backoff_s=0.2),
+    )
+    fake.set_mode(FakeMode.SLOW, delay_s=SLOW_S)
+    checked, refreshed = in_child(lambda: _outage_then_reconcile(client, "child-"))
+    assert checked == OUTAGE
+    assert refreshed >= 2 * 2.0 / SLOW_S, refreshed
+    checked, refreshed = _outage_then_reconcile(client, "parent-")
+    assert checked == OUTAGE
+    assert refreshed >= 2 * 2.0 / SLOW_S, refreshed
     client.close()

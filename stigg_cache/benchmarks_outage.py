@@ -1,0 +1,173 @@
+"""Benchmark rows of a big outage: reconciliation's deadline, its refresh rate, and a
+Redis store's ``status()``.
+
+Row 27 takes Stigg down, answers one check for each of many customers from the
+fallback (each an offline decision), brings Stigg back and times
+``reconcile(timeout=...)`` at the default read budget: the report must come by
+its deadline (+1 s) and cover every decision. Row 28 runs the same outage with
+pacing off against a Stigg that answers in ``STIGG_LATENCY_S``, and compares
+the refresh rate with one refresh at a time (how reconciliation refreshed
+before #17). Row 29 asks ``status()`` of a client on Redis holding a million
+snapshots and a million pending usage records, against an empty namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from stigg_cache import _reconcile
+from stigg_cache._codec import snapshot_key
+from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.client import ResilientClient
+from stigg_cache.core.breaker import CircuitBreaker
+from stigg_cache.core.reconcile import ReconcileReport
+
+STIGG_LATENCY_S = 0.02  # a read's round trip to Stigg (a region away)
+UNPACED = 1e9  # reads a minute: no budget to wait for
+REDIS_URL = os.environ.get("STIGG_CACHE_REDIS_URL", "redis://127.0.0.1:6379/0")
+PLANT_BATCH = 10_000
+SIGNING_KEY = "bench-signing-key-not-a-secret"  # a shared store is signed, as it should be
+
+
+def reconcile_outage(
+    api_key: str, tmp: Path, customers: int, timeout_s: float, *, reads_per_minute: float | None
+) -> tuple[float, ReconcileReport]:
+    """Seconds ``reconcile(timeout_s)`` took after an outage in which each of ``customers``
+    customers was answered once from the fallback, and its report."""
+    with FakeStigg(api_key=api_key) as fake:
+        folder = tmp / f"outage-{uuid.uuid4().hex[:8]}"
+        with ResilientClient(
+            None,
+            api_key=api_key,
+            base_url=fake.url,
+            store=f"sqlite:///{folder}/cache.db",
+            reads_per_minute=reads_per_minute,
+            breaker=CircuitBreaker(failure_threshold=1, base_backoff_s=0.1, max_backoff_s=0.2),
+        ) as client:
+            fake.set_mode(FakeMode.DOWN)
+            for n in range(customers):
+                client.get_boolean_entitlement(customer_id=f"c{n}", feature_id="sso")
+            fake.set_mode(FakeMode.SLOW, delay_s=STIGG_LATENCY_S)  # back, a region away
+            time.sleep(0.25)  # past the breaker's backoff: the first refresh probes
+            reports: list[ReconcileReport] = []
+            client.on_reconcile(reports.append)
+            started = time.perf_counter()
+            report = client.reconcile(timeout=timeout_s)
+            while report is None:  # one started by itself as Stigg came back: its report
+                time.sleep(0.01)
+                report = reports[-1] if reports else None
+            return time.perf_counter() - started, report
+
+
+def refresh_rates(api_key: str, tmp: Path, customers: int, timeout_s: float) -> tuple[float, float]:
+    """Customers refreshed per second with pacing off: ours, and one refresh at a time."""
+
+    def rate() -> float:
+        took, report = reconcile_outage(
+            api_key, tmp, customers, timeout_s, reads_per_minute=UNPACED
+        )
+        return report.customers_refreshed / took
+
+    ours = rate()
+    with _one_at_a_time():
+        serial = rate()
+    return ours, serial
+
+
+@contextmanager
+def _one_at_a_time() -> Iterator[None]:
+    parallel = _reconcile.REFRESH_PARALLEL
+    _reconcile.REFRESH_PARALLEL = 1
+    try:
+        yield
+    finally:
+        _reconcile.REFRESH_PARALLEL = parallel
+
+
+def redis_status(
+    api_key: str, tmp: Path, count: int, rounds: int
+) -> tuple[list[float], list[float]] | None:
+    """Seconds per ``status()`` of a client on Redis with ``count`` snapshots and ``count``
+    pending usage records, and of one on an empty namespace; ``None`` without a Redis
+    (in CI, ``CI=true``, a Redis that does not answer raises)."""
+    import redis  # noqa: PLC0415 - the Redis plugin's dependency, not ours: only for this row
+
+    connection = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+    try:
+        connection.ping()
+    except redis.RedisError:
+        if os.environ.get("CI"):
+            raise
+        return None
+    full, empty = f"bench{uuid.uuid4().hex[:8]}", f"bench{uuid.uuid4().hex[:8]}"
+    try:
+        with FakeStigg(api_key=api_key) as fake:
+            fake.set_mode(FakeMode.DOWN)  # the usage stays pending
+
+            def client(namespace: str) -> ResilientClient:
+                return ResilientClient(
+                    None,
+                    api_key=api_key,
+                    base_url=fake.url,
+                    store=f"{REDIS_URL}?namespace={namespace}&local_outbox={tmp}/{namespace}.db",
+                    signing_key=SIGNING_KEY,
+                )
+
+            with client(full) as filling:
+                filling._usage.flusher.close()
+                for start in range(0, count, PLANT_BATCH):
+                    filling.report_usage_bulk(
+                        [
+                            {"customer_id": f"c{n}", "feature_id": "api_calls", "value": 1}
+                            for n in range(start, min(start + PLANT_BATCH, count))
+                        ]
+                    )
+            _plant_redis_snapshots(connection, full, count)
+            with client(full) as big, client(empty) as small:
+                big.status(), small.status()  # warm: connections made
+                return _alternated(big.status, small.status, rounds)
+    finally:
+        for namespace in (full, empty):
+            for keys in _batches(connection.scan_iter(f"stigg-cache:{namespace}:*", 10_000)):
+                connection.unlink(*keys)
+        connection.close()
+
+
+def _plant_redis_snapshots(connection: Any, namespace: str, count: int) -> None:
+    """``count`` snapshot keys (tiny values: status() must not look at them)."""
+    pipe = connection.pipeline(transaction=False)
+    for n in range(count):
+        pipe.set(f"stigg-cache:{namespace}:snap:{snapshot_key(f's{n}', None)}", b"x")
+        if n % PLANT_BATCH == PLANT_BATCH - 1:
+            pipe.execute()
+    pipe.execute()
+
+
+def _alternated(
+    ours: Callable[[], object], baseline: Callable[[], object], rounds: int
+) -> tuple[list[float], list[float]]:
+    mine: list[float] = []
+    theirs: list[float] = []
+    for _ in range(rounds):
+        for call, into in ((ours, mine), (baseline, theirs)):
+            started = time.perf_counter()
+            call()
+            into.append(time.perf_counter() - started)
+    return mine, theirs
+
+
+def _batches(keys: Iterator[bytes]) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) == PLANT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
