@@ -158,7 +158,8 @@ class ResilientClient:
         l1_max_entries / l1_max_bytes: bounds of the in-memory cache; bytes count
             the memory it holds (decoded snapshots and prepared answers).
         store_max_bytes: about the most a file store holds (SQLite, disk): the least
-            recently written snapshots go first; default: a tenth of the disk's free
+            recently used snapshots go first (SQLite: written or read; disk:
+            written); default: a tenth of the disk's free
             space at start-up, between 64 MiB and 10 GiB. Snapshots older than the
             policy's longest ``max_staleness`` are swept away in any case.
         signing_key: HMAC-SHA256 key(s) for tamper-evident snapshots (the

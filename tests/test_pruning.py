@@ -1,6 +1,7 @@
 """Stores drop what no check can use any more (issue 17): snapshots past the policy's
 longest ``max_staleness`` are swept away, in passes of bounded work, and a file store
-stays within ``store_max_bytes`` under churn (the least recently written go first)."""
+stays within ``store_max_bytes`` under churn (the least recently used, written or read,
+go first)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
 from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.models import Snapshot
 from stigg_cache.policy.model import PLAN_MEMORY_S, Grant, Rule
+from stigg_cache.stores.base import MISSING
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.sqlite import TABLE, SqliteStore
@@ -127,3 +129,44 @@ def test_a_store_bound_must_be_positive(fake: FakeStigg, tmp_path: Path, option:
     with pytest.raises(ValueError, match="store_max_bytes"):
         ResilientClient(None, api_key="k", base_url=fake.url, store=f"sqlite:///{tmp_path}/c.db",
                         store_max_bytes=option)  # fmt: skip
+
+
+def test_beyond_the_byte_bound_the_least_recently_read_go_first_in_every_worker(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "read.db"
+    cache = SnapshotCache(
+        SqliteStore(path), SYSTEM_CLOCK, lambda *_: None, keep_for=lambda: HOUR,
+        store_max_bytes=2_000_000,
+    )  # fmt: skip
+    old = [f"old-{n}" for n in range(400)]  # ~1.8 MB, the first written first
+    for customer in old:
+        cache.put(_snapshot(customer), 0.0)
+    read = old[:50]  # the oldest written, but read since
+
+    def reads() -> int:
+        for customer in read:
+            assert cache.get(customer, None) is not None  # from the store: into L1
+        return cache.sweep()
+
+    in_child(reads)  # a forked worker reads them; its sweep tells the store
+    for n in range(300):  # ~1.35 MB more: the file is over its bound
+        cache.put(_snapshot(f"new-{n}"), 0.0)
+    while cache.sweep():
+        pass
+    kept = {c for c in old if cache.store.get(snapshot_key(c, None)) is not MISSING}
+    assert set(read) <= kept  # read lately: kept over the unread written after them
+    assert len(kept) < len(old) / 2  # the unread went
+    cache.store.close()
+
+
+def test_a_store_written_before_reads_were_noted_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the table as versions before this one made it
+        db.execute(f"CREATE TABLE {TABLE} (key TEXT PRIMARY KEY, value BLOB, updated_at FLOAT)")
+        db.execute(f"INSERT INTO {TABLE} VALUES ('snapshot:a', x'00', 12.5)")
+    store = SqliteStore(path)
+    assert store.get("snapshot:a") == b"\x00"
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute(f"SELECT used_at FROM {TABLE}").fetchall() == [(12.5,)]

@@ -13,7 +13,7 @@ Failure rules, for every implementation:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final, Literal, Protocol, runtime_checkable
 
 
@@ -83,12 +83,18 @@ class Pruning(Protocol):
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         """Entries under ``prefix`` are of use ``seconds`` after their write; with
         ``max_bytes``, the store keeps at most about that much, the least recently
-        written going first. Applies to what is written from now on, and to pruning."""
+        used (written, or read as :meth:`touch` says) going first. Applies to what is
+        written from now on, and to pruning."""
         ...
 
     def prune(self, limit: int) -> int:
         """Drop up to ``limit`` entries past their time or beyond the byte bound (stores
         that expire entries by themselves do nothing); how many went."""
+        ...
+
+    def touch(self, keys: Sequence[str]) -> None:
+        """These entries were read lately: beyond the byte bound, the least recently read
+        go first (a store whose own eviction tracks reads, or that cannot, does nothing)."""
         ...
 
 

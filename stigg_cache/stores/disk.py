@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,11 @@ class DiskStore:
         return int(
             self._guard(lambda: self._cache.expire(retry=True) + self._cache.cull(retry=True))
         )
+
+    def touch(self, keys: Sequence[str]) -> None:
+        """diskcache evicts the least recently stored: noting a read would be a write per
+        read (its "least-recently-used" policy), which a check's read path cannot afford."""
+        del keys
 
     def delete(self, key: str) -> None:
         self._guard(lambda: self._cache.delete(key, retry=True))

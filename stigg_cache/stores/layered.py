@@ -8,6 +8,7 @@ an entry is loaded, so a wall-clock jump cannot make data look fresher.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -40,6 +41,7 @@ RECOUNT_S = 60.0  # how often status() may have L2's snapshots counted (in the b
 PRUNE_S = 60.0  # how often a process that writes snapshots sweeps its store (in the background)
 PRUNE_BATCH = 1_000  # entries per pass: one short write transaction
 PRUNE_PASSES = 20  # passes per sweep at most
+TOUCH_MAX = 10_000  # snapshots a sweep notes as read lately, at most (one short write)
 # A snapshot L1 holds past its freshness is compared with the store's at most this often:
 # the lag with which a process notices a sibling's refresh.
 L2_RECHECK_S = 1.0
@@ -85,13 +87,14 @@ class SnapshotCache:
     ) -> None:
         """``keep_for()``: how long a stored snapshot is of use (the policy's longest
         ``max_staleness``); with it, the store is swept of older ones (and, with
-        ``store_max_bytes``, of the least recently written beyond that size)."""
+        ``store_max_bytes``, of the least recently used beyond that size)."""
         self.store = store
         self._keep_for = keep_for
         self._store_max_bytes = store_max_bytes
         self._kept: float | None = None  # what the store was last told
         self._sweeping = _Upkeep(PRUNE_S, self._swept, "stigg-cache-prune")
         self.pruned = 0  # snapshots swept away by this process
+        self._loaded: set[ScopeKey] = set()  # loaded from the store since the last sweep
         self._clock = clock
         self._on_fault = on_fault
         self._max_entries = max_entries
@@ -138,7 +141,10 @@ class SnapshotCache:
         self._sketch.add(scope)  # a miss; hits are credited by the eviction sweep
         entry = self._load(customer_id, resource_id)
         if entry is not None:
+            if len(self._loaded) < TOUCH_MAX:  # the next sweep tells the store it was read
+                self._loaded.add(scope)
             self._remember(scope, entry)
+            self._sweeping.start_if_due()
         return entry
 
     def put(self, snapshot: Snapshot, fetched_mono: float) -> CachedSnapshot:
@@ -170,7 +176,11 @@ class SnapshotCache:
     def sweep(self) -> int:
         """Drop snapshots no check can use any more, in passes of bounded work; how many
         went. Runs by itself in the background at most every ``PRUNE_S`` while snapshots
-        are written.
+        are written or read from the store.
+
+        First the store hears which snapshots this process read lately (those in L1
+        asked for since they entered, and those loaded since the last sweep): beyond
+        ``store_max_bytes`` the least recently read go first, in every process's view.
 
         Raises:
             StoreError: the store failed.
@@ -178,6 +188,9 @@ class SnapshotCache:
         if not self._keeping():
             return 0
         assert isinstance(self.store, Pruning)
+        read = self._read_lately()
+        if read:
+            self.store.touch(read)
         gone = 0
         for _ in range(PRUNE_PASSES):
             swept = self.store.prune(PRUNE_BATCH)
@@ -186,6 +199,12 @@ class SnapshotCache:
                 break
         self.pruned += gone
         return gone
+
+    def _read_lately(self) -> list[str]:
+        loaded, self._loaded = self._loaded, set()  # one that lands in the old set meanwhile
+        # is noted at its next load: a hint for pruning, not worth a lock on the read path
+        used = [scope for scope, entry in list(self.l1.items()) if entry.referenced]
+        return [snapshot_key(*scope) for scope in itertools.islice({*loaded, *used}, TOUCH_MAX)]
 
     def _keeping(self) -> bool:
         """Tell the store how long snapshots are of use (again when the policy changed it);

@@ -167,6 +167,10 @@ class SignedStore:
     def prune(self, limit: int) -> int:
         return self.inner.prune(limit) if isinstance(self.inner, Pruning) else 0
 
+    def touch(self, keys: Sequence[str]) -> None:
+        if isinstance(self.inner, Pruning):
+            self.inner.touch(keys)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -7,10 +7,9 @@ Safe for several threads (one connection behind a lock) and several processes
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlite_utils
@@ -38,20 +37,36 @@ _LEASE = (
 
 
 def _create(db: sqlite_utils.Database) -> None:
-    db[TABLE].create(  # type: ignore[union-attr]
-        {"key": str, "value": bytes, "updated_at": float}, pk="key", if_not_exists=True
+    table = db[TABLE]
+    table.create(  # type: ignore[union-attr]
+        {"key": str, "value": bytes, "updated_at": float, "used_at": float},
+        pk="key",
+        if_not_exists=True,
     )
-    # Pruning reads the oldest first: an index, so a pass costs what it deletes.
-    db[TABLE].create_index(["updated_at"], if_not_exists=True)  # type: ignore[union-attr]
+    if "used_at" not in table.columns_dict:  # a file written before reads were noted
+        table.add_column("used_at", float)  # type: ignore[union-attr]
+        db.execute(f"UPDATE {TABLE} SET used_at = updated_at")  # noqa: S608
+    # Pruning reads the oldest (written, used) first: indexes, so a pass costs what it deletes.
+    table.create_index(["updated_at"], if_not_exists=True)  # type: ignore[union-attr]
+    table.create_index(["used_at"], if_not_exists=True)  # type: ignore[union-attr]
     db[LEASES].create(  # type: ignore[union-attr]
         {"key": str, "owner": str, "until": float}, pk="key", if_not_exists=True
     )
 
 
-# The mean size of the oldest entries: how many to delete to get back under a byte bound.
-_OLDEST_SIZE = (
+# The mean size of the least recently used entries: how many to delete to get back under
+# a byte bound.
+_UNUSED_SIZE = (
     f"SELECT avg(length(value)) FROM (SELECT value FROM {TABLE} "  # noqa: S608
-    "WHERE substr(key, 1, ?) = ? ORDER BY updated_at LIMIT 100)"
+    "WHERE substr(key, 1, ?) = ? ORDER BY used_at LIMIT 100)"
+)
+_PAST_TIME = (
+    f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "  # noqa: S608
+    "WHERE substr(key, 1, ?) = ? AND updated_at < ? ORDER BY updated_at LIMIT ?)"
+)
+_LEAST_USED = (
+    f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "  # noqa: S608
+    "WHERE substr(key, 1, ?) = ? ORDER BY used_at LIMIT ?)"
 )
 ROW_OVERHEAD_BYTES = 100  # key, time, b-tree cells and the index entry of a row
 
@@ -90,11 +105,12 @@ class SqliteStore:
         return bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
 
     def put(self, key: str, value: bytes) -> None:
+        now = time.time()
         self._db.run(
-            f"INSERT INTO {TABLE} (key, value, updated_at) VALUES (?, ?, ?) "  # noqa: S608
+            f"INSERT INTO {TABLE} (key, value, updated_at, used_at) VALUES (?, ?, ?, ?) "  # noqa: S608
             "ON CONFLICT(key) DO UPDATE SET "
-            "value = excluded.value, updated_at = excluded.updated_at",
-            (key, sqlite3.Binary(value), time.time()),
+            "value = excluded.value, updated_at = excluded.updated_at, used_at = excluded.used_at",
+            (key, sqlite3.Binary(value), now, now),
         )
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
@@ -117,25 +133,33 @@ class SqliteStore:
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         self._kept = (prefix, seconds, max_bytes)
 
+    def touch(self, keys: Sequence[str]) -> None:
+        """Note that these entries were read lately (a byte bound drops them last)."""
+        now = time.time()
+        with self._db.write() as db:
+            db.executemany(
+                f"UPDATE {TABLE} SET used_at = ? WHERE key = ?",  # noqa: S608
+                [(now, key) for key in keys],
+            )
+
     def prune(self, limit: int) -> int:
-        """Delete the oldest entries under the kept prefix: those written more than the kept
-        time ago, then (with a byte bound) the oldest while the file's used pages exceed it.
-        One short write transaction; freed pages are reused (the file does not grow)."""
+        """Delete entries under the kept prefix: those written more than the kept time ago,
+        then (with a byte bound) the least recently used (written or read) while the file's
+        used pages exceed it. One short write transaction; freed pages are reused (the file
+        does not grow)."""
         if self._kept is None:
             return 0
         prefix, seconds, max_bytes = self._kept
-        oldest = (
-            f"DELETE FROM {TABLE} WHERE key IN (SELECT key FROM {TABLE} "  # noqa: S608
-            "WHERE substr(key, 1, ?) = ? AND updated_at < ? ORDER BY updated_at LIMIT ?)"
-        )
         with self._db.write() as db:
-            gone = db.execute(oldest, (len(prefix), prefix, time.time() - seconds, limit)).rowcount
+            gone = db.execute(
+                _PAST_TIME, (len(prefix), prefix, time.time() - seconds, limit)
+            ).rowcount
             excess = 0 if max_bytes is None else _used_bytes(db) - max_bytes
             if excess > 0 and gone < limit:
-                ((each,),) = db.execute(_OLDEST_SIZE, (len(prefix), prefix)).fetchall()
+                ((each,),) = db.execute(_UNUSED_SIZE, (len(prefix), prefix)).fetchall()
                 over = 1 + excess // (int(each or 0) + ROW_OVERHEAD_BYTES)
                 gone += db.execute(
-                    oldest, (len(prefix), prefix, math.inf, min(limit - gone, over))
+                    _LEAST_USED, (len(prefix), prefix, min(limit - gone, over))
                 ).rowcount
         return int(gone)
 

@@ -8,7 +8,7 @@ apart; an optional TTL lets Redis drop snapshots nobody refreshed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import cast
 
 from stigg_cache.stores import MISSING, Missing, redact_url
@@ -74,6 +74,10 @@ class RedisStore:
         """Redis expires entries by itself."""
         del limit
         return 0
+
+    def touch(self, keys: Sequence[str]) -> None:
+        """Redis notes every read itself (an ``allkeys-lru`` ``maxmemory-policy`` uses it)."""
+        del keys
 
     def delete(self, key: str) -> None:
         self._gate.call(lambda: self._redis.delete(self._prefix + key))
