@@ -552,14 +552,16 @@ class ResilientClient:
         if freshness is Freshness.EXPIRED:
             return None
         offline = self._health.offline
-        if not offline:
+        if not offline and engine.refresh_due(age, policy.staleness_for(request.feature_id)):
             self._fetcher.refresh((request.customer_id, request.resource_id))
         reason = self._health.last_error if offline else None
         decision = Decision(
             Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
         )
         stale = self._from_snapshot(request, entry.snapshot, decision, now_wall)
-        return self._answered(stale, request, offline=True)
+        # Stale while Stigg answers (a refresh on its way) is no offline decision: only
+        # those made while Stigg was unreachable are reconciled.
+        return self._answered(stale, request, offline=offline)
 
     @staticmethod
     def _from_snapshot(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from stigg_cache import (
@@ -17,8 +18,10 @@ from stigg_cache import (
     StiggUnavailableError,
 )
 from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.core import engine
 from stigg_cache.testing import ManualClock
 from tests.conftest import MakeClient
+from tests.forking import in_child
 from tests.helpers import eventually
 
 
@@ -308,3 +311,64 @@ def test_stale_answers_alone_find_out_that_stigg_is_back(
         )
     )
     assert client.status().state is ConnectionState.CONNECTED
+
+
+def test_a_validuntil_passed_on_arrival_refreshes_once_per_interval_not_per_check(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    fake.set_customer("acme", [boolean("sso").__class__("sso", "BOOLEAN", True, valid_until=past)])
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # LIVE: 1 fetch
+
+    def checks() -> int:
+        for _ in range(20):  # each used to start a refresh once the last one had landed
+            result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            assert result.decision.source is Source.STALE
+            time.sleep(0.02)
+        return fake.entitlement_requests()
+
+    assert in_child(checks) == 1  # a worker forked after the first fetch
+    assert checks() == 1
+    clock.advance(engine.MIN_REFRESH_S)  # once per interval: asked again
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    eventually(lambda: fake.entitlement_requests() == 2)
+
+
+def test_stale_answers_while_stigg_answers_are_not_offline_decisions(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    # One latency blip used to make reconciliation re-read every recently active customer.
+    client = make_client(clock=clock)
+    for customer in ("acme", "globex"):
+        fake.set_customer(customer, [boolean("sso")])
+        client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+    clock.advance(120)  # past fresh_for_s (60): stale, and refreshed in the background
+
+    def stale_then_reconciled(customer: str) -> int:
+        result = client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+        assert result.decision.source is Source.STALE
+        report = client.reconcile(timeout=2)
+        assert report is not None
+        return report.decisions_checked
+
+    assert in_child(lambda: stale_then_reconciled("acme")) == 0
+    assert stale_then_reconciled("globex") == 0
+
+
+def test_a_wall_clock_step_back_never_makes_a_stored_snapshot_younger(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    client = make_client(clock=clock, check_timeout=0.2)  # max_staleness_s: 1 h
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # LIVE, stored
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(2 * 3600)  # two hours pass: the snapshot is past its budget
+    clock.jump_wall(-2 * 3600)  # and the wall clock steps back over them
+
+    def reloaded() -> list[object]:
+        client._cache.clear_l1()  # read from the store again: its age from its wall time
+        result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+        return [result.decision.source.value, result.decision.age_s]
+
+    assert in_child(reloaded) == ["DEFAULT", None]  # was CACHE at age 0.0
+    assert reloaded() == ["DEFAULT", None]

@@ -29,6 +29,7 @@ from stigg_cache.policy.model import Grant, Staleness
 
 FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed fresh
 DEFAULT_REQUESTED_USAGE = 1.0  # Stigg's SDKs check one unit when none is given
+MIN_REFRESH_S = 5.0  # a customer is asked for again at most this often while stale
 
 
 class CheckKind(enum.Enum):
@@ -79,6 +80,17 @@ def judge(
     if age_s <= budget.fresh_for_s and not past_valid_until and not dated_in_future:
         return Freshness.FRESH
     return Freshness.STALE
+
+
+def refresh_due(age_s: float, budget: Staleness) -> bool:
+    """Whether a snapshot past its freshness is old enough to ask Stigg for again.
+
+    A feature whose ``validUntil`` has already passed when it arrives is stale at
+    once: refreshing it on every check would ask Stigg on every check. A snapshot
+    is asked for again once it is ``MIN_REFRESH_S`` old (or its ``fresh_for_s``,
+    if shorter): a customer is refreshed at most once per that interval.
+    """
+    return age_s >= min(MIN_REFRESH_S, budget.fresh_for_s)
 
 
 def usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:

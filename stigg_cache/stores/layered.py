@@ -96,6 +96,10 @@ class SnapshotCache:
         self.pruned = 0  # snapshots swept away by this process
         self._loaded: set[ScopeKey] = set()  # loaded from the store since the last sweep
         self._clock = clock
+        # A stored snapshot's fetch time is a wall time: it is placed on this process's
+        # monotonic timeline with the offset of the two taken once, here, so a later step
+        # of the wall clock (NTP, a VM resume) never makes stored data younger.
+        self._wall_offset = clock.time() - clock.monotonic()
         self._on_fault = on_fault
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -412,10 +416,10 @@ class SnapshotCache:
                 "store_entry_unusable", StoreError("snapshot stored under another scope's key")
             )
             return None
-        age = self._clock.time() - snapshot.fetched_at
-        in_future = age < -FUTURE_SKEW_S
-        fetched_mono = self._clock.monotonic() - max(age, 0.0)
-        return CachedSnapshot(snapshot, fetched_mono, in_future, size=len(value))
+        now = self._clock.monotonic()
+        fetched_mono = snapshot.fetched_at - self._wall_offset  # on this process's timeline
+        in_future = fetched_mono - now > FUTURE_SKEW_S
+        return CachedSnapshot(snapshot, min(fetched_mono, now), in_future, size=len(value))
 
 
 class _Upkeep:
