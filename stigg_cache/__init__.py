@@ -1,14 +1,19 @@
 """stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
 
+from stigg_cache._clock import Clock
+from stigg_cache.adapters.base import Adapter
 from stigg_cache.aio import AsyncResilientClient
-from stigg_cache.client import ResilientClient
+from stigg_cache.client import DecisionHook, ResilientClient
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.core.reconcile import Contradiction, ReconcileReport
 from stigg_cache.errors import (
     ConfigurationError,
     CorruptEntryError,
     FailureKind,
+    InvalidArgumentError,
     InvalidResponseError,
+    InvalidTypeError,
+    InvalidValueError,
     OutboxFullError,
     PolicyError,
     StiggCacheError,
@@ -39,10 +44,12 @@ from stigg_cache.stores import MISSING, Store, open_store
 
 __all__ = [
     "MISSING",
+    "Adapter",
     "AsyncResilientClient",
     "BooleanEntitlement",
     "BreakerState",
     "CircuitBreaker",
+    "Clock",
     "ConfigurationError",
     "ConnectionState",
     "Consumption",
@@ -51,6 +58,7 @@ __all__ = [
     "CreditEntitlement",
     "DeadLetter",
     "Decision",
+    "DecisionHook",
     "Entitlement",
     "EnumEntitlement",
     "FailureKind",
@@ -59,7 +67,10 @@ __all__ = [
     "FeaturePolicy",
     "FlushResult",
     "Grant",
+    "InvalidArgumentError",
     "InvalidResponseError",
+    "InvalidTypeError",
+    "InvalidValueError",
     "Meter",
     "MeteredEntitlement",
     "NumericEntitlement",

@@ -36,8 +36,8 @@ MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds m
 # Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
 # runs Python code, too slow for the hot path).
 _LEADING_FIELDS = ("customer_id", "feature_id", "resource_id", "has_access", "access_denied_reason")
-_KINDS = tuple(CheckKind)
-SLOT = {kind: index for index, kind in enumerate(_KINDS)}
+KINDS = tuple(CheckKind)  # by slot
+SLOT = {kind: index for index, kind in enumerate(KINDS)}
 SLOT_BOOLEAN, SLOT_NUMERIC, SLOT_METERED = (
     SLOT[CheckKind.BOOLEAN],
     SLOT[CheckKind.NUMERIC],
@@ -133,7 +133,7 @@ class FastPath:
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
         prepared = None if slots is None else slots[slot]
         if prepared is None or prepared[1] is not policy:
-            request = CheckRequest(_KINDS[slot], customer_id, feature_id, scope[1])
+            request = CheckRequest(KINDS[slot], customer_id, feature_id, scope[1])
             prepared = self._prepare(entry, request, policy)
             if prepared is None:
                 return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from stigg_cache.errors import ConfigurationError
+from stigg_cache.errors import ConfigurationError, InvalidTypeError, InvalidValueError
 
 MAX_ID_CHARS = 1_000  # ids of customers, resources, features, events, idempotency keys
 _PATH_STEPS = frozenset({".", ".."})
@@ -31,11 +31,15 @@ def require_id(name: str, value: object) -> str:
     ):
         return value  # the common case, checked first
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        raise InvalidTypeError(f"{name} must be a str, got {type(value).__name__}")
     if value in _PATH_STEPS:  # in a URL path they would name another resource
-        raise ValueError(f"{name} {value!r} is not an id: it would rewrite the request's path")
+        raise InvalidValueError(
+            f"{name} {value!r} is not an id: it would rewrite the request's path"
+        )
     if not value.strip() or len(value) > MAX_ID_CHARS:
-        raise ValueError(f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters")
+        raise InvalidValueError(
+            f"{name} must be a non-empty string of at most {MAX_ID_CHARS} characters"
+        )
     return encodable(name, value)
 
 
@@ -45,7 +49,7 @@ def encodable(name: str, value: str) -> str:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{name} is not valid Unicode (a lone surrogate, e.g. from a bad decode): "
                 f"{value!r:.80}"
             ) from None
@@ -55,13 +59,13 @@ def encodable(name: str, value: str) -> str:
 def finite_number(name: str, value: object) -> float:
     """A finite number as a float (an int too large for a float is not one)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise InvalidTypeError(f"{name} must be a number, got {type(value).__name__}")
     try:
         number = float(value)
     except OverflowError:
         number = math.inf
     if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r:.40}")
+        raise InvalidValueError(f"{name} must be a finite number, got {value!r:.40}")
     return number
 
 
@@ -71,7 +75,7 @@ def requested_usage(value: object) -> float | None:
         return None
     number = finite_number("requested_usage", value)
     if number < 0:
-        raise ValueError(f"requested_usage must be a finite number >= 0, got {value!r}")
+        raise InvalidValueError(f"requested_usage must be a finite number >= 0, got {value!r}")
     return number
 
 
@@ -79,7 +83,7 @@ def amount(value: object) -> float:
     """A finite number > 0 (units to consume)."""
     number = finite_number("amount", value)
     if number <= 0:
-        raise ValueError(f"amount must be a finite number > 0, got {value!r}")
+        raise InvalidValueError(f"amount must be a finite number > 0, got {value!r}")
     return number
 
 
@@ -88,10 +92,10 @@ def requested_values(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise TypeError("requested_values must be a list of strings, e.g. ['gpt-4']")
+        raise InvalidTypeError("requested_values must be a list of strings, e.g. ['gpt-4']")
     values = tuple(value)
     if not all(isinstance(v, str) for v in values):
-        raise TypeError("requested_values must contain strings only")
+        raise InvalidTypeError("requested_values must contain strings only")
     return values
 
 

@@ -103,6 +103,7 @@ class AsyncResilientClient:
         self.status = self._core.status
         self.on_status_change = self._core.on_status_change
         self.on_reconcile = self._core.on_reconcile
+        self.on_decision = self._core.on_decision
 
     def _renew(self) -> None:
         """In a forked child the pool's threads are gone (it would queue calls forever)."""

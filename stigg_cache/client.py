@@ -9,8 +9,11 @@ gathers their inputs and does the I/O. Usage goes through a durable outbox.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -24,6 +27,7 @@ from stigg_cache import _fork
 from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
 from stigg_cache._fastpath import (
+    KINDS,
     SLOT_BOOLEAN,
     SLOT_GENERIC,
     SLOT_METERED,
@@ -55,7 +59,7 @@ from stigg_cache.core.pacing import (
     USAGE_CALLS_PER_MINUTE,
 )
 from stigg_cache.core.reconcile import DecisionJournal, ReconcileReport
-from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
+from stigg_cache.errors import InvalidResponseError, InvalidTypeError, StiggUnavailableError
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
@@ -90,6 +94,7 @@ from stigg_cache.stores.layered import (
     CachedSnapshot,
     ScopeKey,
     SnapshotCache,
+    StoreFault,
 )
 from stigg_cache.stores.signed import ENV_SIGNING_KEY, SignedStore, signing_keys
 
@@ -98,6 +103,10 @@ DEFAULT_CHECK_TIMEOUT_S = 0.5
 DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
 RECONCILE_TIMEOUT_S = 60.0
 _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
+# What a check answered, told after it: its kind ("boolean", ...), the answer (with its
+# decision) and the seconds it took. Subscribed with ResilientClient.on_decision.
+DecisionHook = Callable[[str, "AnyEntitlement", float], None]
+FastAnswer = Callable[..., "AnyEntitlement | None"]
 _LOCAL_SCHEMES = ("", "sqlite", "disk", "memory")  # "": a Store object given (the user's)
 
 
@@ -195,106 +204,109 @@ class ResilientClient:
     ) -> None:
         self._check_timeout_s = check.positive_seconds("check_timeout", check_timeout)
         self._fetch_timeout_s = check.positive_seconds("fetch_timeout", fetch_timeout)
-        self._watcher: PolicyWatcher | None = None
-        if isinstance(policy, str | os.PathLike):
-            self._watcher = PolicyWatcher(policy, on_reload=self._use_policy)
-            policy = self._watcher.current
-        elif policy is not None and not isinstance(policy, FallbackPolicy):
-            raise TypeError(
-                f"policy must be a path, a FallbackPolicy or None, got {type(policy).__name__}"
+        check.positive_int("outbox_max_records", outbox_max_records)
+        if store_max_bytes is not None:
+            check.positive_int("store_max_bytes", store_max_bytes)
+        # What is opened or started is closed again if a later step fails: a constructor
+        # that raises leaves no thread, connection or file behind.
+        with contextlib.ExitStack() as undo:
+            self._watcher: PolicyWatcher | None = None
+            if isinstance(policy, str | os.PathLike):
+                self._watcher = PolicyWatcher(policy, on_reload=self._use_policy)
+                undo.callback(self._watcher.close)
+                policy = self._watcher.current
+            elif policy is not None and not isinstance(policy, FallbackPolicy):
+                raise InvalidTypeError(
+                    f"policy must be a path, a FallbackPolicy or None, got {type(policy).__name__}"
+                )
+            self._policy = policy or BUILTIN_POLICY
+            self._clock = clock
+            self._faults = FaultLog(clock)
+            self._adapter = adapt(
+                inner, api_key=api_key, base_url=base_url, fetch_timeout_s=self._fetch_timeout_s
             )
-        self._policy = policy or BUILTIN_POLICY
-        self._clock = clock
-        self._faults = FaultLog(clock)
-        self._adapter = adapt(
-            inner, api_key=api_key, base_url=base_url, fetch_timeout_s=self._fetch_timeout_s
-        )
-        keys = signing_keys(signing_key)
-        self._owns_store = not isinstance(store, Store)
-        store_url, opened = self._open_store(store)
-        self._store_name = redact(store_url) if self._owns_store else repr(opened)
-        self._signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
-        if keys:
-            opened = SignedStore(opened, keys)
-        elif scheme_of(store_url) not in _LOCAL_SCHEMES:
-            logger.warning(
-                "stigg_cache.unsigned_shared_store: %s is shared over the network and its "
-                "snapshots are not signed: anyone who can write to it can grant features; "
-                "set signing_key= (or %s)",
-                self._store_name,
-                ENV_SIGNING_KEY,
-                extra={"event": "stigg_cache.unsigned_shared_store"},
+            undo.callback(self._adapter.close)
+            self._owns_store = not isinstance(store, Store)
+            store_url, opened = self._open_store(store, signing_keys(signing_key), undo)
+            self._owns_outbox = not isinstance(outbox, Outbox)
+            self._outbox = (
+                open_outbox(outbox or default_outbox_url(store_url if self._owns_store else None))
+                if not isinstance(outbox, Outbox)
+                else outbox
             )
-        self._owns_outbox = not isinstance(outbox, Outbox)
-        self._outbox = (
-            open_outbox(outbox or default_outbox_url(store_url if self._owns_store else None))
-            if not isinstance(outbox, Outbox)
-            else outbox
-        )
-        self._health = Health(breaker or CircuitBreaker(), clock)
-        self._cache = SnapshotCache(
-            opened,
-            clock,
-            self._store_fault,
-            l1_max_entries,
-            l1_max_bytes,
-            keep_for=lambda: self._policy.keep_snapshots_s,
-            store_max_bytes=(
-                check.positive_int("store_max_bytes", store_max_bytes)
-                if store_max_bytes is not None
-                else default_store_max_bytes(store_url)
-                if self._owns_store
-                else None
-            ),
-        )
+            if self._owns_outbox:
+                undo.callback(self._outbox.close)
+            self._health = Health(breaker or CircuitBreaker(), clock)
+            self._cache = SnapshotCache(
+                opened,
+                clock,
+                self._store_fault,
+                l1_max_entries,
+                l1_max_bytes,
+                keep_for=lambda: self._policy.keep_snapshots_s,
+                store_max_bytes=(
+                    store_max_bytes
+                    if store_max_bytes is not None
+                    else default_store_max_bytes(store_url)
+                    if self._owns_store
+                    else None
+                ),
+            )
 
-        self._fetcher = Fetcher(
-            self._adapter,
-            self._cache,
-            self._health,
-            clock,
-            check_timeout_s=self._check_timeout_s,
-            fetch_timeout_s=self._fetch_timeout_s,
-            concurrency=fetch_concurrency,
-            reads=read_budget(self._outbox, reads_per_minute or reads_per_minute_of(self._adapter)),
-        )
-        self._usage = UsageService(
-            self._outbox,
-            self._adapter,
-            self._health,
-            clock,
-            lambda: self._policy,
-            settle_s=settle_s,
-            events_per_second=events_per_second,
-            usage_calls_per_minute=usage_calls_per_minute,
-            lease_s=outbox_lease_s,
-            max_records=check.positive_int("outbox_max_records", outbox_max_records),
-        )
-        self._cache.on_held = lambda scope: self._usage.read_customer(*scope)
-        self._warm = FastPath(
-            self._cache.l1,
-            self._policy,
-            monotonic=clock.monotonic,
-            wall=clock.time,
-            usage=self._usage,
-            grew=self._cache.grew,
-        )
-        self._fast = self._warm.answer  # bound once: the getters call it on every check
-        self._journal = DecisionJournal()
-        _fork.renew_after_fork(self._journal, DecisionJournal.renew_lock)
-        self._reconciler = Reconciler(
-            self._journal,
-            self._usage,
-            self._fetcher,
-            clock,
-            self._faults,
-            fetch_timeout_s=self._fetch_timeout_s,
-            reads_per_minute=reads_per_minute or EDGE_READS_PER_MINUTE,
-        )
-        self._health.subscribe(self._on_state_change)
-        self.outbox = OutboxAdmin(self._outbox, clock)
-        self._closed = False
-        self._forked = False
+            self._fetcher = Fetcher(
+                self._adapter,
+                self._cache,
+                self._health,
+                clock,
+                check_timeout_s=self._check_timeout_s,
+                fetch_timeout_s=self._fetch_timeout_s,
+                concurrency=fetch_concurrency,
+                reads=read_budget(
+                    self._outbox, reads_per_minute or reads_per_minute_of(self._adapter)
+                ),
+            )
+            undo.callback(self._fetcher.close)
+            self._usage = UsageService(
+                self._outbox,
+                self._adapter,
+                self._health,
+                clock,
+                lambda: self._policy,
+                settle_s=settle_s,
+                events_per_second=events_per_second,
+                usage_calls_per_minute=usage_calls_per_minute,
+                lease_s=outbox_lease_s,
+                max_records=outbox_max_records,
+            )
+            undo.callback(self._usage.close)
+            self._cache.on_held = lambda scope: self._usage.read_customer(*scope)
+            self._warm = FastPath(
+                self._cache.l1,
+                self._policy,
+                monotonic=clock.monotonic,
+                wall=clock.time,
+                usage=self._usage,
+                grew=self._cache.grew,
+            )
+            self._fast = self._warm.answer  # bound once: the getters call it on every check
+            self._hooks: tuple[DecisionHook, ...] = ()
+            self._hooks_changed = threading.Lock()
+            self._journal = DecisionJournal()
+            _fork.renew_after_fork(self._journal, DecisionJournal.renew_lock)
+            self._reconciler = Reconciler(
+                self._journal,
+                self._usage,
+                self._fetcher,
+                clock,
+                self._faults,
+                fetch_timeout_s=self._fetch_timeout_s,
+                reads_per_minute=reads_per_minute or EDGE_READS_PER_MINUTE,
+            )
+            self._health.subscribe(self._on_state_change)
+            self.outbox = OutboxAdmin(self._outbox, clock)
+            self._closed = False
+            self._forked = False
+            undo.pop_all()  # built: close() releases them from now on
         _fork.renew_after_fork(self, ResilientClient._renew)
 
     def _renew(self) -> None:
@@ -317,16 +329,34 @@ class ResilientClient:
             self._watcher.start()
         self._warm.l1 = self._cache.l1
 
-    @staticmethod
-    def _open_store(store: str | Store | None) -> tuple[str, Store]:
+    def _open_store(
+        self, store: str | Store | None, keys: Sequence[bytes], undo: contextlib.ExitStack
+    ) -> tuple[str, Store]:
         """The store's URL as given (secrets and all: for opening the outbox beside it
-        only, never shown) and the store."""
+        only, never shown) and the store, signed with ``keys`` if any; one this client
+        opened is closed by ``undo``."""
         if store is None or isinstance(store, str | Path):
             url = default_store_url() if store is None else str(store)
-            return url, open_store(url)
-        if isinstance(store, Store):
-            return "", store
-        raise TypeError(f"store must be a URL or a Store, got {type(store).__name__}")
+            opened = open_store(url)
+            undo.callback(opened.close)
+        elif isinstance(store, Store):
+            url, opened = "", store
+        else:
+            raise InvalidTypeError(f"store must be a URL or a Store, got {type(store).__name__}")
+        self._store_name = redact(url) if self._owns_store else repr(opened)
+        self._signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
+        if keys:
+            return url, SignedStore(opened, keys)
+        if scheme_of(url) not in _LOCAL_SCHEMES:
+            logger.warning(
+                "stigg_cache.unsigned_shared_store: %s is shared over the network and its "
+                "snapshots are not signed: anyone who can write to it can grant features; "
+                "set signing_key= (or %s)",
+                self._store_name,
+                ENV_SIGNING_KEY,
+                extra={"event": "stigg_cache.unsigned_shared_store"},
+            )
+        return url, opened
 
     # -- checks ---------------------------------------------------------------
 
@@ -415,9 +445,13 @@ class ResilientClient:
     def get_entitlements(self, *, customer_id: str, resource_id: str | None = None) -> Snapshot:
         """Every entitlement of a customer, with the decision that produced them.
 
-        With no trustworthy snapshot and Stigg unreachable, the result holds
-        no entitlements and its decision says DEFAULT: individual checks then
-        answer from the policy.
+        Judged as a check of each feature would be (its own budget, its
+        ``validUntil``): CACHE while all are fresh; STALE at once (refreshed in
+        the background) while none is past its ``max_staleness``; else Stigg is
+        asked within the check budget, and failing that a STALE answer holds only
+        the features still within their budget. With no usable snapshot and Stigg
+        unreachable, the result holds no entitlements and its decision says
+        DEFAULT: individual checks then answer from the policy.
         """
         scope = (
             check.require_id("customer_id", customer_id),
@@ -427,29 +461,42 @@ class ResilientClient:
             self._resume()
         policy = self._policy
         held = self._held_snapshot(scope)
-        age = None if held is None else self._clock.monotonic() - held[1].fetched_mono
-        if held is not None and age is not None:
-            freshness = engine.judge(
+        stale: Snapshot | None = None
+        if held is not None:
+            snapshot, entry = held
+            age = self._clock.monotonic() - entry.fetched_mono
+            freshness, expired = engine.judge_all(
                 age,
+                snapshot.entitlements,
+                policy.staleness_for,
                 policy.staleness,
-                past_valid_until=False,
-                dated_in_future=held[1].dated_in_future,
+                now_wall=self._clock.time(),
+                dated_in_future=entry.dated_in_future,
             )
             if freshness is Freshness.FRESH:
                 decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-                return attrs.evolve(held[0], decision=decision)
+                return attrs.evolve(snapshot, decision=decision)
+            offline = self._health.offline
+            if freshness is Freshness.STALE:
+                if not offline and engine.refresh_due(age, policy.staleness):
+                    self._fetcher.refresh(scope)
+                reason = self._health.last_error if offline else None
+                decision = Decision(
+                    Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
+                )
+                return attrs.evolve(snapshot, decision=decision)
+            usable = {f: e for f, e in snapshot.entitlements.items() if f not in expired}
+            if usable:
+                decision = Decision(Source.STALE, age, stale=True, policy_version=policy.version)
+                stale = attrs.evolve(snapshot, entitlements=usable, decision=decision)
         result = self._fetcher.fetch(scope, self._check_timeout_s)
         if isinstance(result, CachedSnapshot):
             decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
             return attrs.evolve(result.snapshot, decision=decision)
-        reason = str(result)
-        if held is not None and age is not None and age <= policy.staleness.max_staleness_s:
-            decision = Decision(
-                Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
-            )
-            return attrs.evolve(held[0], decision=decision)
+        if stale is not None and stale.decision is not None:
+            return attrs.evolve(stale, decision=attrs.evolve(stale.decision, reason=str(result)))
         decision = Decision(
-            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=reason
+            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=str(result)
         )
         return Snapshot(scope[0], scope[1], {}, fetched_at=0.0, decision=decision)
 
@@ -468,7 +515,7 @@ class ResilientClient:
                 entitlements = entitlements.materialize()
         except InvalidResponseError as error:
             self._cache.invalidate(*scope)
-            self._store_fault("store_entry_unusable", error)
+            self._store_fault(StoreFault.ENTRY_UNUSABLE, error)
             return None
         return attrs.evolve(entry.snapshot, entitlements=entitlements), entry
 
@@ -505,7 +552,7 @@ class ResilientClient:
                 judged = self._from_cached(request, entry, policy, started)
             except InvalidResponseError as error:  # a stored entry whose feature is malformed
                 self._cache.invalidate(*scope)
-                self._store_fault("store_entry_unusable", error)
+                self._store_fault(StoreFault.ENTRY_UNUSABLE, error)
                 entry = judged = None
             if judged is not None:
                 return judged
@@ -713,7 +760,7 @@ class ResilientClient:
         misuse: str,
     ) -> list[Receipt]:
         if isinstance(items, Mapping) or not isinstance(items, Sequence):
-            raise TypeError(misuse)
+            raise InvalidTypeError(misuse)
         if self._forked:
             self._resume()
         now = self._clock.time()
@@ -811,6 +858,54 @@ class ResilientClient:
             sending_resumes_at=self._usage.flusher.resumes_at(),
         )
 
+    def on_decision(self, hook: DecisionHook) -> Callable[[], None]:
+        """Call ``hook(kind, answer, seconds)`` after every check this client answers
+        (``kind``: ``"boolean"``, ``"numeric"``, ``"metered"``, ``"generic"``; ``answer``
+        carries its ``decision``); returns an unsubscribe. Checks pay for hooks only
+        while one is subscribed; a hook that raises is logged and never fails a check.
+        """
+        with self._hooks_changed:
+            self._hooks = (*self._hooks, hook)
+            if len(self._hooks) == 1:  # an instance attribute over the class's method
+                self._fast, self._check = self._hooked(self._warm.answer, type(self)._check)  # type: ignore[method-assign]
+
+        def unsubscribe() -> None:
+            with self._hooks_changed:
+                self._hooks = tuple(h for h in self._hooks if h is not hook)
+                if not self._hooks:  # back to the bare paths
+                    self._fast = self._warm.answer
+                    del self._check  # the class's own again
+
+        return unsubscribe
+
+    def _hooked(
+        self, fast: FastAnswer, full: Callable[..., AnyEntitlement]
+    ) -> tuple[FastAnswer, Callable[..., AnyEntitlement]]:
+        """The fast and full paths, each telling the hooks what it answered, and when."""
+        clock = time.perf_counter
+
+        def told(kind: str, answer: AnyEntitlement, seconds: float) -> None:
+            for hook in self._hooks:
+                try:
+                    hook(kind, answer, seconds)
+                except Exception:  # the caller's code: never the check's failure
+                    self._faults.report("stigg_cache.hook_failed", repr(hook), key=repr(hook))
+
+        def fast_told(slot: int, *args: Any) -> Any:
+            started = clock()
+            answer = fast(slot, *args)
+            if answer is not None:
+                told(KINDS[slot].value, answer, clock() - started)
+            return answer
+
+        def full_told(kind: CheckKind, *args: Any, **options: Any) -> AnyEntitlement:
+            started = clock()
+            answer = full(self, kind, *args, **options)
+            told(kind.value, answer, clock() - started)
+            return answer
+
+        return fast_told, full_told
+
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""
         return self._health.subscribe(callback)
@@ -851,17 +946,13 @@ class ResilientClient:
         self._policy = policy  # one reference swap: checks in flight keep the old one
         self._warm.policy = policy
 
-    def _store_fault(self, event: str, error: Exception | None) -> None:
+    def _store_fault(self, fault: StoreFault, error: Exception | None) -> None:
         if error is None:
             self._health.store_fault(None)
             return
-        self._faults.report(f"stigg_cache.{event}", str(error), key=event)
-        if event not in (
-            "store_entry_unusable",
-            "snapshot_tampered",
-            "store_lease_failed",
-        ):  # a bad entry, or a lease the store was too busy to grant: not a bad store
-            self._health.store_fault(f"{event}: {error}")
+        self._faults.report(f"stigg_cache.{fault.value}", str(error), key=fault.value)
+        if fault.store_unhealthy:  # not a bad entry, nor a lease the store was too busy for
+            self._health.store_fault(f"{fault.value}: {error}")
 
     def __repr__(self) -> str:
         return f"ResilientClient(adapter={self._adapter.name!r}, store={self._store_name!r})"

@@ -5,7 +5,10 @@ those faults are reported as values (``Decision.reason``, ``status()``).
 Exceptions are for the caller's own mistakes and for explicit admin calls::
 
     StiggCacheError
-    ├── ConfigurationError (+ ValueError)  bad constructor arguments, store URL
+    ├── InvalidArgumentError               a caller's mistake in an argument
+    │   ├── InvalidValueError (+ ValueError)  a value out of range or malformed
+    │   ├── InvalidTypeError (+ TypeError)    a value of the wrong type
+    │   └── ConfigurationError (+ ValueError) bad constructor arguments, store URL
     ├── PolicyError (+ ValueError)         an invalid fallback.yaml, every problem listed
     ├── StoreError (+ OSError)             a store could not read or write
     │   ├── CorruptEntryError (+ ValueError)  a stored value failed its checks
@@ -28,7 +31,23 @@ class StiggCacheError(Exception):
     """Root of every exception this package raises."""
 
 
-class ConfigurationError(StiggCacheError, ValueError):
+class InvalidArgumentError(StiggCacheError):
+    """The caller's own mistake in an argument; the message says what to change.
+
+    ``except InvalidArgumentError`` catches every one of them; each also
+    subclasses ``ValueError`` or ``TypeError``, as Python's own would.
+    """
+
+
+class InvalidValueError(InvalidArgumentError, ValueError):
+    """An argument's value is out of range or malformed (an id, a number, a time)."""
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument is of a type the call does not take."""
+
+
+class ConfigurationError(InvalidArgumentError, ValueError):
     """An argument, URL or setting given by the caller is not usable."""
 
 

@@ -33,8 +33,6 @@ except ImportError as missing:  # pragma: no cover - exercised without the extra
         "stigg_cache.metrics needs prometheus_client: pip install 'stigg-cache[prometheus]'"
     ) from missing
 
-from stigg_cache._fastpath import _KINDS
-from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import ConnectionState
 
 if TYPE_CHECKING:
@@ -48,30 +46,13 @@ class ClientCollector(Collector):
     """Reads one client's decisions, latency, snapshots, outbox, breaker and policy."""
 
     def __init__(self, client: ResilientClient) -> None:
-        """Start counting ``client``'s checks (wraps its fast and full paths)."""
+        """Start counting ``client``'s checks (a hook on its decisions)."""
         self._client = client
         self._lock = threading.Lock()
         self.decisions: Counter[tuple[str, str]] = Counter()
         self._buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self._latency_sum = 0.0
-        fast, full = client._fast, client._check
-        clock = time.perf_counter
-
-        def counted_fast(slot: int, *args: Any) -> Any:
-            started = clock()
-            answer = fast(slot, *args)
-            if answer is not None:
-                self._observe(_KINDS[slot].value, answer, clock() - started)
-            return answer
-
-        def counted_full(kind: CheckKind, *args: Any, **options: Any) -> Any:
-            started = clock()
-            answer = full(kind, *args, **options)
-            self._observe(kind.value, answer, clock() - started)
-            return answer
-
-        client._fast = counted_fast  # type: ignore[assignment]
-        client._check = counted_full  # type: ignore[method-assign]
+        self.stop = client.on_decision(self._observe)  # stop(): counting ends
 
     def _observe(self, kind: str, answer: Any, seconds: float) -> None:
         with self._lock:

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import subprocess
 import sys
+import threading
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import stigg_cache
-from stigg_cache import ConfigurationError, ResilientClient, _plugins
+from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient, _plugins
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
+from tests.forking import in_child
+from tests.helpers import eventually
 
 
 def test_all_is_complete_and_sorted() -> None:
@@ -48,8 +55,30 @@ def test_caller_mistakes_raise_precise_errors(
     make_client: MakeClient, kwargs: dict[str, object], error: type[Exception], message: str
 ) -> None:
     client = make_client()
-    with pytest.raises(error, match=message):
+    with pytest.raises(error, match=message) as raised:
         client.get_entitlement(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(raised.value, InvalidArgumentError)  # one root for every caller mistake
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda c: c.report_usage(customer_id="c", feature_id="f", value="1"), TypeError),
+        (lambda c: c.report_event([{"customer_id": "c", "event_name": "e", "x": 1}]), ValueError),
+        (lambda c: c.report_event({"customer_id": "c"}), TypeError),
+        (lambda c: c.has_access("c", "f", requested_usage=-1), ValueError),
+        (lambda c: ResilientClient(None, api_key="k", store="memory://", check_timeout=0),
+         ValueError),
+        (lambda c: ResilientClient(None, api_key="k", store=3),  # type: ignore[arg-type]
+         TypeError),
+    ],
+)  # fmt: skip
+def test_every_caller_mistake_is_an_invalid_argument_and_the_builtin_it_resembles(
+    make_client: MakeClient, call: Callable[[ResilientClient], object], error: type[Exception]
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        call(make_client())
+    assert isinstance(raised.value, error)
 
 
 def test_enum_values_must_be_a_list_not_a_string(make_client: MakeClient) -> None:
@@ -122,3 +151,77 @@ def test_importing_the_package_leaves_asyncio_unloaded() -> None:
     probe = "import sys, stigg_cache; print('asyncio' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def _held_in(folder: Path) -> list[str]:
+    """Files under ``folder`` this process holds open."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the listing's own fd is gone by now
+            target = str(fd.readlink())
+            if target.startswith(str(folder)):
+                held.append(target)
+    return held
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"inner": {}}, TypeError),  # the policy watcher's threads had started
+        ({"api_key": None}, ConfigurationError),  # so had they, STIGG_API_KEY unset
+        ({"outbox_max_records": 0}, ValueError),  # the store and outbox were open
+        ({"outbox": "mysql://x"}, ConfigurationError),  # the store was open
+    ],
+)
+def test_a_constructor_that_fails_leaves_no_thread_or_open_file(
+    kwargs: dict[str, object], error: type[Exception], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.delenv("STIGG_API_KEY", raising=False)
+    policy = tmp_path / "fallback.yaml"
+    shutil.copy(Path(__file__).parent.parent / "examples" / "fallback.yaml", policy)
+    options: dict[str, object] = {
+        "inner": None, "api_key": "k", "policy": policy, "store": f"sqlite:///{tmp_path}/c.db",
+    }  # fmt: skip
+    before = set(threading.enumerate())
+
+    def leftovers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t not in before and t.is_alive()}
+
+    with pytest.raises(error):
+        ResilientClient(**{**options, **kwargs})  # type: ignore[arg-type]
+    eventually(lambda: not leftovers(), within_s=5)  # a watcher's thread ends in its join
+    assert _held_in(tmp_path) == []
+
+
+def test_decision_hooks_hear_every_check_on_both_paths_until_unsubscribed(
+    make_client: MakeClient,
+) -> None:
+    client = make_client()
+    heard: list[tuple[str, str]] = []
+
+    def hook(kind: str, answer: Any, seconds: float) -> None:
+        assert seconds >= 0
+        heard.append((kind, answer.decision.source.value))
+
+    def broken(kind: str, answer: Any, seconds: float) -> None:
+        raise RuntimeError("a bug in the caller's hook")
+
+    stop = client.on_decision(hook)
+    stop_broken = client.on_decision(broken)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the full path
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the fast path
+    client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+
+    def in_worker() -> list[list[str]]:  # a worker forked after the hook was subscribed
+        client.get_numeric_entitlement(customer_id="acme", feature_id="seats")
+        return [list(pair) for pair in heard[3:]]
+
+    assert in_child(in_worker) == [["numeric", "CACHE"]]
+    assert heard == [("boolean", "LIVE"), ("boolean", "CACHE"), ("metered", "CACHE")]
+    assert client.status().faults["stigg_cache.hook_failed"] == 3  # and no check failed
+    stop()
+    stop_broken()
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert len(heard) == 3
+    assert "_check" not in vars(client)  # the bare paths again: no cost without hooks

@@ -153,3 +153,20 @@ def test_every_public_method_of_the_blocking_client_has_its_async_form(tmp_path:
 
 def _public(client: object) -> set[str]:
     return {name for name in dir(client) if not name.startswith("_")}
+
+
+def test_decision_hooks_hear_awaited_checks_once_each(fake: FakeStigg, tmp_path: Path) -> None:
+    heard: list[tuple[str, Source]] = []
+
+    async def story() -> None:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, **_options(tmp_path)
+        ) as client:
+            client.on_decision(
+                lambda kind, answer, _s: heard.append((kind, answer.decision.source))
+            )
+            await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # a thread
+            await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # memory
+
+    asyncio.run(story())
+    assert heard == [("boolean", Source.LIVE), ("boolean", Source.CACHE)]

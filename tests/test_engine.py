@@ -13,6 +13,7 @@ from stigg_cache.core.engine import (
     from_grant,
     from_snapshot,
     judge,
+    judge_all,
 )
 from stigg_cache.core.ledger import LocalUsage
 from stigg_cache.models import Decision, FeatureEntitlement, MeteredEntitlement, Snapshot, Source
@@ -211,3 +212,27 @@ def test_builtin_policy_allows_with_no_rule() -> None:
         None,
         True,
     )
+
+
+def test_a_whole_snapshot_is_as_fresh_as_its_least_fresh_feature() -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+    passed = datetime(2026, 11, 30, tzinfo=UTC)
+    features = {
+        "sso": FeatureEntitlement("sso", "BOOLEAN", True),
+        "audit": FeatureEntitlement("audit", "BOOLEAN", True, valid_until=passed),
+    }
+    short = {"sso": Staleness(fresh_for_s=60, max_staleness_s=600)}
+    overall = Staleness(fresh_for_s=60, max_staleness_s=86_400)
+
+    def judged(age: float, *, only: tuple[str, ...] = ("sso", "audit")) -> object:
+        chosen = {f: features[f] for f in only}
+        return judge_all(
+            age, chosen, lambda f: short.get(f, overall), overall, now_wall=now,
+            dated_in_future=False,
+        )  # fmt: skip
+
+    assert judged(10, only=("sso",)) == (Freshness.FRESH, frozenset())
+    assert judged(10) == (Freshness.STALE, frozenset())  # audit's validUntil passed
+    assert judged(1_200) == (Freshness.EXPIRED, frozenset({"sso"}))  # sso's own budget
+    assert judged(1_200, only=()) == (Freshness.STALE, frozenset())  # none: overall's
+    assert judged(90_000, only=()) == (Freshness.EXPIRED, frozenset())

@@ -372,3 +372,53 @@ def test_a_wall_clock_step_back_never_makes_a_stored_snapshot_younger(
 
     assert in_child(reloaded) == ["DEFAULT", None]  # was CACHE at age 0.0
     assert reloaded() == ["DEFAULT", None]
+
+
+def test_get_entitlements_answers_stale_at_once_and_refreshes_behind(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    # It used to wait for Stigg (LIVE after 454 ms) where a check answered STALE at once.
+    client = make_client(clock=clock, check_timeout=2.0)
+    client.get_entitlements(customer_id="acme")
+    clock.advance(120)  # past fresh_for_s (60), within max_staleness_s
+    fake.set_mode(FakeMode.SLOW, delay_s=0.5)
+
+    def whole() -> str:
+        decision = client.get_entitlements(customer_id="acme").decision
+        assert decision is not None
+        return decision.source.value
+
+    assert in_child(whole) == "STALE"
+    assert whole() == "STALE"
+    eventually(lambda: fake.entitlement_requests() >= 2)  # refreshed behind the answer
+
+
+def test_get_entitlements_judges_each_feature_by_its_own_budget_and_valid_until(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    from stigg_cache import FeaturePolicy
+
+    soon = datetime.now(UTC) + timedelta(seconds=5)
+    fake.set_customer(
+        "acme",
+        [boolean("sso"), boolean("audit").__class__("audit", "BOOLEAN", True, valid_until=soon)],
+    )
+    policy = FallbackPolicy(
+        staleness=Staleness(fresh_for_s=60, max_staleness_s=86_400),
+        features={"sso": FeaturePolicy(max_staleness_s=600)},
+    )
+    client = make_client(clock=clock, policy=policy, check_timeout=0.2)
+    client.get_entitlements(customer_id="acme")
+    fake.set_mode(FakeMode.DOWN)
+    clock.advance(10)  # audit's validUntil has passed: no longer fresh
+    early = client.get_entitlements(customer_id="acme")
+    assert early.decision is not None
+    assert early.decision.source is Source.STALE  # was CACHE: validUntil was not looked at
+    clock.advance(1_200)  # past sso's own 10 minutes, within the day
+    late = client.get_entitlements(customer_id="acme")
+    assert late.decision is not None
+    assert late.decision.source is Source.STALE
+    assert "sso" not in late.entitlements  # was granted from data past its budget
+    assert "audit" in late.entitlements
+    single = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    assert single.decision.source is not Source.STALE  # one walk: the check agrees

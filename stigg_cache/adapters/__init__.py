@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from stigg_cache.adapters.base import Adapter, AsyncAdapter
-from stigg_cache.errors import ConfigurationError
+from stigg_cache.errors import ConfigurationError, InvalidTypeError
 
 if TYPE_CHECKING:  # only asyncio clients need it, and they load it themselves
     import asyncio
@@ -105,7 +105,7 @@ def adapt(
         from stigg_cache.adapters.graphql_v2 import GraphQLV2Adapter  # noqa: PLC0415
 
         return GraphQLV2Adapter(inner)
-    raise TypeError(
+    raise InvalidTypeError(
         f"ResilientClient cannot wrap a {type(inner).__module__}.{type(inner).__qualname__}: "
         f"supported are {SUPPORTED}, or any object with the Adapter interface"
     )

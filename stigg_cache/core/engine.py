@@ -7,6 +7,7 @@ Everything here is a function of its arguments (snapshot, policy budget,
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, assert_never
 
@@ -80,6 +81,37 @@ def judge(
     if age_s <= budget.fresh_for_s and not past_valid_until and not dated_in_future:
         return Freshness.FRESH
     return Freshness.STALE
+
+
+_WORSE = {Freshness.FRESH: 0, Freshness.STALE: 1, Freshness.EXPIRED: 2}
+
+
+def judge_all(
+    age_s: float,
+    entitlements: Mapping[str, FeatureEntitlement],
+    budget_of: Callable[[str], Staleness],
+    overall: Staleness,
+    *,
+    now_wall: float,
+    dated_in_future: bool,
+) -> tuple[Freshness, frozenset[str]]:
+    """A whole snapshot judged as each of its features would be by a check of its own:
+    the worst of their freshness (``overall``'s for one with no features), and the
+    features past their own ``max_staleness`` (a check of one answers without them)."""
+    judged = {
+        feature_id: judge(
+            age_s,
+            budget_of(feature_id),
+            past_valid_until=valid_until_passed(entitlement, now_wall),
+            dated_in_future=dated_in_future,
+        )
+        for feature_id, entitlement in entitlements.items()
+    }
+    if not judged:
+        whole = judge(age_s, overall, past_valid_until=False, dated_in_future=dated_in_future)
+        return whole, frozenset()
+    expired = frozenset(f for f, freshness in judged.items() if freshness is Freshness.EXPIRED)
+    return max(judged.values(), key=_WORSE.__getitem__), expired
 
 
 def refresh_due(age_s: float, budget: Staleness) -> bool:

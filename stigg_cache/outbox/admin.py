@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from stigg_cache._clock import Clock
+from stigg_cache.errors import InvalidTypeError
 from stigg_cache.outbox.base import DeadLetter, DeadLetterBox, Outbox, OutboxStats
 
 
@@ -37,5 +38,5 @@ class OutboxAdmin:
 
     def _box(self) -> DeadLetterBox:
         if not isinstance(self._outbox, DeadLetterBox):
-            raise TypeError(f"{type(self._outbox).__name__} does not manage dead letters")
+            raise InvalidTypeError(f"{type(self._outbox).__name__} does not manage dead letters")
         return self._outbox

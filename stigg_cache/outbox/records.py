@@ -20,6 +20,7 @@ from typing import Any, Literal
 import attrs
 
 from stigg_cache._validate import encodable, finite_number, require_id
+from stigg_cache.errors import InvalidTypeError, InvalidValueError
 from stigg_cache.models import MeteredEntitlement
 
 MAX_EVENT_BYTES = 1_000_000  # Stigg's limit per event
@@ -128,11 +129,11 @@ def _stamp(name: str, value: object, now: float) -> float:
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"{name} must be an ISO-8601 time, got {text[:40]!r}") from None
+            raise InvalidValueError(f"{name} must be an ISO-8601 time, got {text[:40]!r}") from None
     if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime or an ISO-8601 string")
+        raise InvalidTypeError(f"{name} must be a datetime or an ISO-8601 string")
     if value.tzinfo is None:
-        raise ValueError(f"{name} must carry a timezone, e.g. datetime.now(timezone.utc)")
+        raise InvalidValueError(f"{name} must carry a timezone, e.g. datetime.now(timezone.utc)")
     return value.timestamp()
 
 
@@ -140,15 +141,17 @@ def _dimensions(value: object) -> dict[str, DimensionValue]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise TypeError("dimensions must be a dict of str to str, number or bool")
+        raise InvalidTypeError("dimensions must be a dict of str to str, number or bool")
     if len(value) > MAX_DIMENSIONS:
-        raise ValueError(f"at most {MAX_DIMENSIONS} dimensions a record, got {len(value)}")
+        raise InvalidValueError(f"at most {MAX_DIMENSIONS} dimensions a record, got {len(value)}")
     result: dict[str, DimensionValue] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key:
-            raise TypeError("dimension names must be non-empty strings")
+            raise InvalidTypeError("dimension names must be non-empty strings")
         if len(key) > MAX_DIMENSION_NAME_CHARS:
-            raise ValueError(f"dimension names are at most {MAX_DIMENSION_NAME_CHARS} characters")
+            raise InvalidValueError(
+                f"dimension names are at most {MAX_DIMENSION_NAME_CHARS} characters"
+            )
         result[encodable("dimension names", key)] = _dimension(key, item)
     return result
 
@@ -159,29 +162,31 @@ def _dimension(key: str, item: object) -> DimensionValue:
         return item
     if isinstance(item, str):
         if len(item) > MAX_DIMENSION_TEXT_CHARS:
-            raise ValueError(
+            raise InvalidValueError(
                 f"{name}: text values are at most {MAX_DIMENSION_TEXT_CHARS} characters"
             )
         return encodable(name, item)
     if isinstance(item, int | float):
         finite_number(name, item)
         return item
-    raise TypeError(f"{name} must be a str, number or bool")
+    raise InvalidTypeError(f"{name} must be a str, number or bool")
 
 
 def _value(value: object) -> float:
     number = finite_number("value", value)
     if abs(number) > (MAX_WHOLE_VALUE if number.is_integer() else MAX_FRACTIONAL_VALUE):
-        raise ValueError("value is outside what Stigg accepts (|v| < 2^35, or whole and < 2^53)")
+        raise InvalidValueError(
+            "value is outside what Stigg accepts (|v| < 2^35, or whole and < 2^53)"
+        )
     return number
 
 
 def _fields(raw: object, what: str, allowed: frozenset[str]) -> Mapping[str, Any]:
     if not isinstance(raw, dict | Mapping):  # dict first: the ABC check is slow
-        raise TypeError(f"each {what} must be a dict with {', '.join(sorted(allowed))}")
+        raise InvalidTypeError(f"each {what} must be a dict with {', '.join(sorted(allowed))}")
     if not raw.keys() <= allowed:
         unknown = sorted(set(raw) - allowed)
-        raise ValueError(f"unknown {what} fields {unknown}; allowed: {sorted(allowed)}")
+        raise InvalidValueError(f"unknown {what} fields {unknown}; allowed: {sorted(allowed)}")
     return raw
 
 
@@ -217,7 +222,7 @@ def encoded_size(document: Mapping[str, Any]) -> int:
 
 def _sized(payload: str) -> str:
     if len(payload) > _SURELY_SMALL_CHARS and len(payload.encode()) > MAX_EVENT_BYTES:
-        raise ValueError(f"a record may be at most {MAX_EVENT_BYTES} bytes once encoded")
+        raise InvalidValueError(f"a record may be at most {MAX_EVENT_BYTES} bytes once encoded")
     return payload
 
 
@@ -264,7 +269,7 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
         case "SET":
             behavior = "SET"
         case other:
-            raise ValueError(f"update_behavior must be 'DELTA' or 'SET', got {other!r}")
+            raise InvalidValueError(f"update_behavior must be 'DELTA' or 'SET', got {other!r}")
     key = _key(usage)
     resource_id = _text("resource_id", usage.get("resource_id"), required=False)
     dimensions = _dimensions(usage.get("dimensions"))

@@ -1,13 +1,15 @@
 """L1 (decoded snapshots in memory, bounded LRU) in front of an L2 store.
 
 Failure rule: a fault of L2 or a corrupt entry is a miss, reported through
-``on_fault(event, error)`` and never raised; ``on_fault("store_recovered",
-None)`` follows the first success after a failure. Ages are re-based on the monotonic clock when
-an entry is loaded, so a wall-clock jump cannot make data look fresher.
+``on_fault(fault, error)`` (a :class:`StoreFault`) and never raised;
+``on_fault(StoreFault.RECOVERED, None)`` follows the first success after a
+failure. Ages are re-based on the monotonic clock when an entry is loaded, so a
+wall-clock jump cannot make data look fresher.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import threading
@@ -28,6 +30,24 @@ from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Pruning, Store, lease_of
 
+
+class StoreFault(enum.StrEnum):
+    """What went wrong with L2 (its value names the fault in logs and ``status()``)."""
+
+    READ_FAILED = "store_read_failed"
+    WRITE_FAILED = "store_write_failed"
+    LEASE_FAILED = "store_lease_failed"  # too busy to grant a refresh lease: a fetch anyway
+    ENTRY_UNUSABLE = "store_entry_unusable"  # one corrupt or misplaced entry
+    TAMPERED = "snapshot_tampered"  # one entry failed its signature
+    RECOVERED = "store_recovered"  # the first success after a read or write failed
+
+    @property
+    def store_unhealthy(self) -> bool:
+        """Whether it says the store itself fails (not one bad entry, not a busy lease)."""
+        return self in (StoreFault.READ_FAILED, StoreFault.WRITE_FAILED)
+
+
+OnFault = Callable[[StoreFault, Exception | None], None]
 DEFAULT_L1_MAX_ENTRIES = 100_000
 DEFAULT_L1_MAX_BYTES = 256 * 1024 * 1024  # of memory held: decoded snapshots, prepared answers
 # Measured (tracemalloc, 20-feature snapshots of 4.4 KB stored): 9.8 KB held once decoded in
@@ -78,7 +98,7 @@ class SnapshotCache:
         self,
         store: Store,
         clock: Clock,
-        on_fault: Callable[[str, Exception | None], None],
+        on_fault: OnFault,
         max_entries: int = DEFAULT_L1_MAX_ENTRIES,
         max_bytes: int = DEFAULT_L1_MAX_BYTES,
         *,
@@ -108,7 +128,7 @@ class SnapshotCache:
         self.l1: OrderedDict[ScopeKey, CachedSnapshot] = OrderedDict()
         """Decoded snapshots; read without a lock (OrderedDict calls are atomic under the GIL)."""
         self._lock = threading.Lock()
-        self._failing: set[str] = set()  # faults not yet followed by a success of their kind
+        self._failing: set[StoreFault] = set()  # faults not yet followed by a success of their kind
         self._rechecked: dict[ScopeKey, float] = {}  # time.monotonic() of each scope's recheck
         self._counted: int | None = None  # snapshots in L2 when last counted
         self._counting = _Upkeep(RECOUNT_S, self._recount, "stigg-cache-count")
@@ -118,7 +138,7 @@ class SnapshotCache:
         try:  # before the first write: a store that expires entries itself sets their time
             self._keeping()
         except StoreError as error:
-            self._failed("store_write_failed", error)
+            self._failed(StoreFault.WRITE_FAILED, error)
         _fork.renew_after_fork(self, SnapshotCache._renew)
 
     def _renew(self) -> None:
@@ -171,9 +191,9 @@ class SnapshotCache:
         try:
             self.store.put(key, value)
         except StoreError as error:
-            self._failed("store_write_failed", error)
+            self._failed(StoreFault.WRITE_FAILED, error)
             return False
-        self._worked("store_write_failed")
+        self._worked(StoreFault.WRITE_FAILED)
         self._sweeping.start_if_due()
         return True
 
@@ -225,7 +245,7 @@ class SnapshotCache:
         try:
             self.sweep()
         except StoreError as error:
-            self._failed("store_write_failed", error)
+            self._failed(StoreFault.WRITE_FAILED, error)
         except Exception:  # the store closed under it (the client closed): nothing to do
             return
 
@@ -274,7 +294,7 @@ class SnapshotCache:
         try:
             return lease_of(self.store, _LEASE_PREFIX + snapshot_key(*scope), owner, ttl_s)
         except StoreError as error:
-            self._on_fault("store_lease_failed", error)
+            self._on_fault(StoreFault.LEASE_FAILED, error)
             return None
 
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
@@ -287,7 +307,7 @@ class SnapshotCache:
         try:
             self.store.delete(snapshot_key(customer_id, resource_id))
         except StoreError as error:
-            self._failed("store_write_failed", error)
+            self._failed(StoreFault.WRITE_FAILED, error)
 
     def count(self) -> int | None:
         """Snapshots held in L2 as last counted (``None``: not yet, or the store cannot say).
@@ -303,7 +323,7 @@ class SnapshotCache:
             self._counted = sum(1 for _ in self.store.keys(SNAPSHOT_PREFIX))
         except StoreError as error:
             self._counted = None
-            self._failed("store_read_failed", error)
+            self._failed(StoreFault.READ_FAILED, error)
         except Exception:  # the store closed under it (the client closed): no figure
             self._counted = None
 
@@ -318,16 +338,16 @@ class SnapshotCache:
         """Snapshots held in memory."""
         return len(self.l1)
 
-    def _failed(self, event: str, error: StoreError) -> None:
+    def _failed(self, event: StoreFault, error: StoreError) -> None:
         self._failing.add(event)
         self._on_fault(event, error)
 
-    def _worked(self, event: str) -> None:
+    def _worked(self, event: StoreFault) -> None:
         """A success of one kind: a read that works proves nothing about writes."""
         if event in self._failing:
             self._failing.discard(event)
             if not self._failing:
-                self._on_fault("store_recovered", None)
+                self._on_fault(StoreFault.RECOVERED, None)
 
     def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
         """Hold ``entry`` in L1 if it replaces the scope's, fits, or wins admission against
@@ -398,22 +418,22 @@ class SnapshotCache:
             value = self.store.get(snapshot_key(customer_id, resource_id))
         except CorruptEntryError as error:
             tampered = isinstance(error, TamperedEntryError)
-            on_fault("snapshot_tampered" if tampered else "store_entry_unusable", error)
+            on_fault(StoreFault.TAMPERED if tampered else StoreFault.ENTRY_UNUSABLE, error)
             return None
         except StoreError as error:
-            self._failed("store_read_failed", error)
+            self._failed(StoreFault.READ_FAILED, error)
             return None
-        self._worked("store_read_failed")
+        self._worked(StoreFault.READ_FAILED)
         if value is MISSING:
             return None
         try:
             snapshot = decode_snapshot(value)
         except CorruptEntryError as error:
-            on_fault("store_entry_unusable", error)
+            on_fault(StoreFault.ENTRY_UNUSABLE, error)
             return None
         if snapshot.customer_id != customer_id or snapshot.resource_id != resource_id:
             on_fault(
-                "store_entry_unusable", StoreError("snapshot stored under another scope's key")
+                StoreFault.ENTRY_UNUSABLE, StoreError("snapshot stored under another scope's key")
             )
             return None
         now = self._clock.monotonic()
@@ -461,5 +481,5 @@ def _nothing(_scope: ScopeKey) -> None:
     pass
 
 
-def _unreported(event: str, error: Exception | None) -> None:
+def _unreported(event: StoreFault, error: Exception | None) -> None:
     """A fault seen on a quiet look: the look that reports it is elsewhere."""

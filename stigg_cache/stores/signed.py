@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from stigg_cache import _fork
-from stigg_cache.errors import ConfigurationError, TamperedEntryError
+from stigg_cache.errors import ConfigurationError, InvalidTypeError, TamperedEntryError
 from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, lease_of
 
 SIGNED_MAGIC = b"SCSG"
@@ -64,7 +64,7 @@ def signing_keys(given: str | bytes | Sequence[str | bytes] | None) -> list[byte
                 f"to use {ENV_SIGNING_KEY}"
             )
     if not all(isinstance(k, str | bytes) for k in given):
-        raise TypeError("a signing key must be a str or bytes (e.g. secrets.token_hex(32))")
+        raise InvalidTypeError("a signing key must be a str or bytes (e.g. secrets.token_hex(32))")
     keys = [k.strip().encode() if isinstance(k, str) else bytes(k) for k in given]
     if any(len(key) < MIN_KEY_BYTES for key in keys):
         raise ConfigurationError(
