@@ -1,4 +1,5 @@
-"""Chaos tooling: a fake Stigg on loopback (and, later, a fault proxy and scenarios)."""
+"""Chaos tooling: a fake Stigg on loopback (REST, GraphQL, the sidecar), a fault proxy, and
+scenarios with their runner (`stigg-cache chaos run`)."""
 
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 
