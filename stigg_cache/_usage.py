@@ -7,16 +7,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import cast
-
-import platformdirs
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
 from stigg_cache._health import Health
 from stigg_cache._memory_only import MEMORY_ONLY, refuse_io
-from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
@@ -25,7 +20,6 @@ from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChang
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
-from stigg_cache.stores._url import path_from_url
 from stigg_cache.stores.layered import ScopeKey
 
 DEFAULT_OUTBOX_MAX_RECORDS = 5_000_000  # 1.4 hours of Stigg's whole event rate; ~3 GB
@@ -35,32 +29,6 @@ DEPTH_RECHECK_S = 1.0
 SYNC_INTERVAL_S = 0.005
 MAX_TOUCHED = 100_000  # customers with usage reported offline, remembered for reconciliation
 _monotonic = time.monotonic  # a module global: one lookup fewer on every metered check
-
-
-def default_outbox_url(store_url: str | None) -> str:
-    """Beside the snapshot store.
-
-    In the store itself when its plugin also provides an outbox (``redis://``:
-    shared by the fleet); ``x.db`` -> ``x-outbox.db`` for files; in memory for
-    ``memory://``; else in the user's cache directory.
-    """
-    if store_url is not None:
-        scheme = scheme_of(store_url)
-        if scheme and provides(OUTBOXES, scheme) and scheme != "sqlite":
-            return store_url
-        if scheme in ("sqlite", "disk"):
-            path = path_from_url(store_url, scheme)
-            return f"sqlite:///{path.with_name(path.stem + '-outbox.db')}"
-    return f"sqlite:///{Path(platformdirs.user_cache_dir('stigg-cache')) / 'stigg-cache-outbox.db'}"
-
-
-def open_outbox(url: str) -> Outbox:
-    """``sqlite:///path.db`` (durable), ``memory://`` (tests, demos: not durable), or a plugin's.
-
-    Raises:
-        ConfigurationError: the URL is malformed or no outbox is registered for its scheme.
-    """
-    return cast("Outbox", factory(OUTBOXES, url, "outbox")(url))
 
 
 class UsageService:

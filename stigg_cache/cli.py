@@ -13,9 +13,9 @@ import click
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, snapshot_key
-from stigg_cache._usage import open_outbox
 from stigg_cache.errors import PolicyError, StiggCacheError, TamperedEntryError
 from stigg_cache.models import Snapshot
+from stigg_cache.outbox import open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.policy.explain import explain, lint

@@ -41,12 +41,7 @@ from stigg_cache._log import FaultLog, logger, shown
 from stigg_cache._plugins import redact, scheme_of
 from stigg_cache._reconcile import Reconciler, ReportListener
 from stigg_cache._stigg_json import LazyEntitlements
-from stigg_cache._usage import (
-    DEFAULT_OUTBOX_MAX_RECORDS,
-    UsageService,
-    default_outbox_url,
-    open_outbox,
-)
+from stigg_cache._usage import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
 from stigg_cache.core import engine
@@ -73,6 +68,7 @@ from stigg_cache.models import (
     Source,
     Status,
 )
+from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult, read_budget

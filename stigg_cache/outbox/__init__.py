@@ -1,1 +1,38 @@
-"""The durable usage outbox and its flusher."""
+"""The durable usage outbox and its flusher; :func:`open_outbox` opens one by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+import platformdirs
+
+from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
+from stigg_cache.outbox.base import Outbox
+from stigg_cache.stores._url import path_from_url
+
+
+def default_outbox_url(store_url: str | None) -> str:
+    """Beside the snapshot store.
+
+    In the store itself when its plugin also provides an outbox (``redis://``:
+    shared by the fleet); ``x.db`` -> ``x-outbox.db`` for files; in memory for
+    ``memory://``; else in the user's cache directory.
+    """
+    if store_url is not None:
+        scheme = scheme_of(store_url)
+        if scheme and provides(OUTBOXES, scheme) and scheme != "sqlite":
+            return store_url
+        if scheme in ("sqlite", "disk"):
+            path = path_from_url(store_url, scheme)
+            return f"sqlite:///{path.with_name(path.stem + '-outbox.db')}"
+    return f"sqlite:///{Path(platformdirs.user_cache_dir('stigg-cache')) / 'stigg-cache-outbox.db'}"
+
+
+def open_outbox(url: str) -> Outbox:
+    """``sqlite:///path.db`` (durable), ``memory://`` (tests, demos: not durable), or a plugin's.
+
+    Raises:
+        ConfigurationError: the URL is malformed or no outbox is registered for its scheme.
+    """
+    return cast("Outbox", factory(OUTBOXES, url, "outbox")(url))

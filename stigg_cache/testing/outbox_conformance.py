@@ -195,7 +195,7 @@ class OutboxConformance:
 
 
 def _claim_all(url: str, owner: str, found: list[str]) -> None:
-    from stigg_cache._usage import open_outbox  # noqa: PLC0415 - child process
+    from stigg_cache.outbox import open_outbox  # noqa: PLC0415 - child process
 
     box = open_outbox(url)
     try:
