@@ -80,7 +80,7 @@ from stigg_cache.outbox.records import (
     event_record,
     usage_record,
 )
-from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
+from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy, Staleness
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
 from stigg_cache.stores._url import default_store_max_bytes
@@ -457,7 +457,7 @@ class ResilientClient:
             self._resume()
         policy = self._policy
         held = self._held_snapshot(scope)
-        stale: Snapshot | None = None
+        kept: tuple[Snapshot, float] | None = None  # the features within their budget, age
         if held is not None:
             snapshot, entry = held
             age = self._clock.monotonic() - entry.fetched_mono
@@ -472,25 +472,22 @@ class ResilientClient:
             if freshness is Freshness.FRESH:
                 decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
                 return attrs.evolve(snapshot, decision=decision)
-            offline = self._health.offline
             if freshness is Freshness.STALE:
-                if not offline and engine.refresh_due(age, policy.staleness):
-                    self._fetcher.refresh(scope)
-                reason = self._health.last_error if offline else None
-                decision = Decision(
-                    Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
-                )
+                decision, _ = self._stale(scope, age, policy.staleness, policy)
                 return attrs.evolve(snapshot, decision=decision)
             usable = {f: e for f, e in snapshot.entitlements.items() if f not in expired}
             if usable:
-                decision = Decision(Source.STALE, age, stale=True, policy_version=policy.version)
-                stale = attrs.evolve(snapshot, entitlements=usable, decision=decision)
+                kept = attrs.evolve(snapshot, entitlements=usable), age
         result = self._fetcher.fetch(scope, self._check_timeout_s)
         if isinstance(result, CachedSnapshot):
             decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
             return attrs.evolve(result.snapshot, decision=decision)
-        if stale is not None and stale.decision is not None:
-            return attrs.evolve(stale, decision=attrs.evolve(stale.decision, reason=str(result)))
+        if kept is not None:
+            snapshot, age = kept
+            decision = Decision(
+                Source.STALE, age, stale=True, policy_version=policy.version, reason=str(result)
+            )
+            return attrs.evolve(snapshot, decision=decision)
         decision = Decision(
             Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=str(result)
         )
@@ -578,9 +575,10 @@ class ResilientClient:
         age = started - entry.fetched_mono
         now_wall = self._clock.time()
         feature = entry.snapshot.entitlements.get(request.feature_id)
+        budget = policy.staleness_for(request.feature_id)
         freshness = engine.judge(
             age,
-            policy.staleness_for(request.feature_id),
+            budget,
             past_valid_until=engine.valid_until_passed(feature, now_wall),
             dated_in_future=entry.dated_in_future,
         )
@@ -589,22 +587,31 @@ class ResilientClient:
             return self._answered(
                 self._from_snapshot(request, entry.snapshot, decision, now_wall), request
             )
-        newer = self._cache.newer((request.customer_id, request.resource_id))
+        scope = (request.customer_id, request.resource_id)
+        newer = self._cache.newer(scope)
         if newer is not None:  # a sibling process refreshed it meanwhile
             return self._from_cached(request, newer, policy, started)
         if freshness is Freshness.EXPIRED:
             return None
-        offline = self._health.offline
-        if not offline and engine.refresh_due(age, policy.staleness_for(request.feature_id)):
-            self._fetcher.refresh((request.customer_id, request.resource_id))
-        reason = self._health.last_error if offline else None
-        decision = Decision(
-            Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
-        )
+        decision, offline = self._stale(scope, age, budget, policy)
         stale = self._from_snapshot(request, entry.snapshot, decision, now_wall)
         # Stale while Stigg answers (a refresh on its way) is no offline decision: only
         # those made while Stigg was unreachable are reconciled.
         return self._answered(stale, request, offline=offline)
+
+    def _stale(
+        self, scope: ScopeKey, age: float, budget: Staleness, policy: FallbackPolicy
+    ) -> tuple[Decision, bool]:
+        """The STALE decision for a held snapshot, and whether Stigg is unreachable. While
+        it answers, a refresh starts when one is due (at most once per interval)."""
+        offline = self._health.offline
+        if not offline and engine.refresh_due(age, budget):
+            self._fetcher.refresh(scope)
+        reason = self._health.last_error if offline else None
+        decision = Decision(
+            Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
+        )
+        return decision, offline
 
     @staticmethod
     def _from_snapshot(
