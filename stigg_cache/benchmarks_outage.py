@@ -32,6 +32,7 @@ STIGG_LATENCY_S = 0.02  # a read's round trip to Stigg (a region away)
 UNPACED = 1e9  # reads a minute: no budget to wait for
 REDIS_URL = os.environ.get("STIGG_CACHE_REDIS_URL", "redis://127.0.0.1:6379/0")
 PLANT_BATCH = 10_000
+BENCH_PREFIX = "bench"  # of the namespaces row 29 makes (and removes)
 SIGNING_KEY = "bench-signing-key-not-a-secret"  # a shared store is signed, as it should be
 
 
@@ -90,12 +91,18 @@ def _one_at_a_time() -> Iterator[None]:
         _reconcile.REFRESH_PARALLEL = parallel
 
 
+Timings = tuple[list[float], list[float]]
+
+
 def redis_status(
-    api_key: str, tmp: Path, count: int, rounds: int
-) -> tuple[list[float], list[float]] | None:
-    """Seconds per ``status()`` of a client on Redis with ``count`` snapshots and ``count``
-    pending usage records, and of one on an empty namespace; ``None`` without a Redis
-    (in CI, ``CI=true``, a Redis that does not answer raises)."""
+    api_key: str,
+    tmp: Path,
+    count: int,
+    measure: Callable[[Callable[[], object], Callable[[], object]], Timings],
+) -> Timings | None:
+    """``measure(status of a client on Redis with count snapshots and count pending usage
+    records, status of one on an empty namespace)``; ``None`` without a Redis (in CI,
+    ``CI=true``, a Redis that does not answer raises)."""
     import redis  # noqa: PLC0415 - the Redis plugin's dependency, not ours: only for this row
 
     connection = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
@@ -105,7 +112,7 @@ def redis_status(
         if os.environ.get("CI"):
             raise
         return None
-    full, empty = f"bench{uuid.uuid4().hex[:8]}", f"bench{uuid.uuid4().hex[:8]}"
+    full, empty = f"{BENCH_PREFIX}{uuid.uuid4().hex[:8]}", f"{BENCH_PREFIX}{uuid.uuid4().hex[:8]}"
     try:
         with FakeStigg(api_key=api_key) as fake:
             fake.set_mode(FakeMode.DOWN)  # the usage stays pending
@@ -130,13 +137,17 @@ def redis_status(
                     )
             _plant_redis_snapshots(connection, full, count)
             with client(full) as big, client(empty) as small:
-                big.status(), small.status()  # warm: connections made
-                return _alternated(big.status, small.status, rounds)
+                return measure(big.status, small.status)
     finally:
-        for namespace in (full, empty):
-            for keys in _batches(connection.scan_iter(f"stigg-cache:{namespace}:*", 10_000)):
+        for namespace in (full, empty):  # the outbox's keys are hash-tagged: {stigg-cache:ns}:
+            for keys in _batches(connection.scan_iter(bench_keys(namespace), 10_000)):
                 connection.unlink(*keys)
         connection.close()
+
+
+def bench_keys(namespace: str) -> str:
+    """A pattern of every key of a namespace: the store's and the outbox's (hash-tagged)."""
+    return f"*stigg-cache:{namespace}*"
 
 
 def _plant_redis_snapshots(connection: Any, namespace: str, count: int) -> None:
@@ -147,19 +158,6 @@ def _plant_redis_snapshots(connection: Any, namespace: str, count: int) -> None:
         if n % PLANT_BATCH == PLANT_BATCH - 1:
             pipe.execute()
     pipe.execute()
-
-
-def _alternated(
-    ours: Callable[[], object], baseline: Callable[[], object], rounds: int
-) -> tuple[list[float], list[float]]:
-    mine: list[float] = []
-    theirs: list[float] = []
-    for _ in range(rounds):
-        for call, into in ((ours, mine), (baseline, theirs)):
-            started = time.perf_counter()
-            call()
-            into.append(time.perf_counter() - started)
-    return mine, theirs
 
 
 def _batches(keys: Iterator[bytes]) -> Iterator[list[bytes]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 from click.testing import CliRunner
 
-from stigg_cache.benchmarks_outage import REDIS_URL
+from stigg_cache.benchmarks_outage import BENCH_PREFIX, REDIS_URL
 from stigg_cache.cli import main
 
 
@@ -21,6 +21,10 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     numbers = [row["number"] for row in document["rows"]]
     with_redis = os.environ.get("CI") or _redis_answers()  # in CI: a Redis, always
     assert numbers == list(range(1, 30 if with_redis else 29))
+    if with_redis:  # row 29 filled two namespaces: nothing of them is left in Redis
+        every_key = f"*stigg-cache:{BENCH_PREFIX}*"  # store and outbox ({hash-tagged}) alike
+        leftovers = redis.Redis.from_url(REDIS_URL).scan_iter(every_key)
+        assert next(leftovers, None) is None
     assert all(row["ours"] > 0 for row in document["rows"])
     # every baseline did work, but plain LRU's hit rate on a round robin (row 19): none
     assert all(row["baseline"] > 0 for row in document["rows"] if row["number"] != 19)
