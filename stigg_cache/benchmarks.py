@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -793,11 +794,13 @@ def _in_workers(workers: int, work: Callable[[], None]) -> None:
             try:
                 work()
             except BaseException:
+                traceback.print_exc()  # the parent raises; this says why
                 code = 1
             os._exit(code)
         pids.append(pid)
-    for pid in pids:
-        os.waitpid(pid, 0)
+    failed = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0 for pid in pids)
+    if failed:
+        raise RuntimeError(f"{failed} of {workers} forked workers failed: the row means nothing")
 
 
 def bench_memory(sizes: Sizes) -> Row:

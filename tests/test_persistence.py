@@ -211,6 +211,7 @@ def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
 def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_often() -> None:
     from stigg_cache._clock import SYSTEM_CLOCK
     from stigg_cache.chaos.fake import boolean
+    from stigg_cache.core.admission import FrequencySketch
     from stigg_cache.models import Snapshot
     from stigg_cache.stores.layered import DECODED_PER_STORED_BYTE, SnapshotCache
     from stigg_cache.stores.memory import MemoryStore
@@ -219,13 +220,27 @@ def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_of
         return Snapshot(customer, None, {f"f{n}": boolean(f"f{n}") for n in range(features)}, 1.0)
 
     by_count = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_entries=2)
-    for customer in ("a", "b"):
+    # The sketch counts by hash(), which differs from run to run: customers who share no
+    # counter with each other, so that what is tested is admission, not luck.
+    sketch, taken = FrequencySketch(2), set(FrequencySketch(2)._cells(("a", None)))
+
+    def apart(prefix: str) -> str:
+        name = next(
+            f"{prefix}{n}"
+            for n in range(1_000)
+            if taken.isdisjoint(sketch._cells((f"{prefix}{n}", None)))
+        )
+        taken.update(sketch._cells((name, None)))
+        return name
+
+    b, c = apart("b"), apart("c")
+    for customer in ("a", b):
         by_count.put(snapshot(customer, 1), 0.0)
     assert by_count.peek(("a", None)) is not None  # a is now the most recently used
-    by_count.put(snapshot("c", 1), 0.0)  # full: c was asked for no more often than b
-    assert set(by_count.l1) == {("a", None), ("b", None)}
-    assert by_count.get("c", None) is not None  # asked for (from the store): now it is
-    assert set(by_count.l1) == {("a", None), ("c", None)}  # the least recently used went
+    by_count.put(snapshot(c, 1), 0.0)  # full: c was asked for no more often than b
+    assert set(by_count.l1) == {("a", None), (b, None)}
+    assert by_count.get(c, None) is not None  # asked for (from the store): now it is
+    assert set(by_count.l1) == {("a", None), (c, None)}  # the least recently used went
 
     from stigg_cache._codec import encode_snapshot
 
