@@ -22,15 +22,11 @@ import attrs
 from stigg_cache.core import engine
 from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import InvalidResponseError
 from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Source
 from stigg_cache.policy.model import FallbackPolicy
-from stigg_cache.stores.layered import (
-    PREPARED_FEATURE_BYTES,
-    PREPARED_KIND_BYTES,
-    CachedSnapshot,
-    ScopeKey,
-)
+from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYTES
 
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
 # Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing

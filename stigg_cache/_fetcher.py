@@ -33,8 +33,9 @@ from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import FailureKind, StiggUnavailableError
-from stigg_cache.stores.layered import CachedSnapshot, ScopeKey, SnapshotCache
+from stigg_cache.stores.layered import SnapshotCache
 
 DEFAULT_FETCH_CONCURRENCY = 8  # live fetches at once (a check waits for each)
 DEFAULT_BACKGROUND_FETCHES = 6  # refreshes nobody waits for, at once: slots of their own

@@ -25,10 +25,10 @@ from stigg_cache.core.reconcile import (
     ReconcileReport,
     judge_offline,
 )
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import StiggUnavailableError, StoreError
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox.flusher import pacing_bucket
-from stigg_cache.stores.layered import CachedSnapshot, ScopeKey
 
 REFRESH_SHARE = 0.5  # take at most half the read budget: live checks need the rest
 REFRESH_BURST = 5.0

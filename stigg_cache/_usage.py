@@ -15,12 +15,12 @@ from stigg_cache._memory_only import MEMORY_ONLY, refuse_io
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.terms import ScopeKey
 from stigg_cache.errors import OutboxFullError, StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 from stigg_cache.policy.model import FallbackPolicy, Meter
-from stigg_cache.stores.layered import ScopeKey
 
 DEFAULT_OUTBOX_MAX_RECORDS = 5_000_000  # 1.4 hours of Stigg's whole event rate; ~3 GB
 DEPTH_RECHECK_S = 1.0

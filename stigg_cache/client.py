@@ -10,7 +10,6 @@ gathers their inputs and does the I/O. Usage goes through a durable outbox.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 import time
@@ -19,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, assert_never
 
 import attrs
 
@@ -33,39 +32,35 @@ from stigg_cache._fastpath import (
     SLOT_METERED,
     SLOT_NUMERIC,
     FastPath,
-    LocalUsageOf,
 )
 from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._health import Health, StateListener
 from stigg_cache._log import FaultLog, logger, shown
 from stigg_cache._plugins import redact, scheme_of
 from stigg_cache._reconcile import Reconciler, ReportListener
-from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache._usage import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
-from stigg_cache.core import engine
+from stigg_cache.core import engine, walk
 from stigg_cache.core.breaker import CircuitBreaker
-from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
-from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey
+from stigg_cache.core.engine import CheckKind, CheckRequest
+from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import (
     EDGE_READS_PER_MINUTE,
     EVENTS_PER_SECOND,
     USAGE_CALLS_PER_MINUTE,
 )
 from stigg_cache.core.reconcile import DecisionJournal, ReconcileReport
-from stigg_cache.errors import InvalidResponseError, InvalidTypeError, StiggUnavailableError
+from stigg_cache.errors import InvalidTypeError
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
     ConnectionState,
-    Decision,
     Entitlement,
     EnumEntitlement,
     MeteredEntitlement,
     NumericEntitlement,
     Snapshot,
-    Source,
     Status,
 )
 from stigg_cache.outbox import default_outbox_url, open_outbox
@@ -80,15 +75,13 @@ from stigg_cache.outbox.records import (
     event_record,
     usage_record,
 )
-from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy, Staleness
+from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
 from stigg_cache.stores._url import default_store_max_bytes
 from stigg_cache.stores.layered import (
     DEFAULT_L1_MAX_BYTES,
     DEFAULT_L1_MAX_ENTRIES,
-    CachedSnapshot,
-    ScopeKey,
     SnapshotCache,
     StoreFault,
 )
@@ -104,23 +97,6 @@ _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
 DecisionHook = Callable[[str, "AnyEntitlement", float], None]
 FastAnswer = Callable[..., "AnyEntitlement | None"]
 _LOCAL_SCHEMES = ("", "sqlite", "disk", "memory")  # "": a Store object given (the user's)
-
-
-@attrs.frozen
-class _Judgement:
-    """A check's answer waiting for local usage: judging it again does no I/O.
-
-    ``consume()`` judges a check once outside the outbox's transaction (which may
-    fetch), then again inside it with every process's usage, before enqueueing.
-    """
-
-    make: Callable[[LocalUsage | None], AnyEntitlement]
-    # (scope, fetched_at, floor, the snapshot's usage) as LocalUsageOf takes them; None: no usage
-    usage_of: tuple[TallyKey, float | None, float | None, float | None] | None
-
-    def answer(self, local_usage: LocalUsageOf) -> AnyEntitlement:
-        """The answer given local usage as ``local_usage(*usage_of)`` reports it."""
-        return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
 
 
 class ResilientClient:
@@ -449,68 +425,12 @@ class ResilientClient:
         unreachable, the result holds no entitlements and its decision says
         DEFAULT: individual checks then answer from the policy.
         """
-        scope = (
-            check.require_id("customer_id", customer_id),
-            check.opt_id("resource_id", resource_id),
+        question = walk.EveryFeature(
+            check.require_id("customer_id", customer_id), check.opt_id("resource_id", resource_id)
         )
-        if self._forked:
-            self._resume()
-        policy = self._policy
-        held = self._held_snapshot(scope)
-        kept: tuple[Snapshot, float] | None = None  # the features within their budget, age
-        if held is not None:
-            snapshot, entry = held
-            age = self._clock.monotonic() - entry.fetched_mono
-            freshness, expired = engine.judge_all(
-                age,
-                snapshot.entitlements,
-                policy.staleness_for,
-                policy.staleness,
-                now_wall=self._clock.time(),
-                dated_in_future=entry.dated_in_future,
-            )
-            if freshness is Freshness.FRESH:
-                decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-                return attrs.evolve(snapshot, decision=decision)
-            if freshness is Freshness.STALE:
-                decision, _ = self._stale(scope, age, policy.staleness, policy)
-                return attrs.evolve(snapshot, decision=decision)
-            usable = {f: e for f, e in snapshot.entitlements.items() if f not in expired}
-            if usable:
-                kept = attrs.evolve(snapshot, entitlements=usable), age
-        result = self._fetcher.fetch(scope, self._check_timeout_s)
-        if isinstance(result, CachedSnapshot):
-            decision = Decision(Source.LIVE, 0.0, stale=False, policy_version=policy.version)
-            return attrs.evolve(result.snapshot, decision=decision)
-        if kept is not None:
-            snapshot, age = kept
-            decision = Decision(
-                Source.STALE, age, stale=True, policy_version=policy.version, reason=str(result)
-            )
-            return attrs.evolve(snapshot, decision=decision)
-        decision = Decision(
-            Source.DEFAULT, None, stale=False, policy_version=policy.version, reason=str(result)
-        )
-        return Snapshot(scope[0], scope[1], {}, fetched_at=0.0, decision=decision)
-
-    def _held_snapshot(self, scope: ScopeKey) -> tuple[Snapshot, CachedSnapshot] | None:
-        """The cached snapshot of a scope with every entitlement parsed, or ``None``.
-
-        A stored entry with a malformed entitlement is dropped and reported here,
-        before any of it reaches the caller.
-        """
-        entry = self._cache.get(*scope)
-        if entry is None:
-            return None
-        entitlements = entry.snapshot.entitlements
-        try:
-            if isinstance(entitlements, LazyEntitlements):
-                entitlements = entitlements.materialize()
-        except InvalidResponseError as error:
-            self._cache.invalidate(*scope)
-            self._store_fault(StoreFault.ENTRY_UNUSABLE, error)
-            return None
-        return attrs.evolve(entry.snapshot, entitlements=entitlements), entry
+        answer = self._walked(question)[0]
+        assert isinstance(answer, Snapshot)
+        return answer
 
     def _check(
         self,
@@ -522,7 +442,23 @@ class ResilientClient:
         usage: object = None,
         values: object = None,
     ) -> AnyEntitlement:
-        request = CheckRequest(
+        answer = self._walked(
+            self._request(kind, customer_id, feature_id, resource_id, usage, values)
+        )[0]
+        assert not isinstance(answer, Snapshot)
+        return answer
+
+    @staticmethod
+    def _request(  # noqa: PLR0917 - the check's own arguments, in their order
+        kind: CheckKind,
+        customer_id: object,
+        feature_id: object,
+        resource_id: object,
+        usage: object = None,
+        values: object = None,
+    ) -> CheckRequest:
+        """A check's arguments, validated (a precise error names the one to change)."""
+        return CheckRequest(
             kind,
             check.require_id("customer_id", customer_id),
             check.require_id("feature_id", feature_id),
@@ -530,142 +466,67 @@ class ResilientClient:
             check.requested_usage(usage),
             check.requested_values(values),
         )
-        return self._judged(request)[0]
 
-    def _judged(self, request: CheckRequest) -> tuple[AnyEntitlement, _Judgement]:
-        """The answer to a check, and how to judge it again with other local usage."""
+    # -- the walk's driver: the I/O of each state of core.walk ------------------------------
+
+    def _walked(self, question: walk.Question) -> tuple[AnyEntitlement | Snapshot, walk.Judgement]:
+        """The answer to a question, and how to judge it again with other local usage."""
+        state = self._begin(question)
+        while not isinstance(state, walk.Answered):
+            state = self._step(state)
+        return self._finish(state)
+
+    def _begin(self, question: walk.Question) -> walk.State:
         if self._forked:
             self._resume()
-        started = self._clock.monotonic()
-        policy = self._policy
-        scope = (request.customer_id, request.resource_id)
-        entry = self._cache.get(*scope)
-        if entry is not None:
-            try:
-                judged = self._from_cached(request, entry, policy, started)
-            except InvalidResponseError as error:  # a stored entry whose feature is malformed
+        return walk.begin(
+            question,
+            self._policy,
+            started=self._clock.monotonic(),
+            check_timeout_s=self._check_timeout_s,
+            offline=self._health.offline,
+            last_error=self._health.last_error,
+        )
+
+    def _step(self, state: walk.State) -> walk.State:
+        """The I/O a state needs, and the state it leads to."""
+        scope = state.walk.scope
+        match state:
+            case walk.ReadHeld():
+                return state.held(self._cache.get(*scope), self._now())
+            case walk.ReadNewer():
+                return state.held(self._cache.newer(scope), self._now())
+            case walk.Unusable():
                 self._cache.invalidate(*scope)
-                self._store_fault(StoreFault.ENTRY_UNUSABLE, error)
-                entry = judged = None
-            if judged is not None:
-                return judged
-        remaining = self._check_timeout_s - (self._clock.monotonic() - started)
-        result = self._fetcher.fetch(scope, remaining)
-        if isinstance(result, CachedSnapshot):  # fetched now, here or by a sibling process
-            age = max(0.0, self._clock.monotonic() - result.fetched_mono)
-            decision = Decision(Source.LIVE, age, stale=False, policy_version=policy.version)
-            live = self._from_snapshot(request, result.snapshot, decision, self._clock.time())
-            return self._answered(live, request)
-        fallback = self._fallback(request, policy, result, expired=entry)
-        return self._answered(fallback, request, offline=True)
+                self._store_fault(StoreFault.ENTRY_UNUSABLE, state.error)
+                return state.dropped(self._now())
+            case walk.Fetch():
+                return state.fetched(self._fetcher.fetch(scope, state.within_s), self._now())
+            case walk.Answered():
+                return state
+            case _:
+                assert_never(state)
 
-    def _answered(
-        self, judgement: _Judgement, request: CheckRequest, *, offline: bool = False
-    ) -> tuple[AnyEntitlement, _Judgement]:
-        """Judge with the host's local usage; an offline decision is journaled (reconciliation)."""
-        answer = judgement.answer(self._usage.local_usage)
-        if offline:
-            self._journaled(answer, request)
-        return answer, judgement
-
-    def _from_cached(
-        self, request: CheckRequest, entry: CachedSnapshot, policy: FallbackPolicy, started: float
-    ) -> tuple[AnyEntitlement, _Judgement] | None:
-        """CACHE or STALE from a held snapshot; ``None`` when it is past its budget."""
-        age = started - entry.fetched_mono
-        now_wall = self._clock.time()
-        feature = entry.snapshot.entitlements.get(request.feature_id)
-        budget = policy.staleness_for(request.feature_id)
-        freshness = engine.judge(
-            age,
-            budget,
-            past_valid_until=engine.valid_until_passed(feature, now_wall),
-            dated_in_future=entry.dated_in_future,
-        )
-        if freshness is Freshness.FRESH:
-            decision = Decision(Source.CACHE, age, stale=False, policy_version=policy.version)
-            return self._answered(
-                self._from_snapshot(request, entry.snapshot, decision, now_wall), request
-            )
-        scope = (request.customer_id, request.resource_id)
-        newer = self._cache.newer(scope)
-        if newer is not None:  # a sibling process refreshed it meanwhile
-            return self._from_cached(request, newer, policy, started)
-        if freshness is Freshness.EXPIRED:
-            return None
-        decision, offline = self._stale(scope, age, budget, policy)
-        stale = self._from_snapshot(request, entry.snapshot, decision, now_wall)
-        # Stale while Stigg answers (a refresh on its way) is no offline decision: only
-        # those made while Stigg was unreachable are reconciled.
-        return self._answered(stale, request, offline=offline)
-
-    def _stale(
-        self, scope: ScopeKey, age: float, budget: Staleness, policy: FallbackPolicy
-    ) -> tuple[Decision, bool]:
-        """The STALE decision for a held snapshot, and whether Stigg is unreachable. While
-        it answers, a refresh starts when one is due (at most once per interval)."""
-        offline = self._health.offline
-        if not offline and engine.refresh_due(age, budget):
-            self._fetcher.refresh(scope)
-        reason = self._health.last_error if offline else None
-        decision = Decision(
-            Source.STALE, age, stale=True, policy_version=policy.version, reason=reason
-        )
-        return decision, offline
-
-    @staticmethod
-    def _from_snapshot(
-        request: CheckRequest, snapshot: Snapshot, decision: Decision, now_wall: float
-    ) -> _Judgement:
-        feature = snapshot.entitlements.get(request.feature_id)
-        usage_of = None
-        if engine.uses_usage(request, feature):
-            scope = (request.customer_id, request.resource_id, request.feature_id)
-            floor = engine.usage_floor(feature, now_wall)
-            shown = None if feature is None else engine.usage_in_period(feature, now_wall)
-            usage_of = (scope, snapshot.fetched_at, floor, shown)
-        make = functools.partial(
-            engine.from_snapshot, request, snapshot, decision, now_wall=now_wall
-        )
-        return _Judgement(lambda local: make(local=local), usage_of)
-
-    def _fallback(
-        self,
-        request: CheckRequest,
-        policy: FallbackPolicy,
-        error: StiggUnavailableError,
-        *,
-        expired: CachedSnapshot | None,
-    ) -> _Judgement:
-        plans = () if expired is None else expired.snapshot.plan_ids
-        resolution = policy.resolve(
-            request.customer_id, request.resource_id, request.feature_id, plans
-        )
-        why = f"snapshot older than max_staleness; {error}" if expired else f"no snapshot; {error}"
-        if resolution.rule is None:
+    def _finish(self, state: walk.Answered) -> tuple[AnyEntitlement | Snapshot, walk.Judgement]:
+        """What follows an answer: a refresh behind it, the default's log line, the journal."""
+        question = state.walk.question
+        if state.refresh:
+            self._fetcher.refresh(state.walk.scope)
+        if state.default_allow is not None and isinstance(question, CheckRequest):
             self._faults.report(
                 "stigg_cache.default_allow",
-                f"no policy entry for feature {shown(request.feature_id)!r}: allowing ({why})",
-                key=request.feature_id,
+                f"no policy entry for feature {shown(question.feature_id)!r}: "
+                f"allowing ({state.default_allow})",
+                key=question.feature_id,
             )
-        decision = Decision(
-            resolution.source,
-            None,
-            stale=False,
-            rule=resolution.rule,
-            policy_version=policy.version,
-            reason=why,
-        )
-        usage_of = None
-        if request.kind in _USAGE_KINDS:
-            scope = (request.customer_id, request.resource_id, request.feature_id)
-            usage_of = (scope, None, None, None)
-        make = functools.partial(engine.from_grant, request, resolution.grant, decision)
-        return _Judgement(lambda local: make(local=local), usage_of)
+        answer = state.judgement.answer(self._usage.local_usage)
+        if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
+            granted = not isinstance(answer, Snapshot) and answer.has_access
+            self._journal.record(self._clock.time(), question, answer.decision.source, granted)
+        return answer, state.judgement
 
-    def _journaled(self, result: AnyEntitlement, request: CheckRequest) -> AnyEntitlement:
-        self._journal.record(self._clock.time(), request, result.decision.source, result.has_access)
-        return result
+    def _now(self) -> walk.Now:
+        return walk.Now(self._clock.monotonic(), self._clock.time())
 
     # -- usage ---------------------------------------------------------------------
 
@@ -724,12 +585,9 @@ class ResilientClient:
                 key reused for different usage.
             OutboxFullError: the outbox is at ``outbox_max_records``.
         """
-        request = CheckRequest(
-            CheckKind.METERED,
-            check.require_id("customer_id", customer_id),
-            check.require_id("feature_id", feature_id),
-            check.opt_id("resource_id", resource_id),
-            check.amount(amount),
+        request = attrs.evolve(
+            self._request(CheckKind.METERED, customer_id, feature_id, resource_id),
+            requested_usage=check.amount(amount),
         )
         usage = {
             "customer_id": customer_id, "feature_id": feature_id, "value": amount,
@@ -737,20 +595,20 @@ class ResilientClient:
             "resource_id": resource_id,
         }  # fmt: skip
         record = usage_record(usage, self._clock.time())
-        _, judgement = self._judged(request)  # may fetch: outside the outbox's transaction
-        answers: list[AnyEntitlement] = []
+        _, judgement = self._walked(request)  # may fetch: outside the outbox's transaction
+        answers: list[MeteredEntitlement] = []
 
         def admit() -> bool:
-            answers.append(judgement.answer(self._usage.ledger.local_usage))
-            return answers[-1].has_access
+            answer = judgement.answer(self._usage.ledger.local_usage)
+            assert isinstance(answer, MeteredEntitlement)
+            answers.append(answer)
+            return answer.has_access
 
         offline = self._health.state is not ConnectionState.CONNECTED
         receipt = self._usage.consume(record, admit, offline=offline)
         if not answers:  # a retry of a consumption already enqueued
-            answers.append(judgement.answer(self._usage.ledger.local_usage))
-        entitlement = answers[-1]
-        assert isinstance(entitlement, MeteredEntitlement)
-        return Consumption(receipt is not None, entitlement, receipt)
+            admit()
+        return Consumption(receipt is not None, answers[-1], receipt)
 
     def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
         """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""

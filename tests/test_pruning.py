@@ -16,7 +16,8 @@ from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
 from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.models import Snapshot
-from stigg_cache.policy.model import PLAN_MEMORY_S, Grant, Rule
+from stigg_cache.policy import Grant, Rule
+from stigg_cache.policy.model import PLAN_MEMORY_S
 from stigg_cache.stores.base import MISSING
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.layered import SnapshotCache

@@ -14,6 +14,7 @@ from typing import Any, assert_never
 import attrs
 
 from stigg_cache.core.ledger import LocalUsage
+from stigg_cache.core.terms import Grant, Staleness
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
@@ -26,7 +27,6 @@ from stigg_cache.models import (
     Snapshot,
     Source,
 )
-from stigg_cache.policy.model import Grant, Staleness
 
 FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed fresh
 DEFAULT_REQUESTED_USAGE = 1.0  # Stigg's SDKs check one unit when none is given

@@ -7,7 +7,8 @@ import time
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache.core import engine
 from stigg_cache.core.engine import Freshness
-from stigg_cache.policy.model import FallbackPolicy, Grant
+from stigg_cache.core.terms import Grant
+from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import Store
 from stigg_cache.stores.layered import SnapshotCache
 

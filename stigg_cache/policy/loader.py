@@ -19,16 +19,9 @@ from typing import Any
 
 import yaml
 
+from stigg_cache.core.terms import Grant, Staleness
 from stigg_cache.errors import PolicyError
-from stigg_cache.policy.model import (
-    ANY_FEATURE,
-    FallbackPolicy,
-    FeaturePolicy,
-    Grant,
-    Meter,
-    Rule,
-    Staleness,
-)
+from stigg_cache.policy.model import ANY_FEATURE, FallbackPolicy, FeaturePolicy, Meter, Rule
 
 MAX_POLICY_BYTES = 256 * 1024  # a real policy is a few kilobytes
 MAX_DEPTH = 12  # the schema nests 5 deep; more is a mistake or an attack

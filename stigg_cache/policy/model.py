@@ -15,30 +15,10 @@ from typing import Any, Literal
 
 import attrs
 
+from stigg_cache.core.terms import Grant, Resolution, Staleness
 from stigg_cache.models import Source
 
 ANY_FEATURE = "*"
-DEFAULT_FRESH_FOR_S = 60.0
-DEFAULT_MAX_STALENESS_S = 24 * 3600.0
-
-
-@attrs.frozen
-class Staleness:
-    """How long a snapshot is fresh, and how long it may be served stale."""
-
-    fresh_for_s: float = DEFAULT_FRESH_FOR_S
-    max_staleness_s: float = DEFAULT_MAX_STALENESS_S
-
-
-@attrs.frozen
-class Grant:
-    """What a fallback answers for one feature."""
-
-    has_access: bool
-    usage_limit: float | None = None
-    value: float | None = None
-    enum_values: tuple[str, ...] | None = None
-    is_unlimited: bool = False
 
 
 @attrs.frozen
@@ -97,15 +77,6 @@ class Meter:
     field: str | None = None
 
 
-@attrs.frozen
-class Resolution:
-    """The fallback answer for one feature and where it came from."""
-
-    grant: Grant
-    source: Literal[Source.POLICY, Source.DEFAULT]
-    rule: str | None
-
-
 BUILTIN_ALLOW = Grant(has_access=True)
 PLAN_MEMORY_S = 30 * 86_400.0  # snapshots kept for plan-matching rules: a month
 
@@ -119,7 +90,7 @@ class FallbackPolicy:
         source: the file it came from, if any.
     """
 
-    staleness: Staleness = Staleness()
+    staleness: Staleness = attrs.field(factory=Staleness)
     features: Mapping[str, FeaturePolicy] = attrs.field(factory=dict)
     rules: tuple[Rule, ...] = ()
     default: Grant | None = None

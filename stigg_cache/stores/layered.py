@@ -16,9 +16,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
-
-import attrs
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
@@ -26,6 +23,7 @@ from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot
 from stigg_cache._memory_only import refuse_io
 from stigg_cache.core.admission import FrequencySketch
 from stigg_cache.core.engine import FUTURE_SKEW_S
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Pruning, Store, lease_of
@@ -67,28 +65,6 @@ TOUCH_MAX = 10_000  # snapshots a sweep notes as read lately, at most (one short
 L2_RECHECK_S = 1.0
 MAX_RECHECKED = 10_000  # scopes remembered for that; forgotten all at once beyond
 _LEASE_PREFIX = "refresh:"
-
-ScopeKey = tuple[str, str | None]
-
-
-@attrs.define(eq=False)
-class CachedSnapshot:
-    """A snapshot with the monotonic time of its fetch, as L1 holds it.
-
-    Treat the first four fields as read-only; the others are L1's bookkeeping.
-    """
-
-    snapshot: Snapshot
-    fetched_mono: float
-    dated_in_future: bool = False
-    size: int = 0
-    """Bytes of the snapshot's stored form."""
-    held_bytes: int = attrs.field(default=0, repr=False)
-    """What L1's byte budget counts for it: decoded, and its prepared answers."""
-    referenced: bool = attrs.field(default=False, repr=False)
-    """Asked for since L1's eviction sweep last passed it (set by every hit: one store)."""
-    warm: dict[str, list[Any]] = attrs.field(factory=dict, repr=False)
-    """Answers prepared for this snapshot by the client's fast path."""
 
 
 class SnapshotCache:

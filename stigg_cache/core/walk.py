@@ -1,0 +1,337 @@
+"""How a check is answered: the tiers of DESIGN §3 as the states of one walk (no I/O).
+
+A walk starts with :func:`begin` and ends in :class:`Answered`. Every state in
+between names the one piece of I/O its driver does, and takes the result to the
+next state with a method of its own; drivers are loops over these states that
+end in ``assert_never`` (``ResilientClient._step``, awaited state by state by
+``AsyncResilientClient``). Every :class:`~stigg_cache.models.Decision` is made
+here, for checks of one feature and for ``get_entitlements`` alike::
+
+    ReadHeld --held(entry)--> Answered CACHE        the snapshot is fresh
+                           -> ReadNewer             not fresh: has a sibling refreshed it?
+                           -> Unusable              a stored entry that does not parse
+                           -> Fetch                 nothing held
+    ReadNewer --held(newer)-> Answered CACHE        the sibling's is fresh
+                           -> Answered STALE        within max_staleness (refresh behind, when due)
+                           -> Unusable / Fetch      past max_staleness
+    Unusable --dropped()----> Fetch                 the entry is dropped and reported by the driver
+    Fetch --fetched(result)-> Answered LIVE         Stigg answered within the check's budget
+                           -> Answered STALE        get_entitlements: the features still in budget
+                           -> Answered POLICY / DEFAULT   the fallback policy
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeAlias
+
+import attrs
+
+from stigg_cache.core import engine
+from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
+from stigg_cache.core.ledger import LocalUsage, TallyKey
+from stigg_cache.core.terms import Budgets, CachedSnapshot, ScopeKey, Staleness
+from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
+from stigg_cache.models import AnyEntitlement, Decision, Snapshot, Source
+
+_USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
+
+# (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows):
+# what local usage a judgement adds, as the usage service takes it
+UsageOf = tuple[TallyKey, float | None, float | None, float | None]
+LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
+
+
+@attrs.frozen
+class EveryFeature:
+    """``get_entitlements``: every feature of a scope, each judged as its own check would be."""
+
+    customer_id: str
+    resource_id: str | None = None
+
+
+Question: TypeAlias = CheckRequest | EveryFeature
+
+
+@attrs.frozen
+class Now:
+    """The driver's clocks at a step: monotonic (ages) and wall (``validUntil``, periods)."""
+
+    mono: float
+    wall: float
+
+
+@attrs.frozen
+class Judgement:
+    """An answer waiting for local usage: judging it again does no I/O.
+
+    ``consume()`` judges a check once outside the outbox's transaction (which may
+    fetch), then again inside it with every process's usage, before enqueueing.
+    """
+
+    make: Callable[[LocalUsage | None], AnyEntitlement | Snapshot]
+    usage_of: UsageOf | None = None
+
+    def answer(self, local_usage: LocalUsageOf) -> AnyEntitlement | Snapshot:
+        """The answer given local usage as ``local_usage(*usage_of)`` reports it."""
+        return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
+
+
+@attrs.frozen
+class Walk:
+    """What stays the same along one walk: the question, the policy in force, when it
+    started, its network budget, and whether Stigg was unreachable (and why)."""
+
+    question: Question
+    policy: Budgets
+    started: float
+    check_timeout_s: float
+    offline: bool
+    last_error: str | None
+
+    @property
+    def scope(self) -> ScopeKey:
+        """The customer and resource whose snapshot answers."""
+        return (self.question.customer_id, self.question.resource_id)
+
+
+@attrs.frozen
+class Answered:
+    """The end of a walk: the judgement, and what the driver does once it has answered.
+
+    ``refresh``: ask Stigg again behind the answer (STALE while Stigg answers, due).
+    ``journal``: a decision made while Stigg was unreachable, kept for reconciliation.
+    ``default_allow``: why the built-in allow answered (logged once a minute per feature).
+    """
+
+    walk: Walk
+    judgement: Judgement
+    refresh: bool = False
+    journal: bool = False
+    default_allow: str | None = None
+
+
+@attrs.frozen
+class ReadHeld:
+    """Needs the snapshot held for the scope: L1's, else the store's (``None``: none)."""
+
+    walk: Walk
+
+    def held(self, entry: CachedSnapshot | None, now: Now) -> State:
+        """Answered CACHE if fresh; else ReadNewer; Unusable if it does not parse; Fetch."""
+        if entry is None:
+            return _fetch(self.walk, now, None, None)
+        return _judged(self.walk, entry, now, newer_read=False)
+
+
+@attrs.frozen
+class ReadNewer:
+    """Needs the snapshot a sibling process stored since ``entry`` was (``None``: none)."""
+
+    walk: Walk
+    entry: CachedSnapshot
+
+    def held(self, newer: CachedSnapshot | None, now: Now) -> State:
+        """The newer snapshot, else the one in hand: CACHE, STALE, Unusable or Fetch."""
+        return _judged(self.walk, newer or self.entry, now, newer_read=True)
+
+
+@attrs.frozen
+class Unusable:
+    """Needs the scope's stored entry dropped and ``error`` reported: it does not parse."""
+
+    walk: Walk
+    error: InvalidResponseError
+
+    def dropped(self, now: Now) -> State:
+        """On to Stigg, as if nothing were held."""
+        return _fetch(self.walk, now, None, None)
+
+
+@attrs.frozen
+class Fetch:
+    """Needs Stigg's snapshot within ``within_s`` seconds, or the reason it has none.
+
+    ``expired``: the snapshot held past its budget (its plans still match policy
+    rules); ``kept``: for ``get_entitlements``, its features still in budget and its age.
+    """
+
+    walk: Walk
+    within_s: float
+    expired: CachedSnapshot | None
+    kept: tuple[Snapshot, float] | None
+
+    def fetched(self, result: CachedSnapshot | StiggUnavailableError, now: Now) -> Answered:
+        """Answered LIVE; else STALE with the features kept, else the fallback policy."""
+        walk, version = self.walk, self.walk.policy.version
+        if isinstance(result, CachedSnapshot):  # fetched now, here or by a sibling process
+            age = max(0.0, now.mono - result.fetched_mono)
+            decision = Decision(Source.LIVE, age, stale=False, policy_version=version)
+            return Answered(walk, _from_snapshot(walk.question, result.snapshot, decision, now))
+        if isinstance(walk.question, EveryFeature):
+            return _every_fallback(walk, result, self.kept)
+        return _fallback(walk, walk.question, result, self.expired)
+
+
+State: TypeAlias = ReadHeld | ReadNewer | Unusable | Fetch | Answered
+
+
+def begin(
+    question: Question,
+    policy: Budgets,
+    *,
+    started: float,
+    check_timeout_s: float,
+    offline: bool,
+    last_error: str | None,
+) -> ReadHeld:
+    """The first state of a walk: read what is held."""
+    return ReadHeld(Walk(question, policy, started, check_timeout_s, offline, last_error))
+
+
+def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool) -> State:
+    """A held snapshot judged for the question (see the module's diagram)."""
+    try:
+        freshness, budget, kept = _freshness(walk, entry, now)
+    except InvalidResponseError as error:  # a stored entry whose feature is malformed
+        return Unusable(walk, error)
+    age = now.mono - entry.fetched_mono
+    if freshness is Freshness.FRESH:
+        decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
+        return Answered(walk, _from_snapshot(walk.question, entry.snapshot, decision, now))
+    if not newer_read:
+        return ReadNewer(walk, entry)
+    if freshness is Freshness.EXPIRED:
+        return _fetch(walk, now, entry, None if kept is None else (kept, age))
+    # Stale while Stigg answers (a refresh on its way) is no offline decision: only those
+    # made while Stigg was unreachable are reconciled.
+    reason = walk.last_error if walk.offline else None
+    decision = Decision(
+        Source.STALE, age, stale=True, policy_version=walk.policy.version, reason=reason
+    )
+    return Answered(
+        walk,
+        _from_snapshot(walk.question, entry.snapshot, decision, now),
+        refresh=not walk.offline and engine.refresh_due(age, budget),
+        journal=walk.offline and isinstance(walk.question, CheckRequest),
+    )
+
+
+def _freshness(
+    walk: Walk, entry: CachedSnapshot, now: Now
+) -> tuple[Freshness, Staleness, Snapshot | None]:
+    """How usable ``entry`` is, the budget that says so, and (every feature asked for)
+    the snapshot with only its features still within their own budget.
+
+    Raises:
+        InvalidResponseError: a stored entitlement that does not parse.
+    """
+    policy, question, snapshot = walk.policy, walk.question, entry.snapshot
+    age = now.mono - entry.fetched_mono
+    if isinstance(question, CheckRequest):
+        budget = policy.staleness_for(question.feature_id)
+        feature = snapshot.entitlements.get(question.feature_id)
+        freshness = engine.judge(
+            age,
+            budget,
+            past_valid_until=engine.valid_until_passed(feature, now.wall),
+            dated_in_future=entry.dated_in_future,
+        )
+        return freshness, budget, None
+    entitlements = dict(snapshot.entitlements)  # every one parsed: a bad one fails it all
+    freshness, expired = engine.judge_all(
+        age,
+        entitlements,
+        policy.staleness_for,
+        policy.staleness,
+        now_wall=now.wall,
+        dated_in_future=entry.dated_in_future,
+    )
+    usable = {f: e for f, e in entitlements.items() if f not in expired}
+    kept = attrs.evolve(snapshot, entitlements=usable) if usable else None
+    return freshness, policy.staleness, kept
+
+
+def _fetch(
+    walk: Walk, now: Now, expired: CachedSnapshot | None, kept: tuple[Snapshot, float] | None
+) -> Fetch:
+    """Ask Stigg within what is left of the check's budget."""
+    return Fetch(walk, walk.check_timeout_s - (now.mono - walk.started), expired, kept)
+
+
+def _from_snapshot(
+    question: Question, snapshot: Snapshot, decision: Decision, now: Now
+) -> Judgement:
+    """The answer a snapshot gives (with the usage Stigg has not seen, for usage checks)."""
+    if isinstance(question, EveryFeature):
+        if isinstance(snapshot.entitlements, dict):
+            answer = attrs.evolve(snapshot, decision=decision)
+        else:  # every entitlement parsed, as the caller gets them
+            answer = attrs.evolve(
+                snapshot, entitlements=dict(snapshot.entitlements), decision=decision
+            )
+        return Judgement(lambda _: answer)
+    feature = snapshot.entitlements.get(question.feature_id)
+    usage_of = None
+    if engine.uses_usage(question, feature):
+        scope = (question.customer_id, question.resource_id, question.feature_id)
+        floor = engine.usage_floor(feature, now.wall)
+        shown = None if feature is None else engine.usage_in_period(feature, now.wall)
+        usage_of = (scope, snapshot.fetched_at, floor, shown)
+    make = functools.partial(engine.from_snapshot, question, snapshot, decision, now_wall=now.wall)
+    return Judgement(lambda local: make(local=local), usage_of)
+
+
+def _fallback(
+    walk: Walk, request: CheckRequest, error: StiggUnavailableError, expired: CachedSnapshot | None
+) -> Answered:
+    """POLICY or DEFAULT: the policy's answer for a check Stigg could not answer."""
+    plans = () if expired is None else expired.snapshot.plan_ids
+    resolution = walk.policy.resolve(
+        request.customer_id, request.resource_id, request.feature_id, plans
+    )
+    why = f"snapshot older than max_staleness; {error}" if expired else f"no snapshot; {error}"
+    decision = Decision(
+        resolution.source,
+        None,
+        stale=False,
+        rule=resolution.rule,
+        policy_version=walk.policy.version,
+        reason=why,
+    )
+    usage_of = None
+    if request.kind in _USAGE_KINDS:
+        usage_of = (
+            (request.customer_id, request.resource_id, request.feature_id),
+            None,
+            None,
+            None,
+        )
+    make = functools.partial(engine.from_grant, request, resolution.grant, decision)
+    return Answered(
+        walk,
+        Judgement(lambda local: make(local=local), usage_of),
+        journal=True,
+        default_allow=why if resolution.rule is None else None,
+    )
+
+
+def _every_fallback(
+    walk: Walk, error: StiggUnavailableError, kept: tuple[Snapshot, float] | None
+) -> Answered:
+    """``get_entitlements`` Stigg could not answer: the features still in budget (STALE),
+    else none (DEFAULT: each check then answers from the policy)."""
+    version = walk.policy.version
+    if kept is not None:
+        snapshot, age = kept
+        decision = Decision(
+            Source.STALE, age, stale=True, policy_version=version, reason=str(error)
+        )
+        return Answered(walk, Judgement(lambda _: attrs.evolve(snapshot, decision=decision)))
+    decision = Decision(
+        Source.DEFAULT, None, stale=False, policy_version=version, reason=str(error)
+    )
+    customer_id, resource_id = walk.scope
+    empty = Snapshot(customer_id, resource_id, {}, fetched_at=0.0, decision=decision)
+    return Answered(walk, Judgement(lambda _: empty))
