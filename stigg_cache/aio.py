@@ -1,51 +1,49 @@
 """AsyncResilientClient: ResilientClient for asyncio services.
 
-Not a second orchestrator: every method runs :class:`ResilientClient`'s own.
-A check is first tried from memory on the event loop, with store reads and
-network waits forbidden (:mod:`stigg_cache._memory_only`): a check the
-in-memory cache answers returns without awaiting anything. Anything else
-(a store read, a fetch within the check budget, usage written durably to
-disk, a flush) runs on a worker thread the coroutine awaits, so the loop
-never blocks. Asyncio SDK clients (``stigg.AsyncStigg``, the v2
-``AsyncStiggClient``, the sidecar SDK) run their coroutines on the loop the
-client was built in.
+Not a second orchestrator: a check drives the same decision walk
+(:mod:`stigg_cache.core.walk`) through :class:`ResilientClient`'s own steps,
+awaiting the states that need I/O. Each step is first tried on the event loop
+with store reads and network waits forbidden (:mod:`stigg_cache._memory_only`);
+one that would block (a store read, a fetch within the check budget) is awaited
+on a worker thread, and the walk goes on from where it stood. A check the
+in-memory cache answers returns without awaiting anything. Usage written
+durably to disk, flushes and the like run on a worker thread. Asyncio SDK
+clients (``stigg.AsyncStigg``, the v2 ``AsyncStiggClient``, the sidecar SDK)
+run their coroutines on the loop the client was built in.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from stigg_cache import _fork
 from stigg_cache import _validate as check
+from stigg_cache._fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.client import DEFAULT_FETCH_TIMEOUT_S, ResilientClient
+from stigg_cache.core import walk
+from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE, CheckKind
+from stigg_cache.models import (
+    AnyEntitlement,
+    BooleanEntitlement,
+    Entitlement,
+    EnumEntitlement,
+    MeteredEntitlement,
+    NumericEntitlement,
+    Snapshot,
+)
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_S = TypeVar("_S")
 DEFAULT_THREADS = 16  # checks waiting on Stigg at once; each waits at most check_timeout
 _Async = Callable[Concatenate["AsyncResilientClient", _P], Coroutine[Any, Any, _T]]
-
-
-def _check(method: Callable[Concatenate[ResilientClient, _P], _T]) -> _Async[_P, _T]:
-    """The async form of a check: from memory if it can, else on a worker thread."""
-
-    async def check(self: AsyncResilientClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        token = MEMORY_ONLY.set(True)
-        try:
-            return method(self._core, *args, **kwargs)
-        except WouldBlock:
-            pass
-        finally:
-            MEMORY_ONLY.reset(token)
-        return await self._offload(method, *args, **kwargs)
-
-    functools.update_wrapper(check, method)
-    return check
 
 
 def _offloaded(method: Callable[Concatenate[ResilientClient, _P], _T]) -> _Async[_P, _T]:
@@ -110,13 +108,139 @@ class AsyncResilientClient:
         _fork.abandon(self._pool)
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="stigg-cache-async")
 
-    get_boolean_entitlement = _check(ResilientClient.get_boolean_entitlement)
-    get_numeric_entitlement = _check(ResilientClient.get_numeric_entitlement)
-    get_metered_entitlement = _check(ResilientClient.get_metered_entitlement)
-    get_enum_entitlement = _check(ResilientClient.get_enum_entitlement)
-    get_entitlement = _check(ResilientClient.get_entitlement)
-    has_access = _check(ResilientClient.has_access)
-    get_entitlements = _check(ResilientClient.get_entitlements)
+    # -- checks: the sync client's, with the walk's I/O awaited ---------------------
+
+    async def get_boolean_entitlement(
+        self, *, customer_id: str, feature_id: str, resource_id: str | None = None
+    ) -> BooleanEntitlement:
+        """Whether a customer has a boolean feature."""
+        warm = self._core._fast(SLOT_BOOLEAN, customer_id, feature_id, resource_id)
+        if warm is not None:
+            return warm
+        return await self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
+
+    async def get_numeric_entitlement(
+        self, *, customer_id: str, feature_id: str, resource_id: str | None = None
+    ) -> NumericEntitlement:
+        """A customer's configured number for a feature (``value``)."""
+        warm = self._core._fast(SLOT_NUMERIC, customer_id, feature_id, resource_id)
+        if warm is not None:
+            return warm  # type: ignore[return-value]
+        return await self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
+
+    async def get_metered_entitlement(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        requested_usage: float = DEFAULT_REQUESTED_USAGE,
+        resource_id: str | None = None,
+    ) -> MeteredEntitlement:
+        """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
+        fast = self._core._fast(SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
+        if fast is not None:
+            return fast  # type: ignore[return-value]
+        return await self._check(  # type: ignore[return-value]
+            CheckKind.METERED, customer_id, feature_id, resource_id, usage=requested_usage
+        )
+
+    async def get_enum_entitlement(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        requested_values: Iterable[str] | None = None,
+        resource_id: str | None = None,
+    ) -> EnumEntitlement:
+        """Whether every requested value is among the customer's enum values."""
+        return await self._check(  # type: ignore[return-value]
+            CheckKind.ENUM, customer_id, feature_id, resource_id, values=requested_values
+        )
+
+    async def get_entitlement(
+        self,
+        *,
+        customer_id: str,
+        feature_id: str,
+        requested_usage: float | None = None,
+        requested_values: Iterable[str] | None = None,
+        resource_id: str | None = None,
+    ) -> Entitlement:
+        """Any feature, every field Stigg returns."""
+        return await self._check(  # type: ignore[return-value]
+            CheckKind.GENERIC,
+            customer_id,
+            feature_id,
+            resource_id,
+            usage=requested_usage,
+            values=requested_values,
+        )
+
+    async def has_access(
+        self,
+        customer_id: str,
+        feature_id: str,
+        requested_usage: float | None = None,
+        *,
+        resource_id: str | None = None,
+    ) -> bool:
+        """Just the yes or no of :meth:`get_entitlement`."""
+        fast = self._core._fast(SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        if fast is not None:
+            return fast.has_access
+        answer = await self._check(
+            CheckKind.GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
+        )
+        return answer.has_access
+
+    async def get_entitlements(
+        self, *, customer_id: str, resource_id: str | None = None
+    ) -> Snapshot:
+        """Every entitlement of a customer, with the decision that produced them."""
+        answer = await self._walked(self._core._every(customer_id, resource_id))
+        assert isinstance(answer, Snapshot)
+        return answer
+
+    async def _check(
+        self,
+        kind: CheckKind,
+        customer_id: object,
+        feature_id: object,
+        resource_id: object,
+        *,
+        usage: object = None,
+        values: object = None,
+    ) -> AnyEntitlement:
+        """A check the fast path did not answer (``ResilientClient._check``, awaited)."""
+        started = time.perf_counter()
+        core = self._core
+        answer = await self._walked(
+            core._request(kind, customer_id, feature_id, resource_id, usage, values)
+        )
+        assert not isinstance(answer, Snapshot)
+        if core._hooks:
+            core._told(kind.value, answer, time.perf_counter() - started)
+        return answer
+
+    async def _walked(self, question: walk.Question) -> AnyEntitlement | Snapshot:
+        """The decision walk, each step on the loop unless it must block."""
+        core = self._core
+        state = core._begin(question)
+        while not isinstance(state, walk.Answered):
+            state = await self._unblocked(core._step, state)
+        answered = state
+        return (await self._unblocked(core._finish, answered))[0]
+
+    async def _unblocked(self, step: Callable[[_S], _T], state: _S) -> _T:
+        """``step(state)`` from memory on the loop; on a worker thread if it must block."""
+        token = MEMORY_ONLY.set(True)
+        try:
+            return step(state)
+        except WouldBlock:
+            pass
+        finally:
+            MEMORY_ONLY.reset(token)
+        return await self._running_loop().run_in_executor(self._pool, step, state)
 
     report_event = _offloaded(ResilientClient.report_event)
     report_usage = _offloaded(ResilientClient.report_usage)

@@ -260,7 +260,7 @@ class ResilientClient:
                 usage=self._usage,
                 grew=self._cache.grew,
             )
-            self._fast = self._warm.answer  # bound once: the getters call it on every check
+            self._fast: FastAnswer = self._warm.answer  # bound once: called on every check
             self._hooks: tuple[DecisionHook, ...] = ()
             self._hooks_changed = threading.Lock()
             self._journal = DecisionJournal()
@@ -425,10 +425,7 @@ class ResilientClient:
         unreachable, the result holds no entitlements and its decision says
         DEFAULT: individual checks then answer from the policy.
         """
-        question = walk.EveryFeature(
-            check.require_id("customer_id", customer_id), check.opt_id("resource_id", resource_id)
-        )
-        answer = self._walked(question)[0]
+        answer = self._walked(self._every(customer_id, resource_id))[0]
         assert isinstance(answer, Snapshot)
         return answer
 
@@ -442,11 +439,21 @@ class ResilientClient:
         usage: object = None,
         values: object = None,
     ) -> AnyEntitlement:
-        answer = self._walked(
-            self._request(kind, customer_id, feature_id, resource_id, usage, values)
-        )[0]
+        """A check the fast path did not answer: the decision walk, and its hooks told."""
+        started = time.perf_counter()
+        request = self._request(kind, customer_id, feature_id, resource_id, usage, values)
+        answer = self._walked(request)[0]
         assert not isinstance(answer, Snapshot)
+        if self._hooks:
+            self._told(kind.value, answer, time.perf_counter() - started)
         return answer
+
+    @staticmethod
+    def _every(customer_id: object, resource_id: object) -> walk.EveryFeature:
+        """``get_entitlements``' arguments, validated."""
+        return walk.EveryFeature(
+            check.require_id("customer_id", customer_id), check.opt_id("resource_id", resource_id)
+        )
 
     @staticmethod
     def _request(  # noqa: PLR0917 - the check's own arguments, in their order
@@ -727,45 +734,32 @@ class ResilientClient:
         """
         with self._hooks_changed:
             self._hooks = (*self._hooks, hook)
-            if len(self._hooks) == 1:  # an instance attribute over the class's method
-                self._fast, self._check = self._hooked(self._warm.answer, type(self)._check)  # type: ignore[method-assign]
+            if len(self._hooks) == 1:  # an instance attribute over the bare fast path
+                self._fast = self._told_fast
 
         def unsubscribe() -> None:
             with self._hooks_changed:
                 self._hooks = tuple(h for h in self._hooks if h is not hook)
-                if not self._hooks:  # back to the bare paths
+                if not self._hooks:  # back to the bare fast path
                     self._fast = self._warm.answer
-                    del self._check  # the class's own again
 
         return unsubscribe
 
-    def _hooked(
-        self, fast: FastAnswer, full: Callable[..., AnyEntitlement]
-    ) -> tuple[FastAnswer, Callable[..., AnyEntitlement]]:
-        """The fast and full paths, each telling the hooks what it answered, and when."""
-        clock = time.perf_counter
+    def _told_fast(self, slot: int, *args: Any) -> AnyEntitlement | None:
+        """The fast path, telling the hooks what it answered and how long it took."""
+        started = time.perf_counter()
+        answer = self._warm.answer(slot, *args)
+        if answer is not None:
+            self._told(KINDS[slot].value, answer, time.perf_counter() - started)
+        return answer
 
-        def told(kind: str, answer: AnyEntitlement, seconds: float) -> None:
-            for hook in self._hooks:
-                try:
-                    hook(kind, answer, seconds)
-                except Exception:  # the caller's code: never the check's failure
-                    self._faults.report("stigg_cache.hook_failed", repr(hook), key=repr(hook))
-
-        def fast_told(slot: int, *args: Any) -> Any:
-            started = clock()
-            answer = fast(slot, *args)
-            if answer is not None:
-                told(KINDS[slot].value, answer, clock() - started)
-            return answer
-
-        def full_told(kind: CheckKind, *args: Any, **options: Any) -> AnyEntitlement:
-            started = clock()
-            answer = full(self, kind, *args, **options)
-            told(kind.value, answer, clock() - started)
-            return answer
-
-        return fast_told, full_told
+    def _told(self, kind: str, answer: AnyEntitlement, seconds: float) -> None:
+        """Tell every hook; one that raises is logged (never the check's failure)."""
+        for hook in self._hooks:
+            try:
+                hook(kind, answer, seconds)
+            except Exception:  # the caller's code
+                self._faults.report("stigg_cache.hook_failed", repr(hook), key=repr(hook))
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""

@@ -16,6 +16,8 @@ from stigg_cache.adapters import adapt
 from stigg_cache.adapters.bridge import LoopBridge
 from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.stores.base import Missing
+from stigg_cache.stores.memory import MemoryStore
 from tests.conftest import API_KEY, POLICY
 
 
@@ -170,3 +172,40 @@ def test_decision_hooks_hear_awaited_checks_once_each(fake: FakeStigg, tmp_path:
 
     asyncio.run(story())
     assert heard == [("boolean", Source.LIVE), ("boolean", Source.CACHE)]
+
+
+def test_an_awaited_check_blocks_a_worker_only_for_its_io_and_resumes_on_the_loop(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    """The walk goes on from the state that needed I/O: the store is read on a worker
+    thread once, and the rest of the check (the answer, the hooks) runs on the loop."""
+    reads: list[str] = []
+
+    class WatchedStore(MemoryStore):
+        def get(self, key: str) -> bytes | Missing:
+            if key.startswith("snapshot:"):
+                reads.append(threading.current_thread().name)
+            return super().get(key)
+
+    store = WatchedStore()
+    with ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=store) as warm:
+        warm.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # now in the store
+    reads.clear()
+    heard: list[tuple[str, Source]] = []
+
+    async def story() -> str:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=store, policy=POLICY
+        ) as client:
+            client.on_decision(
+                lambda _k, answer, _s: heard.append(
+                    (threading.current_thread().name, answer.decision.source)
+                )
+            )
+            await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+            return threading.current_thread().name
+
+    loop_thread = asyncio.run(story())
+    assert len(reads) == 1
+    assert reads[0].startswith("stigg-cache-async")
+    assert heard == [(loop_thread, Source.CACHE)]

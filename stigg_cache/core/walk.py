@@ -31,7 +31,7 @@ import attrs
 from stigg_cache.core import engine
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
 from stigg_cache.core.ledger import LocalUsage, TallyKey
-from stigg_cache.core.terms import Budgets, CachedSnapshot, ScopeKey, Staleness
+from stigg_cache.core.terms import Budgets, CachedSnapshot, Grant, ScopeKey, Staleness
 from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
 from stigg_cache.models import AnyEntitlement, Decision, Snapshot, Source
 
@@ -103,6 +103,7 @@ class Answered:
     ``refresh``: ask Stigg again behind the answer (STALE while Stigg answers, due).
     ``journal``: a decision made while Stigg was unreachable, kept for reconciliation.
     ``default_allow``: why the built-in allow answered (logged once a minute per feature).
+    ``grant``: the policy's grant, when the fallback answered.
     """
 
     walk: Walk
@@ -110,6 +111,7 @@ class Answered:
     refresh: bool = False
     journal: bool = False
     default_allow: str | None = None
+    grant: Grant | None = None
 
 
 @attrs.frozen
@@ -314,6 +316,7 @@ def _fallback(
         Judgement(lambda local: make(local=local), usage_of),
         journal=True,
         default_allow=why if resolution.rule is None else None,
+        grant=resolution.grant,
     )
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache.core import engine
-from stigg_cache.core.engine import Freshness
-from stigg_cache.core.terms import Grant
+from stigg_cache.core import walk
+from stigg_cache.core.engine import CheckKind, CheckRequest
+from stigg_cache.core.terms import CachedSnapshot, Grant
+from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.models import AnyEntitlement, Snapshot, Source
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import Store
 from stigg_cache.stores.layered import SnapshotCache
@@ -59,7 +61,9 @@ def explain(
     resource_id: str | None = None,
     store: Store | None = None,
 ) -> list[str]:
-    """Which tier and rule would answer this check right now, and why."""
+    """Which tier and rule would answer this check right now, and why: the decision walk
+    of a check (:mod:`stigg_cache.core.walk`) driven over the store, with Stigg's answer
+    told both ways."""
     budget = policy.staleness_for(feature_id)
     lines = [
         f"policy {policy.source or '<built-in>'} (version {policy.version})",
@@ -68,15 +72,14 @@ def explain(
             f"max_staleness {budget.max_staleness_s:g}s"
         ),
     ]
-    resolution = policy.resolve(customer_id, resource_id, feature_id)
-    rule = resolution.rule or "built-in default (allow, logged)"
-    fallback = f"{resolution.source.value} via {rule}: {_grant_text(resolution.grant)}"
+    request = CheckRequest(CheckKind.GENERIC, customer_id, feature_id, resource_id)
+    state = walk.begin(
+        request, policy, started=0.0, check_timeout_s=0.0, offline=False, last_error=None
+    )
     if store is None:
         lines.append("no store given: assuming nothing is cached")
-        lines.append(f"Stigg reachable -> LIVE; unreachable -> {fallback}")
-        return lines
+        return lines + _fetched(state, None)
     faults: list[str] = []
-
     cached = SnapshotCache(
         store, SYSTEM_CLOCK, lambda event, error: faults.append(f"{event}: {error}")
     )
@@ -84,25 +87,46 @@ def explain(
     lines.extend(f"store problem: {fault}" for fault in faults)
     if entry is None:
         lines.append("no snapshot held for this customer")
-        lines.append(f"Stigg reachable -> LIVE; unreachable -> {fallback}")
-        return lines
-    age = SYSTEM_CLOCK.monotonic() - entry.fetched_mono
+        return lines + _fetched(state, None)
+    now = walk.Now(SYSTEM_CLOCK.monotonic(), time.time())
+    age = now.mono - entry.fetched_mono
     feature = entry.snapshot.entitlements.get(feature_id)
-    freshness = engine.judge(
-        age,
-        budget,
-        past_valid_until=engine.valid_until_passed(feature, time.time()),
-        dated_in_future=entry.dated_in_future,
-    )
     held = "granted" if feature is not None and feature.is_granted else "not granted"
     lines.append(
         f"snapshot held: fetched {age:.0f}s ago ({_SYSTEM_CLOCK_NOTE}); {feature_id} {held}"
     )
-    if freshness is Freshness.FRESH:
-        lines.append("-> CACHE: answered from the snapshot, no network")
-    elif freshness is Freshness.STALE:
-        lines.append("-> STALE: answered from the snapshot at once, refreshed in the background")
-    else:
-        lines.append("snapshot is older than max_staleness: not trusted")
-        lines.append(f"Stigg reachable -> LIVE; unreachable -> {fallback}")
-    return lines
+    judged = state.held(entry, now)
+    if isinstance(judged, walk.ReadNewer):  # this store is the only one looked at
+        judged = judged.held(None, now)
+    return lines + _fetched(judged, entry)
+
+
+def _fetched(state: walk.State, entry: CachedSnapshot | None) -> list[str]:
+    """The lines for where a walk stands: its answer, else Stigg's two outcomes."""
+    now = walk.Now(SYSTEM_CLOCK.monotonic(), time.time())
+    if isinstance(state, walk.ReadHeld):  # nothing looked up: nothing held
+        state = state.held(None, now)
+    if isinstance(state, walk.Unusable):
+        state = state.dropped(now)
+    if isinstance(state, walk.Answered):
+        decision = _answer(state).decision
+        assert decision is not None
+        if decision.source is Source.CACHE:
+            return ["-> CACHE: answered from the snapshot, no network"]
+        return ["-> STALE: answered from the snapshot at once, refreshed in the background"]
+    assert isinstance(state, walk.Fetch)
+    lines = [] if entry is None else ["snapshot is older than max_staleness: not trusted"]
+    unreachable = StiggUnavailableError(FailureKind.CONNECTION, "unreachable")
+    fallback = state.fetched(unreachable, now)
+    decision = _answer(fallback).decision
+    assert decision is not None
+    assert fallback.grant is not None
+    rule = decision.rule or "built-in default (allow, logged)"
+    told = f"{decision.source.value} via {rule}: {_grant_text(fallback.grant)}"
+    return [*lines, f"Stigg reachable -> LIVE; unreachable -> {told}"]
+
+
+def _answer(state: walk.Answered) -> AnyEntitlement:
+    answer = state.judgement.answer(lambda *_: None)  # no usage: a look, not a check
+    assert not isinstance(answer, Snapshot)
+    return answer
