@@ -1,11 +1,12 @@
-"""The fast path of warm checks: prepared CACHE answers from L1, no lock, no I/O.
+"""The fast path of warm checks: the decision walk's CACHE answers, kept on L1's entries.
 
-For each snapshot, feature and check kind, the answer is computed once by the
-same engine the full path uses (:func:`~stigg_cache.core.engine.warm_answer`)
-and kept with the snapshot; a check then costs a lookup, a freshness compare
-and two small allocations (the decision and the result). Anything unusual (a
-miss, stale data, an argument to validate, local usage to re-judge past its
-shortcut) returns ``None`` and the client's full path answers instead.
+It is a memo, not a second walk: when the walk (:mod:`stigg_cache.core.walk`)
+answers CACHE for a check of a kind the fast path serves, it prepares that
+answer (:class:`~stigg_cache.core.walk.Memo`) and the client keeps it here, on
+the snapshot's L1 entry. The next checks of that shape cost a lookup, a
+freshness compare and two small allocations (the decision and the result).
+Anything else (no memo, stale data, another policy, an argument to validate)
+returns ``None`` and the walk answers instead.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any, Protocol
 import attrs
 
 from stigg_cache.core import engine
-from stigg_cache.core.engine import CheckKind, CheckRequest
+from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
-from stigg_cache.core.terms import CachedSnapshot, ScopeKey
-from stigg_cache.errors import InvalidResponseError
+from stigg_cache.core.terms import Budgets, CachedSnapshot, ScopeKey
+from stigg_cache.core.walk import Memo
 from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Source
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYTES
@@ -53,7 +54,7 @@ Judged = tuple[int, float, float, bool, Any]
 #  the customer+resource+feature of local usage, [the last judgement])
 Prepared = tuple[
     float,
-    FallbackPolicy,
+    Budgets,
     Callable[..., Any],
     engine.WarmAnswer,
     Callable[..., Any],
@@ -129,10 +130,7 @@ class FastPath:
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
         prepared = None if slots is None else slots[slot]
         if prepared is None or prepared[1] is not policy:
-            request = CheckRequest(KINDS[slot], customer_id, feature_id, scope[1])
-            prepared = self._prepare(entry, request, policy)
-            if prepared is None:
-                return None
+            return None  # the walk answers, and leaves its CACHE answer here
         now = self.monotonic()
         if now > prepared[0]:
             return None
@@ -176,22 +174,10 @@ class FastPath:
         shown = None if requested is None else float(requested)
         return make(has_access, reason, decision, used, shown)  # type: ignore[no-any-return]
 
-    def _prepare(
-        self, entry: CachedSnapshot, request: CheckRequest, policy: FallbackPolicy
-    ) -> Prepared | None:
-        if entry.dated_in_future or not request.feature_id.strip():
-            return None
-        try:
-            answer = engine.warm_answer(
-                request,
-                entry.snapshot,
-                policy.staleness_for(request.feature_id),
-                fetched_mono=entry.fetched_mono,
-                now_wall=self.wall(),
-                policy_version=policy.version,
-            )
-        except InvalidResponseError:
-            return None  # the full path reports it and drops the entry
+    def keep(self, memo: Memo, policy: Budgets) -> None:
+        """Keep a CACHE answer of the walk on its L1 entry (at most ``MAX_WARM_FEATURES``
+        features a snapshot), counted in L1's byte budget."""
+        request, entry, answer = memo.request, memo.entry, memo.answer
         usage_scope = (request.customer_id, request.resource_id, request.feature_id)
         prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope, [_NOT_JUDGED])
         slots = entry.warm.get(request.feature_id)
@@ -203,7 +189,6 @@ class FastPath:
             if slots[SLOT[request.kind]] is None:
                 self.grew((request.customer_id, request.resource_id), entry, added)
             slots[SLOT[request.kind]] = prepared
-        return prepared
 
 
 def _makers(

@@ -517,6 +517,8 @@ class ResilientClient:
     def _finish(self, state: walk.Answered) -> tuple[AnyEntitlement | Snapshot, walk.Judgement]:
         """What follows an answer: a refresh behind it, the default's log line, the journal."""
         question = state.walk.question
+        if state.memo is not None:
+            self._warm.keep(state.memo, state.walk.policy)  # the policy it was made for
         if state.refresh:
             self._fetcher.refresh(state.walk.scope)
         if state.default_allow is not None and isinstance(question, CheckRequest):

@@ -49,8 +49,10 @@ def test_fast_and_full_paths_agree_on_every_feature(
     client.report_usage(customer_id="acme", feature_id="calls", value=0.5)  # local usage in play
     for feature in [f.feature_id for f in FEATURES] + ["absent"]:
         amount = requested if kind in (CheckKind.METERED, CheckKind.GENERIC) else None
-        fast = client._fast(SLOT[kind], "acme", feature, None, amount)
+        # A memo of the walk's CACHE answer, not a walk of its own: none before the walk's
+        assert client._fast(SLOT[kind], "acme", feature, None, amount) is None
         full = client._check(kind, "acme", feature, None, usage=amount)
+        fast = client._fast(SLOT[kind], "acme", feature, None, amount)
         assert fast is not None
         assert fast.decision.source is Source.CACHE
         assert _without_age(fast) == _without_age(full), feature
@@ -61,7 +63,10 @@ def test_fast_path_steps_aside_for_stale_data_and_bad_arguments(
 ) -> None:
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the walk's, kept
+    client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
     assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
+    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, 2) is not None
     for args in [(5, "sso", None), ("acme", "", None), ("acme", "  ", None), ("acme", "sso", 7)]:
         assert client._fast(SLOT[CheckKind.BOOLEAN], *args) is None
     assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, float("nan")) is None
@@ -88,6 +93,8 @@ def test_fast_path_honours_valid_until_and_period_end(
     )
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the walk's, kept
+    client.get_metered_entitlement(customer_id="acme", feature_id="calls")
     assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
     assert client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is not None
     clock.advance(11)

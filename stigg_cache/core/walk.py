@@ -36,6 +36,8 @@ from stigg_cache.errors import InvalidResponseError, StiggUnavailableError
 from stigg_cache.models import AnyEntitlement, Decision, Snapshot, Source
 
 _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
+# Check kinds whose CACHE answer the fast path keeps (an enum check's values vary per call)
+_MEMO_KINDS = (CheckKind.BOOLEAN, CheckKind.NUMERIC, CheckKind.METERED, CheckKind.GENERIC)
 
 # (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows):
 # what local usage a judgement adds, as the usage service takes it
@@ -97,6 +99,16 @@ class Walk:
 
 
 @attrs.frozen
+class Memo:
+    """A CACHE answer of this walk, prepared for checks shaped like it: the fast path keeps
+    it on the L1 entry and answers the next such checks from it until ``fresh_until``."""
+
+    entry: CachedSnapshot
+    request: CheckRequest
+    answer: engine.WarmAnswer
+
+
+@attrs.frozen
 class Answered:
     """The end of a walk: the judgement, and what the driver does once it has answered.
 
@@ -104,6 +116,7 @@ class Answered:
     ``journal``: a decision made while Stigg was unreachable, kept for reconciliation.
     ``default_allow``: why the built-in allow answered (logged once a minute per feature).
     ``grant``: the policy's grant, when the fallback answered.
+    ``memo``: a CACHE answer for the fast path to keep.
     """
 
     walk: Walk
@@ -112,6 +125,7 @@ class Answered:
     journal: bool = False
     default_allow: str | None = None
     grant: Grant | None = None
+    memo: Memo | None = None
 
 
 @attrs.frozen
@@ -196,12 +210,14 @@ def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool) ->
     """A held snapshot judged for the question (see the module's diagram)."""
     try:
         freshness, budget, kept = _freshness(walk, entry, now)
+        memo = _memo(walk, entry, budget, now) if freshness is Freshness.FRESH else None
     except InvalidResponseError as error:  # a stored entry whose feature is malformed
         return Unusable(walk, error)
     age = now.mono - entry.fetched_mono
     if freshness is Freshness.FRESH:
         decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
-        return Answered(walk, _from_snapshot(walk.question, entry.snapshot, decision, now))
+        answer = _from_snapshot(walk.question, entry.snapshot, decision, now)
+        return Answered(walk, answer, memo=memo)
     if not newer_read:
         return ReadNewer(walk, entry)
     if freshness is Freshness.EXPIRED:
@@ -253,6 +269,29 @@ def _freshness(
     usable = {f: e for f, e in entitlements.items() if f not in expired}
     kept = attrs.evolve(snapshot, entitlements=usable) if usable else None
     return freshness, policy.staleness, kept
+
+
+def _memo(walk: Walk, entry: CachedSnapshot, budget: Staleness, now: Now) -> Memo | None:
+    """The CACHE answer prepared for the fast path, for the check kinds it answers."""
+    question = walk.question
+    if (
+        not isinstance(question, CheckRequest)
+        or question.kind not in _MEMO_KINDS
+        or question.requested_values
+        or entry.dated_in_future
+        or not question.feature_id.strip()
+    ):
+        return None
+    shape = attrs.evolve(question, requested_usage=None)  # the amount is judged per check
+    answer = engine.warm_answer(
+        shape,
+        entry.snapshot,
+        budget,
+        fetched_mono=entry.fetched_mono,
+        now_wall=now.wall,
+        policy_version=walk.policy.version,
+    )
+    return Memo(entry, shape, answer)
 
 
 def _fetch(
