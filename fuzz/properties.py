@@ -35,7 +35,6 @@ from stigg_cache.outbox.records import (
 )
 from stigg_cache.outbox.sqlite import _record as sqlite_record
 from stigg_cache.outbox.sqlite import _shown as sqlite_shown
-from stigg_cache.policy.loader import load_policy
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
@@ -48,7 +47,7 @@ _VERIFIER = SignedStore(MemoryStore(), [b"fuzzing-key-0123456789"])
 def policy_bytes(data: bytes) -> None:
     """Any bytes as fallback.yaml: a valid policy, or PolicyError (never a half-built one)."""
     try:
-        policy = load_policy(data, "<fuzz>")
+        policy = FallbackPolicy.from_yaml(data, "<fuzz>")
     except PolicyError:
         return
     assert isinstance(policy, FallbackPolicy)

@@ -29,11 +29,10 @@ import attrs
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
-from stigg_cache._health import Health
 from stigg_cache._memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
-from stigg_cache.core.terms import CachedSnapshot, ScopeKey
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey, StiggHealth
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.stores.layered import SnapshotCache
 
@@ -64,7 +63,7 @@ class Fetcher:
         self,
         adapter: Adapter,
         cache: SnapshotCache,
-        health: Health,
+        health: StiggHealth,
         clock: Clock,
         *,
         check_timeout_s: float,

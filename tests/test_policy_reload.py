@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
-from stigg_cache import ResilientClient, Source
+from stigg_cache import FallbackPolicy, ResilientClient, Source
 from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import PolicyError
-from stigg_cache.policy import watcher as watcher_module
-from stigg_cache.policy.loader import load_policy
 from stigg_cache.policy.watcher import PolicyWatcher
 from tests.conftest import API_KEY
 from tests.helpers import eventually
@@ -254,7 +252,7 @@ HUGE = "1" + "0" * 400  # a YAML int no float holds
 )
 def test_numbers_beyond_reason_are_validation_errors(text: str, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
-        load_policy(text.encode(), "fallback.yaml")
+        FallbackPolicy.from_yaml(text.encode(), "fallback.yaml")
 
 
 def test_hot_reload_survives_any_failure_of_a_load_and_applies_the_next_edit(
@@ -263,7 +261,7 @@ def test_hot_reload_survives_any_failure_of_a_load_and_applies_the_next_edit(
     def broken(content: bytes, source: str) -> Any:
         raise OverflowError("a loader bug")
 
-    monkeypatch.setattr(watcher_module, "load_policy", broken)
+    monkeypatch.setattr(FallbackPolicy, "from_yaml", broken)
     policy_file.write_text(_policy("second", access=False))
     eventually(lambda: watcher.error is not None, within_s=5)
     assert "a loader bug" in (watcher.error or "")

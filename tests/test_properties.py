@@ -19,7 +19,7 @@ from fuzz import properties
 from fuzz.make_corpus import seeds
 from stigg_cache.errors import PolicyError
 from stigg_cache.outbox.records import EVENT_FIELDS, USAGE_FIELDS
-from stigg_cache.policy.loader import load_policy
+from stigg_cache.policy import FallbackPolicy
 
 CORPUS = Path(__file__).parent.parent / "fuzz" / "corpus"
 BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -109,4 +109,4 @@ def test_every_corpus_file_holds(path: Path) -> None:
 )
 def test_what_fuzzing_found_is_a_policy_error(content: bytes, message: str) -> None:
     with pytest.raises(PolicyError, match=message):
-        load_policy(content)
+        FallbackPolicy.from_yaml(content)

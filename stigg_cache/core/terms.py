@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
+from stigg_cache.errors import StiggUnavailableError
 from stigg_cache.models import Snapshot, Source
 
 DEFAULT_FRESH_FOR_S = 60.0
@@ -71,6 +72,34 @@ class Budgets(Protocol):
         plan_ids: tuple[str, ...] = (),
     ) -> Resolution:
         """The fallback answer for a feature when no trustworthy snapshot exists."""
+
+
+class StiggHealth(Protocol):
+    """What the fetcher and the flusher tell and ask about Stigg's health (the client's
+    ``Health`` is one): whether a call may start, and how calls ended."""
+
+    @property
+    def answers(self) -> int:
+        """Answers Stigg has given so far (a call notes it when it starts)."""
+
+    @property
+    def offline(self) -> bool:
+        """Whether the breaker keeps requests from starting now."""
+
+    @property
+    def last_error(self) -> str | None:
+        """Why Stigg last failed, if it has."""
+
+    def allow(self) -> bool:
+        """Whether a request to Stigg may start now."""
+
+    def succeeded(self) -> None:
+        """Stigg answered."""
+
+    def failed(
+        self, error: StiggUnavailableError | TimeoutError, *, begun: int | None = None
+    ) -> None:
+        """A call failed; ignored if Stigg has answered since ``begun``."""
 
 
 @attrs.define(eq=False)

@@ -23,7 +23,6 @@ import attrs
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
-from stigg_cache._health import Health
 from stigg_cache._log import logger
 from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters.base import Adapter, as_failure
@@ -39,6 +38,7 @@ from stigg_cache.core.pacing import (
     plan_failure,
     retry_delay,
 )
+from stigg_cache.core.terms import StiggHealth
 from stigg_cache.errors import (
     ConfigurationError,
     FailureKind,
@@ -115,7 +115,7 @@ class Flusher:
         self,
         outbox: Outbox,
         adapter: Adapter,
-        health: Health,
+        health: StiggHealth,
         clock: Clock,
         *,
         acknowledge: Acknowledge,

@@ -1,4 +1,4 @@
-"""Loading ``fallback.yaml``: bytes in, a validated :class:`FallbackPolicy` out.
+"""Loading ``fallback.yaml``: bytes in, validated :class:`PolicyParts` out.
 
 The file is foreign input edited under pressure, so before anything walks it:
 its size is capped, anchors and aliases are refused (a 306-byte alias bomb
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 
 from stigg_cache.core.terms import Grant, Staleness
 from stigg_cache.errors import PolicyError
-from stigg_cache.policy.model import ANY_FEATURE, FallbackPolicy, FeaturePolicy, Meter, Rule
+from stigg_cache.policy.rules import FeaturePolicy, Meter, PolicyParts, Rule
 
 MAX_POLICY_BYTES = 256 * 1024  # a real policy is a few kilobytes
 MAX_DEPTH = 12  # the schema nests 5 deep; more is a mistake or an attack
@@ -159,7 +160,7 @@ def _scalar(node: yaml.Node, path: Path_, issues: _Issues, scalars: yaml.SafeLoa
         return None
 
 
-def load_policy(content: bytes, source: str = "<policy>") -> FallbackPolicy:
+def load_policy(content: bytes, source: str = "<policy>") -> PolicyParts:
     """Parse and validate policy bytes.
 
     Raises:
@@ -183,7 +184,7 @@ def load_policy(content: bytes, source: str = "<policy>") -> FallbackPolicy:
     return policy
 
 
-def load_policy_dict(data: Mapping[str, Any], source: str = "<dict>") -> FallbackPolicy:
+def load_policy_dict(data: Mapping[str, Any], source: str = "<dict>") -> PolicyParts:
     """Validate a policy given as plain Python data (errors name keys, not lines)."""
     issues = _Issues(source)
     version = policy_version(repr(sorted(data.items(), key=str)).encode())
@@ -193,7 +194,7 @@ def load_policy_dict(data: Mapping[str, Any], source: str = "<dict>") -> Fallbac
     return policy
 
 
-def load_policy_file(path: str | Path) -> FallbackPolicy:
+def load_policy_file(path: str | os.PathLike[str]) -> PolicyParts:
     """Read and validate a policy file.
 
     Raises:
@@ -214,7 +215,7 @@ class _Validator:
     def __init__(self, issues: _Issues) -> None:
         self.issues = issues
 
-    def policy(self, data: Any, version: str, source: str) -> FallbackPolicy:
+    def policy(self, data: Any, version: str, source: str) -> PolicyParts:
         top = self._mapping(
             data, (), {"version", "staleness", "features", "rules", "default", "meters"}
         )
@@ -231,7 +232,7 @@ class _Validator:
             str(name): self._meter(spec, ("meters", str(name)))
             for name, spec in self._mapping(top.get("meters", {}), ("meters",), None).items()
         }
-        return FallbackPolicy(
+        return PolicyParts(
             staleness=staleness,
             features=features,
             rules=tuple(rules),
@@ -417,5 +418,4 @@ def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-PolicyLoader = Callable[[bytes, str], FallbackPolicy]
-__all__ = ["ANY_FEATURE", "load_policy", "load_policy_dict", "load_policy_file", "policy_version"]
+__all__ = ["load_policy", "load_policy_dict", "load_policy_file", "policy_version"]

@@ -1,81 +1,22 @@
 """The fallback policy as data, and the pure rules that resolve it.
 
-No I/O here: loading and watching live in :mod:`stigg_cache.policy.loader`
-and :mod:`stigg_cache.policy.watcher`.
+Its parts are in :mod:`stigg_cache.policy.rules`; reading and validating a
+file is :mod:`stigg_cache.policy.loader`'s (which knows nothing of this class),
+watching it :mod:`stigg_cache.policy.watcher`'s.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
 import os
-import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from stigg_cache.core.terms import Grant, Resolution, Staleness
 from stigg_cache.models import Source
-
-ANY_FEATURE = "*"
-
-
-@attrs.frozen
-class FeaturePolicy:
-    """Per-feature settings: its own staleness budget and its fallback."""
-
-    fresh_for_s: float | None = None
-    max_staleness_s: float | None = None
-    fallback: Grant | None = None
-
-
-def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-
-
-@attrs.frozen
-class Rule:
-    """One ordered rule: if every given matcher matches, its grants answer.
-
-    An empty matcher matches anything; patterns are shell globs (``ent-*``).
-    """
-
-    name: str
-    grants: Mapping[str, Grant]
-    customers: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
-    plans: tuple[str, ...] = ()
-    _customer_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
-    _resource_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_customer_re", _compile_globs(self.customers))
-        object.__setattr__(self, "_resource_re", _compile_globs(self.resources))
-
-    def matches(self, customer_id: str, resource_id: str | None, plan_ids: tuple[str, ...]) -> bool:
-        """Whether this rule applies to the given scope."""
-        if self._customer_re is not None and not self._customer_re.match(customer_id):
-            return False
-        if self._resource_re is not None and not self._resource_re.match(resource_id or ""):
-            return False
-        return not self.plans or any(plan in self.plans for plan in plan_ids)
-
-    def grant_for(self, feature_id: str) -> Grant | None:
-        """The grant of this rule for a feature, the ``"*"`` entry otherwise."""
-        return self.grants.get(feature_id) or self.grants.get(ANY_FEATURE)
-
-
-@attrs.frozen
-class Meter:
-    """Maps a raw event name to a feature for local metering during outages."""
-
-    event: str
-    aggregate: Literal["count", "sum"] = "count"
-    field: str | None = None
-
+from stigg_cache.policy import loader
+from stigg_cache.policy.rules import ANY_FEATURE, FeaturePolicy, Meter, PolicyParts, Rule
 
 BUILTIN_ALLOW = Grant(has_access=True)
 PLAN_MEMORY_S = 30 * 86_400.0  # snapshots kept for plan-matching rules: a month
@@ -120,18 +61,23 @@ class FallbackPolicy:
         Raises:
             PolicyError: the file cannot be read or is invalid (all issues listed).
         """
-        return _loader().load_policy_file(path)  # type: ignore[no-any-return]
+        return cls.from_parts(loader.load_policy_file(path))
 
     @classmethod
     def from_yaml(cls, content: bytes | str, source: str = "<policy>") -> FallbackPolicy:
         """Validate policy text (as it would be read from a file)."""
         data = content.encode() if isinstance(content, str) else content
-        return _loader().load_policy(data, source)  # type: ignore[no-any-return]
+        return cls.from_parts(loader.load_policy(data, source))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> FallbackPolicy:
         """Validate a policy given as plain data, in the file's schema."""
-        return _loader().load_policy_dict(data, source)  # type: ignore[no-any-return]
+        return cls.from_parts(loader.load_policy_dict(data, source))
+
+    @classmethod
+    def from_parts(cls, parts: PolicyParts) -> FallbackPolicy:
+        """The policy of validated parts."""
+        return cls(**attrs.asdict(parts, recurse=False))
 
     def staleness_for(self, feature_id: str) -> Staleness:
         """The staleness budget of a feature (its own, else the global one)."""
@@ -179,10 +125,15 @@ class FallbackPolicy:
         return Resolution(BUILTIN_ALLOW, Source.DEFAULT, None)
 
 
-def _loader() -> Any:
-    # Imported by name at call time: the decision core uses policies but never
-    # loads them, and must not depend on YAML or the file system.
-    return importlib.import_module("stigg_cache.policy.loader")
-
-
 BUILTIN_POLICY = FallbackPolicy()
+
+__all__ = [
+    "ANY_FEATURE",
+    "BUILTIN_ALLOW",
+    "BUILTIN_POLICY",
+    "PLAN_MEMORY_S",
+    "FallbackPolicy",
+    "FeaturePolicy",
+    "Meter",
+    "Rule",
+]

@@ -39,7 +39,7 @@ from watchdog.observers.api import BaseObserver
 from stigg_cache import _fork
 from stigg_cache._log import logger
 from stigg_cache.errors import PolicyError
-from stigg_cache.policy.loader import MAX_POLICY_BYTES, load_policy, policy_version
+from stigg_cache.policy.loader import MAX_POLICY_BYTES, policy_version
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores._files import swappable_by_others
 
@@ -138,7 +138,7 @@ class PolicyWatcher:
         content = _read(self.path)
         if content is None:
             raise PolicyError([(str(self.path), None, "", "cannot read the policy file")])
-        self.current = load_policy(content, str(self.path))
+        self.current = FallbackPolicy.from_yaml(content, str(self.path))
         warn_if_writable_by_others(self.path)
         self.error: str | None = None
         self.reloads = 0
@@ -228,7 +228,7 @@ class PolicyWatcher:
             self.error = None
             return
         try:
-            new = load_policy(content, str(self.path))
+            new = FallbackPolicy.from_yaml(content, str(self.path))
         except PolicyError as error:
             self._reject(f"{error}\n  keeping policy {old.version}")
             return

@@ -1,0 +1,88 @@
+"""The parts a fallback policy is written in: per-feature settings, rules, meters.
+
+Pure data with the matching rules; :class:`PolicyParts` is what the loader
+validates a file into, and :class:`~stigg_cache.policy.model.FallbackPolicy`
+is built from.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import attrs
+
+from stigg_cache.core.terms import Grant, Staleness
+
+ANY_FEATURE = "*"
+
+
+@attrs.frozen
+class FeaturePolicy:
+    """Per-feature settings: its own staleness budget and its fallback."""
+
+    fresh_for_s: float | None = None
+    max_staleness_s: float | None = None
+    fallback: Grant | None = None
+
+
+def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+@attrs.frozen
+class Rule:
+    """One ordered rule: if every given matcher matches, its grants answer.
+
+    An empty matcher matches anything; patterns are shell globs (``ent-*``).
+    """
+
+    name: str
+    grants: Mapping[str, Grant]
+    customers: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    plans: tuple[str, ...] = ()
+    _customer_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    _resource_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_customer_re", _compile_globs(self.customers))
+        object.__setattr__(self, "_resource_re", _compile_globs(self.resources))
+
+    def matches(self, customer_id: str, resource_id: str | None, plan_ids: tuple[str, ...]) -> bool:
+        """Whether this rule applies to the given scope."""
+        if self._customer_re is not None and not self._customer_re.match(customer_id):
+            return False
+        if self._resource_re is not None and not self._resource_re.match(resource_id or ""):
+            return False
+        return not self.plans or any(plan in self.plans for plan in plan_ids)
+
+    def grant_for(self, feature_id: str) -> Grant | None:
+        """The grant of this rule for a feature, the ``"*"`` entry otherwise."""
+        return self.grants.get(feature_id) or self.grants.get(ANY_FEATURE)
+
+
+@attrs.frozen
+class Meter:
+    """Maps a raw event name to a feature for local metering during outages."""
+
+    event: str
+    aggregate: Literal["count", "sum"] = "count"
+    field: str | None = None
+
+
+@attrs.frozen
+class PolicyParts:
+    """A validated policy, part by part, before it is a :class:`FallbackPolicy`."""
+
+    staleness: Staleness
+    features: Mapping[str, FeaturePolicy]
+    rules: tuple[Rule, ...]
+    default: Grant | None
+    meters: Mapping[str, Meter]
+    version: str
+    source: str | None
