@@ -1,9 +1,10 @@
 """stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
 
 from stigg_cache._clock import Clock
+from stigg_cache._runtime import DecisionHook
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.aio import AsyncResilientClient
-from stigg_cache.client import DecisionHook, ResilientClient
+from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.core.reconcile import Contradiction, ReconcileReport
 from stigg_cache.errors import (

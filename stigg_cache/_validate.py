@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from stigg_cache.core.engine import CheckKind, CheckRequest
+from stigg_cache.core.walk import EveryFeature
 from stigg_cache.errors import ConfigurationError, InvalidTypeError, InvalidValueError
 
 MAX_ID_CHARS = 1_000  # ids of customers, resources, features, events, idempotency keys
@@ -111,3 +113,27 @@ def positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"{name} must be a positive whole number, got {value!r}")
     return value
+
+
+def check_request(  # noqa: PLR0917 - a check's own arguments, in their order
+    kind: CheckKind,
+    customer_id: object,
+    feature_id: object,
+    resource_id: object,
+    usage: object = None,
+    values: object = None,
+) -> CheckRequest:
+    """A check's arguments, validated (a precise error names the one to change)."""
+    return CheckRequest(
+        kind,
+        require_id("customer_id", customer_id),
+        require_id("feature_id", feature_id),
+        opt_id("resource_id", resource_id),
+        requested_usage(usage),
+        requested_values(values),
+    )
+
+
+def every_feature(customer_id: object, resource_id: object) -> EveryFeature:
+    """``get_entitlements``' arguments, validated."""
+    return EveryFeature(require_id("customer_id", customer_id), opt_id("resource_id", resource_id))

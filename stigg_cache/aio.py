@@ -25,8 +25,9 @@ from stigg_cache import _fork
 from stigg_cache import _validate as check
 from stigg_cache._fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
 from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
+from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
 from stigg_cache.adapters import adapt
-from stigg_cache.client import DEFAULT_FETCH_TIMEOUT_S, ResilientClient
+from stigg_cache.client import ResilientClient
 from stigg_cache.core import walk
 from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE, CheckKind
 from stigg_cache.models import (
@@ -197,7 +198,7 @@ class AsyncResilientClient:
         self, *, customer_id: str, resource_id: str | None = None
     ) -> Snapshot:
         """Every entitlement of a customer, with the decision that produced them."""
-        answer = await self._walked(self._core._every(customer_id, resource_id))
+        answer = await self._walked(check.every_feature(customer_id, resource_id))
         assert isinstance(answer, Snapshot)
         return answer
 
@@ -215,21 +216,21 @@ class AsyncResilientClient:
         started = time.perf_counter()
         core = self._core
         answer = await self._walked(
-            core._request(kind, customer_id, feature_id, resource_id, usage, values)
+            check.check_request(kind, customer_id, feature_id, resource_id, usage, values)
         )
         assert not isinstance(answer, Snapshot)
-        if core._hooks:
-            core._told(kind.value, answer, time.perf_counter() - started)
+        if core._runtime.hooks:
+            core._runtime.told(kind.value, answer, time.perf_counter() - started)
         return answer
 
     async def _walked(self, question: walk.Question) -> AnyEntitlement | Snapshot:
         """The decision walk, each step on the loop unless it must block."""
-        core = self._core
-        state = core._begin(question)
+        walker = self._core._runtime.walker
+        state = walker.begin(question)
         while not isinstance(state, walk.Answered):
-            state = await self._unblocked(core._step, state)
+            state = await self._unblocked(walker.step, state)
         answered = state
-        return (await self._unblocked(core._finish, answered))[0]
+        return (await self._unblocked(walker.finish, answered))[0]
 
     async def _unblocked(self, step: Callable[[_S], _T], state: _S) -> _T:
         """``step(state)`` from memory on the loop; on a worker thread if it must block."""

@@ -1,28 +1,24 @@
-"""ResilientClient: the only orchestrator.
+"""ResilientClient: the public face — checks, usage, status and lifecycle.
 
 Each check walks the tiers of DESIGN §3: a fresh snapshot (CACHE), else a
 stale one within budget (STALE, refreshed in the background), else a fetch
 within ``check_timeout`` (LIVE), else the fallback policy (POLICY / DEFAULT).
-Decisions are made by the pure :mod:`stigg_cache.core` functions; this module
-gathers their inputs and does the I/O. Usage goes through a durable outbox.
+The walk is :mod:`stigg_cache.core.walk` (pure: it makes every decision); its
+I/O is :mod:`stigg_cache._walker`'s, and what a client is made of is built and
+wired in :mod:`stigg_cache._runtime`. Warm checks are answered by the fast path,
+a memo of the walk's CACHE answers. Usage goes through a durable outbox.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar, assert_never
+from typing import Any, Self
 
-import attrs
-
-from stigg_cache import _fork
 from stigg_cache import _validate as check
 from stigg_cache._clock import SYSTEM_CLOCK, Clock
 from stigg_cache._fastpath import (
@@ -31,31 +27,33 @@ from stigg_cache._fastpath import (
     SLOT_GENERIC,
     SLOT_METERED,
     SLOT_NUMERIC,
-    FastPath,
 )
-from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
-from stigg_cache._health import Health, StateListener
-from stigg_cache._log import FaultLog, logger, shown
-from stigg_cache._plugins import redact, scheme_of
-from stigg_cache._reconcile import Reconciler, ReportListener
-from stigg_cache._usage import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
-from stigg_cache.adapters import adapt
-from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
-from stigg_cache.core import engine, walk
-from stigg_cache.core.breaker import CircuitBreaker
-from stigg_cache.core.engine import CheckKind, CheckRequest
-from stigg_cache.core.ledger import DEFAULT_SETTLE_S
-from stigg_cache.core.pacing import (
-    EDGE_READS_PER_MINUTE,
+from stigg_cache._health import StateListener
+from stigg_cache._reconcile import ReportListener
+from stigg_cache._runtime import (
+    DEFAULT_CHECK_TIMEOUT_S,
+    DEFAULT_FETCH_CONCURRENCY,
+    DEFAULT_FETCH_TIMEOUT_S,
+    DEFAULT_L1_MAX_BYTES,
+    DEFAULT_L1_MAX_ENTRIES,
+    DEFAULT_LEASE_S,
+    DEFAULT_OUTBOX_MAX_RECORDS,
+    DEFAULT_SETTLE_S,
     EVENTS_PER_SECOND,
+    RECONCILE_TIMEOUT_S,
     USAGE_CALLS_PER_MINUTE,
+    DecisionHook,
+    Options,
+    Runtime,
 )
-from stigg_cache.core.reconcile import DecisionJournal, ReconcileReport
+from stigg_cache.core import engine
+from stigg_cache.core.breaker import CircuitBreaker
+from stigg_cache.core.engine import CheckKind
+from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import InvalidTypeError
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
-    ConnectionState,
     Entitlement,
     EnumEntitlement,
     MeteredEntitlement,
@@ -63,10 +61,9 @@ from stigg_cache.models import (
     Snapshot,
     Status,
 )
-from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.outbox.base import Outbox
-from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, FlushResult, read_budget
+from stigg_cache.outbox.flusher import FlushResult
 from stigg_cache.outbox.records import (
     Consumption,
     Receipt,
@@ -75,28 +72,10 @@ from stigg_cache.outbox.records import (
     event_record,
     usage_record,
 )
-from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
-from stigg_cache.policy.watcher import PolicyWatcher
-from stigg_cache.stores import Store, default_store_url, open_store
-from stigg_cache.stores._url import default_store_max_bytes
-from stigg_cache.stores.layered import (
-    DEFAULT_L1_MAX_BYTES,
-    DEFAULT_L1_MAX_ENTRIES,
-    SnapshotCache,
-    StoreFault,
-)
-from stigg_cache.stores.signed import ENV_SIGNING_KEY, SignedStore, signing_keys
+from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.stores import Store
 
-_T = TypeVar("_T")
-DEFAULT_CHECK_TIMEOUT_S = 0.5
-DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that started it
-RECONCILE_TIMEOUT_S = 60.0
-_USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
-# What a check answered, told after it: its kind ("boolean", ...), the answer (with its
-# decision) and the seconds it took. Subscribed with ResilientClient.on_decision.
-DecisionHook = Callable[[str, "AnyEntitlement", float], None]
 FastAnswer = Callable[..., "AnyEntitlement | None"]
-_LOCAL_SCHEMES = ("", "sqlite", "disk", "memory")  # "": a Store object given (the user's)
 
 
 class ResilientClient:
@@ -174,161 +153,16 @@ class ResilientClient:
         signing_key: str | bytes | Sequence[str | bytes] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._check_timeout_s = check.positive_seconds("check_timeout", check_timeout)
-        self._fetch_timeout_s = check.positive_seconds("fetch_timeout", fetch_timeout)
-        check.positive_int("outbox_max_records", outbox_max_records)
-        if store_max_bytes is not None:
-            check.positive_int("store_max_bytes", store_max_bytes)
-        # What is opened or started is closed again if a later step fails: a constructor
-        # that raises leaves no thread, connection or file behind.
-        with contextlib.ExitStack() as undo:
-            self._watcher: PolicyWatcher | None = None
-            if isinstance(policy, str | os.PathLike):
-                self._watcher = PolicyWatcher(policy, on_reload=self._use_policy)
-                undo.callback(self._watcher.close)
-                policy = self._watcher.current
-            elif policy is not None and not isinstance(policy, FallbackPolicy):
-                raise InvalidTypeError(
-                    f"policy must be a path, a FallbackPolicy or None, got {type(policy).__name__}"
-                )
-            self._policy = policy or BUILTIN_POLICY
-            self._clock = clock
-            self._faults = FaultLog(clock)
-            self._adapter = adapt(
-                inner, api_key=api_key, base_url=base_url, fetch_timeout_s=self._fetch_timeout_s
-            )
-            undo.callback(self._adapter.close)
-            self._owns_store = not isinstance(store, Store)
-            store_url, opened = self._open_store(store, signing_keys(signing_key), undo)
-            self._owns_outbox = not isinstance(outbox, Outbox)
-            self._outbox = (
-                open_outbox(outbox or default_outbox_url(store_url if self._owns_store else None))
-                if not isinstance(outbox, Outbox)
-                else outbox
-            )
-            if self._owns_outbox:
-                undo.callback(self._outbox.close)
-            self._health = Health(breaker or CircuitBreaker(), clock)
-            self._cache = SnapshotCache(
-                opened,
-                clock,
-                self._store_fault,
-                l1_max_entries,
-                l1_max_bytes,
-                keep_for=lambda: self._policy.keep_snapshots_s,
-                store_max_bytes=(
-                    store_max_bytes
-                    if store_max_bytes is not None
-                    else default_store_max_bytes(store_url)
-                    if self._owns_store
-                    else None
-                ),
-            )
-
-            self._fetcher = Fetcher(
-                self._adapter,
-                self._cache,
-                self._health,
-                clock,
-                check_timeout_s=self._check_timeout_s,
-                fetch_timeout_s=self._fetch_timeout_s,
-                concurrency=fetch_concurrency,
-                reads=read_budget(
-                    self._outbox, reads_per_minute or reads_per_minute_of(self._adapter)
-                ),
-            )
-            undo.callback(self._fetcher.close)
-            self._usage = UsageService(
-                self._outbox,
-                self._adapter,
-                self._health,
-                clock,
-                lambda: self._policy,
-                settle_s=settle_s,
-                events_per_second=events_per_second,
-                usage_calls_per_minute=usage_calls_per_minute,
-                lease_s=outbox_lease_s,
-                max_records=outbox_max_records,
-            )
-            undo.callback(self._usage.close)
-            self._cache.on_held = lambda scope: self._usage.read_customer(*scope)
-            self._warm = FastPath(
-                self._cache.l1,
-                self._policy,
-                monotonic=clock.monotonic,
-                wall=clock.time,
-                usage=self._usage,
-                grew=self._cache.grew,
-            )
-            self._fast: FastAnswer = self._warm.answer  # bound once: called on every check
-            self._hooks: tuple[DecisionHook, ...] = ()
-            self._hooks_changed = threading.Lock()
-            self._journal = DecisionJournal()
-            _fork.renew_after_fork(self._journal, DecisionJournal.renew_lock)
-            self._reconciler = Reconciler(
-                self._journal,
-                self._usage,
-                self._fetcher,
-                clock,
-                self._faults,
-                fetch_timeout_s=self._fetch_timeout_s,
-                reads_per_minute=reads_per_minute or EDGE_READS_PER_MINUTE,
-            )
-            self._health.subscribe(self._on_state_change)
-            self.outbox = OutboxAdmin(self._outbox, clock)
-            self._closed = False
-            self._forked = False
-            undo.pop_all()  # built: close() releases them from now on
-        _fork.renew_after_fork(self, ResilientClient._renew)
-
-    def _renew(self) -> None:
-        """In a forked child, before anything runs: background work restarts on first use.
-
-        Each part renews its own process state (connections, locks, flights); the
-        fast path answers nothing until :meth:`_resume` has run, so the first check
-        of the child, warm or not, goes through it.
-        """
-        self._forked = True
-        self._warm.l1 = OrderedDict()
-
-    def _resume(self) -> None:
-        """First use in a forked child: the flusher and the policy watcher of this process."""
-        self._forked = False
-        if self._closed:
-            return
-        self._usage.flusher.start()
-        if self._watcher is not None:
-            self._watcher.start()
-        self._warm.l1 = self._cache.l1
-
-    def _open_store(
-        self, store: str | Store | None, keys: Sequence[bytes], undo: contextlib.ExitStack
-    ) -> tuple[str, Store]:
-        """The store's URL as given (secrets and all: for opening the outbox beside it
-        only, never shown) and the store, signed with ``keys`` if any; one this client
-        opened is closed by ``undo``."""
-        if store is None or isinstance(store, str | Path):
-            url = default_store_url() if store is None else str(store)
-            opened = open_store(url)
-            undo.callback(opened.close)
-        elif isinstance(store, Store):
-            url, opened = "", store
-        else:
-            raise InvalidTypeError(f"store must be a URL or a Store, got {type(store).__name__}")
-        self._store_name = redact(url) if self._owns_store else repr(opened)
-        self._signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
-        if keys:
-            return url, SignedStore(opened, keys)
-        if scheme_of(url) not in _LOCAL_SCHEMES:
-            logger.warning(
-                "stigg_cache.unsigned_shared_store: %s is shared over the network and its "
-                "snapshots are not signed: anyone who can write to it can grant features; "
-                "set signing_key= (or %s)",
-                self._store_name,
-                ENV_SIGNING_KEY,
-                extra={"event": "stigg_cache.unsigned_shared_store"},
-            )
-        return url, opened
+        given = dict(locals())  # the arguments by name: Options has a field for each
+        del given["self"], given["inner"]
+        self._runtime = runtime = Runtime(inner, Options(**given))
+        # the parts tests and tools look at
+        self._adapter, self._cache, self._usage = runtime.adapter, runtime.cache, runtime.usage
+        self._fetcher, self._watcher = runtime.fetcher, runtime.watcher
+        self._walked = runtime.walker.walked
+        self._fast: FastAnswer = runtime.warm.answer  # bound once: called on every check
+        self._hooks_changed = threading.Lock()
+        self.outbox = OutboxAdmin(runtime.outbox, clock)
 
     # -- checks ---------------------------------------------------------------
 
@@ -425,7 +259,7 @@ class ResilientClient:
         unreachable, the result holds no entitlements and its decision says
         DEFAULT: individual checks then answer from the policy.
         """
-        answer = self._walked(self._every(customer_id, resource_id))[0]
+        answer = self._walked(check.every_feature(customer_id, resource_id))[0]
         assert isinstance(answer, Snapshot)
         return answer
 
@@ -441,101 +275,12 @@ class ResilientClient:
     ) -> AnyEntitlement:
         """A check the fast path did not answer: the decision walk, and its hooks told."""
         started = time.perf_counter()
-        request = self._request(kind, customer_id, feature_id, resource_id, usage, values)
+        request = check.check_request(kind, customer_id, feature_id, resource_id, usage, values)
         answer = self._walked(request)[0]
         assert not isinstance(answer, Snapshot)
-        if self._hooks:
-            self._told(kind.value, answer, time.perf_counter() - started)
+        if self._runtime.hooks:
+            self._runtime.told(kind.value, answer, time.perf_counter() - started)
         return answer
-
-    @staticmethod
-    def _every(customer_id: object, resource_id: object) -> walk.EveryFeature:
-        """``get_entitlements``' arguments, validated."""
-        return walk.EveryFeature(
-            check.require_id("customer_id", customer_id), check.opt_id("resource_id", resource_id)
-        )
-
-    @staticmethod
-    def _request(  # noqa: PLR0917 - the check's own arguments, in their order
-        kind: CheckKind,
-        customer_id: object,
-        feature_id: object,
-        resource_id: object,
-        usage: object = None,
-        values: object = None,
-    ) -> CheckRequest:
-        """A check's arguments, validated (a precise error names the one to change)."""
-        return CheckRequest(
-            kind,
-            check.require_id("customer_id", customer_id),
-            check.require_id("feature_id", feature_id),
-            check.opt_id("resource_id", resource_id),
-            check.requested_usage(usage),
-            check.requested_values(values),
-        )
-
-    # -- the walk's driver: the I/O of each state of core.walk ------------------------------
-
-    def _walked(self, question: walk.Question) -> tuple[AnyEntitlement | Snapshot, walk.Judgement]:
-        """The answer to a question, and how to judge it again with other local usage."""
-        state = self._begin(question)
-        while not isinstance(state, walk.Answered):
-            state = self._step(state)
-        return self._finish(state)
-
-    def _begin(self, question: walk.Question) -> walk.State:
-        if self._forked:
-            self._resume()
-        return walk.begin(
-            question,
-            self._policy,
-            started=self._clock.monotonic(),
-            check_timeout_s=self._check_timeout_s,
-            offline=self._health.offline,
-            last_error=self._health.last_error,
-        )
-
-    def _step(self, state: walk.State) -> walk.State:
-        """The I/O a state needs, and the state it leads to."""
-        scope = state.walk.scope
-        match state:
-            case walk.ReadHeld():
-                return state.held(self._cache.get(*scope), self._now())
-            case walk.ReadNewer():
-                return state.held(self._cache.newer(scope), self._now())
-            case walk.Unusable():
-                self._cache.invalidate(*scope)
-                self._store_fault(StoreFault.ENTRY_UNUSABLE, state.error)
-                return state.dropped(self._now())
-            case walk.Fetch():
-                return state.fetched(self._fetcher.fetch(scope, state.within_s), self._now())
-            case walk.Answered():
-                return state
-            case _:
-                assert_never(state)
-
-    def _finish(self, state: walk.Answered) -> tuple[AnyEntitlement | Snapshot, walk.Judgement]:
-        """What follows an answer: a refresh behind it, the default's log line, the journal."""
-        question = state.walk.question
-        if state.memo is not None:
-            self._warm.keep(state.memo, state.walk.policy)  # the policy it was made for
-        if state.refresh:
-            self._fetcher.refresh(state.walk.scope)
-        if state.default_allow is not None and isinstance(question, CheckRequest):
-            self._faults.report(
-                "stigg_cache.default_allow",
-                f"no policy entry for feature {shown(question.feature_id)!r}: "
-                f"allowing ({state.default_allow})",
-                key=question.feature_id,
-            )
-        answer = state.judgement.answer(self._usage.local_usage)
-        if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
-            granted = not isinstance(answer, Snapshot) and answer.has_access
-            self._journal.record(self._clock.time(), question, answer.decision.source, granted)
-        return answer, state.judgement
-
-    def _now(self) -> walk.Now:
-        return walk.Now(self._clock.monotonic(), self._clock.time())
 
     # -- usage ---------------------------------------------------------------------
 
@@ -594,30 +339,15 @@ class ResilientClient:
                 key reused for different usage.
             OutboxFullError: the outbox is at ``outbox_max_records``.
         """
-        request = attrs.evolve(
-            self._request(CheckKind.METERED, customer_id, feature_id, resource_id),
-            requested_usage=check.amount(amount),
+        request = check.check_request(
+            CheckKind.METERED, customer_id, feature_id, resource_id, check.amount(amount)
         )
         usage = {
             "customer_id": customer_id, "feature_id": feature_id, "value": amount,
             "update_behavior": "DELTA", "idempotency_key": idempotency_key,
             "resource_id": resource_id,
         }  # fmt: skip
-        record = usage_record(usage, self._clock.time())
-        _, judgement = self._walked(request)  # may fetch: outside the outbox's transaction
-        answers: list[MeteredEntitlement] = []
-
-        def admit() -> bool:
-            answer = judgement.answer(self._usage.ledger.local_usage)
-            assert isinstance(answer, MeteredEntitlement)
-            answers.append(answer)
-            return answer.has_access
-
-        offline = self._health.state is not ConnectionState.CONNECTED
-        receipt = self._usage.consume(record, admit, offline=offline)
-        if not answers:  # a retry of a consumption already enqueued
-            admit()
-        return Consumption(receipt is not None, answers[-1], receipt)
+        return self._runtime.consume(request, usage_record(usage, self._runtime.clock.time()))
 
     def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
         """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""
@@ -631,12 +361,8 @@ class ResilientClient:
     ) -> list[Receipt]:
         if isinstance(items, Mapping) or not isinstance(items, Sequence):
             raise InvalidTypeError(misuse)
-        if self._forked:
-            self._resume()
-        now = self._clock.time()
-        records = [build(item, now) for item in items]  # all validated before any is enqueued
-        offline = self._health.state is not ConnectionState.CONNECTED
-        return self._usage.enqueue(records, offline=offline)
+        now = self._runtime.clock.time()
+        return self._runtime.enqueue([build(item, now) for item in items])  # all valid first
 
     def flush(self, timeout: float = 10.0) -> FlushResult:
         """Send what can be sent within ``timeout`` seconds (nothing while Stigg is offline).
@@ -644,8 +370,7 @@ class ResilientClient:
         ``drained`` is true only when the whole outbox was read and is empty
         (never while a shared outbox such as Redis is unreachable).
         """
-        if self._forked:
-            self._resume()
+        self._runtime.resumed()
         return self._usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
@@ -653,11 +378,11 @@ class ResilientClient:
 
         Runs by itself when Stigg comes back; ``None`` if one is already under way.
         """
-        return self._reconciler.run(check.positive_seconds("timeout", timeout))
+        return self._runtime.reconciler.run(check.positive_seconds("timeout", timeout))
 
     def on_reconcile(self, callback: ReportListener) -> None:
         """Call ``callback(report)`` after every reconciliation."""
-        self._reconciler.subscribe(callback)
+        self._runtime.reconciler.subscribe(callback)
 
     # -- promotional entitlements (admin: these raise) ---------------------------------
 
@@ -672,8 +397,8 @@ class ResilientClient:
         """
         customer = check.require_id("customer_id", customer_id)
         grant = self._adapter.grant_promotional_entitlements
-        return self._admin(
-            customer, lambda: grant(customer, grants, timeout_s=self._fetch_timeout_s)
+        return self._runtime.admin(
+            customer, lambda timeout_s: grant(customer, grants, timeout_s=timeout_s)
         )
 
     def revoke_promotional_entitlement(self, customer_id: str, feature_id: str) -> dict[str, Any]:
@@ -685,48 +410,15 @@ class ResilientClient:
         customer = check.require_id("customer_id", customer_id)
         feature = check.require_id("feature_id", feature_id)
         revoke = self._adapter.revoke_promotional_entitlement
-        return self._admin(
-            customer, lambda: revoke(customer, feature, timeout_s=self._fetch_timeout_s)
+        return self._runtime.admin(
+            customer, lambda timeout_s: revoke(customer, feature, timeout_s=timeout_s)
         )
-
-    def _admin(self, customer_id: str, call: Callable[[], _T]) -> _T:
-        try:
-            return call()
-        finally:  # whatever Stigg did, the cached snapshot may now be wrong
-            self._cache.invalidate(customer_id, None)
 
     # -- operations -------------------------------------------------------------
 
     def status(self) -> Status:
         """A report of connection state, store, outbox, policy and counters."""
-        if self._forked:
-            self._resume()
-        health = self._health
-        outbox = self._usage.stats()
-        return Status(
-            state=health.state,
-            since=health.since,
-            last_error=health.last_error,
-            breaker=health.breaker_state.value,
-            adapter=self._adapter.name,
-            store=self._store_name,
-            store_healthy=health.store_error is None,
-            store_error=health.store_error,
-            snapshots_held=self._cache.count(),
-            snapshots_in_memory=self._cache.l1_size,
-            policy_version=self._policy.version,
-            policy_source=self._policy.source,
-            policy_error=None if self._watcher is None else self._watcher.error,
-            outbox_depth=outbox.pending,
-            outbox_oldest_at=outbox.oldest_pending_at,
-            dead_letters=outbox.dead_letters,
-            faults=dict(self._faults.counts),
-            outbox_error=outbox.problem or self._usage.flusher.fault,
-            signing=self._signing,
-            tamper_detections=self._faults.counts["stigg_cache.snapshot_tampered"],
-            auth_error=self._usage.flusher.auth_error or health.auth_error,
-            sending_resumes_at=self._usage.flusher.resumes_at(),
-        )
+        return self._runtime.status()
 
     def on_decision(self, hook: DecisionHook) -> Callable[[], None]:
         """Call ``hook(kind, answer, seconds)`` after every check this client answers
@@ -734,54 +426,35 @@ class ResilientClient:
         carries its ``decision``); returns an unsubscribe. Checks pay for hooks only
         while one is subscribed; a hook that raises is logged and never fails a check.
         """
+        runtime = self._runtime
         with self._hooks_changed:
-            self._hooks = (*self._hooks, hook)
-            if len(self._hooks) == 1:  # an instance attribute over the bare fast path
+            runtime.hooks = (*runtime.hooks, hook)
+            if len(runtime.hooks) == 1:  # an instance attribute over the bare fast path
                 self._fast = self._told_fast
 
         def unsubscribe() -> None:
             with self._hooks_changed:
-                self._hooks = tuple(h for h in self._hooks if h is not hook)
-                if not self._hooks:  # back to the bare fast path
-                    self._fast = self._warm.answer
+                runtime.hooks = tuple(h for h in runtime.hooks if h is not hook)
+                if not runtime.hooks:  # back to the bare fast path
+                    self._fast = self._runtime.warm.answer
 
         return unsubscribe
 
     def _told_fast(self, slot: int, *args: Any) -> AnyEntitlement | None:
         """The fast path, telling the hooks what it answered and how long it took."""
         started = time.perf_counter()
-        answer = self._warm.answer(slot, *args)
+        answer = self._runtime.warm.answer(slot, *args)
         if answer is not None:
-            self._told(KINDS[slot].value, answer, time.perf_counter() - started)
+            self._runtime.told(KINDS[slot].value, answer, time.perf_counter() - started)
         return answer
-
-    def _told(self, kind: str, answer: AnyEntitlement, seconds: float) -> None:
-        """Tell every hook; one that raises is logged (never the check's failure)."""
-        for hook in self._hooks:
-            try:
-                hook(kind, answer, seconds)
-            except Exception:  # the caller's code
-                self._faults.report("stigg_cache.hook_failed", repr(hook), key=repr(hook))
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""
-        return self._health.subscribe(callback)
+        return self._runtime.health.subscribe(callback)
 
     def close(self) -> None:
         """Stop background work and release what this client opened."""
-        if self._closed:
-            return
-        self._closed = True
-        self._reconciler.close()
-        self._usage.close()
-        self._fetcher.close()
-        if self._watcher is not None:
-            self._watcher.close()
-        self._adapter.close()
-        if self._owns_outbox:
-            self._outbox.close()
-        if self._owns_store:
-            self._cache.store.close()
+        self._runtime.close()
 
     def __enter__(self) -> Self:
         return self
@@ -794,22 +467,7 @@ class ResilientClient:
     ) -> None:
         self.close()
 
-    def _on_state_change(self, old: ConnectionState, new: ConnectionState) -> None:
-        if new is ConnectionState.CONNECTED and old is not ConnectionState.CONNECTED:
-            self._usage.flusher.wake()
-            self._reconciler.run_in_background(RECONCILE_TIMEOUT_S)
-
-    def _use_policy(self, policy: FallbackPolicy) -> None:
-        self._policy = policy  # one reference swap: checks in flight keep the old one
-        self._warm.policy = policy
-
-    def _store_fault(self, fault: StoreFault, error: Exception | None) -> None:
-        if error is None:
-            self._health.store_fault(None)
-            return
-        self._faults.report(f"stigg_cache.{fault.value}", str(error), key=fault.value)
-        if fault.store_unhealthy:  # not a bad entry, nor a lease the store was too busy for
-            self._health.store_fault(f"{fault.value}: {error}")
-
     def __repr__(self) -> str:
-        return f"ResilientClient(adapter={self._adapter.name!r}, store={self._store_name!r})"
+        return (
+            f"ResilientClient(adapter={self._adapter.name!r}, store={self._runtime.store_name!r})"
+        )

@@ -114,7 +114,7 @@ def test_a_policy_reload_re_prepares_answers(
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
     before = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    client._use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
+    client._runtime.use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
     clock.advance(2)
     assert (
         client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None

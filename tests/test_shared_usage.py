@@ -137,6 +137,7 @@ def test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage(
     fake.set_customer("c-5", [metered("api_calls", limit=100, usage=40)])
     client = client_on(fake, store_url, policy=metered_fallback(LIMIT, fresh_for_s=600))
     client.get_entitlements(customer_id="c-5")
+    client.get_metered_entitlement(customer_id="c-5", feature_id="api_calls")  # the memo
     fake.set_mode(FakeMode.DOWN)  # nothing is sent or settled: every unit stays local
 
     def warm(units: float) -> tuple[float | None, bool]:

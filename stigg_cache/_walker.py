@@ -1,0 +1,138 @@
+"""The decision walk's driver: the I/O each state of :mod:`stigg_cache.core.walk` needs.
+
+The walk decides; this module reads L1 and the store, asks Stigg within the
+check's budget, drops an entry that does not parse, and does what follows an
+answer: a refresh behind it, the default's log line, the journal of offline
+decisions, the fast path's memo. ``ResilientClient`` loops :meth:`Walker.step`
+until the walk has answered; ``AsyncResilientClient`` awaits the same steps.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, assert_never
+
+from stigg_cache import _fork
+from stigg_cache._clock import Clock
+from stigg_cache._fastpath import FastPath
+from stigg_cache._fetcher import Fetcher
+from stigg_cache._health import Health
+from stigg_cache._log import FaultLog, shown
+from stigg_cache._usage import UsageService
+from stigg_cache.core import walk
+from stigg_cache.core.engine import CheckRequest
+from stigg_cache.core.reconcile import DecisionJournal
+from stigg_cache.core.terms import Budgets
+from stigg_cache.models import AnyEntitlement, Snapshot
+from stigg_cache.stores.layered import SnapshotCache, StoreFault
+
+Answer = tuple[AnyEntitlement | Snapshot, walk.Judgement]
+
+
+class Host(Protocol):
+    """What the walker reads of the client it serves (the runtime is one)."""
+
+    @property
+    def policy(self) -> Budgets:
+        """The policy in force."""
+
+    @property
+    def clock(self) -> Clock:
+        """The client's clock."""
+
+    @property
+    def check_timeout_s(self) -> float:
+        """Seconds a check may wait on the network, ever."""
+
+    def resumed(self) -> None:
+        """Resume first, if this is the first use in a forked child."""
+
+    def store_fault(self, fault: StoreFault, error: Exception | None) -> None:
+        """A store fault to log, count and show."""
+
+
+class Walker:
+    """Drives walks for one client; keeps the journal of its offline decisions."""
+
+    def __init__(  # noqa: PLR0917 - the parts a walk's I/O touches, each once
+        self,
+        host: Host,
+        cache: SnapshotCache,
+        fetcher: Fetcher,
+        health: Health,
+        usage: UsageService,
+        warm: FastPath,
+        faults: FaultLog,
+    ) -> None:
+        self._host = host
+        self._cache = cache
+        self._fetcher = fetcher
+        self._health = health
+        self._usage = usage
+        self._warm = warm
+        self._faults = faults
+        self._clock = host.clock
+        self.journal = DecisionJournal()
+        _fork.renew_after_fork(self.journal, DecisionJournal.renew_lock)
+
+    def walked(self, question: walk.Question) -> Answer:
+        """The answer to a question, and how to judge it again with other local usage."""
+        state = self.begin(question)
+        while not isinstance(state, walk.Answered):
+            state = self.step(state)
+        return self.finish(state)
+
+    def begin(self, question: walk.Question) -> walk.State:
+        """The walk's first state, with the policy in force and Stigg's health now."""
+        host = self._host
+        host.resumed()
+        return walk.begin(
+            question,
+            host.policy,
+            started=self._clock.monotonic(),
+            check_timeout_s=host.check_timeout_s,
+            offline=self._health.offline,
+            last_error=self._health.last_error,
+        )
+
+    def step(self, state: walk.State) -> walk.State:
+        """The I/O a state needs, and the state it leads to."""
+        scope = state.walk.scope
+        match state:
+            case walk.ReadHeld():
+                return state.held(self._cache.get(*scope), self._now())
+            case walk.ReadNewer():
+                return state.held(self._cache.newer(scope), self._now())
+            case walk.Unusable():
+                self._cache.invalidate(*scope)
+                self._host.store_fault(StoreFault.ENTRY_UNUSABLE, state.error)
+                return state.dropped(self._now())
+            case walk.Fetch():
+                return state.fetched(self._fetcher.fetch(scope, state.within_s), self._now())
+            case walk.Answered():
+                return state
+            case _:
+                assert_never(state)
+
+    def finish(self, state: walk.Answered) -> Answer:
+        """What follows an answer: the memo, a refresh behind it, the default's log, the
+        journal; then the answer, judged with the host's local usage."""
+        question = state.walk.question
+        if state.memo is not None:
+            self._warm.keep(state.memo, state.walk.policy)  # the policy it was made for
+        if state.refresh:
+            self._fetcher.refresh(state.walk.scope)
+        if state.default_allow is not None and isinstance(question, CheckRequest):
+            self._faults.report(
+                "stigg_cache.default_allow",
+                f"no policy entry for feature {shown(question.feature_id)!r}: "
+                f"allowing ({state.default_allow})",
+                key=question.feature_id,
+            )
+        answer = state.judgement.answer(self._usage.local_usage)
+        if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
+            granted = not isinstance(answer, Snapshot) and answer.has_access
+            self.journal.record(self._clock.time(), question, answer.decision.source, granted)
+        return answer, state.judgement
+
+    def _now(self) -> walk.Now:
+        return walk.Now(self._clock.monotonic(), self._clock.time())
