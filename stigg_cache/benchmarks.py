@@ -478,8 +478,7 @@ def _raw_diskcache_reader(tmp: Path, document: bytes) -> Callable[[int], object]
 
 
 def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 6 and 7: durable report_event against raw SQLite inserts."""
-    rows = []
+    """Rows 6, 7 and 13: durable report_event against raw SQLite inserts; consume()."""
     with ResilientClient(
         None,
         api_key=API_KEY,
@@ -495,80 +494,55 @@ def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
             "CREATE TABLE IF NOT EXISTS e (id INTEGER PRIMARY KEY, key TEXT UNIQUE, payload TEXT)"
         )
         counter = iter(range(10**9))
-
-        def one_event(i: int) -> object:
-            n = next(counter)
-            return client.report_event(
-                [{"customer_id": "c1", "event_name": "api.request", "idempotency_key": f"k{n}"}]
-            )
-
-        def raw_one(i: int) -> None:
-            n = next(counter)
-            db.execute("BEGIN")
-            db.execute(
-                "INSERT INTO e (key, payload) VALUES (?, ?)",
-                (f"r{n}", json.dumps({"customerId": "c1", "eventName": "api.request"})),
-            )
-            db.execute("COMMIT")
-
-        mine, theirs = _interleaved(
-            _timed(one_event, sizes.io_ops), _timed(raw_one, sizes.io_ops), sizes.rounds
-        )
-        rows.append(
-            _row(
-                6,
-                "report_event, 1 event per call, durable",
-                mine,
-                theirs,
-                "us",
-                ">= 0.5x rate",
-                lambda r: r >= 0.5,
-                invert=True,
-            )
-        )
-
-        def thousand(i: int) -> object:
-            n = next(counter)
-            return client.report_event(
-                [
-                    {
-                        "customer_id": "c1",
-                        "event_name": "api.request",
-                        "idempotency_key": f"b{n}-{j}",
-                    }
-                    for j in range(1_000)
-                ]
-            )
-
-        def raw_thousand(i: int) -> None:
-            n = next(counter)
-            rows_ = [
-                (f"rb{n}-{j}", json.dumps({"customerId": "c1", "eventName": "api.request"}))
-                for j in range(1_000)
-            ]
-            db.execute("BEGIN")
-            db.executemany("INSERT INTO e (key, payload) VALUES (?, ?)", rows_)
-            db.execute("COMMIT")
-
-        calls = max(3, sizes.io_ops // 30)
-        mine, theirs = _interleaved(
-            _timed(thousand, calls), _timed(raw_thousand, calls), sizes.rounds
-        )
-        rows.append(
-            _row(
-                7,
-                "report_event, 1,000 events per call",
-                mine,
-                theirs,
-                "ms",
-                ">= 0.5x rate",
-                lambda r: r >= 0.5,
-                invert=True,
-            )
-        )
-        rows.append(_consume_row(client, sizes, counter))
+        rows = [
+            _events_row(client, db, sizes, counter, per_call=1),
+            _events_row(client, db, sizes, counter, per_call=1_000),
+            _consume_row(client, sizes, counter),
+        ]
         db.close()
     return rows
+
+
+def _events_row(
+    client: ResilientClient,
+    db: sqlite3.Connection,
+    sizes: Sizes,
+    counter: Iterator[int],
+    *,
+    per_call: int,
+) -> Row:
+    """Row 6 (one event a call) or 7 (1,000): ours against raw inserts, as durable."""
+    payload = json.dumps({"customerId": "c1", "eventName": "api.request"})
+
+    def ours(i: int) -> object:
+        n = next(counter)
+        return client.report_event(
+            [
+                {"customer_id": "c1", "event_name": "api.request", "idempotency_key": f"b{n}-{j}"}
+                for j in range(per_call)
+            ]
+        )
+
+    def raw(i: int) -> None:
+        n = next(counter)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO e (key, payload) VALUES (?, ?)",
+            [(f"r{n}-{j}", payload) for j in range(per_call)],
+        )
+        db.execute("COMMIT")
+
+    calls = sizes.io_ops if per_call == 1 else max(3, sizes.io_ops // 30)
+    mine, theirs = _interleaved(_timed(ours, calls), _timed(raw, calls), sizes.rounds)
+    if per_call == 1:
+        return _row(
+            6, "report_event, 1 event per call, durable", mine, theirs, "us",
+            ">= 0.5x rate", lambda r: r >= 0.5, invert=True,
+        )  # fmt: skip
+    return _row(
+        7, "report_event, 1,000 events per call", mine, theirs, "ms",
+        ">= 0.5x rate", lambda r: r >= 0.5, invert=True,
+    )  # fmt: skip
 
 
 def _consume_row(client: ResilientClient, sizes: Sizes, counter: Iterator[int]) -> Row:

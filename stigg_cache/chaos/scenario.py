@@ -57,6 +57,7 @@ from stigg_cache.chaos.proxy import FaultProxy, Faults
 from stigg_cache.chaos.workload import Driver, Workload
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.terms import Staleness
 from stigg_cache.errors import ConfigurationError, StiggCacheError
 from stigg_cache.models import ConnectionState
 from stigg_cache.policy.model import FallbackPolicy
@@ -262,40 +263,7 @@ class ChaosRun:
                 writer.close()
             proxy.clear()
             fake.set_mode(FakeMode.UP)
-            recovered = self._recover()
-            client = self._client_now()
-            status = client.status()
-            client.close()
-            del client
-            self._client = None
-            verdicts = [
-                *check_verdicts(
-                    self.history,
-                    timeout_s=CHECK_TIMEOUT_S,
-                    margin_s=MARGIN_S,
-                    fresh_for_s=max(b.fresh_for_s for b in budgets),
-                    max_staleness_s=max(b.max_staleness_s for b in budgets),
-                ),
-                *usage_verdicts(self.history, fake.account),
-                Verdict(
-                    "breaker recovered after faults cleared",
-                    recovered,
-                    f"state {status.state.value}",
-                ),
-                Verdict(
-                    "no usage dead-lettered",
-                    status.dead_letters == 0,
-                    f"{status.dead_letters} dead letter(s)",
-                ),
-                Verdict(
-                    "outbox drained after recovery",
-                    status.outbox_depth == 0,
-                    f"{status.outbox_depth} left, {fake.account.rate_limited} answered 429",
-                ),
-                self._policy_verdict(),
-                self._store_verdict(),
-                self._retry_after_verdict(fake),
-            ]
+            verdicts = self._verdicts(fake, budgets)
         self._faulty().close()
         verdicts.append(_leak_verdict(*baseline))
         return Report(
@@ -305,6 +273,41 @@ class ChaosRun:
             len(self.history.of("check")),
             len(self.history.of("report")),
         )
+
+    def _verdicts(self, fake: FakeStigg, budgets: list[Staleness]) -> list[Verdict]:
+        """Once the faults are cleared: recovery, then every invariant of the run."""
+        recovered = self._recover()
+        client = self._client_now()
+        status = client.status()
+        client.close()
+        del client
+        self._client = None
+        return [
+            *check_verdicts(
+                self.history,
+                timeout_s=CHECK_TIMEOUT_S,
+                margin_s=MARGIN_S,
+                fresh_for_s=max(b.fresh_for_s for b in budgets),
+                max_staleness_s=max(b.max_staleness_s for b in budgets),
+            ),
+            *usage_verdicts(self.history, fake.account),
+            Verdict(
+                "breaker recovered after faults cleared", recovered, f"state {status.state.value}"
+            ),
+            Verdict(
+                "no usage dead-lettered",
+                status.dead_letters == 0,
+                f"{status.dead_letters} dead letter(s)",
+            ),
+            Verdict(
+                "outbox drained after recovery",
+                status.outbox_depth == 0,
+                f"{status.outbox_depth} left, {fake.account.rate_limited} answered 429",
+            ),
+            self._policy_verdict(),
+            self._store_verdict(),
+            self._retry_after_verdict(fake),
+        ]
 
     def _faulty(self) -> FaultyStore:
         assert self._store is not None, "the store is opened by run()"

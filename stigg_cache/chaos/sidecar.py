@@ -222,18 +222,7 @@ def _entitlement(proto: Any, item: Mapping[str, Any]) -> Any:
         "access_denied_reason": None if reason is None else _reason(proto, reason),
     }
     if item["type"] == "CREDIT":
-        currency = item["currency"]
-        limit, used = item.get("usageLimit") or 0.0, item.get("currentUsage") or 0.0
-        credit = proto.CreditEntitlement(
-            currency=proto.EntitlementCurrency(
-                currency_id=currency["currencyId"], display_name=currency.get("displayName") or ""
-            ),
-            usage_limit=limit,
-            current_usage=used,
-            remaining=limit - used,
-            usage_period_end=_time(item.get("usagePeriodEnd")),
-        )
-        return proto.EntitlementV2(**common, credit=credit)
+        return proto.EntitlementV2(**common, credit=_credit(proto, item))
     kind = item["feature"].get("featureType") or "BOOLEAN"
     metered = kind == "NUMBER" and item.get("currentUsage") is not None
     feature = proto.EntitlementFeature(
@@ -244,20 +233,7 @@ def _entitlement(proto: Any, item: Mapping[str, Any]) -> Any:
     if kind == "ENUM":
         body = {"enum": proto.EnumEntitlement(feature=feature, enum_values=item["enumValues"])}
     elif metered:
-        period = item.get("resetPeriod")
-        body = {
-            "metered": proto.MeteredEntitlement(
-                feature=feature,
-                usage_limit=item.get("usageLimit"),
-                is_unlimited=bool(item.get("hasUnlimitedUsage")),
-                current_usage=item["currentUsage"],
-                reset_period=None
-                if period is None
-                else proto.EntitlementResetPeriod[f"ENTITLEMENT_RESET_PERIOD_{period}"],
-                usage_period_start=_time(item.get("usagePeriodStart")),
-                usage_period_end=_time(item.get("usagePeriodEnd")),
-            )
-        }
+        body = {"metered": _metered(proto, feature, item)}
     elif kind == "NUMBER":
         limit = item.get("usageLimit")
         body = {
@@ -270,6 +246,35 @@ def _entitlement(proto: Any, item: Mapping[str, Any]) -> Any:
     else:
         body = {"boolean": proto.BooleanEntitlement(feature=feature)}
     return proto.EntitlementV2(**common, **body)
+
+
+def _credit(proto: Any, item: Mapping[str, Any]) -> Any:
+    currency = item["currency"]
+    limit, used = item.get("usageLimit") or 0.0, item.get("currentUsage") or 0.0
+    return proto.CreditEntitlement(
+        currency=proto.EntitlementCurrency(
+            currency_id=currency["currencyId"], display_name=currency.get("displayName") or ""
+        ),
+        usage_limit=limit,
+        current_usage=used,
+        remaining=limit - used,
+        usage_period_end=_time(item.get("usagePeriodEnd")),
+    )
+
+
+def _metered(proto: Any, feature: Any, item: Mapping[str, Any]) -> Any:
+    period = item.get("resetPeriod")
+    return proto.MeteredEntitlement(
+        feature=feature,
+        usage_limit=item.get("usageLimit"),
+        is_unlimited=bool(item.get("hasUnlimitedUsage")),
+        current_usage=item["currentUsage"],
+        reset_period=None
+        if period is None
+        else proto.EntitlementResetPeriod[f"ENTITLEMENT_RESET_PERIOD_{period}"],
+        usage_period_start=_time(item.get("usagePeriodStart")),
+        usage_period_end=_time(item.get("usagePeriodEnd")),
+    )
 
 
 def _dimensions(message: Any) -> dict[str, Any]:
