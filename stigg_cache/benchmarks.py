@@ -35,12 +35,12 @@ from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.aio import AsyncResilientClient
-from stigg_cache.chaos.account import FakeAccount
-from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import BooleanEntitlement, Decision, FeatureEntitlement, Snapshot, Source
 from stigg_cache.stores.base import MISSING, Missing
 from stigg_cache.stores.layered import SnapshotCache
+from stigg_cache.testing.account import FakeAccount
+from stigg_cache.testing.fake import FakeStigg, boolean, metered
 
 API_KEY = "sk-bench-not-a-secret"
 FEATURES = 20

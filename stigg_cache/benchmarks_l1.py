@@ -25,13 +25,13 @@ from pathlib import Path
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
-from stigg_cache.chaos.account import FakeAccount
-from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.sqlite import TABLE, SqliteStore
+from stigg_cache.testing.account import FakeAccount
+from stigg_cache.testing.fake import FakeStigg, boolean, metered
 
 CAPACITY = 1_000  # entries either cache holds
 ZIPF_CUSTOMERS = 20_000

@@ -23,10 +23,10 @@ from typing import Any
 
 from stigg_cache import _reconcile
 from stigg_cache._codec import snapshot_key
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 
 STIGG_LATENCY_S = 0.02  # a read's round trip to Stigg (a region away)
 UNPACED = 1e9  # reads a minute: no budget to wait for

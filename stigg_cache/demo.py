@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.account import FakeAccount
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.models import AnyEntitlement, MeteredEntitlement
+from stigg_cache.testing.account import FakeAccount
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 
 API_KEY = "sk-demo-not-a-real-key"
 CHECK_TIMEOUT_S = 0.3

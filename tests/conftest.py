@@ -10,8 +10,8 @@ import pytest
 import stigg
 
 from stigg_cache import FallbackPolicy, ResilientClient, Staleness
-from stigg_cache.chaos.fake import FakeStigg, boolean, enum_feature, metered, numeric
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeStigg, boolean, enum_feature, metered, numeric
 
 API_KEY = "sk-test-0123456789abcdef"  # a recognisable fake secret, searched for in logs
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import FallbackPolicy, FeaturePolicy, Grant, ResilientClient, Staleness
-from stigg_cache.chaos.fake import FakeStigg
+from stigg_cache.testing.fake import FakeStigg
 
 WAIT_LIMIT_S = 10.0
 

@@ -17,7 +17,7 @@ import pytest
 
 import stigg_cache
 from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient, _plugins
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 from tests.forking import in_child
 from tests.helpers import eventually

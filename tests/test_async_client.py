@@ -15,9 +15,9 @@ from stigg_cache import AsyncResilientClient, ResilientClient, Source
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters.bridge import LoopBridge
 from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.stores.base import Missing
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, POLICY
 
 

@@ -14,8 +14,8 @@ from stigg_cache import (
     StiggUnavailableError,
 )
 from stigg_cache._health import Health
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient
 
 

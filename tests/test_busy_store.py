@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from stigg_cache import ConnectionState, FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.chaos.fake import FakeStigg, boolean
+from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child
 from tests.helpers import eventually

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.cli import main
 from stigg_cache.outbox.records import RecordKind, event_record
 from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "fallback.yaml"
@@ -59,7 +59,7 @@ def test_policy_explain_without_a_store_names_the_fallback_rule() -> None:
 def test_policy_explain_reads_the_snapshot_in_the_store(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cache.db"
     with FakeStigg(api_key=API_KEY) as fake:
-        from stigg_cache.chaos.fake import boolean
+        from stigg_cache.testing.fake import boolean
 
         fake.set_customer("acme", [boolean("sso")])
         with ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=url) as client:
@@ -78,7 +78,7 @@ def test_policy_explain_reads_the_snapshot_in_the_store(tmp_path: Path) -> None:
 
 
 def test_outbox_commands_show_and_requeue_dead_letters(tmp_path: Path) -> None:
-    from stigg_cache.chaos.fake import FakeMode
+    from stigg_cache.testing.fake import FakeMode
 
     with FakeStigg(api_key=API_KEY) as fake:
         fake.account.rejected_customers.add("mallory")

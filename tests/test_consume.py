@@ -12,7 +12,7 @@ from stigg_cache import (
     ResilientClient,
     Source,
 )
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.forking import child_result, fork_child
 from tests.helpers import client_on, metered_fallback
 

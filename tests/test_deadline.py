@@ -8,7 +8,7 @@ import time
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 
 CHECK_TIMEOUT_S = 0.3

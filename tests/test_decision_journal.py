@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 from stigg_cache import ReconcileReport, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.reconcile import DecisionJournal
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.forking import child_result, fork_child
 from tests.helpers import client_on, eventually, metered_fallback
 

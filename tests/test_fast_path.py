@@ -9,10 +9,10 @@ import pytest
 
 from stigg_cache import FallbackPolicy, Source, Staleness
 from stigg_cache._fastpath import SLOT
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, enum_feature, metered, numeric
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import AnyEntitlement, FeatureEntitlement
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, enum_feature, metered, numeric
 from tests.conftest import MakeClient
 
 FEATURES = [

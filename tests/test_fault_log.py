@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stigg_cache._log import MAX_REMEMBERED, MAX_SHOWN_CHARS, FaultLog
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.helpers import client_on
 
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from stigg_cache import ConfigurationError, FallbackPolicy, ResilientClient, Source
-from stigg_cache.chaos.fake import FakeStigg, boolean
-from stigg_cache.chaos.proxy import FaultProxy, Faults
+from stigg_cache.testing.fake import FakeStigg, boolean
+from stigg_cache.testing.proxy import FaultProxy, Faults
 from stigg_cache.testing.pytest_plugin import FAKE_API_KEY
 
 BUDGET_S = 0.3

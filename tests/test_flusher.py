@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from stigg_cache.adapters.httpx_rest import HttpxRestAdapter
-from stigg_cache.chaos.account import FakeAccount
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.outbox.records import RecordKind
+from stigg_cache.testing.account import FakeAccount
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 
 

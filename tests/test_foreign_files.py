@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import ConfigurationError, ResilientClient
-from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores.sqlite import SqliteStore
+from stigg_cache.testing.fake import FakeStigg
 from tests.helpers import client_on
 
 STRANGER = 4242

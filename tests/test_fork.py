@@ -18,8 +18,8 @@ import pytest
 import stigg
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
 from stigg_cache.stores._sqlite import FORK_GATE
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child, settle
 from tests.helpers import eventually

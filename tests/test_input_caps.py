@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache.chaos.fake import FakeStigg
+from stigg_cache.testing.fake import FakeStigg
 from tests.helpers import client_on
 
 LONG_ID = "c" * 100_000

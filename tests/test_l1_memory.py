@@ -13,10 +13,10 @@ import tracemalloc
 from pathlib import Path
 
 from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache.chaos.fake import FakeStigg, boolean, metered
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing.fake import FakeStigg, boolean, metered
 from tests.forking import in_child
 from tests.helpers import client_on
 

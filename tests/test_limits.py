@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import OutboxFullError
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import CorruptEntryError, StoreError
 from stigg_cache.outbox.records import (
     MAX_DIMENSION_NAME_CHARS,
@@ -19,6 +18,7 @@ from stigg_cache.outbox.records import (
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import open_store
 from stigg_cache.stores.disk import DiskStore
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient
 
 NOW = 1_800_000_000.0

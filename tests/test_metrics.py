@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.metrics import instrument
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient
 
 

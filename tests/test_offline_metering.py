@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import FallbackPolicy, Meter, Source, Staleness, StiggUnavailableError
-from stigg_cache.chaos.account import FakeAccount
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.account import FakeAccount
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 from tests.conftest import API_KEY, MakeClient
 from tests.helpers import eventually
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
 from stigg_cache._codec import decode_snapshot, snapshot_key
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child
 from tests.helpers import eventually

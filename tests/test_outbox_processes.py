@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).parent.parent

@@ -16,12 +16,12 @@ import pytest
 
 from stigg_cache import ResilientClient, Source
 from stigg_cache._codec import pack, snapshot_key
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import CorruptEntryError
 from stigg_cache.stores import open_store
 from stigg_cache.stores._files import private_file
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.sqlite import TABLE
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 from tests.helpers import eventually
 
@@ -210,11 +210,11 @@ def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
 
 def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_often() -> None:
     from stigg_cache._clock import SYSTEM_CLOCK
-    from stigg_cache.chaos.fake import boolean
     from stigg_cache.core.admission import FrequencySketch
     from stigg_cache.models import Snapshot
     from stigg_cache.stores.layered import DECODED_PER_STORED_BYTE, SnapshotCache
     from stigg_cache.stores.memory import MemoryStore
+    from stigg_cache.testing.fake import boolean
 
     def snapshot(customer: str, features: int) -> Snapshot:
         return Snapshot(customer, None, {f"f{n}": boolean(f"f{n}") for n in range(features)}, 1.0)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.outbox.base import Claimed
 from stigg_cache.outbox.records import RecordKind
 from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.helpers import client_on, eventually
 
 POISON = [  # kind, key, stamped_at, payload: as another program, or a bad disk, left them

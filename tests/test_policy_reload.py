@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.watcher import PolicyWatcher
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 from tests.helpers import eventually
 

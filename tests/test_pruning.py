@@ -14,7 +14,6 @@ import pytest
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
-from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.models import Snapshot
 from stigg_cache.policy import Grant, Rule
 from stigg_cache.policy.model import PLAN_MEMORY_S
@@ -22,6 +21,7 @@ from stigg_cache.stores.base import MISSING
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.sqlite import TABLE, SqliteStore
+from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.forking import in_child
 from tests.helpers import client_on
 

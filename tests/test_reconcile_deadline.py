@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from stigg_cache import ReconcileReport, ResilientClient
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.breaker import CircuitBreaker
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from stigg_cache import FallbackPolicy, ResilientClient, Staleness
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.policy.watcher import PolicyWatcher
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 
 POLICY = FallbackPolicy(staleness=Staleness(fresh_for_s=0.2, max_staleness_s=3600))

@@ -20,8 +20,8 @@ from stigg_cache import (
     Source,
 )
 from stigg_cache._fastpath import SLOT_METERED
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, metered
 from stigg_cache.policy.model import Meter
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 

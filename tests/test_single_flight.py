@@ -6,8 +6,8 @@ import threading
 import time
 
 from stigg_cache import Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
 from tests.forking import in_child
 

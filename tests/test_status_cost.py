@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 from tests.helpers import eventually
 

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.pacing import retry_delay
 from stigg_cache.metrics import ClientCollector
 from stigg_cache.outbox.flusher import MAX_REQUEST_BYTES, SEND_PHASES
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.helpers import client_on, eventually, metered_fallback
 
 POLICY = metered_fallback(100.0, fresh_for_s=0.2)

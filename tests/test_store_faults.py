@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.stores import open_store
 from stigg_cache.testing.conformance import StoreConformance
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache.testing.faulty import FaultyStore
 from tests.conftest import API_KEY, POLICY
 from tests.helpers import eventually

@@ -17,9 +17,9 @@ from stigg_cache import (
     Staleness,
     StiggUnavailableError,
 )
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
 from stigg_cache.core import engine
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
 from tests.forking import in_child
 from tests.helpers import eventually

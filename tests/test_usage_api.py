@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.outbox.records import RecordKind
 from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient
 
 GOOD_EVENT = {"customer_id": "acme", "event_name": "api.request", "idempotency_key": "e-1"}

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.helpers import eventually
 from tests.web_app import METERED_LIMIT, WARM

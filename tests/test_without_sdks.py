@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from stigg_cache.chaos.fake import FakeStigg
+from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 
 # Runs in a fresh interpreter where importing any Stigg SDK (or its transports) fails.

@@ -1,6 +1,4 @@
-"""Chaos tooling: a fake Stigg on loopback (REST, GraphQL, the sidecar), a fault proxy, and
-scenarios with their runner (`stigg-cache chaos run`)."""
-
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
-
-__all__ = ["FakeMode", "FakeStigg"]
+"""Chaos runs: scenarios (a timeline of faults, a workload, the invariants each run must
+keep) and their runner (`stigg-cache chaos run`). The fakes they run against (Stigg on
+loopback, its GraphQL and sidecar faces, the fault proxy) are public test doubles in
+:mod:`stigg_cache.testing`."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from stigg_cache.chaos.account import FakeAccount
+from stigg_cache.testing.account import FakeAccount
 
 
 class Outcome(enum.Enum):

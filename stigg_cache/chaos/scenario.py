@@ -16,7 +16,7 @@ A scenario is YAML (the built-in ones ship in ``stigg_cache/chaos/scenarios``)::
       - {at: 9, edit_policy: invalid}
       - {at: 12, clear: true}
 
-Step actions: ``fault`` (proxy faults, see :class:`~stigg_cache.chaos.proxy.Faults`),
+Step actions: ``fault`` (proxy faults, see :class:`~stigg_cache.testing.proxy.Faults`),
 ``flap``, ``clear``, ``stigg`` (the fake's mode), ``limits`` (Stigg's ingestion
 rates: 429 with Retry-After on usage only), ``restart``, ``kill`` (a
 separate process reporting usage into the same outbox is SIGKILLed and replaced),
@@ -44,7 +44,6 @@ import attrs
 import yaml
 
 from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.chaos.history import (
     History,
     Operation,
@@ -53,7 +52,6 @@ from stigg_cache.chaos.history import (
     check_verdicts,
     usage_verdicts,
 )
-from stigg_cache.chaos.proxy import FaultProxy, Faults
 from stigg_cache.chaos.workload import Driver, Workload
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
@@ -62,7 +60,9 @@ from stigg_cache.errors import ConfigurationError, StiggCacheError
 from stigg_cache.models import ConnectionState
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import open_store
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.testing.faulty import FaultyStore
+from stigg_cache.testing.proxy import FaultProxy, Faults
 
 API_KEY = "sk-chaos-fake-key"
 CHECK_TIMEOUT_S = 0.3

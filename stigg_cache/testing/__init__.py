@@ -1,6 +1,10 @@
-"""Public test doubles and suites: a manual clock and the store conformance suite.
+"""Public test doubles and suites: a manual clock, a fake Stigg on loopback (REST and
+GraphQL: :mod:`~stigg_cache.testing.fake`; the gRPC sidecar:
+:mod:`~stigg_cache.testing.sidecar`), a fault proxy (:mod:`~stigg_cache.testing.proxy`),
+a faulty store, and the store and outbox conformance suites.
 
-``stigg_cache.testing.conformance`` needs pytest; this module does not.
+``stigg_cache.testing.conformance`` needs pytest; this module does not. The fakes load
+with their modules, so importing this one starts nothing.
 """
 
 from __future__ import annotations

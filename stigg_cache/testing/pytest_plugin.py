@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stigg_cache.chaos.fake import FakeStigg
-from stigg_cache.chaos.proxy import FaultProxy
-from stigg_cache.chaos.sidecar import FakeSidecar
+from stigg_cache.testing.fake import FakeStigg
+from stigg_cache.testing.proxy import FaultProxy
+from stigg_cache.testing.sidecar import FakeSidecar
 
 FAKE_API_KEY = "sk-fake-stigg-test-key"
 

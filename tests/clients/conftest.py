@@ -30,8 +30,8 @@ from stigg_cache import (
     Staleness,
     StiggUnavailableError,
 )
-from stigg_cache.chaos.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 from tests.conftest import API_KEY
 
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -182,7 +182,7 @@ async def _httpx_async(
 async def _sidecar(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
     from stigg_sidecar_sdk import ApiConfig, Stigg
 
-    from stigg_cache.chaos.sidecar import FakeSidecar
+    from stigg_cache.testing.sidecar import FakeSidecar
 
     world.sidecar = FakeSidecar(world.fake.account)
     inner = Stigg(

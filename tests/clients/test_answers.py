@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from stigg_cache import Source
-from stigg_cache.chaos.fake import boolean, enum_feature, metered, numeric
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import boolean, enum_feature, metered, numeric
 from tests.clients.conftest import BUILDERS, World, ask, warm
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import FailureKind, StiggUnavailableError
-from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode
 from tests.clients.conftest import (
     BUILDERS,
     World,

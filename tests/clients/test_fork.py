@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import Source
-from stigg_cache.chaos.fake import boolean
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import boolean
 from tests.clients.conftest import BUILDERS, AnyClient, World, ask, warm
 from tests.forking import child_result, fork_child
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from stigg_cache import FailureKind, Source
 from stigg_cache.adapters.base import reads_per_minute
-from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode
 from tests.clients.conftest import (
     BUILDERS,
     World,

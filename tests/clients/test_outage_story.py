@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from stigg_cache import ConnectionState, Source
-from stigg_cache.chaos.fake import FakeMode
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode
 from tests.clients.conftest import (
     BUILDERS,
     CHECK_TIMEOUT_S,

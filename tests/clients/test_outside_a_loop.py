@@ -28,7 +28,7 @@ def _inner(kind: str, world: World) -> Any:
     if kind == "sidecar":
         from stigg_sidecar_sdk import ApiConfig, Stigg
 
-        from stigg_cache.chaos.sidecar import FakeSidecar
+        from stigg_cache.testing.sidecar import FakeSidecar
 
         world.sidecar = FakeSidecar(fake.account)
         # A fresh program's main thread has a default loop (earlier tests' asyncio.run left

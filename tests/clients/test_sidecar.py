@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from stigg_cache import AsyncResilientClient, Source
-from stigg_cache.chaos.fake import FakeStigg, boolean
 from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.clients.conftest import BUILDERS, World, until, warm
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stigg_cache.chaos.fake import FakeStigg, boolean, metered
+from stigg_cache.testing.fake import FakeStigg, boolean, metered
 
 REDIS_URL = os.environ.get("STIGG_CACHE_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_HINT = (

@@ -45,7 +45,7 @@ def test_snapshots_on_redis_expire_after_the_policys_longest_max_staleness(
     tmp_path: Path,
 ) -> None:
     from stigg_cache import FallbackPolicy, ResilientClient, Staleness
-    from stigg_cache.chaos.fake import FakeStigg, boolean
+    from stigg_cache.testing.fake import FakeStigg, boolean
 
     policy = FallbackPolicy(staleness=Staleness(fresh_for_s=60, max_staleness_s=7200))
     with FakeStigg(api_key="sk-ttl") as fake:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeStigg
+from stigg_cache.testing.fake import FakeStigg
 from stigg_cache_redis.outbox import RedisOutbox
 
 from conftest import API_KEY, OwnRedis, namespace_for

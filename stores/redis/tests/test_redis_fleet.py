@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.outbox.records import event_record
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache_redis import open_redis_outbox
 
 from conftest import API_KEY, namespace_for, url_for

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.chaos.fake import FakeStigg, boolean
+from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.forking import child_result, fork_child
 from tests.helpers import eventually
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from stigg_cache import ConfigurationError, FallbackPolicy, ResilientClient, Source
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
 from stigg_cache.errors import StoreError
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache_redis import RedisSettings, open_redis_outbox, open_redis_store
 
 from conftest import API_KEY, OwnRedis, namespace_for, url_for

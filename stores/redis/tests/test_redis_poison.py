@@ -7,7 +7,7 @@ from pathlib import Path
 import redis
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeMode, FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache_redis.outbox import RedisOutbox
 
 from conftest import API_KEY, REDIS_URL, url_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.chaos.fake import FakeStigg, boolean
+from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.forking import in_child
 
 from conftest import API_KEY, url_for

@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from stigg_cache import ResilientClient
-from stigg_cache.chaos.fake import FakeStigg
 from stigg_cache.errors import TamperedEntryError
 from stigg_cache.stores.signed import SignedStore
+from stigg_cache.testing.fake import FakeStigg
 from stigg_cache_redis import open_redis_store
 
 from conftest import API_KEY, REDIS_URL, url_for

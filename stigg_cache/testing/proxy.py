@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from stigg_cache.chaos._closing import Closing
 from stigg_cache.errors import ConfigurationError
+from stigg_cache.testing._closing import Closing
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0

@@ -1,7 +1,7 @@
 """A fake Stigg sidecar: the sidecar SDK's own generated gRPC service on loopback.
 
-It serves a :class:`~stigg_cache.chaos.account.FakeAccount` (the same one a
-:class:`~stigg_cache.chaos.fake.FakeStigg` serves over HTTP) through
+It serves a :class:`~stigg_cache.testing.account.FakeAccount` (the same one a
+:class:`~stigg_cache.testing.fake.FakeStigg` serves over HTTP) through
 ``SidecarServiceBase`` on a grpclib server running its own event loop on a
 daemon thread. Modes: UP answers, BLACKHOLE holds every call until the mode
 changes (at most ``MAX_HANG_S``), ERROR_5XX answers UNAVAILABLE,
@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any
 
 from stigg_cache.adapters import require
-from stigg_cache.chaos._closing import Closing
-from stigg_cache.chaos.account import Answer, FakeAccount
-from stigg_cache.chaos.fake import LOOPBACK, MAX_HANG_S, FakeMode
+from stigg_cache.testing._closing import Closing
+from stigg_cache.testing.account import Answer, FakeAccount
+from stigg_cache.testing.fake import LOOPBACK, MAX_HANG_S, FakeMode
 
 _START_TIMEOUT_S = 10.0
 _MODES = (FakeMode.UP, FakeMode.BLACKHOLE, FakeMode.DOWN, FakeMode.ERROR_5XX, FakeMode.RATE_LIMITED)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from stigg_cache.chaos.account import Answer, FakeAccount, json_answer
+from stigg_cache.testing.account import Answer, FakeAccount, json_answer
 
 _CONCRETE_TYPES = frozenset(
     {

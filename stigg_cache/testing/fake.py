@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from stigg_cache.chaos._closing import Closing
-from stigg_cache.chaos.account import FakeAccount, json_answer
-from stigg_cache.chaos.graphql import answer_graphql, state_json
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
+from stigg_cache.testing._closing import Closing
+from stigg_cache.testing.account import FakeAccount, json_answer
+from stigg_cache.testing.graphql import answer_graphql, state_json
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
