@@ -13,7 +13,7 @@ from stigg_cache.outbox.records import event_record, usage_record
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
 from stigg_cache.testing.fake import boolean, enum_feature, metered, numeric
-from tests.test_entitlements_state import STATE_V2
+from tests.adapters.test_entitlements_state import STATE_V2
 
 CORPUS = Path(__file__).parent / "corpus"
 ROOT = Path(__file__).parent.parent

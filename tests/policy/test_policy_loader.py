@@ -10,7 +10,7 @@ import pytest
 from stigg_cache import FallbackPolicy, PolicyError, Source
 from stigg_cache.policy.loader import MAX_POLICY_BYTES
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "fallback.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "fallback.yaml"
 
 
 def _issues(text: str) -> list[tuple[int | None, str, str]]:

@@ -15,7 +15,7 @@ from stigg_cache import ResilientClient
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 KILLS = 50
 
 
