@@ -21,6 +21,41 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes;
 CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
 
 
+# How one library's exceptions translate: rows (exception types, the failure it means),
+# the first that matches wins (so a narrower type goes above a wider one).
+FailureTable = Sequence[tuple[type[BaseException] | tuple[type[BaseException], ...], Any]]
+
+
+def failure_of(error: BaseException, table: FailureTable) -> StiggUnavailableError | None:
+    """The failure ``error`` means by the first row of ``table`` it matches; ``None`` if
+    none does (a bug, to let through)."""
+    for kinds, meaning in table:
+        if isinstance(error, kinds):
+            failure: StiggUnavailableError = meaning(error)
+            return failure
+    return None
+
+
+def timed_out(message: str, *, shown: bool = False) -> Any:
+    """A table row's meaning: Stigg did not answer in time (``shown``: with the
+    exception's repr after ``message``)."""
+    return lambda error: StiggUnavailableError(
+        FailureKind.TIMEOUT, f"{message}: {error!r}" if shown else message
+    )
+
+
+def unreachable(message: str) -> Any:
+    """A table row's meaning: no connection (the exception's repr follows ``message``)."""
+    return lambda error: StiggUnavailableError(FailureKind.CONNECTION, f"{message}: {error!r}")
+
+
+def unusable(message: str) -> Any:
+    """A table row's meaning: an answer that is not Stigg's (the exception follows)."""
+    return lambda error: StiggUnavailableError(
+        FailureKind.INVALID_RESPONSE, f"{message}: {str(error)[:300]}"
+    )
+
+
 def as_failure(error: Exception) -> StiggUnavailableError:
     """What an exception out of an adapter call is taken for.
 

@@ -38,7 +38,13 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
-from stigg_cache.adapters.base import CONNECT_TIMEOUT_S
+from stigg_cache.adapters.base import (
+    CONNECT_TIMEOUT_S,
+    FailureTable,
+    failure_of,
+    timed_out,
+    unusable,
+)
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -55,6 +61,17 @@ class GraphQLV1Adapter:
         self.inner = inner
         self.reads_per_minute = EDGE_READS_PER_MINUTE if inner._enable_edge else None
         self._requests = require("requests", "stigg-api-client", "graphql")
+        exceptions = self._requests.exceptions
+        self._failures: FailureTable = (
+            (  # Edge answered 4xx/5xx
+                exceptions.HTTPError,
+                lambda e: failure_for_status(e.response.status_code, dict(e.response.headers)),
+            ),
+            (exceptions.Timeout, timed_out("Stigg timed out")),
+            # a body that is not JSON (requests' error is both kinds)
+            (ValueError, unusable("Stigg's answer is not JSON")),
+            (exceptions.RequestException, lambda e: _unreachable(type(e).__name__)),
+        )
         self._session = self._open_session()  # one pool for every per-call copy
         _fork.renew_after_fork(self, GraphQLV1Adapter._reconnect)
         self._endpoint_type = type(inner._endpoint)
@@ -162,22 +179,17 @@ class GraphQLV1Adapter:
         exceptions = self._requests.exceptions
         try:
             return call()
-        except exceptions.HTTPError as error:  # Edge answered 4xx/5xx
-            response = error.response
-            raise failure_for_status(response.status_code, dict(response.headers)) from None
-        except exceptions.Timeout:
-            raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg timed out") from None
-        except ValueError as error:  # a body that is not JSON (requests' error is both kinds)
-            raise StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer is not JSON: {error}"
-            ) from None
-        except exceptions.RequestException as error:
-            raise StiggUnavailableError(
-                FailureKind.CONNECTION, f"Stigg unreachable: {type(error).__name__}"
-            ) from None
+        except (exceptions.RequestException, ValueError) as error:
+            failure = failure_of(error, self._failures)
+            assert failure is not None  # a row for each exception caught
+            raise failure from None
 
     def __repr__(self) -> str:
         return f"GraphQLV1Adapter(api_url={self.inner._endpoint.url!r})"
+
+
+def _unreachable(name: str) -> StiggUnavailableError:
+    return StiggUnavailableError(FailureKind.CONNECTION, f"Stigg unreachable: {name}")
 
 
 def _timeouts(timeout_s: float) -> tuple[float, float]:

@@ -30,8 +30,9 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.adapters.base import FailureTable, failure_of, timed_out, unreachable, unusable
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
-from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.errors import StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 _T = TypeVar("_T")
@@ -106,19 +107,25 @@ class _V2Calls(PooledCopy):
     def _translate(self, error: Exception) -> StiggUnavailableError | None:
         """The failure an SDK exception means; ``None`` for a bug to let through."""
         exceptions = self._exceptions
-        if isinstance(error, exceptions.GraphQLClientHttpError):
-            return failure_for_status(error.status_code, error.response.headers)
-        if isinstance(error, exceptions.GraphQLClientGraphQLMultiError):
-            return failure_for_errors([e.orginal or {"message": e.message} for e in error.errors])
-        if isinstance(error, exceptions.GraphQLClientError | self._pydantic.ValidationError):
-            return StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer is unusable: {str(error)[:300]}"
-            )
-        if isinstance(error, httpx.TimeoutException):
-            return StiggUnavailableError(FailureKind.TIMEOUT, f"Stigg timed out: {error!r}")
-        if isinstance(error, httpx.HTTPError):
-            return StiggUnavailableError(FailureKind.CONNECTION, f"Stigg unreachable: {error!r}")
-        return None
+        table: FailureTable = (
+            (
+                exceptions.GraphQLClientHttpError,
+                lambda e: failure_for_status(e.status_code, e.response.headers),
+            ),
+            (
+                exceptions.GraphQLClientGraphQLMultiError,
+                lambda e: failure_for_errors(
+                    [x.orginal or {"message": x.message} for x in e.errors]
+                ),
+            ),
+            (
+                (exceptions.GraphQLClientError, self._pydantic.ValidationError),
+                unusable("Stigg's answer is unusable"),
+            ),
+            (httpx.TimeoutException, timed_out("Stigg timed out", shown=True)),
+            (httpx.HTTPError, unreachable("Stigg unreachable")),
+        )
+        return failure_of(error, table)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(api_url={self.inner.url!r})"

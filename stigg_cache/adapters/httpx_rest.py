@@ -24,6 +24,7 @@ from stigg_cache.adapters._http import (
     json_data,
     snapshot_from_body,
 )
+from stigg_cache.adapters.base import FailureTable, failure_of, unreachable
 from stigg_cache.errors import FailureKind, StiggRejectedError, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -102,18 +103,25 @@ class HttpxRestAdapter:
                 if response.status_code >= 400:
                     raise failure_for_status(response.status_code, response.headers)
                 return read_whole(response.iter_bytes(), deadline)
-        except (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError) as error:
-            raise StiggRejectedError(  # our request, not Stigg: never counted against it
-                FailureKind.REJECTED, f"the request could not be made: {str(error)[:200]}"
-            ) from None
-        except httpx.TimeoutException as error:
-            raise StiggUnavailableError(
-                FailureKind.TIMEOUT, f"Stigg timed out: {error!r}"
-            ) from None
-        except httpx.HTTPError as error:
-            raise StiggUnavailableError(
-                FailureKind.CONNECTION, f"Stigg unreachable: {error!r}"
-            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as error:
+            failure = failure_of(error, _FAILURES)
+            assert failure is not None  # a row for each exception caught
+            raise failure from None
 
     def __repr__(self) -> str:
         return f"HttpxRestAdapter(base_url={self.base_url!r})"  # never the API key
+
+
+_FAILURES: FailureTable = (
+    (  # our request, not Stigg: never counted against it
+        (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError),
+        lambda e: StiggRejectedError(
+            FailureKind.REJECTED, f"the request could not be made: {str(e)[:200]}"
+        ),
+    ),
+    (
+        httpx.TimeoutException,
+        lambda e: StiggUnavailableError(FailureKind.TIMEOUT, f"Stigg timed out: {e!r}"),
+    ),
+    (httpx.HTTPError, unreachable("Stigg unreachable")),
+)

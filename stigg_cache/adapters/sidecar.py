@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.adapters import require
+from stigg_cache.adapters.base import FailureTable, failure_of, timed_out, unreachable
 from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter
 from stigg_cache.errors import (
     FailureKind,
@@ -60,6 +61,21 @@ class SidecarAdapter:
         self.inner = inner
         self._proto = require("stigg_sidecar_sdk", "stigg-sidecar-sdk", "sidecar")
         self._grpclib = require("grpclib.exceptions", "stigg-sidecar-sdk", "sidecar")
+        grpclib = self._grpclib
+        self._caught = (
+            grpclib.GRPCError,
+            OSError,
+            grpclib.StreamTerminatedError,
+            asyncio.IncompleteReadError,
+        )
+        self._failures: FailureTable = (
+            (self._grpclib.GRPCError, _grpc_failure),
+            (TimeoutError, timed_out("the sidecar timed out")),  # an OSError: above it
+            (
+                (OSError, self._grpclib.StreamTerminatedError, asyncio.IncompleteReadError),
+                unreachable("the sidecar is unreachable"),
+            ),
+        )
         self._betterproto = require("betterproto", "stigg-sidecar-sdk", "sidecar")
         self._api: AsyncGraphQLV2Adapter | None = None
         self._grpc_client = require("grpclib.client", "stigg-sidecar-sdk", "sidecar")
@@ -263,27 +279,26 @@ class SidecarAdapter:
     async def _guarded(self, call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await call()
-        except self._grpclib.GRPCError as error:
-            status = error.status.name
-            message = f"the sidecar answered {status}: {str(error.message)[:200]}"
-            if status in _AUTH:
-                raise StiggRejectedError(FailureKind.AUTH, message) from None
-            if status in _REJECTING:
-                raise StiggRejectedError(FailureKind.REJECTED, message) from None
-            kind = (
-                FailureKind.RATE_LIMITED if status == "RESOURCE_EXHAUSTED" else FailureKind.SERVER
-            )
-            raise StiggUnavailableError(kind, message) from None
-        except TimeoutError:
-            raise StiggUnavailableError(FailureKind.TIMEOUT, "the sidecar timed out") from None
-        except (OSError, self._grpclib.StreamTerminatedError, asyncio.IncompleteReadError) as error:
-            raise StiggUnavailableError(
-                FailureKind.CONNECTION, f"the sidecar is unreachable: {error!r}"
-            ) from None
+        except self._caught as error:
+            failure = failure_of(error, self._failures)
+            assert failure is not None  # a row for each exception caught
+            raise failure from None
 
     def __repr__(self) -> str:
         channel = self.inner.channel
         return f"SidecarAdapter(host={channel._host!r}, port={channel._port!r})"
+
+
+def _grpc_failure(error: Any) -> StiggUnavailableError:
+    """A gRPC status from the sidecar: a refused key, a refused request, or its trouble."""
+    status = error.status.name
+    message = f"the sidecar answered {status}: {str(error.message)[:200]}"
+    if status in _AUTH:
+        return StiggRejectedError(FailureKind.AUTH, message)
+    if status in _REJECTING:
+        return StiggRejectedError(FailureKind.REJECTED, message)
+    kind = FailureKind.RATE_LIMITED if status == "RESOURCE_EXHAUSTED" else FailureKind.SERVER
+    return StiggUnavailableError(kind, message)
 
 
 def _name(enum: Any, value: int | None, *, camel: bool = False) -> str | None:

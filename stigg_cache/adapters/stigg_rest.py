@@ -18,7 +18,14 @@ from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
-from stigg_cache.adapters.base import MAX_RESPONSE_BYTES
+from stigg_cache.adapters.base import (
+    MAX_RESPONSE_BYTES,
+    FailureTable,
+    failure_of,
+    timed_out,
+    unreachable,
+    unusable,
+)
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -186,26 +193,32 @@ def _guarded(call: Callable[[], _T]) -> _T:
     try:
         return call()
     except (stigg.StiggError, ValueError) as error:
-        raise _translate(error) from None
+        raise _failure(error) from None
 
 
 async def _awaited(call: Callable[[], Awaitable[_T]]) -> _T:
     try:
         return await call()
     except (stigg.StiggError, ValueError) as error:
-        raise _translate(error) from None
+        raise _failure(error) from None
 
 
-def _translate(error: Exception) -> StiggUnavailableError:
-    if isinstance(error, stigg.APIStatusError):
-        return failure_for_status(error.status_code, error.response.headers)
-    if isinstance(error, stigg.APITimeoutError):
-        return StiggUnavailableError(FailureKind.TIMEOUT, "Stigg timed out")
-    if isinstance(error, stigg.APIConnectionError):
-        cause = error.__cause__
-        detail = f": {cause!r}" if cause else ""
-        return StiggUnavailableError(FailureKind.CONNECTION, f"Stigg unreachable{detail}")
+_FAILURES: FailureTable = (
+    (stigg.APIStatusError, lambda e: failure_for_status(e.status_code, e.response.headers)),
+    (stigg.APITimeoutError, timed_out("Stigg timed out")),
+    (stigg.APIConnectionError, lambda e: unreachable("Stigg unreachable")(e.__cause__ or e)),
     # The SDK lets a 2xx body that is not JSON (or not its model) out as ValueError.
-    return StiggUnavailableError(
-        FailureKind.INVALID_RESPONSE, f"Stigg's answer is unusable: {type(error).__name__}"
-    )
+    (
+        (stigg.StiggError, ValueError),
+        lambda e: unusable("Stigg's answer is unusable")(type(e).__name__),
+    ),
+)
+
+
+_unusable = unusable("Stigg's answer is unusable")
+
+
+def _failure(error: Exception) -> StiggUnavailableError:
+    failure = failure_of(error, _FAILURES)
+    assert failure is not None  # the last row takes every exception caught
+    return failure
