@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 from click.testing import CliRunner
 
-from stigg_cache.benchmarks_outage import BENCH_PREFIX, REDIS_URL
+from stigg_cache.benchmarks.outage import BENCH_PREFIX, REDIS_URL
 from stigg_cache.cli import main
 
 

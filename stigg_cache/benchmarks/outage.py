@@ -14,6 +14,7 @@ snapshots and a million pending usage records, against an empty namespace.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,16 +24,56 @@ from typing import Any
 
 from stigg_cache import _reconcile
 from stigg_cache._codec import snapshot_key
+from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _row
+from stigg_cache.benchmarks.startup import _statuses
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 
+
+def bench_outage(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 27-29: reconciliation of a big outage by its deadline, its refresh rate with
+    pacing off, and status() of a client on a full Redis (none without a Redis)."""
+    customers, timeout_s = sizes.outage_customers, sizes.outage_timeout_s
+    took, report = reconcile_outage(API_KEY, tmp, customers, timeout_s, reads_per_minute=None)
+    covered = report.decisions_checked == customers and not report.decisions_dropped
+    ours, serial = refresh_rates(API_KEY, tmp, sizes.rate_customers, sizes.rate_timeout_s)
+    rows = [
+        Row(27, f"reconcile(timeout={timeout_s:g}), {customers:,}-customer outage", took,
+            timeout_s, "s", took / timeout_s, "<= timeout+1s, all",
+            took <= timeout_s + 1 and covered),
+        Row(28, "refreshes/s, pacing off (vs one at a time)", ours, serial, "n",
+            ours / serial, ">= 4x", ours >= 4 * serial),
+    ]  # fmt: skip
+    status = redis_status(API_KEY, tmp, sizes.startup_records, _statuses)
+    if status is not None:
+        busy, idle = status
+        rows.append(
+            _row(29, f"status(), {sizes.startup_records:,} pending and snapshots (Redis)",
+                 busy, idle, "ms", "<= 5 ms", lambda _: statistics.median(busy) <= 0.005)
+        )  # fmt: skip
+    return rows
+
+
+Timings = tuple[list[float], list[float]]
+
+
 STIGG_LATENCY_S = 0.02  # a read's round trip to Stigg (a region away)
+
+
 UNPACED = 1e9  # reads a minute: no budget to wait for
+
+
 REDIS_URL = os.environ.get("STIGG_CACHE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 PLANT_BATCH = 10_000
+
+
 BENCH_PREFIX = "bench"  # of the namespaces row 29 makes (and removes)
+
+
 SIGNING_KEY = "bench-signing-key-not-a-secret"  # a shared store is signed, as it should be
 
 
@@ -89,9 +130,6 @@ def _one_at_a_time() -> Iterator[None]:
         yield
     finally:
         _reconcile.REFRESH_PARALLEL = parallel
-
-
-Timings = tuple[list[float], list[float]]
 
 
 def redis_status(

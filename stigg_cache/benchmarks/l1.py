@@ -25,18 +25,54 @@ from pathlib import Path
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache.benchmarks._common import Row, Sizes
+from stigg_cache.benchmarks.deep_outbox import bench_deep_outbox
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.sqlite import TABLE, SqliteStore
-from stigg_cache.testing.account import FakeAccount
 from stigg_cache.testing.fake import FakeStigg, boolean, metered
 
+
+def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 17-22: L1's hit rates beside plain LRU's; the memory it holds against its budget;
+    a store swept of old snapshots, and bounded under churn."""
+    rows = [
+        Row(number, measure, ours, lru, "%", ours / lru if lru else ours, target, met)
+        for number, measure, ours, lru, target, met in bench_hit_rates(sizes.l1_requests)
+    ]
+    held = l1_memory(tmp, sizes.l1_customers, sizes.l1_budget)
+    ratio = held / sizes.l1_budget
+    rows.append(
+        Row(20, "memory L1 holds, every feature checked (vs l1_max_bytes)", held / 1e6,
+            sizes.l1_budget / 1e6, "MB", ratio, "<= 1.3x", ratio <= 1.3)
+    )  # fmt: skip
+    left, size = store_churn(tmp, sizes.churn_customers, sizes.churn_bound)
+    rows.append(
+        Row(21, "snapshots past max_staleness swept (of 1,000)", 1_000 - left, 1_000, "n",
+            (1_000 - left) / 1_000, "all (none left)", left == 0)
+    )  # fmt: skip
+    rows.append(
+        Row(22, f"SQLite file, {sizes.churn_customers:,} customers' churn (vs store_max_bytes)",
+            size * sizes.churn_bound / 1e6, sizes.churn_bound / 1e6, "MB", size, "<= 1.1x",
+            size <= 1.1)
+    )  # fmt: skip
+    return rows + bench_deep_outbox(sizes, tmp)
+
+
 CAPACITY = 1_000  # entries either cache holds
+
+
 ZIPF_CUSTOMERS = 20_000
+
+
 ZIPF_EXPONENT = 0.9
+
+
 HOT_CUSTOMERS = 500
+
+
 FEATURES = 20
 
 
@@ -165,47 +201,3 @@ def store_churn(tmp: Path, customers: int, bound: int) -> tuple[int, float]:
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return left, path.stat().st_size / bound
-
-
-def deep_outbox(
-    tmp: Path, depth: int, calls: int, drain_s: float, rate: float
-) -> tuple[list[float], list[float], float]:
-    """Rows 25-26: ``report_event`` latencies (one event a call) over an outbox holding
-    ``depth`` pending events and over an empty one; then the rate at which that deep outbox
-    drains to a fake taking ``rate`` events a second, over ``drain_s`` seconds."""
-    account = FakeAccount(events_per_second=rate)
-    with FakeStigg(api_key="bench-key", account=account) as fake:
-        fake.set_mode(fake.mode.DOWN)
-
-        def client(name: str) -> ResilientClient:
-            return ResilientClient(
-                None, api_key="bench-key", base_url=fake.url,
-                store=f"sqlite:///{tmp}/{name}/cache.db", events_per_second=rate,
-            )  # fmt: skip
-
-        deep, empty = client("depth-deep"), client("depth-empty")
-        for made in (deep, empty):
-            made._usage.flusher.close()  # the enqueue alone, first
-        for start in range(0, depth, 1_000):
-            deep.report_event(
-                [{"customer_id": f"c{n % 1_000}", "event_name": "e"}
-                 for n in range(start, min(start + 1_000, depth))]
-            )  # fmt: skip
-        one = [{"customer_id": "c1", "event_name": "e"}]
-        latencies: dict[str, list[float]] = {"deep": [], "empty": []}
-        for _ in range(calls):
-            for name, made in (("deep", deep), ("empty", empty)):
-                started = time.perf_counter()
-                made.report_event(one)
-                latencies[name].append(time.perf_counter() - started)
-        empty.close()
-        deep.close()
-        fake.set_mode(fake.mode.UP)
-        draining = client("depth-deep")  # its flusher sends from the deep outbox
-        time.sleep(1.0)  # past the first batches: the steady rate
-        before, started = len(account.events), time.perf_counter()
-        time.sleep(drain_s)
-        sent = len(account.events) - before
-        elapsed = time.perf_counter() - started
-        draining.close()
-    return latencies["deep"], latencies["empty"], sent / elapsed / rate

@@ -1,0 +1,5 @@
+"""`python -m stigg_cache.benchmarks`."""
+
+from stigg_cache.benchmarks import main
+
+raise SystemExit(main())
