@@ -25,7 +25,6 @@ from stigg_cache.models import (
     MeteredEntitlement,
     NumericEntitlement,
     Snapshot,
-    Source,
 )
 
 FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed fresh
@@ -243,9 +242,6 @@ class WarmAnswer:
     floor: float | None
 
 
-_PROBE = Decision(Source.CACHE, 0.0, stale=False)
-
-
 def warm_answer(
     request: CheckRequest,
     snapshot: Snapshot,
@@ -254,9 +250,11 @@ def warm_answer(
     fetched_mono: float,
     now_wall: float,
     policy_version: str,
+    decision: Decision,
 ) -> WarmAnswer:
-    """Prepare the CACHE answer for checks shaped like ``request`` on this snapshot."""
-    probe = from_snapshot(request, snapshot, _PROBE, now_wall=now_wall)
+    """Prepare the CACHE answer for checks shaped like ``request`` on this snapshot
+    (``decision``: the walk's; each check's answer gets one of its own)."""
+    probe = from_snapshot(request, snapshot, decision, now_wall=now_wall)
     fields = {f.name: getattr(probe, f.name) for f in attrs.fields(type(probe))}
     del fields["decision"]
     entitlement = _effective(request, snapshot)

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from stigg_cache.core.engine import CheckRequest, from_snapshot
-from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement, Snapshot, Source
+from stigg_cache.core import walk
+from stigg_cache.core.engine import CheckRequest
+from stigg_cache.models import AnyEntitlement, MeteredEntitlement, Snapshot, Source
 
 # Kinds of offline decision kept for the report (customer, feature, request, tier and
 # answer: counted with their first and last time); those past it are counted as uncovered.
@@ -122,9 +123,6 @@ class DecisionJournal:
         return taken, uncovered
 
 
-_JUDGE = Decision(Source.LIVE, 0.0, stale=False)
-
-
 def _explain(entry: OfflineDecision, verdict: AnyEntitlement) -> str | None:
     if isinstance(verdict, MeteredEntitlement):
         limit = verdict.usage_limit
@@ -156,7 +154,7 @@ def judge_offline(
         snapshot = fresh.get((request.customer_id, request.resource_id))
         if snapshot is None:
             continue
-        verdict = from_snapshot(request, snapshot, _JUDGE, now_wall=now_wall)
+        verdict = walk.verdict(request, snapshot, now_wall)
         explanation = _explain(entry, verdict)
         if explanation is not None:
             found.append(

@@ -192,6 +192,17 @@ class Fetch:
 
 State: TypeAlias = ReadHeld | ReadNewer | Unusable | Fetch | Answered
 
+# A memo's CACHE decision, dated by the fast path at each check it answers:
+# ``CACHE_DECISION(age_s, False, None, policy_version)`` (positional: the hot path's cost).
+CACHE_DECISION = functools.partial(Decision, Source.CACHE)
+
+
+def verdict(request: CheckRequest, snapshot: Snapshot, now_wall: float) -> AnyEntitlement:
+    """What a check answers from fresh data (LIVE, without local usage): what
+    reconciliation holds an offline decision against."""
+    decision = Decision(Source.LIVE, 0.0, stale=False)
+    return engine.from_snapshot(request, snapshot, decision, now_wall=now_wall)
+
 
 def begin(
     question: Question,
@@ -208,14 +219,15 @@ def begin(
 
 def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool) -> State:
     """A held snapshot judged for the question (see the module's diagram)."""
+    age = now.mono - entry.fetched_mono
+    decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
     try:
         freshness, budget, kept = _freshness(walk, entry, now)
-        memo = _memo(walk, entry, budget, now) if freshness is Freshness.FRESH else None
+        fresh = freshness is Freshness.FRESH
+        memo = _memo(walk, entry, budget, now, decision) if fresh else None
     except InvalidResponseError as error:  # a stored entry whose feature is malformed
         return Unusable(walk, error)
-    age = now.mono - entry.fetched_mono
-    if freshness is Freshness.FRESH:
-        decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
+    if fresh:
         answer = _from_snapshot(walk.question, entry.snapshot, decision, now)
         return Answered(walk, answer, memo=memo)
     if not newer_read:
@@ -271,7 +283,9 @@ def _freshness(
     return freshness, policy.staleness, kept
 
 
-def _memo(walk: Walk, entry: CachedSnapshot, budget: Staleness, now: Now) -> Memo | None:
+def _memo(
+    walk: Walk, entry: CachedSnapshot, budget: Staleness, now: Now, decision: Decision
+) -> Memo | None:
     """The CACHE answer prepared for the fast path, for the check kinds it answers."""
     question = walk.question
     if (
@@ -290,6 +304,7 @@ def _memo(walk: Walk, entry: CachedSnapshot, budget: Staleness, now: Now) -> Mem
         fetched_mono=entry.fetched_mono,
         now_wall=now.wall,
         policy_version=walk.policy.version,
+        decision=decision,
     )
     return Memo(entry, shape, answer)
 
