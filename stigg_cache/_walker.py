@@ -99,6 +99,9 @@ class Walker:
         scope = state.walk.scope
         match state:
             case walk.ReadHeld():
+                in_memory = self._cache.peek(scope)
+                if in_memory is not None:
+                    return state.held(in_memory, self._now(), in_memory=True)
                 return state.held(self._cache.get(*scope), self._now())
             case walk.ReadNewer():
                 return state.held(self._cache.newer(scope), self._now())

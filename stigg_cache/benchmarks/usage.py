@@ -49,7 +49,6 @@ def _events_row(
     per_call: int,
 ) -> Row:
     """Row 6 (one event a call) or 7 (1,000): ours against raw inserts, as durable."""
-    payload = json.dumps({"customerId": "c1", "eventName": "api.request"})
 
     def ours(i: int) -> object:
         n = next(counter)
@@ -65,7 +64,10 @@ def _events_row(
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO e (key, payload) VALUES (?, ?)",
-            [(f"r{n}-{j}", payload) for j in range(per_call)],
+            [
+                (f"r{n}-{j}", json.dumps({"customerId": "c1", "eventName": "api.request"}))
+                for j in range(per_call)
+            ],
         )
         db.execute("COMMIT")
 

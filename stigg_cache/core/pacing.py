@@ -1,7 +1,8 @@
 """Pure pacing arithmetic: token buckets and retry backoff.
 
 Time is an argument, so these are deterministic under test and shared
-unchanged by the flusher and (later) fleet-wide pacing.
+unchanged by the flusher, the fetcher's read budget and the buckets a fleet
+shares through Redis (the Redis plugin's).
 """
 
 from __future__ import annotations

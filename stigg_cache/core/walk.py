@@ -134,11 +134,15 @@ class ReadHeld:
 
     walk: Walk
 
-    def held(self, entry: CachedSnapshot | None, now: Now) -> State:
-        """Answered CACHE if fresh; else ReadNewer; Unusable if it does not parse; Fetch."""
+    def held(self, entry: CachedSnapshot | None, now: Now, *, in_memory: bool = False) -> State:
+        """Answered CACHE if fresh; else ReadNewer; Unusable if it does not parse; Fetch.
+
+        ``in_memory``: the entry was in L1 already (asked for before), so its CACHE
+        answer is worth a memo; one just loaded from the store answers once first.
+        """
         if entry is None:
             return _fetch(self.walk, now, None, None)
-        return _judged(self.walk, entry, now, newer_read=False)
+        return _judged(self.walk, entry, now, newer_read=False, memo=in_memory)
 
 
 @attrs.frozen
@@ -150,7 +154,7 @@ class ReadNewer:
 
     def held(self, newer: CachedSnapshot | None, now: Now) -> State:
         """The newer snapshot, else the one in hand: CACHE, STALE, Unusable or Fetch."""
-        return _judged(self.walk, newer or self.entry, now, newer_read=True)
+        return _judged(self.walk, newer or self.entry, now, newer_read=True, memo=False)
 
 
 @attrs.frozen
@@ -217,19 +221,19 @@ def begin(
     return ReadHeld(Walk(question, policy, started, check_timeout_s, offline, last_error))
 
 
-def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool) -> State:
+def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool, memo: bool) -> State:
     """A held snapshot judged for the question (see the module's diagram)."""
     age = now.mono - entry.fetched_mono
     decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
     try:
         freshness, budget, kept = _freshness(walk, entry, now)
         fresh = freshness is Freshness.FRESH
-        memo = _memo(walk, entry, budget, now, decision) if fresh else None
+        kept_memo = _memo(walk, entry, budget, now, decision) if fresh and memo else None
     except InvalidResponseError as error:  # a stored entry whose feature is malformed
         return Unusable(walk, error)
     if fresh:
         answer = _from_snapshot(walk.question, entry.snapshot, decision, now)
-        return Answered(walk, answer, memo=memo)
+        return Answered(walk, answer, memo=kept_memo)
     if not newer_read:
         return ReadNewer(walk, entry)
     if freshness is Freshness.EXPIRED:

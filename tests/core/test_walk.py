@@ -72,17 +72,18 @@ def test_stigg_unreachable_and_nothing_held_is_the_policys_answer_and_journaled(
     assert unlisted.fetched(DOWN, NOW).default_allow == "no snapshot; refused"
 
 
-def test_a_fresh_snapshot_answers_cache_and_leaves_a_memo_for_the_kinds_the_fast_path_serves() -> (
-    None
-):
+def test_a_fresh_snapshot_in_memory_answers_cache_and_leaves_a_memo_for_the_fast_path() -> None:
     held = _held(10, boolean("sso"), enum_feature("models", ["a"]))
-    cached = _begin().held(held, NOW)
+    loaded = _begin().held(held, NOW)  # just loaded from the store: it answers once first
+    assert isinstance(loaded, walk.Answered)
+    assert loaded.memo is None
+    cached = _begin().held(held, NOW, in_memory=True)
     assert _source(cached) is Source.CACHE
     assert isinstance(cached, walk.Answered)
     assert cached.memo is not None
     assert cached.memo.answer.fresh_until_mono == held.fetched_mono + 60
     enum = CheckRequest(CheckKind.ENUM, "acme", "models", requested_values=("a",))
-    enum_answer = _begin(enum).held(held, NOW)
+    enum_answer = _begin(enum).held(held, NOW, in_memory=True)
     assert isinstance(enum_answer, walk.Answered)
     assert enum_answer.memo is None
 
