@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from stigg_cache import ResilientClient
@@ -29,15 +31,26 @@ def _spawn(*args: str) -> subprocess.Popen[str]:
     )
 
 
+@contextlib.contextmanager
+def _reaped(child: subprocess.Popen[str]) -> Iterator[None]:
+    """A child still running when the block ends (a failed assertion) is killed, so its
+    pipe is closed and it is reaped here: no later test meets what this one left."""
+    try:
+        yield
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def _acknowledged_until_killed(
     store: str, fake: FakeStigg, run: str, rng: random.Random
 ) -> list[str]:
-    child = _spawn("write", store, fake.url, API_KEY, run)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == "ready"
-    time.sleep(rng.uniform(0.0, 0.12))
-    os.kill(child.pid, signal.SIGKILL)
-    output, _ = child.communicate(timeout=30)
+    with _spawn("write", store, fake.url, API_KEY, run) as child, _reaped(child):
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.12))
+        os.kill(child.pid, signal.SIGKILL)
+        output, _ = child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
     # A line cut short by the kill was never fully acknowledged to anyone.
     return [line for line in output.split("\n")[:-1] if line]
@@ -87,8 +100,11 @@ def test_two_processes_share_one_outbox_without_double_sending(
             ]
         )
     fake.set_mode(FakeMode.UP)
-    senders = [_spawn("drain", store, fake.url, API_KEY) for _ in range(2)]
-    outputs = [sender.communicate(timeout=120)[0] for sender in senders]
+    with contextlib.ExitStack() as stack:
+        senders = [stack.enter_context(_spawn("drain", store, fake.url, API_KEY)) for _ in range(2)]
+        for sender in senders:
+            stack.enter_context(_reaped(sender))
+        outputs = [sender.communicate(timeout=120)[0] for sender in senders]
     assert all("drained=True" in output for output in outputs), outputs
     assert len(fake.account.events) == 3_000
     assert max(fake.account.receipts.values()) == 1  # no key was ever sent twice
