@@ -229,8 +229,7 @@ class AsyncResilientClient:
         state = walker.begin(question)
         while not isinstance(state, walk.Answered):
             state = await self._unblocked(walker.step, state)
-        answered = state
-        return (await self._unblocked(walker.finish, answered))[0]
+        return (await self._unblocked(walker.finish, state))[0]
 
     async def _unblocked(self, step: Callable[[_S], _T], state: _S) -> _T:
         """``step(state)`` from memory on the loop; on a worker thread if it must block."""

@@ -46,10 +46,26 @@ class _V2Calls(PooledCopy):
         edge = getattr(inner, "enable_edge", False) is True
         self.reads_per_minute = EDGE_READS_PER_MINUTE if edge else None
         self._generated = require("stigg.generated", "stigg-api-client-v2", "graphql-v2")
-        self._exceptions = require(
-            "stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2"
+        exceptions = require("stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2")
+        pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
+        self._failures: FailureTable = (
+            (
+                exceptions.GraphQLClientHttpError,
+                lambda e: failure_for_status(e.status_code, e.response.headers),
+            ),
+            (
+                exceptions.GraphQLClientGraphQLMultiError,
+                lambda e: failure_for_errors(
+                    [x.orginal or {"message": x.message} for x in e.errors]
+                ),
+            ),
+            (
+                (exceptions.GraphQLClientError, pydantic.ValidationError),
+                unusable("Stigg's answer is unusable"),
+            ),
+            (httpx.TimeoutException, timed_out("Stigg timed out", shown=True)),
+            (httpx.HTTPError, unreachable("Stigg unreachable")),
         )
-        self._pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
         self._open_copy()
 
     def _copy(self) -> Any:
@@ -106,26 +122,7 @@ class _V2Calls(PooledCopy):
 
     def _translate(self, error: Exception) -> StiggUnavailableError | None:
         """The failure an SDK exception means; ``None`` for a bug to let through."""
-        exceptions = self._exceptions
-        table: FailureTable = (
-            (
-                exceptions.GraphQLClientHttpError,
-                lambda e: failure_for_status(e.status_code, e.response.headers),
-            ),
-            (
-                exceptions.GraphQLClientGraphQLMultiError,
-                lambda e: failure_for_errors(
-                    [x.orginal or {"message": x.message} for x in e.errors]
-                ),
-            ),
-            (
-                (exceptions.GraphQLClientError, self._pydantic.ValidationError),
-                unusable("Stigg's answer is unusable"),
-            ),
-            (httpx.TimeoutException, timed_out("Stigg timed out", shown=True)),
-            (httpx.HTTPError, unreachable("Stigg unreachable")),
-        )
-        return failure_of(error, table)
+        return failure_of(error, self._failures)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(api_url={self.inner.url!r})"

@@ -203,19 +203,15 @@ async def _awaited(call: Callable[[], Awaitable[_T]]) -> _T:
         raise _failure(error) from None
 
 
+_unreachable = unreachable("Stigg unreachable")
+_unusable = unusable("Stigg's answer is unusable")
 _FAILURES: FailureTable = (
     (stigg.APIStatusError, lambda e: failure_for_status(e.status_code, e.response.headers)),
     (stigg.APITimeoutError, timed_out("Stigg timed out")),
-    (stigg.APIConnectionError, lambda e: unreachable("Stigg unreachable")(e.__cause__ or e)),
+    (stigg.APIConnectionError, lambda e: _unreachable(e.__cause__ or e)),
     # The SDK lets a 2xx body that is not JSON (or not its model) out as ValueError.
-    (
-        (stigg.StiggError, ValueError),
-        lambda e: unusable("Stigg's answer is unusable")(type(e).__name__),
-    ),
+    ((stigg.StiggError, ValueError), lambda e: _unusable(type(e).__name__)),
 )
-
-
-_unusable = unusable("Stigg's answer is unusable")
 
 
 def _failure(error: Exception) -> StiggUnavailableError:

@@ -224,29 +224,32 @@ def begin(
 def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool, memo: bool) -> State:
     """A held snapshot judged for the question (see the module's diagram)."""
     age = now.mono - entry.fetched_mono
-    decision = Decision(Source.CACHE, age, stale=False, policy_version=walk.policy.version)
     try:
-        freshness, budget, kept = _freshness(walk, entry, now)
-        fresh = freshness is Freshness.FRESH
-        kept_memo = _memo(walk, entry, budget, now, decision) if fresh and memo else None
+        freshness, budget, held = _freshness(walk, entry, now)
+        if freshness is Freshness.FRESH:
+            assert held is not None  # only an expired snapshot may keep no feature
+            version = walk.policy.version
+            decision = Decision(Source.CACHE, age, stale=False, policy_version=version)
+            kept = _memo(walk, entry, budget, now, decision) if memo else None
+            answer = _from_snapshot(walk.question, held, decision, now)
+            return Answered(walk, answer, memo=kept)
     except InvalidResponseError as error:  # a stored entry whose feature is malformed
         return Unusable(walk, error)
-    if fresh:
-        answer = _from_snapshot(walk.question, entry.snapshot, decision, now)
-        return Answered(walk, answer, memo=kept_memo)
     if not newer_read:
         return ReadNewer(walk, entry)
     if freshness is Freshness.EXPIRED:
-        return _fetch(walk, now, entry, None if kept is None else (kept, age))
+        every = isinstance(walk.question, EveryFeature)
+        return _fetch(walk, now, entry, (held, age) if every and held is not None else None)
     # Stale while Stigg answers (a refresh on its way) is no offline decision: only those
     # made while Stigg was unreachable are reconciled.
+    assert held is not None  # only an expired snapshot may keep no feature
     reason = walk.last_error if walk.offline else None
     decision = Decision(
         Source.STALE, age, stale=True, policy_version=walk.policy.version, reason=reason
     )
     return Answered(
         walk,
-        _from_snapshot(walk.question, entry.snapshot, decision, now),
+        _from_snapshot(walk.question, held, decision, now),
         refresh=not walk.offline and engine.refresh_due(age, budget),
         journal=walk.offline and isinstance(walk.question, CheckRequest),
     )
@@ -255,8 +258,9 @@ def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool, me
 def _freshness(
     walk: Walk, entry: CachedSnapshot, now: Now
 ) -> tuple[Freshness, Staleness, Snapshot | None]:
-    """How usable ``entry`` is, the budget that says so, and (every feature asked for)
-    the snapshot with only its features still within their own budget.
+    """How usable ``entry`` is, the budget that says so, and the snapshot to answer from:
+    the entry's for one feature; for every feature, its entitlements parsed, and once one
+    is past its own budget only those still within theirs (``None``: none is).
 
     Raises:
         InvalidResponseError: a stored entitlement that does not parse.
@@ -272,7 +276,7 @@ def _freshness(
             past_valid_until=engine.valid_until_passed(feature, now.wall),
             dated_in_future=entry.dated_in_future,
         )
-        return freshness, budget, None
+        return freshness, budget, snapshot
     entitlements = dict(snapshot.entitlements)  # every one parsed: a bad one fails it all
     freshness, expired = engine.judge_all(
         age,
@@ -282,9 +286,11 @@ def _freshness(
         now_wall=now.wall,
         dated_in_future=entry.dated_in_future,
     )
-    usable = {f: e for f, e in entitlements.items() if f not in expired}
-    kept = attrs.evolve(snapshot, entitlements=usable) if usable else None
-    return freshness, policy.staleness, kept
+    if freshness is Freshness.EXPIRED:
+        entitlements = {f: e for f, e in entitlements.items() if f not in expired}
+        if not entitlements:
+            return freshness, policy.staleness, None
+    return freshness, policy.staleness, attrs.evolve(snapshot, entitlements=entitlements)
 
 
 def _memo(
