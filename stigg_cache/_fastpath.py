@@ -11,16 +11,14 @@ returns ``None`` and the walk answers instead.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import attrs
-
 from stigg_cache.core import engine
+from stigg_cache.core.assemble import assembler
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.terms import Budgets, CachedSnapshot, ScopeKey
@@ -32,7 +30,7 @@ from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYT
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
 # Prepared answers sit in a list per feature, one slot per check kind (ints: enum hashing
 # runs Python code, too slow for the hot path).
-_LEADING_FIELDS = ("customer_id", "feature_id", "resource_id", "has_access", "access_denied_reason")
+_JUDGED_FIELDS = ("has_access", "access_denied_reason")  # with the decision: what a check sets
 KINDS = tuple(CheckKind)  # by slot
 SLOT = {kind: index for index, kind in enumerate(KINDS)}
 SLOT_BOOLEAN, SLOT_NUMERIC, SLOT_METERED = (
@@ -134,7 +132,7 @@ class FastPath:
         now = self.monotonic()
         if now > prepared[0]:
             return None
-        decision = _DECIDED(now - entry.fetched_mono, False, None, policy.version)  # noqa: FBT003
+        decision = _DECIDED(now - entry.fetched_mono, policy.version)
         if prepared[3].usage is None and requested is None:
             return prepared[2](decision)  # type: ignore[no-any-return]
         return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type]
@@ -201,30 +199,16 @@ def _makers(
     usage; every field but those is fixed (results that show no usage drop the two).
     """
     fields = answer.fields
-    names = [field.name for field in attrs.fields(answer.result_type)]
-    cls: Callable[..., Any] = answer.result_type
-    assert names[:6] == [*_LEADING_FIELDS, "decision"]
-    leading = [fields[name] for name in _LEADING_FIELDS]
-    make = functools.partial(cls, *leading, **{name: fields[name] for name in names[6:]})
-    customer_id, feature_id, resource_id = leading[:3]
+    make = assembler(answer.result_type, **fields)
+    judged = {name: value for name, value in fields.items() if name not in _JUDGED_FIELDS}
     if "current_usage" not in fields:
-        rest = tuple(fields[name] for name in names[6:])
+        judge = assembler(answer.result_type, **judged)
 
-        def judged(has_access: bool, reason: Any, decision: Decision, *_: float | None) -> Any:
-            return cls(customer_id, feature_id, resource_id, has_access, reason, decision, *rest)
+        def judged_without_usage(
+            has_access: bool, reason: Any, decision: Decision, *_: float | None
+        ) -> Any:
+            return judge(has_access, reason, decision)
 
-        return make, answer, judged
-    used_at = names.index("current_usage")
-    assert names[used_at + 1] == "requested_usage"
-    middle = tuple(fields[name] for name in names[6:used_at])
-    after = tuple(fields[name] for name in names[used_at + 2 :])
-
-    def judged_with_usage(
-        has_access: bool, reason: Any, decision: Decision, used: float, shown: float | None
-    ) -> Any:
-        return cls(
-            customer_id, feature_id, resource_id, has_access, reason, decision,
-            *middle, used, shown, *after,
-        )  # fmt: skip
-
-    return make, answer, judged_with_usage
+        return make, answer, judged_without_usage
+    del judged["current_usage"], judged["requested_usage"]
+    return make, answer, assembler(answer.result_type, **judged)

@@ -29,6 +29,7 @@ from typing import TypeAlias
 import attrs
 
 from stigg_cache.core import engine
+from stigg_cache.core.assemble import assembler
 from stigg_cache.core.engine import CheckKind, CheckRequest, Freshness
 from stigg_cache.core.ledger import LocalUsage, TallyKey
 from stigg_cache.core.terms import Budgets, CachedSnapshot, Grant, ScopeKey, Staleness
@@ -197,8 +198,8 @@ class Fetch:
 State: TypeAlias = ReadHeld | ReadNewer | Unusable | Fetch | Answered
 
 # A memo's CACHE decision, dated by the fast path at each check it answers:
-# ``CACHE_DECISION(age_s, False, None, policy_version)`` (positional: the hot path's cost).
-CACHE_DECISION = functools.partial(Decision, Source.CACHE)
+# ``CACHE_DECISION(age_s, policy_version)`` (an assembler: the hot path's cost).
+CACHE_DECISION = assembler(Decision, source=Source.CACHE, stale=False, rule=None, reason=None)
 
 
 def verdict(request: CheckRequest, snapshot: Snapshot, now_wall: float) -> AnyEntitlement:
