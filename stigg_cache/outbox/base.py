@@ -180,7 +180,11 @@ class SharedUsage(Protocol):
         ...
 
     def changes(self, after: int) -> UsageChanges:
-        """What moved local usage since ``after`` (``-1``: everything the outbox holds)."""
+        """What moved local usage since ``after`` (``-1``: everything the outbox holds).
+
+        Every record that can count as local usage (usage records, and events named in
+        ``counted_events`` when enqueued); an event no meter counts may be left out.
+        """
         ...
 
     def enqueue_if(

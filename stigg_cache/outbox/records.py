@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import attrs
 
-from stigg_cache._validate import encodable, finite_number, require_id
+from stigg_cache._validate import encodable, finite_number, opt_id, require_id
 from stigg_cache.errors import InvalidTypeError, InvalidValueError
 from stigg_cache.models import MeteredEntitlement
 
@@ -57,6 +57,9 @@ class RecordKind(enum.Enum):
 
     EVENT = "event"  # POST /api/v1/events
     USAGE = "usage"  # POST /api/v2/usage
+
+
+_EVENT, _USAGE = RecordKind.EVENT, RecordKind.USAGE  # globals: a member's lookup runs Python
 
 
 @attrs.define
@@ -113,12 +116,6 @@ class Consumption:
     granted: bool
     entitlement: MeteredEntitlement
     receipt: Receipt | None
-
-
-def _text(name: str, value: object, *, required: bool = True) -> str | None:
-    if value is None and not required:
-        return None
-    return require_id(name, value)
 
 
 def _stamp(name: str, value: object, now: float) -> float:
@@ -182,17 +179,16 @@ def _value(value: object) -> float:
 
 
 def _fields(raw: object, what: str, allowed: frozenset[str]) -> Mapping[str, Any]:
-    if not isinstance(raw, dict | Mapping):  # dict first: the ABC check is slow
+    if type(raw) is not dict and not isinstance(raw, Mapping):  # the ABC check is slow
         raise InvalidTypeError(f"each {what} must be a dict with {', '.join(sorted(allowed))}")
-    if not raw.keys() <= allowed:
+    if not allowed.issuperset(raw):
         unknown = sorted(set(raw) - allowed)
         raise InvalidValueError(f"unknown {what} fields {unknown}; allowed: {sorted(allowed)}")
     return raw
 
 
-def _key(raw: Mapping[str, Any]) -> str:
-    given = _text("idempotency_key", raw.get("idempotency_key"), required=False)
-    return given or str(uuid.uuid4())
+def _key(given: object) -> str:
+    return str(uuid.uuid4()) if given is None else require_id("idempotency_key", given)
 
 
 @functools.lru_cache(maxsize=64)
@@ -229,21 +225,19 @@ def _sized(payload: str) -> str:
 def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
     """Validate one raw event given as a dict with Stigg's snake_case names."""
     event = _fields(event, "event", EVENT_FIELDS)
-    customer_id = _text("customer_id", event.get("customer_id"))
-    event_name = _text("event_name", event.get("event_name"))
-    key = _key(event)
-    resource_id = _text("resource_id", event.get("resource_id"), required=False)
+    customer_id = require_id("customer_id", event.get("customer_id"))
+    event_name = require_id("event_name", event.get("event_name"))
+    key = _key(event.get("idempotency_key"))
+    resource_id = opt_id("resource_id", event.get("resource_id"))
     dimensions = _dimensions(event.get("dimensions"))
     stamped_at = _stamp("timestamp", event.get("timestamp"), now)
-    assert customer_id is not None
-    assert event_name is not None
     payload = (
         f'{{"customerId":{_quote(customer_id)},"eventName":{_quote(event_name)},'
         f'"idempotencyKey":{_quote(key)},"dimensions":{_object(dimensions)},'
         f'"resourceId":{_null_or_quote(resource_id)},"timestamp":"{_iso(stamped_at)}"}}'
     )
     return UsageRecord(
-        RecordKind.EVENT,
+        _EVENT,
         key,
         customer_id,
         resource_id,
@@ -259,8 +253,8 @@ def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
 def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
     """Validate one usage measurement given as a dict with Stigg's snake_case names."""
     usage = _fields(usage, "usage", USAGE_FIELDS)
-    customer_id = _text("customer_id", usage.get("customer_id"))
-    feature_id = _text("feature_id", usage.get("feature_id"))
+    customer_id = require_id("customer_id", usage.get("customer_id"))
+    feature_id = require_id("feature_id", usage.get("feature_id"))
     value = _value(usage.get("value"))
     behavior: UpdateBehavior
     match usage.get("update_behavior") or "DELTA":
@@ -270,12 +264,10 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
             behavior = "SET"
         case other:
             raise InvalidValueError(f"update_behavior must be 'DELTA' or 'SET', got {other!r}")
-    key = _key(usage)
-    resource_id = _text("resource_id", usage.get("resource_id"), required=False)
+    key = _key(usage.get("idempotency_key"))
+    resource_id = opt_id("resource_id", usage.get("resource_id"))
     dimensions = _dimensions(usage.get("dimensions"))
     stamped_at = _stamp("created_at", usage.get("created_at"), now)
-    assert customer_id is not None
-    assert feature_id is not None
     payload = (
         f'{{"customerId":{_quote(customer_id)},"featureId":{_quote(feature_id)},'
         f'"value":{value!r},"updateBehavior":"{behavior}","idempotencyKey":{_quote(key)},'
@@ -283,7 +275,7 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
         f'"resourceId":{_null_or_quote(resource_id)}}}'
     )
     return UsageRecord(
-        RecordKind.USAGE,
+        _USAGE,
         key,
         customer_id,
         resource_id,

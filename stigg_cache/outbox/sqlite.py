@@ -51,7 +51,9 @@ KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage
 #    depth and dead letters are read, never counted by a scan; leased rows indexed apart.
 # 7: rows that can count as local usage name their customer (``customer``, indexed), so a
 #    process reads one customer's usage when it first needs it, never the whole outbox.
-SCHEMA_VERSION = 7
+# 8: only those rows are indexed by sequence number (``changes()`` reads no others), so an
+#    event no meter counts costs its enqueue and its acknowledgement one index write less.
+SCHEMA_VERSION = 8
 # The payload holds every field of a record: rows carry only what queries need.
 _COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -62,20 +64,27 @@ _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR
 _CUSTOMER_OF_PAYLOAD = (
     "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
 )
+_USAGE = RecordKind.USAGE  # a global: a member's lookup runs Python code
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
-def _row(record: UsageRecord, now: float, counted_events: frozenset[str]) -> tuple[Any, ...]:
-    """A row; its customer is named (indexed) only if the record can count as local usage."""
-    counts = record.kind is RecordKind.USAGE or record.name in counted_events
-    return (
-        record.kind.value,
-        record.idempotency_key,
-        record.stamped_at,
-        record.payload,
-        now,
-        record.customer_id if counts else None,
-    )
+def _rows(
+    records: Sequence[UsageRecord], now: float, counted_events: frozenset[str], seq: int
+) -> list[tuple[Any, ...]]:
+    """Rows of new records under ``seq``; a row names its customer (indexed) only if its
+    record can count as local usage. One comprehension: a bulk report writes thousands."""
+    return [
+        (
+            r.kind._value_,  # the member's value: ``.value`` runs Python code
+            r.idempotency_key,
+            r.stamped_at,
+            r.payload,
+            now,
+            r.customer_id if r.kind is _USAGE or r.name in counted_events else None,
+            seq,
+        )
+        for r in records
+    ]
 
 
 def _next_seq(db: sqlite3.Connection) -> int:
@@ -84,13 +93,18 @@ def _next_seq(db: sqlite3.Connection) -> int:
     return int(seq)
 
 
-def _inserted(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
-    """Insert new rows (a known key is skipped) under this transaction's sequence number."""
-    if not rows:
+def _inserted(
+    db: sqlite3.Connection,
+    records: Sequence[UsageRecord],
+    now: float,
+    counted_events: frozenset[str],
+) -> int:
+    """Insert new records (a known key is skipped) under this transaction's sequence number."""
+    if not records:
         return 0
     seq = _next_seq(db)
     before = db.total_changes
-    db.executemany(_INSERT_NEW, [(*row, seq) for row in rows])
+    db.executemany(_INSERT_NEW, _rows(records, now, counted_events, seq))
     inserted = db.total_changes - before
     _moved(db, pending=inserted)
     return inserted
@@ -143,9 +157,12 @@ _INSERT_NEW = (
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
 # Changes after a sequence number, as one statement (one consistent read): rows still in
-# the outbox (pending or sent, with their ack time), then those moved to the dead letters.
+# the outbox (pending or sent, with their ack time) that can count as local usage (only
+# those are indexed by sequence number: other events cost no index write), then those
+# moved to the dead letters.
 _CHANGES = (
-    f"SELECT seq, {_COLUMNS}, acked_at, counted, 0 FROM outbox WHERE seq > ? "
+    f"SELECT seq, {_COLUMNS}, acked_at, counted, 0 FROM outbox "
+    "WHERE seq > ? AND customer IS NOT NULL "
     f"UNION ALL SELECT seq, {_COLUMNS}, NULL, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
 )
 
@@ -253,6 +270,11 @@ def _customers_named(db: sqlite_utils.Database) -> None:
     db.execute(f"UPDATE outbox SET customer = {_CUSTOMER_OF_PAYLOAD}")
 
 
+def _seq_of_counted_only(db: sqlite_utils.Database) -> None:
+    """Rows that cannot count as local usage leave the changes' index (made anew after)."""
+    db.execute("DROP INDEX IF EXISTS idx_outbox_seq")
+
+
 # (the schema version that brought it, the step that brings an older file to it)
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (2, _derived_columns_dropped),
@@ -261,6 +283,7 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (5, _counted_column),
     (6, _counted_once),
     (7, _customers_named),
+    (8, _seq_of_counted_only),
 )
 
 
@@ -343,7 +366,10 @@ class SqliteOutbox:
         )
         outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
         outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
-        outbox.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+        db.execute(  # only records that can count as local usage: what changes() reads
+            "CREATE INDEX IF NOT EXISTS idx_outbox_counted_seq ON outbox (seq) "
+            "WHERE customer IS NOT NULL"
+        )
         db.execute("DROP INDEX IF EXISTS idx_outbox_customer")  # all rows: a dev build's
         db.execute(  # only records that can count as local usage: no cost to other events
             "CREATE INDEX IF NOT EXISTS idx_outbox_counted_customer ON outbox (customer) "
@@ -390,17 +416,15 @@ class SqliteOutbox:
         )
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
-        if not self._insert_if_all_new(
-            [_row(record, now, self.counted_events) for record in records]
-        ):
+        if not self._insert_if_all_new(records, now):
             return self._enqueue_with_duplicates(records, now)
         return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
 
-    def _insert_if_all_new(self, rows: list[tuple[Any, ...]]) -> bool:
-        """Insert every row in one statement, or nothing if any key was seen before."""
+    def _insert_if_all_new(self, records: Sequence[UsageRecord], now: float) -> bool:
+        """Insert every record in one statement, or nothing if any key was seen before."""
         try:
             with self._db.write() as db:
-                _all_inserted(_inserted(db, rows), len(rows))
+                _all_inserted(_inserted(db, records, now, self.counted_events), len(records))
         except _SeenBefore:
             return False
         return True
@@ -408,7 +432,7 @@ class SqliteOutbox:
     def _enqueue_with_duplicates(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         """Some keys were seen before: tell duplicates apart, refuse reused keys."""
         receipts: list[Receipt] = []
-        fresh: list[tuple[Any, ...]] = []
+        fresh: list[UsageRecord] = []
         with self._db.write() as db:
             known = self._payloads_of(db, records)
             for record in records:
@@ -418,13 +442,13 @@ class SqliteOutbox:
                     raise _reused(record)
                 if prior is None:
                     known[identity] = record.payload
-                    fresh.append(_row(record, now, self.counted_events))
+                    fresh.append(record)
                 receipts.append(
                     Receipt(
                         record.idempotency_key, record.kind, record.customer_id, prior is not None
                     )
                 )
-            _inserted(db, fresh)
+            _inserted(db, fresh, now, self.counted_events)
         return receipts
 
     @staticmethod
@@ -590,7 +614,7 @@ class SqliteOutbox:
                 return self._duplicates(records, known)
             if not admit(_changes(db.execute(_CHANGES, (after, after)).fetchall(), after)):
                 return None
-            _inserted(db, [_row(r, now, self.counted_events) for r in records])
+            _inserted(db, records, now, self.counted_events)
         return [Receipt(r.idempotency_key, r.kind, r.customer_id) for r in records]
 
     @staticmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from stigg_cache.outbox.records import RecordKind
+from stigg_cache.outbox.records import RecordKind, UsageRecord, event_record, usage_record
 from stigg_cache.outbox.sqlite import SCHEMA_VERSION, SqliteOutbox
 
 NOW = 1_800_000_000.0
@@ -66,3 +66,43 @@ def test_an_outbox_of_the_previous_schema_is_migrated_in_place(tmp_path: Path) -
         columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
     assert "customer_id" not in columns
     assert {"kind", "idem_key", "stamped_at", "payload", "state"} <= columns
+
+
+def test_an_outbox_of_schema_7_keeps_only_counting_rows_in_the_changes_index(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    SqliteOutbox(path).close()
+    with sqlite3.connect(path) as db:  # as schema 7 left it: every row indexed by seq
+        db.execute("DROP INDEX idx_outbox_counted_seq")
+        db.execute("CREATE INDEX idx_outbox_seq ON outbox (seq)")
+        db.execute("PRAGMA user_version = 7")
+    box = SqliteOutbox(path)
+    try:
+        box.enqueue([_usage("u1"), _event("k1")], NOW)
+        assert [h.record.idempotency_key for h in box.changes(-1).held] == ["u1"]
+    finally:
+        box.close()
+    with sqlite3.connect(path) as db:
+        indexes = {row[1]: row[2] for row in db.execute("PRAGMA index_list(outbox)")}
+        plan = " ".join(
+            str(row[3])
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM outbox WHERE seq > 0 AND customer IS NOT NULL"
+            )
+        )
+    assert "idx_outbox_seq" not in indexes
+    assert "idx_outbox_counted_seq" in indexes
+    assert "idx_outbox_counted_seq" in plan  # changes() reads the index, not the table
+
+
+def _usage(key: str) -> UsageRecord:
+    return usage_record(
+        {"customer_id": "c", "feature_id": "f", "value": 1, "idempotency_key": key}, NOW
+    )
+
+
+def _event(key: str) -> UsageRecord:
+    return event_record(
+        {"customer_id": "c", "event_name": "page.view", "idempotency_key": key}, NOW
+    )
