@@ -13,6 +13,7 @@ snapshots and a million pending usage records, against an empty namespace.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import _reconcile
-from stigg_cache._codec import snapshot_key
+from stigg_cache._codec import SNAPSHOT_PREFIX, snapshot_key
 from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _row
 from stigg_cache.benchmarks.startup import _statuses
 from stigg_cache.client import ResilientClient
@@ -189,10 +190,13 @@ def bench_keys(namespace: str) -> str:
 
 
 def _plant_redis_snapshots(connection: Any, namespace: str, count: int) -> None:
-    """``count`` snapshot keys (tiny values: status() must not look at them)."""
+    """``count`` snapshot keys (tiny values: status() must not look at them), listed in
+    their family's sorted set as the store lists what it writes."""
     pipe = connection.pipeline(transaction=False)
     for n in range(count):
-        pipe.set(f"stigg-cache:{namespace}:snap:{snapshot_key(f's{n}', None)}", b"x")
+        key = snapshot_key(f"s{n}", None)
+        pipe.set(f"stigg-cache:{namespace}:snap:{key}", b"x")
+        pipe.zadd(f"stigg-cache:{namespace}:index:{SNAPSHOT_PREFIX}", {key: math.inf})
         if n % PLANT_BATCH == PLANT_BATCH - 1:
             pipe.execute()
     pipe.execute()

@@ -101,3 +101,24 @@ class Pruning(Protocol):
 def lease_of(store: Store, key: str, owner: str, ttl_s: float) -> bool:
     """``store``'s lease (:class:`Leases`); a store without leases: always taken."""
     return not isinstance(store, Leases) or store.lease(key, owner, ttl_s)
+
+
+@runtime_checkable
+class Counting(Protocol):
+    """A store that counts its keys under a prefix without walking them.
+
+    A store shared by a fleet can hold millions of keys beside other applications'
+    (Redis): every process walking them all once a minute to count its snapshots
+    would keep the server busy. Faults follow :class:`Store`'s rules.
+    """
+
+    def count(self, prefix: str) -> int:
+        """How many keys start with ``prefix`` (live ones; may lag an expiry by seconds)."""
+        ...
+
+
+def count_keys(store: Store, prefix: str) -> int:
+    """Keys under ``prefix``: counted by the store if it can, else walked."""
+    if isinstance(store, Counting):
+        return store.count(prefix)
+    return sum(1 for _ in store.keys(prefix))

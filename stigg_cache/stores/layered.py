@@ -26,7 +26,7 @@ from stigg_cache.core.engine import FUTURE_SKEW_S
 from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
 from stigg_cache.models import Snapshot
-from stigg_cache.stores.base import MISSING, Pruning, Store, lease_of
+from stigg_cache.stores.base import MISSING, Pruning, Store, count_keys, lease_of
 
 
 class StoreFault(enum.StrEnum):
@@ -288,15 +288,16 @@ class SnapshotCache:
     def count(self) -> int | None:
         """Snapshots held in L2 as last counted (``None``: not yet, or the store cannot say).
 
-        Counting walks every key (seconds at a million): it runs on a thread of its
-        own at most once every ``RECOUNT_S``, never in the caller (``status()``).
+        Counting may walk every key (seconds at a million, unless the store counts them
+        itself, as Redis does): it runs on a thread of its own at most once every
+        ``RECOUNT_S``, never in the caller (``status()``).
         """
         self._counting.start_if_due()
         return self._counted
 
     def _recount(self) -> None:
         try:
-            self._counted = sum(1 for _ in self.store.keys(SNAPSHOT_PREFIX))
+            self._counted = count_keys(self.store, SNAPSHOT_PREFIX)
         except StoreError as error:
             self._counted = None
             self._failed(StoreFault.READ_FAILED, error)

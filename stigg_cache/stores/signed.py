@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 
 from stigg_cache import _fork
 from stigg_cache.errors import ConfigurationError, InvalidTypeError, TamperedEntryError
-from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, lease_of
+from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, count_keys, lease_of
 
 SIGNED_MAGIC = b"SCSG"
 ENV_SIGNING_KEY = "STIGG_CACHE_SIGNING_KEY"  # comma-separated: the first signs, all verify
@@ -159,6 +159,9 @@ class SignedStore:
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         return self.inner.keys(prefix)
+
+    def count(self, prefix: str) -> int:
+        return count_keys(self.inner, prefix)
 
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         if isinstance(self.inner, Pruning):

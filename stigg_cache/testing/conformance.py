@@ -28,7 +28,7 @@ from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
-from stigg_cache.stores.base import MISSING, Leases, Store
+from stigg_cache.stores.base import MISSING, Leases, Store, count_keys
 from stigg_cache.stores.layered import SnapshotCache
 
 LARGE_VALUE_BYTES = 3 * 1024 * 1024
@@ -86,6 +86,16 @@ class StoreConformance:
         assert sorted(store.keys("a%")) == ["a%c:4"]
         assert sorted(store.keys("a_")) == ["a_b:3"]
         assert len(list(store.keys())) == 6
+
+    def test_keys_are_counted_by_prefix_as_listed(self, store: Store) -> None:
+        for key in ("snapshot:1", "snapshot:2", "snapshot:3", "a:1", "b"):
+            store.put(key, b"x")
+        store.put("snapshot:1", b"again")  # a key rewritten counts once
+        store.delete("snapshot:2")
+        store.delete("snapshot:never-there")
+        for prefix in ("snapshot:", "snap", "a:", "b", ""):
+            assert count_keys(store, prefix) == len(list(store.keys(prefix))), prefix
+        assert count_keys(store, "snapshot:") == 2
 
     def test_overwrites_are_atomic_under_concurrent_readers(self, store: Store) -> None:
         values = [bytes([65 + n]) * 200_000 for n in range(WRITERS)]

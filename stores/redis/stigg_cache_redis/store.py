@@ -3,11 +3,19 @@
 ``SET`` replaces a value atomically; keys live under
 ``stigg-cache:{namespace}:snap:`` so environments sharing one Redis stay
 apart; an optional TTL lets Redis drop snapshots nobody refreshed.
+
+Each family of keys (``snapshot:``: the text up to a key's first colon) is also
+listed in a sorted set scored by expiry, written in the same round trip, so the
+snapshots are counted (``status()``) without walking the keyspace: a ``SCAN`` of
+a Redis holding millions of keys, by every process once a minute, kept the
+server and each process busy (``status()`` took 5 ms instead of 0.5 while it ran).
+A key Redis evicts under ``maxmemory`` stays counted until its expiry passes.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from typing import cast
 
@@ -15,6 +23,12 @@ from stigg_cache.stores import MISSING, Missing, redact_url
 from stigg_cache_redis._connection import Gate, RedisSettings
 
 SCAN_BATCH = 500
+
+
+def _family(key: str) -> str:
+    """The family a key is counted in: its text up to its first colon (``snapshot:``)."""
+    head, colon, _ = key.partition(":")
+    return head + colon
 
 
 def _glob_escape(text: str) -> str:
@@ -40,6 +54,7 @@ class RedisStore:
         self._redis = settings.connect()
         self._prefix = f"stigg-cache:{settings.namespace}:snap:"
         self._leases = f"stigg-cache:{settings.namespace}:lease:"
+        self._indexes = f"stigg-cache:{settings.namespace}:index:"  # + a family of keys
         self._lease = self._redis.register_script(_LEASE)
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
         self._kept: tuple[str, float] | None = None  # prefix, seconds: the TTL by default
@@ -62,7 +77,11 @@ class RedisStore:
         ttl = self.settings.ttl_s
         if ttl is None and self._kept is not None and key.startswith(self._kept[0]):
             ttl = math.ceil(self._kept[1])
-        self._gate.call(lambda: self._redis.set(self._prefix + key, value, ex=ttl))
+        expires = math.inf if ttl is None else time.time() + ttl
+        pipe = self._redis.pipeline(transaction=False)  # one round trip
+        pipe.set(self._prefix + key, value, ex=ttl)
+        pipe.zadd(self._index_of(key), {key: expires})
+        self._gate.call(pipe.execute)
 
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         """Entries under ``prefix`` written from now on expire after ``seconds`` (unless the
@@ -80,7 +99,23 @@ class RedisStore:
         del keys
 
     def delete(self, key: str) -> None:
-        self._gate.call(lambda: self._redis.delete(self._prefix + key))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(self._prefix + key)
+        pipe.zrem(self._index_of(key), key)
+        self._gate.call(pipe.execute)
+
+    def count(self, prefix: str) -> int:
+        """Live keys of a family (``snapshot:``) from its sorted set, expired ones dropped
+        from it first; any other prefix is walked."""
+        if not prefix.endswith(":") or _family(prefix) != prefix:
+            return sum(1 for _ in self.keys(prefix))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._index_of(prefix), "-inf", time.time())
+        pipe.zcard(self._index_of(prefix))
+        return int(self._gate.call(pipe.execute)[1])
+
+    def _index_of(self, key: str) -> str:
+        return self._indexes + _family(key)
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """Taken when free (or already ours) with an expiry Redis keeps (``SET ... PX``)."""
