@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,14 @@ from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeStigg, boolean, enum_feature, metered, numeric
 
 API_KEY = "sk-test-0123456789abcdef"  # a recognisable fake secret, searched for in logs
+
+
+@pytest.fixture(autouse=True)
+def _collected_after() -> Iterator[None]:
+    """Collect garbage after each test, so something it left unclosed (a socket in a cycle)
+    warns in its own teardown, not in whichever later test the collector happens to run."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
