@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from typing import cast
+from typing import Any, cast
 
 from stigg_cache.stores import MISSING, Missing, redact_url
 from stigg_cache_redis._connection import Gate, RedisSettings
@@ -58,6 +58,7 @@ class RedisStore:
         self._lease = self._redis.register_script(_LEASE)
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
         self._kept: tuple[str, float] | None = None  # prefix, seconds: the TTL by default
+        self._families: set[str] = set()  # of the keys written here: their sets are trimmed
 
     @property
     def namespace(self) -> str:
@@ -78,6 +79,7 @@ class RedisStore:
         if ttl is None and self._kept is not None and key.startswith(self._kept[0]):
             ttl = math.ceil(self._kept[1])
         expires = math.inf if ttl is None else time.time() + ttl
+        self._families.add(_family(key))
         pipe = self._redis.pipeline(transaction=False)  # one round trip
         pipe.set(self._prefix + key, value, ex=ttl)
         pipe.zadd(self._index_of(key), {key: expires})
@@ -90,8 +92,13 @@ class RedisStore:
         self._kept = (prefix, seconds)
 
     def prune(self, limit: int) -> int:
-        """Redis expires entries by itself."""
+        """Redis expires entries by itself; the families' sorted sets drop what expired
+        (or they would grow with every customer ever written, counted or not)."""
         del limit
+        pipe = self._redis.pipeline(transaction=False)
+        for family in sorted(self._families):
+            self._drop_expired(pipe, family)
+        self._gate.call(pipe.execute)
         return 0
 
     def touch(self, keys: Sequence[str]) -> None:
@@ -110,9 +117,12 @@ class RedisStore:
         if not prefix.endswith(":") or _family(prefix) != prefix:
             return sum(1 for _ in self.keys(prefix))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zremrangebyscore(self._index_of(prefix), "-inf", time.time())
+        self._drop_expired(pipe, prefix)
         pipe.zcard(self._index_of(prefix))
         return int(self._gate.call(pipe.execute)[1])
+
+    def _drop_expired(self, pipe: Any, family: str) -> None:
+        pipe.zremrangebyscore(self._index_of(family), "-inf", time.time())
 
     def _index_of(self, key: str) -> str:
         return self._indexes + _family(key)

@@ -84,3 +84,27 @@ def test_status_of_a_client_on_redis_counts_its_snapshots_without_a_scan(tmp_pat
                 client._cache._counting.due_now()
                 time.sleep(0.05)
             assert walks == []
+
+
+def test_a_sweep_drops_expired_snapshots_from_the_sorted_set_uncounted(tmp_path: Path) -> None:
+    # With no status() to count them, customers written once would stay listed forever.
+    store = open_store(url_for(tmp_path))
+    server = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert isinstance(store, RedisStore)
+        store.keep_for("snapshot:", 1, None)
+        for n in range(3):
+            store.put(f"snapshot:gone-{n}", b"x")
+        listed = f"stigg-cache:{store.namespace}:index:snapshot:"
+        assert server.zcard(listed) == 3
+        deadline = time.monotonic() + 10
+        while server.zcount(listed, "-inf", time.time()) < 3:  # past every expiry
+            assert time.monotonic() < deadline, "the entries did not expire"
+            time.sleep(0.1)
+
+        assert store.prune(1_000) == 0  # Redis dropped the snapshots themselves
+
+        assert server.zcard(listed) == 0
+    finally:
+        store.close()
+        server.close()
