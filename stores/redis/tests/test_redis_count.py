@@ -12,6 +12,7 @@ from stigg_cache.stores import open_store
 from stigg_cache.stores.base import count_keys
 from stigg_cache.stores.signed import SignedStore
 from stigg_cache_redis.store import RedisStore
+from tests.helpers import eventually
 
 from conftest import REDIS_URL, url_for
 
@@ -108,3 +109,33 @@ def test_a_sweep_drops_expired_snapshots_from_the_sorted_set_uncounted(tmp_path:
     finally:
         store.close()
         server.close()
+
+
+def test_a_forked_worker_and_its_parent_count_the_snapshots_both_wrote(tmp_path: Path) -> None:
+    from stigg_cache.client import ResilientClient
+    from stigg_cache.testing.fake import FakeStigg, boolean
+    from tests.forking import in_child
+
+    with FakeStigg(api_key="sk-test") as fake:
+        for customer in ("parent", "child-1", "child-2"):
+            fake.set_customer(customer, [boolean("sso", granted=True)])
+        with ResilientClient(
+            None, api_key="sk-test", base_url=fake.url, store=url_for(tmp_path),
+            signing_key="count-test-signing-key",
+        ) as client:  # fmt: skip  # built before the fork, as gunicorn --preload does
+
+            def counted() -> int | None:
+                client._cache._counting.due_now()
+                client.status()  # starts a count on a thread of its own
+                eventually(lambda: not client._cache._counting.running())
+                return client.status().snapshots_held
+
+            client.get_boolean_entitlement(customer_id="parent", feature_id="sso")
+
+            def child() -> int | None:
+                for customer in ("child-1", "child-2"):
+                    client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+                return counted()
+
+            assert in_child(child) == 3  # the parent's snapshot and its own two
+            assert counted() == 3  # the child's two, written through the shared Redis
