@@ -137,8 +137,11 @@ _FEATURE_FIELDS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
 
 
 def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
-    feature_id = _feature_id(item, where)
-    feature = item["feature"]
+    at = f"{where}.feature"
+    feature = _obj(item.get("feature"), at)
+    feature_id = _opt_str(feature, "id", at)
+    if not feature_id:
+        raise InvalidResponseError(f"{at}.id: missing")
     fields: dict[str, Any] = {}
     for key, value in item.items():
         if value is not None:
@@ -153,11 +156,9 @@ def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
         raise InvalidResponseError(f"{where}.isGranted: expected true or false")
     return FeatureEntitlement(
         feature_id,
-        cast(
-            "FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, f"{where}.feature")
-        ),
+        cast("FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, at)),
         is_granted,
-        display_name=_opt_str(feature, "displayName", f"{where}.feature"),
+        display_name=_opt_str(feature, "displayName", at),
         **fields,
     )
 
@@ -241,14 +242,6 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
 
     def __repr__(self) -> str:
         return f"LazyEntitlements({sorted(self._raw)!r})"
-
-
-def _feature_id(item: Mapping[str, Any], where: str) -> str:
-    feature = _obj(item.get("feature"), f"{where}.feature")
-    feature_id = _opt_str(feature, "id", f"{where}.feature")
-    if not feature_id:
-        raise InvalidResponseError(f"{where}.feature.id: missing")
-    return feature_id
 
 
 def parse_entitlements(

@@ -229,8 +229,7 @@ def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool, me
         freshness, budget, held = _freshness(walk, entry, now)
         if freshness is Freshness.FRESH:
             assert held is not None  # only an expired snapshot may keep no feature
-            version = walk.policy.version
-            decision = Decision(Source.CACHE, age, stale=False, policy_version=version)
+            decision = CACHE_DECISION(age, walk.policy.version)
             kept = _memo(walk, entry, budget, now, decision) if memo else None
             answer = _from_snapshot(walk.question, held, decision, now)
             return Answered(walk, answer, memo=kept)
