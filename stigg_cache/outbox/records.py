@@ -87,6 +87,11 @@ class UsageRecord:
     stamped_at: float
     payload: str
 
+    def counts_locally(self, counted_events: frozenset[str]) -> bool:
+        """Whether this record can count as local usage: usage always, an event only if a
+        meter maps it to a feature (its name in ``counted_events``)."""
+        return self.kind is _USAGE or self.name in counted_events
+
 
 @attrs.define
 class Receipt:

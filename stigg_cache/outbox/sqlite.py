@@ -64,7 +64,6 @@ _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR
 _CUSTOMER_OF_PAYLOAD = (
     "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
 )
-_USAGE = RecordKind.USAGE  # a global: a member's lookup runs Python code
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
@@ -80,7 +79,7 @@ def _rows(
             r.stamped_at,
             r.payload,
             now,
-            r.customer_id if r.kind is _USAGE or r.name in counted_events else None,
+            r.customer_id if r.counts_locally(counted_events) else None,
             seq,
         )
         for r in records

@@ -441,9 +441,7 @@ class RedisOutbox:
                 repr(record.stamped_at),
                 _encode(record),
                 record.payload,
-                record.customer_id  # indexed only if it can count as local usage
-                if record.kind is RecordKind.USAGE or record.name in self.counted_events
-                else "",
+                record.customer_id if record.counts_locally(self.counted_events) else "",
             ]
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:
