@@ -6,11 +6,13 @@ a short value file as if whole) or damaged; the length and checksum turn both
 into :class:`CorruptEntryError`, which readers treat as a miss. (A checksum
 catches accidents, not tampering: that is the signing key's job.)
 
-Payload: a JSON header line (ids, fetch time, plans, Stigg's customer-level
-data, and where each feature's entitlement lies), then each feature's
-entitlement as a JSON object of its own. A first check decodes the header
-and one feature, never the others: that is what makes it cheaper than
-decoding the whole response. A malformed feature surfaces as
+Payload: a JSON header line (ids, fetch time, plans, the feature ids in order,
+and Stigg's customer-level data when there is any), then a table of where each
+feature's entitlement ends (4 bytes, big-endian, per feature), then each
+feature's entitlement as a JSON object of its own. A first check decodes the
+header and one feature, never the others: that is what makes it cheaper than
+decoding the whole response (the offsets are binary because integers are what
+a JSON decoder is slowest at). A malformed feature surfaces as
 :class:`InvalidResponseError` when it is first read.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import struct
 import zlib
@@ -36,10 +39,14 @@ from stigg_cache._stigg_json import (
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import Snapshot
 
-MAGIC = b"SCS3"
-# 3: features stored apart, each decoded when first read (2: one document; read as a miss)
-CODEC_VERSION = 3
+MAGIC = b"SCS4"
+CODEC_VERSION = 4
+# Earlier versions, read as a miss (not a fault) and replaced by the next fetch:
+# 2, one document; 3, the features' offsets in the JSON header.
+OUTDATED_MAGIC = frozenset({b"SCS2", b"SCS3"})
 _HEADER = struct.Struct(">4sII")
+_END = struct.Struct(">I")
+_STR = frozenset({str})
 FRAME_BYTES = _HEADER.size
 LATEST_EPOCH_S = 253_402_300_800  # 10000-01-01: later times do not fit a datetime
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
@@ -60,15 +67,16 @@ SNAPSHOT_PREFIX = "snapshot:"
 
 def encode_snapshot(snapshot: Snapshot) -> bytes:
     """Serialise a snapshot into a framed, versioned value."""
-    updated = datetime.fromtimestamp(snapshot.fetched_at, UTC)
-    credits_only = attrs.evolve(snapshot, entitlements={})
-    header = {
+    header: dict[str, object] = {
         "customerId": snapshot.customer_id,
         "resourceId": snapshot.resource_id,
         "fetchedAt": snapshot.fetched_at,
         "planIds": list(snapshot.plan_ids),
-        "data": snapshot_to_json(credits_only, updated_at=updated),
     }
+    if snapshot.credits or snapshot.access_denied_reason is not None:
+        updated = datetime.fromtimestamp(snapshot.fetched_at, UTC)
+        credits_only = attrs.evolve(snapshot, entitlements={})
+        header["data"] = snapshot_to_json(credits_only, updated_at=updated)
     features = {fid: feature_to_json(e) for fid, e in snapshot.entitlements.items()}
     return pack(header, features)
 
@@ -80,19 +88,27 @@ def _json(value: object) -> bytes:
 def pack(header: Mapping[str, object], features: Mapping[str, object]) -> bytes:
     """Frame a header and per-feature JSON objects (the layout the module docstring gives)."""
     blobs = [_json(item) for item in features.values()]
-    spans: dict[str, list[int]] = {}
-    start = 0
-    for feature_id, blob in zip(features, blobs, strict=True):
-        spans[feature_id] = [start, start + len(blob)]
-        start += len(blob)
-    payload = b"".join([_json({"v": CODEC_VERSION, **header, "features": spans}), b"\n", *blobs])
+    ends = list(itertools.accumulate(map(len, blobs)))
+    payload = b"".join(
+        [
+            _json({"v": CODEC_VERSION, **header, "features": list(features)}),
+            b"\n",
+            struct.pack(f">{len(ends)}I", *ends),
+            *blobs,
+        ]
+    )
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+class OutdatedEntryError(CorruptEntryError):
+    """An entry an earlier version wrote: a miss, not a fault (the next fetch replaces it)."""
 
 
 def decode_snapshot(value: bytes) -> Snapshot:
     """Parse a value written by :func:`encode_snapshot`.
 
     Raises:
+        OutdatedEntryError: written by an earlier version of the codec.
         CorruptEntryError: truncated, altered, oversized or unknown-version data.
     """
     if len(value) < _HEADER.size or len(value) > MAX_ENTRY_BYTES:
@@ -100,6 +116,8 @@ def decode_snapshot(value: bytes) -> Snapshot:
     magic, length, checksum = _HEADER.unpack_from(value)
     payload = memoryview(value)[_HEADER.size :]  # no copy: checked, then decoded in place
     if magic != MAGIC:
+        if magic in OUTDATED_MAGIC:
+            raise OutdatedEntryError(f"snapshot entry of an earlier codec ({magic!r})")
         raise CorruptEntryError("snapshot entry has an unknown format marker")
     if length != len(payload):
         raise CorruptEntryError(f"snapshot entry is truncated ({len(payload)} of {length} bytes)")
@@ -117,7 +135,7 @@ def decode_snapshot(value: bytes) -> Snapshot:
         raise CorruptEntryError(f"snapshot entry is unreadable: {error}") from None
 
 
-def _parse_header(document: object, blobs: memoryview) -> Snapshot:
+def _parse_header(document: object, rest: memoryview) -> Snapshot:
     if not isinstance(document, dict) or document.get("v") != CODEC_VERSION:
         raise CorruptEntryError("snapshot entry has an unsupported codec version")
     customer_id = document["customerId"]
@@ -134,16 +152,26 @@ def _parse_header(document: object, blobs: memoryview) -> Snapshot:
     ):
         raise CorruptEntryError("snapshot entry has a malformed fetch time")
     plan_ids = document.get("planIds", [])
-    if not isinstance(plan_ids, list) or any(type(p) is not str for p in plan_ids):
+    if not isinstance(plan_ids, list) or not {*map(type, plan_ids)} <= _STR:
         raise CorruptEntryError("snapshot entry has malformed plan ids")
-    features = document["features"]
-    if not isinstance(features, dict):
+    ids = document["features"]
+    if type(ids) is not list or not {*map(type, ids)} <= _STR or len(rest) < _END.size * len(ids):
         raise CorruptEntryError("snapshot entry has malformed features")
+    table = _END.size * len(ids)
+    ends = struct.unpack_from(f">{len(ids)}I", rest)
+    if (ends[-1] if ends else 0) != len(rest) - table:
+        raise CorruptEntryError("snapshot entry's features do not fill it")
+    features = LazyEntitlements(ids, ends, rest[table:])
+    data = document.get("data")
+    if data is None:  # no credits, no customer-level denial: the common case, built directly
+        return Snapshot(
+            customer_id, resource_id, features, float(fetched_at), plan_ids=tuple(plan_ids)
+        )
     return parse_entitlements(
-        document["data"],
+        data,
         customer_id=customer_id,
         resource_id=resource_id,
         fetched_at=float(fetched_at),
         plan_ids=tuple(plan_ids),
-        features=LazyEntitlements(features, blobs),
+        features=features,
     )

@@ -184,31 +184,29 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
     """Feature entitlements decoded and parsed on first access.
 
     A snapshot loaded from a store answers one feature at a time; decoding
-    all of them up front would triple the cost of a first check. ``spans``
-    maps each feature id to where its JSON object lies in ``blobs``. Errors
-    surface as :class:`InvalidResponseError` on access; readers of stored
-    snapshots treat that as a corrupt entry.
+    all of them up front would triple the cost of a first check. ``ids`` are
+    the feature ids in the order their JSON objects lie in ``blobs``, each
+    ending at the offset of the same index in ``ends`` (looked up by a scan:
+    cheaper than building an index once per snapshot for the one feature a
+    first check reads). Errors surface as :class:`InvalidResponseError` on
+    access; readers of stored snapshots treat that as a corrupt entry.
     """
 
-    __slots__ = ("_blobs", "_parsed", "_raw")
+    __slots__ = ("_blobs", "_ends", "_ids", "_parsed")
 
-    def __init__(self, spans: dict[str, Any], blobs: memoryview | bytes) -> None:
-        self._raw = spans
+    def __init__(self, ids: list[str], ends: tuple[int, ...], blobs: memoryview | bytes) -> None:
+        self._ids = ids
+        self._ends = ends
         self._blobs = blobs
         self._parsed: dict[str, FeatureEntitlement] = {}
 
-    def _item(self, feature_id: str, where: str) -> Mapping[str, Any]:
-        span = self._raw[feature_id]
-        if not (
-            type(span) is list
-            and len(span) == 2
-            and type(span[0]) is int
-            and type(span[1]) is int
-            and 0 <= span[0] <= span[1] <= len(self._blobs)
-        ):
-            raise InvalidResponseError(f"{where}: malformed location {str(span)[:40]}")
+    def _item(self, index: int, where: str) -> Mapping[str, Any]:
+        start = self._ends[index - 1] if index else 0
+        end = self._ends[index]
+        if not start <= end <= len(self._blobs):
+            raise InvalidResponseError(f"{where}: malformed location {start}..{end}")
         try:
-            item = DECODER.decode(str(self._blobs[span[0] : span[1]], "utf-8"))
+            item = DECODER.decode(str(self._blobs[start:end], "utf-8"))
         except (ValueError, RecursionError) as error:
             raise InvalidResponseError(f"{where}: not JSON ({error})") from None
         return _obj(item, where)
@@ -216,11 +214,9 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
     def __getitem__(self, feature_id: str) -> FeatureEntitlement:
         parsed = self._parsed.get(feature_id)
         if parsed is None:
-            where = f"entitlement {feature_id!r}"
-            parsed = _parse_feature(self._item(feature_id, where), where)
-            if parsed.feature_id != feature_id:
-                raise InvalidResponseError(f"{where}: filed under another feature's id")
-            self._parsed[feature_id] = parsed
+            if feature_id not in self._ids:
+                raise KeyError(feature_id)
+            parsed = self._parse(feature_id)
         return parsed
 
     def get(self, feature_id: str, default: Any = None) -> Any:  # Mapping.get goes by KeyError
@@ -228,20 +224,27 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         parsed = self._parsed.get(feature_id)
         if parsed is not None:
             return parsed
-        return self[feature_id] if feature_id in self._raw else default
+        return self._parse(feature_id) if feature_id in self._ids else default
+
+    def _parse(self, feature_id: str) -> FeatureEntitlement:
+        where = f"entitlement {feature_id!r}"
+        parsed = _parse_feature(self._item(self._ids.index(feature_id), where), where)
+        if parsed.feature_id != feature_id:
+            raise InvalidResponseError(f"{where}: filed under another feature's id")
+        self._parsed[feature_id] = parsed
+        return parsed
+
+    def __contains__(self, feature_id: object) -> bool:
+        return feature_id in self._ids
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
+        return iter(self._ids)
 
     def __len__(self) -> int:
-        return len(self._raw)
-
-    def materialize(self) -> dict[str, FeatureEntitlement]:
-        """Every entitlement, parsed now (raises if any is malformed)."""
-        return {feature_id: self[feature_id] for feature_id in self._raw}
+        return len(self._ids)
 
     def __repr__(self) -> str:
-        return f"LazyEntitlements({sorted(self._raw)!r})"
+        return f"LazyEntitlements({sorted(map(str, self._ids))!r})"
 
 
 def parse_entitlements(

@@ -19,7 +19,13 @@ from collections.abc import Callable
 
 from stigg_cache import _fork
 from stigg_cache._clock import Clock
-from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache._codec import (
+    SNAPSHOT_PREFIX,
+    OutdatedEntryError,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_key,
+)
 from stigg_cache._memory_only import refuse_io
 from stigg_cache.core.admission import FrequencySketch
 from stigg_cache.core.engine import FUTURE_SKEW_S
@@ -406,7 +412,9 @@ class SnapshotCache:
         try:
             snapshot = decode_snapshot(value)
         except CorruptEntryError as error:
-            on_fault(StoreFault.ENTRY_UNUSABLE, error)
+            # An earlier version's entry is a plain miss: the fetch that follows replaces it.
+            if not isinstance(error, OutdatedEntryError):
+                on_fault(StoreFault.ENTRY_UNUSABLE, error)
             return None
         if snapshot.customer_id != customer_id or snapshot.resource_id != resource_id:
             on_fault(

@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot, pack, snapshot_key
+from stigg_cache._codec import (
+    MAGIC,
+    OutdatedEntryError,
+    decode_snapshot,
+    encode_snapshot,
+    pack,
+    snapshot_key,
+)
 from stigg_cache._stigg_json import LazyEntitlements
 from stigg_cache.errors import CorruptEntryError, InvalidResponseError
 from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
@@ -65,10 +72,7 @@ def test_keys_hash_ids_so_no_customer_id_names_a_file() -> None:
         pytest.param(_frame(b"not json\n"), id="not-json"),
         pytest.param(_frame(b"[1]\n"), id="not-an-object"),
         pytest.param(_frame(b'{"v": 3}'), id="no-header-line"),
-        pytest.param(_frame(json.dumps({"v": 4}).encode() + b"\n"), id="future-version"),
-        pytest.param(
-            b"SCS2" + encode_snapshot(SNAPSHOT)[4:], id="previous-version"
-        ),  # read as a miss, then replaced
+        pytest.param(_frame(json.dumps({"v": 5}).encode() + b"\n"), id="future-version"),
         pytest.param(_frame(b"[" * 100_000 + b"]" * 100_000 + b"\n"), id="deep-nesting"),
         pytest.param(
             pack({"customerId": 5, "resourceId": None, "fetchedAt": 1, "data": {}}, {}),
@@ -137,21 +141,60 @@ def test_a_malformed_feature_in_a_well_framed_entry_surfaces_on_access() -> None
         decoded.entitlements.get("h")
 
 
+def _raw_entry(ids: object, ends: list[int], blobs: bytes) -> bytes:
+    """An entry as the codec lays it out, with any feature table."""
+    header = {"v": 4, "customerId": "c", "resourceId": None, "fetchedAt": 1.0, "features": ids}
+    table = struct.pack(f">{len(ends)}I", *ends)
+    return _frame(json.dumps(header).encode() + b"\n" + table + blobs)
+
+
 @pytest.mark.parametrize(
-    ("spans", "blobs", "message"),
+    ("ids", "ends", "blobs", "message"),
     [
-        ({"f": [0, 999]}, b"{}", "malformed location"),
-        ({"f": [3, 1]}, b"{}", "malformed location"),
-        ({"f": "0-2"}, b"{}", "malformed location"),
-        ({"f": [0, 2]}, b"{[", "not JSON"),
-        ({"f": [0, 2]}, b"[]", "expected an object"),
+        (["f", "g"], [999, 2], b"{}", "malformed location"),  # past the end
+        (["g", "f", "h"], [2, 1, 2], b"{}", "malformed location"),  # ends before it starts
+        (["f"], [2], b"{[", "not JSON"),
+        (["f"], [2], b"[]", "expected an object"),
     ],
 )
 def test_a_feature_whose_location_or_bytes_are_wrong_surfaces_on_access(
-    spans: dict[str, object], blobs: bytes, message: str
+    ids: list[str], ends: list[int], blobs: bytes, message: str
 ) -> None:
-    header = {"v": 3, "customerId": "c", "resourceId": None, "fetchedAt": 1.0}
-    header |= {"data": {"entitlements": []}, "features": spans}
-    decoded = decode_snapshot(_frame(json.dumps(header).encode() + b"\n" + blobs))
+    decoded = decode_snapshot(_raw_entry(ids, ends, blobs))
     with pytest.raises(InvalidResponseError, match=message):
         decoded.entitlements.get("f")
+
+
+@pytest.mark.parametrize(
+    ("ids", "ends", "blobs"),
+    [
+        pytest.param(["f"], [3], b"{}", id="features-short-of-the-end"),
+        pytest.param(["f"], [1], b"{}", id="bytes-after-the-features"),
+        pytest.param(["f", "g"], [2], b"{}", id="table-cut-short"),
+        pytest.param([5], [2], b"{}", id="id-not-a-string"),
+        pytest.param([["f"]], [2], b"{}", id="id-unhashable"),
+        pytest.param({"f": [0, 2]}, [], b"{}", id="codec-3-spans"),
+    ],
+)
+def test_a_feature_table_that_does_not_match_its_bytes_is_a_corrupt_entry(
+    ids: object, ends: list[int], blobs: bytes
+) -> None:
+    with pytest.raises(CorruptEntryError):
+        decode_snapshot(_raw_entry(ids, ends, blobs))
+
+
+@pytest.mark.parametrize("magic", [b"SCS2", b"SCS3"])
+def test_an_earlier_codecs_entry_is_outdated_not_corrupt(magic: bytes) -> None:
+    with pytest.raises(OutdatedEntryError):
+        decode_snapshot(magic + encode_snapshot(SNAPSHOT)[4:])
+
+
+def test_features_are_found_by_id_in_any_order_and_absent_ones_are_not() -> None:
+    decoded = decode_snapshot(encode_snapshot(SNAPSHOT)).entitlements
+    assert decoded.get("models") == SNAPSHOT.entitlements["models"]  # the second, read first
+    assert decoded["api_calls"] == SNAPSHOT.entitlements["api_calls"]
+    assert "nope" not in decoded
+    assert decoded.get("nope") is None
+    with pytest.raises(KeyError):
+        decoded["nope"]
+    assert len(decoded) == 2

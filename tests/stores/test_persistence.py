@@ -79,6 +79,27 @@ def test_corrupt_sqlite_entry_is_refetched_and_reported(
     assert status.store_healthy
 
 
+def test_an_entry_an_earlier_version_wrote_is_a_quiet_miss_replaced_for_every_process(
+    fake: FakeStigg, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """A rolling upgrade: the store holds codec-3 entries; the first check in the new
+    version refetches without a fault, and another process then reads what it wrote."""
+    old = make_client()
+    old.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+    old.close()
+    key = snapshot_key("acme", None)
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        ((value,),) = db.execute(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))
+        db.execute(f"UPDATE {TABLE} SET value = ? WHERE key = ?", (b"SCS3" + value[4:], key))
+    reopened = make_client()
+    result = reopened.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+    assert result.decision.source is Source.LIVE
+    assert fake.entitlement_requests() == 2
+    assert reopened.status().faults == {}
+    fake.set_mode(FakeMode.DOWN)
+    assert _run_child(f"sqlite:///{tmp_path}/cache.db", fake.url, 60) == ["CACHE", True, 40]
+
+
 def _plant_malformed_feature(path: Path) -> None:
     value = pack(
         {
