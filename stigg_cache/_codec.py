@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 import attrs
 
 from stigg_cache._stigg_json import (
-    DECODER,
     LazyEntitlements,
+    compact_json,
     feature_to_json,
     parse_entitlements,
     snapshot_to_json,
@@ -127,7 +127,7 @@ def decode_snapshot(value: bytes) -> Snapshot:
     if split < 0:
         raise CorruptEntryError("snapshot entry has no header line")
     try:
-        header = DECODER.decode(str(payload[:split], "utf-8"))
+        header = compact_json(str(payload[:split], "utf-8"))
         return _parse_header(header, payload[split + 1 :])
     except CorruptEntryError:
         raise

@@ -205,7 +205,6 @@ def from_snapshot(
     request: CheckRequest,
     snapshot: Snapshot,
     decision: Decision,
-    *,
     now_wall: float,
     local: LocalUsage | None = None,
 ) -> AnyEntitlement:
@@ -277,7 +276,7 @@ def warm_answer(
 
 
 def from_grant(
-    request: CheckRequest, grant: Grant, decision: Decision, *, local: LocalUsage | None = None
+    request: CheckRequest, grant: Grant, decision: Decision, local: LocalUsage | None = None
 ) -> AnyEntitlement:
     """Answer a check from a fallback grant (POLICY or DEFAULT), counting local usage."""
     local_usage = 0.0 if local is None else local.applied_to(0.0)

@@ -345,8 +345,9 @@ def _from_snapshot(
         floor = engine.usage_floor(feature, now.wall)
         shown = None if feature is None else engine.usage_in_period(feature, now.wall)
         usage_of = (scope, snapshot.fetched_at, floor, shown)
-    make = functools.partial(engine.from_snapshot, question, snapshot, decision, now_wall=now.wall)
-    return Judgement(lambda local: make(local=local), usage_of)
+    return Judgement(
+        functools.partial(engine.from_snapshot, question, snapshot, decision, now.wall), usage_of
+    )
 
 
 def _fallback(
@@ -377,7 +378,7 @@ def _fallback(
     make = functools.partial(engine.from_grant, request, resolution.grant, decision)
     return Answered(
         walk,
-        Judgement(lambda local: make(local=local), usage_of),
+        Judgement(make, usage_of),
         journal=True,
         default_allow=why if resolution.rule is None else None,
         grant=resolution.grant,
