@@ -3,9 +3,12 @@
 A walk starts with :func:`begin` and ends in :class:`Answered`. Every state in
 between names the one piece of I/O its driver does, and takes the result to the
 next state with a method of its own; drivers are loops over these states that
-end in ``assert_never`` (``ResilientClient._step``, awaited state by state by
-``AsyncResilientClient``). Every :class:`~stigg_cache.models.Decision` is made
-here, for checks of one feature and for ``get_entitlements`` alike::
+end in ``assert_never`` (``Walker.step``, looped by ``ResilientClient`` and awaited
+state by state by ``AsyncResilientClient``). A state is never changed once made;
+it is a plain slotted class rather than a frozen one because a first check makes
+five of them, and a frozen class's constructor costs three times as much.
+Every :class:`~stigg_cache.models.Decision` is made here, for checks of one
+feature and for ``get_entitlements`` alike::
 
     ReadHeld --held(entry)--> Answered CACHE        the snapshot is fresh
                            -> ReadNewer             not fresh: has a sibling refreshed it?
@@ -57,7 +60,7 @@ class EveryFeature:
 Question: TypeAlias = CheckRequest | EveryFeature
 
 
-@attrs.frozen
+@attrs.define
 class Now:
     """The driver's clocks at a step: monotonic (ages) and wall (``validUntil``, periods)."""
 
@@ -81,7 +84,7 @@ class Judgement:
         return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
 
 
-@attrs.frozen
+@attrs.define
 class Walk:
     """What stays the same along one walk: the question, the policy in force, when it
     started, its network budget, and whether Stigg was unreachable (and why)."""
@@ -109,7 +112,7 @@ class Memo:
     answer: engine.WarmAnswer
 
 
-@attrs.frozen
+@attrs.define
 class Answered:
     """The end of a walk: the judgement, and what the driver does once it has answered.
 
@@ -129,7 +132,7 @@ class Answered:
     memo: Memo | None = None
 
 
-@attrs.frozen
+@attrs.define
 class ReadHeld:
     """Needs the snapshot held for the scope: L1's, else the store's (``None``: none)."""
 
@@ -146,7 +149,7 @@ class ReadHeld:
         return _judged(self.walk, entry, now, newer_read=False, memo=in_memory)
 
 
-@attrs.frozen
+@attrs.define
 class ReadNewer:
     """Needs the snapshot a sibling process stored since ``entry`` was (``None``: none)."""
 
@@ -158,7 +161,7 @@ class ReadNewer:
         return _judged(self.walk, newer or self.entry, now, newer_read=True, memo=False)
 
 
-@attrs.frozen
+@attrs.define
 class Unusable:
     """Needs the scope's stored entry dropped and ``error`` reported: it does not parse."""
 
@@ -170,7 +173,7 @@ class Unusable:
         return _fetch(self.walk, now, None, None)
 
 
-@attrs.frozen
+@attrs.define
 class Fetch:
     """Needs Stigg's snapshot within ``within_s`` seconds, or the reason it has none.
 
