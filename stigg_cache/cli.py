@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import SNAPSHOT_PREFIX, decode_snapshot, snapshot_key
+from stigg_cache._codec import SNAPSHOT_PREFIX, OutdatedEntryError, decode_snapshot, snapshot_key
 from stigg_cache.errors import PolicyError, StiggCacheError, TamperedEntryError
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox import open_outbox
@@ -212,6 +212,10 @@ def _describe(store: Store, verifier: SignedStore | None, key: str, chosen: Fall
         )
     try:
         snapshot = decode_snapshot(value)
+    except OutdatedEntryError:
+        return (
+            f"{printable(key)}\tOUTDATED: an earlier version's entry (the next check replaces it)"
+        )
     except StiggCacheError as error:
         return f"{printable(key)}\tCORRUPT: {printable(str(error))}"
     features = f"{len(snapshot.entitlements)} features"

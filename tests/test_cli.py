@@ -9,9 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from stigg_cache import ResilientClient
+from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.cli import main
+from stigg_cache.models import Snapshot
 from stigg_cache.outbox.records import RecordKind, event_record
 from stigg_cache.outbox.sqlite import SqliteOutbox
+from stigg_cache.stores import open_store
 from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 
@@ -152,6 +155,20 @@ def test_inspect_says_when_there_is_no_snapshot(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert "no snapshot" in result.output
+
+
+def test_inspect_tells_an_earlier_versions_entry_from_a_corrupt_one(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/c.db"
+    opened = open_store(store)
+    snapshot = Snapshot("acme", None, {}, 1.0)
+    opened.put(snapshot_key("acme", None), b"SCS3" + encode_snapshot(snapshot)[4:])
+    opened.put(snapshot_key("globex", None), encode_snapshot(snapshot)[:-2])
+    opened.close()
+    runner = CliRunner()
+    old = runner.invoke(main, ["inspect", "--store", store, "--customer", "acme"])
+    assert "OUTDATED: an earlier version's entry" in old.output
+    bad = runner.invoke(main, ["inspect", "--store", store, "--customer", "globex"])
+    assert "CORRUPT: snapshot entry is truncated" in bad.output
 
 
 def test_ids_with_line_breaks_and_escapes_print_as_one_inert_row(tmp_path: Path) -> None:
