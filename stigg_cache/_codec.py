@@ -135,6 +135,11 @@ def decode_snapshot(value: bytes) -> Snapshot:
         raise CorruptEntryError(f"snapshot entry is unreadable: {error}") from None
 
 
+def _strings(value: object) -> bool:
+    """Whether ``value`` is a JSON list of strings (one set of types: no loop in Python)."""
+    return type(value) is list and {*map(type, value)} <= _STR
+
+
 def _parse_header(document: object, rest: memoryview) -> Snapshot:
     if not isinstance(document, dict) or document.get("v") != CODEC_VERSION:
         raise CorruptEntryError("snapshot entry has an unsupported codec version")
@@ -152,10 +157,10 @@ def _parse_header(document: object, rest: memoryview) -> Snapshot:
     ):
         raise CorruptEntryError("snapshot entry has a malformed fetch time")
     plan_ids = document.get("planIds", [])
-    if not isinstance(plan_ids, list) or not {*map(type, plan_ids)} <= _STR:
+    if not _strings(plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
     ids = document["features"]
-    if type(ids) is not list or not {*map(type, ids)} <= _STR or len(rest) < _END.size * len(ids):
+    if not _strings(ids) or len(rest) < _END.size * len(ids):
         raise CorruptEntryError("snapshot entry has malformed features")
     table = _END.size * len(ids)
     ends = struct.unpack_from(f">{len(ids)}I", rest)

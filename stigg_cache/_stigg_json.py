@@ -194,6 +194,9 @@ def _parse_credit(item: Mapping[str, Any], where: str) -> CreditEntitlement:
     )
 
 
+_ABSENT = object()
+
+
 class LazyEntitlements(Mapping[str, FeatureEntitlement]):
     """Feature entitlements decoded and parsed on first access.
 
@@ -226,12 +229,10 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         return _obj(item, where)
 
     def __getitem__(self, feature_id: str) -> FeatureEntitlement:
-        parsed = self._parsed.get(feature_id)
-        if parsed is None:
-            if feature_id not in self._ids:
-                raise KeyError(feature_id)
-            parsed = self._parse(feature_id)
-        return parsed
+        parsed = self.get(feature_id, _ABSENT)
+        if parsed is _ABSENT:
+            raise KeyError(feature_id)
+        return parsed  # type: ignore[no-any-return]
 
     def get(self, feature_id: str, default: Any = None) -> Any:  # Mapping.get goes by KeyError
         """The entitlement of ``feature_id`` (parsed now if it was not yet), else ``default``."""
