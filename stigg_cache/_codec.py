@@ -160,9 +160,8 @@ def _parse_header(document: object, rest: memoryview) -> Snapshot:
     if not _strings(plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
     ids = document["features"]
-    if not _strings(ids) or len(rest) < _END.size * len(ids):
+    if not _strings(ids) or len(rest) < (table := _END.size * len(ids)):
         raise CorruptEntryError("snapshot entry has malformed features")
-    table = _END.size * len(ids)
     ends = struct.unpack_from(f">{len(ids)}I", rest)
     if (ends[-1] if ends else 0) != len(rest) - table:
         raise CorruptEntryError("snapshot entry's features do not fill it")
