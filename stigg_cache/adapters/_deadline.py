@@ -1,21 +1,26 @@
-"""One deadline for a whole HTTP answer.
+"""One deadline and one size cap for a whole HTTP answer, in the transports SDK copies use.
 
 httpx's and requests' timeouts apply to each read, so a server trickling its
-body a byte at a time never trips them. :func:`read_whole` is the one rule
-(whole within the deadline, no larger than ``MAX_RESPONSE_BYTES``): the
-built-in client reads with it, and so does this transport, which the copies
-of the SDKs' httpx clients send through.
+body a byte at a time never trips them; and they inflate a gzipped body with
+no bound. :func:`~stigg_cache.adapters._body.read_whole` is the one rule
+(whole within the deadline, decoded no larger than ``MAX_RESPONSE_BYTES``):
+the built-in client reads with it, and so do these transports, which the
+copies of the SDKs' httpx clients send through. They hand the SDK the body
+decoded, so nothing inflates it again, and never hand it a redirect.
+
+What they refuse they raise as :class:`~stigg_cache.errors.StiggUnavailableError`,
+which the SDKs let through (the REST SDK as the cause of its ``APIConnectionError``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import httpx
 
-from stigg_cache.adapters.base import CONNECT_TIMEOUT_S, MAX_RESPONSE_BYTES
-from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.adapters._body import ACCEPT_ENCODING, Body
+from stigg_cache.adapters._http import failure_for_status, is_answer
+from stigg_cache.adapters.base import CONNECT_TIMEOUT_S
 
 
 def call_timeout(timeout_s: float) -> httpx.Timeout:
@@ -23,54 +28,68 @@ def call_timeout(timeout_s: float) -> httpx.Timeout:
     return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
 
-def read_whole(chunks: Iterable[bytes], deadline: float | None) -> bytes:
-    """An answer's chunks joined, if it is whole by ``deadline`` (monotonic) and not too large.
-
-    Raises:
-        StiggUnavailableError: TIMEOUT past the deadline, INVALID_RESPONSE beyond
-            ``MAX_RESPONSE_BYTES``.
-    """
-    parts: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer exceeds {MAX_RESPONSE_BYTES} bytes"
-            )
-        parts.append(chunk)
-        if deadline is not None and time.monotonic() > deadline:
-            raise StiggUnavailableError(FailureKind.TIMEOUT, "Stigg's answer arrived too slowly")
-    return b"".join(parts)
-
-
-def _budget(request: httpx.Request) -> float | None:
+def _started(request: httpx.Request) -> float | None:
+    """When the answer must be whole (monotonic), from the request's read timeout; and the
+    request asks for the one coding we inflate in bounded steps."""
+    request.headers["Accept-Encoding"] = ACCEPT_ENCODING
     timeout = request.extensions.get("timeout") or {}
     read = timeout.get("read")
-    return None if read is None else float(read)
+    return None if read is None else time.monotonic() + float(read)
+
+
+def _body(response: httpx.Response, deadline: float | None) -> Body:
+    """Where the answer's bytes go; a redirect (or any 1xx, 3xx) is no answer at all."""
+    if not is_answer(response.status_code):
+        raise failure_for_status(response.status_code, response.headers)
+    return Body(response.headers.get("Content-Encoding"), deadline)
+
+
+def _decoded(response: httpx.Response, request: httpx.Request, body: bytes) -> httpx.Response:
+    """``response`` with its decoded ``body``: no coding left for the client to undo."""
+    headers = response.headers.copy()
+    for name in ("Content-Encoding", "Content-Length"):
+        headers.pop(name, None)
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=body,
+        extensions=response.extensions,
+        request=request,
+    )
 
 
 class DeadlineTransport(httpx.HTTPTransport):
-    """An ``HTTPTransport`` without retries whose answers arrive whole within the read timeout."""
+    """An ``HTTPTransport`` without retries whose answers arrive whole within the read
+    timeout, decoded within the size cap."""
 
     def __init__(self) -> None:
         super().__init__(retries=0)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        budget = _budget(request)
-        deadline = None if budget is None else time.monotonic() + budget
+        deadline = _started(request)
         response = super().handle_request(request)
         try:
-            body = read_whole(response.stream, deadline)  # type: ignore[arg-type]
-        except StiggUnavailableError as error:  # as httpx's own errors: the SDK reports those
-            failure = httpx.ReadTimeout if error.kind is FailureKind.TIMEOUT else httpx.ReadError
-            raise failure(str(error), request=request) from None
+            body = _body(response, deadline)
+            for chunk in response.stream:  # type: ignore[union-attr]
+                body.add(chunk)
+            return _decoded(response, request, body.whole())
         finally:
             response.close()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            content=body,
-            extensions=response.extensions,
-            request=request,
-        )
+
+
+class AsyncDeadlineTransport(httpx.AsyncHTTPTransport):
+    """:class:`DeadlineTransport` for the SDKs' asyncio clients."""
+
+    def __init__(self) -> None:
+        super().__init__(retries=0)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        deadline = _started(request)
+        response = await super().handle_async_request(request)
+        try:
+            body = _body(response, deadline)
+            async for chunk in response.stream:  # type: ignore[union-attr]
+                body.add(chunk)
+            return _decoded(response, request, body.whole())
+        finally:
+            await response.aclose()

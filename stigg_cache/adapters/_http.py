@@ -37,9 +37,22 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return min(MAX_RETRY_AFTER_S, max(0.0, moment.timestamp() - time.time()))
 
 
+def is_answer(status: int) -> bool:
+    """Whether an HTTP status is an answer to read: 2xx, or an error (4xx, 5xx) whose body
+    says why. A redirect (or an informational status) is neither: it is never followed,
+    since our API key would go along, and it acknowledges nothing."""
+    return 200 <= status < 300 or status >= 400
+
+
 def failure_for_status(status: int, headers: Mapping[str, str]) -> StiggUnavailableError:
-    """The error an HTTP status from Stigg means."""
+    """The error an HTTP status other than 2xx from Stigg means."""
     message = f"Stigg answered HTTP {status}"
+    if status < 400:  # a fault to retry (never a record's fault, never an acknowledgement)
+        return StiggUnavailableError(
+            FailureKind.INVALID_RESPONSE,
+            f"{message}, which is no answer: redirects are never followed (is the URL right?)",
+            status_code=status,
+        )
     if status == 429:
         return StiggUnavailableError(
             FailureKind.RATE_LIMITED,

@@ -6,8 +6,8 @@ URL and headers, the caller's timeout, no tenacity retries); the Edge read is
 the GET the SDK's ``_get_entitlements`` sends, sent once (the SDK retries
 HTTP errors three times, and its second attempt raises ``KeyError``). Both
 go over a requests session of ours that reads each answer whole within the
-call's timeout: requests' own timeouts apply to each read, so a trickled
-body would beat them.
+call's timeout (requests' own timeouts apply to each read, so a trickled
+body would beat them), decoded within the size cap, and refuses redirects.
 
 Entitlements come from Edge's ``entitlements-state.json`` when the client
 has Edge on, else from a ``GetEntitlementsState`` query of ours sent through
@@ -27,7 +27,7 @@ from urllib.parse import quote
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
-from stigg_cache.adapters._deadline import read_whole
+from stigg_cache.adapters._body import ACCEPT_ENCODING, read_whole
 from stigg_cache.adapters._graphql import (
     EDGE_STATE,
     ENTITLEMENTS_STATE_QUERY,
@@ -37,7 +37,7 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_answer,
     snapshot_from_state,
 )
-from stigg_cache.adapters._http import failure_for_status
+from stigg_cache.adapters._http import failure_for_status, is_answer
 from stigg_cache.adapters.base import (
     CONNECT_TIMEOUT_S,
     FailureTable,
@@ -198,7 +198,12 @@ def _timeouts(timeout_s: float) -> tuple[float, float]:
 
 
 def _deadline_adapter(requests: Any) -> Any:
-    """A requests transport adapter that reads each answer whole within the read timeout."""
+    """A requests transport adapter that reads each answer whole within the read timeout,
+    decoded within the size cap, and never passes on a redirect (requests would follow
+    it, our API key along, and sgqlc would take its body for an answer).
+
+    What it refuses it raises as our own failure, which requests and sgqlc let through.
+    """
 
     class DeadlineAdapter(requests.adapters.HTTPAdapter):  # type: ignore[misc]
         def send(
@@ -210,14 +215,13 @@ def _deadline_adapter(requests: Any) -> Any:
         ) -> Any:
             budget = timeout[1] if isinstance(timeout, tuple) else timeout
             deadline = None if budget is None else time.monotonic() + budget
+            request.headers["Accept-Encoding"] = ACCEPT_ENCODING
             response = super().send(request, stream=True, timeout=timeout, **options)
             try:
-                body = read_whole(_chunks(response.raw), deadline)
-            except StiggUnavailableError as error:  # as requests' own errors, which sgqlc expects
-                exceptions = requests.exceptions
-                if error.kind is FailureKind.TIMEOUT:
-                    raise exceptions.ReadTimeout(str(error), request=request) from None
-                raise exceptions.ContentDecodingError(str(error)) from None
+                if not is_answer(response.status_code):
+                    raise failure_for_status(response.status_code, dict(response.headers))
+                encoding = response.headers.pop("Content-Encoding", None)
+                body = read_whole(_chunks(response.raw), deadline, encoding)
             finally:
                 response.close()
             response._content = body
@@ -228,9 +232,10 @@ def _deadline_adapter(requests: Any) -> Any:
 
 
 def _chunks(raw: Any) -> Iterator[bytes]:
-    """What has arrived, as it arrives (``read`` would wait for a full chunk of a trickle)."""
+    """What has arrived, as it arrives (``read`` would wait for a full chunk of a trickle),
+    as sent: :func:`read_whole` inflates it within the size cap."""
     if not hasattr(raw, "read1"):  # urllib3 before 2.0
-        yield from raw.stream(READ_CHUNK_BYTES, decode_content=True)
+        yield from raw.stream(READ_CHUNK_BYTES, decode_content=False)
         return
-    while chunk := raw.read1(READ_CHUNK_BYTES, decode_content=True):
+    while chunk := raw.read1(READ_CHUNK_BYTES, decode_content=False):
         yield chunk

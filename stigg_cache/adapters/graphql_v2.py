@@ -5,11 +5,12 @@ and ``AsyncStiggClient``.
 retries refused connections five times (7.5 s before a refused port is
 reported); we work on a copy of the user's client, same URL, headers and
 Edge settings, whose transport does not retry, and give every call the
-caller's timeout (for the blocking client, one deadline for the whole answer:
-:mod:`stigg_cache.adapters._deadline`). The SDK's tenacity retry re-reads the same response, so it
-sends nothing twice. Entitlements come from ``get_entitlements_state``
-(Edge ``entitlements-state.json`` when Edge is on, the GraphQL query
-otherwise); usage from ``report_usage_bulk`` and ``report_event``.
+caller's timeout (one deadline for the whole answer, decoded within the size
+cap, and never a redirect: :mod:`stigg_cache.adapters._deadline`). The SDK's
+tenacity retry re-reads the same response, so it sends nothing twice.
+Entitlements come from ``get_entitlements_state`` (Edge
+``entitlements-state.json`` when Edge is on, the GraphQL query otherwise);
+usage from ``report_usage_bulk`` and ``report_event``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import httpx
 from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters._copy import PooledCopy
-from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
+from stigg_cache.adapters._deadline import (
+    AsyncDeadlineTransport,
+    DeadlineTransport,
+    call_timeout,
+)
 from stigg_cache.adapters._graphql import (
     failure_for_errors,
     fetch_query,
@@ -189,7 +194,7 @@ class AsyncGraphQLV2Adapter(_V2Calls):
 
     def _http_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
-            headers=self.inner.http_client.headers, transport=httpx.AsyncHTTPTransport(retries=0)
+            headers=self.inner.http_client.headers, transport=AsyncDeadlineTransport()
         )
 
     async def fetch_entitlements(

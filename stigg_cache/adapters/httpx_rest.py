@@ -1,8 +1,9 @@
 """The built-in REST client: ``ResilientClient(None, api_key=..., base_url=...)``.
 
-Every call reads its body under one deadline for the whole call: httpx
+Every call reads its body under one deadline for the whole call (httpx
 timeouts apply per read, so a server trickling its body one byte at a time
-beats them.
+beats them), as it came over the wire, inflated here within the size cap
+(:mod:`stigg_cache.adapters._body`). Only a 2xx is an answer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import httpx
 
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts
-from stigg_cache.adapters._deadline import read_whole
+from stigg_cache.adapters._body import ACCEPT_ENCODING, read_whole
 from stigg_cache.adapters._http import (
     acknowledged,
     camel_case,
@@ -44,7 +45,11 @@ class HttpxRestAdapter:
     def __init__(self, *, api_key: str, base_url: str = DEFAULT_BASE_URL) -> None:
         self._http = httpx.Client(
             base_url=base_url,
-            headers={"X-API-KEY": api_key, "User-Agent": USER_AGENT},
+            headers={
+                "X-API-KEY": api_key,
+                "User-Agent": USER_AGENT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             follow_redirects=False,
             trust_env=False,
         )
@@ -100,9 +105,10 @@ class HttpxRestAdapter:
             with self._http.stream(
                 method, path, timeout=httpx.Timeout(timeout_s), **options
             ) as response:
-                if response.status_code >= 400:
+                if not response.is_success:
                     raise failure_for_status(response.status_code, response.headers)
-                return read_whole(response.iter_bytes(), deadline)
+                encoding = response.headers.get("Content-Encoding")
+                return read_whole(response.iter_raw(), deadline, encoding)
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as error:
             failure = failure_of(error, _FAILURES)
             assert failure is not None  # a row for each exception caught

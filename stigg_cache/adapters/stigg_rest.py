@@ -16,17 +16,20 @@ import stigg
 
 from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters._copy import PooledCopy
-from stigg_cache.adapters._deadline import DeadlineTransport, call_timeout
+from stigg_cache.adapters._deadline import (
+    AsyncDeadlineTransport,
+    DeadlineTransport,
+    call_timeout,
+)
 from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
 from stigg_cache.adapters.base import (
-    MAX_RESPONSE_BYTES,
     FailureTable,
     failure_of,
     timed_out,
     unreachable,
     unusable,
 )
-from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.errors import StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 _T = TypeVar("_T")
@@ -57,14 +60,6 @@ class _RestCalls(PooledCopy):
         extra: dict[str, Any] = {} if resource_id is None else {"resource_id": resource_id}
         customers = self._client.v1.customers.with_raw_response
         return customers.retrieve_entitlements(customer_id, timeout=timeout_s, **extra)
-
-    @staticmethod
-    def _snapshot(body: bytes, customer_id: str, resource_id: str | None) -> Snapshot:
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise StiggUnavailableError(
-                FailureKind.INVALID_RESPONSE, f"Stigg's answer exceeds {MAX_RESPONSE_BYTES} bytes"
-            )
-        return snapshot_from_body(body, customer_id, resource_id)
 
     def _events_call(self, events: Sequence[Mapping[str, Any]], timeout_s: float) -> Any:
         params = [snake_case(event) for event in events]
@@ -119,7 +114,7 @@ class StiggRestAdapter(_RestCalls):
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
         raw = _guarded(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
-        return self._snapshot(raw.http_response.content, customer_id, resource_id)
+        return snapshot_from_body(raw.http_response.content, customer_id, resource_id)
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         _guarded(lambda: self._events_call(events, timeout_s))
@@ -149,20 +144,21 @@ class AsyncStiggRestAdapter(_RestCalls):
 
     The copy gets a connection pool of its own, closed with the adapter: its
     connections belong to the loop the adapter runs on, which may be a
-    private one the user's client never sees.
+    private one the user's client never sees. Its answers are read within the
+    size cap, as the blocking adapter's.
     """
 
     name = "stigg-rest-async"
 
     def _http_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient()
+        return httpx.AsyncClient(transport=AsyncDeadlineTransport())
 
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
         raw = await _awaited(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
         body = await _awaited(raw.read)
-        return self._snapshot(body, customer_id, resource_id)
+        return snapshot_from_body(body, customer_id, resource_id)
 
     async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         await _awaited(lambda: self._events_call(events, timeout_s))
@@ -208,7 +204,15 @@ _unusable = unusable("Stigg's answer is unusable")
 _FAILURES: FailureTable = (
     (stigg.APIStatusError, lambda e: failure_for_status(e.status_code, e.response.headers)),
     (stigg.APITimeoutError, timed_out("Stigg timed out")),
-    (stigg.APIConnectionError, lambda e: _unreachable(e.__cause__ or e)),
+    # What our transport refused (a bomb, a redirect) is the cause of a connection error.
+    (
+        stigg.APIConnectionError,
+        lambda e: (
+            e.__cause__
+            if isinstance(e.__cause__, StiggUnavailableError)
+            else _unreachable(e.__cause__ or e)
+        ),
+    ),
     # The SDK lets a 2xx body that is not JSON (or not its model) out as ValueError.
     ((stigg.StiggError, ValueError), lambda e: _unusable(type(e).__name__)),
 )

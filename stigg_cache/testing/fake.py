@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
+import gzip
 import json
 import re
 import socket
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +32,8 @@ from stigg_cache.testing.graphql import answer_graphql, state_json
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
 TRICKLE_BYTE_INTERVAL_S = 0.05
+BOMB_DECODED_BYTES = 64 * 1024 * 1024  # 8 times the 8 MiB a client may hold of an answer
+_ACKNOWLEDGING = b'{"data": {}}'
 _CUSTOMER = r"^/api/v1/customers/(?P<customer>[^/]+)"
 _EDGE = r"^/edge/v1/c/(?P<customer>[^/]+)"  # the SDKs' edge_api_url is {url}/edge
 _ROUTES = [
@@ -54,6 +59,10 @@ class FakeMode(enum.Enum):
     TRICKLE: correct headers, then the body one byte every 50 ms.
     GARBAGE: 200 with a body that is not JSON. UNAUTHORIZED / FORBIDDEN: 401 / 403
     to every request (a revoked key, a gateway refusing while Stigg comes back).
+    BOMB: 200 with ``Content-Encoding: gzip, gzip``: 286 bytes on the wire that
+    inflate to ``BOMB_DECODED_BYTES`` of JSON saying ``{"data": {}}``.
+    REDIRECT: 308 to ``/moved`` + the path, with ``{"data": {}}`` (a proxy or a
+    load balancer in front of Stigg; ``/moved`` is no route of the fake's).
     """
 
     UP = "up"
@@ -66,6 +75,8 @@ class FakeMode(enum.Enum):
     GARBAGE = "garbage"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
+    BOMB = "bomb"
+    REDIRECT = "redirect"
 
 
 def _display(feature_id: str) -> str:
@@ -132,6 +143,8 @@ class FakeStigg(Closing):
 
     Attributes:
         counts: requests received per ``"METHOD route"``.
+        gzip_answers: gzip every answer whose request accepts gzip, as Stigg's
+            servers do (off by default: a capture then reads as plain JSON).
     """
 
     def __init__(
@@ -147,6 +160,7 @@ class FakeStigg(Closing):
         self._closed = threading.Event()
         self.counts: Counter[str] = Counter()
         self.batches: list[list[Any]] = []  # accepted event batches, as sent
+        self.gzip_answers = False
         # (monotonic time, method, path, status, Retry-After) of every answer given
         self.log: list[tuple[float, str, str, int, str | None]] = []
         self._server: _Server | None = None
@@ -301,6 +315,18 @@ def _as_v1_usage(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, dict[s
     return json_answer(200, {"data": json.loads(body)["data"]["usages"]})
 
 
+@functools.cache
+def bomb() -> bytes:
+    """``{"data": {}}`` padded with spaces to ``BOMB_DECODED_BYTES``, gzipped twice."""
+    block = b" " * (1024 * 1024)
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip format
+    parts = [inner.compress(_ACKNOWLEDGING[:-1])]
+    parts += [inner.compress(block) for _ in range(BOMB_DECODED_BYTES // len(block) - 1)]
+    parts += [inner.compress(b" " * (len(block) - len(_ACKNOWLEDGING))), inner.compress(b"}")]
+    once = b"".join([*parts, inner.flush()])
+    return gzip.compress(once, compresslevel=9, mtime=0)
+
+
 def _route(method: str, path: str) -> tuple[str, re.Match[str]] | None:
     for route_method, pattern, name in _ROUTES:
         match = pattern.match(path)
@@ -379,6 +405,10 @@ class _Handler(BaseHTTPRequestHandler):
         if mode is FakeMode.SLOW:
             release.wait(fake._delay_s)
         status, headers, answer = self._choose(method, mode, body)
+        if fake.gzip_answers and "gzip" in self.headers.get("Accept-Encoding", "") and answer:
+            fake.counts["gzipped"] += 1
+            headers = {**headers, "Content-Encoding": "gzip"}
+            answer = gzip.compress(answer, mtime=0)
         retry_after = headers.get("Retry-After")
         fake.log.append(  # list.append is atomic: no lock on the request path
             (time.monotonic(), method, self.path.partition("?")[0], status, retry_after)
@@ -417,8 +447,17 @@ class _Handler(BaseHTTPRequestHandler):
             status = 401 if mode is FakeMode.UNAUTHORIZED else 403
             fake.counts[f"{method} {status}"] += 1
             return json_answer(status, {"message": "Unauthorized", "code": "Unauthenticated"})
-        if mode is FakeMode.GARBAGE:
-            fake.counts[f"{method} garbage"] += 1
-            return 200, {"Content-Type": "application/json"}, b"<html>oops"
+        if mode in (FakeMode.GARBAGE, FakeMode.BOMB, FakeMode.REDIRECT):
+            fake.counts[f"{method} {mode.value}"] += 1
+            return self._unlike_stigg(mode)
         headers = {k.lower(): v for k, v in self.headers.items()}
         return fake._answer(method, self.path, headers, body)
+
+    def _unlike_stigg(self, mode: FakeMode) -> tuple[int, dict[str, str], bytes]:
+        """An answer as a proxy, a misconfigured gateway or an attacker may give."""
+        json_type = {"Content-Type": "application/json"}
+        if mode is FakeMode.GARBAGE:
+            return 200, json_type, b"<html>oops"
+        if mode is FakeMode.BOMB:
+            return 200, {**json_type, "Content-Encoding": "gzip, gzip"}, bomb()
+        return 308, {**json_type, "Location": f"/moved{self.path}"}, _ACKNOWLEDGING
