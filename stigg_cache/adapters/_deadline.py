@@ -10,6 +10,7 @@ decoded, so nothing inflates it again, and never hand it a redirect.
 
 What they refuse they raise as :class:`~stigg_cache.errors.StiggUnavailableError`,
 which the SDKs let through (the REST SDK as the cause of its ``APIConnectionError``).
+``HTTPX_FAILURES`` says what httpx's own errors mean, for every client over httpx.
 """
 
 from __future__ import annotations
@@ -20,7 +21,20 @@ import httpx
 
 from stigg_cache.adapters._body import ACCEPT_ENCODING, Body
 from stigg_cache.adapters._http import failure_for_status, is_answer
-from stigg_cache.adapters.base import CONNECT_TIMEOUT_S
+from stigg_cache.adapters.base import (
+    CONNECT_TIMEOUT_S,
+    FailureTable,
+    timed_out,
+    unreachable,
+    unsendable,
+)
+
+HTTPX_FAILURES: FailureTable = (
+    # our request, not Stigg: h11 refuses a header (quoting its value: never shown)
+    ((httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError), unsendable),
+    (httpx.TimeoutException, timed_out("Stigg timed out", with_error=True)),
+    (httpx.HTTPError, unreachable("Stigg unreachable")),
+)
 
 
 def call_timeout(timeout_s: float) -> httpx.Timeout:

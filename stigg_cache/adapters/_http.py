@@ -6,18 +6,75 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.core.pacing import MAX_RETRY_AFTER_S
 from stigg_cache.errors import (
+    ConfigurationError,
     FailureKind,
     InvalidResponseError,
     StiggRejectedError,
     StiggUnavailableError,
 )
 from stigg_cache.models import Snapshot
+
+_CHARACTER_NAMES = {
+    "\n": "a line feed (\\n)",
+    "\r": "a carriage return (\\r)",
+    " ": "a space",
+    "\t": "a tab",
+}
+
+
+def _unsendable_at(value: str) -> int | None:
+    """Where the first character a header value cannot hold is: anything but visible ASCII,
+    save a space or tab between two visible characters (HTTP strips them at either end)."""
+    last = len(value) - 1
+    for index, char in enumerate(value):
+        if not ("!" <= char <= "~" or (char in " \t" and 0 < index < last)):
+            return index
+    return None
+
+
+def refuse_unsendable_headers(headers: Iterable[tuple[Any, Any]], inner: object = None) -> None:
+    """Refuse headers HTTP cannot carry now, rather than at every request: those of the
+    user's SDK client ``inner``, or of the built-in client (``None``).
+
+    A key read from a file or a Kubernetes secret often ends in a newline: h11,
+    http.client and requests then refuse every request, quoting the key. The
+    message names the header, the character and where it is: never the value.
+
+    Raises:
+        ConfigurationError: the first header with a value no request can carry.
+    """
+    whose = (
+        "the built-in client (api_key= or STIGG_API_KEY)"
+        if inner is None
+        else f"the {type(inner).__module__.split('.')[0]}.{type(inner).__qualname__} given"
+    )
+    for name, value in headers:
+        if not isinstance(value, str | bytes):  # an SDK's marker for "leave out"
+            continue
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        index = _unsendable_at(text)
+        if index is None:
+            continue
+        label = name.decode("latin-1") if isinstance(name, bytes) else str(name)
+        key = label.lower() == "x-api-key"
+        char = text[index]
+        raise ConfigurationError(
+            f"{whose}: its {label} header{' (the API key)' if key else ''} holds "
+            f"{_CHARACTER_NAMES.get(char, f'the character U+{ord(char):04X}')} at character "
+            f"{index + 1} of {len(text)}, which no HTTP request can carry; "
+            + (
+                "a key read from a file or a Kubernetes secret often ends in a newline: "
+                "pass it stripped (key.strip())"
+                if key
+                else "remove it from the value (value.strip() for one at either end)"
+            )
+        )
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -10,15 +10,34 @@ budget, and an SDK's built-in retries are switched off or cut short.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from stigg_cache._stigg_json import UsageCounts
-from stigg_cache.errors import FailureKind, StiggUnavailableError
+from stigg_cache.errors import FailureKind, StiggRejectedError, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024  # a customer's entitlements are kilobytes; refuse floods
 CONNECT_TIMEOUT_S = 2.0  # a loopback or regional connect takes milliseconds
+MAX_SHOWN_CHARS = 300  # of an exception's text in a failure's message
+# h11, http.client, requests and h2 refuse a header quoting its whole value: the API key.
+_ABOUT_A_HEADER = re.compile("header", re.IGNORECASE)
+
+
+def safe_text(error: BaseException) -> str:
+    """An exception's text as a failure's message may show it: cut short, and never the
+    value of a header (a text that speaks of a header is withheld whole)."""
+    text = str(error)
+    if _ABOUT_A_HEADER.search(text):
+        return "a request header holds a character HTTP forbids (its value is not shown)"
+    return text[:MAX_SHOWN_CHARS]
+
+
+def described(error: BaseException) -> str:
+    """An exception as a failure's message may show it: its type and :func:`safe_text`."""
+    text = safe_text(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # How one library's exceptions translate: rows (exception types, the failure it means),
@@ -36,23 +55,36 @@ def failure_of(error: BaseException, table: FailureTable) -> StiggUnavailableErr
     return None
 
 
-def timed_out(message: str, *, shown: bool = False) -> Any:
-    """A table row's meaning: Stigg did not answer in time (``shown``: with the
-    exception's repr after ``message``)."""
+def timed_out(message: str, *, with_error: bool = False) -> Any:
+    """A table row's meaning: Stigg did not answer in time (``with_error``: the exception
+    :func:`described` after ``message``)."""
     return lambda error: StiggUnavailableError(
-        FailureKind.TIMEOUT, f"{message}: {error!r}" if shown else message
+        FailureKind.TIMEOUT, f"{message}: {described(error)}" if with_error else message
     )
 
 
 def unreachable(message: str) -> Any:
-    """A table row's meaning: no connection (the exception's repr follows ``message``)."""
-    return lambda error: StiggUnavailableError(FailureKind.CONNECTION, f"{message}: {error!r}")
+    """A table row's meaning: no connection (the exception :func:`described` after it)."""
+    return lambda error: StiggUnavailableError(
+        FailureKind.CONNECTION, f"{message}: {described(error)}"
+    )
 
 
 def unusable(message: str) -> Any:
     """A table row's meaning: an answer that is not Stigg's (the exception follows)."""
     return lambda error: StiggUnavailableError(
-        FailureKind.INVALID_RESPONSE, f"{message}: {str(error)[:300]}"
+        FailureKind.INVALID_RESPONSE, f"{message}: {safe_text(error)}"
+    )
+
+
+def unsendable(error: BaseException) -> StiggUnavailableError:
+    """A table row's meaning: our request could not be made (a header or a URL that HTTP
+    cannot carry). A configuration fault, neither Stigg's health nor a record's: AUTH, so
+    usage is kept (sending paused) and the breaker is left alone."""
+    return StiggRejectedError(
+        FailureKind.AUTH,
+        f"the request could not be made: {safe_text(error)}; "
+        "check api_key, base_url and the inner client's headers",
     )
 
 
@@ -66,7 +98,7 @@ def as_failure(error: Exception) -> StiggUnavailableError:
     if isinstance(error, StiggUnavailableError):
         return error
     return StiggUnavailableError(
-        FailureKind.INVALID_RESPONSE, f"adapter failed: {type(error).__name__}: {error}"
+        FailureKind.INVALID_RESPONSE, f"adapter failed: {described(error)}"
     )
 
 

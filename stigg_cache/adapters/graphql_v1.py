@@ -37,12 +37,17 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_answer,
     snapshot_from_state,
 )
-from stigg_cache.adapters._http import failure_for_status, is_answer
+from stigg_cache.adapters._http import (
+    failure_for_status,
+    is_answer,
+    refuse_unsendable_headers,
+)
 from stigg_cache.adapters.base import (
     CONNECT_TIMEOUT_S,
     FailureTable,
     failure_of,
     timed_out,
+    unsendable,
     unusable,
 )
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
@@ -58,6 +63,7 @@ class GraphQLV1Adapter:
     name = "stigg-graphql-v1"
 
     def __init__(self, inner: Any) -> None:
+        refuse_unsendable_headers(inner._endpoint.base_headers.items(), inner)
         self.inner = inner
         self.reads_per_minute = EDGE_READS_PER_MINUTE if inner._enable_edge else None
         self._requests = require("requests", "stigg-api-client", "graphql")
@@ -67,6 +73,8 @@ class GraphQLV1Adapter:
                 exceptions.HTTPError,
                 lambda e: failure_for_status(e.response.status_code, dict(e.response.headers)),
             ),
+            # our request, not Stigg (requests quotes the header's value: never shown)
+            ((exceptions.InvalidHeader, exceptions.InvalidURL), unsendable),
             (exceptions.Timeout, timed_out("Stigg timed out")),
             # a body that is not JSON (requests' error is both kinds)
             (ValueError, unusable("Stigg's answer is not JSON")),
@@ -165,10 +173,7 @@ class GraphQLV1Adapter:
                     headers = dict(holder.get("headers") or {})
                     raise failure_for_status(int(holder["status"]), headers)
                 if isinstance(holder.get("exception"), ValueError):  # a body that is not JSON
-                    raise StiggUnavailableError(
-                        FailureKind.INVALID_RESPONSE,
-                        f"Stigg's answer is not JSON: {holder['exception']}",
-                    )
+                    raise unusable("Stigg's answer is not JSON")(holder["exception"])
             raise failure_for_errors(errors)
         data = result.get("data") if isinstance(result, dict) else None
         if not isinstance(data, dict):

@@ -24,6 +24,7 @@ from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import (
+    HTTPX_FAILURES,
     AsyncDeadlineTransport,
     DeadlineTransport,
     call_timeout,
@@ -34,8 +35,8 @@ from stigg_cache.adapters._graphql import (
     grant_input,
     snapshot_from_state,
 )
-from stigg_cache.adapters._http import failure_for_status
-from stigg_cache.adapters.base import FailureTable, failure_of, timed_out, unreachable, unusable
+from stigg_cache.adapters._http import failure_for_status, refuse_unsendable_headers
+from stigg_cache.adapters.base import FailureTable, failure_of, unusable
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.errors import StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -43,10 +44,16 @@ from stigg_cache.models import Snapshot
 _T = TypeVar("_T")
 
 
+def sent_headers(inner: Any) -> list[tuple[Any, Any]]:
+    """The headers a client of the SDK sends: its own and its httpx client's."""
+    return [*(inner.headers or {}).items(), *inner.http_client.headers.raw]
+
+
 class _V2Calls(PooledCopy):
     """What the sync and async adapters share: inputs, answers and errors."""
 
     def __init__(self, inner: Any) -> None:
+        refuse_unsendable_headers(sent_headers(inner), inner)
         self.inner = inner
         edge = getattr(inner, "enable_edge", False) is True
         self.reads_per_minute = EDGE_READS_PER_MINUTE if edge else None
@@ -68,8 +75,7 @@ class _V2Calls(PooledCopy):
                 (exceptions.GraphQLClientError, pydantic.ValidationError),
                 unusable("Stigg's answer is unusable"),
             ),
-            (httpx.TimeoutException, timed_out("Stigg timed out", shown=True)),
-            (httpx.HTTPError, unreachable("Stigg unreachable")),
+            *HTTPX_FAILURES,
         )
         self._open_copy()
 

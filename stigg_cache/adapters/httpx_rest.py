@@ -18,15 +18,16 @@ import httpx
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters._body import ACCEPT_ENCODING, read_whole
+from stigg_cache.adapters._deadline import HTTPX_FAILURES
 from stigg_cache.adapters._http import (
     acknowledged,
     camel_case,
     failure_for_status,
     json_data,
+    refuse_unsendable_headers,
     snapshot_from_body,
 )
-from stigg_cache.adapters.base import FailureTable, failure_of, unreachable
-from stigg_cache.errors import FailureKind, StiggRejectedError, StiggUnavailableError
+from stigg_cache.adapters.base import failure_of
 from stigg_cache.models import Snapshot
 
 DEFAULT_BASE_URL = "https://api.stigg.io"
@@ -43,6 +44,10 @@ class HttpxRestAdapter:
     name = "httpx-rest"
 
     def __init__(self, *, api_key: str, base_url: str = DEFAULT_BASE_URL) -> None:
+        """Raises:
+        ConfigurationError: an API key no HTTP header can carry (a trailing newline...).
+        """
+        refuse_unsendable_headers([("X-API-KEY", api_key)])
         self._http = httpx.Client(
             base_url=base_url,
             headers={
@@ -110,24 +115,9 @@ class HttpxRestAdapter:
                 encoding = response.headers.get("Content-Encoding")
                 return read_whole(response.iter_raw(), deadline, encoding)
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as error:
-            failure = failure_of(error, _FAILURES)
+            failure = failure_of(error, HTTPX_FAILURES)
             assert failure is not None  # a row for each exception caught
             raise failure from None
 
     def __repr__(self) -> str:
         return f"HttpxRestAdapter(base_url={self.base_url!r})"  # never the API key
-
-
-_FAILURES: FailureTable = (
-    (  # our request, not Stigg: never counted against it
-        (httpx.InvalidURL, httpx.LocalProtocolError, UnicodeError),
-        lambda e: StiggRejectedError(
-            FailureKind.REJECTED, f"the request could not be made: {str(e)[:200]}"
-        ),
-    ),
-    (
-        httpx.TimeoutException,
-        lambda e: StiggUnavailableError(FailureKind.TIMEOUT, f"Stigg timed out: {e!r}"),
-    ),
-    (httpx.HTTPError, unreachable("Stigg unreachable")),
-)

@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 from stigg_cache import _fork
 from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.adapters import require
+from stigg_cache.adapters._http import refuse_unsendable_headers
 from stigg_cache.adapters.base import FailureTable, failure_of, timed_out, unreachable
-from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter
+from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter, sent_headers
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,
@@ -58,6 +59,7 @@ class SidecarAdapter:
     name = "stigg-sidecar"
 
     def __init__(self, inner: Any) -> None:
+        refuse_unsendable_headers(sent_headers(inner.api), inner)
         self.inner = inner
         self._proto = require("stigg_sidecar_sdk", "stigg-sidecar-sdk", "sidecar")
         self._grpclib = require("grpclib.exceptions", "stigg-sidecar-sdk", "sidecar")

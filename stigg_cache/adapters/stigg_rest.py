@@ -17,11 +17,17 @@ import stigg
 from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import (
+    HTTPX_FAILURES,
     AsyncDeadlineTransport,
     DeadlineTransport,
     call_timeout,
 )
-from stigg_cache.adapters._http import failure_for_status, snake_case, snapshot_from_body
+from stigg_cache.adapters._http import (
+    failure_for_status,
+    refuse_unsendable_headers,
+    snake_case,
+    snapshot_from_body,
+)
 from stigg_cache.adapters.base import (
     FailureTable,
     failure_of,
@@ -39,6 +45,7 @@ class _RestCalls(PooledCopy):
     """What the sync and async adapters share: the copy, the calls' arguments, the answers."""
 
     def __init__(self, inner: Any, *, fetch_timeout_s: float) -> None:
+        refuse_unsendable_headers(inner.default_headers.items(), inner)
         self.inner = inner
         self._fetch_timeout_s = fetch_timeout_s
         self._open_copy()
@@ -216,6 +223,14 @@ _FAILURES: FailureTable = (
     # The SDK lets a 2xx body that is not JSON (or not its model) out as ValueError.
     ((stigg.StiggError, ValueError), lambda e: _unusable(type(e).__name__)),
 )
+
+
+def _connection_failure(cause: BaseException) -> StiggUnavailableError:
+    """What the cause of the SDK's ``APIConnectionError`` means: a refusal of our transport
+    (a bomb, a redirect) as it is, httpx's errors by their table."""
+    if isinstance(cause, StiggUnavailableError):
+        return cause
+    return failure_of(cause, HTTPX_FAILURES) or _unreachable(cause)
 
 
 def _failure(error: Exception) -> StiggUnavailableError:

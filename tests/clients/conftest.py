@@ -73,10 +73,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @attrs.define
 class World:
-    """The fake Stigg (and fake sidecar, for the sidecar SDK) a client talks to."""
+    """The fake Stigg (and fake sidecar, for the sidecar SDK) a client talks to, and the
+    API key the clients are built with."""
 
     fake: FakeStigg
     sidecar: Any = None
+    api_key: str = API_KEY
 
     def set_mode(self, mode: FakeMode, *, retry_after_s: float = 1.0) -> None:
         self.fake.set_mode(mode, retry_after_s=retry_after_s)
@@ -123,7 +125,7 @@ def _graphql(edge: bool, *, asynchronous: bool) -> Build:
         sdk: Any = importlib.import_module("stigg")  # v1 or v2: not the REST SDK mypy sees
         factory = sdk.Stigg.create_async_client if asynchronous else sdk.Stigg.create_client
         inner = factory(
-            API_KEY,
+            world.api_key,
             api_url=world.fake.graphql_url,
             enable_edge=edge,
             edge_api_url=world.fake.edge_url,
@@ -143,7 +145,7 @@ async def _rest(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterat
     import stigg
 
     with (
-        stigg.Stigg(api_key=API_KEY, base_url=world.fake.url) as inner,
+        stigg.Stigg(api_key=world.api_key, base_url=world.fake.url) as inner,
         ResilientClient(inner, **_options(clock, tmp_path)) as client,
     ):
         yield client
@@ -154,7 +156,7 @@ async def _rest_async(world: World, clock: ManualClock, tmp_path: Path) -> Async
     import stigg
 
     async with (
-        stigg.AsyncStigg(api_key=API_KEY, base_url=world.fake.url) as inner,
+        stigg.AsyncStigg(api_key=world.api_key, base_url=world.fake.url) as inner,
         AsyncResilientClient(inner, **_options(clock, tmp_path)) as client,
     ):
         yield client
@@ -163,7 +165,7 @@ async def _rest_async(world: World, clock: ManualClock, tmp_path: Path) -> Async
 @asynccontextmanager
 async def _httpx(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
     options = _options(clock, tmp_path)
-    with ResilientClient(None, api_key=API_KEY, base_url=world.fake.url, **options) as client:
+    with ResilientClient(None, api_key=world.api_key, base_url=world.fake.url, **options) as client:
         yield client
 
 
@@ -173,7 +175,7 @@ async def _httpx_async(
 ) -> AsyncIterator[AnyClient]:
     options = _options(clock, tmp_path)
     async with AsyncResilientClient(
-        None, api_key=API_KEY, base_url=world.fake.url, **options
+        None, api_key=world.api_key, base_url=world.fake.url, **options
     ) as client:
         yield client
 
@@ -186,7 +188,7 @@ async def _sidecar(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIte
 
     world.sidecar = FakeSidecar(world.fake.account)
     inner = Stigg(
-        ApiConfig(api_key=API_KEY, api_url=world.fake.graphql_url, edge_enabled=False),
+        ApiConfig(api_key=world.api_key, api_url=world.fake.graphql_url, edge_enabled=False),
         remote_sidecar_host=world.sidecar.host,
         remote_sidecar_port=world.sidecar.port,
     )
