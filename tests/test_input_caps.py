@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stigg_cache import ResilientClient, Source
-from stigg_cache.testing.fake import FakeStigg
+from stigg_cache import AsyncResilientClient, InvalidValueError, ResilientClient, Source
+from stigg_cache._validate import MAX_ID_CHARS, MAX_REQUESTED_VALUES, check_request
+from stigg_cache.core.engine import CheckKind
+from stigg_cache.core.reconcile import DEFAULT_JOURNAL_CHARS
+from stigg_cache.testing.fake import FakeMode, FakeStigg
+from tests.conftest import API_KEY
 from tests.helpers import client_on
 
 LONG_ID = "c" * 100_000
@@ -87,3 +93,75 @@ def test_dot_ids_that_would_rewrite_a_request_path_are_refused(
     with pytest.raises(ValueError, match="rewrite the request's path"):
         call(client, dots)
     assert len(fake.log) == asked  # nothing reached Stigg
+
+
+MANY = 10_000
+BIG_VALUE = "v" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        (["gpt-4"] * MANY, "requested_values holds more than"),
+        ([f"model-{n}" for n in range(MANY)], "requested_values holds more than"),
+        (["gpt-4", BIG_VALUE], r"requested_values\[1\] must be a non-empty string"),
+        (["", "gpt-4"], r"requested_values\[0\] must be a non-empty string"),
+        (["gpt-4", SURROGATE], r"requested_values\[1\] is not valid Unicode"),
+    ],
+    ids=["10,000 alike", "10,000 distinct", "1 MB", "empty", "lone surrogate"],
+)
+def test_requested_values_are_bounded_like_ids_naming_the_argument(
+    fake: FakeStigg, tmp_path: Path, values: list[str], said: str
+) -> None:
+    """Sync and async checks alike: a precise InvalidValueError, and nothing held."""
+    with client_on(fake, tmp_path) as client:
+        with pytest.raises(InvalidValueError, match=said):
+            client.get_enum_entitlement(
+                customer_id="acme", feature_id="models", requested_values=values
+            )
+        assert client.status().breaker == "closed"
+
+    async def on_a_loop() -> None:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp_path}/async.db"
+        ) as client:
+            with pytest.raises(InvalidValueError, match=said):
+                await client.get_entitlement(
+                    customer_id="acme", feature_id="models", requested_values=values
+                )
+
+    asyncio.run(on_a_loop())
+
+
+def test_alike_requested_values_count_once() -> None:
+    request = check_request(CheckKind.ENUM, "acme", "models", None, values=["a", "b", "a"])
+    assert request.requested_values == ("a", "b")
+
+
+def test_offline_enum_checks_hold_no_more_than_the_journal_bound_whatever_they_ask(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    """Each check asks for as many values, as long, as it may, all distinct: held for the
+    whole outage (for the reconciliation report), they stay within the journal's bound."""
+    checks = 2 * DEFAULT_JOURNAL_CHARS // (MAX_REQUESTED_VALUES * MAX_ID_CHARS)
+    with client_on(fake, tmp_path) as client:
+        fake.set_mode(FakeMode.DOWN)
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # warm the paths
+        tracemalloc.start()
+        try:
+            held_before = tracemalloc.get_traced_memory()[0]
+            for n in range(checks):
+                values = [
+                    f"{n:04}-{v:03}".ljust(MAX_ID_CHARS, "x") for v in range(MAX_REQUESTED_VALUES)
+                ]
+                client.get_enum_entitlement(
+                    customer_id=f"cold-{n % 7}", feature_id="models", requested_values=values
+                )
+            held = tracemalloc.get_traced_memory()[0] - held_before
+        finally:
+            tracemalloc.stop()
+        asked = checks * MAX_REQUESTED_VALUES * MAX_ID_CHARS
+        assert held < 1.25 * DEFAULT_JOURNAL_CHARS < asked, f"{held / 2**20:.1f} MiB held"
+        decisions, dropped = client._runtime.walker.journal.take()
+        assert len(decisions) + dropped == checks + 1  # and the first: covered or counted
+        assert dropped > 0

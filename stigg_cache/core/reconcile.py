@@ -18,8 +18,11 @@ from stigg_cache.core.engine import CheckRequest
 from stigg_cache.models import AnyEntitlement, MeteredEntitlement, Snapshot, Source
 
 # Kinds of offline decision kept for the report (customer, feature, request, tier and
-# answer: counted with their first and last time); those past it are counted as uncovered.
+# answer: counted with their first and last time), and the characters of their ids and
+# requested values together (a kind may hold 100 values of 1,000 characters: the count
+# alone would let an outage hold gigabytes); past either, decisions are counted as uncovered.
 DEFAULT_JOURNAL_SIZE = 100_000
+DEFAULT_JOURNAL_CHARS = 8_000_000
 
 
 @attrs.frozen
@@ -86,8 +89,11 @@ class ReconcileReport:
 class DecisionJournal:
     """Offline decisions, counted by kind within a bound; thread-safe."""
 
-    def __init__(self, size: int = DEFAULT_JOURNAL_SIZE) -> None:
+    def __init__(
+        self, size: int = DEFAULT_JOURNAL_SIZE, chars: int = DEFAULT_JOURNAL_CHARS
+    ) -> None:
         self._size = size
+        self._chars = self._chars_left = chars
         self._kinds: dict[tuple[CheckRequest, Source, bool], list[float]] = {}  # count, first, last
         self._uncovered = 0
         self._lock = threading.Lock()
@@ -104,8 +110,9 @@ class DecisionJournal:
             if kind is not None:
                 kind[0] += 1
                 kind[2] = at
-            elif len(self._kinds) < self._size:
+            elif len(self._kinds) < self._size and _chars(request) <= self._chars_left:
                 self._kinds[key] = [1, at, at]
+                self._chars_left -= _chars(request)
             else:
                 self._uncovered += 1
 
@@ -115,12 +122,19 @@ class DecisionJournal:
         with self._lock:
             kinds, self._kinds = self._kinds, {}
             uncovered, self._uncovered = self._uncovered, 0
+            self._chars_left = self._chars
         taken = [
             OfflineDecision(request, source, has_access, int(count), first, last)
             for (request, source, has_access), (count, first, last) in kinds.items()
         ]
         taken.sort(key=lambda decision: decision.last_at)
         return taken, uncovered
+
+
+def _chars(request: CheckRequest) -> int:
+    """What a kind of decision holds beyond its fixed size: its ids and requested values."""
+    ids = len(request.customer_id) + len(request.feature_id) + len(request.resource_id or "")
+    return ids + sum(map(len, request.requested_values))
 
 
 def _explain(entry: OfflineDecision, verdict: AnyEntitlement) -> str | None:
