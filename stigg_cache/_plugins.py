@@ -11,7 +11,7 @@ from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from stigg_cache.errors import ConfigurationError
 
@@ -42,27 +42,45 @@ def scheme_of(url: str) -> str:
 
 # Query parameters whose values are secrets (``?password=``, ``?auth_token=``, ``?key=``...).
 _SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|credential", re.IGNORECASE)
+# A query parameter's name and its ``=``: where one value ends and the next parameter begins.
+_PARAMETER = re.compile(r"(?:(?<=[?&;])|^)([A-Za-z_][A-Za-z0-9_.%-]*)=")
 
 
 def redact(url: str) -> str:
     """The URL with its password, and query values named like secrets, replaced by ``***``
-    (for ``status()``, logs and reprs; never for connecting)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # not a URL we can take apart: show nothing of it
-        return "<unparsable URL>"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    secret_query = any(_SECRET_PARAMETER.search(name) for name, _ in pairs)
-    if password is None and not secret_query:
-        return url  # as given: urlunsplit would rewrite sqlite:////abs as sqlite://abs
-    if password is not None:
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    if secret_query:
-        shown = [(k, "***" if _SECRET_PARAMETER.search(k) else v) for k, v in pairs]
-        parts = parts._replace(query=urlencode(shown, safe="*/:"))
-    return urlunsplit(parts)
+    (for ``status()``, logs, reprs and messages; never for connecting).
+
+    Robust to any password: one holding ``/``, ``?``, ``#`` or ``@`` unencoded is
+    not a URL ``urlsplit`` reads as its writer meant (it ends the host at the
+    first ``/``), so nothing here relies on it. In the user-info, everything from
+    the first ``:`` to the *last* ``@`` is the password; in the query, a secret's
+    value runs to the next ``&name=`` (so write ``&`` in a password as ``%26``).
+    Where a URL reads two ways, what either way calls a secret is hidden.
+    """
+    start = url.find("://") + 3 if "://" in url else 0
+    hidden = [False] * len(url)
+    at = url.rfind("@", start)
+    colon = url.find(":", start, at)
+    if at >= 0 and colon >= 0:  # user:password@ (and a user-only user-info hides nothing)
+        hidden[colon + 1 : at] = [True] * (at - colon - 1)
+    query = url.find("?", start)
+    names = [] if query < 0 else list(_PARAMETER.finditer(url, query + 1))
+    for index, name in enumerate(names):
+        if _SECRET_PARAMETER.search(unquote(name.group(1))):
+            end = names[index + 1].start() - 1 if index + 1 < len(names) else len(url)
+            hidden[name.end() : end] = [True] * (end - name.end())
+    return _masked(url, hidden)
+
+
+def _masked(text: str, hidden: list[bool]) -> str:
+    """``text`` with each run of hidden characters shown as ``***``."""
+    shown: list[str] = []
+    for index, char in enumerate(text):
+        if not hidden[index]:
+            shown.append(char)
+        elif index == 0 or not hidden[index - 1]:
+            shown.append("***")
+    return "".join(shown)
 
 
 def provides(group: str, scheme: str) -> bool:
@@ -79,7 +97,9 @@ def factory(group: str, url: str, what: str) -> Callable[[str], Any]:
     scheme = scheme_of(url)
     examples = ", ".join(f"{name}://" for name in sorted(_BUILTIN[group]))
     if not scheme:
-        raise ConfigurationError(f"{what} {url!r} is not a URL: use one of {examples} or a plugin")
+        raise ConfigurationError(
+            f"{what} {redact(url)!r} is not a URL: use one of {examples} or a plugin"
+        )
     found = [ep for ep in entry_points(group=group) if ep.name == scheme]
     if found:
         loaded: Callable[[str], Any] = found[0].load()

@@ -62,7 +62,8 @@ class RedisSettings:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss") or not parts.hostname:
             raise ConfigurationError(
-                f"store {redact(url)!r}: write redis://host:6379/0 (rediss:// for TLS)"
+                f"store {redact(url)!r}: write redis://host:6379/0 (rediss:// for TLS); "
+                "percent-encode / ? # @ : in a password (%2F %3F %23 %40 %3A)"
             )
         query = dict(parse_qsl(parts.query))
         rest = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k not in _OURS])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from stigg_cache import ResilientClient
+from stigg_cache import ConfigurationError, ResilientClient
 from stigg_cache.testing.fake import FakeStigg
 from stigg_cache_redis.outbox import RedisOutbox
 
@@ -47,3 +47,18 @@ def test_the_readmes_redis_url_logs_in_with_its_password_and_never_shows_it(
     assert not [text for text in shown if SECRET in text]
     assert "***" in status.store
     client.close()
+
+
+@pytest.mark.parametrize("reserved", ["/", "?", "#"])
+def test_a_password_not_percent_encoded_is_refused_without_being_shown(
+    fake: FakeStigg, tmp_path: Path, reserved: str
+) -> None:
+    """``urlsplit`` ends the host at the first ``/``, ``?`` or ``#``: such a URL names no
+    host, and the message saying so used to print the password whole."""
+    password = f"{SECRET[:6]}{reserved}{SECRET[6:]}"
+    store = f"redis://:{password}@127.0.0.1:6379/0?namespace={namespace_for(tmp_path)}"
+    with pytest.raises(ConfigurationError) as refused:
+        ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=store)
+    message = str(refused.value)
+    assert [piece for piece in (SECRET[:6], SECRET[6:]) if piece in message] == []
+    assert "percent-encode" in message
