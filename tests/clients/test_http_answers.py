@@ -13,6 +13,7 @@ from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import BOMB_DECODED_BYTES, FakeMode, bomb
 from tests.clients.conftest import (
     BUILDERS,
+    AnyClient,
     World,
     adapter_of,
     ask,
@@ -23,18 +24,29 @@ from tests.clients.conftest import (
 )
 
 
+def _run(
+    client_kind: str, world: World, tmp_path: Path, story: Callable[[AnyClient], Awaitable[None]]
+) -> None:
+    """``story`` with a client of ``client_kind`` talking to ``world``, on an event loop."""
+
+    async def run() -> None:
+        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
+            await story(client)
+
+    asyncio.run(run())
+
+
 def test_a_body_that_is_not_json_is_an_unusable_answer(
     client_kind: str, world: World, tmp_path: Path
 ) -> None:
-    async def story() -> None:
-        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
-            await warm(client)
-            world.set_mode(FakeMode.GARBAGE)
-            for garbage in await failures_of_a_fetch_and_a_send(adapter_of(client)):
-                assert garbage.kind is FailureKind.INVALID_RESPONSE, garbage
-            world.set_mode(FakeMode.UP)
+    async def story(client: AnyClient) -> None:
+        await warm(client)
+        world.set_mode(FakeMode.GARBAGE)
+        for garbage in await failures_of_a_fetch_and_a_send(adapter_of(client)):
+            assert garbage.kind is FailureKind.INVALID_RESPONSE, garbage
+        world.set_mode(FakeMode.UP)
 
-    asyncio.run(story())
+    _run(client_kind, world, tmp_path, story)
 
 
 def test_a_gzipped_answer_is_read_and_acknowledges(
@@ -42,16 +54,15 @@ def test_a_gzipped_answer_is_read_and_acknowledges(
 ) -> None:
     """Stigg gzips what a client accepts: every client asks for gzip and reads it."""
 
-    async def story() -> None:
-        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
-            world.fake.gzip_answers = True
-            fetched, sent = await outcomes_of_a_fetch_and_a_send(adapter_of(client))
-            assert isinstance(fetched, Snapshot), fetched
-            assert fetched.entitlements["api_calls"].current_usage == 40
-            assert not isinstance(sent, Exception), sent
-            assert world.fake.counts["gzipped"] == 2
+    async def story(client: AnyClient) -> None:
+        world.fake.gzip_answers = True
+        fetched, sent = await outcomes_of_a_fetch_and_a_send(adapter_of(client))
+        assert isinstance(fetched, Snapshot), fetched
+        assert fetched.entitlements["api_calls"].current_usage == 40
+        assert not isinstance(sent, Exception), sent
+        assert world.fake.counts["gzipped"] == 2
 
-    asyncio.run(story())
+    _run(client_kind, world, tmp_path, story)
 
 
 def test_a_decompression_bomb_is_refused_before_it_fills_memory(
@@ -60,28 +71,27 @@ def test_a_decompression_bomb_is_refused_before_it_fills_memory(
     """286 bytes that inflate (gzip in gzip) to 64 MiB: the 8 MiB cap counts decoded bytes,
     so a read or a send holds about 8 MiB of it, then refuses it as no answer."""
 
-    async def story() -> None:
-        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
-            await warm(client)
-            world.set_mode(FakeMode.BOMB)
-            bomb()  # the fake's own copy is built before measuring
-            tracemalloc.start()
-            try:
-                outcomes = await outcomes_of_a_fetch_and_a_send(adapter_of(client))
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
-            assert world.fake.counts["GET bomb"] + world.fake.counts["POST bomb"] == 2
-            # the cap, the answer joined once, and room for the SDK's own work
-            assert peak < 2 * MAX_RESPONSE_BYTES + 4 * 1024 * 1024 < BOMB_DECODED_BYTES, (
-                f"{peak / 2**20:.1f} MiB held; {outcomes}"
-            )
-            for outcome in outcomes:
-                assert isinstance(outcome, StiggUnavailableError), outcome
-                assert outcome.kind is FailureKind.INVALID_RESPONSE, outcome
-            world.set_mode(FakeMode.UP)
+    async def story(client: AnyClient) -> None:
+        await warm(client)
+        world.set_mode(FakeMode.BOMB)
+        bomb()  # the fake's own copy is built before measuring
+        tracemalloc.start()
+        try:
+            outcomes = await outcomes_of_a_fetch_and_a_send(adapter_of(client))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert world.fake.counts["GET bomb"] + world.fake.counts["POST bomb"] == 2
+        # the cap, the answer joined once, and room for the SDK's own work
+        assert peak < 2 * MAX_RESPONSE_BYTES + 4 * 1024 * 1024 < BOMB_DECODED_BYTES, (
+            f"{peak / 2**20:.1f} MiB held; {outcomes}"
+        )
+        for outcome in outcomes:
+            assert isinstance(outcome, StiggUnavailableError), outcome
+            assert outcome.kind is FailureKind.INVALID_RESPONSE, outcome
+        world.set_mode(FakeMode.UP)
 
-    asyncio.run(story())
+    _run(client_kind, world, tmp_path, story)
 
 
 def test_a_redirect_is_a_fault_never_an_acknowledgement(
@@ -90,29 +100,28 @@ def test_a_redirect_is_a_fault_never_an_acknowledgement(
     """Every answer is 308 with ``{"data": {}}``: no read takes it for an answer, no send
     for an acknowledgement, and nobody follows it (the API key would go along)."""
 
-    async def story() -> None:
-        async with BUILDERS[client_kind](world, ManualClock(), tmp_path) as client:
-            await warm(client)
-            world.set_mode(FakeMode.REDIRECT)
-            for failure in await failures_of_a_fetch_and_a_send(adapter_of(client)):
-                assert failure.kind is FailureKind.INVALID_RESPONSE, failure
-                assert "308" in str(failure)
-            await ask(client.report_usage(customer_id="acme", feature_id="api_calls", value=3))
+    async def story(client: AnyClient) -> None:
+        await warm(client)
+        world.set_mode(FakeMode.REDIRECT)
+        for failure in await failures_of_a_fetch_and_a_send(adapter_of(client)):
+            assert failure.kind is FailureKind.INVALID_RESPONSE, failure
+            assert "308" in str(failure)
+        await ask(client.report_usage(customer_id="acme", feature_id="api_calls", value=3))
 
-            async def settled() -> bool:
-                status = await ask(client.status())
-                return status.outbox_depth == 0 or "308" in (status.last_error or "")
-
-            await until(settled, "the usage send answered 308")
+        async def settled() -> bool:
             status = await ask(client.status())
-            assert (status.outbox_depth, status.dead_letters) == (1, 0), status
-            redirected = world.fake.counts["GET redirect"] + world.fake.counts["POST redirect"]
-            assert redirected == 3  # the read and the event above, then the usage: once each
-            followed = [path for _, _, path, _, _ in world.fake.log if path.startswith("/moved")]
-            assert followed == []
-            world.set_mode(FakeMode.UP)
+            return status.outbox_depth == 0 or "308" in (status.last_error or "")
 
-    asyncio.run(story())
+        await until(settled, "the usage send answered 308")
+        status = await ask(client.status())
+        assert (status.outbox_depth, status.dead_letters) == (1, 0), status
+        redirected = world.fake.counts["GET redirect"] + world.fake.counts["POST redirect"]
+        assert redirected == 3  # the read and the event above, then the usage: once each
+        followed = [path for _, _, path, _, _ in world.fake.log if path.startswith("/moved")]
+        assert followed == []
+        world.set_mode(FakeMode.UP)
+
+    _run(client_kind, world, tmp_path, story)
 
 
 def _requests(world: World) -> int:
