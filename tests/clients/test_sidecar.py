@@ -44,14 +44,22 @@ def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
 
 
 def test_an_entitlement_of_no_known_kind_is_an_unusable_answer() -> None:
-    from stigg_sidecar_sdk import EntitlementV2
+    from stigg_sidecar_sdk import ApiConfig, EntitlementV2, Stigg
 
     from stigg_cache import StiggUnavailableError
     from stigg_cache.adapters.sidecar import SidecarAdapter
 
-    adapter = SidecarAdapter(inner=None)
-    with pytest.raises(StiggUnavailableError, match="no known kind"):
-        adapter._item(EntitlementV2(has_access=True))
+    async def check() -> None:  # grpclib binds the SDK's channel to the running loop
+        inner = Stigg(ApiConfig(api_key="k"), remote_sidecar_host="127.0.0.1")  # never dialled
+        try:
+            adapter = SidecarAdapter(inner)
+            with pytest.raises(StiggUnavailableError, match="no known kind"):
+                adapter._item(EntitlementV2(has_access=True))
+        finally:
+            inner.close()
+            await inner.api.http_client.aclose()
+
+    asyncio.run(check())
 
 
 def test_the_pytest_plugin_serves_a_fake_sidecar(fake_stigg: FakeStigg, fake_sidecar: Any) -> None:
