@@ -1,4 +1,4 @@
-"""HTTP facts shared by the REST adapters: status mapping and ``Retry-After``."""
+"""HTTP facts shared by the adapters: statuses, ``Retry-After``, headers a request can carry."""
 
 from __future__ import annotations
 
