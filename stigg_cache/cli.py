@@ -22,6 +22,7 @@ from stigg_cache.policy.explain import explain, lint
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.stores import MISSING, Store, open_store
 from stigg_cache.stores.signed import SignedStore, signed_value, signing_keys
+from stigg_cache.testing.standalone import fake
 
 
 @click.group()
@@ -422,3 +423,6 @@ def _report_json(report: Any) -> dict[str, Any]:
             {"name": v.name, "passed": v.passed, "figures": v.figures} for v in report.verdicts
         ],
     }
+
+
+main.add_command(fake)

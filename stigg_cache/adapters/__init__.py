@@ -28,6 +28,9 @@ SUPPORTED = (
     "stigg_sidecar_sdk.Stigg (pip install 'stigg-cache[sidecar]'), "
     "or None with api_key= for the built-in client"
 )
+# One Stigg SDK per environment: these extras all install the top-level module `stigg`.
+_SDK_EXTRAS = frozenset({"rest", "graphql", "graphql-v2", "sidecar"})
+_EXCLUSIVE = "the rest, graphql, graphql-v2 and sidecar extras exclude one another"
 # (top-level module, class name) -> what the object is, for each SDK class we adapt
 _KNOWN = {
     ("stigg", "Stigg"): "rest",
@@ -39,14 +42,14 @@ _KNOWN = {
 
 
 def require(module: str, distribution: str, extra: str) -> ModuleType:
-    """Import an SDK module, or say which extra installs it."""
+    """Import an optional module, or say which extra installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as error:
+        note = f" ({_EXCLUSIVE})" if extra in _SDK_EXTRAS else ""
         raise ImportError(
             f"{module} is not importable ({error}): this needs {distribution}; "
-            f"install it with: pip install 'stigg-cache[{extra}]' "
-            "(the rest, graphql, graphql-v2 and sidecar extras exclude one another)"
+            f"install it with: pip install 'stigg-cache[{extra}]'{note}"
         ) from error
 
 

@@ -129,6 +129,11 @@ class FakeAccount:
 
     # -- reads --------------------------------------------------------------------
 
+    def customer_ids(self) -> list[str]:
+        """Every customer with entitlements set, in the order they were first set."""
+        with self._lock:
+            return list(dict.fromkeys(customer for customer, _ in self._customers))
+
     def entitlements(self, customer_id: str, resource_id: str | None) -> dict[str, Any]:
         with self._lock:
             self._aggregate()

@@ -12,6 +12,7 @@ import enum
 import functools
 import gzip
 import json
+import logging
 import re
 import socket
 import sys
@@ -24,10 +25,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._log import FaultLog
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
 from stigg_cache.testing._closing import Closing
 from stigg_cache.testing.account import FakeAccount, json_answer
-from stigg_cache.testing.graphql import answer_graphql, state_json
+from stigg_cache.testing.graphql import answer_graphql, graphql_core, missing_extra, state_json
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
@@ -159,6 +162,7 @@ class FakeStigg(Closing):
         self._release = threading.Event()
         self._closed = threading.Event()
         self.counts: Counter[str] = Counter()
+        self._faults = FaultLog(SYSTEM_CLOCK)  # what the fake cannot do, logged once a minute
         self.batches: list[list[Any]] = []  # accepted event batches, as sent
         self.gzip_answers = False
         # (monotonic time, method, path, status, Retry-After) of every answer given
@@ -204,13 +208,24 @@ class FakeStigg(Closing):
         return self._mode
 
     @property
+    def port(self) -> int:
+        """The port on 127.0.0.1 (the OS's choice when 0 was given)."""
+        return self._port
+
+    @property
     def url(self) -> str:
         """Base URL to give an SDK (``base_url=``)."""
-        return f"http://{LOOPBACK}:{self._port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def graphql_url(self) -> str:
-        """The GraphQL endpoint to give a GraphQL SDK (``api_url=``)."""
+        """The GraphQL endpoint to give a GraphQL SDK (``api_url=``).
+
+        Raises:
+            ImportError: graphql-core, which the endpoint needs, is not installed
+                (``pip install 'stigg-cache[testing]'``).
+        """
+        graphql_core()
         return f"{self.url}/graphql"
 
     @property
@@ -299,7 +314,12 @@ class FakeStigg(Closing):
     ) -> tuple[int, dict[str, str], bytes]:
         """What the GraphQL SDKs call: ``/graphql`` and the Edge JSON."""
         if name == "graphql":
-            return answer_graphql(self.account, document)
+            try:
+                return answer_graphql(self.account, document)
+            except ImportError as error:  # graphql-core missing: say so, as an answer
+                event = "stigg_cache.testing_extra_missing"
+                self._faults.report(event, str(error), level=logging.ERROR)
+                return missing_extra(error)
         resource = query.get("resourceId", [None])[0]
         state = state_json(self.account, args["customer"], resource)
         if name == "edge-state":

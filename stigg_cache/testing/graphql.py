@@ -1,6 +1,6 @@
 """The fake Stigg's GraphQL endpoint and Edge JSON, for the GraphQL SDKs.
 
-Requests are parsed with graphql-core; answers are built by walking the
+Requests are parsed with graphql-core (the ``[testing]`` extra); answers are built by walking the
 operation's own selection set over full objects, so every SDK gets exactly
 the fields (and aliases, and ``__typename``\\ s) its generated models ask for.
 Only the operations stigg-cache sends are served; others answer a GraphQL error.
@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
+from stigg_cache.adapters import require
 from stigg_cache.testing.account import Answer, FakeAccount, json_answer
 
 _CONCRETE_TYPES = frozenset(
@@ -86,15 +88,29 @@ def _credit(item: Mapping[str, Any]) -> dict[str, Any]:
     return {**plain, "__typename": "CreditEntitlement", "currency": currency}
 
 
-def answer_graphql(account: FakeAccount, document: Any) -> Answer:
-    """Answer one GraphQL request body (already JSON-decoded)."""
-    from graphql import GraphQLError, parse  # noqa: PLC0415 - only the GraphQL SDKs' tests need it
+def graphql_core() -> ModuleType:
+    """graphql-core, which parses the requests; an ImportError naming the extra without it."""
+    return require("graphql", "graphql-core", "testing")
 
+
+def missing_extra(error: ImportError) -> Answer:
+    """What the endpoint answers without graphql-core: a GraphQL error the SDKs show,
+    naming the extra (never a dropped connection, which looks like an outage)."""
+    return _errors(200, f"the fake Stigg's GraphQL endpoint cannot answer: {error}", "INTERNAL")
+
+
+def answer_graphql(account: FakeAccount, document: Any) -> Answer:
+    """Answer one GraphQL request body (already JSON-decoded).
+
+    Raises:
+        ImportError: graphql-core is not installed (the ``[testing]`` extra).
+    """
+    graphql = graphql_core()
     if not isinstance(document, dict) or not isinstance(document.get("query"), str):
         return _errors(400, "expected {query, variables}")
     try:
-        parsed = parse(document["query"])
-    except GraphQLError as error:
+        parsed = graphql.parse(document["query"])
+    except graphql.GraphQLError as error:
         return _errors(400, f"syntax: {error.message}", "GRAPHQL_PARSE_FAILED")
     return _execute(account, parsed, document)
 
@@ -214,9 +230,7 @@ def _errors(status: int, message: str, code: str = "BAD_REQUEST") -> Answer:
 
 def _value(node: Any, variables: Mapping[str, Any]) -> Any:
     """A GraphQL argument value (literal or ``$variable``) as plain Python."""
-    from graphql import value_from_ast_untyped  # noqa: PLC0415
-
-    return value_from_ast_untyped(node, dict(variables))
+    return graphql_core().value_from_ast_untyped(node, dict(variables))
 
 
 def _project(value: Any, selection_set: Any, fragments: Mapping[str, Any]) -> Any:
