@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz audit lint typecheck pytest sdk-tests clean
+.PHONY: demo dist wheelhouse test bench fuzz audit lint typecheck pytest sdk-tests clean
 FUZZ_SECONDS ?= 60
 # The GraphQL and sidecar SDKs install the same `stigg` module as the REST SDK (and
 # each other's): each family is tested in a venv of its own, .venv-<family>.
@@ -14,12 +14,21 @@ extra_graphql-v1 := graphql
 extra_graphql-v2 := graphql-v2
 extra_sidecar    := sidecar
 
+NEW_VENV = @$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"' \
+	&& (test -x $(PY) || $(PYTHON) -m venv $(VENV))
+
+# `make demo` needs the package and the REST SDK it wraps, nothing more: quick on a fresh clone.
+DEMO_STAMP := $(VENV)/.demo-installed
+$(DEMO_STAMP): pyproject.toml
+	$(NEW_VENV)
+	$(PY) -m pip install --quiet -e '.[rest]'
+	@touch $@
+
 $(STAMP): pyproject.toml stores/redis/pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "stigg-cache needs Python >= 3.11"'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(NEW_VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[rest,dev,bench,prometheus,chaos]' -e stores/redis
-	@touch $@
+	@touch $@ $(DEMO_STAMP)
 
 .PRECIOUS: .venv-%/.installed  # a venv is kept, not deleted as an intermediate file
 .venv-%/.installed: pyproject.toml
@@ -28,8 +37,22 @@ $(STAMP): pyproject.toml stores/redis/pyproject.toml
 	.venv-$*/bin/python -m pip install --quiet -e '.[$(extra_$*),test]'
 	@touch $@
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m stigg_cache.demo
+
+# Sdists and wheels of stigg-cache and stigg-cache-redis in dist/, checked by twine.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build -q --outdir dist .
+	$(PY) -m build -q --outdir dist stores/redis
+	$(VENV)/bin/twine check --strict dist/*
+
+# What the built wheels depend on, as wheels: the clean-venv install test installs offline.
+WHEELHOUSE := build/wheelhouse
+wheelhouse: dist
+	rm -rf $(WHEELHOUSE)
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) \
+		"$$(echo dist/stigg_cache-*.whl)[testing]" dist/stigg_cache_redis-*.whl
 
 bench: $(STAMP)
 	$(PY) -m stigg_cache.benchmarks --out bench/results.json
@@ -51,8 +74,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
-	$(PY) -m pytest -q
+pytest: $(STAMP) wheelhouse
+	STIGG_CACHE_DIST=$(CURDIR)/dist STIGG_CACHE_WHEELHOUSE=$(CURDIR)/$(WHEELHOUSE) $(PY) -m pytest -q
 
 # The outage story for every client of each SDK family, in that family's venv.
 sdk-tests: $(addprefix sdk-test-,$(SDK_FAMILIES))
@@ -63,4 +86,4 @@ sdk-test-%: .venv-%/.installed
 test: lint typecheck audit pytest sdk-tests
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-,$(SDK_FAMILIES)) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(SDK_FAMILIES)) .mypy_cache .pytest_cache .ruff_cache dist build
