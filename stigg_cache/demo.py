@@ -1,15 +1,20 @@
 """`make demo`: a short, honest outage story against the fake Stigg.
 
-Warm up, Stigg blackholed, checks keep answering (STALE, then POLICY/DEFAULT
-for customers never seen), a process restart while offline served from the
-SQLite store, Stigg back, fresh data again. Every line is a real check.
+It prints the policy it runs with, then: warm up, Stigg blackholed, checks
+keep answering (STALE, then POLICY/DEFAULT for customers never seen), live
+policy edits (a good one taken, a broken one rejected), a process restart
+while offline served from the SQLite store, Stigg back: the automatic
+reconciliation report, fresh data again. Every line is a real check.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
 import json
 import logging
+import queue
 import subprocess
 import sys
 import tempfile
@@ -17,14 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stigg_cache import ResilientClient
-from stigg_cache.models import AnyEntitlement, MeteredEntitlement
-from stigg_cache.testing.account import FakeAccount
-from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
+from stigg_cache import ReconcileReport, ResilientClient, Source
+from stigg_cache.models import AnyEntitlement, ConnectionState, MeteredEntitlement
+from stigg_cache.testing.fake import FakeMode, FakeStigg
+from stigg_cache.testing.standalone import DEMO_CUSTOMERS, account_from
 
 API_KEY = "sk-demo-not-a-real-key"
 CHECK_TIMEOUT_S = 0.3
 SETTLE_S = 0.5  # the fake aggregates in 0.2 s; real Stigg takes ~10 s (default settle: 30 s)
+FRESH_FOR_S = 1.0  # as POLICY_YAML says
+RECONNECT_WAIT_S = 30.0  # the breaker's backoff between probes is at most 30 s
 POLICY_YAML = """\
 version: 1
 staleness: {fresh_for: 1s, max_staleness: 60s}
@@ -55,6 +62,10 @@ def _inner(base_url: str) -> Any:
         return stigg.Stigg(api_key=API_KEY, base_url=base_url)
     except ImportError:
         return None
+
+
+def _inner_shown() -> str:
+    return "None" if importlib.util.find_spec("stigg") is None else "stigg.Stigg(...)"
 
 
 def _client(store_url: str, base_url: str, policy: Path) -> ResilientClient:
@@ -120,9 +131,24 @@ def _wait_for_policy(client: ResilientClient, old_version: str) -> None:
         status = client.status()
 
 
+def _wait_for_refresh(client: ResilientClient, customer: str) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        answer = client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+        if answer.decision.source is not Source.STALE:
+            return
+        time.sleep(0.05)
+
+
 def _header(workdir: Path) -> None:
     print("stigg-cache demo: a fake Stigg on loopback;")
     print(f"SQLite store, outbox and fallback.yaml in {workdir}\n")
+    print(
+        f"client: ResilientClient({_inner_shown()}, check_timeout={CHECK_TIMEOUT_S}, "
+        f"settle_s={SETTLE_S}, policy=fallback.yaml)"
+    )
+    print("fallback.yaml (fresh_for: cached answers are CACHE for 1s, then STALE up to 60s):")
+    print("".join(f"   | {line}\n" for line in POLICY_YAML.splitlines()))
     _print(["step", "customer", "feature", "answer", "tier", "age", "latency", "rule / why"])
     _print(["-" * 33, "-" * 10, "-" * 9, "-" * 6, "-" * 8, "-" * 7, "-" * 9, "-" * 30])
 
@@ -148,13 +174,9 @@ def _outage(client: ResilientClient, fake: FakeStigg, policy: Path) -> None:
     new = client.status().policy_version
     print(f"   operator adds a rule to fallback.yaml: policy {old} -> {new}")
     _print(_check(client, "2. after the live edit", "newcorp", "sso"))
-    old = client.status().policy_version
+    print("   operator saves a broken fallback.yaml; the watcher rejects it (log below):")
     policy.write_text(POLICY_YAML + "rules: [oops\n")
-    _wait_for_policy(client, old)
-    error = (client.status().policy_error or "").splitlines()
-    print(
-        f"   operator saves a broken file, rejected: {error[1].strip() if len(error) > 1 else '?'}"
-    )
+    _wait_for_policy(client, new)
     _print(_check(client, "2. after the broken edit", "newcorp", "sso"))
     print()
 
@@ -181,25 +203,50 @@ def _restart(store_url: str, fake: FakeStigg, policy: Path) -> None:
         _print(row)
 
 
-def _recovery(client: ResilientClient, fake: FakeStigg) -> None:
-    _print(_check(client, "4. Stigg back (revalidating)", "acme", "sso"))
-    flushed = client.flush(timeout=10)
+def _reconnect(client: ResilientClient, reports: queue.Queue[ReconcileReport]) -> None:
+    """Checks go on as traffic would; one of them is the breaker's probe once its
+    backoff ends, and reconnecting starts the automatic reconciliation."""
+    _print(_check(client, "4. Stigg back (first check)", "acme", "sso"))
+    started = time.monotonic()
+    deadline = started + RECONNECT_WAIT_S
+    while client.status().state is not ConnectionState.CONNECTED and time.monotonic() < deadline:
+        time.sleep(0.25)
+        client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    print(f"   reconnected after {time.monotonic() - started:.1f}s (the breaker's backoff)")
+    try:
+        report = reports.get(timeout=max(1.0, deadline - time.monotonic()))
+    except queue.Empty:
+        print("   no reconciliation report yet")
+        return
+    checked, dropped = report.decisions_checked, report.decisions_dropped
+    print(
+        f"   automatic reconciliation (on_reconcile): {checked} offline decisions checked"
+        f"{f' ({dropped} not covered)' if dropped else ''}, "
+        f"{sum(c.count for c in report.contradictions)} contradicted by fresh data, "
+        f"{report.customers_refreshed} customers refreshed, outbox drained: {report.outbox_drained}"
+    )
+    for contradiction in report.contradictions:
+        where = f"{contradiction.customer_id}/{contradiction.feature_id}"
+        times = f" ({contradiction.count} decisions)" if contradiction.count > 1 else ""
+        offline = "granted" if contradiction.offline_has_access else "denied"
+        print(f"     - {where}: {offline} offline{times}; {contradiction.explanation}")
+
+
+def _recovery(
+    client: ResilientClient, fake: FakeStigg, reports: queue.Queue[ReconcileReport]
+) -> None:
+    _reconnect(client, reports)
+    client.flush(timeout=10)
     account = fake.account
     print(
-        f"   outbox drained: {flushed.drained}; Stigg received {len(account.events)} events and "
-        f"{len(account.usages)} usage records, each once"
+        f"   Stigg received {len(account.events)} events and {len(account.usages)} usage "
+        "records, each once"
     )
-    time.sleep(SETTLE_S + 0.3)  # Stigg aggregates; our local count of it retires
-    report = client.reconcile(timeout=10)  # refreshes acme: Stigg's own count from here on
-    if report is not None:
-        print(
-            f"   reconcile: {report.decisions_checked} offline decisions checked, "
-            f"{sum(c.count for c in report.contradictions)} contradicted by fresh data, "
-            f"{report.customers_refreshed} customers refreshed"
-        )
-        for contradiction in report.contradictions[:3]:
-            where = f"{contradiction.customer_id}/{contradiction.feature_id}"
-            print(f"     - {where}: {contradiction.explanation}")
+    # Past fresh_for and settle_s: the next check revalidates, and the snapshot it brings
+    # counts what Stigg aggregated, so our local count of that usage retires.
+    time.sleep(max(FRESH_FOR_S, SETTLE_S) + 0.3)
+    _print(_check(client, "4. Stigg back (revalidating)", "acme", "sso"))
+    _wait_for_refresh(client, "acme")
     _print(_check(client, "4. Stigg back", "acme", "sso"))
     _print(_check(client, "4. Stigg back (Stigg's count)", "acme", "api_calls"))
     _print(_check(client, "4. Stigg back", "newcorp", "sso"))
@@ -213,18 +260,17 @@ def _story(workdir: Path) -> None:
     policy = workdir / "fallback.yaml"
     policy.write_text(POLICY_YAML)
     _header(workdir)
-    with FakeStigg(api_key=API_KEY, account=FakeAccount(aggregation_delay_s=0.2)) as fake:
-        fake.account.meter("api.request", "api_calls")
-        fake.set_customer("acme", [boolean("sso"), metered("api_calls", limit=1000, usage=420)])
-        fake.set_customer("newcorp", [boolean("sso", granted=False)])
+    account = account_from(DEMO_CUSTOMERS, aggregation_delay_s=0.2)
+    with FakeStigg(api_key=API_KEY, account=account) as fake:
+        reports: queue.Queue[ReconcileReport] = queue.Queue()
         with _client(store_url, fake.url, policy) as client:
+            client.on_reconcile(reports.put)
             for feature in ("sso", "api_calls", "sso"):
                 _print(_check(client, "1. Stigg up: warm", "acme", feature))
             _outage(client, fake, policy)
-        _restart(store_url, fake, policy)
-        fake.set_mode(FakeMode.UP)
-        with _client(store_url, fake.url, policy) as client:
-            _recovery(client, fake)
+            _restart(store_url, fake, policy)
+            fake.set_mode(FakeMode.UP)
+            _recovery(client, fake, reports)
 
 
 def main() -> None:
@@ -232,6 +278,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--restart-child", nargs=3, metavar=("STORE_URL", "BASE_URL", "POLICY"))
     args = parser.parse_args()
+    if isinstance(sys.stdout, io.TextIOWrapper):  # rows and log lines in the order they happen
+        sys.stdout.reconfigure(line_buffering=True)
     if args.restart_child:
         _restart_child(*args.restart_child)
         return
