@@ -309,3 +309,30 @@ def test_json_customers_files_and_the_demo_account_load_alike(tmp_path: Path) ->
             item.pop("usagePeriodStart", None)  # the monthly period is computed from now
             item.pop("usagePeriodEnd", None)
     assert shown[0] == shown[1]
+
+
+def test_the_readme_customers_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("`customers.yaml` (or JSON):\n\n```yaml\n", 1)[1].split("```", 1)[0]
+    customers = tmp_path / "customers.yaml"
+    customers.write_text(example)
+    account = load_account(customers)
+    assert account.customer_ids() == ["acme", "newcorp"]
+    kinds = {
+        e["feature"]["id"]: e["feature"]["featureType"]
+        for e in account.entitlements("acme", None)["entitlements"]
+    }
+    assert kinds == {"sso": "BOOLEAN", "seats": "NUMBER", "api_calls": "NUMBER", "models": "ENUM"}
+    account.report_events(
+        {
+            "events": [
+                {
+                    "customerId": "acme",
+                    "eventName": "api.request",
+                    "idempotencyKey": "k",
+                    "timestamp": "2024-01-01T00:00:00Z",
+                }
+            ]
+        }
+    )
+    assert account.usage_of("acme", "api_calls") == 421
