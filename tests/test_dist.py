@@ -85,14 +85,8 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Path:
 
 @pytest.fixture
 def redis_namespace() -> Iterator[str]:
+    """A namespace of this test's in the real Redis (DEVELOPERS.md), emptied afterwards."""
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        message = f"Redis is not reachable at {REDIS_URL} ({error}): see DEVELOPERS.md"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
     yield NAMESPACE
     for key in client.scan_iter(match=f"*stigg-cache:{NAMESPACE}*", count=1000):
         client.delete(key)

@@ -8,7 +8,8 @@
         ...
 
 GraphQL SDKs point at ``fake_stigg.graphql_url`` and ``fake_stigg.edge_url`` (or the
-proxy's ``url`` + ``/graphql`` and ``/edge``); the sidecar SDK at ``fake_sidecar.host``
+proxy's ``url`` + ``/graphql`` and ``/edge``; the GraphQL endpoint needs the ``[testing]``
+extra); the sidecar SDK at ``fake_sidecar.host``
 and ``fake_sidecar.port`` (needs the ``[sidecar]`` extra). All listen on 127.0.0.1 only
 and close (releasing every hung request) after the test.
 """

@@ -42,8 +42,8 @@ customers:
 meters:
   api.request: api_calls
 """
-# The fake's module graph with graphql-core made unimportable, as outside the dev install.
-_WITHOUT_GRAPHQL = textwrap.dedent(
+# Scripts run where graphql-core cannot be imported, as outside the dev install.
+_NO_GRAPHQL = textwrap.dedent(
     """
     import importlib.abc, sys
 
@@ -54,6 +54,10 @@ _WITHOUT_GRAPHQL = textwrap.dedent(
             return None
 
     sys.meta_path.insert(0, NoGraphql())
+    """
+)
+_CLI_WITHOUT_GRAPHQL = _NO_GRAPHQL + textwrap.dedent(
+    """
     from stigg_cache.cli import main
     main(sys.argv[1:], prog_name="stigg-cache")
     """
@@ -185,10 +189,10 @@ def test_the_demo_account_serves_a_resilient_client_and_ctrl_c_stops_it(
     assert "fake Stigg stopped after" in out
 
 
-def test_without_graphql_core_the_fake_names_the_testing_extra_and_keeps_answering(
+def test_the_command_without_graphql_core_names_the_extra_and_keeps_answering(
     running: list[Running],
 ) -> None:
-    fake = Running([sys.executable, "-c", _WITHOUT_GRAPHQL, "fake", "--port", "0"])
+    fake = Running([sys.executable, "-c", _CLI_WITHOUT_GRAPHQL, "fake", "--port", "0"])
     running.append(fake)
     hint = "pip install 'stigg-cache[testing]'"
     assert fake.announced["GraphQL"].startswith("unavailable: graphql is not importable")
@@ -212,20 +216,9 @@ def test_without_graphql_core_the_fake_names_the_testing_extra_and_keeps_answeri
     assert hint in err
 
 
-def test_without_graphql_core_graphql_url_raises_and_the_endpoint_answers_naming_the_extra() -> (
-    None
-):
-    script = textwrap.dedent(
+def test_without_graphql_core_graphql_url_and_the_endpoint_name_the_extra() -> None:
+    script = _NO_GRAPHQL + textwrap.dedent(
         """
-        import importlib.abc, sys
-
-        class NoGraphql(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "graphql":
-                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-                return None
-
-        sys.meta_path.insert(0, NoGraphql())
         import httpx
         from stigg_cache.testing.fake import FakeStigg
         with FakeStigg() as fake:
