@@ -121,6 +121,14 @@ def _restart_child(store_url: str, base_url: str, policy: str) -> None:
     print(json.dumps(rows))
 
 
+def _save(policy: Path, text: str) -> None:
+    """Save as editors and Kubernetes do: write beside, then rename over the file (one
+    change the watcher sees; the policy has a folder of its own, away from the SQLite files)."""
+    draft = policy.parent.parent / f".{policy.name}.draft"
+    draft.write_text(text)
+    draft.replace(policy)
+
+
 def _wait_for_policy(client: ResilientClient, old_version: str) -> None:
     deadline = time.monotonic() + 5
     status = client.status()
@@ -142,7 +150,7 @@ def _wait_for_refresh(client: ResilientClient, customer: str) -> None:
 
 def _header(workdir: Path) -> None:
     print("stigg-cache demo: a fake Stigg on loopback;")
-    print(f"SQLite store, outbox and fallback.yaml in {workdir}\n")
+    print(f"SQLite store and outbox in {workdir}, fallback.yaml in {workdir / 'policy'}\n")
     print(
         f"client: ResilientClient({_inner_shown()}, check_timeout={CHECK_TIMEOUT_S}, "
         f"settle_s={SETTLE_S}, policy=fallback.yaml)"
@@ -169,13 +177,13 @@ def _outage(client: ResilientClient, fake: FakeStigg, policy: Path) -> None:
     status = client.status()
     print(f"\n   status: {status.state.value}, last error: {status.last_error}\n")
     old = status.policy_version
-    policy.write_text(POLICY_YAML.replace("default:", INCIDENT_RULE + "default:"))
+    _save(policy, POLICY_YAML.replace("default:", INCIDENT_RULE + "default:"))
     _wait_for_policy(client, old)
     new = client.status().policy_version
     print(f"   operator adds a rule to fallback.yaml: policy {old} -> {new}")
     _print(_check(client, "2. after the live edit", "newcorp", "sso"))
     print("   operator saves a broken fallback.yaml; the watcher rejects it (log below):")
-    policy.write_text(POLICY_YAML + "rules: [oops\n")
+    _save(policy, POLICY_YAML + "rules: [oops\n")
     _wait_for_policy(client, new)
     _print(_check(client, "2. after the broken edit", "newcorp", "sso"))
     print()
@@ -183,7 +191,7 @@ def _outage(client: ResilientClient, fake: FakeStigg, policy: Path) -> None:
 
 def _restart(store_url: str, fake: FakeStigg, policy: Path) -> None:
     fake.set_mode(FakeMode.DOWN)
-    policy.write_text(POLICY_YAML)
+    _save(policy, POLICY_YAML)
     child = subprocess.run(  # noqa: S603 - our own module, our own arguments
         [
             sys.executable,
@@ -257,7 +265,8 @@ def _recovery(
 
 def _story(workdir: Path) -> None:
     store_url = f"sqlite:///{workdir / 'stigg-cache.db'}"
-    policy = workdir / "fallback.yaml"
+    policy = workdir / "policy" / "fallback.yaml"
+    policy.parent.mkdir(mode=0o700)
     policy.write_text(POLICY_YAML)
     _header(workdir)
     account = account_from(DEMO_CUSTOMERS, aggregation_delay_s=0.2)
