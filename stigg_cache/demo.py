@@ -220,7 +220,11 @@ def _reconnect(client: ResilientClient, reports: queue.Queue[ReconcileReport]) -
     while client.status().state is not ConnectionState.CONNECTED and time.monotonic() < deadline:
         time.sleep(0.25)
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    print(f"   reconnected after {time.monotonic() - started:.1f}s (the breaker's backoff)")
+    waited = time.monotonic() - started
+    if client.status().state is not ConnectionState.CONNECTED:
+        print(f"   still not reconnected after {waited:.0f}s: {client.status().last_error}")
+        return
+    print(f"   reconnected after {waited:.1f}s (the breaker's backoff)")
     try:
         report = reports.get(timeout=max(1.0, deadline - time.monotonic()))
     except queue.Empty:
