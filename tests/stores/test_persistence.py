@@ -126,6 +126,7 @@ def test_well_framed_entry_with_a_malformed_feature_never_reaches_a_check(
     result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     assert (result.decision.source, result.has_access) == (Source.LIVE, True)
     assert client.status().faults["stigg_cache.store_entry_unusable"] == 1
+    client.close()  # its LIVE snapshot lands in the store after the answer: let it land first
     _plant_malformed_feature(tmp_path / "cache.db")
     fresh = make_client()
     snapshot = fresh.get_entitlements(customer_id="acme")  # materialised: never a lazy surprise
