@@ -21,6 +21,7 @@ from stigg_cache.errors import (
     StiggRejectedError,
     StiggUnavailableError,
     StoreError,
+    StoreNotFoundError,
     TamperedEntryError,
 )
 from stigg_cache.models import (
@@ -93,6 +94,7 @@ __all__ = [
     "StiggUnavailableError",
     "Store",
     "StoreError",
+    "StoreNotFoundError",
     "TamperedEntryError",
     "open_store",
 ]

@@ -6,6 +6,7 @@ below serves a source tree run without installed metadata.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from importlib import import_module
@@ -113,3 +114,23 @@ def factory(group: str, url: str, what: str) -> Callable[[str], Any]:
     raise ConfigurationError(
         f"no {what} is registered for {scheme}://{hint}; known schemes: {', '.join(known)}"
     )
+
+
+def opened(make: Callable[..., Any], url: str, *, read_only: bool) -> Any:
+    """What ``make`` (a factory :func:`factory` found) opens for ``url``.
+
+    A factory opens read-only when it takes ``read_only`` (plugins: ``def open_x(url, *,
+    read_only=False)``); a plugin's that does not is refused rather than trusted not to write.
+
+    Raises:
+        ConfigurationError: read-only was asked of a factory that cannot.
+    """
+    if not read_only:
+        return make(url)
+    parameters = inspect.signature(make).parameters.values()
+    if not any(p.name == "read_only" or p.kind is p.VAR_KEYWORD for p in parameters):
+        raise ConfigurationError(
+            f"{redact(url)}: its plugin ({make.__module__}) cannot open read-only (its "
+            "factory takes no read_only=), so a tool that only looks will not open it"
+        )
+    return make(url, read_only=True)

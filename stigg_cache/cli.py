@@ -7,25 +7,33 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import SNAPSHOT_PREFIX, OutdatedEntryError, decode_snapshot, snapshot_key
-from stigg_cache.errors import PolicyError, StiggCacheError, TamperedEntryError
+from stigg_cache.errors import (
+    ConfigurationError,
+    PolicyError,
+    StiggCacheError,
+    StoreNotFoundError,
+    TamperedEntryError,
+)
 from stigg_cache.models import Snapshot
-from stigg_cache.outbox import open_outbox
+from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
-from stigg_cache.outbox.base import Outbox
 from stigg_cache.policy.explain import explain, lint
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
-from stigg_cache.stores import MISSING, Store, open_store
+from stigg_cache.stores import MISSING, Store, default_store_url, open_store
 from stigg_cache.stores.signed import SignedStore, signed_value, signing_keys
 from stigg_cache.testing.standalone import fake
 
+_T = TypeVar("_T")
+
 
 @click.group()
+@click.version_option(package_name="stigg-cache", prog_name="stigg-cache")
 def main() -> None:
     """stigg-cache: resilient Stigg entitlement checks."""
 
@@ -34,7 +42,10 @@ def main() -> None:
 @click.option("--out", default="bench/results.json", show_default=True, help="JSON output.")
 @click.option("--tiny", is_flag=True, help="Tiny sizes: a smoke run.")
 def bench(out: str, tiny: bool) -> None:
-    """Benchmarks: every figure a ratio against a baseline measured in the same run."""
+    """Benchmarks: every figure a ratio against a baseline measured in the same run.
+
+    Needs the SDKs it compares against: pip install 'stigg-cache[bench,rest]'.
+    """
     from stigg_cache.benchmarks import main as run_benchmarks  # noqa: PLC0415 - heavy, rarely used
 
     sys.exit(run_benchmarks(["--out", out, *(["--tiny"] if tiny else [])]))
@@ -67,17 +78,30 @@ def policy_check(file: Path) -> None:
 @click.option("--customer", "customer_id", required=True, help="Customer id to check.")
 @click.option("--feature", "feature_id", required=True, help="Feature id to check.")
 @click.option("--resource", "resource_id", default=None, help="Resource id, if any.")
-@click.option("--store", "store_url", default=None, help="Store URL holding snapshots.")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Store URL holding snapshots, read only (default: the library's default store, "
+    "if there is one), e.g. sqlite:////var/lib/app/stigg-cache.db",
+)
 def policy_explain(
     file: Path, customer_id: str, feature_id: str, resource_id: str | None, store_url: str | None
 ) -> None:
     """Which tier and rule would answer a check right now, and why."""
     try:
         loaded = FallbackPolicy.from_file(file)
-        store = None if store_url is None else open_store(store_url)
-    except StiggCacheError as error:
+    except PolicyError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
+    try:
+        store: Store | None = open_store(store_url or default_store_url(), read_only=True)
+    except StoreNotFoundError as error:
+        if store_url is not None:
+            _refuse(error)
+        store = None  # no default store on this machine: nothing is cached
+    except StiggCacheError as error:
+        _refuse(error)
     try:
         for line in explain(
             loaded,
@@ -92,27 +116,42 @@ def policy_explain(
             store.close()
 
 
+def _refuse(error: StiggCacheError) -> NoReturn:
+    """Exit with ``error``: 2 when what was named is not there or not of the kind asked
+    for (the caller's to change), 1 when it could not be read."""
+    click.echo(str(error), err=True)
+    sys.exit(2 if isinstance(error, ConfigurationError) else 1)
+
+
+def _looked_at(open_it: Callable[[], _T]) -> _T:
+    """Open what a command only looks at (read-only: it never creates a file or a table)."""
+    try:
+        return open_it()
+    except StiggCacheError as error:
+        _refuse(error)
+
+
 @main.group()
 def outbox() -> None:
     """Inspect buffered usage and dead letters."""
 
 
-def _open_outbox(url: str) -> Outbox:
-    try:
-        return open_outbox(url)
-    except StiggCacheError as error:
-        click.echo(str(error), err=True)
-        sys.exit(1)
-
-
-_OUTBOX_HELP = "Outbox URL, e.g. sqlite:///var/lib/app/stigg-cache-outbox.db"
+def _outbox_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--outbox",
+        "--store",
+        "url",
+        default=lambda: default_outbox_url(None),
+        show_default="the library's default outbox",
+        help="Outbox URL, e.g. sqlite:////var/lib/app/stigg-cache-outbox.db",
+    )(command)
 
 
 @outbox.command("status")
-@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+@_outbox_option
 def outbox_status(url: str) -> None:
-    """Pending, leased, sent and dead-lettered counts."""
-    box = _open_outbox(url)
+    """Pending, leased, sent and dead-lettered counts (read only)."""
+    box = _looked_at(lambda: open_outbox(url, read_only=True))
     try:
         stats = box.stats(time.time())
     finally:
@@ -129,11 +168,11 @@ def outbox_status(url: str) -> None:
 
 
 @outbox.command("dead-letters")
-@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+@_outbox_option
 @click.option("--limit", default=100, show_default=True)
 def outbox_dead_letters(url: str, limit: int) -> None:
-    """List dead letters with the reason each was set aside."""
-    box = _open_outbox(url)
+    """List dead letters with the reason each was set aside (read only)."""
+    box = _looked_at(lambda: open_outbox(url, read_only=True))
     try:
         letters = OutboxAdmin(box, SYSTEM_CLOCK).dead_letters(limit)
     finally:
@@ -146,11 +185,12 @@ def outbox_dead_letters(url: str, limit: int) -> None:
 
 
 @outbox.command("requeue")
-@click.option("--store", "url", required=True, help=_OUTBOX_HELP)
+@_outbox_option
 @click.option("--id", "ids", multiple=True, type=int, help="Dead letter id (repeat); all if none.")
 def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
     """Move dead letters back to the outbox to be sent again."""
-    box = _open_outbox(url)
+    _looked_at(lambda: open_outbox(url, read_only=True)).close()  # there, and an outbox
+    box = _looked_at(lambda: open_outbox(url))
     try:
         moved = OutboxAdmin(box, SYSTEM_CLOCK).requeue(list(ids) if ids else None)
     finally:
@@ -160,24 +200,28 @@ def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
 
 @main.command("inspect")
 @click.option(
-    "--store", "url", required=True, help="Store URL, e.g. sqlite:///var/lib/app/cache.db"
+    "--store",
+    "url",
+    default=default_store_url,
+    show_default="the library's default store",
+    help="Store URL, e.g. sqlite:////var/lib/app/stigg-cache.db",
 )
 @click.option("--customer", default=None, help="One customer (default: every snapshot).")
 @click.option("--resource", default=None, help="The customer's resource, if any.")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False))
 def inspect(url: str, customer: str | None, resource: str | None, policy_path: str | None) -> None:
-    """Snapshots held: age, staleness against the policy, signature state.
+    """Snapshots held: age, staleness against the policy, signature state (read only).
 
     Signatures are verified with STIGG_CACHE_SIGNING_KEY (from the environment
     only: a key on the command line would show in the process list).
     """
     try:
-        store = open_store(url)
         chosen = FallbackPolicy.from_file(policy_path) if policy_path else BUILTIN_POLICY
         keys = signing_keys(None)
     except StiggCacheError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
+    store = _looked_at(lambda: open_store(url, read_only=True))
     verifier = SignedStore(store, keys) if keys else None
     try:
         wanted = (

@@ -9,6 +9,7 @@ Exceptions are for the caller's own mistakes and for explicit admin calls::
     │   ├── InvalidValueError (+ ValueError)  a value out of range or malformed
     │   ├── InvalidTypeError (+ TypeError)    a value of the wrong type
     │   └── ConfigurationError (+ ValueError) bad constructor arguments, store URL
+    │       └── StoreNotFoundError (+ FileNotFoundError)  nothing to open read-only there
     ├── PolicyError (+ ValueError)         an invalid fallback.yaml, every problem listed
     ├── StoreError (+ OSError)             a store could not read or write
     │   ├── CorruptEntryError (+ ValueError)  a stored value failed its checks
@@ -49,6 +50,13 @@ class InvalidTypeError(InvalidArgumentError, TypeError):
 
 class ConfigurationError(InvalidArgumentError, ValueError):
     """An argument, URL or setting given by the caller is not usable."""
+
+
+class StoreNotFoundError(ConfigurationError, FileNotFoundError):
+    """A store or outbox opened read-only is not there: read-only opens never create one.
+
+    The message names the path looked at and, for a relative URL, the absolute form.
+    """
 
 
 class StoreError(StiggCacheError, OSError):

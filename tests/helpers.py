@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,7 @@ from stigg_cache import FallbackPolicy, FeaturePolicy, Grant, ResilientClient, S
 from stigg_cache.testing.fake import FakeStigg
 
 WAIT_LIMIT_S = 10.0
+ENTRY_POINT = Path(sys.executable).with_name("stigg-cache")  # as pip installed it here
 
 
 def eventually(condition: Callable[[], bool], *, within_s: float = WAIT_LIMIT_S) -> None:
@@ -38,3 +42,20 @@ def client_on(fake: FakeStigg, where: Path | str, **options: Any) -> ResilientCl
     options.setdefault("store", where if isinstance(where, str) else f"sqlite:///{where}/cache.db")
     options.setdefault("check_timeout", 1.0)
     return ResilientClient(None, api_key=API_KEY, base_url=fake.url, **options)
+
+
+def run_installed(
+    *args: str, cwd: Path, timeout_s: float = 60, **environment: str
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``stigg-cache`` command, in ``cwd``, the user's cache folder under it
+    (``XDG_CACHE_HOME``) and ``environment`` added to this process's."""
+    variables = {**os.environ, "XDG_CACHE_HOME": str(cwd / "user-cache"), **environment}
+    return subprocess.run(
+        [str(ENTRY_POINT), *args],
+        cwd=cwd,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

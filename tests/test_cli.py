@@ -150,6 +150,7 @@ def test_inspect_lists_snapshots_with_age_staleness_and_signature(
 
 
 def test_inspect_says_when_there_is_no_snapshot(tmp_path: Path) -> None:
+    open_store(f"sqlite:///{tmp_path}/c.db").close()
     result = CliRunner().invoke(
         main, ["inspect", "--store", f"sqlite:///{tmp_path}/c.db", "--customer", "nobody"]
     )

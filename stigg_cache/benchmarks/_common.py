@@ -82,7 +82,11 @@ TINY = Sizes(
 
 @attrs.frozen
 class Row:
-    """One line of the table."""
+    """One line of the table.
+
+    ``judged``: whether ``passed`` means anything (not at tiny sizes: a smoke run's
+    figures are noise).
+    """
 
     number: int
     measure: str
@@ -94,6 +98,14 @@ class Row:
     passed: bool
     ours_p99: float | None = None
     baseline_p99: float | None = None
+    judged: bool = True
+
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``FAIL`` or ``not judged``, as the table shows it."""
+        if not self.judged:
+            return "not judged"
+        return "pass" if self.passed else "FAIL"
 
 
 def _features(customer: int) -> list[FeatureEntitlement]:

@@ -7,8 +7,10 @@ from typing import cast
 
 import platformdirs
 
-from stigg_cache._plugins import OUTBOXES, factory, provides, scheme_of
+from stigg_cache._plugins import OUTBOXES, factory, opened, provides, scheme_of
 from stigg_cache.outbox.base import Outbox
+from stigg_cache.outbox.read_only import ReadOnlyOutbox
+from stigg_cache.outbox.sqlite import outbox_beside
 from stigg_cache.stores._url import path_from_url
 
 
@@ -24,15 +26,21 @@ def default_outbox_url(store_url: str | None) -> str:
         if scheme and provides(OUTBOXES, scheme) and scheme != "sqlite":
             return store_url
         if scheme in ("sqlite", "disk"):
-            path = path_from_url(store_url, scheme)
-            return f"sqlite:///{path.with_name(path.stem + '-outbox.db')}"
+            return f"sqlite:///{outbox_beside(path_from_url(store_url, scheme))}"
     return f"sqlite:///{Path(platformdirs.user_cache_dir('stigg-cache')) / 'stigg-cache-outbox.db'}"
 
 
-def open_outbox(url: str) -> Outbox:
+def open_outbox(url: str, *, read_only: bool = False) -> Outbox:
     """``sqlite:///path.db`` (durable), ``memory://`` (tests, demos: not durable), or a plugin's.
 
+    ``read_only``: open an existing outbox for reading only (tools that look, such as
+    ``stigg-cache outbox status``): nothing is created, migrated or written.
+
     Raises:
-        ConfigurationError: the URL is malformed or no outbox is registered for its scheme.
+        StoreNotFoundError: read-only, and there is no outbox there.
+        ConfigurationError: the URL is malformed, no outbox is registered for its scheme,
+            read-only and it is not an outbox (a snapshot store), or its plugin cannot
+            open read-only.
     """
-    return cast("Outbox", factory(OUTBOXES, url, "outbox")(url))
+    box = cast("Outbox", opened(factory(OUTBOXES, url, "outbox"), url, read_only=read_only))
+    return ReadOnlyOutbox(box) if read_only else box

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlite_utils
 
-from stigg_cache.errors import StoreError
+from stigg_cache.errors import ConfigurationError, StoreError
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
     Claimed,
@@ -34,8 +34,8 @@ from stigg_cache.outbox.records import (
     unreadable_record,
 )
 from stigg_cache.stores._files import private_file
-from stigg_cache.stores._sqlite import SqliteConnection
-from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores._sqlite import SqliteConnection, expect_table
+from stigg_cache.stores._url import not_found, path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
@@ -286,22 +286,39 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
 )
 
 
+def outbox_beside(store: Path) -> Path:
+    """Where a client keeps its outbox by default, beside its file store (``x.db``:
+    ``x-outbox.db``)."""
+    return store.with_name(f"{store.stem}-outbox.db")
+
+
 class SqliteOutbox:
     """Outbox, dead letters and sent history in one SQLite database."""
 
-    def __init__(self, path: Path | str | None) -> None:
+    def __init__(self, path: Path | str | None, *, read_only: bool = False) -> None:
         """Open (creating) the outbox at ``path``; ``None`` keeps it in memory (not durable).
 
         An in-memory outbox starts empty in a forked child: the records it
         inherited are the parent's to send, and sending them here too would
         count them twice.
+
+        Args:
+            read_only: open an existing outbox for reading only (tools that look):
+                nothing is created, migrated or written.
+
+        Raises:
+            StoreNotFoundError: read-only, and there is no file at ``path``.
+            ConfigurationError: read-only, and the file is not an outbox of this version.
+            StoreError: the file cannot be opened.
         """
         self.path = None if path is None else Path(path)
-        try:
-            if self.path is not None:
+        if self.path is not None and read_only and not self.path.exists():
+            raise not_found(self.path, "sqlite", "outbox")
+        if self.path is not None and not read_only:
+            try:
                 private_file(self.path)
-        except OSError as error:
-            raise StoreError(f"cannot open outbox {self.path}: {error}") from error
+            except OSError as error:
+                raise StoreError(f"cannot open outbox {self.path}: {error}") from error
         # Event names a meter maps to a feature (set by the client from its policy): only
         # their records (and usage records) are indexed by customer for local usage.
         self.counted_events: frozenset[str] = frozenset()
@@ -310,8 +327,21 @@ class SqliteOutbox:
             name="outbox",
             busy_timeout_s=BUSY_TIMEOUT_S,
             synchronous="FULL",
-            create=self._create,
+            create=self._is_an_outbox if read_only else self._create,
+            read_only=read_only,
         )
+
+    def _is_an_outbox(self, db: sqlite_utils.Database) -> None:
+        """Read-only: the file is an outbox this version reads as it is (never migrated)."""
+        assert self.path is not None
+        hint = f"a client whose store is {self.path} keeps its usage in {outbox_beside(self.path)}"
+        expect_table(db, "outbox", self.path, "an outbox", hint)
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise ConfigurationError(
+                f"{self.path} is an outbox of schema {version}; this stigg-cache reads schema "
+                f"{SCHEMA_VERSION}: a client of this version upgrades it when it opens it"
+            )
 
     @staticmethod
     def _create(db: sqlite_utils.Database) -> None:
@@ -681,8 +711,8 @@ class SqliteOutbox:
         return f"SqliteOutbox({str(self.path) if self.path else ':memory:'!r})"
 
 
-def open_sqlite_outbox(url: str) -> SqliteOutbox:
+def open_sqlite_outbox(url: str, *, read_only: bool = False) -> SqliteOutbox:
     """``sqlite:///path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
     if url == "memory://":
         return SqliteOutbox(None)
-    return SqliteOutbox(path_from_url(url, "sqlite"))
+    return SqliteOutbox(path_from_url(url, "sqlite"), read_only=read_only)

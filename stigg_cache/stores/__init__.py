@@ -14,9 +14,10 @@ from typing import cast
 import platformdirs
 
 from stigg_cache._fork import fresh_lock, renew_after_fork
-from stigg_cache._plugins import STORES, factory
+from stigg_cache._plugins import STORES, factory, opened
 from stigg_cache._plugins import redact as redact_url
 from stigg_cache.stores.base import MISSING, Missing, Store
+from stigg_cache.stores.read_only import ReadOnlyStore
 
 ENTRY_POINT_GROUP = STORES
 
@@ -27,13 +28,20 @@ def default_store_url() -> str:
     return f"sqlite:///{path}"
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, read_only: bool = False) -> Store:
     """Open the store a URL names (``memory://``, ``sqlite:///x.db``, ``disk:///dir``, plugins).
 
+    ``read_only``: open an existing store for reading only (tools that look, such as
+    ``stigg-cache inspect``): nothing is created, set up or written, and writes fail.
+
     Raises:
-        ConfigurationError: no store is registered for the scheme, or the URL is malformed.
+        StoreNotFoundError: read-only, and there is no store there.
+        ConfigurationError: no store is registered for the scheme, the URL is malformed,
+            read-only and it is not a snapshot store (an outbox), or its plugin cannot
+            open read-only.
     """
-    return cast("Store", factory(STORES, url, "store")(url))
+    store = cast("Store", opened(factory(STORES, url, "store"), url, read_only=read_only))
+    return ReadOnlyStore(store) if read_only else store
 
 
 __all__ = [

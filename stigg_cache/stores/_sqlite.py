@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from stigg_cache import _fork
-from stigg_cache.errors import StoreError
+from stigg_cache.errors import ConfigurationError, StoreError
 
 _T = TypeVar("_T")
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
@@ -99,6 +99,31 @@ class ForkGate:
 
 FORK_GATE = ForkGate()
 
+# What a SQLite file of ours holds, told by a table only that kind has.
+KIND_BY_TABLE = {"stigg_cache_entries": "a snapshot store", "outbox": "a usage outbox"}
+
+
+def expect_table(
+    db: sqlite_utils.Database, table: str, path: Path | None, what: str, hint: str = ""
+) -> None:
+    """Check that the file holds ``table`` (the kind ``what`` names).
+
+    Raises:
+        ConfigurationError: it does not; the message says what the file holds instead,
+            then ``hint``.
+    """
+    tables = set(db.table_names())
+    if table in tables:
+        return
+    kinds = [kind for name, kind in KIND_BY_TABLE.items() if name in tables]
+    if kinds:
+        found = kinds[0]
+    elif tables:
+        found = f"no stigg-cache tables ({', '.join(sorted(tables)[:5])})"
+    else:
+        found = "nothing (an empty database)"
+    raise ConfigurationError(f"{path} is not {what}: it holds {found}{hint and '; '}{hint}")
+
 
 class SqliteConnection:
     """This process's connection to one SQLite file (``None``: a private in-memory database).
@@ -109,7 +134,10 @@ class SqliteConnection:
         busy_timeout_s: how long a statement waits for another connection's lock.
         synchronous: ``FULL`` (survives power loss) or ``NORMAL``.
         create: sets up the schema; runs inside one write transaction, on every
-            open of the file (so it must be idempotent).
+            open of the file (so it must be idempotent). With ``read_only``, it checks
+            the schema instead (raising if the file is not what the caller expects).
+        read_only: open the existing file read-only: nothing is created or written
+            (SQLite may add the ``-wal`` and ``-shm`` files a WAL database is read with).
     """
 
     def __init__(
@@ -120,8 +148,10 @@ class SqliteConnection:
         busy_timeout_s: float,
         synchronous: str,
         create: Callable[[sqlite_utils.Database], None],
+        read_only: bool = False,
     ) -> None:
         self.path = path
+        self._read_only = read_only
         self._name = name
         self._busy_timeout_s = busy_timeout_s
         self._synchronous = synchronous
@@ -243,13 +273,11 @@ class SqliteConnection:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            ":memory:" if self.path is None else self.path,
-            timeout=self._busy_timeout_s,
-            check_same_thread=False,
-            isolation_level=None,
-        )
+        conn = self._connect(self._busy_timeout_s)
         try:
+            if self._read_only:
+                self._create(sqlite_utils.Database(conn))  # checks the schema: writes nothing
+                return conn
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             if self.path is not None and self._set_up_file:
                 return conn  # reopened (a forked child): WAL and schema are the file's already
@@ -264,11 +292,16 @@ class SqliteConnection:
         return conn
 
     def _open_reader(self) -> sqlite3.Connection:
+        return self._connect(READ_BUSY_TIMEOUT_S)
+
+    def _connect(self, timeout_s: float) -> sqlite3.Connection:
+        """A connection to the file (read-only: one that cannot create or write it)."""
+        if self.path is not None and self._read_only:
+            database, uri = f"{self.path.absolute().as_uri()}?mode=ro", True
+        else:
+            database, uri = str(self.path or ":memory:"), False
         return sqlite3.connect(
-            self.path or ":memory:",
-            timeout=READ_BUSY_TIMEOUT_S,
-            check_same_thread=False,
-            isolation_level=None,
+            database, timeout=timeout_s, check_same_thread=False, isolation_level=None, uri=uri
         )
 
     def _set_up(self, db: sqlite_utils.Database) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stigg_cache.errors import ConfigurationError
+from stigg_cache.errors import ConfigurationError, StoreNotFoundError
 
 
 def path_from_url(url: str, scheme: str) -> Path:
@@ -22,6 +22,19 @@ def path_from_url(url: str, scheme: str) -> Path:
             f"or {scheme}:////absolute/path"
         )
     return Path(rest)
+
+
+def not_found(path: Path, scheme: str, what: str) -> StoreNotFoundError:
+    """The error of a read-only open of ``scheme:///path`` where nothing is: it names the
+    absolute path looked at, and for a relative URL the four-slash form of the absolute one
+    (``sqlite:///var/lib/app/cache.db`` is ``./var/lib/app/cache.db``)."""
+    if path.is_absolute():
+        return StoreNotFoundError(f"no {what} at {path} (a read-only open creates none)")
+    return StoreNotFoundError(
+        f"no {what} at {path.absolute()} (a read-only open creates none): "
+        f"{scheme}:///{path} is relative to the working directory; "
+        f"for /{path} write {scheme}:////{path}"
+    )
 
 
 STORE_SHARE_OF_FREE_DISK = 10  # the default bound of a file store: a tenth of the free space

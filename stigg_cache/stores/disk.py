@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import diskcache
 
 from stigg_cache.errors import CorruptEntryError, StoreError
 from stigg_cache.stores._files import PRIVATE_FILE_MODE, private_dir, private_file
-from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores._sqlite import SqliteConnection, expect_table
+from stigg_cache.stores._url import not_found, path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
 DISK_TIMEOUT_S = 2.0  # SQLite busy timeout inside diskcache
@@ -193,6 +195,70 @@ class DiskStore:
         return f"DiskStore({str(self.directory)!r})"
 
 
-def open_disk_store(url: str) -> DiskStore:
+# diskcache's own query for a live entry (``Cache.get``); str keys are stored raw.
+_LIVE_ENTRY = (
+    "SELECT mode, filename, value FROM Cache "
+    "WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+)
+
+
+class ReadOnlyDiskStore:
+    """A disk store's entries for tools that look: read through a read-only connection to
+    diskcache's database, since ``diskcache.Cache`` writes its settings on every open."""
+
+    def __init__(self, directory: Path | str) -> None:
+        """Raises:
+        StoreNotFoundError: there is no disk store in ``directory``.
+        ConfigurationError: the folder's database is not a disk store's.
+        """
+        self.directory = Path(directory)
+        database = self.directory / diskcache.core.DBNAME
+        if not database.is_file():
+            raise not_found(self.directory, "disk", "disk store")
+        self._disk = RawBytesDisk(str(self.directory))  # its fetch: no pickle, no escape
+        self._db = SqliteConnection(
+            database,
+            name="disk store",
+            busy_timeout_s=DISK_TIMEOUT_S,
+            synchronous="NORMAL",
+            create=lambda db: expect_table(db, "Cache", database, "a disk store"),
+            read_only=True,
+        )
+
+    def get(self, key: str) -> bytes | Missing:
+        rows = self._db.read(_LIVE_ENTRY, (key, time.time()))
+        if not rows:
+            return MISSING
+        ((mode, filename, value),) = rows
+        try:
+            return self._disk.fetch(mode, filename, value, read=False)
+        except _RefusedEntryError as error:
+            raise CorruptEntryError(f"disk store {self.directory}: {error}") from None
+        except OSError:  # its value file went with an overwrite meanwhile (as diskcache)
+            return MISSING
+
+    def put(self, key: str, value: bytes) -> None:
+        del key, value
+        raise StoreError(f"{self!r} was opened read-only: nothing is written")
+
+    def delete(self, key: str) -> None:
+        del key
+        raise StoreError(f"{self!r} was opened read-only: nothing is deleted")
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        rows = self._db.read(
+            "SELECT key FROM Cache WHERE raw = 1 AND substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return iter([str(key) for (key,) in rows])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyDiskStore({str(self.directory)!r})"
+
+
+def open_disk_store(url: str, *, read_only: bool = False) -> DiskStore | ReadOnlyDiskStore:
     """Entry point for ``disk:///path``."""
-    return DiskStore(path_from_url(url, "disk"))
+    path = path_from_url(url, "disk")
+    return ReadOnlyDiskStore(path) if read_only else DiskStore(path)

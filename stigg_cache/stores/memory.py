@@ -52,7 +52,7 @@ class MemoryStore:
         return "MemoryStore()"
 
 
-def open_memory_store(url: str) -> MemoryStore:
-    """Entry point for ``memory://``."""
-    del url
+def open_memory_store(url: str, *, read_only: bool = False) -> MemoryStore:
+    """Entry point for ``memory://`` (read-only or not, a new store is empty)."""
+    del url, read_only
     return MemoryStore()

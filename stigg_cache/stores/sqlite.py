@@ -16,8 +16,8 @@ import sqlite_utils
 
 from stigg_cache.errors import StoreError
 from stigg_cache.stores._files import private_file
-from stigg_cache.stores._sqlite import SqliteConnection
-from stigg_cache.stores._url import path_from_url
+from stigg_cache.stores._sqlite import SqliteConnection, expect_table
+from stigg_cache.stores._url import not_found, path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
 BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds
@@ -82,20 +82,38 @@ def _used_bytes(db: sqlite3.Connection) -> int:
 class SqliteStore:
     """Entries in one table of a SQLite database."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        """Open (creating) the store at ``path``.
+
+        Args:
+            read_only: open an existing store for reading only (tools that look):
+                nothing is created, written or set up.
+
+        Raises:
+            StoreNotFoundError: read-only, and there is no file at ``path``.
+            ConfigurationError: read-only, and the file is not a snapshot store.
+            StoreError: the file cannot be opened.
+        """
         self.path = Path(path)
-        try:
-            private_file(self.path)
-        except OSError as error:
-            raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
+        if read_only and not self.path.exists():
+            raise not_found(self.path, "sqlite", "SQLite store")
+        if not read_only:
+            try:
+                private_file(self.path)
+            except OSError as error:
+                raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
         self._kept: tuple[str, float, int | None] | None = None  # prefix, seconds, max bytes
         self._db = SqliteConnection(
             self.path,
             name="SQLite store",
             busy_timeout_s=BUSY_TIMEOUT_S,
             synchronous="NORMAL",
-            create=_create,
+            create=self._is_a_store if read_only else _create,
+            read_only=read_only,
         )
+
+    def _is_a_store(self, db: sqlite_utils.Database) -> None:
+        expect_table(db, TABLE, self.path, "a snapshot store", "stigg-cache outbox reads outboxes")
 
     def get(self, key: str) -> bytes | Missing:
         rows = self._db.read(f"SELECT value FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
@@ -170,6 +188,6 @@ class SqliteStore:
         return f"SqliteStore({str(self.path)!r})"
 
 
-def open_sqlite_store(url: str) -> SqliteStore:
+def open_sqlite_store(url: str, *, read_only: bool = False) -> SqliteStore:
     """Entry point for ``sqlite:///path``."""
-    return SqliteStore(path_from_url(url, "sqlite"))
+    return SqliteStore(path_from_url(url, "sqlite"), read_only=read_only)

@@ -26,6 +26,7 @@ import pytest
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache.errors import StiggCacheError, StoreNotFoundError
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
 from stigg_cache.stores.base import MISSING, Leases, Store, count_keys
@@ -278,3 +279,37 @@ class DurableStoreConformance(StoreConformance):
             assert store.get("shared") in {bytes([65 + w]) * 100_000 for w in range(3)}
         finally:
             store.close()
+
+    def test_read_only_it_reads_what_was_written_and_writes_nothing(self, tmp_path: Path) -> None:
+        writer = self.make_store(tmp_path)
+        writer.put("snapshot:k", b"kept")
+        writer.close()
+        reader = open_store(self.store_url(tmp_path), read_only=True)
+        try:
+            assert reader.get("snapshot:k") == b"kept"
+            assert reader.get("snapshot:absent") is MISSING
+            assert list(reader.keys("snapshot:")) == ["snapshot:k"]
+            with pytest.raises(StiggCacheError):
+                reader.put("snapshot:k", b"changed")
+        finally:
+            reader.close()
+        again = self.make_store(tmp_path)
+        try:
+            assert again.get("snapshot:k") == b"kept"
+        finally:
+            again.close()
+
+    def test_read_only_where_nothing_is_it_creates_nothing(self, tmp_path: Path) -> None:
+        """A file store raises StoreNotFoundError; a server's (Redis) opens empty. Either
+        way, no file or folder appears."""
+        before = sorted(tmp_path.rglob("*"))
+        try:
+            store = open_store(self.store_url(tmp_path), read_only=True)
+        except StoreNotFoundError:
+            pass  # a file store: there is nothing to open
+        else:
+            try:
+                assert list(store.keys("")) == []
+            finally:
+                store.close()
+        assert sorted(tmp_path.rglob("*")) == before

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from stigg_cache.errors import StiggCacheError, StoreNotFoundError
+from stigg_cache.outbox import open_outbox
 from stigg_cache.outbox.base import DeadLetterBox, Outbox, SharedUsage, UsageChanges
 from stigg_cache.outbox.records import RecordKind, UsageRecord, event_record, usage_record
 
@@ -195,8 +197,6 @@ class OutboxConformance:
 
 
 def _claim_all(url: str, owner: str, found: list[str]) -> None:
-    from stigg_cache.outbox import open_outbox  # noqa: PLC0415 - child process
-
     box = open_outbox(url)
     try:
         while claimed := box.claim(RecordKind.EVENT, 7, owner, now=NOW, lease_s=LEASE_S):
@@ -231,6 +231,38 @@ class SharedOutboxConformance(OutboxConformance):
                 assert worker.exitcode == 0
             keys = list(found)
         assert sorted(keys) == sorted(f"e{n}" for n in range(300))  # each once, none missing
+
+    def test_read_only_it_reads_what_was_enqueued_and_writes_nothing(self, tmp_path: Path) -> None:
+        writer = self.make_outbox(tmp_path)
+        writer.enqueue(events(3), NOW)
+        writer.close()
+        reader = open_outbox(self.outbox_url(tmp_path), read_only=True)
+        try:
+            assert reader.stats(NOW).pending == 3
+            with pytest.raises(StiggCacheError):
+                reader.enqueue(events(1, "other"), NOW)
+        finally:
+            reader.close()
+        again = self.make_outbox(tmp_path)
+        try:
+            assert again.stats(NOW).pending == 3
+        finally:
+            again.close()
+
+    def test_read_only_where_nothing_is_it_creates_nothing(self, tmp_path: Path) -> None:
+        """A file outbox raises StoreNotFoundError; a server's (Redis) opens empty, its
+        local outbox not created. Either way, no file or folder appears."""
+        before = sorted(tmp_path.rglob("*"))
+        try:
+            box = open_outbox(self.outbox_url(tmp_path), read_only=True)
+        except StoreNotFoundError:
+            pass  # a file store: there is nothing to open
+        else:
+            try:
+                assert box.stats(NOW).pending == 0
+            finally:
+                box.close()
+        assert sorted(tmp_path.rglob("*")) == before
 
     # -- one view of usage (SharedUsage): every outbox several processes share has it -------
 

@@ -7,19 +7,30 @@ needs no import: snapshots, the outbox and pacing then all live in Redis.
 
 from __future__ import annotations
 
+from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache_redis._connection import RedisSettings
-from stigg_cache_redis.outbox import RedisBucket, RedisOutbox
+from stigg_cache_redis.outbox import RedisBucket, RedisOutbox, default_local_outbox
 from stigg_cache_redis.store import RedisStore
 
 
-def open_redis_store(url: str) -> RedisStore:
-    """The ``stigg_cache.stores`` entry point."""
+def open_redis_store(url: str, *, read_only: bool = False) -> RedisStore:
+    """The ``stigg_cache.stores`` entry point (opening writes nothing, read-only or not)."""
+    del read_only
     return RedisStore(RedisSettings.from_url(url))
 
 
-def open_redis_outbox(url: str) -> RedisOutbox:
-    """The ``stigg_cache.outboxes`` entry point."""
-    return RedisOutbox(RedisSettings.from_url(url))
+def open_redis_outbox(url: str, *, read_only: bool = False) -> RedisOutbox:
+    """The ``stigg_cache.outboxes`` entry point.
+
+    Read-only, the local outbox (where usage waits while Redis is unreachable) is read
+    if it exists and never created.
+    """
+    settings = RedisSettings.from_url(url)
+    if not read_only:
+        return RedisOutbox(settings)
+    local = settings.local_outbox or default_local_outbox(settings.namespace)
+    kept = SqliteOutbox(local, read_only=True) if local.exists() else SqliteOutbox(None)
+    return RedisOutbox(settings, kept)
 
 
 __all__ = [
