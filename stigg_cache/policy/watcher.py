@@ -3,20 +3,27 @@
 * The *parent folder* is watched, not the file: editors save by writing a
   temporary file and renaming it over the original, Kubernetes swaps a
   ``..data`` symlink, and a deleted file can come back. Any of those changes
-  the folder.
-* Only created / modified / moved / deleted events count. watchdog also
-  reports opens and no-write closes (our own reads among them): reacting to
-  those would make an idle watcher spin.
+  the folder. So is the folder of the file a symbolic link points to, when it
+  is elsewhere (followed again when the link moves).
+* Only created / modified / moved / deleted events of the policy's own paths
+  count: the file, each symbolic link met resolving it, and what it resolves to.
+  The folder also holds other files (the app's log, the store): a write to them
+  is not a reason to read the policy. watchdog also reports opens and no-write
+  closes (our own reads among them): reacting to those would make an idle
+  watcher spin.
 * A file caught half-written often still parses, so after the last event the
   watcher waits ``settle_s`` and reads twice, ``settle_s`` apart, until two
   reads agree.
 * A file whose content hash did not change is not reloaded; a file that fails
-  validation never replaces the last good policy (the error is kept for
-  ``status()`` and logged).
+  validation (or cannot be read: the OS says why) never replaces the last good
+  policy. The error is kept for ``status()`` and logged at ERROR: once, then once
+  a minute while it stands.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import stat
@@ -34,10 +41,10 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from stigg_cache import _fork
-from stigg_cache._log import logger
+from stigg_cache._log import LOG_INTERVAL_S, logger
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.loader import MAX_POLICY_BYTES, policy_version
 from stigg_cache.policy.model import FallbackPolicy
@@ -45,6 +52,7 @@ from stigg_cache.stores._files import swappable_by_others
 
 DEFAULT_SETTLE_S = 0.1  # editors finish a save within milliseconds; reload stays well under 1 s
 MAX_SETTLE_ROUNDS = 50  # a file rewritten forever is read at most this many times per event
+MAX_LINKS = 40  # symbolic links followed resolving the policy's path (Linux's own limit)
 _CONTENT_EVENTS = frozenset(
     {EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED}
 )
@@ -62,21 +70,62 @@ class _StopRace(logging.Filter):
 logging.getLogger("watchdog.observers.inotify").addFilter(_StopRace())
 
 
-class _FolderEvents(FileSystemEventHandler):
-    def __init__(self, kick: Callable[[], None]) -> None:
+class _PolicyEvents(FileSystemEventHandler):
+    """Kicks the watcher for content events on one of the policy's own paths."""
+
+    def __init__(self, kick: Callable[[], None], paths: Callable[[], frozenset[str]]) -> None:
         self._kick = kick
+        self._paths = paths
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in _CONTENT_EVENTS:
+        if event.event_type not in _CONTENT_EVENTS:
+            return
+        paths = self._paths()
+        if os.fsdecode(event.src_path) in paths or os.fsdecode(event.dest_path) in paths:
             self._kick()
 
 
-def _read(path: Path) -> bytes | None:
+def links_of(path: Path) -> frozenset[str]:
+    """``path``, each symbolic link met resolving it (itself, or a folder on its way, as
+    Kubernetes' ``..data``), and what it resolves to: a change to any of them is a change
+    to what ``path`` reads."""
+    found = {str(path), os.path.realpath(path)}
+    current = path
+    for _ in range(MAX_LINKS):
+        link = next((p for p in (current, *current.parents) if p.is_symlink()), None)
+        if link is None:
+            break
+        found.add(str(link))
+        rest = current.relative_to(link)
+        current = Path(os.path.normpath(link.parent / link.readlink() / rest))
+        found.add(str(current))
+    return frozenset(found)
+
+
+def _read(path: Path) -> bytes | OSError:
+    """The file's bytes (at most one past the cap), or why they cannot be read."""
     try:
         with path.open("rb") as handle:
             return handle.read(MAX_POLICY_BYTES + 1)
-    except OSError:
-        return None
+    except OSError as error:
+        return error
+
+
+def _same(first: bytes | OSError, second: bytes | OSError) -> bool:
+    """Two reads agree: the same bytes, or the same error."""
+    if isinstance(first, OSError) or isinstance(second, OSError):
+        return (
+            isinstance(first, OSError)
+            and isinstance(second, OSError)
+            and (first.errno == second.errno)
+        )
+    return first == second
+
+
+def why(error: OSError) -> str:
+    """What the OS said, e.g. ``No such file or directory (ENOENT)``."""
+    name = errno.errorcode.get(error.errno or 0)
+    return f"{error.strerror or error}" + (f" ({name})" if name else "")
 
 
 def warn_if_writable_by_others(path: Path) -> bool:
@@ -124,7 +173,7 @@ class PolicyWatcher:
     """Holds the last good policy of a file and reloads it when the file changes.
 
     Raises:
-        PolicyError: at construction, if the file is missing or invalid.
+        PolicyError: at construction, if the file is missing, unreadable or invalid.
     """
 
     def __init__(
@@ -133,11 +182,13 @@ class PolicyWatcher:
         *,
         on_reload: Callable[[FallbackPolicy], None] | None = None,
         settle_s: float = DEFAULT_SETTLE_S,
+        log_interval_s: float = LOG_INTERVAL_S,
     ) -> None:
+        """``log_interval_s``: a rejection standing is logged again this often."""
         self.path = Path(path).absolute()
         content = _read(self.path)
-        if content is None:
-            raise PolicyError([(str(self.path), None, "", "cannot read the policy file")])
+        if isinstance(content, OSError):
+            raise PolicyError([(str(self.path), None, "", f"cannot read it: {why(content)}")])
         self.current = FallbackPolicy.from_yaml(content, str(self.path))
         warn_if_writable_by_others(self.path)
         self.error: str | None = None
@@ -145,11 +196,17 @@ class PolicyWatcher:
         self.rejected = 0
         self._on_reload = on_reload
         self._settle_s = settle_s
+        self._log_interval_s = log_interval_s
+        self._logged: tuple[object, float] = (None, 0.0)  # what was rejected, logged when
+        self.reads = 0  # of the file, after the first: an idle watcher reads nothing
         self._last_event = 0.0
+        self._kicks = 0  # events of the policy's paths so far
+        self._paths = links_of(self.path)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._starting = threading.Lock()
         self._observer: BaseObserver | None = None
+        self._watches: dict[Path, ObservedWatch] = {}
         self._worker: threading.Thread | None = None
         self.start()
         _fork.renew_after_fork(self, PolicyWatcher._renew)
@@ -161,13 +218,29 @@ class PolicyWatcher:
                 return
             observer = Observer()
             observer.daemon = True
-            observer.schedule(_FolderEvents(self._kick), str(self.path.parent), recursive=False)
             observer.start()
             self._observer = observer
+            self._follow_links()
             self._worker = threading.Thread(
                 target=self._run, daemon=True, name="stigg-cache-policy"
             )
             self._worker.start()
+
+    def _follow_links(self) -> None:
+        """Watch the folder of the file and that of what it resolves to, and only events of
+        its own paths (again after a change: a symbolic link may have moved)."""
+        self._paths = links_of(self.path)
+        observer = self._observer
+        if observer is None or self._stop.is_set():
+            return
+        folders = {self.path.parent, Path(os.path.realpath(self.path)).parent}
+        for gone in set(self._watches) - folders:
+            with contextlib.suppress(KeyError):  # its folder went, and its watch with it
+                observer.unschedule(self._watches.pop(gone))
+        handler = _PolicyEvents(self._kick, lambda: self._paths)
+        for folder in folders - set(self._watches):
+            with contextlib.suppress(OSError):  # a link to a folder not there (yet)
+                self._watches[folder] = observer.schedule(handler, str(folder), recursive=False)
 
     def _renew(self) -> None:
         """In a forked child: the parent's watch threads are gone; watch again on first use."""
@@ -175,6 +248,7 @@ class PolicyWatcher:
         self._wake, self._stop = threading.Event(), _fork.renewed(self._stop)
         self._starting = threading.Lock()
         self._observer = self._worker = None
+        self._watches = {}
 
     def close(self) -> None:
         """Stop watching (bounded wait for the threads)."""
@@ -190,53 +264,68 @@ class PolicyWatcher:
 
     def _kick(self) -> None:
         self._last_event = time.monotonic()
+        self._kicks += 1
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait()
+            if not self._wake.wait(self._until_reminder()):
+                self._log_rejection(self._logged[0])  # still rejected: once a minute
+                continue
             self._wake.clear()
             if self._stop.is_set():
                 return
-            content = self._settled_content()
+            content, seen = self._settled_content()
             if self._stop.is_set():  # closed while settling: the result is nobody's
                 return
             self._consider(content)
+            self._follow_links()
+            self._wake.clear()  # events the last read already saw are not read again
+            if self._kicks != seen:
+                self._wake.set()
 
-    def _settled_content(self) -> bytes | None:
-        """The file's bytes once two reads agree (``None``: missing, twice)."""
-        previous: bytes | None = None
-        read_once = False
+    def _settled_content(self) -> tuple[bytes | OSError, int]:
+        """The file's bytes once two reads agree (or why it cannot be read, twice), and
+        how many events there had been when it was last read."""
+        previous: bytes | OSError | None = None
+        seen = self._kicks
         for _ in range(MAX_SETTLE_ROUNDS):
             quiet_for = time.monotonic() - self._last_event
             if quiet_for < self._settle_s:
                 self._stop.wait(self._settle_s - quiet_for)
                 continue
-            content = _read(self.path)
-            if read_once and content == previous:
-                return content
-            previous, read_once = content, True
+            seen = self._kicks
+            content = self._read()
+            if previous is not None and _same(content, previous):
+                return content, seen
+            previous = content
             self._stop.wait(self._settle_s)
-        return previous
+        return (self._read() if previous is None else previous), seen
 
-    def _consider(self, content: bytes | None) -> None:
+    def _read(self) -> bytes | OSError:
+        self.reads += 1
+        return _read(self.path)
+
+    def _consider(self, content: bytes | OSError) -> None:
         old = self.current
-        if content is None:
-            self._reject(f"{self.path} is missing or unreadable; keeping policy {old.version}")
+        if isinstance(content, OSError):
+            keeping = f"keeping policy {old.version}"
+            self._reject(f"cannot read {self.path}: {why(content)}; {keeping}", content.errno)
             return
-        if policy_version(content) == old.version:
-            self.error = None
+        version = policy_version(content)
+        if version == old.version:
+            self._accepted()
             return
         try:
             new = FallbackPolicy.from_yaml(content, str(self.path))
         except PolicyError as error:
-            self._reject(f"{error}\n  keeping policy {old.version}")
+            self._reject(f"{error}\n  keeping policy {old.version}", version)
             return
         except Exception as error:  # a loader bug must not end hot reload for good
-            self._reject(f"{self.path}: {error!r}\n  keeping policy {old.version}")
+            self._reject(f"{self.path}: {error!r}\n  keeping policy {old.version}", version)
             return
         self.current = new
-        self.error = None
+        self._accepted()
         self.reloads += 1
         warn_if_writable_by_others(self.path)
         logger.info(
@@ -249,12 +338,34 @@ class PolicyWatcher:
         if self._on_reload is not None:
             self._on_reload(new)
 
-    def _reject(self, message: str) -> None:
+    def _accepted(self) -> None:
+        """The file holds a good policy again: a rejection after this is news, logged."""
+        self.error = None
+        self._logged = (None, 0.0)
+
+    def _reject(self, message: str, what: object) -> None:
+        """Keep the last good policy; log why, unless this same rejection (content, or OS
+        error) was logged within the interval."""
         self.rejected += 1
         self.error = message
-        logger.log(
-            logging.WARNING,
-            "stigg_cache.policy_rejected: %s",
-            message,
-            extra={"event": "stigg_cache.policy_rejected"},
+        logged, at = self._logged
+        if what != logged or time.monotonic() - at >= self._log_interval_s:
+            self._log_rejection(what)
+
+    def _until_reminder(self) -> float | None:
+        """Seconds until a rejection that stands is logged again (``None``: none stands)."""
+        if self.error is None:
+            return None
+        return max(0.0, self._logged[1] + self._log_interval_s - time.monotonic())
+
+    def _log_rejection(self, what: object) -> None:
+        if self.error is None:
+            return
+        again = "still, " if what == self._logged[0] else ""
+        self._logged = (what, time.monotonic())
+        logger.error(
+            "stigg_cache.policy_rejected: %s%s",
+            again,
+            self.error,
+            extra={"event": "stigg_cache.policy_rejected", "rejected": self.rejected},
         )
