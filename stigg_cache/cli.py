@@ -7,12 +7,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import click
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import SNAPSHOT_PREFIX, OutdatedEntryError, decode_snapshot, snapshot_key
+from stigg_cache.chaos.command import chaos
 from stigg_cache.errors import (
     ConfigurationError,
     PolicyError,
@@ -99,7 +100,8 @@ def policy_explain(
     except StoreNotFoundError as error:
         if store_url is not None:
             _refuse(error)
-        store = None  # no default store on this machine: nothing is cached
+        click.echo(f"(the library's default store is not there: {error})", err=True)
+        store = None  # nothing is cached on this machine
     except StiggCacheError as error:
         _refuse(error)
     try:
@@ -293,180 +295,5 @@ def _age(snapshot: Snapshot, chosen: FallbackPolicy) -> str:
     return f"fetched {age:.0f}s ago, {verdict}"
 
 
-@main.group()
-def chaos() -> None:
-    """Prove a setup survives outages: scenarios against a fake Stigg on loopback."""
-
-
-@chaos.command("list")
-def chaos_list() -> None:
-    """The built-in scenarios."""
-    from stigg_cache.chaos.scenario import builtin_scenarios  # noqa: PLC0415 - only here
-
-    for name, scenario in builtin_scenarios().items():
-        click.echo(f"{name:<28} {scenario.duration_s:>4.0f}s  {scenario.about}")
-
-
-@chaos.command("run")
-@click.argument("scenarios", nargs=-1)
-@click.option(
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A scenario YAML of your own (repeat).",
-)
-@click.option("--store", default=None, help="Store URL to test (default: a fresh SQLite file).")
-@click.option(
-    "--policy",
-    "policy_path",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Your fallback.yaml.",
-)
-@click.option(
-    "--client",
-    "client_kind",
-    type=click.Choice(["httpx", "rest", "graphql", "graphql-edge"]),
-    default="httpx",
-    show_default=True,
-    help="The Stigg client to wrap: the built-in one, the REST SDK, or the installed "
-    "GraphQL SDK (v1 or v2) with Edge off or on.",
-)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report here.")
-def chaos_run(  # noqa: PLR0917 - click passes options positionally
-    scenarios: tuple[str, ...],
-    files: tuple[str, ...],
-    store: str | None,
-    policy_path: str | None,
-    client_kind: str,
-    json_out: str | None,
-) -> None:
-    """Run scenarios (all built-in ones if none is named); exit 1 if any invariant fails."""
-    import json  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    from stigg_cache.chaos.scenario import ChaosRun, Scenario, builtin_scenarios  # noqa: PLC0415
-
-    known = builtin_scenarios()
-    unknown = [name for name in scenarios if name not in known]
-    if unknown:
-        click.echo(f"unknown scenarios {unknown}; see: stigg-cache chaos list", err=True)
-        sys.exit(2)
-    named = [known[n] for n in scenarios] + [
-        Scenario.from_yaml(Path(f).read_text(), f) for f in files
-    ]
-    unable = [f"{s.name}: {s.missing}" for s in named if s.missing]
-    if unable:  # asked for by name: say so before running anything
-        click.echo(f"cannot run {'; '.join(unable)}", err=True)
-        sys.exit(2)
-    chosen = named or list(known.values())
-    for scenario in [s for s in chosen if s.missing]:  # all built-in ones: run the rest
-        click.echo(f"skipped {scenario.name}: {scenario.missing}", err=True)
-        chosen.remove(scenario)
-    policy = Path(policy_path).read_text() if policy_path else None
-    reports = []
-    for scenario in chosen:
-        click.echo(
-            f"running {scenario.name} ({scenario.duration_s:.0f}s): {scenario.about}", err=True
-        )
-        with tempfile.TemporaryDirectory(prefix="stigg-cache-chaos-") as workdir:
-            run = ChaosRun(
-                scenario, Path(workdir), store=store, policy=policy, inner=_inner(client_kind)
-            )
-            report = _with_progress(run)
-        reports.append(report)
-        verdict = "PASS" if report.passed else "FAIL"
-        counts = f"{report.checks} checks, {report.reports} reports"
-        click.echo(f"  {verdict} in {report.seconds:.1f}s, {counts}", err=True)
-    click.echo(_scorecard(reports))
-    if json_out:
-        Path(json_out).write_text(json.dumps([_report_json(r) for r in reports], indent=2))
-    sys.exit(0 if all(r.passed for r in reports) else 1)
-
-
-def _inner(kind: str) -> Callable[[str], object] | None:
-    """How a run builds the client under test, for the fake's base URL."""
-    if kind == "httpx":
-        return None
-    from stigg_cache.adapters import require  # noqa: PLC0415
-    from stigg_cache.chaos.scenario import API_KEY  # noqa: PLC0415
-
-    if kind == "rest":
-        sdk: Any = require("stigg", "stigg", "rest")
-        if not hasattr(sdk, "AsyncStigg"):
-            raise click.UsageError(
-                "--client rest needs the REST SDK: pip install 'stigg-cache[rest]'"
-            )
-        return lambda base_url: sdk.Stigg(api_key=API_KEY, base_url=base_url)
-    sdk = require("stigg", "stigg-api-client-v2", "graphql-v2")
-    if not hasattr(getattr(sdk, "Stigg", None), "create_client"):
-        raise click.UsageError(
-            f"--client {kind} needs a GraphQL SDK: pip install 'stigg-cache[graphql-v2]' "
-            "(or [graphql] for the older one)"
-        )
-    edge = kind == "graphql-edge"
-    return lambda base_url: sdk.Stigg.create_client(
-        API_KEY, api_url=f"{base_url}/graphql", enable_edge=edge, edge_api_url=f"{base_url}/edge"
-    )
-
-
-def _with_progress(run: Any) -> Any:
-    """Run a scenario; with rich (the [chaos] extra) and a terminal, show it live."""
-    try:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
-    except ImportError:
-        return run.run()
-    import threading  # noqa: PLC0415
-
-    done: list[Any] = []
-    worker = threading.Thread(target=lambda: done.append(run.run()), daemon=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[calls]}"),
-    )
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(run.scenario.name, total=run.scenario.duration_s, calls="")
-        started = time.monotonic()
-        worker.start()
-        while worker.is_alive():
-            checks, reports = len(run.history.of("check")), len(run.history.of("report"))
-            phase = "" if time.monotonic() - started < run.scenario.duration_s else " recovering"
-            progress.update(
-                task,
-                completed=min(time.monotonic() - started, run.scenario.duration_s),
-                calls=f"{checks} checks, {reports} reports{phase}",
-            )
-            worker.join(0.2)
-    if not done:
-        raise click.ClickException(f"scenario {run.scenario.name} ended without a report")
-    return done[0]
-
-
-def _scorecard(reports: list[Any]) -> str:
-    lines = []
-    for report in reports:
-        lines.append(f"{report.scenario}  ({report.seconds:.1f}s)")
-        lines += [
-            f"  {'pass' if v.passed else 'FAIL'}  {v.name:<52} {v.figures}" for v in report.verdicts
-        ]
-    passed = sum(r.passed for r in reports)
-    lines.append(f"{passed} of {len(reports)} scenarios held every invariant")
-    return "\n".join(lines)
-
-
-def _report_json(report: Any) -> dict[str, Any]:
-    return {
-        "scenario": report.scenario,
-        "seconds": round(report.seconds, 3),
-        "passed": report.passed,
-        "checks": report.checks,
-        "reports": report.reports,
-        "verdicts": [
-            {"name": v.name, "passed": v.passed, "figures": v.figures} for v in report.verdicts
-        ],
-    }
-
-
+main.add_command(chaos)
 main.add_command(fake)

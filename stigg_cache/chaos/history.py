@@ -73,11 +73,28 @@ class History:
 
 @attrs.frozen
 class Verdict:
-    """One invariant: held or not, with the figures that say so."""
+    """One invariant: held or not, with the figures that say so.
+
+    ``judged`` is false when the run gave nothing to judge it on (the figures say why):
+    such a verdict did not fail, and is shown as "not judged", never as a pass.
+    """
 
     name: str
     passed: bool
     figures: str
+    judged: bool = True
+
+    @classmethod
+    def not_judged(cls, name: str, why: str) -> Verdict:
+        """An invariant this run could not judge, and why."""
+        return cls(name, passed=True, figures=f"not judged: {why}", judged=False)
+
+    @property
+    def shown(self) -> str:
+        """``pass``, ``FAIL`` or ``not judged``."""
+        if not self.judged:
+            return "not judged"
+        return "pass" if self.passed else "FAIL"
 
 
 def _keys(operations: Iterable[Operation]) -> dict[str, str]:
@@ -105,7 +122,7 @@ def usage_verdicts(history: History, account: FakeAccount) -> list[Verdict]:
         and _canonical(item) != _canonical(json.loads(invoked[item["idempotencyKey"]]))
     )
     arrived = sum(1 for key in unknown if key in per_key)
-    return [
+    verdicts = [
         Verdict(
             "no acknowledged usage lost",
             not lost,
@@ -134,6 +151,9 @@ def usage_verdicts(history: History, account: FakeAccount) -> list[Verdict]:
             f"{len(unknown) - arrived} never acknowledged",
         ),
     ]
+    if not invoked:
+        return [Verdict.not_judged(v.name, "no usage was reported") for v in verdicts]
+    return verdicts
 
 
 def _canonical(item: dict[str, Any]) -> str:
@@ -164,7 +184,7 @@ def check_verdicts(
         if op.detail.get("source") == "STALE"
         and (op.detail.get("age_s") or 0) > max_staleness_s + margin_s
     ]
-    return [
+    verdicts = [
         Verdict("no check raised", not failed, f"{len(done)} answered, {len(failed)} raised"),
         Verdict(
             f"every check answered within {timeout_s:g}s + {margin_s:g}s",
@@ -181,6 +201,9 @@ def check_verdicts(
             "STALE only within max_staleness", not overdue, f"{len(overdue)} beyond the budget"
         ),
     ]
+    if not done and not failed:
+        return [Verdict.not_judged(v.name, "no check was made") for v in verdicts]
+    return verdicts
 
 
 _QUANTILES = (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
