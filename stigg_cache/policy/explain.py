@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import attrs
+
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckKind, CheckRequest
@@ -11,6 +13,7 @@ from stigg_cache.core.terms import CachedSnapshot, Grant
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import AnyEntitlement, Snapshot, Source
 from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.policy.rules import Rule
 from stigg_cache.stores import Store
 from stigg_cache.stores.layered import SnapshotCache
 
@@ -63,7 +66,7 @@ def explain(
 ) -> list[str]:
     """Which tier and rule would answer this check right now, and why: the decision walk
     of a check (:mod:`stigg_cache.core.walk`) driven over the store, with Stigg's answer
-    told both ways."""
+    told both ways; then every rule, and why it matches this check or not."""
     budget = policy.staleness_for(feature_id)
     lines = [
         f"policy {policy.source or '<built-in>'} (version {policy.version})",
@@ -73,32 +76,97 @@ def explain(
         ),
     ]
     request = CheckRequest(CheckKind.GENERIC, customer_id, feature_id, resource_id)
+    walked, entry = _walked(policy, request, store)
+    plan_ids = None if entry is None else entry.snapshot.plan_ids
+    return lines + walked + explain_rules(policy, request, plan_ids)
+
+
+def _walked(
+    policy: FallbackPolicy, request: CheckRequest, store: Store | None
+) -> tuple[list[str], CachedSnapshot | None]:
+    """The walk's lines, and the snapshot it found held (if any)."""
     state = walk.begin(
         request, policy, started=0.0, check_timeout_s=0.0, offline=False, last_error=None
     )
     if store is None:
-        lines.append("no store given: assuming nothing is cached")
-        return lines + _fetched(state, None)
+        return ["no store given: assuming nothing is cached", *_fetched(state, None)], None
     faults: list[str] = []
     cached = SnapshotCache(
         store, SYSTEM_CLOCK, lambda event, error: faults.append(f"{event}: {error}")
     )
-    entry = cached.get(customer_id, resource_id)
-    lines.extend(f"store problem: {fault}" for fault in faults)
+    entry = cached.get(request.customer_id, request.resource_id)
+    lines = [f"store problem: {fault}" for fault in faults]
     if entry is None:
-        lines.append("no snapshot held for this customer")
-        return lines + _fetched(state, None)
+        return [*lines, "no snapshot held for this customer", *_fetched(state, None)], None
     now = walk.Now(SYSTEM_CLOCK.monotonic(), time.time())
     age = now.mono - entry.fetched_mono
-    feature = entry.snapshot.entitlements.get(feature_id)
+    feature = entry.snapshot.entitlements.get(request.feature_id)
     held = "granted" if feature is not None and feature.is_granted else "not granted"
     lines.append(
-        f"snapshot held: fetched {age:.0f}s ago ({_SYSTEM_CLOCK_NOTE}); {feature_id} {held}"
+        f"snapshot held: fetched {age:.0f}s ago ({_SYSTEM_CLOCK_NOTE}); {request.feature_id} {held}"
     )
     judged = state.held(entry, now)
     if isinstance(judged, walk.ReadNewer):  # this store is the only one looked at
         judged = judged.held(None, now)
-    return lines + _fetched(judged, entry)
+    return [*lines, *_fetched(judged, entry)], entry
+
+
+def explain_rules(
+    policy: FallbackPolicy, request: CheckRequest, plan_ids: tuple[str, ...] | None
+) -> list[str]:
+    """Every rule in order, whether it matches the check and why, key by key (a rule
+    matches when every key it gives holds). ``plan_ids``: the plans of the snapshot held
+    (``None``: none is). Each key is judged by the rule's own matcher, given that key alone.
+    """
+    if not policy.rules:
+        return ["rules: none (the feature's fallback, then the default, answer)"]
+    lines = ["rules, when no trustworthy snapshot is held (first match wins; every key must hold):"]
+    for number, rule in enumerate(policy.rules, 1):
+        keys = [_key(rule, key, request, plan_ids) for key in MATCH_KEYS if getattr(rule, key)]
+        if rule.matches(request.customer_id, request.resource_id, plan_ids or ()):
+            grant = rule.grant_for(request.feature_id)
+            outcome = (
+                f"matches, and answers {request.feature_id}: {_grant_text(grant)}"
+                if grant is not None
+                else f"matches, but grants nothing for {request.feature_id} (no entry for it "
+                f"or '*'): the next rule is tried"
+            )
+        else:
+            outcome = "does not match"
+        because = "; ".join(keys) if keys else "it gives no key: every check"
+        lines.append(f"  {number}. {rule.name}: {outcome} ({because})")
+    return lines
+
+
+MATCH_KEYS = ("customers", "resources", "plans")
+
+
+def _key(rule: Rule, key: str, request: CheckRequest, plan_ids: tuple[str, ...] | None) -> str:
+    """Whether one key of a rule holds for the check, and why: the rule's own matcher,
+    asked with that key alone."""
+    alone = attrs.evolve(
+        rule,
+        customers=rule.customers if key == "customers" else (),
+        resources=rule.resources if key == "resources" else (),
+        plans=rule.plans if key == "plans" else (),
+    )
+    holds = alone.matches(request.customer_id, request.resource_id, plan_ids or ())
+    patterns = ", ".join(getattr(rule, key))
+    if key == "plans":
+        if plan_ids is None:
+            return "plans: needs a snapshot; none is cached"
+        if not plan_ids:
+            return "plans: the snapshot held names no plan"
+        found = "one" if holds else "none"
+        return (
+            f"plans: the snapshot's plans ({', '.join(plan_ids)}) include {found} of [{patterns}]"
+        )
+    subject = repr(request.customer_id) if key == "customers" else _resource(request)
+    return f"{key}: {subject} {'matches' if holds else 'matches none of'} [{patterns}]"
+
+
+def _resource(request: CheckRequest) -> str:
+    return "no resource" if request.resource_id is None else repr(request.resource_id)
 
 
 def _fetched(state: walk.State, entry: CachedSnapshot | None) -> list[str]:
