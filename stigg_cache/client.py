@@ -90,14 +90,14 @@ class ResilientClient:
             interface; or ``None`` for the built-in REST client (then pass
             ``api_key``). Asyncio clients run on a private loop thread here;
             :class:`~stigg_cache.AsyncResilientClient` runs them on yours.
-        store: a store URL (``sqlite:///path.db``, ``disk:///dir``,
+        store: a store URL (``sqlite:////var/lib/app/stigg-cache.db``, ``disk:////dir``,
             ``memory://``, plugin schemes) or a :class:`Store`; default: SQLite
             in the user's cache directory.
         policy: a path to ``fallback.yaml`` (validated now, hot reloaded on
             every edit), a :class:`FallbackPolicy`, or ``None`` for the built-in
             one (allow, logged once a minute per feature).
         check_timeout: seconds a check may wait on the network, ever.
-        outbox: where usage waits for Stigg: ``sqlite:///path.db``, ``memory://``
+        outbox: where usage waits for Stigg: ``sqlite:////path/outbox.db``, ``memory://``
             (not durable) or an :class:`Outbox`; default: next to the store.
         fetch_timeout: seconds a fetch may run in the background before it
             is abandoned (it keeps filling the cache after the check moved on).

@@ -31,7 +31,8 @@ def default_outbox_url(store_url: str | None) -> str:
 
 
 def open_outbox(url: str, *, read_only: bool = False) -> Outbox:
-    """``sqlite:///path.db`` (durable), ``memory://`` (tests, demos: not durable), or a plugin's.
+    """``sqlite:////abs/path.db`` (durable), ``memory://`` (tests, demos: not durable), or a
+    plugin's.
 
     ``read_only``: open an existing outbox for reading only (tools that look, such as
     ``stigg-cache outbox status``): nothing is created, migrated or written.

@@ -712,7 +712,7 @@ class SqliteOutbox:
 
 
 def open_sqlite_outbox(url: str, *, read_only: bool = False) -> SqliteOutbox:
-    """``sqlite:///path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
+    """``sqlite:////absolute/path.db`` (durable) or ``memory://`` (tests, demos: not durable)."""
     if url == "memory://":
         return SqliteOutbox(None)
     return SqliteOutbox(path_from_url(url, "sqlite"), read_only=read_only)

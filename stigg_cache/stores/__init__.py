@@ -29,7 +29,8 @@ def default_store_url() -> str:
 
 
 def open_store(url: str, *, read_only: bool = False) -> Store:
-    """Open the store a URL names (``memory://``, ``sqlite:///x.db``, ``disk:///dir``, plugins).
+    """Open the store a URL names (``sqlite:////abs/x.db``, ``disk:////abs/dir``, ``memory://``,
+    plugins; three slashes and a relative path: relative to the working directory).
 
     ``read_only``: open an existing store for reading only (tools that look, such as
     ``stigg-cache inspect``): nothing is created, set up or written, and writes fail.

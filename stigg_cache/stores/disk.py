@@ -259,6 +259,6 @@ class ReadOnlyDiskStore:
 
 
 def open_disk_store(url: str, *, read_only: bool = False) -> DiskStore | ReadOnlyDiskStore:
-    """Entry point for ``disk:///path``."""
+    """Entry point for ``disk:////absolute/dir`` (``disk:///relative/dir``)."""
     path = path_from_url(url, "disk")
     return ReadOnlyDiskStore(path) if read_only else DiskStore(path)

@@ -189,5 +189,5 @@ class SqliteStore:
 
 
 def open_sqlite_store(url: str, *, read_only: bool = False) -> SqliteStore:
-    """Entry point for ``sqlite:///path``."""
+    """Entry point for ``sqlite:////absolute/path`` (``sqlite:///relative/path``)."""
     return SqliteStore(path_from_url(url, "sqlite"), read_only=read_only)

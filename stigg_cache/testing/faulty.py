@@ -4,7 +4,7 @@ As SQLite's own tests inject an I/O error at the N-th call, this wraps any
 store and fails exactly where a test says, so every failure path of the
 client can be reached without breaking a real disk:
 
-    store = FaultyStore(open_store("sqlite:///cache.db"))
+    store = FaultyStore(open_store("sqlite:////tmp/test/cache.db"))
     store.fail_at(3)                 # the third operation from now raises StoreError
     store.fail_all(("get",))         # every get raises until store.heal()
 """
