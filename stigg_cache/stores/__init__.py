@@ -42,7 +42,9 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
             open read-only.
     """
     store = cast("Store", opened(factory(STORES, url, "store"), url, read_only=read_only))
-    return ReadOnlyStore(store) if read_only else store
+    if not read_only or isinstance(store, ReadOnlyStore):
+        return store
+    return ReadOnlyStore(store)
 
 
 __all__ = [

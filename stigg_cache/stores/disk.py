@@ -23,6 +23,7 @@ from stigg_cache.stores._files import PRIVATE_FILE_MODE, private_dir, private_fi
 from stigg_cache.stores._sqlite import SqliteConnection, expect_table
 from stigg_cache.stores._url import not_found, path_from_url
 from stigg_cache.stores.base import MISSING, Missing
+from stigg_cache.stores.read_only import ReadOnlyStore
 
 DISK_TIMEOUT_S = 2.0  # SQLite busy timeout inside diskcache
 # Values below this live in diskcache's SQLite rows, replaced atomically; a
@@ -202,9 +203,11 @@ _LIVE_ENTRY = (
 )
 
 
-class ReadOnlyDiskStore:
-    """A disk store's entries for tools that look: read through a read-only connection to
-    diskcache's database, since ``diskcache.Cache`` writes its settings on every open."""
+class DiskReader:
+    """A disk store's entries for tools that look (wrapped in a
+    :class:`~stigg_cache.stores.read_only.ReadOnlyStore`): read through a read-only
+    connection to diskcache's database, since ``diskcache.Cache`` writes its settings on
+    every open."""
 
     def __init__(self, directory: Path | str) -> None:
         """Raises:
@@ -237,14 +240,6 @@ class ReadOnlyDiskStore:
         except OSError:  # its value file went with an overwrite meanwhile (as diskcache)
             return MISSING
 
-    def put(self, key: str, value: bytes) -> None:
-        del key, value
-        raise StoreError(f"{self!r} was opened read-only: nothing is written")
-
-    def delete(self, key: str) -> None:
-        del key
-        raise StoreError(f"{self!r} was opened read-only: nothing is deleted")
-
     def keys(self, prefix: str = "") -> Iterator[str]:
         rows = self._db.read(
             "SELECT key FROM Cache WHERE raw = 1 AND substr(key, 1, ?) = ?", (len(prefix), prefix)
@@ -255,10 +250,10 @@ class ReadOnlyDiskStore:
         self._db.close()
 
     def __repr__(self) -> str:
-        return f"ReadOnlyDiskStore({str(self.directory)!r})"
+        return f"DiskReader({str(self.directory)!r})"
 
 
-def open_disk_store(url: str, *, read_only: bool = False) -> DiskStore | ReadOnlyDiskStore:
+def open_disk_store(url: str, *, read_only: bool = False) -> DiskStore | ReadOnlyStore:
     """Entry point for ``disk:////absolute/dir`` (``disk:///relative/dir``)."""
     path = path_from_url(url, "disk")
-    return ReadOnlyDiskStore(path) if read_only else DiskStore(path)
+    return ReadOnlyStore(DiskReader(path)) if read_only else DiskStore(path)

@@ -8,15 +8,27 @@ so a read-only handle refuses writes whatever the plugin would do with them.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
 from stigg_cache.errors import StoreError
-from stigg_cache.stores.base import Missing, Store
+from stigg_cache.stores.base import Missing
+
+
+class Readable(Protocol):
+    """What a store opened read-only must do: read, and close (any store does)."""
+
+    def get(self, key: str) -> bytes | Missing: ...
+
+    def keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    def close(self) -> None: ...
 
 
 class ReadOnlyStore:
-    """The :class:`Store` protocol over another store, its writes refused."""
+    """The :class:`~stigg_cache.stores.base.Store` protocol over a readable store, its
+    writes refused."""
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: Readable) -> None:
         self._inner = inner
 
     def get(self, key: str) -> bytes | Missing:

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from watchdog.events import FileSystemEvent
@@ -29,6 +30,13 @@ def _rejections(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+def _watched(folder: Path, **options: Any) -> tuple[Path, PolicyWatcher]:
+    """A good fallback.yaml in ``folder``, and a watcher of it."""
+    policy = folder / "fallback.yaml"
+    policy.write_text(_policy("good", access=True))
+    return policy, PolicyWatcher(policy, **options)
+
+
 def _append_log(folder: Path, lines: int) -> None:
     with (folder / "app.log").open("a") as log:
         for line in range(lines):
@@ -40,9 +48,7 @@ def test_a_log_written_beside_a_broken_policy_logs_one_rejection(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="stigg_cache")
-    policy = tmp_path / "fallback.yaml"
-    policy.write_text(_policy("good", access=True))
-    watching = PolicyWatcher(policy)
+    policy, watching = _watched(tmp_path)
     try:
         policy.write_text(BROKEN)
         eventually(lambda: watching.rejected >= 1)
@@ -67,9 +73,7 @@ def test_a_rejection_that_stands_is_logged_again_once_an_interval(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="stigg_cache")
-    policy = tmp_path / "fallback.yaml"
-    policy.write_text(_policy("good", access=True))
-    watching = PolicyWatcher(policy, log_interval_s=0.3)
+    policy, watching = _watched(tmp_path, log_interval_s=0.3)
     try:
         policy.write_text(BROKEN)
         eventually(lambda: len(_rejections(caplog)) >= 2)
@@ -141,9 +145,7 @@ def test_a_policy_linked_from_another_folder_reloads_when_its_target_is_edited(
 
 
 def test_a_file_that_cannot_be_read_says_what_the_os_said(tmp_path: Path) -> None:
-    policy = tmp_path / "fallback.yaml"
-    policy.write_text(_policy("good", access=True))
-    watching = PolicyWatcher(policy)
+    policy, watching = _watched(tmp_path)
     try:
         policy.unlink()
         policy.mkdir()  # unreadable as a file, even for root
@@ -176,9 +178,7 @@ def test_the_links_of_a_kubernetes_mount_are_the_policys_paths(tmp_path: Path) -
 
 
 def test_closing_while_a_reminder_is_due_stops_at_once(tmp_path: Path) -> None:
-    policy = tmp_path / "fallback.yaml"
-    policy.write_text(_policy("good", access=True))
-    watching = PolicyWatcher(policy, log_interval_s=3600)
+    policy, watching = _watched(tmp_path, log_interval_s=3600)
     policy.write_text(BROKEN)
     eventually(lambda: watching.rejected >= 1)
     closed = threading.Thread(target=watching.close)
@@ -194,9 +194,7 @@ def test_a_folder_written_to_without_pause_never_makes_the_policy_look_missing(
 ) -> None:
     """The store and outbox beside fallback.yaml write all the time under load: the policy's
     edit is applied, never reported missing because the folder is never quiet."""
-    policy = tmp_path / "fallback.yaml"
-    policy.write_text(_policy("first", access=True))
-    watching = PolicyWatcher(policy, settle_s=0.02)
+    policy, watching = _watched(tmp_path, settle_s=0.02)
     stop = threading.Event()
 
     def churn() -> None:
@@ -215,4 +213,4 @@ def test_a_folder_written_to_without_pause_never_makes_the_policy_look_missing(
         writer.join()
         watching.close()
     assert (watching.reloads, watching.rejected, watching.error) == (1, 0, None)
-    assert watching.current.rules[0].name == "second"
+    assert watching.current.rules[0].name == "second"  # was "good"
