@@ -83,13 +83,15 @@ class Pruning(Protocol):
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         """Entries under ``prefix`` are of use ``seconds`` after their write; with
         ``max_bytes``, the store keeps at most about that much, the least recently
-        used (written, or read as :meth:`touch` says) going first. Applies to what is
-        written from now on, and to pruning."""
+        used (written, or read as :meth:`touch` says) going first. Refresh leases
+        (:class:`Leases`) never count against it: bookkeeping never evicts a snapshot.
+        Applies to what is written from now on, and to pruning."""
         ...
 
     def prune(self, limit: int) -> int:
-        """Drop up to ``limit`` entries past their time or beyond the byte bound (stores
-        that expire entries by themselves do nothing); how many went."""
+        """Drop up to ``limit`` entries past their time or beyond the byte bound, and refresh
+        leases that ran out (stores that expire entries by themselves do nothing); how many
+        entries went."""
         ...
 
     def touch(self, keys: Sequence[str]) -> None:

@@ -92,26 +92,33 @@ def _confined(directory: Path, filename: str) -> Path:
     return path
 
 
-_LEASE_PREFIX = "lease:"
+LEASES_DIR = "leases"  # refresh leases: a cache of their own, outside the size limit
+
+
+def _opened(directory: Path) -> diskcache.Cache:
+    private_dir(directory)
+    private_file(directory / diskcache.core.DBNAME)
+    return diskcache.Cache(
+        str(directory),
+        timeout=DISK_TIMEOUT_S,
+        disk=RawBytesDisk,
+        disk_min_file_size=MIN_FILE_SIZE_BYTES,
+        eviction_policy="none",
+    )
 
 
 class DiskStore:
-    """Entries in a diskcache directory."""
+    """Entries in a diskcache directory; refresh leases in a cache of their own beside them
+    (diskcache counts every entry against its size limit and evicts by the time it was
+    stored: leases kept with the snapshots pushed fresh snapshots out)."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
         self._kept_prefix: str | None = None
         self._kept_s = 0.0
         try:
-            private_dir(self.directory)
-            private_file(self.directory / diskcache.core.DBNAME)
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                timeout=DISK_TIMEOUT_S,
-                disk=RawBytesDisk,
-                disk_min_file_size=MIN_FILE_SIZE_BYTES,
-                eviction_policy="none",
-            )
+            self._cache = _opened(self.directory)
+            self._leases = _opened(self.directory / LEASES_DIR)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open disk store {self.directory}: {error}") from error
 
@@ -142,11 +149,14 @@ class DiskStore:
             self._guard(limit)
 
     def prune(self, limit: int) -> int:
-        """diskcache drops expired entries and culls to its size limit."""
+        """diskcache drops expired entries (leases too) and culls to its size limit."""
         del limit  # diskcache's own passes are bounded
-        return int(
-            self._guard(lambda: self._cache.expire(retry=True) + self._cache.cull(retry=True))
-        )
+
+        def pruned() -> int:
+            self._leases.expire(retry=True)
+            return int(self._cache.expire(retry=True) + self._cache.cull(retry=True))
+
+        return int(self._guard(pruned))
 
     def touch(self, keys: Sequence[str]) -> None:
         """diskcache evicts the least recently stored: noting a read would be a write per
@@ -158,17 +168,17 @@ class DiskStore:
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """diskcache's ``add`` takes a free or expired lease atomically; its holder renews it."""
-        name, mine = _LEASE_PREFIX + key, owner.encode()
+        leases, mine = self._leases, owner.encode()
 
         def take() -> bool:
-            if self._cache.add(name, mine, expire=max(ttl_s, 0.001), retry=True):
+            if leases.add(key, mine, expire=max(ttl_s, 0.001), retry=True):
                 return True
-            if self._cache.get(name, retry=True) != mine:
+            if leases.get(key, retry=True) != mine:
                 return False
             if ttl_s <= 0:
-                self._cache.delete(name, retry=True)
+                leases.delete(key, retry=True)
             else:
-                self._cache.set(name, mine, expire=ttl_s, retry=True)
+                leases.set(key, mine, expire=ttl_s, retry=True)
             return True
 
         return bool(self._guard(take))
@@ -183,6 +193,7 @@ class DiskStore:
 
     def close(self) -> None:
         self._cache.close()
+        self._leases.close()
 
     def _guard(self, action: Any) -> Any:
         try:

@@ -69,14 +69,25 @@ _LEAST_USED = (
     "WHERE substr(key, 1, ?) = ? ORDER BY used_at LIMIT ?)"
 )
 ROW_OVERHEAD_BYTES = 100  # key, time, b-tree cells and the index entry of a row
+# Refresh leases are bookkeeping, not snapshots: expired ones are swept with the snapshots,
+# and the live ones' bytes are left out of the byte bound (or a burst of refreshes would
+# push snapshots out). A lease is stored twice (its row, its key's index entry) with a
+# few bytes of cell each, in pages at least half full: counted twice over, never under.
+_EXPIRED_LEASES = (
+    f"DELETE FROM {LEASES} WHERE key IN "  # noqa: S608
+    f"(SELECT key FROM {LEASES} WHERE until <= ? LIMIT ?)"
+)
+_LEASE_BYTES = f"SELECT total(2 * (2 * length(key) + length(owner) + 24)) FROM {LEASES}"  # noqa: S608
 
 
-def _used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of the database's pages in use (free pages are reused before the file grows)."""
+def _snapshot_bytes(db: sqlite3.Connection) -> int:
+    """Bytes of the database's pages in use but for the live leases' (free pages are reused
+    before the file grows)."""
     ((pages,),) = db.execute("PRAGMA page_count").fetchall()
     ((free,),) = db.execute("PRAGMA freelist_count").fetchall()
     ((size,),) = db.execute("PRAGMA page_size").fetchall()
-    return int((pages - free) * size)
+    ((leases,),) = db.execute(_LEASE_BYTES).fetchall()
+    return int((pages - free) * size - leases)
 
 
 class SqliteStore:
@@ -163,16 +174,16 @@ class SqliteStore:
     def prune(self, limit: int) -> int:
         """Delete entries under the kept prefix: those written more than the kept time ago,
         then (with a byte bound) the least recently used (written or read) while the file's
-        used pages exceed it. One short write transaction; freed pages are reused (the file
-        does not grow)."""
+        used pages, but for live refresh leases, exceed it. Expired leases go first. One
+        short write transaction; freed pages are reused (the file does not grow)."""
         if self._kept is None:
             return 0
         prefix, seconds, max_bytes = self._kept
         with self._db.write() as db:
-            gone = db.execute(
-                _PAST_TIME, (len(prefix), prefix, time.time() - seconds, limit)
-            ).rowcount
-            excess = 0 if max_bytes is None else _used_bytes(db) - max_bytes
+            now = time.time()
+            db.execute(_EXPIRED_LEASES, (now, limit))
+            gone = db.execute(_PAST_TIME, (len(prefix), prefix, now - seconds, limit)).rowcount
+            excess = 0 if max_bytes is None else _snapshot_bytes(db) - max_bytes
             if excess > 0 and gone < limit:
                 ((each,),) = db.execute(_UNUSED_SIZE, (len(prefix), prefix)).fetchall()
                 over = 1 + excess // (int(each or 0) + ROW_OVERHEAD_BYTES)

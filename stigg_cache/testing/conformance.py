@@ -25,16 +25,18 @@ from typing import Any
 import pytest
 
 from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
 from stigg_cache.errors import StiggCacheError, StoreNotFoundError
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
-from stigg_cache.stores.base import MISSING, Leases, Store, count_keys
+from stigg_cache.stores.base import MISSING, Leases, Pruning, Store, count_keys
 from stigg_cache.stores.layered import SnapshotCache
 
 LARGE_VALUE_BYTES = 3 * 1024 * 1024
 WRITERS = 4
 WRITES_PER_WRITER = 50
+LEASED_CUSTOMERS = 1_500  # leases a sibling's refreshes leave: ~270 kB of them in SQLite
+LEASE_BOUND_BYTES = 200_000
 
 
 class StoreConformance:
@@ -205,6 +207,17 @@ def _take_lease(url: str, owner: str, taken: Any) -> None:
         store.close()
 
 
+def _lease_customers(url: str, customers: int, ttl_s: float) -> None:
+    """Refresh leases of ``customers`` customers, as a sibling's refreshes take them."""
+    store = open_store(url)
+    try:
+        assert isinstance(store, Leases)
+        for n in range(customers):
+            store.lease(f"refresh:{snapshot_key(f'c-{n}', None)}", f"sibling:{ttl_s}", ttl_s)
+    finally:
+        store.close()
+
+
 def _write_from_process(url: str, writer: int, count: int) -> None:
     store = open_store(url)
     try:
@@ -257,6 +270,33 @@ class DurableStoreConformance(StoreConformance):
             while True:
                 holders.append(taken.get(timeout=1))
         assert len(holders) == 1
+
+    def test_refresh_leases_of_another_process_never_push_a_snapshot_out(
+        self, tmp_path: Path
+    ) -> None:
+        """Leases are bookkeeping: those that ran out go, and no lease counts against the
+        byte bound (they filled it once, and every sweep deleted every snapshot)."""
+        store = self.make_store(tmp_path)
+        try:
+            if not isinstance(store, Leases) or not isinstance(store, Pruning):
+                pytest.skip("this store has no refresh leases or does not prune")
+            store.keep_for(SNAPSHOT_PREFIX, 3600.0, LEASE_BOUND_BYTES)
+            key = snapshot_key("fetched-just-before", None)
+            store.put(key, b"s" * 4_000)
+            context = multiprocessing.get_context("spawn")
+            for ttl_s in (0.001, 600.0):  # run out by the time the process has exited; held
+                worker = context.Process(
+                    target=_lease_customers,
+                    args=(self.store_url(tmp_path), LEASED_CUSTOMERS, ttl_s),
+                )
+                worker.start()
+                worker.join(timeout=120)
+                assert worker.exitcode == 0
+            for _ in range(3):  # sweep after sweep
+                store.prune(1_000)
+            assert store.get(key) == b"s" * 4_000
+        finally:
+            store.close()
 
     def test_concurrent_writer_processes_lose_nothing(self, tmp_path: Path) -> None:
         url = self.store_url(tmp_path)

@@ -20,8 +20,8 @@ from stigg_cache.policy.model import PLAN_MEMORY_S
 from stigg_cache.stores.base import MISSING
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.layered import SnapshotCache
-from stigg_cache.stores.sqlite import TABLE, SqliteStore
-from stigg_cache.testing.fake import FakeStigg, boolean
+from stigg_cache.stores.sqlite import LEASES, TABLE, SqliteStore
+from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.forking import in_child
 from tests.helpers import client_on
 
@@ -171,3 +171,58 @@ def test_a_store_written_before_reads_were_noted_is_migrated_on_open(tmp_path: P
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute(f"SELECT used_at FROM {TABLE}").fetchall() == [(12.5,)]
+
+
+def _snapshots_left(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
+
+
+def _leases_left(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute(f"SELECT count(*) FROM {LEASES}").fetchone()[0])
+
+
+def test_a_worker_restarted_in_an_outage_answers_from_a_snapshot_whatever_leases_were_left(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    """Issue 28 #4: 1,500 customers refreshed by a sibling left 1,501 lease rows (270 kB); with
+    a 200 kB bound every sweep deleted every snapshot, and a worker restarted during an
+    outage answered DEFAULT for a customer fetched 2 s before."""
+    bound = {"policy": POLICY, "store_max_bytes": 200_000}
+    client = client_on(fake, tmp_path, **bound)
+    others = [f"c-{n}" for n in range(1_500)]
+
+    def refresh_others() -> int:  # a sibling worker: each first check takes a refresh lease
+        for customer in others:
+            client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+        return _leases_left(store)
+
+    store = tmp_path / "cache.db"
+    assert in_child(refresh_others) == 1_500
+    _age(store, others, 2 * HOUR)  # their snapshots are of no use now: their leases remain
+    fetched = client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision
+    assert fetched is not None
+    assert fetched.source is Source.LIVE
+    in_child(client._cache.sweep)  # workers sweep in turn (and in the background)
+    client._cache.sweep()
+    client.close()
+    fake.set_mode(FakeMode.DOWN)
+    restarted = client_on(fake, tmp_path, **bound)
+    answer = restarted.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision
+    restarted.close()
+    assert answer is not None
+    assert (answer.source, _snapshots_left(store)) == (Source.CACHE, 1)
+
+
+def test_refresh_leases_that_ran_out_or_were_given_back_are_swept(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "leases.db")
+    store.keep_for(SNAPSHOT_PREFIX, HOUR, None)
+    for n in range(1_000):
+        store.lease(f"refresh:c-{n}", "a", 0.0)  # given back at once (a failed fetch)
+    store.lease("refresh:held", "a", HOUR)
+    assert _leases_left(tmp_path / "leases.db") == 1_001
+    store.prune(1_000)
+    assert _leases_left(tmp_path / "leases.db") == 1  # only the one still held
+    assert not store.lease("refresh:held", "b", HOUR)
+    store.close()
