@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 
 from stigg_cache.errors import ConfigurationError, StoreError
+from stigg_cache.outbox._sqlite_schema import COLUMNS, CUSTOMER_OF_PAYLOAD, SCHEMA_VERSION, create
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
     Claimed,
@@ -39,32 +40,9 @@ from stigg_cache.stores._url import not_found, path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
-# 2: a record is its wire payload (the other fields are derived from it).
-# 3: leases and retries remember when they were set, so a wall clock stepped back
-#    (NTP, a chaos run) cannot strand a record until the clock catches up.
-# 4: every change that moves local usage (a record added, acknowledged, dead,
-#    requeued) carries a sequence number, so every process of a host reads the
-#    same usage from the outbox (:meth:`SqliteOutbox.changes`).
-# 5: sent usage keeps what Stigg answered it with (``counted``: the feature's usage once it
-#    counted the record), so every process settles it on that evidence.
-# 6: counts of pending, sent and dead records kept with the rows (``outbox_counts``), so
-#    depth and dead letters are read, never counted by a scan; leased rows indexed apart.
-# 7: rows that can count as local usage name their customer (``customer``, indexed), so a
-#    process reads one customer's usage when it first needs it, never the whole outbox.
-# 8: only those rows are indexed by sequence number (``changes()`` reads no others), so an
-#    event no meter counts costs its enqueue and its acknowledgement one index write less.
-SCHEMA_VERSION = 8
-# The payload holds every field of a record: rows carry only what queries need.
-_COLUMNS = "kind, idem_key, stamped_at, payload"
-_RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
 # Due now, and not leased now. A retry set, or a lease taken, well "in the future"
 # (``CLOCK_STEP_S``: the wall clock has since stepped back) counts as due / expired.
 _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
-# The customer a stored payload names (NULL for one that is not JSON: it is never read back).
-_CUSTOMER_OF_PAYLOAD = (
-    "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
-)
-_DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
 
 
 def _rows(
@@ -152,7 +130,7 @@ def _all_inserted(inserted: int, expected: int) -> None:
 
 
 _INSERT_NEW = (
-    f"INSERT INTO outbox ({_COLUMNS}, enqueued_at, customer, seq) VALUES (?,?,?,?,?,?,?) "
+    f"INSERT INTO outbox ({COLUMNS}, enqueued_at, customer, seq) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
 # Changes after a sequence number, as one statement (one consistent read): rows still in
@@ -160,9 +138,9 @@ _INSERT_NEW = (
 # those are indexed by sequence number: other events cost no index write), then those
 # moved to the dead letters.
 _CHANGES = (
-    f"SELECT seq, {_COLUMNS}, acked_at, counted, 0 FROM outbox "
+    f"SELECT seq, {COLUMNS}, acked_at, counted, 0 FROM outbox "
     "WHERE seq > ? AND customer IS NOT NULL "
-    f"UNION ALL SELECT seq, {_COLUMNS}, NULL, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
+    f"UNION ALL SELECT seq, {COLUMNS}, NULL, NULL, 1 FROM dead_letters WHERE seq > ? ORDER BY 1"
 )
 
 
@@ -172,8 +150,8 @@ def _bury(
     """Move pending records to the dead letters (``seq``: this transaction's, if it has one)."""
     seq = _next_seq(db) if seq is None else seq
     buried = db.execute(
-        f"INSERT INTO dead_letters (id, {_COLUMNS}, reason, dead_at, attempts, seq) "
-        f"SELECT id, {_COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
+        f"INSERT INTO dead_letters (id, {COLUMNS}, reason, dead_at, attempts, seq) "
+        f"SELECT id, {COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
         f"WHERE state = 'pending' AND id IN ({_marks(ids)})",
         (reason, now, seq, *ids),
     ).rowcount
@@ -231,61 +209,6 @@ def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
     return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
 
-def _derived_columns_dropped(db: sqlite_utils.Database) -> None:
-    """2 (files of stigg-cache 0.1.0.dev): a record is its payload."""
-    for name in ("outbox", "dead_letters"):
-        db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
-
-
-def _times_of_setting(db: sqlite_utils.Database) -> None:
-    for column in ("leased_at", "retry_set_at"):
-        db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
-
-
-def _sequence_numbers(db: sqlite_utils.Database) -> None:
-    for name in ("outbox", "dead_letters"):
-        db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
-
-
-def _counted_column(db: sqlite_utils.Database) -> None:
-    db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
-
-
-def _counted_once(db: sqlite_utils.Database) -> None:
-    """Count an older file's rows, once: the counts are kept with the rows after."""
-    SqliteOutbox._create_counters(db)
-    db.execute(
-        "INSERT OR REPLACE INTO outbox_counts (state, n) "
-        "SELECT state, count(*) FROM outbox GROUP BY state"
-    )
-    db.execute(
-        "INSERT OR REPLACE INTO outbox_counts (state, n) SELECT 'dead', count(*) FROM dead_letters"
-    )
-
-
-def _customers_named(db: sqlite_utils.Database) -> None:
-    """Once: name each row's customer (a row that does not decode names none)."""
-    db["outbox"].add_column("customer", str)  # type: ignore[union-attr]
-    db.execute(f"UPDATE outbox SET customer = {_CUSTOMER_OF_PAYLOAD}")
-
-
-def _seq_of_counted_only(db: sqlite_utils.Database) -> None:
-    """Rows that cannot count as local usage leave the changes' index (made anew after)."""
-    db.execute("DROP INDEX IF EXISTS idx_outbox_seq")
-
-
-# (the schema version that brought it, the step that brings an older file to it)
-_MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
-    (2, _derived_columns_dropped),
-    (3, _times_of_setting),
-    (4, _sequence_numbers),
-    (5, _counted_column),
-    (6, _counted_once),
-    (7, _customers_named),
-    (8, _seq_of_counted_only),
-)
-
-
 def outbox_beside(store: Path) -> Path:
     """Where a client keeps its outbox by default, beside its file store (``x.db``:
     ``x-outbox.db``)."""
@@ -327,7 +250,7 @@ class SqliteOutbox:
             name="outbox",
             busy_timeout_s=BUSY_TIMEOUT_S,
             synchronous="FULL",
-            create=self._is_an_outbox if read_only else self._create,
+            create=self._is_an_outbox if read_only else create,
             read_only=read_only,
         )
 
@@ -342,107 +265,6 @@ class SqliteOutbox:
                 f"{self.path} is an outbox of schema {version}; this stigg-cache reads schema "
                 f"{SCHEMA_VERSION}: a client of this version upgrades it when it opens it"
             )
-
-    @staticmethod
-    def _create(db: sqlite_utils.Database) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
-            SqliteOutbox._migrate(db, version)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        SqliteOutbox._create_tables(db)
-
-    @staticmethod
-    def _migrate(db: sqlite_utils.Database, version: int) -> None:
-        """Bring tables an older stigg-cache wrote to this schema (new files have none)."""
-        if db["outbox"].exists():
-            for since, step in _MIGRATIONS:
-                if version < since:
-                    step(db)
-
-    @staticmethod
-    def _create_tables(db: sqlite_utils.Database) -> None:
-        outbox = db["outbox"]
-        outbox.create(  # type: ignore[union-attr]
-            {
-                "id": int,
-                **_RECORD_FIELDS,
-                "enqueued_at": float,
-                "state": str,
-                "attempts": int,
-                "next_attempt_at": float,
-                "retry_set_at": float,
-                "lease_owner": str,
-                "leased_at": float,
-                "lease_until": float,
-                "acked_at": float,
-                "last_error": str,
-                "seq": int,
-                "counted": float,
-                "customer": str,
-            },
-            pk="id",
-            not_null={"kind", "idem_key", "payload", "state"},
-            defaults={
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_at": 0.0,
-                "retry_set_at": 0.0,
-                "leased_at": 0.0,
-                "lease_until": 0.0,
-                "seq": 0,
-            },
-            if_not_exists=True,
-        )
-        outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
-        outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
-        db.execute(  # only records that can count as local usage: what changes() reads
-            "CREATE INDEX IF NOT EXISTS idx_outbox_counted_seq ON outbox (seq) "
-            "WHERE customer IS NOT NULL"
-        )
-        db.execute("DROP INDEX IF EXISTS idx_outbox_customer")  # all rows: a dev build's
-        db.execute(  # only records that can count as local usage: no cost to other events
-            "CREATE INDEX IF NOT EXISTS idx_outbox_counted_customer ON outbox (customer) "
-            "WHERE customer IS NOT NULL"
-        )
-        db.execute(  # only leased rows: no cost to an enqueue
-            "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
-            "WHERE lease_owner IS NOT NULL"
-        )
-        SqliteOutbox._create_dead_letters(db)
-        SqliteOutbox._create_counters(db)
-
-    @staticmethod
-    def _create_dead_letters(db: sqlite_utils.Database) -> None:
-        dead = db["dead_letters"]
-        dead.create(  # type: ignore[union-attr]
-            {
-                "id": int,
-                **_RECORD_FIELDS,
-                "reason": str,
-                "dead_at": float,
-                "attempts": int,
-                "seq": int,
-            },
-            pk="id",
-            not_null={"seq"},
-            defaults={"seq": 0},
-            if_not_exists=True,
-        )
-        dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
-
-    @staticmethod
-    def _create_counters(db: sqlite_utils.Database) -> None:
-        """What is kept with the rows: the changes' sequence number, the counts by state."""
-        db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
-        if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
-            db.execute("INSERT INTO usage_seq (n) VALUES (0)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS outbox_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)"
-        )
-        db.execute(
-            "INSERT OR IGNORE INTO outbox_counts (state, n) "
-            "VALUES ('pending', 0), ('sent', 0), ('dead', 0)"
-        )
 
     def enqueue(self, records: Sequence[UsageRecord], now: float) -> list[Receipt]:
         if not self._insert_if_all_new(records, now):
@@ -504,7 +326,7 @@ class SqliteOutbox:
     ) -> list[Claimed]:
         with self._db.write() as db:
             rows = db.execute(
-                f"SELECT id, {_COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
+                f"SELECT id, {COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
                 f"AND {_SENDABLE} ORDER BY id LIMIT ?",
                 (kind.value, now, now + CLOCK_STEP_S, now, now + CLOCK_STEP_S, limit),
             ).fetchall()
@@ -618,7 +440,7 @@ class SqliteOutbox:
         """The records of one customer (and resource) still held: pending, and sent for as
         long as they are kept, with their acknowledgement (an index lookup)."""
         rows = self._db.read(
-            f"SELECT {_COLUMNS}, acked_at, counted FROM outbox WHERE customer = ? ORDER BY id",
+            f"SELECT {COLUMNS}, acked_at, counted FROM outbox WHERE customer = ? ORDER BY id",
             (customer_id,),
         )
         return [
@@ -657,12 +479,12 @@ class SqliteOutbox:
         return [Receipt(r.idempotency_key, r.kind, r.customer_id, duplicate=True) for r in records]
 
     def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
-        rows = self._db.run(f"SELECT {_COLUMNS}, acked_at FROM outbox ORDER BY id")
+        rows = self._db.run(f"SELECT {COLUMNS}, acked_at FROM outbox ORDER BY id")
         return [(record, row[-1]) for row in rows if (record := _readable(row[:-1])) is not None]
 
     def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = self._db.run(
-            f"SELECT id, {_COLUMNS}, reason, dead_at, attempts FROM dead_letters "
+            f"SELECT id, {COLUMNS}, reason, dead_at, attempts FROM dead_letters "
             "ORDER BY id LIMIT ?",
             (limit,),
         )
@@ -679,8 +501,8 @@ class SqliteOutbox:
         )
         with self._db.write() as db:
             moved = db.execute(
-                f"INSERT OR IGNORE INTO outbox ({_COLUMNS}, enqueued_at, seq, customer) "
-                f"SELECT {_COLUMNS}, dead_at, ?, {_CUSTOMER_OF_PAYLOAD} "
+                f"INSERT OR IGNORE INTO outbox ({COLUMNS}, enqueued_at, seq, customer) "
+                f"SELECT {COLUMNS}, dead_at, ?, {CUSTOMER_OF_PAYLOAD} "
                 f"FROM dead_letters {where} ORDER BY id",
                 (_next_seq(db), *params),
             ).rowcount

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from stigg_cache.outbox._sqlite_schema import SCHEMA_VERSION
 from stigg_cache.outbox.records import RecordKind, UsageRecord, event_record, usage_record
-from stigg_cache.outbox.sqlite import SCHEMA_VERSION, SqliteOutbox
+from stigg_cache.outbox.sqlite import SqliteOutbox
 
 NOW = 1_800_000_000.0
 # What stigg-cache 0.1.0.dev created: every record field a column of its own.

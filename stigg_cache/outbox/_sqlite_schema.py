@@ -1,0 +1,192 @@
+# ruff: noqa: S608 - SQL is built only from constant column lists and table names
+"""The SQLite outbox's tables, and the steps that bring a file of an older version to them.
+
+Schema versions, each with what it brought:
+
+2: a record is its wire payload (the other fields are derived from it).
+3: leases and retries remember when they were set, so a wall clock stepped back
+   (NTP, a chaos run) cannot strand a record until the clock catches up.
+4: every change that moves local usage (a record added, acknowledged, dead,
+   requeued) carries a sequence number, so every process of a host reads the
+   same usage from the outbox (:meth:`SqliteOutbox.changes`).
+5: sent usage keeps what Stigg answered it with (``counted``: the feature's usage once it
+   counted the record), so every process settles it on that evidence.
+6: counts of pending, sent and dead records kept with the rows (``outbox_counts``), so
+   depth and dead letters are read, never counted by a scan; leased rows indexed apart.
+7: rows that can count as local usage name their customer (``customer``, indexed), so a
+   process reads one customer's usage when it first needs it, never the whole outbox.
+8: only those rows are indexed by sequence number (``changes()`` reads no others), so an
+   event no meter counts costs its enqueue and its acknowledgement one index write less.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+SCHEMA_VERSION = 8
+# The payload holds every field of a record: rows carry only what queries need.
+COLUMNS = "kind, idem_key, stamped_at, payload"
+_RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
+# The customer a stored payload names (NULL for one that is not JSON: it is never read back).
+CUSTOMER_OF_PAYLOAD = "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
+_DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
+
+
+def _derived_columns_dropped(db: sqlite_utils.Database) -> None:
+    """2 (files of stigg-cache 0.1.0.dev): a record is its payload."""
+    for name in ("outbox", "dead_letters"):
+        db[name].transform(drop=_DERIVED_COLUMNS)  # type: ignore[union-attr]
+
+
+def _times_of_setting(db: sqlite_utils.Database) -> None:
+    for column in ("leased_at", "retry_set_at"):
+        db["outbox"].add_column(column, float, not_null_default=0.0)  # type: ignore[union-attr]
+
+
+def _sequence_numbers(db: sqlite_utils.Database) -> None:
+    for name in ("outbox", "dead_letters"):
+        db[name].add_column("seq", int, not_null_default=0)  # type: ignore[union-attr]
+
+
+def _counted_column(db: sqlite_utils.Database) -> None:
+    db["outbox"].add_column("counted", float)  # type: ignore[union-attr]
+
+
+def _counted_once(db: sqlite_utils.Database) -> None:
+    """Count an older file's rows, once: the counts are kept with the rows after."""
+    _create_counters(db)
+    db.execute(
+        "INSERT OR REPLACE INTO outbox_counts (state, n) "
+        "SELECT state, count(*) FROM outbox GROUP BY state"
+    )
+    db.execute(
+        "INSERT OR REPLACE INTO outbox_counts (state, n) SELECT 'dead', count(*) FROM dead_letters"
+    )
+
+
+def _customers_named(db: sqlite_utils.Database) -> None:
+    """Once: name each row's customer (a row that does not decode names none)."""
+    db["outbox"].add_column("customer", str)  # type: ignore[union-attr]
+    db.execute(f"UPDATE outbox SET customer = {CUSTOMER_OF_PAYLOAD}")
+
+
+def _seq_of_counted_only(db: sqlite_utils.Database) -> None:
+    """Rows that cannot count as local usage leave the changes' index (made anew after)."""
+    db.execute("DROP INDEX IF EXISTS idx_outbox_seq")
+
+
+# (the schema version that brought it, the step that brings an older file to it)
+_MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
+    (2, _derived_columns_dropped),
+    (3, _times_of_setting),
+    (4, _sequence_numbers),
+    (5, _counted_column),
+    (6, _counted_once),
+    (7, _customers_named),
+    (8, _seq_of_counted_only),
+)
+
+
+def create(db: sqlite_utils.Database) -> None:
+    """Set up a new file, or bring an older one to this schema (inside the opening write
+    transaction, on every open: see ``SqliteConnection``)."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        _migrate(db, version)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    _create_tables(db)
+
+
+def _migrate(db: sqlite_utils.Database, version: int) -> None:
+    """Bring tables an older stigg-cache wrote to this schema (new files have none)."""
+    if db["outbox"].exists():
+        for since, step in _MIGRATIONS:
+            if version < since:
+                step(db)
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    outbox = db["outbox"]
+    outbox.create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            **_RECORD_FIELDS,
+            "enqueued_at": float,
+            "state": str,
+            "attempts": int,
+            "next_attempt_at": float,
+            "retry_set_at": float,
+            "lease_owner": str,
+            "leased_at": float,
+            "lease_until": float,
+            "acked_at": float,
+            "last_error": str,
+            "seq": int,
+            "counted": float,
+            "customer": str,
+        },
+        pk="id",
+        not_null={"kind", "idem_key", "payload", "state"},
+        defaults={
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": 0.0,
+            "retry_set_at": 0.0,
+            "leased_at": 0.0,
+            "lease_until": 0.0,
+            "seq": 0,
+        },
+        if_not_exists=True,
+    )
+    outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
+    outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
+    db.execute(  # only records that can count as local usage: what changes() reads
+        "CREATE INDEX IF NOT EXISTS idx_outbox_counted_seq ON outbox (seq) "
+        "WHERE customer IS NOT NULL"
+    )
+    db.execute("DROP INDEX IF EXISTS idx_outbox_customer")  # all rows: a dev build's
+    db.execute(  # only records that can count as local usage: no cost to other events
+        "CREATE INDEX IF NOT EXISTS idx_outbox_counted_customer ON outbox (customer) "
+        "WHERE customer IS NOT NULL"
+    )
+    db.execute(  # only leased rows: no cost to an enqueue
+        "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
+        "WHERE lease_owner IS NOT NULL"
+    )
+    _create_dead_letters(db)
+    _create_counters(db)
+
+
+def _create_dead_letters(db: sqlite_utils.Database) -> None:
+    dead = db["dead_letters"]
+    dead.create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            **_RECORD_FIELDS,
+            "reason": str,
+            "dead_at": float,
+            "attempts": int,
+            "seq": int,
+        },
+        pk="id",
+        not_null={"seq"},
+        defaults={"seq": 0},
+        if_not_exists=True,
+    )
+    dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+
+
+def _create_counters(db: sqlite_utils.Database) -> None:
+    """What is kept with the rows: the changes' sequence number, the counts by state."""
+    db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
+    if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
+        db.execute("INSERT INTO usage_seq (n) VALUES (0)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS outbox_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL)"
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO outbox_counts (state, n) "
+        "VALUES ('pending', 0), ('sent', 0), ('dead', 0)"
+    )
