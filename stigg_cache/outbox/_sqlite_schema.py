@@ -17,6 +17,13 @@ Schema versions, each with what it brought:
    process reads one customer's usage when it first needs it, never the whole outbox.
 8: only those rows are indexed by sequence number (``changes()`` reads no others), so an
    event no meter counts costs its enqueue and its acknowledgement one index write less.
+9: dead letters are numbered on their own, never reusing a number (a record was filed
+   under its outbox row id, which SQLite reuses: a second refusal then failed and the
+   record stayed pending for ever); the version reached is kept in ``outbox_schema``.
+
+Every step runs once per file: a worker of an older version sharing the file during
+a deploy sets ``user_version`` back to its own when it opens it, so the version a
+file reached is also kept in ``outbox_schema``, which older versions do not touch.
 """
 
 from __future__ import annotations
@@ -25,13 +32,18 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 # The payload holds every field of a record: rows carry only what queries need.
 COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
 # The customer a stored payload names (NULL for one that is not JSON: it is never read back).
 CUSTOMER_OF_PAYLOAD = "CASE WHEN json_valid(payload) THEN json_extract(payload, '$.customerId') END"
 _DERIVED_COLUMNS = {"customer_id", "resource_id", "name", "value", "behavior", "dimensions"}
+_REACHED = "SELECT version FROM outbox_schema"
+_REACH = (
+    "INSERT INTO outbox_schema (id, version) VALUES (1, ?) "
+    "ON CONFLICT(id) DO UPDATE SET version = max(version, excluded.version)"
+)
 
 
 def _derived_columns_dropped(db: sqlite_utils.Database) -> None:
@@ -77,6 +89,19 @@ def _seq_of_counted_only(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_outbox_seq")
 
 
+def _dead_letters_numbered_apart(db: sqlite_utils.Database) -> None:
+    """Dead letters keep their numbers, and new ones take numbers never used before."""
+    found = db.execute("SELECT sql FROM sqlite_master WHERE name = 'dead_letters'").fetchone()
+    if found is None or "AUTOINCREMENT" in str(found[0]).upper():
+        return  # made since (or by a new file's set-up)
+    db.execute("ALTER TABLE dead_letters RENAME TO dead_letters_before_9")
+    db.execute("DROP INDEX IF EXISTS idx_dead_letters_seq")  # it went with the old table
+    _create_dead_letters(db)
+    columns = f"id, {COLUMNS}, reason, dead_at, attempts, seq"
+    db.execute(f"INSERT INTO dead_letters ({columns}) SELECT {columns} FROM dead_letters_before_9")
+    db.execute("DROP TABLE dead_letters_before_9")
+
+
 # (the schema version that brought it, the step that brings an older file to it)
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (2, _derived_columns_dropped),
@@ -86,17 +111,24 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (6, _counted_once),
     (7, _customers_named),
     (8, _seq_of_counted_only),
+    (9, _dead_letters_numbered_apart),
 )
 
 
 def create(db: sqlite_utils.Database) -> None:
-    """Set up a new file, or bring an older one to this schema (inside the opening write
-    transaction, on every open: see ``SqliteConnection``)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
-        _migrate(db, version)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    """Set up a new file, or bring an older one to this schema from the newest it reached
+    (inside the opening write transaction, on every open: see ``SqliteConnection``)."""
+    marked = int(db.execute("PRAGMA user_version").fetchone()[0])
+    reached = marked
+    if db["outbox_schema"].exists():
+        reached = max([reached, *(int(v) for (v,) in db.execute(_REACHED).fetchall())])
+    if reached < SCHEMA_VERSION:
+        _migrate(db, reached)
     _create_tables(db)
+    if marked < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    if reached < SCHEMA_VERSION:
+        db.execute(_REACH, (SCHEMA_VERSION,))
 
 
 def _migrate(db: sqlite_utils.Database, version: int) -> None:
@@ -160,26 +192,33 @@ def _create_tables(db: sqlite_utils.Database) -> None:
 
 
 def _create_dead_letters(db: sqlite_utils.Database) -> None:
-    dead = db["dead_letters"]
-    dead.create(  # type: ignore[union-attr]
-        {
-            "id": int,
-            **_RECORD_FIELDS,
-            "reason": str,
-            "dead_at": float,
-            "attempts": int,
-            "seq": int,
-        },
-        pk="id",
-        not_null={"seq"},
-        defaults={"seq": 0},
-        if_not_exists=True,
+    """Numbered on their own, ``AUTOINCREMENT``: a number purged is never given again,
+    so an operator's ``requeue``/``purge`` by number never meets another record.
+
+    A worker of an older version (sharing the file during a deploy) files a dead letter
+    under its outbox row's number; if that number is taken, the letter holding it moves
+    to a new one first (the trigger), so that filing never fails either.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "kind TEXT, idem_key TEXT, stamped_at REAL, payload TEXT, reason TEXT, "
+        "dead_at REAL, attempts INTEGER, seq INTEGER NOT NULL DEFAULT 0)"
     )
-    dead.create_index(["seq"], if_not_exists=True)  # type: ignore[union-attr]
+    db.execute("CREATE INDEX IF NOT EXISTS idx_dead_letters_seq ON dead_letters (seq)")
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS dead_letters_numbered BEFORE INSERT ON dead_letters "
+        "WHEN NEW.id IN (SELECT id FROM dead_letters) BEGIN UPDATE dead_letters "
+        "SET id = (SELECT max(id) + 1 FROM dead_letters) WHERE id = NEW.id; END"
+    )
 
 
 def _create_counters(db: sqlite_utils.Database) -> None:
-    """What is kept with the rows: the changes' sequence number, the counts by state."""
+    """What is kept with the rows: the changes' sequence number, the counts by state,
+    the schema reached."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS outbox_schema "
+        "(id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+    )
     db.execute("CREATE TABLE IF NOT EXISTS usage_seq (n INTEGER NOT NULL)")
     if not db.execute("SELECT count(*) FROM usage_seq").fetchone()[0]:
         db.execute("INSERT INTO usage_seq (n) VALUES (0)")

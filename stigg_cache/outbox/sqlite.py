@@ -147,11 +147,14 @@ _CHANGES = (
 def _bury(
     db: sqlite3.Connection, ids: Sequence[int], reason: str, now: float, seq: int | None = None
 ) -> None:
-    """Move pending records to the dead letters (``seq``: this transaction's, if it has one)."""
+    """Move pending records to the dead letters (``seq``: this transaction's, if it has one).
+
+    A dead letter takes a number of its own: nothing it holds can make the move fail.
+    """
     seq = _next_seq(db) if seq is None else seq
     buried = db.execute(
-        f"INSERT INTO dead_letters (id, {COLUMNS}, reason, dead_at, attempts, seq) "
-        f"SELECT id, {COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
+        f"INSERT INTO dead_letters ({COLUMNS}, reason, dead_at, attempts, seq) "
+        f"SELECT {COLUMNS}, ?, ?, attempts + 1, ? FROM outbox "
         f"WHERE state = 'pending' AND id IN ({_marks(ids)})",
         (reason, now, seq, *ids),
     ).rowcount

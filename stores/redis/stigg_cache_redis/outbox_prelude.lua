@@ -12,21 +12,24 @@ local lanes = {
            delayed_since = KEYS[20], leased_since = KEYS[21]},
 }
 
--- "event\nkey" -> "event"
+-- "event\nkey" (or the record, "event\nstamp", if that entry is lost) -> "event"
 local function kind_of(id)
-  local identity = redis.call('HGET', ident, id)
+  local identity = redis.call('HGET', ident, id) or redis.call('HGET', rec, id)
   if not identity then return nil end
   return string.match(identity, '^(%a+)\n')
 end
 
--- Out of every queue of its lane (still held as a record).
+-- Out of every queue of its lane, or of both if its kind is lost (still held as a record).
 local function unqueue(id, kind)
-  local lane = lanes[kind]
-  redis.call('ZREM', lane.ready, id)
-  redis.call('ZREM', lane.delayed, id)
-  redis.call('ZREM', lane.leased, id)
-  redis.call('ZREM', lane.delayed_since, id)
-  redis.call('ZREM', lane.leased_since, id)
+  for name, lane in pairs(lanes) do
+    if kind == nil or lanes[kind] == nil or kind == name then
+      redis.call('ZREM', lane.ready, id)
+      redis.call('ZREM', lane.delayed, id)
+      redis.call('ZREM', lane.leased, id)
+      redis.call('ZREM', lane.delayed_since, id)
+      redis.call('ZREM', lane.leased_since, id)
+    end
+  end
   redis.call('HDEL', owners, id)
 end
 

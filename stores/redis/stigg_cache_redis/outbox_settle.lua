@@ -8,12 +8,12 @@ for i = at, at + 2 * n_counted - 1, 2 do
   if redis.call('ZSCORE', pending, ARGV[i]) then redis.call('HSET', counted, ARGV[i], ARGV[i + 1]) end
 end
 at = 10
--- Delivered, whoever holds the lease now: never send it again.
+-- Delivered, whoever holds the lease now: never send it again. Nothing but its being
+-- pending is asked of the record, so no lost part of it keeps it pending (and sent) for ever.
 for i = at, at + n_sent - 1 do
   local id = ARGV[i]
-  local kind = kind_of(id)
-  if kind and redis.call('ZSCORE', pending, id) then
-    unqueue(id, kind)
+  if redis.call('ZSCORE', pending, id) then
+    unqueue(id, kind_of(id))
     redis.call('ZREM', pending, id)
     redis.call('ZADD', sent, now, id)
     moved(id)
@@ -34,10 +34,9 @@ end
 at = at + n_retry
 for i = at, at + n_dead - 1 do
   local id = ARGV[i]
-  local kind = kind_of(id)
   local stamped = redis.call('ZSCORE', pending, id)
-  if kind and stamped then
-    unqueue(id, kind)
+  if stamped then
+    unqueue(id, kind_of(id))
     redis.call('ZREM', pending, id)
     free_key(id)
     local attempts = tonumber(redis.call('HGET', att, id) or '0') + 1

@@ -58,3 +58,34 @@ def test_poisoned_records_in_redis_are_dead_lettered_and_the_rest_delivered(
     reasons = {d.reason.split(":")[0] for d in client.outbox.dead_letters()}
     assert reasons == {"unreadable in the outbox"}
     client.close()
+
+
+def test_a_record_whose_identity_entry_is_lost_is_still_sent_once_or_dead_lettered(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    """Dead-lettering (and acknowledging) asks nothing of a record but its being pending: a
+    record whose ``ident`` entry was lost (evicted, damaged) stayed pending for ever, sent
+    again once per lease, counted as usage and never dead-lettered."""
+    client = ResilientClient(
+        None, api_key=API_KEY, base_url=fake.url, store=url_for(tmp_path), outbox_lease_s=1.0
+    )
+    fake.set_mode(FakeMode.DOWN)
+    for customer, key in (("acme", "accepted"), ("refused", "refused")):
+        client.report_usage(customer_id=customer, feature_id="api_calls", value=1,
+                            idempotency_key=key)  # fmt: skip
+    outbox = client._usage.outbox
+    assert isinstance(outbox, RedisOutbox)
+    db = redis.Redis.from_url(REDIS_URL)
+    db.delete(outbox._key("ident"))  # that part of every record, lost
+    db.close()
+    fake.account.rejected_customers.add("refused")
+    fake.set_mode(FakeMode.UP)
+    client.flush(timeout=5)
+    status = client.status()
+    letters = [d.record.idempotency_key for d in client.outbox.dead_letters()]
+    client.close()
+    assert (status.outbox_depth, letters, fake.account.receipts["accepted"]) == (
+        0,
+        ["refused"],
+        1,
+    )

@@ -19,6 +19,9 @@ from tests.test_consume import (
     test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down,
     test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags,
 )
+from tests.test_dead_letters import (
+    test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead,
+)
 from tests.test_shared_usage import (
     test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage,
     test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it,
@@ -34,6 +37,7 @@ from conftest import url_for
 
 __all__ = [
     "fake",
+    "test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead",
     "test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage",
     "test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it",
     "test_consume_grants_what_fits_and_enqueues_only_what_it_grants",
