@@ -223,10 +223,10 @@ class UsageService:
             if (record.customer_id, record.resource_id) in loaded:
                 self._count(record, meters, held.acked_at, held.counted)
             if held.acked_at is not None:  # known here as pending: acknowledged by some process
-                key = held.record.idempotency_key
+                key = (record.customer_id, record.idempotency_key)
                 counted = {} if held.counted is None else {key: held.counted}
                 self.ledger.acknowledge([key], held.acked_at, counted)
-        self.ledger.forget(key for _, key in changes.dead)
+        self.ledger.forget(changes.dead)
         self._cursor = max(self._cursor, changes.cursor)
 
     def _make_room(self, adding: int) -> None:

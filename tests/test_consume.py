@@ -13,7 +13,7 @@ from stigg_cache import (
     Source,
 )
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
-from tests.forking import child_result, fork_child
+from tests.forking import child_result, fork_child, in_child
 from tests.helpers import client_on, metered_fallback
 
 LIMIT = 100
@@ -114,4 +114,32 @@ def test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags(
     granted = _from_processes(client, "lagging")
     assert sum(granted) == LIMIT - 1
     assert _queued_units(client, "lagging") == LIMIT  # pending or sent, each unit once
+    client.close()
+
+
+def test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker(
+    fake: FakeStigg, store_url: str
+) -> None:
+    """Issue 28 #8: each call stamped a new ``createdAt``, so a retry raised ValueError
+    ("already used for different usage"); and keys were global across customers."""
+    fake.set_customer("beta", [metered("api_calls", limit=100, usage=0)])
+    client = _client(fake, store_url)
+    first = client.consume("acme", "api_calls", 5, idempotency_key="order-1")
+
+    def retry() -> tuple[bool, bool, str]:  # in another worker, a moment later
+        again = client.consume("acme", "api_calls", 5, idempotency_key="order-1")
+        assert again.receipt is not None
+        return again.granted, again.receipt.duplicate, again.receipt.idempotency_key
+
+    assert first.receipt is not None
+    assert (first.granted, first.receipt.duplicate) == (True, False)
+    assert in_child(retry) == [True, True, "order-1"]
+    other = client.consume("beta", "api_calls", 5, idempotency_key="order-1")  # beta's key
+    assert other.receipt is not None
+    assert (other.granted, other.receipt.duplicate) == (True, False)
+    with pytest.raises(ValueError, match="already used for different usage"):
+        client.consume("acme", "api_calls", 6, idempotency_key="order-1")  # other usage
+    assert (_queued_units(client, "acme"), _queued_units(client, "beta")) == (5.0, 5.0)
+    assert client.flush(timeout=10).drained
+    assert [u["customerId"] for u in fake.account.usages] == ["acme", "beta"]
     client.close()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from stigg_cache.outbox.records import RecordKind
+from stigg_cache.outbox.records import Receipt, RecordKind
 from stigg_cache.outbox.sqlite import SqliteOutbox
-from stigg_cache.testing.fake import FakeMode, FakeStigg
+from stigg_cache.testing import ManualClock
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.conftest import MakeClient
 
 GOOD_EVENT = {"customer_id": "acme", "event_name": "api.request", "idempotency_key": "e-1"}
@@ -148,3 +149,42 @@ def test_bulk_usage_is_all_or_nothing(fake: FakeStigg, make_client: MakeClient) 
         [{"customer_id": "acme", "feature_id": "api_calls", "value": 1}] * 3
     )
     assert len({r.idempotency_key for r in receipts}) == 3
+
+
+def test_a_report_retried_without_its_stamp_is_its_first_receipt(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock
+) -> None:
+    """Issue 28 #8: a retry is stamped anew; the stamp was left to us, so the same key and
+    usage is the first record again (not "different usage"), and Stigg gets it once."""
+    client = make_client(clock=clock)
+    event = {**GOOD_EVENT, "dimensions": {"timestamp": "dimension, not stamp"}}
+
+    def report() -> list[Receipt]:
+        usage = client.report_usage(
+            customer_id="acme", feature_id="api_calls", value=3, idempotency_key="u"
+        )
+        return [usage, *client.report_event([event])]
+
+    first = report()
+    clock.advance(2.0)
+    again = report()
+    assert [(r.duplicate, s.duplicate) for r, s in zip(first, again, strict=True)] == [
+        (False, True),
+        (False, True),
+    ]
+    assert client.flush(timeout=10).drained
+    assert fake.account.receipts == {"u": 1, GOOD_EVENT["idempotency_key"]: 1}
+
+
+def test_the_same_key_for_two_customers_is_two_records(
+    fake: FakeStigg, make_client: MakeClient
+) -> None:
+    fake.set_customer("beta", [metered("api_calls", limit=100, usage=0)])
+    client = make_client()
+    receipts = [
+        client.report_usage(customer_id=c, feature_id="api_calls", value=1, idempotency_key="k")
+        for c in ("acme", "beta")
+    ]
+    assert [(r.customer_id, r.duplicate) for r in receipts] == [("acme", False), ("beta", False)]
+    assert client.flush(timeout=10).drained
+    assert sorted(u["customerId"] for u in fake.account.usages) == ["acme", "beta"]

@@ -14,7 +14,8 @@ Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 
 Checks read this on the hot path, so totals are kept incrementally: a read
-costs O(1) plus the entries it retires.
+costs O(1) plus the entries it retires. Keys are scoped to their customer: two
+customers may use the same idempotency key.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import attrs
 DEFAULT_SETTLE_S = 30.0  # Stigg aggregates events "typically within ~10 seconds"
 
 TallyKey = tuple[str, str | None, str]  # customer_id, resource_id, feature_id
+UsageKey = tuple[str, str]  # customer_id, idempotency_key: a record's identity
 
 
 @attrs.frozen
@@ -172,7 +174,7 @@ class UsageLedger:
     def __init__(self, settle_s: float = DEFAULT_SETTLE_S) -> None:
         self.settle_s = settle_s
         self._tallies: dict[TallyKey, _Tally] = {}
-        self._by_key: dict[str, list[TallyKey]] = {}
+        self._by_key: dict[UsageKey, list[TallyKey]] = {}  # entries not yet acknowledged
         self._lock = threading.Lock()
         # Bumped after every change: an answer computed from what was read at one
         # generation holds while it stays (a check may keep it without the lock).
@@ -203,36 +205,36 @@ class UsageLedger:
             added = tally.add(idempotency_key, entry)
             self.generation += added
             if added and acked_at is None:  # an acknowledgement or a dead letter may follow
-                self._by_key.setdefault(idempotency_key, []).append(scope)
+                self._by_key.setdefault((scope[0], idempotency_key), []).append(scope)
 
     def acknowledge(
         self,
-        idempotency_keys: Iterable[str],
+        keys: Iterable[UsageKey],
         acked_at: float,
-        counted: Mapping[str, float] | None = None,
+        counted: Mapping[UsageKey, float] | None = None,
     ) -> None:
-        """Stigg accepted these records at ``acked_at`` (wall time); ``counted``: by key, the
-        feature's usage Stigg answered once it counted the record (``currentUsage``)."""
+        """Stigg accepted these records at ``acked_at`` (wall time); ``counted``: by record,
+        the feature's usage Stigg answered once it counted the record (``currentUsage``)."""
         evidence = counted or {}
         with self._lock:
             changed = False
-            for key in idempotency_keys:
+            for key in keys:
                 for scope in self._by_key.pop(key, ()):
                     tally = self._tallies.get(scope)
                     if tally is not None:
-                        tally.ack(key, acked_at, evidence.get(key))
+                        tally.ack(key[1], acked_at, evidence.get(key))
                         changed = True
             self.generation += changed  # after the change: an answer read before it is not kept
 
-    def forget(self, idempotency_keys: Iterable[str]) -> None:
+    def forget(self, keys: Iterable[UsageKey]) -> None:
         """These records no longer count (dead-lettered: Stigg will never have them)."""
         with self._lock:
             changed = False
-            for key in idempotency_keys:
+            for key in keys:
                 for scope in self._by_key.pop(key, ()):
                     tally = self._tallies.get(scope)
                     if tally is not None:
-                        tally.drop(key)
+                        tally.drop(key[1])
                         changed = True
             self.generation += changed
 

@@ -20,6 +20,8 @@ Schema versions, each with what it brought:
 9: dead letters are numbered on their own, never reusing a number (a record was filed
    under its outbox row id, which SQLite reuses: a second refusal then failed and the
    record stayed pending for ever); the version reached is kept in ``outbox_schema``.
+10: ``idem_key`` holds the key scoped to its customer
+   (:func:`~stigg_cache.outbox.records.scoped_key`).
 
 Every step runs once per file: a worker of an older version sharing the file during
 a deploy sets ``user_version`` back to its own when it opens it, so the version a
@@ -32,7 +34,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 # The payload holds every field of a record: rows carry only what queries need.
 COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -102,6 +104,18 @@ def _dead_letters_numbered_apart(db: sqlite_utils.Database) -> None:
     db.execute("DROP TABLE dead_letters_before_9")
 
 
+def _keys_scoped_to_customers(db: sqlite_utils.Database) -> None:
+    """Each stored key scoped to its customer. A row whose scoped key another row holds (the
+    same record, written again by a newer worker meanwhile) keeps its own: it is sent anyway."""
+    for table in ("outbox", "dead_letters"):
+        db.execute(
+            f"UPDATE OR IGNORE {table} "
+            "SET idem_key = json_extract(payload, '$.customerId') || char(10) || idem_key "
+            "WHERE json_valid(payload) AND json_type(payload, '$.customerId') = 'text' "
+            "AND idem_key = json_extract(payload, '$.idempotencyKey')"
+        )
+
+
 # (the schema version that brought it, the step that brings an older file to it)
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (2, _derived_columns_dropped),
@@ -112,6 +126,7 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (7, _customers_named),
     (8, _seq_of_counted_only),
     (9, _dead_letters_numbered_apart),
+    (10, _keys_scoped_to_customers),
 )
 
 

@@ -75,13 +75,13 @@ class UsageChanges:
     Attributes:
         cursor: the sequence number to ask from next time.
         held: records added or acknowledged since.
-        dead: records moved to the dead letters since (``kind``, idempotency key): they
-            no longer count.
+        dead: records moved to the dead letters since (customer id, idempotency key):
+            they no longer count.
     """
 
     cursor: int
     held: list[Held]
-    dead: list[tuple[RecordKind, str]]
+    dead: list[tuple[str, str]]
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ from stigg_cache._clock import Clock
 from stigg_cache._log import logger
 from stigg_cache._stigg_json import UsageCounts
 from stigg_cache.adapters.base import Adapter, as_failure
+from stigg_cache.core.ledger import UsageKey
 from stigg_cache.core.pacing import (
     DEDUP_WINDOW_S,
     EVENTS_PER_SECOND,
@@ -62,8 +63,9 @@ RATE_SAFETY = 0.97  # stay just under Stigg's limit so clock skew never earns a 
 # meet an empty bucket and earn a 429 and a Retry-After pause.
 BURST_S = 0.5
 
-# (idempotency keys, acked_at, Stigg's usage of the feature once it counted them, by key)
-Acknowledge = Callable[[Sequence[str], float, Mapping[str, float]], None]
+# ((customer id, idempotency key) of each record, acked_at, Stigg's usage of the feature once
+# it counted them, by record)
+Acknowledge = Callable[[Sequence[UsageKey], float, Mapping[UsageKey, float]], None]
 
 
 def _counted(batch: Sequence[Claimed], counts: UsageCounts | None) -> dict[int, float]:
@@ -333,8 +335,8 @@ class Flusher:
         wall = self._clock.time()
         counted = _counted(batch, counts)
         self._outbox.settle(sent=ids, owner=self.owner, now=wall, counted=counted)
-        by_key = {c.record.idempotency_key: counted[c.id] for c in batch if c.id in counted}
-        self._acknowledge([c.record.idempotency_key for c in batch], wall, by_key)
+        keys = {c.id: (c.record.customer_id, c.record.idempotency_key) for c in batch}
+        self._acknowledge(list(keys.values()), wall, {keys[i]: n for i, n in counted.items()})
         self._health.succeeded()
         self._failures = 0
         self.auth_error = None

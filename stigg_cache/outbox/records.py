@@ -5,6 +5,10 @@ outbox untouched. The idempotency key and the timestamp (``timestamp`` for
 events, ``createdAt`` for usage) are fixed here, at enqueue time: Stigg
 deduplicates events on (timestamp, customer, resource, event name, key), so a
 replay stamped anew would count twice.
+
+An idempotency key belongs to its customer: the same key for two customers is
+two records. A call repeated with the same key whose stamp the caller left to
+us is a retry of the first record (it was stamped then), not other usage.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -74,6 +79,8 @@ class UsageRecord:
         value: the usage value; 1 for events.
         stamped_at: wall time (epoch seconds) of ``timestamp`` / ``createdAt``.
         payload: the JSON body item in Stigg's wire shape, exactly as sent.
+        stamp_given: the caller gave ``timestamp`` / ``createdAt``; if not, a repeat
+            of the call (stamped anew) is the same usage (:func:`same_usage`).
     """
 
     kind: RecordKind
@@ -86,6 +93,7 @@ class UsageRecord:
     dimensions: Mapping[str, DimensionValue]
     stamped_at: float
     payload: str
+    stamp_given: bool = attrs.field(default=True, eq=False)  # how it was made, not what it is
 
     def counts_locally(self, counted_events: frozenset[str]) -> bool:
         """Whether this record can count as local usage: usage always, an event only if a
@@ -235,7 +243,8 @@ def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
     key = _key(event.get("idempotency_key"))
     resource_id = opt_id("resource_id", event.get("resource_id"))
     dimensions = _dimensions(event.get("dimensions"))
-    stamped_at = _stamp("timestamp", event.get("timestamp"), now)
+    given = event.get("timestamp")
+    stamped_at = _stamp("timestamp", given, now)
     payload = (
         f'{{"customerId":{_quote(customer_id)},"eventName":{_quote(event_name)},'
         f'"idempotencyKey":{_quote(key)},"dimensions":{_object(dimensions)},'
@@ -252,6 +261,7 @@ def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
         dimensions,
         stamped_at,
         _sized(payload),
+        given is not None,
     )
 
 
@@ -272,7 +282,8 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
     key = _key(usage.get("idempotency_key"))
     resource_id = opt_id("resource_id", usage.get("resource_id"))
     dimensions = _dimensions(usage.get("dimensions"))
-    stamped_at = _stamp("created_at", usage.get("created_at"), now)
+    given = usage.get("created_at")
+    stamped_at = _stamp("created_at", given, now)
     payload = (
         f'{{"customerId":{_quote(customer_id)},"featureId":{_quote(feature_id)},'
         f'"value":{value!r},"updateBehavior":"{behavior}","idempotencyKey":{_quote(key)},'
@@ -290,7 +301,37 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
         dimensions,
         stamped_at,
         _sized(payload),
+        given is not None,
     )
+
+
+def scoped_key(customer_id: str, idempotency_key: str) -> str:
+    """How outboxes store a key: scoped to its customer (two customers' keys never meet).
+
+    Ambiguous only for ids holding a newline, where two customers' records could share
+    it: the second is then refused as a reused key (their payloads differ), never lost.
+    """
+    return f"{customer_id}\n{idempotency_key}"
+
+
+# The stamp in a payload as the templates above write it: a usage record's ``createdAt``
+# is its first field of that name (before the dimensions), an event's ``timestamp`` its
+# last field. A string holds no bare quote, so neither pattern matches inside one.
+_STAMPS = {
+    RecordKind.USAGE: (re.compile(r',"createdAt":"[^"]*"'), ""),
+    RecordKind.EVENT: (re.compile(r',"timestamp":"[^"]*"\}$'), "}"),
+}
+
+
+def same_usage(stored_payload: str, record: UsageRecord) -> bool:
+    """Whether a payload stored under ``record``'s key is ``record`` again: the same, or,
+    when the caller left the stamp to us, the same but for it (a retry stamped anew)."""
+    if stored_payload == record.payload:
+        return True
+    if record.stamp_given:
+        return False
+    pattern, end = _STAMPS[record.kind]
+    return pattern.sub(end, stored_payload, 1) == pattern.sub(end, record.payload, 1)
 
 
 def record_from_payload(kind: RecordKind, payload: str, stamped_at: float) -> UsageRecord:

@@ -32,6 +32,8 @@ from stigg_cache.outbox.records import (
     RecordKind,
     UsageRecord,
     record_from_payload,
+    same_usage,
+    scoped_key,
     unreadable_record,
 )
 from stigg_cache.stores._files import private_file
@@ -53,7 +55,7 @@ def _rows(
     return [
         (
             r.kind._value_,  # the member's value: ``.value`` runs Python code
-            r.idempotency_key,
+            r.customer_id + "\n" + r.idempotency_key,  # scoped_key(), without a call
             r.stamped_at,
             r.payload,
             now,
@@ -198,17 +200,26 @@ def _reused(record: UsageRecord) -> ValueError:
     )
 
 
+def _identity(record: UsageRecord) -> tuple[str, str]:
+    """A record's row identity: its kind and its key scoped to its customer."""
+    return record.kind.value, scoped_key(record.customer_id, record.idempotency_key)
+
+
 def _marks(ids: Sequence[object]) -> str:
     return ",".join("?" * len(ids))
 
 
 def _changes(rows: Sequence[Sequence[Any]], after: int) -> UsageChanges:
-    held = [
-        Held(record, row[5], row[6])
-        for row in rows
-        if not row[7] and (record := _readable(row[1:5])) is not None
-    ]
-    dead = [(RecordKind(row[1]), row[2]) for row in rows if row[7]]
+    held: list[Held] = []
+    dead: list[tuple[str, str]] = []
+    for row in rows:
+        record = _readable(row[1:5])
+        if record is None:
+            continue  # never counted: nothing to add or take back
+        if row[7]:
+            dead.append((record.customer_id, record.idempotency_key))
+        else:
+            held.append(Held(record, row[5], row[6]))
     return UsageChanges(max((int(row[0]) for row in rows), default=after), held, dead)
 
 
@@ -290,9 +301,9 @@ class SqliteOutbox:
         with self._db.write() as db:
             known = self._payloads_of(db, records)
             for record in records:
-                identity = (record.kind.value, record.idempotency_key)
+                identity = _identity(record)
                 prior = known.get(identity)
-                if prior is not None and prior != record.payload:
+                if prior is not None and not same_usage(prior, record):
                     raise _reused(record)
                 if prior is None:
                     known[identity] = record.payload
@@ -311,7 +322,7 @@ class SqliteOutbox:
     ) -> dict[tuple[str, str], str]:
         """Payloads already enqueued under the records' keys (one query per 500 keys)."""
         found: dict[tuple[str, str], str] = {}
-        identities = [(r.kind.value, r.idempotency_key) for r in records]
+        identities = [_identity(r) for r in records]
         for kind in {kind for kind, _ in identities}:
             keys = [key for k, key in identities if k == kind]
             for start in range(0, len(keys), 500):
@@ -475,9 +486,10 @@ class SqliteOutbox:
     def _duplicates(
         records: Sequence[UsageRecord], known: dict[tuple[str, str], str]
     ) -> list[Receipt]:
-        """Receipts of records enqueued before (all of them, with the same payloads)."""
+        """Receipts of records enqueued before (all of them, the same usage)."""
         for record in records:
-            if known.get((record.kind.value, record.idempotency_key)) != record.payload:
+            prior = known.get(_identity(record))
+            if prior is None or not same_usage(prior, record):
                 raise _reused(record)
         return [Receipt(r.idempotency_key, r.kind, r.customer_id, duplicate=True) for r in records]
 

@@ -82,7 +82,7 @@ class FakeAccount:
         self._meters: dict[str, list[tuple[str, str | None]]] = {}
         self._pending: list[_Pending] = []
         self._event_ids: set[tuple[Any, ...]] = set()
-        self._usage_keys: set[str] = set()
+        self._usage_keys: set[tuple[str, str]] = set()  # (customer, key): a key is its customer's
         self.events: list[dict[str, Any]] = []  # every event counted, in arrival order
         self.usages: list[dict[str, Any]] = []  # every usage record counted
         self.receipts: Counter[str] = Counter()  # every key received, duplicates included
@@ -246,10 +246,10 @@ class FakeAccount:
         key = usage.get("idempotencyKey")
         if key is not None:
             self.receipts[key] += 1
-        fresh = key is None or key not in self._usage_keys
+        fresh = key is None or (usage["customerId"], key) not in self._usage_keys
         if fresh:
             if key is not None:
-                self._usage_keys.add(key)
+                self._usage_keys.add((usage["customerId"], key))
             self.usages.append(usage)
             self._pending.append(
                 _Pending(

@@ -130,11 +130,52 @@ class OutboxConformance:
     ) -> None:
         outbox.enqueue(events(1), NOW)
         other = event_record(
-            {"customer_id": "zz", "event_name": "other", "idempotency_key": "e0"}, NOW
+            {"customer_id": "c0", "event_name": "other", "idempotency_key": "e0"}, NOW
         )
         with pytest.raises(ValueError, match="already used"):
             outbox.enqueue([*events(3, prefix="fresh"), other], NOW)
         assert outbox.stats(NOW).pending == 1  # all or nothing
+
+    def test_a_key_belongs_to_its_customer(self, outbox: Outbox) -> None:
+        def unit(customer_id: str, value: float) -> UsageRecord:
+            usage = {"customer_id": customer_id, "feature_id": "f", "value": value}
+            return usage_record({**usage, "idempotency_key": "k"}, NOW)
+
+        receipts = outbox.enqueue([unit("c1", 1), unit("c2", 5)], NOW)  # two records
+        receipts += outbox.enqueue([unit("c2", 5)], NOW)
+        assert [(r.customer_id, r.duplicate) for r in receipts] == [
+            ("c1", False),
+            ("c2", False),
+            ("c2", True),
+        ]
+        assert sorted((r.customer_id, r.value) for r, _ in outbox.unsettled()) == [
+            ("c1", 1.0),
+            ("c2", 5.0),
+        ]
+        with pytest.raises(ValueError, match="already used"):  # the caller's mistake still
+            outbox.enqueue([unit("c1", 2)], NOW)
+
+    @pytest.mark.parametrize("build", [usage_record, event_record])
+    def test_a_retry_stamped_anew_is_the_first_record_and_another_stamp_is_not(
+        self, outbox: Outbox, build: Any
+    ) -> None:
+        fields = (
+            {"feature_id": "f", "value": 3}
+            if build is usage_record
+            else {"event_name": "e", "dimensions": {"timestamp": "x", "createdAt": "y"}}
+        )
+        given = {"customer_id": "c1", "idempotency_key": "k", **fields}
+        (first,) = outbox.enqueue([build(given, NOW)], NOW)
+        (again,) = outbox.enqueue([build(given, NOW + 5)], NOW + 5)  # no stamp: "now", anew
+        assert (first.duplicate, again.duplicate) == (False, True)
+        stamp = "created_at" if build is usage_record else "timestamp"
+        stamped = {**given, "idempotency_key": "s", stamp: "2027-01-15T08:00:00+00:00"}
+        outbox.enqueue([build(stamped, NOW)], NOW)
+        (retry,) = outbox.enqueue([build({**given, "idempotency_key": "s"}, NOW + 5)], NOW + 5)
+        assert retry.duplicate  # the caller's stamp the first time, none the second
+        with pytest.raises(ValueError, match="already used"):  # another stamp of the caller's
+            outbox.enqueue([build({**stamped, stamp: "2027-01-15T09:00:00+00:00"}, NOW)], NOW)
+        assert outbox.stats(NOW).pending == 2
 
     def test_dead_letters_keep_the_reason_and_can_be_requeued_or_purged(
         self, outbox: Outbox
@@ -288,7 +329,7 @@ class SharedOutboxConformance(OutboxConformance):
         assert [(h.record.idempotency_key, h.acked_at, h.counted) for h in moved.held] == [
             ("u0", NOW + 1, 41.0)
         ]
-        assert moved.dead == [(RecordKind.USAGE, "u1")]
+        assert moved.dead == [("c0", "u1")]  # customer id, idempotency key
         assert moved.cursor > start.cursor
         assert isinstance(outbox, DeadLetterBox)
         outbox.requeue()

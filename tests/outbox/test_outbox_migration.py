@@ -156,7 +156,7 @@ def _schema_8(path: Path) -> tuple[UsageRecord, UsageRecord]:
     return sent, pending
 
 
-def test_an_outbox_of_schema_8_numbers_dead_letters_apart(
+def test_an_outbox_of_schema_8_numbers_dead_letters_apart_and_scopes_keys_to_customers(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "outbox.db"
@@ -168,8 +168,10 @@ def test_an_outbox_of_schema_8_numbers_dead_letters_apart(
         box.settle(dead=[claimed.id], owner="a", now=NOW, reason="HTTP 400")
         letters = box.dead_letters()
         assert [(d.id, d.record.idempotency_key) for d in letters] == [(3, "k3"), (4, "u4")]
-        retries = box.enqueue([sent, pending], NOW)  # the same records
+        retries = box.enqueue([sent, pending], NOW)  # the same records, keys as stored before
         assert [r.duplicate for r in retries] == [True, True]
+        other = usage_record({**_USAGE, "customer_id": "other", "idempotency_key": "u1"}, NOW)
+        assert not box.enqueue([other], NOW)[0].duplicate  # the key is c's, not other's
         assert box.stats(NOW).dead_letters == 2
     finally:
         box.close()
@@ -214,6 +216,9 @@ def test_a_worker_of_the_previous_version_keeps_working_on_a_migrated_file(
                                                              lease_s=30)] == ["k2"]  # fmt: skip
     finally:
         box.close()
-    with sqlite3.connect(path) as db:  # the schema reached is kept whatever it set back
+    with sqlite3.connect(path) as db:  # not migrated again: the old worker's key stays its own
+        assert db.execute("SELECT idem_key FROM dead_letters WHERE id = 3").fetchone() == (
+            "old-worker",
+        )
         assert db.execute("SELECT version FROM outbox_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

@@ -42,6 +42,7 @@ from stigg_cache.outbox.records import (
     RecordKind,
     UsageRecord,
     record_from_payload,
+    scoped_key,
     unreadable_record,
 )
 from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
@@ -63,7 +64,7 @@ _KEYS = (
         "usage:leased",
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
-    *("counted", "feed", "feed_seq", "customers", "schema"),
+    *("counted", "feed", "feed_seq", "customers", "schema", "scoped"),
 )
 
 
@@ -72,7 +73,8 @@ def _script(name: str) -> str:
 
 
 def _identity(record: UsageRecord) -> str:
-    return f"{record.kind.value}\n{record.idempotency_key}"
+    """``kind\ncustomer\nkey``: a key belongs to its customer (``outbox_scope.lua``)."""
+    return f"{record.kind.value}\n{scoped_key(record.customer_id, record.idempotency_key)}"
 
 
 def _encode(record: UsageRecord) -> str:
@@ -137,6 +139,7 @@ class RedisOutbox:
                 "changes",
                 "held_of",
                 "index",
+                "scope",
             )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
@@ -147,6 +150,7 @@ class RedisOutbox:
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._indexed = False  # by customer: records an older version wrote may not be
+        self._scoped = False  # keys scoped to their customer: an older version's are not
         self.counted_events: frozenset[str] = frozenset()  # as SqliteOutbox's
 
     # -- the Outbox protocol ------------------------------------------------------------
@@ -297,13 +301,15 @@ class RedisOutbox:
         """
         rows = self._run("changes", [after])
         held: list[Held] = []
-        dead: list[tuple[RecordKind, str]] = []
+        dead: list[tuple[str, str]] = []
         for at in range(1, len(rows), 7):
-            state, acked, raw, payload, counted, identity = rows[at + 1 : at + 7]
+            state, acked, raw, payload, counted = rows[at + 1 : at + 6]
+            record = _readable(raw, payload)
+            if record is None:
+                continue  # never counted: nothing to add or take back
             if state == b"dead":
-                kind, _, key = identity.decode().partition("\n")
-                dead.append((RecordKind(kind), key))
-            elif (record := _readable(raw, payload)) is not None:
+                dead.append((record.customer_id, record.idempotency_key))
+            else:
                 held.append(_held(record, acked, counted))
         self._recovered()
         return UsageChanges(int(rows[0]), held, dead)
@@ -430,10 +436,20 @@ class RedisOutbox:
             cursor = self._run("index", [cursor, *counted])
         self._indexed = True
 
+    def _scope_keys(self) -> None:
+        """Scope to its customer each key an older version stored (once per outbox, in
+        batches): a retry of a record enqueued before the upgrade is then a duplicate."""
+        cursor = self._run("scope", ["0"])
+        while cursor != b"0":
+            cursor = self._run("scope", [cursor])
+        self._scoped = True
+
     def _enqueue_remote(
         self, records: Sequence[UsageRecord], *, expected: int | None = None, admitted: bool = True
     ) -> list[int]:
         """Flags as ``outbox_enqueue.lua`` returns them (``[-2]``, ``[-3]``: not enqueued)."""
+        if not self._scoped:
+            self._scope_keys()
         args: list[Any] = ["" if expected is None else expected, int(admitted), len(records)]
         for record in records:
             args += [
@@ -442,6 +458,7 @@ class RedisOutbox:
                 _encode(record),
                 record.payload,
                 record.customer_id if record.counts_locally(self.counted_events) else "",
+                "" if record.stamp_given else "1",  # a retry may carry another stamp
             ]
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:

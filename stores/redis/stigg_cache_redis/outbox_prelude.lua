@@ -12,7 +12,7 @@ local lanes = {
            delayed_since = KEYS[20], leased_since = KEYS[21]},
 }
 
--- "event\nkey" (or the record, "event\nstamp", if that entry is lost) -> "event"
+-- "event\ncustomer\nkey" (or the record, "event\nstamp", if that entry is lost) -> "event"
 local function kind_of(id)
   local identity = redis.call('HGET', ident, id) or redis.call('HGET', rec, id)
   if not identity then return nil end
@@ -43,6 +43,7 @@ end
 -- Every record by customer: members "customer\nid" (score 0), so one customer's records
 -- are one lexicographic range.
 local customers, schema = KEYS[25], KEYS[26]  -- schema "2": every record is indexed
+local scoped = KEYS[27]  -- "1": every key is scoped to its customer (outbox_scope.lua)
 local function customer_of(id)
   local payload = redis.call('HGET', pay, id)
   if not payload then return nil end

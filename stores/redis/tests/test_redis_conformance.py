@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stigg_cache.outbox.base import Outbox
+from stigg_cache.outbox.records import usage_record
 from stigg_cache.testing.conformance import DurableStoreConformance
 from stigg_cache.testing.outbox_conformance import NOW, SharedOutboxConformance, events, units
 from stigg_cache_redis import open_redis_outbox
@@ -58,3 +59,33 @@ def test_snapshots_on_redis_expire_after_the_policys_longest_max_staleness(
         (key,) = list(store._redis.scan_iter(f"{store._prefix}*"))  # type: ignore[attr-defined]
         assert 7100 < store._redis.ttl(key) <= 7200  # type: ignore[attr-defined]
         client.close()
+
+
+def test_keys_an_older_version_stored_are_scoped_to_their_customer_once(tmp_path: Path) -> None:
+    """Written before keys were scoped: a retry is still a duplicate, and another customer
+    may use the key."""
+    box = open_redis_outbox(url_for(tmp_path))
+    try:
+        (record,) = units(1)  # c0's u0
+        box.enqueue([record], NOW)
+        ident, idx, scoped = (box._key_of[name] for name in ("ident", "idx", "scoped"))
+        id_ = box._redis.hget(idx, "usage\nc0\nu0")
+        assert id_ is not None
+        box._redis.hdel(idx, "usage\nc0\nu0")  # as an older version stored it
+        box._redis.hset(idx, "usage\nu0", id_)
+        box._redis.hset(ident, id_, "usage\nu0")
+        box._redis.delete(scoped)
+    finally:
+        box.close()
+    box = open_redis_outbox(url_for(tmp_path))  # a worker of this version
+    try:
+        assert box.enqueue([record], NOW)[0].duplicate
+        other = usage_record(
+            {"customer_id": "c9", "feature_id": "api_calls", "value": 1, "idempotency_key": "u0"},
+            NOW,
+        )
+        assert not box.enqueue([other], NOW)[0].duplicate
+        assert box._redis.hget(ident, id_) == b"usage\nc0\nu0"
+        assert box._redis.get(scoped) == b"1"
+    finally:
+        box.close()

@@ -4,7 +4,7 @@ The same two-process tests (forked workers of one client) as for the default
 SQLite outbox: usage reported offline by one worker counts in every worker; an
 acknowledgement by another worker's flusher, dead letters, and Stigg's own count
 of usage settle it in all of them; ``consume()`` from 8 threads x 4 processes never
-grants past the limit. Only the store differs.
+grants past the limit, and a retry of it is its first receipt. Only the store differs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import fake  # the same fake (and key) as the SQLite runs
 from tests.test_consume import (
+    test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker,
     test_consume_grants_what_fits_and_enqueues_only_what_it_grants,
     test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down,
     test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags,
@@ -37,6 +38,7 @@ from conftest import url_for
 
 __all__ = [
     "fake",
+    "test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker",
     "test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead",
     "test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage",
     "test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it",
