@@ -7,8 +7,10 @@ dead-lettered count the same in all of them.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +22,10 @@ from stigg_cache import (
     Source,
 )
 from stigg_cache._fastpath import SLOT_METERED
+from stigg_cache.core import ledger
+from stigg_cache.outbox.base import KEEP_SENT_S
 from stigg_cache.policy.model import Meter
+from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
@@ -226,3 +231,56 @@ def test_events_a_meter_reads_count_in_a_worker_started_later(
     assert len(later._usage.ledger) == 100  # the other events were never read
     later.close()
     first.close()
+
+
+def _ledger_bytes() -> int:
+    """Bytes held by objects the usage ledger made (tracemalloc must be tracing)."""
+    gc.collect()
+    held = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, ledger.__file__)])
+    return sum(stat.size for stat in held.statistics("filename"))
+
+
+def test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago(
+    fake: FakeStigg, store_url: str
+) -> None:
+    """Issue 28 #6: memory follows what is pending, not how many customers ever reported.
+
+    This worker reports 10,000 customers' usage while Stigg is down; a sibling worker's
+    flusher gets it all acknowledged. Once the outbox no longer keeps it (``KEEP_SENT_S``),
+    this worker's ledger holds nothing for it, though no check ever read those customers.
+    """
+    customers = 10_000
+    clock = ManualClock()
+    fake.account.set_limits(events_per_second=1e6, usage_calls_per_minute=1e8)
+    client = _client(fake, store_url, clock=clock, usage_calls_per_minute=1e8)
+    fake.set_mode(FakeMode.DOWN)  # this worker's flusher fails once, and waits (its clock)
+    tracemalloc.start()
+    try:
+        client.report_usage_bulk(
+            [
+                {"customer_id": f"c-{n}", "feature_id": "api_calls", "value": 1}
+                for n in range(customers)
+            ]
+        )
+        pending = _ledger_bytes()
+        fake.set_mode(FakeMode.UP)
+
+        def sibling() -> int:  # its clock moves on: its flusher sends everything
+            clock.advance(120)
+            client._usage.flusher.wake()
+            eventually(lambda: client.status().outbox_depth == 0, within_s=20)
+            return client._usage.flusher.sent
+
+        assert in_child(sibling) == customers
+        _fits(client, "acme", 1)  # a check: this worker follows the acknowledgements
+        clock.advance(KEEP_SENT_S + 600)  # the outbox forgets them on its next write
+        client.report_usage(customer_id="c-new", feature_id="api_calls", value=1)
+        client._usage.flusher.wake()
+        eventually(lambda: client._usage.flusher.sent == 1)  # sent, and acknowledged here
+        settled = _ledger_bytes()
+    finally:
+        tracemalloc.stop()
+    client.close()
+    assert len(fake.account.usages) == customers + 1  # every record reached Stigg once
+    assert pending > 1_000 * customers  # 10,000 customers' tallies were held while pending
+    assert settled < 64 * 1024  # and nothing of them is now

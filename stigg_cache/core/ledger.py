@@ -14,20 +14,31 @@ Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 
 Checks read this on the hot path, so totals are kept incrementally: a read
-costs O(1) plus the entries it retires. Keys are scoped to their customer: two
-customers may use the same idempotency key.
+costs O(1) plus the entries it retires.
+
+Memory follows what may still count, never what ever did: a tally left with
+nothing goes at once, and an entry Stigg acknowledged ``keep_acked_s`` ago goes
+whether or not a check read it since (the outbox forgets sent records then too,
+so no process of the host counts it any more). Keys are scoped to their
+customer: two customers may use the same idempotency key.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 
 import attrs
 
 DEFAULT_SETTLE_S = 30.0  # Stigg aggregates events "typically within ~10 seconds"
+DEFAULT_KEEP_ACKED_S = 3600.0  # outboxes keep sent records as long (``KEEP_SENT_S``)
+EXPIRY_STEP_S = 60.0  # acknowledged entries are looked over at most this often (ack time)
+# Python's dicts keep the table of their largest size: the ledger's are copied anew once
+# they hold less than a quarter of their peak (past this many), so 10,000 customers
+# settled leave no 10,000-slot tables behind.
+COMPACT_ABOVE = 64
 
 TallyKey = tuple[str, str | None, str]  # customer_id, resource_id, feature_id
 UsageKey = tuple[str, str]  # customer_id, idempotency_key: a record's identity
@@ -135,9 +146,30 @@ class _Tally:
         """An entry that no longer counts (its record was dead-lettered)."""
         self.memo = None
         if self.entries.pop(key, None) is not None:
-            self._reset()
-            for kept, entry in sorted(self.entries.items(), key=lambda item: item[1].at):
-                self._apply(kept, entry)
+            self._rebuild(self.entries.items())
+
+    def expire(self, before: float) -> bool:
+        """Forget entries Stigg acknowledged before ``before``; whether any went."""
+        kept = [
+            (k, e) for k, e in self.entries.items() if e.acked_at is None or e.acked_at > before
+        ]
+        if len(kept) == len(self.entries):
+            return False
+        self.memo = None
+        self._rebuild(kept)
+        return True
+
+    def oldest_ack(self) -> float | None:
+        """When the earliest acknowledgement still held came (``None``: none is)."""
+        acks = [e.acked_at for e in self.entries.values() if e.acked_at is not None]
+        return min(acks, default=None)
+
+    def _rebuild(self, kept: Iterable[tuple[str, _Entry]]) -> None:
+        """Count ``kept`` alone, oldest first (a SET replaces what came before it)."""
+        self.entries = dict(sorted(kept, key=lambda item: item[1].at))
+        self._reset()
+        for key, entry in self.entries.items():
+            self._apply(key, entry)
 
     def read(self, seen: _Seen, floor: float) -> LocalUsage | None:
         if floor > self.floor:
@@ -159,22 +191,24 @@ class _Tally:
 
     def _roll(self, floor: float) -> None:
         self.floor = floor
-        kept = sorted(
-            ((k, e) for k, e in self.entries.items() if e.at >= floor), key=lambda item: item[1].at
-        )
-        self.entries = dict(kept)
-        self._reset()
-        for key, entry in kept:
-            self._apply(key, entry)
+        self._rebuild([(k, e) for k, e in self.entries.items() if e.at >= floor])
 
 
 class UsageLedger:
     """Thread-safe tallies of local usage, fed by the outbox."""
 
-    def __init__(self, settle_s: float = DEFAULT_SETTLE_S) -> None:
+    def __init__(
+        self, settle_s: float = DEFAULT_SETTLE_S, keep_acked_s: float = DEFAULT_KEEP_ACKED_S
+    ) -> None:
         self.settle_s = settle_s
+        self.keep_acked_s = keep_acked_s
         self._tallies: dict[TallyKey, _Tally] = {}
         self._by_key: dict[UsageKey, list[TallyKey]] = {}  # entries not yet acknowledged
+        # Tallies holding acknowledged entries, by when the oldest of them came (about in
+        # that order): what to expire when.
+        self._acked: OrderedDict[TallyKey, float] = OrderedDict()
+        self._expired_before = -math.inf  # entries acknowledged before this are forgotten
+        self._peak = 0  # the most tallies held since the tables were last copied anew
         self._lock = threading.Lock()
         # Bumped after every change: an answer computed from what was read at one
         # generation holds while it stays (a check may keep it without the lock).
@@ -198,14 +232,21 @@ class UsageLedger:
         """Count ``value`` (or set it, for SET) for a feature, stamped ``at`` (``acked_at``
         and ``counted`` as :meth:`acknowledge` takes them, when it was acknowledged)."""
         with self._lock:
+            if acked_at is not None and acked_at <= self._expired_before:
+                return  # acknowledged so long ago that no process counts it any more
             tally = self._tallies.get(scope)
             if tally is None:
                 tally = self._tallies[scope] = _Tally()
+                self._peak = max(self._peak, len(self._tallies))
             entry = _Entry(at, value, is_set, acked_at, None if acked_at is None else counted)
             added = tally.add(idempotency_key, entry)
             self.generation += added
-            if added and acked_at is None:  # an acknowledgement or a dead letter may follow
+            if not added:
+                self._discard_if_empty(scope, tally)
+            elif acked_at is None:  # an acknowledgement or a dead letter may follow
                 self._by_key.setdefault((scope[0], idempotency_key), []).append(scope)
+            else:
+                self._acked.setdefault(scope, acked_at)
 
     def acknowledge(
         self,
@@ -214,7 +255,8 @@ class UsageLedger:
         counted: Mapping[UsageKey, float] | None = None,
     ) -> None:
         """Stigg accepted these records at ``acked_at`` (wall time); ``counted``: by record,
-        the feature's usage Stigg answered once it counted the record (``currentUsage``)."""
+        the feature's usage Stigg answered once it counted the record (``currentUsage``).
+        Entries acknowledged ``keep_acked_s`` before it are forgotten on the way."""
         evidence = counted or {}
         with self._lock:
             changed = False
@@ -223,7 +265,9 @@ class UsageLedger:
                     tally = self._tallies.get(scope)
                     if tally is not None:
                         tally.ack(key[1], acked_at, evidence.get(key))
+                        self._acked.setdefault(scope, acked_at)
                         changed = True
+            changed = self._expire(acked_at - self.keep_acked_s) or changed
             self.generation += changed  # after the change: an answer read before it is not kept
 
     def forget(self, keys: Iterable[UsageKey]) -> None:
@@ -235,8 +279,46 @@ class UsageLedger:
                     tally = self._tallies.get(scope)
                     if tally is not None:
                         tally.drop(key[1])
+                        self._discard_if_empty(scope, tally)
                         changed = True
             self.generation += changed
+
+    def _expire(self, before: float) -> bool:
+        """Forget entries acknowledged before ``before`` (looked over once per
+        ``EXPIRY_STEP_S`` of acknowledgement time); whether any went. Under the lock."""
+        if before < self._expired_before + EXPIRY_STEP_S:
+            return False
+        self._expired_before = before
+        due: list[TallyKey] = []
+        while self._acked:
+            scope, first = next(iter(self._acked.items()))
+            if first > before:
+                break
+            del self._acked[scope]
+            due.append(scope)
+        changed = False
+        for scope in due:
+            tally = self._tallies.get(scope)
+            if tally is None:
+                continue
+            changed = tally.expire(before) or changed
+            oldest = tally.oldest_ack()
+            if oldest is not None:  # acknowledged later: looked at again once that is old
+                self._acked[scope] = oldest
+            self._discard_if_empty(scope, tally)
+        return changed
+
+    def _discard_if_empty(self, scope: TallyKey, tally: _Tally) -> None:
+        """A tally with nothing left to count goes (under the lock): memory follows what may
+        still count. A check holding it meanwhile reads no usage, as it would have."""
+        if not tally.entries and self._tallies.get(scope) is tally:
+            del self._tallies[scope]
+            self._acked.pop(scope, None)
+            if self._peak > COMPACT_ABOVE and 4 * len(self._tallies) < self._peak:
+                self._tallies = dict(self._tallies)
+                self._by_key = dict(self._by_key)
+                self._acked = OrderedDict(self._acked)
+                self._peak = len(self._tallies)
 
     def local_usage(
         self,
@@ -266,6 +348,7 @@ class UsageLedger:
         with self._lock:
             result = tally.read(seen, lowest)
             tally.memo = (snapshot_fetched_at, snapshot_usage, lowest, result)
+            self._discard_if_empty(scope, tally)
             return result
 
     def __len__(self) -> int:

@@ -17,9 +17,13 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from stigg_cache.core.ledger import DEFAULT_KEEP_ACKED_S
 from stigg_cache.core.pacing import RateBucket
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 
+KEEP_SENT_S = DEFAULT_KEEP_ACKED_S
+"""Sent records answer duplicate enqueues and count as local usage this long: as long as
+a process's ledger counts an acknowledged record, so every process counts the same."""
 CLOCK_STEP_S = 60.0
 """A lease or retry set more than this after a claim's "now" means the wall clock stepped
 back since, and the record is sendable again. Less is no step: a sibling whose clock runs a

@@ -21,6 +21,7 @@ from stigg_cache.errors import ConfigurationError, StoreError
 from stigg_cache.outbox._sqlite_schema import COLUMNS, CUSTOMER_OF_PAYLOAD, SCHEMA_VERSION, create
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
+    KEEP_SENT_S,
     Claimed,
     DeadLetter,
     Held,
@@ -41,7 +42,6 @@ from stigg_cache.stores._sqlite import SqliteConnection, expect_table
 from stigg_cache.stores._url import not_found, path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
-KEEP_SENT_S = 3600.0  # sent rows answer duplicate enqueues and feed local usage this long
 # Due now, and not leased now. A retry set, or a lease taken, well "in the future"
 # (``CLOCK_STEP_S``: the wall clock has since stepped back) counts as due / expired.
 _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from stigg_cache.core.ledger import LocalUsage, UsageLedger
+import gc
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from stigg_cache.core.ledger import (
+    DEFAULT_KEEP_ACKED_S,
+    EXPIRY_STEP_S,
+    LocalUsage,
+    UsageLedger,
+)
 
 SCOPE = ("c-1", None, "api_calls")
 
@@ -73,3 +84,63 @@ def test_the_same_key_for_two_customers_is_two_records() -> None:
     ledger.acknowledge([("b", "k")], 200.0)
     assert ledger.local_usage(("a", None, "api_calls"), None, None) is None
     assert ledger.local_usage(("b", None, "api_calls"), 150.0, None) == LocalUsage(2.0)
+
+
+def _held_by(ledger: UsageLedger, work: Callable[[UsageLedger], object]) -> int:
+    """Bytes the ledger holds after ``work`` that it did not hold before (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work(ledger)
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+SETTLED_BYTES = 64 * 1024  # what may stay once everything settled, however many reported
+
+
+def _reported_and_acknowledged(
+    ledger: UsageLedger, scopes: list[tuple[str, None, str]], acked_at: float
+) -> None:
+    """One unit for each customer, under the key "k" (each customer's own), acknowledged."""
+    for scope in scopes:
+        ledger.record(scope, "k", value=1.0, at=100.0)
+    ledger.acknowledge([(customer, "k") for customer, _, _ in scopes], acked_at)
+
+
+@pytest.mark.parametrize("customers", [1_000, 10_000])
+def test_usage_checked_after_it_settled_leaves_nothing_held(customers: int) -> None:
+    """Issue 28 #6: a tally that has nothing left to count goes at once."""
+    scopes = [(f"c-{n}", None, "api_calls") for n in range(customers)]
+
+    def report_acknowledge_check(ledger: UsageLedger) -> None:
+        _reported_and_acknowledged(ledger, scopes, 200.0)
+        for scope in scopes:  # a snapshot fetched settle_s after the acknowledgement
+            assert ledger.local_usage(scope, 230.0, None) is None
+
+    assert _held_by(UsageLedger(settle_s=30.0), report_acknowledge_check) < SETTLED_BYTES
+
+
+@pytest.mark.parametrize("customers", [1_000, 10_000])
+def test_acknowledged_usage_no_check_reads_is_forgotten_when_the_outbox_forgets_it(
+    customers: int,
+) -> None:
+    """Issue 28 #6: 10,000 customers' usage, acknowledged and settled, held ~26 MiB for ever
+    because a tally was dropped only when a check of that exact scope read it."""
+    scopes = [(f"c-{n}", None, "api_calls") for n in range(customers)]
+
+    def report_acknowledge(ledger: UsageLedger) -> None:
+        _reported_and_acknowledged(ledger, scopes, 200.0)
+        # Still counted for a snapshot that does not have it, while the outbox keeps it:
+        assert ledger.local_usage(scopes[0], 150.0, None) == LocalUsage(1.0)
+        later = 200.0 + DEFAULT_KEEP_ACKED_S + EXPIRY_STEP_S
+        ledger.record(("c-new", None, "api_calls"), "k", value=1.0, at=later)
+        ledger.acknowledge([("c-new", "k")], later)  # any acknowledgement sweeps the old
+
+    ledger = UsageLedger(settle_s=30.0)
+    assert _held_by(ledger, report_acknowledge) < SETTLED_BYTES
+    assert len(ledger) == 1  # c-new's, acknowledged just now
+    assert ledger.local_usage(scopes[0], 150.0, None) is None  # no process counts it now

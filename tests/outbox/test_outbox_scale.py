@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from stigg_cache.outbox.base import OutboxStats
+from stigg_cache.outbox.base import KEEP_SENT_S, OutboxStats
 from stigg_cache.outbox.records import RecordKind
-from stigg_cache.outbox.sqlite import _STATS, KEEP_SENT_S, SqliteOutbox
+from stigg_cache.outbox.sqlite import _STATS, SqliteOutbox
 from stigg_cache.testing.outbox_conformance import NOW, events, units
 
 

@@ -31,6 +31,7 @@ from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
+    KEEP_SENT_S,
     Claimed,
     DeadLetter,
     Held,
@@ -45,7 +46,7 @@ from stigg_cache.outbox.records import (
     scoped_key,
     unreadable_record,
 )
-from stigg_cache.outbox.sqlite import KEEP_SENT_S, SqliteOutbox
+from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
 

@@ -4,7 +4,8 @@ The same two-process tests (forked workers of one client) as for the default
 SQLite outbox: usage reported offline by one worker counts in every worker; an
 acknowledgement by another worker's flusher, dead letters, and Stigg's own count
 of usage settle it in all of them; ``consume()`` from 8 threads x 4 processes never
-grants past the limit, and a retry of it is its first receipt. Only the store differs.
+grants past the limit, and a retry of it is its first receipt; a worker holds no
+memory for usage settled long ago. Only the store differs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.test_dead_letters import (
 )
 from tests.test_shared_usage import (
     test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage,
+    test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago,
     test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it,
     test_dead_lettered_usage_counts_in_no_worker,
     test_events_a_meter_reads_count_in_a_worker_started_later,
@@ -41,6 +43,7 @@ __all__ = [
     "test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker",
     "test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead",
     "test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage",
+    "test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago",
     "test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it",
     "test_consume_grants_what_fits_and_enqueues_only_what_it_grants",
     "test_dead_lettered_usage_counts_in_no_worker",
