@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import pytest
 
 from stigg_cache import (
+    AsyncResilientClient,
     Consumption,
     ResilientClient,
     Source,
 )
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
+from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child
 from tests.helpers import client_on, metered_fallback
 
@@ -143,3 +146,19 @@ def test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker(
     assert client.flush(timeout=10).drained
     assert [u["customerId"] for u in fake.account.usages] == ["acme", "beta"]
     client.close()
+
+
+def test_an_awaited_consumption_retried_with_its_key_is_its_first_receipt(
+    fake: FakeStigg, store_url: str
+) -> None:
+    async def story() -> list[tuple[bool, bool]]:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY
+        ) as client:
+            spent = [
+                await client.consume("acme", "api_calls", 5, idempotency_key="order-2")
+                for _ in range(2)
+            ]
+            return [(s.granted, s.receipt is not None and s.receipt.duplicate) for s in spent]
+
+    assert asyncio.run(story()) == [(True, False), (True, True)]

@@ -7,6 +7,7 @@ dead-lettered count the same in all of them.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import attrs
 
 from stigg_cache import (
+    AsyncResilientClient,
     MeteredEntitlement,
     ResilientClient,
     Source,
@@ -27,6 +29,7 @@ from stigg_cache.outbox.base import KEEP_SENT_S
 from stigg_cache.policy.model import Meter
 from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
+from tests.conftest import API_KEY
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 
@@ -284,3 +287,28 @@ def test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago(
     assert len(fake.account.usages) == customers + 1  # every record reached Stigg once
     assert pending > 1_000 * customers  # 10,000 customers' tallies were held while pending
     assert settled < 64 * 1024  # and nothing of them is now
+
+
+def test_awaited_checks_leave_no_tally_behind_once_usage_is_settled(
+    fake: FakeStigg, store_url: str
+) -> None:
+    """Issue 28 #6 on the event loop: a tally with nothing left to count goes at once."""
+    customers = [f"c-{n}" for n in range(50)]
+    for customer in customers:
+        fake.set_customer(customer, [metered("api_calls", limit=100, usage=0)])
+
+    async def story() -> tuple[list[float | None], int]:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY, settle_s=0.0
+        ) as client:
+            await client.report_usage_bulk(
+                [{"customer_id": c, "feature_id": "api_calls", "value": 1} for c in customers]
+            )
+            assert (await client.flush(timeout=10)).drained
+            answers = [
+                await client.get_metered_entitlement(customer_id=c, feature_id="api_calls")
+                for c in customers
+            ]  # fetched after the acknowledgement: Stigg's count has each unit
+            return [a.current_usage for a in answers], len(client._core._usage.ledger._tallies)
+
+    assert asyncio.run(story()) == ([1.0] * 50, 0)
