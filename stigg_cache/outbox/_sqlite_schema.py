@@ -130,13 +130,19 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
 )
 
 
+def version_reached(db: sqlite_utils.Database) -> int:
+    """The newest schema a file reached (an older worker may have set ``user_version`` back)."""
+    marked = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if not db["outbox_schema"].exists():
+        return marked
+    return max([marked, *(int(v) for (v,) in db.execute(_REACHED).fetchall())])
+
+
 def create(db: sqlite_utils.Database) -> None:
     """Set up a new file, or bring an older one to this schema from the newest it reached
     (inside the opening write transaction, on every open: see ``SqliteConnection``)."""
     marked = int(db.execute("PRAGMA user_version").fetchone()[0])
-    reached = marked
-    if db["outbox_schema"].exists():
-        reached = max([reached, *(int(v) for (v,) in db.execute(_REACHED).fetchall())])
+    reached = version_reached(db)
     if reached < SCHEMA_VERSION:
         _migrate(db, reached)
     _create_tables(db)

@@ -18,7 +18,13 @@ from typing import Any
 import sqlite_utils
 
 from stigg_cache.errors import ConfigurationError, StoreError
-from stigg_cache.outbox._sqlite_schema import COLUMNS, CUSTOMER_OF_PAYLOAD, SCHEMA_VERSION, create
+from stigg_cache.outbox._sqlite_schema import (
+    COLUMNS,
+    CUSTOMER_OF_PAYLOAD,
+    SCHEMA_VERSION,
+    create,
+    version_reached,
+)
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
     KEEP_SENT_S,
@@ -273,7 +279,7 @@ class SqliteOutbox:
         assert self.path is not None
         hint = f"a client whose store is {self.path} keeps its usage in {outbox_beside(self.path)}"
         expect_table(db, "outbox", self.path, "an outbox", hint)
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = version_reached(db)
         if version != SCHEMA_VERSION:
             raise ConfigurationError(
                 f"{self.path} is an outbox of schema {version}; this stigg-cache reads schema "
