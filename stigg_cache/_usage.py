@@ -105,6 +105,9 @@ class UsageService:
     ) -> None:
         """Count enqueued records here at once (siblings see them at their next sync)."""
         meters = self._meters()
+        if not offline and not any(r.counts_locally(meters) for r in records):
+            self.flusher.wake()  # nothing here counts (a bulk report of events no meter reads)
+            return
         for record, receipt in zip(records, receipts, strict=True):
             if not receipt.duplicate:
                 self._count(record, meters)

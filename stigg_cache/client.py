@@ -69,8 +69,9 @@ from stigg_cache.outbox.records import (
     Receipt,
     UpdateBehavior,
     UsageRecord,
-    event_record,
+    event_records,
     usage_record,
+    usage_records,
 )
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import Store
@@ -292,7 +293,7 @@ class ResilientClient:
         ``timestamp`` (aware datetime or ISO-8601; now if missing). Nothing is
         enqueued if any event is invalid. Never touches the network.
         """
-        return self._enqueue(events, event_record, "report_event takes events=[{...}, ...]")
+        return self._enqueue(events, event_records, "report_event takes events=[{...}, ...]")
 
     def report_usage(
         self,
@@ -312,7 +313,7 @@ class ResilientClient:
             "update_behavior": update_behavior, "idempotency_key": idempotency_key,
             "resource_id": resource_id, "dimensions": dimensions, "created_at": created_at,
         }  # fmt: skip
-        return self._enqueue([usage], usage_record, "")[0]
+        return self._enqueue([usage], usage_records, "")[0]
 
     def consume(
         self,
@@ -351,18 +352,17 @@ class ResilientClient:
 
     def report_usage_bulk(self, usages: Sequence[Mapping[str, Any]]) -> list[Receipt]:
         """Buffer several usage measurements (dicts with ``report_usage``'s names), all or none."""
-        return self._enqueue(usages, usage_record, "report_usage_bulk takes a list of dicts")
+        return self._enqueue(usages, usage_records, "report_usage_bulk takes a list of dicts")
 
     def _enqueue(
         self,
         items: Sequence[Mapping[str, Any]],
-        build: Callable[[Mapping[str, Any], float], UsageRecord],
+        build: Callable[[Sequence[Mapping[str, Any]], float], list[UsageRecord]],
         misuse: str,
     ) -> list[Receipt]:
         if isinstance(items, Mapping) or not isinstance(items, Sequence):
             raise InvalidTypeError(misuse)
-        now = self._runtime.clock.time()
-        return self._runtime.enqueue([build(item, now) for item in items])  # all valid first
+        return self._runtime.enqueue(build(items, self._runtime.clock.time()))  # all valid first
 
     def flush(self, timeout: float = 10.0) -> FlushResult:
         """Send what can be sent within ``timeout`` seconds (nothing while Stigg is offline).

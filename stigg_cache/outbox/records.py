@@ -18,7 +18,7 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -95,7 +95,7 @@ class UsageRecord:
     payload: str
     stamp_given: bool = attrs.field(default=True, eq=False)  # how it was made, not what it is
 
-    def counts_locally(self, counted_events: frozenset[str]) -> bool:
+    def counts_locally(self, counted_events: Container[str]) -> bool:
         """Whether this record can count as local usage: usage always, an event only if a
         meter maps it to a feature (its name in ``counted_events``)."""
         return self.kind is _USAGE or self.name in counted_events
@@ -237,31 +237,75 @@ def _sized(payload: str) -> str:
 
 def event_record(event: Mapping[str, Any], now: float) -> UsageRecord:
     """Validate one raw event given as a dict with Stigg's snake_case names."""
-    event = _fields(event, "event", EVENT_FIELDS)
-    customer_id = require_id("customer_id", event.get("customer_id"))
-    event_name = require_id("event_name", event.get("event_name"))
-    key = _key(event.get("idempotency_key"))
+    return event_records([event], now)[0]
+
+
+def event_records(events: Iterable[Mapping[str, Any]], now: float) -> list[UsageRecord]:
+    """Validate one call's raw events (each a dict with Stigg's snake_case names), in order.
+
+    One loop, its common case inline: a bulk report builds thousands. A call names few
+    customers and event names, so a pair seen before in it is not checked or quoted
+    again; a payload with no dimensions, resource or timestamp ends the same for all.
+    """
+    heads: dict[tuple[str, str], _Head] = {}  # valid (customer, event name) pairs seen
+    plain_tail = _event_tail({}, None, now)
+    records: list[UsageRecord] = []
+    for event in events:
+        if type(event) is not dict or not EVENT_FIELDS.issuperset(event):
+            _fields(event, "event", EVENT_FIELDS)  # a Mapping of known fields, or why not
+        customer_id: object = event.get("customer_id")
+        event_name: object = event.get("event_name")
+        seen = None
+        if type(customer_id) is str and type(event_name) is str:  # exactly str: one a subclass could hash otherwise
+            seen = heads.get((customer_id, event_name))
+        customer, name, head = seen or _event_head(heads, customer_id, event_name)
+        key = _key(event.get("idempotency_key"))
+        resource_id, dimensions = event.get("resource_id"), event.get("dimensions")
+        given = event.get("timestamp")
+        if resource_id is None and dimensions is None and given is None:
+            stamped_at, dimensions, tail = now, {}, plain_tail
+        else:
+            resource_id, dimensions, stamped_at, tail = _event_extras(event, now)
+        payload = f'{head}"idempotencyKey":{_quote(key)},{tail}'
+        if len(payload) > _SURELY_SMALL_CHARS:
+            _sized(payload)
+        record = UsageRecord(
+            _EVENT, key, customer, resource_id, name, 1.0, None, dimensions, stamped_at,
+            payload, given is not None,
+        )  # fmt: skip
+        records.append(record)
+    return records
+
+
+# A (customer, event name) pair checked, with the head of its payloads.
+_Head = tuple[str, str, str]
+
+
+def _event_head(heads: dict[tuple[str, str], _Head], customer_id: object, name: object) -> _Head:
+    """Check a (customer, event name) pair, and remember it with its payloads' head."""
+    customer = require_id("customer_id", customer_id)
+    event_name = require_id("event_name", name)
+    head = f'{{"customerId":{_quote(customer)},"eventName":{_quote(event_name)},'
+    made = heads[customer, event_name] = (customer, event_name, head)
+    return made
+
+
+def _event_extras(
+    event: Mapping[str, Any], now: float
+) -> tuple[str | None, dict[str, DimensionValue], float, str]:
+    """An event's resource, dimensions and stamp, checked; and its payload's end."""
     resource_id = opt_id("resource_id", event.get("resource_id"))
     dimensions = _dimensions(event.get("dimensions"))
-    given = event.get("timestamp")
-    stamped_at = _stamp("timestamp", given, now)
-    payload = (
-        f'{{"customerId":{_quote(customer_id)},"eventName":{_quote(event_name)},'
-        f'"idempotencyKey":{_quote(key)},"dimensions":{_object(dimensions)},'
-        f'"resourceId":{_null_or_quote(resource_id)},"timestamp":"{_iso(stamped_at)}"}}'
-    )
-    return UsageRecord(
-        _EVENT,
-        key,
-        customer_id,
-        resource_id,
-        event_name,
-        1.0,
-        None,
-        dimensions,
-        stamped_at,
-        _sized(payload),
-        given is not None,
+    stamped_at = _stamp("timestamp", event.get("timestamp"), now)
+    return resource_id, dimensions, stamped_at, _event_tail(dimensions, resource_id, stamped_at)
+
+
+def _event_tail(
+    dimensions: Mapping[str, DimensionValue], resource_id: str | None, stamped_at: float
+) -> str:
+    return (
+        f'"dimensions":{_object(dimensions)},"resourceId":{_null_or_quote(resource_id)},'
+        f'"timestamp":"{_iso(stamped_at)}"}}'
     )
 
 
@@ -303,6 +347,11 @@ def usage_record(usage: Mapping[str, Any], now: float) -> UsageRecord:
         _sized(payload),
         given is not None,
     )
+
+
+def usage_records(usages: Iterable[Mapping[str, Any]], now: float) -> list[UsageRecord]:
+    """Validate one call's usage measurements (each as :func:`usage_record` does), in order."""
+    return [usage_record(usage, now) for usage in usages]
 
 
 def scoped_key(customer_id: str, idempotency_key: str) -> str:

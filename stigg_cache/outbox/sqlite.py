@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +54,6 @@ BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is millis
 _SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
 
 
-def _rows(
-    records: Sequence[UsageRecord], now: float, counted_events: frozenset[str], seq: int
-) -> list[tuple[Any, ...]]:
-    """Rows of new records under ``seq``; a row names its customer (indexed) only if its
-    record can count as local usage. One comprehension: a bulk report writes thousands."""
-    return [
-        (
-            r.kind._value_,  # the member's value: ``.value`` runs Python code
-            r.customer_id + "\n" + r.idempotency_key,  # scoped_key(), without a call
-            r.stamped_at,
-            r.payload,
-            now,
-            r.customer_id if r.counts_locally(counted_events) else None,
-            seq,
-        )
-        for r in records
-    ]
-
-
 def _next_seq(db: sqlite3.Connection) -> int:
     """The sequence number of this write transaction's changes (writes are serialised)."""
     ((seq,),) = db.execute("UPDATE usage_seq SET n = n + 1 RETURNING n").fetchall()
@@ -84,13 +66,33 @@ def _inserted(
     now: float,
     counted_events: frozenset[str],
 ) -> int:
-    """Insert new records (a known key is skipped) under this transaction's sequence number."""
-    if not records:
-        return 0
-    seq = _next_seq(db)
-    before = db.total_changes
-    db.executemany(_INSERT_NEW, _rows(records, now, counted_events, seq))
-    inserted = db.total_changes - before
+    """Insert new records in their order (a known key is skipped).
+
+    Records that can count as local usage name their customer (indexed) and carry this
+    transaction's sequence number, which :meth:`SqliteOutbox.changes` follows; other
+    events name neither (``_INSERT_OTHER``), and a transaction of only those takes no
+    sequence number. One comprehension a run: a bulk report writes thousands.
+    """
+    inserted = seq = 0
+    for counts, run in groupby(records, key=lambda r: r.counts_locally(counted_events)):
+        if not counts:
+            inserted += db.executemany(
+                _INSERT_OTHER,
+                [
+                    (r.customer_id + "\n" + r.idempotency_key, r.stamped_at, r.payload, now)
+                    for r in run
+                ],
+            ).rowcount
+            continue
+        seq = seq or _next_seq(db)
+        inserted += db.executemany(
+            _INSERT_COUNTED,
+            [
+                (r.kind._value_, r.customer_id + "\n" + r.idempotency_key, r.stamped_at,
+                 r.payload, now, r.customer_id, seq)
+                for r in run
+            ],
+        ).rowcount  # fmt: skip
     _moved(db, pending=inserted)
     return inserted
 
@@ -137,8 +139,15 @@ def _all_inserted(inserted: int, expected: int) -> None:
         raise _SeenBefore  # rolls the attempt back
 
 
-_INSERT_NEW = (
+_INSERT_COUNTED = (
     f"INSERT INTO outbox ({COLUMNS}, enqueued_at, customer, seq) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT(kind, idem_key) DO NOTHING"
+)
+# An event no meter counts (usage always counts) leaves ``customer`` and ``seq`` to their
+# defaults (NULL, 0): Python's sqlite3 binds a ``None`` through its adapter look-up, which
+# cost a 1,000-row insert a seventh of its time.
+_INSERT_OTHER = (
+    f"INSERT INTO outbox ({COLUMNS}, enqueued_at) VALUES ('event',?,?,?,?) "
     "ON CONFLICT(kind, idem_key) DO NOTHING"
 )
 # Changes after a sequence number, as one statement (one consistent read): rows still in
