@@ -22,6 +22,11 @@ Schema versions, each with what it brought:
    record stayed pending for ever); the version reached is kept in ``outbox_schema``.
 10: ``idem_key`` holds the key scoped to its customer
    (:func:`~stigg_cache.outbox.records.scoped_key`).
+11: an enqueue writes no index of state: a claim finds new rows above its kind's
+   frontier (``outbox_frontier``, see ``_sqlite_claims``), rows leased once are indexed
+   apart, sent rows by their acknowledgement. A file of an earlier schema keeps its
+   ``(state, kind, id)`` index: workers of those versions read it while they share the
+   file during a deploy (a later schema drops it, once none can be left).
 
 Every step runs once per file: a worker of an older version sharing the file during
 a deploy sets ``user_version`` back to its own when it opens it, so the version a
@@ -34,7 +39,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 # The payload holds every field of a record: rows carry only what queries need.
 COLUMNS = "kind, idem_key, stamped_at, payload"
 _RECORD_FIELDS = {"kind": str, "idem_key": str, "stamped_at": float, "payload": str}
@@ -116,6 +121,19 @@ def _keys_scoped_to_customers(db: sqlite_utils.Database) -> None:
         )
 
 
+def _claim_frontiers(db: sqlite_utils.Database) -> None:
+    """Once: each kind's frontier just below its first row never leased (every pending row
+    of the kind below it has been leased), or at the end if it has none."""
+    _create_frontier(db)
+    for kind in ("event", "usage"):
+        db.execute(
+            "UPDATE outbox_frontier SET id = coalesce((SELECT id FROM outbox "
+            "WHERE state = 'pending' AND kind = ?1 AND leased_at = 0 ORDER BY id LIMIT 1) - 1, "
+            "(SELECT coalesce(max(id), 0) FROM outbox)) WHERE kind = ?1",
+            (kind,),
+        )
+
+
 # (the schema version that brought it, the step that brings an older file to it)
 _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (2, _derived_columns_dropped),
@@ -127,6 +145,7 @@ _MIGRATIONS: tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...] = (
     (8, _seq_of_counted_only),
     (9, _dead_letters_numbered_apart),
     (10, _keys_scoped_to_customers),
+    (11, _claim_frontiers),
 )
 
 
@@ -193,23 +212,53 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         },
         if_not_exists=True,
     )
-    outbox.create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
-    outbox.create_index(["state", "kind", "id"], if_not_exists=True)  # type: ignore[union-attr]
+    _create_indexes(db)
+    _create_dead_letters(db)
+    _create_counters(db)
+    _create_frontier(db)
+
+
+def _create_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes an enqueue writes: the key (unique), and two of rows that can count as local
+    usage (other events cost them nothing). Rows leased once, sent rows and leased rows are
+    indexed apart, so a new row costs those nothing either."""
+    db["outbox"].create_index(["kind", "idem_key"], unique=True, if_not_exists=True)  # type: ignore[union-attr]
     db.execute(  # only records that can count as local usage: what changes() reads
         "CREATE INDEX IF NOT EXISTS idx_outbox_counted_seq ON outbox (seq) "
         "WHERE customer IS NOT NULL"
     )
     db.execute("DROP INDEX IF EXISTS idx_outbox_customer")  # all rows: a dev build's
-    db.execute(  # only records that can count as local usage: no cost to other events
+    db.execute(
         "CREATE INDEX IF NOT EXISTS idx_outbox_counted_customer ON outbox (customer) "
         "WHERE customer IS NOT NULL"
     )
-    db.execute(  # only leased rows: no cost to an enqueue
+    db.execute(
         "CREATE INDEX IF NOT EXISTS idx_outbox_leased ON outbox (lease_until) "
         "WHERE lease_owner IS NOT NULL"
     )
-    _create_dead_letters(db)
-    _create_counters(db)
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_outbox_returned ON outbox (kind, id) "
+        "WHERE state = 'pending' AND leased_at != 0"
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS idx_outbox_sent ON outbox (acked_at) WHERE state = 'sent'"
+    )
+
+
+def _create_frontier(db: sqlite_utils.Database) -> None:
+    """Each kind's claim frontier (see ``_sqlite_claims``), at 0 in a new file, and the
+    trigger that keeps it from passing the last row: ids SQLite gives again after the last
+    rows are deleted (by this or any older version) are then above it."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS outbox_frontier (kind TEXT PRIMARY KEY, id INTEGER NOT NULL)"
+    )
+    db.execute("INSERT OR IGNORE INTO outbox_frontier (kind, id) VALUES ('event', 0), ('usage', 0)")
+    db.execute(
+        "CREATE TRIGGER IF NOT EXISTS outbox_frontier_below_end AFTER DELETE ON outbox "
+        "WHEN OLD.id > (SELECT coalesce(max(id), 0) FROM outbox) BEGIN "
+        "UPDATE outbox_frontier SET id = (SELECT coalesce(max(id), 0) FROM outbox) "
+        "WHERE id > (SELECT coalesce(max(id), 0) FROM outbox); END"
+    )
 
 
 def _create_dead_letters(db: sqlite_utils.Database) -> None:

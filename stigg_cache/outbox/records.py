@@ -256,7 +256,9 @@ def event_records(events: Iterable[Mapping[str, Any]], now: float) -> list[Usage
         customer_id: object = event.get("customer_id")
         event_name: object = event.get("event_name")
         seen = None
-        if type(customer_id) is str and type(event_name) is str:  # exactly str: one a subclass could hash otherwise
+        if (
+            type(customer_id) is str and type(event_name) is str
+        ):  # exactly: a str subclass may hash otherwise
             seen = heads.get((customer_id, event_name))
         customer, name, head = seen or _event_head(heads, customer_id, event_name)
         key = _key(event.get("idempotency_key"))

@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from stigg_cache.errors import ConfigurationError, StoreError
+from stigg_cache.outbox._sqlite_claims import OLDEST, RECOUNT_IF_EMPTY, claimable
 from stigg_cache.outbox._sqlite_schema import (
     COLUMNS,
     CUSTOMER_OF_PAYLOAD,
@@ -27,7 +28,6 @@ from stigg_cache.outbox._sqlite_schema import (
     version_reached,
 )
 from stigg_cache.outbox.base import (
-    CLOCK_STEP_S,
     KEEP_SENT_S,
     Claimed,
     DeadLetter,
@@ -49,9 +49,6 @@ from stigg_cache.stores._sqlite import SqliteConnection, expect_table
 from stigg_cache.stores._url import not_found, path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
-# Due now, and not leased now. A retry set, or a lease taken, well "in the future"
-# (``CLOCK_STEP_S``: the wall clock has since stepped back) counts as due / expired.
-_SENDABLE = "(next_attempt_at <= ? OR retry_set_at > ?) AND (lease_until <= ? OR leased_at > ?)"
 
 
 def _next_seq(db: sqlite3.Connection) -> int:
@@ -179,22 +176,12 @@ def _bury(
     _moved(db, pending=-buried, dead=buried)
 
 
-def _recount_if_empty(db: sqlite3.Connection) -> None:
-    """An idle claim: if no row is pending, the pending count is zero (an index probe)."""
-    if db.execute("SELECT 1 FROM outbox WHERE state = 'pending' LIMIT 1").fetchone() is None:
-        db.execute("UPDATE outbox_counts SET n = 0 WHERE state = 'pending' AND n != 0")
-
-
 # Depth and dead letters from the counts; leased rows from their own index; the oldest
-# pending record's stamp from the first pending row of each kind (records are enqueued
-# in order: a record stamped in the past and enqueued late is not looked for).
+# pending record's stamp as ``_sqlite_claims`` finds it.
 _STATS = (
     "SELECT (SELECT json_group_array(json_array(state, n)) FROM outbox_counts), "
     "(SELECT count(*) FROM outbox INDEXED BY idx_outbox_leased WHERE lease_owner IS NOT NULL "
-    "AND lease_until > ? AND leased_at <= ?), "
-    "(SELECT min(stamped_at) FROM (SELECT (SELECT stamped_at FROM outbox WHERE state = 'pending' "
-    "AND kind = k.kind ORDER BY id LIMIT 1) AS stamped_at FROM (SELECT 'event' AS kind "
-    "UNION ALL SELECT 'usage') AS k))"
+    f"AND lease_until > ? AND leased_at <= ?), ({OLDEST})"
 )
 
 
@@ -354,14 +341,10 @@ class SqliteOutbox:
         self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
     ) -> list[Claimed]:
         with self._db.write() as db:
-            rows = db.execute(
-                f"SELECT id, {COLUMNS}, attempts FROM outbox WHERE state = 'pending' AND kind = ? "
-                f"AND {_SENDABLE} ORDER BY id LIMIT ?",
-                (kind.value, now, now + CLOCK_STEP_S, now, now + CLOCK_STEP_S, limit),
-            ).fetchall()
+            rows = claimable(db, kind.value, limit, now)
             claimed = self._decoded(db, rows, now)
             if not rows:
-                _recount_if_empty(db)
+                db.execute(RECOUNT_IF_EMPTY)
             ids = [c.id for c in claimed]
             if ids:
                 db.execute(
@@ -422,7 +405,9 @@ class SqliteOutbox:
             if dead:
                 _bury(db, dead, reason, now, seq)
             kept_long_enough = db.execute(
-                "DELETE FROM outbox WHERE state = 'sent' AND acked_at < ?", (now - KEEP_SENT_S,)
+                "DELETE FROM outbox INDEXED BY idx_outbox_sent "
+                "WHERE state = 'sent' AND acked_at < ?",
+                (now - KEEP_SENT_S,),
             ).rowcount
             _moved(db, sent=-kept_long_enough)
 
@@ -443,7 +428,8 @@ class SqliteOutbox:
     def release(self, owner: str) -> int:
         with self._db.write() as db:
             return db.execute(
-                "UPDATE outbox SET lease_owner = NULL, lease_until = 0 "
+                "UPDATE outbox INDEXED BY idx_outbox_leased "
+                "SET lease_owner = NULL, lease_until = 0 "
                 "WHERE lease_owner = ? AND state = 'pending'",
                 (owner,),
             ).rowcount
