@@ -68,7 +68,9 @@ def _inserted(
     Records that can count as local usage name their customer (indexed) and carry this
     transaction's sequence number, which :meth:`SqliteOutbox.changes` follows; other
     events name neither (``_INSERT_OTHER``), and a transaction of only those takes no
-    sequence number. One comprehension a run: a bulk report writes thousands.
+    sequence number. One comprehension a run: a bulk report writes thousands (so the
+    scoped key is written out, not :func:`scoped_key`, and a kind's value is read as
+    ``_value_``: ``.value`` runs Python code).
     """
     inserted = seq = 0
     for counts, run in groupby(records, key=lambda r: r.counts_locally(counted_events)):
