@@ -4,14 +4,27 @@ nor judged against the targets: tiny sizes measure nothing)."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 from pathlib import Path
+from typing import Any
 
 import redis
 from click.testing import CliRunner
 
+from stigg_cache.benchmarks._common import MEDIAN_RATIO, OUR_MEDIAN, TINY
 from stigg_cache.benchmarks.outage import BENCH_PREFIX, REDIS_URL
 from stigg_cache.cli import main
+
+# Every row, in table order (29, Redis's, only with a Redis).
+ROWS = [*map(str, range(1, 24)), "24a", "24b", *map(str, range(25, 30))]
+# Rows timing ours against a baseline in alternated rounds; the rest are one measure
+# (bytes, hit rates, counts, one run against an ideal or a deadline).
+TIMED = {"1", "2", "3", "4", "5", "6", "7", "8", "11", "12", "13", "15", "23", "24a", "24b",
+         "25", "28", "29"}  # fmt: skip
+SLOW = {"25", "28"}  # a round takes seconds: fewer rounds
+OWN_TIME = {"23", "29"}  # judged on our median time (status() within 5 ms), not the ratio
 
 
 def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> None:
@@ -21,9 +34,9 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["bench", "--tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
-    numbers = [row["number"] for row in document["rows"]]
+    labels = [f"{row['number']}{row['part']}" for row in document["rows"]]
     with_redis = os.environ.get("CI") or _redis_answers()  # in CI: a Redis, always
-    assert numbers == list(range(1, 30 if with_redis else 29))
+    assert labels == (ROWS if with_redis else ROWS[:-1])
     if with_redis:  # row 29 filled two namespaces: nothing of them is left in Redis
         assert _keys(every_key) - before == set()
     idle = [row for row in document["rows"] if row["ours"] <= 0]
@@ -34,11 +47,36 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     assert document["machine"]["cpus"]
     assert "warm boolean check (L1 hit)" in result.output
     # tiny sizes measure nothing: no row is judged, none says pass or FAIL
-    assert [row["judged"] for row in document["rows"]] == [False] * len(numbers)
+    assert [row["judged"] for row in document["rows"]] == [False] * len(labels)
     rows = [line for line in result.output.splitlines() if line[:2].strip().isdigit()]
-    assert len(rows) == len(numbers)
+    assert [line.split()[0] for line in rows] == labels
     assert all(line.endswith(" not judged") for line in rows), rows
     assert "tiny sizes: no target judged" in result.output
+    _every_timed_row_keeps_its_rounds(document["rows"], rows)
+
+
+def _every_timed_row_keeps_its_rounds(rows: list[dict[str, Any]], lines: list[str]) -> None:
+    """A timed row keeps each round (ours, baseline, ratio), its ratio is the median of
+    those ratios and its spread their lowest and highest, as the table prints; any other
+    row has no rounds and names what it is judged on."""
+    for row, line in zip(rows, lines, strict=True):
+        label = f"{row['number']}{row['part']}"
+        ratios = [one["ratio"] for one in row["rounds"]]
+        if label not in TIMED:
+            assert (ratios, row["spread"]) == ([], None), label
+            assert row["basis"] != MEDIAN_RATIO, label
+            assert row["basis"] in line, (label, line)
+            continue
+        assert len(ratios) == (TINY.slow_rounds if label in SLOW else TINY.rounds), label
+        assert row["ratio"] == statistics.median(ratios), label
+        assert row["spread"] == [min(ratios), max(ratios)], label
+        for one in row["rounds"]:  # each round's ratio is of its own pair, either way up
+            pair = one["ours"] / one["baseline"]
+            assert math.isclose(one["ratio"], pair) or math.isclose(one["ratio"], 1 / pair)
+        assert row["basis"] == (OUR_MEDIAN if label in OWN_TIME else MEDIAN_RATIO), label
+        if label not in OWN_TIME:
+            low, high = row["spread"]
+            assert f"{low:.2f}-{high:.2f}x ({len(ratios)})" in line, (label, line)
 
 
 def _keys(pattern: str) -> set[bytes]:

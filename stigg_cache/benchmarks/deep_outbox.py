@@ -5,25 +5,34 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from stigg_cache.benchmarks._common import Row, Sizes, _p99
+from stigg_cache.benchmarks._common import Row, Sizes, _p99, _row
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.account import FakeAccount
 from stigg_cache.testing.fake import FakeStigg
 
 
 def bench_deep_outbox(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 25-26: report_event's p99 and the drain rate over a deep outbox."""
+    """Rows 25-26: report_event's p99 and the drain rate over a deep outbox.
+
+    Row 25's calls alternate one by one (deep, empty); each round of
+    ``sizes.deep_calls`` pairs gives a p99 of each side, and their ratio.
+    """
+    calls, rounds = sizes.deep_calls, sizes.slow_rounds
     deep, empty, drained = deep_outbox(
-        tmp, sizes.deep_events, sizes.deep_calls, sizes.deep_drain_s, sizes.drain_rate
+        tmp, sizes.deep_events, calls * rounds, sizes.deep_drain_s, sizes.drain_rate
     )
-    p99, base = _p99(deep) * 1e3, _p99(empty) * 1e3
+    p99s = [
+        (_p99(deep[n * calls : (n + 1) * calls]), _p99(empty[n * calls : (n + 1) * calls]))
+        for n in range(rounds)
+    ]
     pending = f"{sizes.deep_events:,} pending events"
     return [
-        Row(25, f"report_event p99, {pending} (vs an empty outbox)", p99, base, "ms",
-            p99 / base, "<= 2x", p99 <= 2 * base),
+        _row(25, f"report_event p99, {pending} (vs an empty outbox)",
+             [mine for mine, _ in p99s], [theirs for _, theirs in p99s], "ms", "<= 2x",
+             lambda r: r <= 2),
         Row(26, f"drain rate, {pending} (vs Stigg's {sizes.drain_rate:g}/s)",
             drained * sizes.drain_rate, sizes.drain_rate, "n", drained, ">= 0.95x",
-            drained >= 0.95),
+            drained >= 0.95, "one run (vs Stigg's rate)"),
     ]  # fmt: skip
 
 

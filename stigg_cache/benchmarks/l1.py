@@ -25,7 +25,7 @@ from pathlib import Path
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._codec import encode_snapshot, snapshot_key
-from stigg_cache.benchmarks._common import Row, Sizes
+from stigg_cache.benchmarks._common import BYTES, Row, Sizes
 from stigg_cache.benchmarks.deep_outbox import bench_deep_outbox
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
@@ -39,24 +39,24 @@ def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
     """Rows 17-22: L1's hit rates beside plain LRU's; the memory it holds against its budget;
     a store swept of old snapshots, and bounded under churn."""
     rows = [
-        Row(number, measure, ours, lru, "%", ours / lru if lru else ours, target, met)
+        Row(number, measure, ours, lru, "%", ours / lru if lru else ours, target, met, "hit rates")
         for number, measure, ours, lru, target, met in bench_hit_rates(sizes.l1_requests)
     ]
     held = l1_memory(tmp, sizes.l1_customers, sizes.l1_budget)
     ratio = held / sizes.l1_budget
     rows.append(
         Row(20, "memory L1 holds, every feature checked (vs l1_max_bytes)", held / 1e6,
-            sizes.l1_budget / 1e6, "MB", ratio, "<= 1.3x", ratio <= 1.3)
+            sizes.l1_budget / 1e6, "MB", ratio, "<= 1.3x", ratio <= 1.3, BYTES)
     )  # fmt: skip
     left, size = store_churn(tmp, sizes.churn_customers, sizes.churn_bound)
     rows.append(
         Row(21, "snapshots past max_staleness swept (of 1,000)", 1_000 - left, 1_000, "n",
-            (1_000 - left) / 1_000, "all (none left)", left == 0)
+            (1_000 - left) / 1_000, "all (none left)", left == 0, "a count")
     )  # fmt: skip
     rows.append(
         Row(22, f"SQLite file, {sizes.churn_customers:,} customers' churn (vs store_max_bytes)",
             size * sizes.churn_bound / 1e6, sizes.churn_bound / 1e6, "MB", size, "<= 1.1x",
-            size <= 1.1)
+            size <= 1.1, BYTES)
     )  # fmt: skip
     return rows + bench_deep_outbox(sizes, tmp)
 

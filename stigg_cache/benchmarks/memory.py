@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 from stigg_cache._clock import SYSTEM_CLOCK
 from stigg_cache._stigg_json import parse_entitlements
-from stigg_cache.benchmarks._common import FEATURES, Row, Sizes, _features
+from stigg_cache.benchmarks._common import BYTES, FEATURES, Row, Sizes, _features
 from stigg_cache.benchmarks.first_check import _response_json
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Missing
@@ -64,6 +64,7 @@ def bench_memory(sizes: Sizes) -> Row:
         ratio,
         "<= 0.6x bytes",
         ratio <= 0.6,
+        BYTES,
     )
 
 

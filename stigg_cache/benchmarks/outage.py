@@ -7,8 +7,9 @@ fallback (each an offline decision), brings Stigg back and times
 its deadline (+1 s) and cover every decision. Row 28 runs the same outage with
 pacing off against a Stigg that answers in ``STIGG_LATENCY_S``, and compares
 the refresh rate with one refresh at a time (how reconciliation refreshed
-before #17). Row 29 asks ``status()`` of a client on Redis holding a million
-snapshots and a million pending usage records, against an empty namespace.
+before #17), in alternated rounds of one outage each. Row 29 asks ``status()``
+of a client on Redis holding a million snapshots and a million pending usage
+records, against an empty namespace.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from stigg_cache import _reconcile
 from stigg_cache._codec import SNAPSHOT_PREFIX, snapshot_key
-from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _row
+from stigg_cache.benchmarks._common import API_KEY, OUR_MEDIAN, Row, Sizes, _interleaved, _row
 from stigg_cache.benchmarks.startup import _statuses
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import CircuitBreaker
@@ -39,20 +40,25 @@ def bench_outage(sizes: Sizes, tmp: Path) -> list[Row]:
     customers, timeout_s = sizes.outage_customers, sizes.outage_timeout_s
     took, report = reconcile_outage(API_KEY, tmp, customers, timeout_s, reads_per_minute=None)
     covered = report.decisions_checked == customers and not report.decisions_dropped
-    ours, serial = refresh_rates(API_KEY, tmp, sizes.rate_customers, sizes.rate_timeout_s)
+    ours, serial = refresh_rates(
+        API_KEY, tmp, sizes.rate_customers, sizes.rate_timeout_s, sizes.slow_rounds
+    )
     rows = [
         Row(27, f"reconcile(timeout={timeout_s:g}), {customers:,}-customer outage", took,
             timeout_s, "s", took / timeout_s, "<= timeout+1s, all",
-            took <= timeout_s + 1 and covered),
-        Row(28, "refreshes/s, pacing off (vs one at a time)", ours, serial, "n",
-            ours / serial, ">= 4x", ours >= 4 * serial),
+            took <= timeout_s + 1 and covered, "one run (vs the deadline)"),
+        _row(28, "refreshes/s, pacing off (vs one at a time)", ours, serial, "n", ">= 4x",
+             lambda r: r >= 4),
     ]  # fmt: skip
-    status = redis_status(API_KEY, tmp, sizes.startup_records, _statuses)
+    status = redis_status(
+        API_KEY, tmp, sizes.startup_records, lambda busy, idle: _statuses(busy, idle, sizes.rounds)
+    )
     if status is not None:
         busy, idle = status
         rows.append(
             _row(29, f"status(), {sizes.startup_records:,} pending and snapshots (Redis)",
-                 busy, idle, "ms", "<= 5 ms", lambda _: statistics.median(busy) <= 0.005)
+                 busy, idle, "ms", "<= 5 ms", lambda _: statistics.median(busy) <= 0.005,
+                 basis=OUR_MEDIAN)
         )  # fmt: skip
     return rows
 
@@ -108,8 +114,11 @@ def reconcile_outage(
             return time.perf_counter() - started, report
 
 
-def refresh_rates(api_key: str, tmp: Path, customers: int, timeout_s: float) -> tuple[float, float]:
-    """Customers refreshed per second with pacing off: ours, and one refresh at a time."""
+def refresh_rates(
+    api_key: str, tmp: Path, customers: int, timeout_s: float, rounds: int
+) -> Timings:
+    """Customers refreshed per second with pacing off, in each of ``rounds`` rounds: ours,
+    and one refresh at a time."""
 
     def rate() -> float:
         took, report = reconcile_outage(
@@ -117,10 +126,11 @@ def refresh_rates(api_key: str, tmp: Path, customers: int, timeout_s: float) -> 
         )
         return report.customers_refreshed / took
 
-    ours = rate()
-    with _one_at_a_time():
-        serial = rate()
-    return ours, serial
+    def serial() -> float:
+        with _one_at_a_time():
+            return rate()
+
+    return _interleaved(rate, serial, rounds, warm_up=False)  # each run is a new client
 
 
 @contextmanager

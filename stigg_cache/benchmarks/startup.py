@@ -11,7 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from stigg_cache._codec import snapshot_key
-from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _interleaved, _row, _timed
+from stigg_cache.benchmarks._common import (
+    API_KEY,
+    BYTES,
+    OUR_MEDIAN,
+    Row,
+    Sizes,
+    _interleaved,
+    _row,
+    _timed,
+)
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.fake import FakeStigg
 
@@ -63,22 +72,22 @@ def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
         less = held(empty)
         _plant_snapshots(deep / "cache.db", sizes.startup_records)
         with client(deep) as big, client(empty) as small:
-            busy, idle = _statuses(big.status, small.status)
+            busy, idle = _statuses(big.status, small.status, sizes.rounds)
     pending = f"{sizes.startup_records:,} pending usage records"
     return [
         _row(15, f"constructor, {pending}", mine, theirs, "ms", "<= 2x", lambda r: r <= 2),
         Row(16, f"memory after constructor, {pending}", more, less, "MB", more / less,
-            "<= +50 MB", more - less <= 50),
+            "<= +50 MB", more - less <= 50, BYTES),
         _row(23, f"status(), {pending} and as many snapshots (SQLite)", busy, idle, "ms",
-             "<= 5 ms", lambda _: statistics.median(busy) <= 0.005),
+             "<= 5 ms", lambda _: statistics.median(busy) <= 0.005, basis=OUR_MEDIAN),
     ]  # fmt: skip
 
 
 def _statuses(
-    busy: Callable[[], object], idle: Callable[[], object]
+    busy: Callable[[], object], idle: Callable[[], object], rounds: int
 ) -> tuple[list[float], list[float]]:
     """Seconds per ``status()`` of a full store and of an empty one, rounds alternating."""
-    return _interleaved(_timed(lambda _: busy(), 50), _timed(lambda _: idle(), 50), 5)
+    return _interleaved(_timed(lambda _: busy(), 50), _timed(lambda _: idle(), 50), rounds)
 
 
 def _plant_snapshots(path: Path, count: int) -> None:

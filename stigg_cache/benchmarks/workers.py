@@ -6,7 +6,8 @@ import os
 import threading
 from pathlib import Path
 
-from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _in_workers, _row
+from stigg_cache.benchmarks._common import API_KEY, Row, Sizes
+from stigg_cache.benchmarks._forked import _in_workers
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.fake import FakeStigg, boolean
 
@@ -26,9 +27,10 @@ def bench_worker_reads(sizes: Sizes, tmp: Path) -> Row:
             ) as client:  # fmt: skip
                 _in_workers(workers, lambda: _check_each(client, customers))
             reads.append(float(fake.entitlement_requests() - before))
-    return _row(
-        14, "Stigg reads, 8 forked workers (vs 1 process)", [reads[0]], [reads[1]], "n",
-        "<= 1.2x", lambda r: r <= 1.2,
+    ratio = reads[0] / reads[1]
+    return Row(
+        14, "Stigg reads, 8 forked workers (vs 1 process)", reads[0], reads[1], "n", ratio,
+        "<= 1.2x", ratio <= 1.2, "reads (a count)",
     )  # fmt: skip
 
 

@@ -1,0 +1,167 @@
+"""Rows 24a and 24b: cold checks (an empty L1, every snapshot in one SQLite store) from
+several processes and from several threads.
+
+Row 24a forks 4 workers of one client (``gunicorn --preload``), each checking its own
+quarter of the customers, against one such worker checking them all: throughput,
+whose limit is the machine's cores (2x on the 2-core development machine). Row 24b
+runs a client's cold checks from 8 threads over its own 1-thread figure, against the
+same for raw ``sqlite3`` point reads plus ``json.loads`` of Stigg's response (a
+connection per thread, as our store's reads have): on CPython 3.11 the GIL keeps
+either under one thread's throughput, so the row asks that ours scales as raw reads do.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache.benchmarks._common import (
+    API_KEY,
+    Row,
+    Sizes,
+    _alternated,
+    _features,
+    _interleaved,
+    _on_threads,
+    _row,
+)
+from stigg_cache.benchmarks._forked import _in_processes
+from stigg_cache.benchmarks.first_check import _response_json
+from stigg_cache.client import ResilientClient
+from stigg_cache.models import BooleanEntitlement, Snapshot, Source
+from stigg_cache.policy import FallbackPolicy, Staleness
+
+PROCESSES = 4  # twice the development machine's cores: the OS, not the GIL, shares them
+
+
+# The planted snapshots stay fresh however long the rows take (on a loaded machine, past
+# the default minute): a cold check reads the store and answers, and never asks Stigg.
+FRESH_ALL_ROW = FallbackPolicy(staleness=Staleness(fresh_for_s=3_600, max_staleness_s=86_400))
+
+
+THREADS = 8
+
+
+Check = Callable[[str], object]  # one cold check of a customer
+
+
+def bench_cold(sizes: Sizes, tmp: Path) -> list[Row]:
+    """Rows 24a and 24b over ``sizes.cold_customers`` customers' snapshots in SQLite."""
+    customers = [f"cold-{n}" for n in range(sizes.cold_customers)]
+    warm_ups = [f"warm-up-{n}" for n in range(PROCESSES)]  # a worker's first check: untimed
+    snapshots = [_snapshot(customer) for customer in customers + warm_ups]
+    raw = _raw_store(tmp, snapshots)
+    with ResilientClient(
+        None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=f"sqlite:///{tmp}/cold.db",
+        outbox="memory://", policy=FRESH_ALL_ROW,
+    ) as client:  # fmt: skip
+        cache = client._cache
+        for snapshot in snapshots:
+            cache.store.put(snapshot_key(snapshot.customer_id, None), encode_snapshot(snapshot))
+
+        def check(customer: str) -> BooleanEntitlement:
+            return client.get_boolean_entitlement(customer_id=customer, feature_id="flag-1")
+
+        answer = check(warm_ups[0])
+        if answer.decision.source is not Source.CACHE:  # what the row times, or it means nothing
+            raise RuntimeError(f"a cold check answered {answer.decision}, not from the store")
+
+        cache.clear_l1()  # each worker forked from here starts with nothing in L1
+        processes = _processes_row(sizes, customers, warm_ups, check)
+
+        def ours(threads: int) -> float:
+            cache.clear_l1()
+            return _cold_on_threads(threads, customers, lambda _thread, customer: check(customer))
+
+        threads = _threads_row(sizes, customers, ours, raw)
+        if client.status().last_error is not None:  # a check asked Stigg: not a cold check
+            raise RuntimeError(f"the cold rows reached for Stigg: {client.status().last_error}")
+    for db in raw:
+        db.close()
+    return [processes, threads]
+
+
+def _snapshot(customer: str) -> Snapshot:
+    return Snapshot(customer, None, {f.feature_id: f for f in _features(1)}, time.time())
+
+
+def _processes_row(sizes: Sizes, customers: list[str], warm_ups: list[str], check: Check) -> Row:
+    """Row 24a: cold checks from 4 forked workers against 1 (seconds per check, each round)."""
+
+    def in_processes(workers: int) -> float:
+        share = len(customers) // workers
+
+        def work(index: int) -> None:
+            for customer in customers[index * share : (index + 1) * share]:
+                check(customer)
+
+        return _in_processes(workers, lambda index: check(warm_ups[index]), work) / (
+            share * workers
+        )
+
+    four, one = _interleaved(lambda: in_processes(PROCESSES), lambda: in_processes(1), sizes.rounds)
+    return _row(
+        24, f"first checks from SQLite, {PROCESSES} forked processes (vs 1)", four, one, "us",
+        ">= 1.7x throughput", lambda r: r >= 1.7, invert=True, part="a",
+    )  # fmt: skip
+
+
+def _threads_row(
+    sizes: Sizes,
+    customers: list[str],
+    ours: Callable[[int], float],
+    raw: list[sqlite3.Connection],
+) -> Row:
+    """Row 24b: our throughput from 8 threads over 1 thread's, against raw reads' same ratio."""
+
+    def raw_read(thread: int, customer: str) -> object:
+        (row,) = raw[thread].execute("SELECT value FROM t WHERE key = ?", (customer,)).fetchall()
+        return json.loads(row[0])
+
+    def raw_reads(threads: int) -> float:
+        return _cold_on_threads(threads, customers, raw_read)
+
+    ours_1, ours_8, raw_1, raw_8 = _alternated(
+        (lambda: ours(1), lambda: ours(THREADS), lambda: raw_reads(1), lambda: raw_reads(THREADS)),
+        sizes.rounds,
+    )
+    ours_scaling = [one / many for one, many in zip(ours_1, ours_8, strict=True)]
+    raw_scaling = [one / many for one, many in zip(raw_1, raw_8, strict=True)]
+    return _row(
+        24, f"{THREADS} threads over 1, cold checks (vs raw sqlite3's)", ours_scaling,
+        raw_scaling, "x", ">= 0.9x raw's", lambda r: r >= 0.9, part="b",
+    )  # fmt: skip
+
+
+def _cold_on_threads(
+    threads: int, customers: list[str], read: Callable[[int, str], object]
+) -> float:
+    """Seconds per read when ``threads`` threads each ``read(thread, customer)`` their share."""
+    share = len(customers) // threads
+
+    def work(index: int) -> None:
+        for customer in customers[index * share : (index + 1) * share]:
+            read(index, customer)
+
+    return _on_threads(threads, share, work)
+
+
+def _raw_store(tmp: Path, snapshots: list[Snapshot]) -> list[sqlite3.Connection]:
+    """Row 24b's baseline: the snapshots as Stigg's JSON responses in a plain SQLite table
+    (WAL, as ours); one connection for each thread."""
+    path = tmp / "cold-raw.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS t (key TEXT PRIMARY KEY, value BLOB)")
+        db.executemany(
+            "INSERT OR REPLACE INTO t VALUES (?, ?)",
+            [(s.customer_id, _response_json(s).encode()) for s in snapshots],
+        )
+    db.close()
+    return [
+        sqlite3.connect(path, isolation_level=None, check_same_thread=False) for _ in range(THREADS)
+    ]
