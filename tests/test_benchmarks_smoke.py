@@ -45,6 +45,8 @@ def test_bench_smoke_run_prints_every_row_and_writes_json(tmp_path: Path) -> Non
     idle = [row for row in document["rows"] if row["baseline"] <= 0 and row["number"] != 19]
     assert not idle, f"rows where the baseline did no work: {idle}"
     assert document["machine"]["cpus"]
+    assert set(document["machine"]["load_average"]) == {"start", "end"}
+    assert "load average (1 minute): " in result.output
     assert "warm boolean check (L1 hit)" in result.output
     # tiny sizes measure nothing: no row is judged, none says pass or FAIL
     assert [row["judged"] for row in document["rows"]] == [False] * len(labels)

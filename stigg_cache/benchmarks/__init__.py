@@ -37,13 +37,16 @@ from stigg_cache.benchmarks.usage import bench_drain, bench_report_event
 from stigg_cache.benchmarks.workers import bench_worker_reads
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
+def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
+    """What the figures were measured on, and how busy it was (load averages over 1, 5
+    and 15 minutes, at the start and the end of the run: other work on the machine moves
+    figures, and rows of several processes most of all)."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},
     }
 
 
@@ -138,18 +141,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    load = os.getloadavg()
     rows = run(TINY if args.tiny else Sizes())
     if args.tiny:  # a smoke run's figures are noise: no target is judged on them
         rows = [attrs.evolve(row, judged=False) for row in rows]
     print(table(rows))
+    on = machine(load)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(
-        json.dumps({"machine": machine(), "rows": [attrs.asdict(row) for row in rows]}, indent=2)
+        json.dumps({"machine": on, "rows": [attrs.asdict(row) for row in rows]}, indent=2)
     )
     met = (
         "tiny sizes: no target judged (a smoke run)"
         if args.tiny
         else f"{sum(r.passed for r in rows)} of {len(rows)} targets met"
+    )
+    print(
+        f"load average (1 minute): {load[0]:.2f} at the start, "
+        f"{on['load_average']['end'][0]:.2f} at the end, on {on['cpus']} CPUs"
     )
     print(f"\n{met}; JSON in {args.out}")
     return 0
