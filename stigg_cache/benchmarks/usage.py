@@ -80,7 +80,7 @@ def _events_row(
         )  # fmt: skip
     return _row(
         7, "report_event, 1,000 events per call", mine, theirs, "ms",
-        ">= 0.5x rate", lambda r: r >= 0.5, invert=True,
+        ">= 0.6x rate", lambda r: r >= 0.6, invert=True,
     )  # fmt: skip
 
 
