@@ -285,7 +285,8 @@ class Fetcher:
             self._finish(scope, flight)
             if failure.kind is FailureKind.RATE_LIMITED:
                 self._throttle(failure)
-            elif not flight.deadline_reported:
+            elif not flight.deadline_reported and not self._closed:
+                # a fetch cut short by our own close() is no mark against Stigg
                 self._health.failed(failure, begun=flight.begun)
             flight.future.set_exception(failure)
             return False

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
-from stigg_cache import Source
+import pytest
+
+from stigg_cache import ConnectionState, Source
 from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
@@ -80,3 +83,23 @@ def test_refreshes_ahead_never_take_the_slot_a_live_fetch_needs(
     client.close()  # the parent's own slots too: nothing of the child's is held here
     client = make_client(clock=clock, check_timeout=2.0)
     assert checked("ghost-2") == ["STALE", "LIVE"]
+
+
+def test_a_refresh_cut_short_by_close_is_no_mark_against_stigg(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # make demo ended with "status_changed: CONNECTED -> DEGRADED" after its last status
+    # line: close() shut the HTTP client under a refresh in flight, and the refresh's
+    # failure was counted against Stigg.
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    clock.advance(120)  # stale: the next check answers at once and refreshes behind it
+    fake.set_mode(FakeMode.SLOW, delay_s=5.0)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    time.sleep(0.3)  # the refresh waits at the fake
+    with caplog.at_level(logging.WARNING, logger="stigg_cache"):
+        client.close()
+        fake.set_mode(FakeMode.DOWN)  # as the demo's fake stops: the refresh's socket is reset
+        time.sleep(0.5)
+    assert [r.message for r in caplog.records if "status_changed" in r.message] == []
+    assert client._runtime.health.state is ConnectionState.CONNECTED

@@ -375,7 +375,8 @@ class Flusher:
                 delay = retry_delay(self._failures, self._jitter(), error.retry_after_s)
                 if error.kind is FailureKind.RATE_LIMITED:
                     lane.bucket.pause(delay, self._clock.monotonic())
-                else:  # a refused key resolves a probe too, and never trips the breaker
+                elif not self._stop.is_set():  # a send our close() cut is no mark on Stigg
+                    # a refused key resolves a probe too, and never trips the breaker
                     self._health.failed(error, begun=begun)
                 self._resume_at = self._clock.monotonic() + delay
                 self._outbox.settle(
