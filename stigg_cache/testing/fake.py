@@ -169,6 +169,7 @@ class FakeStigg(Closing):
         self.log: list[tuple[float, str, str, int, str | None]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._held: socket.socket | None = None  # the port while DOWN, bound, not listening
         self._port = port
         self._listen()
 
@@ -199,6 +200,7 @@ class FakeStigg(Closing):
             self._release = threading.Event()
         if mode is FakeMode.DOWN and old is not FakeMode.DOWN:
             self._stop_listening()
+            self._hold_port()
         elif old is FakeMode.DOWN and mode is not FakeMode.DOWN:
             self._listen()
 
@@ -244,8 +246,22 @@ class FakeStigg(Closing):
         self._closed.set()
         self._release.set()
         self._stop_listening()
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    def _hold_port(self) -> None:
+        """Keep the port bound while DOWN (connections are still refused: nothing listens),
+        so no other process takes it before UP listens on it again."""
+        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind((LOOPBACK, self._port))
+        self._held = held
 
     def _listen(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
         server = _Server((LOOPBACK, self._port), self)
         self._port = server.server_address[1]
         self._server = server

@@ -1,0 +1,30 @@
+"""A fake that is DOWN refuses connections and keeps its port for when it comes back."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from stigg_cache.testing.fake import FakeMode, FakeStigg
+
+
+def test_down_refuses_connections_and_no_other_socket_takes_the_port() -> None:
+    # Down, the port used to be free: another test's server could take it, and UP then
+    # failed with "Address already in use" (a flake under a loaded suite).
+    with FakeStigg() as fake:
+        port = fake.port
+        fake.set_mode(FakeMode.DOWN)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
+        squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            with pytest.raises(OSError):
+                squatter.bind(("127.0.0.1", port))
+        finally:
+            squatter.close()
+        fake.set_mode(FakeMode.UP)
+        assert fake.port == port
+        answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
+        assert answer.status_code == 200, answer.text  # served again, on the same port
