@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stigg_cache._codec import encode_snapshot
-from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.adapters._stigg_json import snapshot_to_json
 from stigg_cache.models import CreditEntitlement, Snapshot
 from stigg_cache.outbox.records import event_record, usage_record
+from stigg_cache.stores._codec import encode_snapshot
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
 from stigg_cache.testing.fake import boolean, enum_feature, metered, numeric

@@ -16,7 +16,6 @@ from typing import Any
 
 import attrs
 
-from stigg_cache._codec import MAGIC, decode_snapshot, encode_snapshot
 from stigg_cache.adapters._graphql import snapshot_from_state_body
 from stigg_cache.adapters._http import json_data, snapshot_from_body
 from stigg_cache.errors import (
@@ -36,6 +35,7 @@ from stigg_cache.outbox.records import (
 from stigg_cache.outbox.sqlite import _record as sqlite_record
 from stigg_cache.outbox.sqlite import _shown as sqlite_shown
 from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.stores._codec import MAGIC, decode_snapshot, encode_snapshot
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
 from stigg_cache_redis.outbox import _decode as redis_record

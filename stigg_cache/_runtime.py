@@ -20,20 +20,21 @@ from typing import TypeVar
 
 import attrs
 
-from stigg_cache import _fork
-from stigg_cache import _validate as check
-from stigg_cache._clock import SYSTEM_CLOCK, Clock
-from stigg_cache._fastpath import FastPath
-from stigg_cache._fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
-from stigg_cache._health import Health
-from stigg_cache._log import FaultLog, logger
-from stigg_cache._plugins import redact, scheme_of
-from stigg_cache._reconcile import Reconciler
-from stigg_cache._usage import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
-from stigg_cache._walker import Walker
+from stigg_cache._engine.breaker import Health
+from stigg_cache._engine.fastpath import FastPath
+from stigg_cache._engine.fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
+from stigg_cache._engine.ledger import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
+from stigg_cache._engine.reconcile import Reconciler
+from stigg_cache._engine.walk import Walker
+from stigg_cache._support import fork
+from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
+from stigg_cache._support.log import FaultLog, logger
+from stigg_cache._support.plugins import redact, scheme_of
+from stigg_cache._support.url import default_store_max_bytes
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
+from stigg_cache.core import validate as check
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
@@ -47,7 +48,6 @@ from stigg_cache.outbox.records import Consumption, Receipt, UsageRecord
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
-from stigg_cache.stores._url import default_store_max_bytes
 from stigg_cache.stores.layered import (
     DEFAULT_L1_MAX_BYTES,
     DEFAULT_L1_MAX_ENTRIES,
@@ -159,7 +159,7 @@ class Runtime:
             self.health.subscribe(self.on_state_change)
             undo.pop_all()  # built: close() releases them from now on
         self.closed = False
-        _fork.renew_after_fork(self, Runtime._renew)
+        fork.renew_after_fork(self, Runtime._renew)
 
     # -- building ---------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 Not a second orchestrator: a check drives the same decision walk
 (:mod:`stigg_cache.core.walk`) through :class:`ResilientClient`'s own steps,
 awaiting the states that need I/O. Each step is first tried on the event loop
-with store reads and network waits forbidden (:mod:`stigg_cache._memory_only`);
+with store reads and network waits forbidden (:mod:`stigg_cache._support.memory_only`);
 one that would block (a store read, a fetch within the check budget) is awaited
 on a worker thread, and the walk goes on from where it stood. A check the
 in-memory cache answers returns without awaiting anything. Usage written
@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from stigg_cache import _fork
-from stigg_cache import _validate as check
-from stigg_cache._fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
-from stigg_cache._memory_only import MEMORY_ONLY, WouldBlock
+from stigg_cache._engine.fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
 from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
+from stigg_cache._support import fork
+from stigg_cache._support.memory_only import MEMORY_ONLY, WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.client import ResilientClient
+from stigg_cache.core import validate as check
 from stigg_cache.core import walk
 from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE, CheckKind
 from stigg_cache.models import (
@@ -97,7 +97,7 @@ class AsyncResilientClient:
             raise
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="stigg-cache-async")
-        _fork.renew_after_fork(self, AsyncResilientClient._renew)
+        fork.renew_after_fork(self, AsyncResilientClient._renew)
         self.outbox = self._core.outbox
         self.status = self._core.status
         self.on_status_change = self._core.on_status_change
@@ -106,7 +106,7 @@ class AsyncResilientClient:
 
     def _renew(self) -> None:
         """In a forked child the pool's threads are gone (it would queue calls forever)."""
-        _fork.abandon(self._pool)
+        fork.abandon(self._pool)
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="stigg-cache-async")
 
     # -- checks: the sync client's, with the walk's I/O awaited ---------------------

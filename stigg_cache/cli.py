@@ -11,8 +11,7 @@ from typing import NoReturn, TypeVar
 
 import click
 
-from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import SNAPSHOT_PREFIX, OutdatedEntryError, decode_snapshot, snapshot_key
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.chaos.command import chaos
 from stigg_cache.errors import (
     ConfigurationError,
@@ -24,9 +23,16 @@ from stigg_cache.errors import (
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
-from stigg_cache.policy.explain import explain, lint
+from stigg_cache.policy.explain import Looked, explain, lint
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.stores import MISSING, Store, default_store_url, open_store
+from stigg_cache.stores._codec import (
+    SNAPSHOT_PREFIX,
+    OutdatedEntryError,
+    decode_snapshot,
+    snapshot_key,
+)
+from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.signed import SignedStore, signed_value, signing_keys
 from stigg_cache.testing.standalone import fake
 
@@ -110,12 +116,21 @@ def policy_explain(
             customer_id=customer_id,
             feature_id=feature_id,
             resource_id=resource_id,
-            store=store,
+            looked=None if store is None else _looked(store, customer_id, resource_id),
         ):
             click.echo(printable(line))
     finally:
         if store is not None:
             store.close()
+
+
+def _looked(store: Store, customer_id: str, resource_id: str | None) -> Looked:
+    """What ``store`` holds for the customer, read as a check reads it, with the problems met."""
+    faults: list[str] = []
+    cached = SnapshotCache(
+        store, SYSTEM_CLOCK, lambda event, error: faults.append(f"{event}: {error}")
+    )
+    return Looked(cached.get(customer_id, resource_id), tuple(faults))
 
 
 def _refuse(error: StiggCacheError) -> NoReturn:

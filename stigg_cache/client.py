@@ -4,7 +4,7 @@ Each check walks the tiers of DESIGN §3: a fresh snapshot (CACHE), else a
 stale one within budget (STALE, refreshed in the background), else a fetch
 within ``check_timeout`` (LIVE), else the fallback policy (POLICY / DEFAULT).
 The walk is :mod:`stigg_cache.core.walk` (pure: it makes every decision); its
-I/O is :mod:`stigg_cache._walker`'s, and what a client is made of is built and
+I/O is :mod:`stigg_cache._engine.walk`'s, and what a client is made of is built and
 wired in :mod:`stigg_cache._runtime`. Warm checks are answered by the fast path,
 a memo of the walk's CACHE answers. Usage goes through a durable outbox.
 """
@@ -19,17 +19,15 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from stigg_cache import _validate as check
-from stigg_cache._clock import SYSTEM_CLOCK, Clock
-from stigg_cache._fastpath import (
+from stigg_cache._engine.breaker import StateListener
+from stigg_cache._engine.fastpath import (
     KINDS,
     SLOT_BOOLEAN,
     SLOT_GENERIC,
     SLOT_METERED,
     SLOT_NUMERIC,
 )
-from stigg_cache._health import StateListener
-from stigg_cache._reconcile import ReportListener
+from stigg_cache._engine.reconcile import ReportListener
 from stigg_cache._runtime import (
     DEFAULT_CHECK_TIMEOUT_S,
     DEFAULT_FETCH_CONCURRENCY,
@@ -46,7 +44,9 @@ from stigg_cache._runtime import (
     Options,
     Runtime,
 )
+from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
 from stigg_cache.core import engine
+from stigg_cache.core import validate as check
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.reconcile import ReconcileReport

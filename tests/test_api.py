@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import stigg_cache
-from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient, _plugins
+from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient
+from stigg_cache._support import plugins
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 from tests.forking import in_child
@@ -104,7 +105,7 @@ def test_a_store_plugin_not_installed_says_which_package_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The dev environment has the Redis plugin installed: hide every registered plugin.
-    monkeypatch.setattr(_plugins, "entry_points", lambda group: [])
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
     with pytest.raises(ConfigurationError, match=r"pip install stigg-cache-redis"):
         ResilientClient(None, api_key="k", store="redis://127.0.0.1:6379/0")
 

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from stigg_cache import ResilientClient
-from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.cli import main
 from stigg_cache.models import Snapshot
 from stigg_cache.outbox.records import RecordKind, event_record
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import open_store
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 

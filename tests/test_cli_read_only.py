@@ -139,7 +139,7 @@ def test_looking_changes_no_byte_of_either_file(both_kinds: tuple[Path, Path]) -
 
 
 def test_a_plugin_that_cannot_open_read_only_is_refused_not_trusted() -> None:
-    from stigg_cache._plugins import opened
+    from stigg_cache._support.plugins import opened
     from stigg_cache.errors import ConfigurationError
 
     def open_legacy(url: str) -> object:  # a third party's factory from before read_only

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from stigg_cache import FallbackPolicy, Source, Staleness
-from stigg_cache._fastpath import SLOT
+from stigg_cache._engine.fastpath import SLOT
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import AnyEntitlement, FeatureEntitlement
 from stigg_cache.testing import ManualClock

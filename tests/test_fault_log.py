@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from stigg_cache import AsyncResilientClient, Source
-from stigg_cache._log import LOG_INTERVAL_S, MAX_REMEMBERED, MAX_SHOWN_CHARS, FaultLog
+from stigg_cache._support.log import LOG_INTERVAL_S, MAX_REMEMBERED, MAX_SHOWN_CHARS, FaultLog
 from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY

@@ -18,7 +18,7 @@ import pytest
 import stigg
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.stores._sqlite import FORK_GATE
+from stigg_cache._support.sqlite import FORK_GATE
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child, settle

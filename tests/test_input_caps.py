@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from stigg_cache import AsyncResilientClient, InvalidValueError, ResilientClient, Source
-from stigg_cache._validate import MAX_ID_CHARS, MAX_REQUESTED_VALUES, check_request
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.reconcile import DEFAULT_JOURNAL_CHARS
+from stigg_cache.core.validate import MAX_ID_CHARS, MAX_REQUESTED_VALUES, check_request
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 from tests.helpers import client_on

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache._codec import decode_snapshot, snapshot_key
+from stigg_cache.stores._codec import decode_snapshot, snapshot_key
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child

@@ -23,7 +23,7 @@ from stigg_cache import (
     ResilientClient,
     Source,
 )
-from stigg_cache._fastpath import SLOT_METERED
+from stigg_cache._engine.fastpath import SLOT_METERED
 from stigg_cache.core import ledger
 from stigg_cache.outbox.base import KEEP_SENT_S
 from stigg_cache.policy.model import Meter

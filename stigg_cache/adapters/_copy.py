@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stigg_cache import _fork
+from stigg_cache._support import fork
 
 
 class PooledCopy:
@@ -18,7 +18,7 @@ class PooledCopy:
 
     def _open_copy(self) -> None:
         self._client = self._copy()
-        _fork.renew_after_fork(self, PooledCopy._reconnect)
+        fork.renew_after_fork(self, PooledCopy._reconnect)
 
     def _copy(self) -> Any:
         """The user's client with our settings and ``http_client=self._http_client()``."""
@@ -29,5 +29,5 @@ class PooledCopy:
         raise NotImplementedError
 
     def _reconnect(self) -> None:
-        _fork.abandon(self._client)
+        fork.abandon(self._client)
         self._client = self._copy()

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stigg_cache._stigg_json import parse_entitlements_state
 from stigg_cache.adapters._http import camel_case
+from stigg_cache.adapters._stigg_json import parse_entitlements_state
 from stigg_cache.errors import (
     FailureKind,
     InvalidResponseError,

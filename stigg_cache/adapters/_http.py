@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
+from stigg_cache.adapters._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.core.pacing import MAX_RETRY_AFTER_S
 from stigg_cache.errors import (
     ConfigurationError,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from stigg_cache._stigg_json import UsageCounts
+from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.errors import FailureKind, StiggRejectedError, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
@@ -140,7 +140,7 @@ class Adapter(Protocol):
         """Send usage measurements (``POST /api/v2/usage``), each in Stigg's wire shape.
 
         Returns Stigg's usage of each feature once it counted them (its answer's
-        ``currentUsage``, see :func:`~stigg_cache._stigg_json.usage_counts`), or
+        ``currentUsage``, see :func:`~stigg_cache.adapters._stigg_json.usage_counts`), or
         ``None`` when the client does not say: such usage settles by time alone.
         """
         ...

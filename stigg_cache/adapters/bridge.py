@@ -17,8 +17,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from stigg_cache import _fork
-from stigg_cache._stigg_json import UsageCounts
+from stigg_cache._support import fork
+from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import AsyncAdapter, reads_per_minute
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
@@ -39,7 +39,7 @@ class LoopBridge:
         self._loop: asyncio.AbstractEventLoop | None = loop or self._private_loop()
         self._lock = threading.Lock()
         self._pending: set[Future[Any]] = set()
-        _fork.renew_after_fork(self, LoopBridge._renew)
+        fork.renew_after_fork(self, LoopBridge._renew)
 
     def _private_loop(self) -> asyncio.AbstractEventLoop:
         """Nobody's loop: a private one on a daemon thread, living as long as this bridge."""
@@ -57,7 +57,7 @@ class LoopBridge:
         closed: its selector and self-pipe are the parent's too. The adapter
         renews its own connections.
         """
-        _fork.abandon(self._loop, self._thread)
+        fork.abandon(self._loop, self._thread)
         self._lock = threading.Lock()
         self._pending = set()
         self._loop = self._thread = None

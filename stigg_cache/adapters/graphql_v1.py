@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from stigg_cache import _fork
-from stigg_cache._stigg_json import UsageCounts, usage_counts
+from stigg_cache._support import fork
 from stigg_cache.adapters import require
 from stigg_cache.adapters._body import ACCEPT_ENCODING, read_whole
 from stigg_cache.adapters._graphql import (
@@ -42,6 +41,7 @@ from stigg_cache.adapters._http import (
     is_answer,
     refuse_unsendable_headers,
 )
+from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import (
     CONNECT_TIMEOUT_S,
     FailureTable,
@@ -81,7 +81,7 @@ class GraphQLV1Adapter:
             (exceptions.RequestException, lambda e: _unreachable(type(e).__name__)),
         )
         self._session = self._open_session()  # one pool for every per-call copy
-        _fork.renew_after_fork(self, GraphQLV1Adapter._reconnect)
+        fork.renew_after_fork(self, GraphQLV1Adapter._reconnect)
         self._endpoint_type = type(inner._endpoint)
         self._operations = require(
             "stigg.generated.operations", "stigg-api-client", "graphql"
@@ -96,7 +96,7 @@ class GraphQLV1Adapter:
 
     def _reconnect(self) -> None:
         """A pool of this process's own: never a socket the parent may be reading."""
-        _fork.abandon(self._session)
+        fork.abandon(self._session)
         self._session = self._open_session()
 
     def fetch_entitlements(

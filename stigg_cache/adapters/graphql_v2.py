@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import httpx
 
-from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters import require
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import (
@@ -36,6 +35,7 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status, refuse_unsendable_headers
+from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import FailureTable, failure_of, unusable
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
 from stigg_cache.errors import StiggUnavailableError

@@ -15,8 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from stigg_cache import _fork
-from stigg_cache._stigg_json import UsageCounts
+from stigg_cache._support import fork
 from stigg_cache.adapters._body import ACCEPT_ENCODING, read_whole
 from stigg_cache.adapters._deadline import HTTPX_FAILURES
 from stigg_cache.adapters._http import (
@@ -27,6 +26,7 @@ from stigg_cache.adapters._http import (
     refuse_unsendable_headers,
     snapshot_from_body,
 )
+from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import failure_of
 from stigg_cache.models import Snapshot
 
@@ -59,12 +59,12 @@ class HttpxRestAdapter:
             trust_env=False,
         )
         self.base_url = base_url
-        _fork.renew_after_fork(self, HttpxRestAdapter._reconnect)
+        fork.renew_after_fork(self, HttpxRestAdapter._reconnect)
 
     def _reconnect(self) -> None:
         """A pool of this process's own: never a socket the parent may be reading."""
         inherited = self._http
-        _fork.abandon(inherited)
+        fork.abandon(inherited)
         self._http = httpx.Client(
             base_url=inherited.base_url,
             headers=inherited.headers,

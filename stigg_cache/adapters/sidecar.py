@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from stigg_cache import _fork
-from stigg_cache._stigg_json import UsageCounts, parse_entitlements, usage_counts
+from stigg_cache._support import fork
 from stigg_cache.adapters import require
 from stigg_cache.adapters._http import refuse_unsendable_headers
+from stigg_cache.adapters._stigg_json import UsageCounts, parse_entitlements, usage_counts
 from stigg_cache.adapters.base import FailureTable, failure_of, timed_out, unreachable
 from stigg_cache.adapters.graphql_v2 import AsyncGraphQLV2Adapter, sent_headers
 from stigg_cache.errors import (
@@ -83,11 +83,11 @@ class SidecarAdapter:
         self._grpc_client = require("grpclib.client", "stigg-sidecar-sdk", "sidecar")
         self._channel: Any = None
         self._sidecar: Any = None  # the stub over _channel
-        _fork.renew_after_fork(self, SidecarAdapter._reconnect)
+        fork.renew_after_fork(self, SidecarAdapter._reconnect)
 
     def _reconnect(self) -> None:
         """Channels of this process's own, opened on first use (never a parent's socket)."""
-        _fork.abandon(self._channel, self._sidecar, self._api)
+        fork.abandon(self._channel, self._sidecar, self._api)
         self._channel = self._sidecar = self._api = None
 
     async def fetch_entitlements(

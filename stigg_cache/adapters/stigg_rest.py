@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import httpx
 import stigg
 
-from stigg_cache._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters._copy import PooledCopy
 from stigg_cache.adapters._deadline import (
     HTTPX_FAILURES,
@@ -28,6 +27,7 @@ from stigg_cache.adapters._http import (
     snake_case,
     snapshot_from_body,
 )
+from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import (
     FailureTable,
     failure_of,

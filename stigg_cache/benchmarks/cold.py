@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.benchmarks._common import (
     API_KEY,
     Row,
@@ -37,6 +36,7 @@ from stigg_cache.benchmarks.first_check import _response_json
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import BooleanEntitlement, Snapshot, Source
 from stigg_cache.policy import FallbackPolicy, Staleness
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 
 PROCESSES = 4  # twice the development machine's cores: the OS, not the GIL, shares them
 

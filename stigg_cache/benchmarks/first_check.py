@@ -9,8 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stigg_cache._codec import encode_snapshot, snapshot_key
-from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.adapters._stigg_json import snapshot_to_json
 from stigg_cache.benchmarks._common import (
     API_KEY,
     Row,
@@ -22,6 +21,7 @@ from stigg_cache.benchmarks._common import (
 )
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 
 
 def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:

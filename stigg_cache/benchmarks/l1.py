@@ -23,12 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import encode_snapshot, snapshot_key
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.benchmarks._common import BYTES, Row, Sizes
 from stigg_cache.benchmarks.deep_outbox import bench_deep_outbox
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.sqlite import TABLE, SqliteStore

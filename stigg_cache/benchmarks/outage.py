@@ -24,13 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stigg_cache import _reconcile
-from stigg_cache._codec import SNAPSHOT_PREFIX, snapshot_key
+from stigg_cache._engine import reconcile
 from stigg_cache.benchmarks._common import API_KEY, OUR_MEDIAN, Row, Sizes, _interleaved, _row
 from stigg_cache.benchmarks.startup import _statuses
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
+from stigg_cache.stores._codec import SNAPSHOT_PREFIX, snapshot_key
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 
 
@@ -135,12 +135,12 @@ def refresh_rates(
 
 @contextmanager
 def _one_at_a_time() -> Iterator[None]:
-    parallel = _reconcile.REFRESH_PARALLEL
-    _reconcile.REFRESH_PARALLEL = 1
+    parallel = reconcile.REFRESH_PARALLEL
+    reconcile.REFRESH_PARALLEL = 1
     try:
         yield
     finally:
-        _reconcile.REFRESH_PARALLEL = parallel
+        reconcile.REFRESH_PARALLEL = parallel
 
 
 def redis_status(

@@ -10,7 +10,6 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from stigg_cache._codec import snapshot_key
 from stigg_cache.benchmarks._common import (
     API_KEY,
     BYTES,
@@ -22,6 +21,7 @@ from stigg_cache.benchmarks._common import (
     _timed,
 )
 from stigg_cache.client import ResilientClient
+from stigg_cache.stores._codec import snapshot_key
 from stigg_cache.testing.fake import FakeStigg
 
 

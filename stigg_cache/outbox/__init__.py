@@ -7,11 +7,11 @@ from typing import cast
 
 import platformdirs
 
-from stigg_cache._plugins import OUTBOXES, factory, opened, provides, scheme_of
+from stigg_cache._support.plugins import OUTBOXES, factory, opened, provides, scheme_of
+from stigg_cache._support.url import path_from_url
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.read_only import ReadOnlyOutbox
 from stigg_cache.outbox.sqlite import outbox_beside
-from stigg_cache.stores._url import path_from_url
 
 
 def default_outbox_url(store_url: str | None) -> str:

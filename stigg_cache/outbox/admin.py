@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stigg_cache._clock import Clock
+from stigg_cache._support.clock import Clock
 from stigg_cache.errors import InvalidTypeError
 from stigg_cache.outbox.base import DeadLetter, DeadLetterBox, Outbox, OutboxStats
 

@@ -21,10 +21,10 @@ from typing import assert_never
 
 import attrs
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._log import logger
-from stigg_cache._stigg_json import UsageCounts
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.log import logger
+from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.ledger import UsageKey
 from stigg_cache.core.pacing import (
@@ -148,7 +148,7 @@ class Flusher:
         self.auth_error: str | None = None  # Stigg refuses our key for sends: paused
         self.fault: str | None = None  # why the last pass over the outbox failed, if it did
         self._thread: threading.Thread | None = None
-        _fork.renew_after_fork(self, Flusher._renew)
+        fork.renew_after_fork(self, Flusher._renew)
 
     def _renew(self) -> None:
         """In a forked child: a lease owner of its own, and its thread started on first use.
@@ -157,7 +157,7 @@ class Flusher:
         batches the parent is sending, which then go out twice.
         """
         self.owner = _lease_owner()
-        self._wake, self._stop = threading.Event(), _fork.renewed(self._stop)
+        self._wake, self._stop = threading.Event(), fork.renewed(self._stop)
         self._settled = threading.Condition()
         self._starting = threading.Lock()
         self._thread = None

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import attrs
 
-from stigg_cache._validate import encodable, finite_number, opt_id, require_id
+from stigg_cache.core.validate import encodable, finite_number, opt_id, require_id
 from stigg_cache.errors import InvalidTypeError, InvalidValueError
 from stigg_cache.models import MeteredEntitlement
 

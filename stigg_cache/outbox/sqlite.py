@@ -18,6 +18,9 @@ from typing import Any
 
 import sqlite_utils
 
+from stigg_cache._support.files import private_file
+from stigg_cache._support.sqlite import SqliteConnection, expect_table
+from stigg_cache._support.url import not_found, path_from_url
 from stigg_cache.errors import ConfigurationError, StoreError
 from stigg_cache.outbox._sqlite_claims import OLDEST, RECOUNT_IF_EMPTY, claimable
 from stigg_cache.outbox._sqlite_schema import (
@@ -44,9 +47,6 @@ from stigg_cache.outbox.records import (
     scoped_key,
     unreadable_record,
 )
-from stigg_cache.stores._files import private_file
-from stigg_cache.stores._sqlite import SqliteConnection, expect_table
-from stigg_cache.stores._url import not_found, path_from_url
 
 BUSY_TIMEOUT_S = 10.0  # several processes enqueue at once; each write is milliseconds
 

@@ -6,7 +6,7 @@ import time
 
 import attrs
 
-from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.terms import CachedSnapshot, Grant
@@ -14,10 +14,18 @@ from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import AnyEntitlement, Snapshot, Source
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.policy.rules import Rule
-from stigg_cache.stores import Store
-from stigg_cache.stores.layered import SnapshotCache
 
 _SYSTEM_CLOCK_NOTE = "ages use this machine's wall clock"
+
+
+@attrs.frozen
+class Looked:
+    """What a store held for the check's customer when it was looked at: its snapshot,
+    if any, and the problems met reading it (the caller reads the store; this module
+    only explains what was found)."""
+
+    entry: CachedSnapshot | None
+    faults: tuple[str, ...] = ()
 
 
 def lint(policy: FallbackPolicy) -> list[str]:
@@ -62,11 +70,14 @@ def explain(
     customer_id: str,
     feature_id: str,
     resource_id: str | None = None,
-    store: Store | None = None,
+    looked: Looked | None = None,
 ) -> list[str]:
     """Which tier and rule would answer this check right now, and why: the decision walk
     of a check (:mod:`stigg_cache.core.walk`) driven over the store, with Stigg's answer
-    told both ways; then every rule, and why it matches this check or not."""
+    told both ways; then every rule, and why it matches this check or not.
+
+    ``looked``: what the store held for the customer (``None``: no store was given).
+    """
     budget = policy.staleness_for(feature_id)
     lines = [
         f"policy {policy.source or '<built-in>'} (version {policy.version})",
@@ -76,28 +87,23 @@ def explain(
         ),
     ]
     request = CheckRequest(CheckKind.GENERIC, customer_id, feature_id, resource_id)
-    walked, entry = _walked(policy, request, store)
+    walked = _walked(policy, request, looked)
+    entry = None if looked is None else looked.entry
     plan_ids = None if entry is None else entry.snapshot.plan_ids
     return lines + walked + explain_rules(policy, request, plan_ids)
 
 
-def _walked(
-    policy: FallbackPolicy, request: CheckRequest, store: Store | None
-) -> tuple[list[str], CachedSnapshot | None]:
-    """The walk's lines, and the snapshot it found held (if any)."""
+def _walked(policy: FallbackPolicy, request: CheckRequest, looked: Looked | None) -> list[str]:
+    """The walk's lines, over what the store held."""
     state = walk.begin(
         request, policy, started=0.0, check_timeout_s=0.0, offline=False, last_error=None
     )
-    if store is None:
-        return ["no store given: assuming nothing is cached", *_fetched(state, None)], None
-    faults: list[str] = []
-    cached = SnapshotCache(
-        store, SYSTEM_CLOCK, lambda event, error: faults.append(f"{event}: {error}")
-    )
-    entry = cached.get(request.customer_id, request.resource_id)
-    lines = [f"store problem: {fault}" for fault in faults]
+    if looked is None:
+        return ["no store given: assuming nothing is cached", *_fetched(state, None)]
+    lines = [f"store problem: {fault}" for fault in looked.faults]
+    entry = looked.entry
     if entry is None:
-        return [*lines, "no snapshot held for this customer", *_fetched(state, None)], None
+        return [*lines, "no snapshot held for this customer", *_fetched(state, None)]
     now = walk.Now(SYSTEM_CLOCK.monotonic(), time.time())
     age = now.mono - entry.fetched_mono
     feature = entry.snapshot.entitlements.get(request.feature_id)
@@ -108,7 +114,7 @@ def _walked(
     judged = state.held(entry, now)
     if isinstance(judged, walk.ReadNewer):  # this store is the only one looked at
         judged = judged.held(None, now)
-    return [*lines, *_fetched(judged, entry)], entry
+    return [*lines, *_fetched(judged, entry)]
 
 
 def explain_rules(

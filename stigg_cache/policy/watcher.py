@@ -43,12 +43,12 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from stigg_cache import _fork
-from stigg_cache._log import LOG_INTERVAL_S, logger
+from stigg_cache._support import fork
+from stigg_cache._support.files import swappable_by_others
+from stigg_cache._support.log import LOG_INTERVAL_S, logger
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.loader import MAX_POLICY_BYTES, policy_version
 from stigg_cache.policy.model import FallbackPolicy
-from stigg_cache.stores._files import swappable_by_others
 
 DEFAULT_SETTLE_S = 0.1  # editors finish a save within milliseconds; reload stays well under 1 s
 MAX_SETTLE_ROUNDS = 50  # a file rewritten forever is read at most this many times per event
@@ -209,7 +209,7 @@ class PolicyWatcher:
         self._watches: dict[Path, ObservedWatch] = {}
         self._worker: threading.Thread | None = None
         self.start()
-        _fork.renew_after_fork(self, PolicyWatcher._renew)
+        fork.renew_after_fork(self, PolicyWatcher._renew)
 
     def start(self) -> None:
         """Watch from this process (once; never after ``close``)."""
@@ -244,8 +244,8 @@ class PolicyWatcher:
 
     def _renew(self) -> None:
         """In a forked child: the parent's watch threads are gone; watch again on first use."""
-        _fork.abandon(self._observer, self._worker)
-        self._wake, self._stop = threading.Event(), _fork.renewed(self._stop)
+        fork.abandon(self._observer, self._worker)
+        self._wake, self._stop = threading.Event(), fork.renewed(self._stop)
         self._starting = threading.Lock()
         self._observer = self._worker = None
         self._watches = {}

@@ -13,9 +13,9 @@ from typing import cast
 
 import platformdirs
 
-from stigg_cache._fork import fresh_lock, renew_after_fork
-from stigg_cache._plugins import STORES, factory, opened
-from stigg_cache._plugins import redact as redact_url
+from stigg_cache._support.fork import fresh_lock, renew_after_fork
+from stigg_cache._support.plugins import STORES, factory, opened
+from stigg_cache._support.plugins import redact as redact_url
 from stigg_cache.stores.base import MISSING, Missing, Store
 from stigg_cache.stores.read_only import ReadOnlyStore
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import diskcache
 
+from stigg_cache._support.files import PRIVATE_FILE_MODE, private_dir, private_file
+from stigg_cache._support.sqlite import SqliteConnection, expect_table
+from stigg_cache._support.url import not_found, path_from_url
 from stigg_cache.errors import CorruptEntryError, StoreError
-from stigg_cache.stores._files import PRIVATE_FILE_MODE, private_dir, private_file
-from stigg_cache.stores._sqlite import SqliteConnection, expect_table
-from stigg_cache.stores._url import not_found, path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 from stigg_cache.stores.read_only import ReadOnlyStore
 

@@ -17,21 +17,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._codec import (
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.memory_only import refuse_io
+from stigg_cache.core.admission import FrequencySketch
+from stigg_cache.core.engine import FUTURE_SKEW_S
+from stigg_cache.core.terms import CachedSnapshot, ScopeKey
+from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
+from stigg_cache.models import Snapshot
+from stigg_cache.stores._codec import (
     SNAPSHOT_PREFIX,
     OutdatedEntryError,
     decode_snapshot,
     encode_snapshot,
     snapshot_key,
 )
-from stigg_cache._memory_only import refuse_io
-from stigg_cache.core.admission import FrequencySketch
-from stigg_cache.core.engine import FUTURE_SKEW_S
-from stigg_cache.core.terms import CachedSnapshot, ScopeKey
-from stigg_cache.errors import CorruptEntryError, StoreError, TamperedEntryError
-from stigg_cache.models import Snapshot
 from stigg_cache.stores.base import MISSING, Pruning, Store, count_keys, lease_of
 
 
@@ -121,7 +121,7 @@ class SnapshotCache:
             self._keeping()
         except StoreError as error:
             self._failed(StoreFault.WRITE_FAILED, error)
-        _fork.renew_after_fork(self, SnapshotCache._renew)
+        fork.renew_after_fork(self, SnapshotCache._renew)
 
     def _renew(self) -> None:
         """In a forked child: locks of its own (a count or sweep under way in the parent is

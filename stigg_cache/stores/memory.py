@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from stigg_cache import _fork
+from stigg_cache._support import fork
 from stigg_cache.stores.base import MISSING, Missing
 
 
@@ -17,7 +17,7 @@ class MemoryStore:
         self._values: dict[str, bytes] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # key -> owner, until (monotonic)
         self._lock = threading.Lock()
-        _fork.renew_after_fork(self, _fork.fresh_lock)
+        fork.renew_after_fork(self, fork.fresh_lock)
 
     def get(self, key: str) -> bytes | Missing:
         return self._values.get(key, MISSING)

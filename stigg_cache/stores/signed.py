@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from stigg_cache import _fork
+from stigg_cache._support import fork
 from stigg_cache.errors import ConfigurationError, InvalidTypeError, TamperedEntryError
 from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, count_keys, lease_of
 
@@ -101,7 +101,7 @@ class SignedStore:
         self._signer_id = _key_id(keys[0])
         self._high_water: dict[str, int] = {}
         self._lock = threading.Lock()
-        _fork.renew_after_fork(self, _fork.fresh_lock)
+        fork.renew_after_fork(self, fork.fresh_lock)
 
     @property
     def key_count(self) -> int:

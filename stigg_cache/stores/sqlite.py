@@ -2,7 +2,7 @@
 
 Safe for several threads (one connection behind a lock) and several processes
 (WAL, ``busy_timeout``, single-statement upserts, a connection per process:
-:mod:`stigg_cache.stores._sqlite`).
+:mod:`stigg_cache._support.sqlite`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import sqlite_utils
 
+from stigg_cache._support.files import private_file
+from stigg_cache._support.sqlite import SqliteConnection, expect_table
+from stigg_cache._support.url import not_found, path_from_url
 from stigg_cache.errors import StoreError
-from stigg_cache.stores._files import private_file
-from stigg_cache.stores._sqlite import SqliteConnection, expect_table
-from stigg_cache.stores._url import not_found, path_from_url
 from stigg_cache.stores.base import MISSING, Missing
 
 BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds

@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from stigg_cache._stigg_json import snapshot_to_json
+from stigg_cache.adapters._stigg_json import snapshot_to_json
 from stigg_cache.core.pacing import (
     EVENTS_PER_SECOND,
     MAX_EVENTS_PER_BATCH,

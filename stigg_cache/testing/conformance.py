@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 
-from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.errors import StiggCacheError, StoreNotFoundError
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
+from stigg_cache.stores._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
 from stigg_cache.stores.base import MISSING, Leases, Pruning, Store, count_keys
 from stigg_cache.stores.layered import SnapshotCache
 

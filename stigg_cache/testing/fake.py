@@ -25,8 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._log import FaultLog
+from stigg_cache._support.clock import SYSTEM_CLOCK
+from stigg_cache._support.log import FaultLog
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
 from stigg_cache.testing._closing import Closing
 from stigg_cache.testing.account import FakeAccount, json_answer

@@ -13,7 +13,7 @@ from stigg_cache import (
     Source,
     StiggUnavailableError,
 )
-from stigg_cache._health import Health
+from stigg_cache._engine.breaker import Health
 from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from stigg_cache import FallbackPolicy
-from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.cli import main
 from stigg_cache.models import Snapshot
 from stigg_cache.policy.explain import explain
 from stigg_cache.stores import open_store
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 
 POLICY = """version: 1
 rules:
@@ -86,16 +86,29 @@ def test_plans_are_read_from_the_snapshot_held(tmp_path: Path) -> None:
     for customer, plans in (("ent-1", ("plan-enterprise",)), ("ent-2", ()), ("ent-3", ("basic",))):
         held = Snapshot(customer, None, {}, fetched_at=1.0, plan_ids=plans)  # long expired
         store.put(snapshot_key(customer, None), encode_snapshot(held))
-    policy = FallbackPolicy.from_yaml(POLICY)
-    reader = open_store(url, read_only=True)
-    try:
-        first, second, third = (
-            _rules(explain(policy, customer_id=c, feature_id="sso", store=reader))[0]
-            for c in ("ent-1", "ent-2", "ent-3")
+    store.close()
+    policy = tmp_path / "fallback.yaml"
+    policy.write_text(POLICY)
+
+    def explained(customer: str) -> str:  # as a user asks: the command, over the store
+        result = CliRunner().invoke(
+            main,
+            [
+                "policy",
+                "explain",
+                str(policy),
+                "--customer",
+                customer,
+                "--feature",
+                "sso",
+                "--store",
+                url,
+            ],
         )
-    finally:
-        reader.close()
-        store.close()
+        assert result.exit_code == 0, result.output
+        return _rules(result.output.splitlines())[0]
+
+    first, second, third = (explained(c) for c in ("ent-1", "ent-2", "ent-3"))
     assert first == (
         "  1. enterprise: matches, and answers sso: has_access=True (customers: 'ent-1' "
         "matches [acme, ent-*]; plans: the snapshot's plans (plan-enterprise) include one of "

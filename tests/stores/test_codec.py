@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stigg_cache._codec import (
+from stigg_cache.adapters._stigg_json import LazyEntitlements
+from stigg_cache.errors import CorruptEntryError, InvalidResponseError
+from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
+from stigg_cache.stores._codec import (
     MAGIC,
     OutdatedEntryError,
     decode_snapshot,
@@ -17,9 +20,6 @@ from stigg_cache._codec import (
     pack,
     snapshot_key,
 )
-from stigg_cache._stigg_json import LazyEntitlements
-from stigg_cache.errors import CorruptEntryError, InvalidResponseError
-from stigg_cache.models import CreditEntitlement, FeatureEntitlement, Snapshot
 
 SNAPSHOT = Snapshot(
     customer_id="c-ü",

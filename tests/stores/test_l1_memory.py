@@ -12,7 +12,7 @@ import gc
 import tracemalloc
 from pathlib import Path
 
-from stigg_cache._clock import SYSTEM_CLOCK
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, SnapshotCache
 from stigg_cache.stores.memory import MemoryStore

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import ResilientClient, Source
-from stigg_cache._codec import pack, snapshot_key
+from stigg_cache._support.files import private_file
 from stigg_cache.errors import CorruptEntryError
 from stigg_cache.stores import open_store
-from stigg_cache.stores._files import private_file
+from stigg_cache.stores._codec import pack, snapshot_key
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.sqlite import TABLE
 from stigg_cache.testing.fake import FakeMode, FakeStigg
@@ -231,7 +231,7 @@ def test_disk_store_round_trips_values_kept_in_files(tmp_path: Path) -> None:
 
 
 def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_often() -> None:
-    from stigg_cache._clock import SYSTEM_CLOCK
+    from stigg_cache._support.clock import SYSTEM_CLOCK
     from stigg_cache.core.admission import FrequencySketch
     from stigg_cache.models import Snapshot
     from stigg_cache.stores.layered import DECODED_PER_STORED_BYTE, SnapshotCache
@@ -264,7 +264,7 @@ def test_l1_is_bounded_by_entries_and_bytes_and_admits_what_is_asked_for_more_of
     assert by_count.get(c, None) is not None  # asked for (from the store): now it is
     assert set(by_count.l1) == {("a", None), (c, None)}  # the least recently used went
 
-    from stigg_cache._codec import encode_snapshot
+    from stigg_cache.stores._codec import encode_snapshot
 
     def held(one: Snapshot) -> int:
         return int(len(encode_snapshot(one)) * DECODED_PER_STORED_BYTE)

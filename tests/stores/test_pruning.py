@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache._clock import SYSTEM_CLOCK
-from stigg_cache._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
+from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.models import Snapshot
 from stigg_cache.policy import Grant, Rule
 from stigg_cache.policy.model import PLAN_MEMORY_S
+from stigg_cache.stores._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
 from stigg_cache.stores.base import MISSING
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.layered import SnapshotCache

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from stigg_cache import ConfigurationError, FallbackPolicy, ResilientClient, Source
-from stigg_cache._codec import encode_snapshot, snapshot_key
 from stigg_cache.models import Snapshot
 from stigg_cache.stores import open_store, signed
+from stigg_cache.stores._codec import encode_snapshot, snapshot_key
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
 from stigg_cache.testing.conformance import StoreConformance

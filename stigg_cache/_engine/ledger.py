@@ -8,10 +8,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._health import Health
-from stigg_cache._memory_only import MEMORY_ONLY, refuse_io
+from stigg_cache._engine.breaker import Health
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.memory_only import MEMORY_ONLY, refuse_io
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
@@ -59,7 +59,7 @@ class UsageService:
         self._touched: dict[ScopeKey, None] = {}
         self._touched_lock = threading.Lock()
         self._consuming = threading.Lock()
-        _fork.renew_after_fork(self, UsageService._renew)
+        fork.renew_after_fork(self, UsageService._renew)
         self._shared = outbox if isinstance(outbox, SharedUsage) else None
         self._cursor = -1  # the shared outbox's changes seen so far (-1: all it holds)
         # Customers (and resources) whose usage in the shared outbox was read: each is read

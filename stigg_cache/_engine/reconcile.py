@@ -13,11 +13,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._fetcher import DEFAULT_BACKGROUND_FETCHES, Fetcher
-from stigg_cache._log import FaultLog, logger
-from stigg_cache._usage import UsageService
+from stigg_cache._engine.fetcher import DEFAULT_BACKGROUND_FETCHES, Fetcher
+from stigg_cache._engine.ledger import UsageService
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.log import FaultLog, logger
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, RateBucket
 from stigg_cache.core.reconcile import (
     DecisionJournal,
@@ -71,11 +71,11 @@ class Reconciler:
         self._started = threading.Lock()
         self._listeners: list[ReportListener] = []
         self.last_report: ReconcileReport | None = None
-        _fork.renew_after_fork(self, Reconciler._renew)
+        fork.renew_after_fork(self, Reconciler._renew)
 
     def _renew(self) -> None:
         """In a forked child: no reconciliation runs here, whatever the parent was doing."""
-        self._stop = _fork.renewed(self._stop)
+        self._stop = fork.renewed(self._stop)
         if self._own_sleep:
             self._sleep = self._stop.wait
         self._running = threading.Lock()

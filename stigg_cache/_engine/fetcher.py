@@ -27,9 +27,9 @@ from concurrent.futures import Future
 
 import attrs
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._memory_only import refuse_io
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
 from stigg_cache.core.terms import CachedSnapshot, ScopeKey, StiggHealth
@@ -96,7 +96,7 @@ class Fetcher:
         self._stop = threading.Event()
         self._persisted = threading.Condition()
         self._persisting = 0  # fetched snapshots on their way to the store
-        _fork.renew_after_fork(self, Fetcher._renew)
+        fork.renew_after_fork(self, Fetcher._renew)
 
     def _renew(self) -> None:
         """In a forked child no flight of the parent will land: forget them and their slots.
@@ -109,7 +109,7 @@ class Fetcher:
         self._background_slots = threading.BoundedSemaphore(self._concurrency[1])
         self._flights = {}
         self._owner = _lease_owner()
-        self._stop = _fork.renewed(self._stop)
+        self._stop = fork.renewed(self._stop)
         self._persisted = threading.Condition()
         self._persisting = 0
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import attrs
 
-from stigg_cache._stigg_json import (
+from stigg_cache.adapters._stigg_json import (
     LazyEntitlements,
     compact_json,
     feature_to_json,

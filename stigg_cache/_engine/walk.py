@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Protocol, assert_never
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._fastpath import FastPath
-from stigg_cache._fetcher import Fetcher
-from stigg_cache._health import Health
-from stigg_cache._log import FaultLog, shown
-from stigg_cache._usage import UsageService
+from stigg_cache._engine.breaker import Health
+from stigg_cache._engine.fastpath import FastPath
+from stigg_cache._engine.fetcher import Fetcher
+from stigg_cache._engine.ledger import UsageService
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.log import FaultLog, shown
 from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.reconcile import DecisionJournal
@@ -72,7 +72,7 @@ class Walker:
         self._faults = faults
         self._clock = host.clock
         self.journal = DecisionJournal()
-        _fork.renew_after_fork(self.journal, DecisionJournal.renew_lock)
+        fork.renew_after_fork(self.journal, DecisionJournal.renew_lock)
 
     def walked(self, question: walk.Question) -> Answer:
         """The answer to a question, and how to judge it again with other local usage."""

@@ -6,9 +6,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
-from stigg_cache._log import logger
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
+from stigg_cache._support.log import logger
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import ConnectionState
@@ -33,7 +33,7 @@ class Health:
         # Stigg answered meanwhile, the call's late failure (a request released
         # from a blackhole after Stigg came back) is old news, not a new outage.
         self.answers = 0
-        _fork.renew_after_fork(self, Health._renew)
+        fork.renew_after_fork(self, Health._renew)
 
     def _renew(self) -> None:
         """In a forked child: a lock of its own, and no probe left to a parent's request.

@@ -17,8 +17,8 @@ from collections import Counter
 
 import attrs
 
-from stigg_cache import _fork
-from stigg_cache._clock import Clock
+from stigg_cache._support import fork
+from stigg_cache._support.clock import Clock
 
 LOG_INTERVAL_S = 60.0  # Stigg's own guidance: log fallbacks at most once a minute
 MAX_REMEMBERED = 10_000  # distinct keys counted per kind between two lines: ids are unbounded
@@ -44,7 +44,7 @@ class FaultLog:
         self._kinds: dict[str, _Since] = {}  # event names are the code's: a bounded set
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
-        _fork.renew_after_fork(self, _fork.fresh_lock)
+        fork.renew_after_fork(self, fork.fresh_lock)
 
     def report(
         self, event: str, message: str, *, key: str = "", level: int = logging.WARNING

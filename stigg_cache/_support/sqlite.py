@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from stigg_cache import _fork
+from stigg_cache._support import fork
 from stigg_cache.errors import ConfigurationError, StoreError
 
 _T = TypeVar("_T")
@@ -165,7 +165,7 @@ class SqliteConnection:
                 self._conn: sqlite3.Connection | None = self._open()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open {name} {path}: {error}") from error
-        _fork.renew_after_fork(self, SqliteConnection._reconnect)
+        fork.renew_after_fork(self, SqliteConnection._reconnect)
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One statement (its own transaction); every row it returns."""
@@ -332,7 +332,7 @@ class SqliteConnection:
 
         An in-memory database starts empty in the child: what it held is the parent's.
         """
-        _fork.abandon(self._conn, self._idle_readers)
+        fork.abandon(self._conn, self._idle_readers)
         self._lock = threading.Lock()
         self._conn = None
         self._idle_readers = []
