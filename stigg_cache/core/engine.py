@@ -28,7 +28,8 @@ from stigg_cache.models import (
 )
 
 FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed fresh
-DEFAULT_REQUESTED_USAGE = 1.0  # Stigg's SDKs check one unit when none is given
+# Stigg's SDKs check one unit when none is given: at 10 of 10 a hard limit denies, in every tier
+DEFAULT_REQUESTED_USAGE = 1.0
 MIN_REFRESH_S = 5.0  # a customer is asked for again at most this often while stale
 
 
@@ -186,6 +187,13 @@ def uses_usage(request: CheckRequest, entitlement: FeatureEntitlement | None) ->
     )
 
 
+def grant_uses_usage(request: CheckRequest, grant: Grant) -> bool:
+    """Whether usage decides a fallback's answer, as :func:`uses_usage` says for a snapshot's:
+    metered checks and metered grants (with a ``usage_limit``), each asking for one unit
+    unless told, so at 10 of 10 a hard limit denies in every tier."""
+    return request.kind is CheckKind.METERED or grant.usage_limit is not None
+
+
 def usage_terms(
     request: CheckRequest, entitlement: FeatureEntitlement, now_wall: float
 ) -> UsageTerms | None:
@@ -282,10 +290,14 @@ def from_grant(
     local_usage = 0.0 if local is None else local.applied_to(0.0)
     has_access = grant.has_access
     reason = None if has_access else "Unknown"
-    if has_access and request.kind in (CheckKind.METERED, CheckKind.GENERIC):
-        requested = _requested(request) if request.kind is CheckKind.METERED else 0.0
-        if not _within_limit(grant.usage_limit, grant.is_unlimited, local_usage, requested):
-            has_access, reason = False, "RequestedUsageExceedingLimit"
+    if (
+        has_access
+        and grant_uses_usage(request, grant)
+        and not _within_limit(
+            grant.usage_limit, grant.is_unlimited, local_usage, _requested(request)
+        )
+    ):
+        has_access, reason = False, "RequestedUsageExceedingLimit"
     if (
         has_access
         and request.requested_values

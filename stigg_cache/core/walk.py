@@ -371,7 +371,7 @@ def _fallback(
         reason=why,
     )
     usage_of = None
-    if request.kind in _USAGE_KINDS:
+    if request.kind in _USAGE_KINDS or engine.grant_uses_usage(request, resolution.grant):
         usage_of = (
             (request.customer_id, request.resource_id, request.feature_id),
             None,
