@@ -144,7 +144,10 @@ def test_reconcile_reports_offline_decisions_fresh_data_contradicts(
     assert report.decisions_checked == 2
     assert report.customers_refreshed >= 3  # newbie, ghost and acme (it reported usage offline)
     explained = {(c.customer_id, c.feature_id): c.explanation for c in report.contradictions}
-    assert "ended over the limit (10 of 5)" in explained[("newbie", "api_calls")]
+    assert (
+        "RequestedUsageExceedingLimit (10 of 5 used, 1 requested)"
+        in explained[("newbie", "api_calls")]
+    )
     assert "CustomerNotFound" in explained[("ghost", "sso")]
     assert report.granted_but_denied == 2
 

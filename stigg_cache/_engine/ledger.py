@@ -6,7 +6,7 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from stigg_cache._engine.breaker import Health
 from stigg_cache._support import fork
@@ -15,6 +15,7 @@ from stigg_cache._support.memory_only import MEMORY_ONLY, refuse_io
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.reconcile import Measure
 from stigg_cache.core.terms import ScopeKey
 from stigg_cache.errors import OutboxFullError, StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
@@ -288,29 +289,40 @@ class UsageService:
         counted: float | None = None,
     ) -> None:
         key, at = record.idempotency_key, record.stamped_at
-        if record.kind is RecordKind.USAGE:
-            scope = (record.customer_id, record.resource_id, record.name)
-            is_set = record.update_behavior == "SET"
+        for feature_id, value, is_set in _measures(record, meters):
+            scope = (record.customer_id, record.resource_id, feature_id)
             self.ledger.record(
                 scope,
                 key,
-                value=record.value,
+                value=value,
                 at=at,
                 is_set=is_set,
                 acked_at=acked_at,
-                counted=counted,
+                counted=counted if record.kind is RecordKind.USAGE else None,
             )
-            return
-        for feature_id, meter in meters.get(record.name, ()):
-            if meter.aggregate == "count":
-                value = 1.0
+
+    def reported(self, scopes: Iterable[ScopeKey]) -> dict[ScopeKey, dict[str, list[Measure]]]:
+        """What the host reported of each scope that its outbox still holds (pending, or sent
+        within the hour), by feature: what reconciliation dates offline decisions by. A scope
+        the outbox cannot tell of is left out (its usage then is not known)."""
+        meters, wanted = self._meters(), set(scopes)
+        found: dict[ScopeKey, dict[str, list[Measure]]] = {}
+        try:
+            if self._shared is None:
+                held = [r for r, _ in self.outbox.unsettled()]
             else:
-                raw = record.dimensions.get(meter.field or "")
-                if isinstance(raw, bool) or not isinstance(raw, int | float):
-                    continue
-                value = float(raw)
-            scope = (record.customer_id, record.resource_id, feature_id)
-            self.ledger.record(scope, key, value=value, at=at, acked_at=acked_at)
+                held = [h.record for s in wanted for h in self._shared.held_of(*s)]
+        except StoreError:
+            return found
+        for scope in wanted:
+            found[scope] = {}
+        for record in held:
+            by_feature = found.get((record.customer_id, record.resource_id))
+            if by_feature is None:
+                continue
+            for feature_id, value, is_set in _measures(record, meters):
+                by_feature.setdefault(feature_id, []).append((record.stamped_at, value, is_set))
+        return found
 
     def _meters(self) -> dict[str, list[tuple[str, Meter]]]:
         """The policy's meters by event name (rebuilt when the policy changes)."""
@@ -324,3 +336,20 @@ class UsageService:
             if self._shared is not None:  # the outbox indexes these events by customer
                 self._shared.counted_events = frozenset(index)
         return index
+
+
+def _measures(
+    record: UsageRecord, meters: dict[str, list[tuple[str, Meter]]]
+) -> Iterator[tuple[str, float, bool]]:
+    """The features a record counts for, with its value and whether it is a ``SET``: a usage
+    record its own feature; an event every feature a meter maps it to."""
+    if record.kind is RecordKind.USAGE:
+        yield record.name, record.value, record.update_behavior == "SET"
+        return
+    for feature_id, meter in meters.get(record.name, ()):
+        if meter.aggregate == "count":
+            yield feature_id, 1.0, False
+            continue
+        raw = record.dimensions.get(meter.field or "")
+        if not isinstance(raw, bool) and isinstance(raw, int | float):
+            yield feature_id, float(raw), False

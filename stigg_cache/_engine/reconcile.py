@@ -147,7 +147,9 @@ class Reconciler:
         flushed = self._usage.flusher.flush(timeout_s / 2, cancel=self._stop)
         entries, dropped = self._journal.take()
         fresh, failed = self._refresh(_most_recent_first(entries, self._usage.touched()), deadline)
-        contradictions = judge_offline(entries, fresh, now_wall=self._clock.time())
+        contradictions = judge_offline(
+            entries, fresh, now_wall=self._clock.time(), reported=self._usage.reported(fresh)
+        )
         return ReconcileReport(
             started_at=started,
             finished_at=self._clock.time(),

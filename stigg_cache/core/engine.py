@@ -133,7 +133,8 @@ def usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:
     return entitlement.current_usage or 0.0
 
 
-def _requested(request: CheckRequest) -> float:
+def requested(request: CheckRequest) -> float:
+    """The units a check asks for: its ``requested_usage``, else one."""
     if request.requested_usage is None:
         return DEFAULT_REQUESTED_USAGE
     return request.requested_usage
@@ -224,7 +225,7 @@ def from_snapshot(
     used = usage_in_period(entitlement, now_wall)
     if terms is not None:
         used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
-        has_access, reason = terms.judge(used, _requested(request))
+        has_access, reason = terms.judge(used, requested(request))
     if has_access and request.requested_values:
         allowed = set(entitlement.enum_values or ())
         if not allowed.issuperset(request.requested_values):
@@ -294,7 +295,7 @@ def from_grant(
         has_access
         and grant_uses_usage(request, grant)
         and not _within_limit(
-            grant.usage_limit, grant.is_unlimited, local_usage, _requested(request)
+            grant.usage_limit, grant.is_unlimited, local_usage, requested(request)
         )
     ):
         has_access, reason = False, "RequestedUsageExceedingLimit"
@@ -350,7 +351,7 @@ def _build(
                 **common,
                 usage_limit=entitlement.usage_limit,
                 current_usage=used,
-                requested_usage=_requested(request),
+                requested_usage=requested(request),
                 is_unlimited=entitlement.has_unlimited_usage,
                 has_soft_limit=entitlement.has_soft_limit,
                 reset_period=entitlement.reset_period,

@@ -8,14 +8,17 @@ again; disagreements go into a :class:`ReconcileReport` for the operator
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from stigg_cache.core import walk
+from stigg_cache.core import engine, walk
 from stigg_cache.core.engine import CheckRequest
-from stigg_cache.models import AnyEntitlement, MeteredEntitlement, Snapshot, Source
+from stigg_cache.core.ledger import LocalUsage
+from stigg_cache.core.terms import ScopeKey
+from stigg_cache.models import AnyEntitlement, Decision, FeatureEntitlement, Snapshot, Source
 
 # Kinds of offline decision kept for the report (customer, feature, request, tier and
 # answer: counted with their first and last time), and the characters of their ids and
@@ -137,39 +140,95 @@ def _chars(request: CheckRequest) -> int:
     return ids + sum(map(len, request.requested_values))
 
 
-def _explain(entry: OfflineDecision, verdict: AnyEntitlement) -> str | None:
-    if isinstance(verdict, MeteredEntitlement):
-        limit = verdict.usage_limit
-        if entry.has_access and limit is not None and not verdict.is_unlimited:
-            if verdict.current_usage > limit:
-                return (
-                    "granted offline, but the customer ended over the limit "
-                    f"({verdict.current_usage:g} of {limit:g})"
-                )
-            return None
-        if not entry.has_access and verdict.has_access:
-            return "denied offline, but the customer was within the limit"
+Measure = tuple[float, float, bool]
+"""Usage this host reported for a feature: (wall time of its stamp, value, whether a ``SET``)."""
+Reported = Mapping[ScopeKey, Mapping[str, Sequence[Measure]]]
+"""By scope, by feature: what the host reported (a scope missing: not known)."""
+
+
+def usage_then(
+    entitlement: FeatureEntitlement, measures: Sequence[Measure] | None, at: float, now_wall: float
+) -> float | None:
+    """The usage Stigg counted at ``at``: what it counts now, less what this host reported at
+    or after ``at`` in the current period. ``None`` when that cannot be known: the decision
+    fell in an earlier period, a ``SET`` came after it, or the host's reports are unknown."""
+    start = entitlement.usage_period_start
+    if measures is None or (start is not None and at < start.timestamp()):
         return None
-    if verdict.has_access == entry.has_access:
+    since = start.timestamp() if start is not None else -math.inf
+    after = [m for m in measures if m[0] >= at and m[0] >= since]
+    if any(is_set for _, _, is_set in after):
         return None
-    return f"Stigg now says {'granted' if verdict.has_access else verdict.access_denied_reason}"
+    return max(0.0, engine.usage_in_period(entitlement, now_wall) - sum(v for _, v, _ in after))
+
+
+@attrs.frozen
+class StiggThen:
+    """What Stigg would have answered an offline decision when it was made.
+
+    ``used``: the usage it was judged with, when usage decided it (``None``: usage plays
+    no part). ``usage_known``: false when that usage cannot be dated back to the decision
+    (judged with none: only what does not depend on usage can contradict it).
+    """
+
+    answer: AnyEntitlement
+    used: float | None = None
+    usage_known: bool = True
+
+
+def stigg_then(
+    entry: OfflineDecision, snapshot: Snapshot, reported: Reported, now_wall: float
+) -> StiggThen:
+    """Stigg's answer to an offline decision at its time: its terms now (granted, limit, soft
+    limit, subscription), with the usage reported before the decision. A grant is judged at
+    its last time (the most usage), a denial at its first (the least)."""
+    request = entry.request
+    scope = (request.customer_id, request.resource_id)
+    feature = snapshot.entitlements.get(request.feature_id)
+    if snapshot.access_denied_reason or feature is None or not engine.uses_usage(request, feature):
+        return StiggThen(walk.verdict(request, snapshot, now_wall))
+    at = entry.last_at if entry.has_access else entry.first_at
+    measures = reported[scope].get(request.feature_id, ()) if scope in reported else None
+    used = usage_then(feature, measures, at, now_wall)
+    decision = Decision(Source.LIVE, 0.0, stale=False)
+    local = LocalUsage(0.0, absolute=0.0 if used is None else used)
+    answer = engine.from_snapshot(request, snapshot, decision, now_wall, local)
+    return StiggThen(answer, used, usage_known=used is not None)
+
+
+def _explain(entry: OfflineDecision, then: StiggThen) -> str | None:
+    stigg = then.answer
+    if stigg.has_access == entry.has_access or (not entry.has_access and not then.usage_known):
+        return None  # a denial on usage that cannot be dated back is not contradicted
+    usage = ""
+    limit = getattr(stigg, "usage_limit", None)
+    if then.used is not None and limit is not None:
+        asked = f", {engine.requested(entry.request):g} requested" if entry.has_access else ""
+        usage = f" ({then.used:g} of {limit:g} used{asked})"
+    if entry.has_access:
+        return (
+            f"granted offline, but Stigg would have denied it: {stigg.access_denied_reason}{usage}"
+        )
+    return f"denied offline, but Stigg would have granted it{usage}"
 
 
 def judge_offline(
     entries: Iterable[OfflineDecision],
-    fresh: Mapping[tuple[str, str | None], Snapshot],
+    fresh: Mapping[ScopeKey, Snapshot],
     *,
     now_wall: float,
+    reported: Reported,
 ) -> list[Contradiction]:
-    """The offline decisions that fresh snapshots contradict."""
+    """The offline decisions that fresh snapshots contradict: each judged against what Stigg
+    would have answered when it was made (:func:`stigg_then`)."""
     found: list[Contradiction] = []
     for entry in entries:
         request = entry.request
         snapshot = fresh.get((request.customer_id, request.resource_id))
         if snapshot is None:
             continue
-        verdict = walk.verdict(request, snapshot, now_wall)
-        explanation = _explain(entry, verdict)
+        then = stigg_then(entry, snapshot, reported, now_wall)
+        explanation = _explain(entry, then)
         if explanation is not None:
             found.append(
                 Contradiction(
@@ -179,7 +238,7 @@ def judge_offline(
                     entry.first_at,
                     entry.source,
                     entry.has_access,
-                    verdict.has_access,
+                    then.answer.has_access,
                     explanation,
                     entry.count,
                     entry.last_at,
