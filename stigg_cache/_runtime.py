@@ -23,6 +23,7 @@ import attrs
 from stigg_cache._engine.breaker import Health
 from stigg_cache._engine.fastpath import FastPath
 from stigg_cache._engine.fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
+from stigg_cache._engine.journal import HostJournal
 from stigg_cache._engine.ledger import DEFAULT_OUTBOX_MAX_RECORDS, UsageService
 from stigg_cache._engine.reconcile import Reconciler
 from stigg_cache._engine.walk import Walker
@@ -144,11 +145,20 @@ class Runtime:
                 usage=self.usage,
                 grew=self.cache.grew,
             )
+            self.journal = HostJournal(self.outbox, self.faults)
+            undo.callback(self.journal.close)
             self.walker = Walker(
-                self, self.cache, self.fetcher, self.health, self.usage, self.warm, self.faults
+                self,
+                self.cache,
+                self.fetcher,
+                self.health,
+                self.usage,
+                self.warm,
+                self.faults,
+                self.journal,
             )
             self.reconciler = Reconciler(
-                self.walker.journal,
+                self.journal,
                 self.usage,
                 self.fetcher,
                 clock,
@@ -379,6 +389,7 @@ class Runtime:
             return
         self.closed = True
         self.reconciler.close()
+        self.journal.close()  # before the outbox it is kept in
         self.usage.close()
         self.fetcher.close()
         if self.watcher is not None:

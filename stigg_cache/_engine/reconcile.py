@@ -14,17 +14,13 @@ from collections import deque
 from collections.abc import Callable
 
 from stigg_cache._engine.fetcher import DEFAULT_BACKGROUND_FETCHES, Fetcher
+from stigg_cache._engine.journal import HostJournal
 from stigg_cache._engine.ledger import UsageService
 from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
 from stigg_cache._support.log import FaultLog, logger
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, RateBucket
-from stigg_cache.core.reconcile import (
-    DecisionJournal,
-    OfflineDecision,
-    ReconcileReport,
-    judge_offline,
-)
+from stigg_cache.core.reconcile import OfflineDecision, ReconcileReport, judge_offline
 from stigg_cache.core.terms import CachedSnapshot, ScopeKey
 from stigg_cache.errors import StiggUnavailableError, StoreError
 from stigg_cache.models import Snapshot
@@ -44,7 +40,7 @@ class Reconciler:
 
     def __init__(
         self,
-        journal: DecisionJournal,
+        journal: HostJournal,
         usage: UsageService,
         fetcher: Fetcher,
         clock: Clock,

@@ -14,13 +14,12 @@ from typing import Protocol, assert_never
 from stigg_cache._engine.breaker import Health
 from stigg_cache._engine.fastpath import FastPath
 from stigg_cache._engine.fetcher import Fetcher
+from stigg_cache._engine.journal import HostJournal
 from stigg_cache._engine.ledger import UsageService
-from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
 from stigg_cache._support.log import FaultLog, shown
 from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckRequest
-from stigg_cache.core.reconcile import DecisionJournal
 from stigg_cache.core.terms import Budgets
 from stigg_cache.models import AnyEntitlement, Snapshot
 from stigg_cache.stores.layered import SnapshotCache, StoreFault
@@ -51,7 +50,7 @@ class Host(Protocol):
 
 
 class Walker:
-    """Drives walks for one client; keeps the journal of its offline decisions."""
+    """Drives walks for one client; counts its offline decisions in the host's journal."""
 
     def __init__(  # noqa: PLR0917 - the parts a walk's I/O touches, each once
         self,
@@ -62,6 +61,7 @@ class Walker:
         usage: UsageService,
         warm: FastPath,
         faults: FaultLog,
+        journal: HostJournal,
     ) -> None:
         self._host = host
         self._cache = cache
@@ -71,8 +71,7 @@ class Walker:
         self._warm = warm
         self._faults = faults
         self._clock = host.clock
-        self.journal = DecisionJournal()
-        fork.renew_after_fork(self.journal, DecisionJournal.renew_lock)
+        self.journal = journal
 
     def walked(self, question: walk.Question) -> Answer:
         """The answer to a question, and how to judge it again with other local usage."""

@@ -8,6 +8,7 @@ again; disagreements go into a :class:`ReconcileReport` for the operator
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from stigg_cache.core import engine, walk
-from stigg_cache.core.engine import CheckRequest
+from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.ledger import LocalUsage
 from stigg_cache.core.terms import ScopeKey
 from stigg_cache.models import AnyEntitlement, Decision, FeatureEntitlement, Snapshot, Source
@@ -101,10 +102,6 @@ class DecisionJournal:
         self._uncovered = 0
         self._lock = threading.Lock()
 
-    def renew_lock(self) -> None:
-        """A lock of this process's own (after ``os.fork``)."""
-        self._lock = threading.Lock()
-
     def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
         """Count one offline decision made at ``at`` (wall time)."""
         key = (request, source, has_access)
@@ -119,6 +116,32 @@ class DecisionJournal:
             else:
                 self._uncovered += 1
 
+    def add(self, decision: OfflineDecision) -> None:
+        """Count alike decisions at once (taken back from the host's journal, or not yet
+        added to it)."""
+        key = (decision.request, decision.source, decision.has_access)
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is not None:
+                kind[0] += decision.count
+                kind[1] = min(kind[1], decision.first_at)
+                kind[2] = max(kind[2], decision.last_at)
+            elif len(self._kinds) < self._size and _chars(decision.request) <= self._chars_left:
+                self._kinds[key] = [decision.count, decision.first_at, decision.last_at]
+                self._chars_left -= _chars(decision.request)
+            else:
+                self._uncovered += decision.count
+
+    def add_uncovered(self, count: int) -> None:
+        """Decisions a bound kept out elsewhere: counted as not covered."""
+        with self._lock:
+            self._uncovered += count
+
+    @property
+    def empty(self) -> bool:
+        """Whether nothing is held (no kind, nothing uncovered)."""
+        return not self._kinds and not self._uncovered
+
     def take(self) -> tuple[list[OfflineDecision], int]:
         """Every kind so far, most recent last, and how many decisions were not covered;
         the journal empties."""
@@ -132,6 +155,51 @@ class DecisionJournal:
         ]
         taken.sort(key=lambda decision: decision.last_at)
         return taken, uncovered
+
+
+JournalRow = tuple[str, int, float, float, int]
+"""A kind of offline decision as the host's journal keeps it: its key (:func:`kind_key`),
+count, first and last time, and the characters it holds (the journal's bound)."""
+
+
+def journal_row(decision: OfflineDecision) -> JournalRow:
+    """A kind of decision as the host's journal keeps it."""
+    request = decision.request
+    key = json.dumps(
+        [
+            request.kind.value,
+            request.customer_id,
+            request.feature_id,
+            request.resource_id,
+            request.requested_usage,
+            list(request.requested_values),
+            decision.source.value,
+            decision.has_access,
+        ],
+        separators=(",", ":"),
+    )
+    return key, decision.count, decision.first_at, decision.last_at, _chars(request)
+
+
+def from_journal_row(row: JournalRow) -> OfflineDecision | None:
+    """A kind of decision read back from the host's journal; ``None`` if it does not parse
+    (written by another version, or damaged)."""
+    key, count, first_at, last_at, _ = row
+    try:
+        kind, customer, feature, resource, usage, values, source, granted = json.loads(key)
+        request = CheckRequest(
+            CheckKind(kind),
+            str(customer),
+            str(feature),
+            None if resource is None else str(resource),
+            None if usage is None else float(usage),
+            tuple(str(v) for v in values),
+        )
+        return OfflineDecision(
+            request, Source(source), bool(granted), int(count), float(first_at), float(last_at)
+        )
+    except (ValueError, TypeError, RecursionError):
+        return None
 
 
 def _chars(request: CheckRequest) -> int:

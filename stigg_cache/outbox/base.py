@@ -19,6 +19,7 @@ import attrs
 
 from stigg_cache.core.ledger import DEFAULT_KEEP_ACKED_S
 from stigg_cache.core.pacing import RateBucket
+from stigg_cache.core.reconcile import JournalRow
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 
 KEEP_SENT_S = DEFAULT_KEEP_ACKED_S
@@ -219,4 +220,28 @@ class SharedPacing(Protocol):
 
     def rate_bucket(self, name: str, rate: float, capacity: float) -> RateBucket:
         """The fleet's bucket called ``name`` (created with ``rate`` and ``capacity``)."""
+        ...
+
+
+@runtime_checkable
+class SharedJournal(Protocol):
+    """An outbox every process of a host shares also keeps the host's offline decisions.
+
+    Each process counts its offline decisions in memory and adds them here now and
+    then; a reconciliation, made by whichever process, takes them all. So a worker
+    restarted during an outage, or a sibling that reconciles, reports every decision
+    of the host once. Bounded as the local journal is. Faults follow the outbox's
+    rules (``StoreError``): the caller keeps what it could not add, and tries again.
+    """
+
+    def journal_add(
+        self, rows: Sequence[JournalRow], uncovered: int, *, size: int, chars: int
+    ) -> None:
+        """Count ``rows`` in (alike kinds summed, first and last times widened); a new kind
+        past ``size`` kinds or ``chars`` characters, and ``uncovered``, count as not covered."""
+        ...
+
+    def journal_take(self) -> tuple[list[JournalRow], int]:
+        """Every kind held and how many decisions were not covered; the journal empties, in
+        the same transaction (two processes taking at once never both get one)."""
         ...

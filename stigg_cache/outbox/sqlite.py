@@ -21,7 +21,9 @@ import sqlite_utils
 from stigg_cache._support.files import private_file
 from stigg_cache._support.sqlite import SqliteConnection, expect_table
 from stigg_cache._support.url import not_found, path_from_url
+from stigg_cache.core.reconcile import JournalRow
 from stigg_cache.errors import ConfigurationError, StoreError
+from stigg_cache.outbox import _sqlite_journal as _journal
 from stigg_cache.outbox._sqlite_claims import OLDEST, RECOUNT_IF_EMPTY, claimable
 from stigg_cache.outbox._sqlite_schema import (
     COLUMNS,
@@ -543,6 +545,18 @@ class SqliteOutbox:
         if ids is None:
             return "", ()
         return f"WHERE id IN ({_marks(ids) or 'NULL'})", tuple(ids)
+
+    def journal_add(
+        self, rows: Sequence[JournalRow], uncovered: int, *, size: int, chars: int
+    ) -> None:
+        """The host's offline decisions counted in (``SharedJournal``)."""
+        with self._db.write() as db:
+            _journal.journal_add(db, rows, uncovered, size=size, chars=chars)
+
+    def journal_take(self) -> tuple[list[JournalRow], int]:
+        """Every offline decision of the host, taken (``SharedJournal``)."""
+        with self._db.write() as db:
+            return _journal.journal_take(db)
 
     def close(self) -> None:
         self._db.close()

@@ -28,6 +28,7 @@ from typing import Any, cast
 import platformdirs
 
 from stigg_cache.core.pacing import TokenBucket
+from stigg_cache.core.reconcile import JournalRow
 from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
@@ -49,6 +50,7 @@ from stigg_cache.outbox.records import (
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
+from stigg_cache_redis.journal import RedisJournal
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
@@ -144,6 +146,7 @@ class RedisOutbox:
             )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
+        self._journal = RedisJournal(self._redis, tag, self._gate)
         self.local = local or SqliteOutbox(
             settings.local_outbox or default_local_outbox(settings.namespace)
         )
@@ -411,6 +414,16 @@ class RedisOutbox:
     def rate_bucket(self, name: str, rate: float, capacity: float) -> RedisBucket:
         """The fleet's bucket ``name``; this process's own while Redis is unreachable."""
         return RedisBucket(self, self._bucket_prefix + name, rate, capacity)
+
+    def journal_add(
+        self, rows: Sequence[JournalRow], uncovered: int, *, size: int, chars: int
+    ) -> None:
+        """The host's offline decisions counted in (``SharedJournal``; see ``journal.py``)."""
+        self._journal.add(rows, uncovered, size=size, chars=chars)
+
+    def journal_take(self) -> tuple[list[JournalRow], int]:
+        """Every offline decision of the host, taken (``SharedJournal``)."""
+        return self._journal.take()
 
     def bucket_call(self, key: str, *args: str | float) -> float:
         """One atomic operation of the bucket script (see ``bucket.lua``).
