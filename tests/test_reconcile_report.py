@@ -183,7 +183,7 @@ def _options(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> dict[str, A
         "store": f"sqlite:///{tmp_path}/cache.db",
         "policy": POLICY,
         "clock": clock,
-        "check_timeout": 0.5,
+        "check_timeout": 10.0,  # a loaded machine still fetches LIVE (DOWN refuses at once)
         "breaker": CircuitBreaker(
             failure_threshold=1, base_backoff_s=BACKOFF_S, max_backoff_s=BACKOFF_S
         ),
