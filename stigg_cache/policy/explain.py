@@ -157,7 +157,7 @@ def _key(rule: Rule, key: str, request: CheckRequest, plan_ids: tuple[str, ...] 
         plans=rule.plans if key == "plans" else (),
     )
     holds = alone.matches(request.customer_id, request.resource_id, plan_ids or ())
-    patterns = ", ".join(getattr(rule, key))
+    patterns = ", ".join("null" if p is None else p for p in getattr(rule, key))
     if key == "plans":
         if plan_ids is None:
             return "plans: needs a snapshot; none is cached"

@@ -364,7 +364,7 @@ class _Validator:
             match = self._mapping(
                 spec.get("match"), (*path, "match"), {"customers", "resources", "plans"}
             )
-            lists = {k: self._strings(match[k], (*path, "match", k)) for k in match}
+            lists = {k: self._patterns(k, match[k], (*path, "match", k)) for k in match}
             if not any(lists.values()):
                 self.issues.add(
                     (*path, "match"),
@@ -385,6 +385,23 @@ class _Validator:
                 )
             )
         return rules
+
+    def _patterns(self, key: str, value: Any, path: Path_) -> tuple[Any, ...]:
+        """A matcher's ids or globs; ``resources`` may also hold ``null``: no resource."""
+        if key != "resources":
+            return self._strings(value, path)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(
+            v is None or (isinstance(v, str) and v) for v in value
+        ):
+            self.issues.add(
+                path,
+                "expected a list of resource ids or glob patterns, e.g. [eu-*]: '*' is any "
+                "resource, null a check that names no resource",
+            )
+            return ()
+        return tuple(value)
 
     def _strings(self, value: Any, path: Path_) -> tuple[str, ...]:
         if isinstance(value, str):

@@ -28,38 +28,56 @@ class FeaturePolicy:
     fallback: Grant | None = None
 
 
-def _compile_globs(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not patterns:
+NO_RESOURCE = None  # in ``resources``: matches a check that names no resource
+
+
+def _compile_globs(patterns: tuple[str | None, ...]) -> re.Pattern[str] | None:
+    """One pattern for a matcher's globs (``NO_RESOURCE`` is not a glob: left out)."""
+    globs = [p for p in patterns if p is not None]
+    if not globs:
         return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in globs))
 
 
 @attrs.frozen
 class Rule:
     """One ordered rule: if every given matcher matches, its grants answer.
 
-    An empty matcher matches anything; patterns are shell globs (``ent-*``).
+    An empty matcher matches anything. Customers, resources and plans match alike:
+    an id or a shell glob (``ent-*``), any one of a matcher's patterns will do, and a
+    check matches ``plans`` when any plan of the customer does. A glob matches a
+    resource, so ``resources: ["*"]`` is "any resource"; a check that names no resource
+    (a customer-level check) matches ``resources`` only through ``null``
+    (:data:`NO_RESOURCE`).
     """
 
     name: str
     grants: Mapping[str, Grant]
     customers: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
+    resources: tuple[str | None, ...] = ()
     plans: tuple[str, ...] = ()
     _customer_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
     _resource_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
+    _plan_re: re.Pattern[str] | None = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_customer_re", _compile_globs(self.customers))
         object.__setattr__(self, "_resource_re", _compile_globs(self.resources))
+        object.__setattr__(self, "_plan_re", _compile_globs(self.plans))
 
     def matches(self, customer_id: str, resource_id: str | None, plan_ids: tuple[str, ...]) -> bool:
         """Whether this rule applies to the given scope."""
         if self._customer_re is not None and not self._customer_re.match(customer_id):
             return False
-        if self._resource_re is not None and not self._resource_re.match(resource_id or ""):
+        if self.resources and not self._matches_resource(resource_id):
             return False
-        return not self.plans or any(plan in self.plans for plan in plan_ids)
+        plan_re = self._plan_re
+        return plan_re is None or any(plan_re.match(plan) for plan in plan_ids)
+
+    def _matches_resource(self, resource_id: str | None) -> bool:
+        if resource_id is None:
+            return NO_RESOURCE in self.resources
+        return self._resource_re is not None and self._resource_re.match(resource_id) is not None
 
     def grant_for(self, feature_id: str) -> Grant | None:
         """The grant of this rule for a feature, the ``"*"`` entry otherwise."""
