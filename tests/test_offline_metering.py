@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
-from stigg_cache import FallbackPolicy, Meter, Source, Staleness, StiggUnavailableError
+from stigg_cache import (
+    AsyncResilientClient,
+    FallbackPolicy,
+    FeatureEntitlement,
+    Meter,
+    ResilientClient,
+    Source,
+    Staleness,
+    StiggUnavailableError,
+)
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.outbox.sqlite import SqliteOutbox
@@ -221,3 +233,62 @@ def test_promotional_grant_and_revoke_invalidate_the_cached_snapshot(
         client.grant_promotional_entitlements(
             "acme", [{"feature_id": "reports", "period": "1 month"}]
         )
+
+
+def _denied_over_the_limit(end: datetime) -> FeatureEntitlement:
+    """A metered feature Stigg denied for its usage: 100 of 100 used, until ``end``."""
+    used_up = metered("api_calls", limit=100, usage=100, period_end=end)
+    return attrs.evolve(
+        used_up, is_granted=False, access_denied_reason="RequestedUsageExceedingLimit"
+    )
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "event-loop"])
+def test_a_denial_over_the_limit_ends_with_its_period_offline(
+    fake: FakeStigg, tmp_path: Path, clock: ManualClock, asynchronous: bool
+) -> None:
+    """Stigg's denial for usage is about the period it counted: once that period ends
+    (offline), the new one starts at 0 and is judged on usage; a denial for another reason
+    (the feature revoked) still stands."""
+    end = datetime.fromtimestamp(clock.time(), UTC) + timedelta(seconds=60)
+    revoked = attrs.evolve(boolean("sso"), is_granted=False, access_denied_reason="Revoked")
+    fake.set_customer("acme", [_denied_over_the_limit(end), revoked])
+    options: dict[str, Any] = {
+        "store": f"sqlite:///{tmp_path}/c.db",
+        "policy": METERED_POLICY,
+        "clock": clock,
+        "check_timeout": 1.0,
+    }
+
+    async def answers() -> list[tuple[Any, ...]]:
+        checks: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("api_calls", {"requested_usage": 1}),
+            ("sso", {}),
+        )
+        if asynchronous:
+            client: Any = AsyncResilientClient(None, api_key=API_KEY, base_url=fake.url, **options)
+        else:
+            client = ResilientClient(None, api_key=API_KEY, base_url=fake.url, **options)
+        seen: list[tuple[Any, ...]] = []
+        try:
+            for moment in ("live", "rolled"):
+                if moment == "rolled":
+                    fake.set_mode(FakeMode.DOWN)
+                    clock.advance(120)  # past usagePeriodEnd, Stigg out of reach
+                for feature, extra in checks:
+                    getter = client.get_metered_entitlement if extra else client.get_entitlement
+                    answer = getter(customer_id="acme", feature_id=feature, **extra)
+                    answer = await answer if asynchronous else answer
+                    seen.append(
+                        (answer.decision.source, answer.has_access, answer.access_denied_reason)
+                    )
+        finally:
+            await client.aclose() if asynchronous else client.close()
+        return seen
+
+    assert asyncio.run(answers()) == [
+        (Source.LIVE, False, "RequestedUsageExceedingLimit"),
+        (Source.CACHE, False, "Revoked"),
+        (Source.STALE, True, None),  # a new period: 0 of 100 used
+        (Source.STALE, False, "Revoked"),
+    ]

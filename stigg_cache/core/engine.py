@@ -31,6 +31,7 @@ FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed 
 # Stigg's SDKs check one unit when none is given: at 10 of 10 a hard limit denies, in every tier
 DEFAULT_REQUESTED_USAGE = 1.0
 MIN_REFRESH_S = 5.0  # a customer is asked for again at most this often while stale
+USAGE_DENIAL = "RequestedUsageExceedingLimit"  # Stigg's reason for a denial by usage
 
 
 class CheckKind(enum.Enum):
@@ -125,11 +126,16 @@ def refresh_due(age_s: float, budget: Staleness) -> bool:
     return age_s >= min(MIN_REFRESH_S, budget.fresh_for_s)
 
 
+def period_ended(entitlement: FeatureEntitlement, now_wall: float) -> bool:
+    """Whether the usage period Stigg counted has rolled over since the fetch."""
+    end = entitlement.usage_period_end
+    return end is not None and end.timestamp() <= now_wall
+
+
 def usage_in_period(entitlement: FeatureEntitlement, now_wall: float) -> float:
     """The usage Stigg counted in the current period (0 once the period it counted ended)."""
-    end = entitlement.usage_period_end
-    if end is not None and end.timestamp() <= now_wall:
-        return 0.0  # the period Stigg counted has rolled over since the fetch
+    if period_ended(entitlement, now_wall):
+        return 0.0
     return entitlement.current_usage or 0.0
 
 
@@ -160,7 +166,7 @@ class UsageTerms:
             return False, self.reason
         if self.open_ended or self.usage_limit is None or used + requested <= self.usage_limit:
             return True, None
-        return False, "RequestedUsageExceedingLimit"
+        return False, USAGE_DENIAL
 
 
 def _effective(request: CheckRequest, snapshot: Snapshot) -> FeatureEntitlement:
@@ -201,8 +207,13 @@ def usage_terms(
     """The usage side of a check, or ``None`` when usage plays no part in it."""
     if not uses_usage(request, entitlement):
         return None
+    # Stigg's denial for usage is about the period it counted: once that period has ended,
+    # the new one is judged on usage like any grant. A denial for another reason stands.
+    renewed = entitlement.access_denied_reason == USAGE_DENIAL and period_ended(
+        entitlement, now_wall
+    )
     return UsageTerms(
-        granted=entitlement.is_granted,
+        granted=entitlement.is_granted or renewed,
         reason=entitlement.access_denied_reason,
         base_usage=usage_in_period(entitlement, now_wall),
         usage_limit=entitlement.usage_limit,
