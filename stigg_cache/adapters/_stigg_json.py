@@ -24,8 +24,11 @@ from stigg_cache.models import (
     Snapshot,
 )
 
+# The customer-level denials of Stigg's REST and GraphQL answers, and the sidecar's: its
+# GetEntitlementsStateV2Response carries the full AccessDeniedReason, and names a resource
+# it does not know CustomerResourceNotFound (an answer, not an unusable one).
 _CUSTOMER_DENIED_REASONS = frozenset(
-    {"CustomerNotFound", "NoActiveSubscription", "CustomerIsArchived"}
+    {"CustomerNotFound", "NoActiveSubscription", "CustomerIsArchived", "CustomerResourceNotFound"}
 )
 
 _DECODER = json.JSONDecoder()  # built once

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from stigg_cache import AsyncResilientClient, Source
+from stigg_cache import AsyncResilientClient, ConnectionState, Source
 from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeStigg, boolean
-from tests.clients.conftest import BUILDERS, World, until, warm
+from tests.clients.conftest import BUILDERS, World, ask, until, warm
 
 
 def test_an_answer_from_the_sidecars_fallback_is_not_taken_for_stiggs(
@@ -83,3 +83,33 @@ def test_the_pytest_plugin_serves_a_fake_sidecar(fake_stigg: FakeStigg, fake_sid
             await inner.api.http_client.aclose()
 
     assert asyncio.run(states()) == [True]
+
+
+def test_a_resource_the_sidecar_does_not_know_is_stiggs_answer_not_an_outage(
+    world: World, tmp_path: Path
+) -> None:
+    """The sidecar's customer-level denial is any ``AccessDeniedReason``: for a resource it
+    does not know, ``CustomerResourceNotFound``, a proper answer (denied, LIVE, Stigg up)."""
+    world.fake.set_customer(
+        "acme", [], resource_id="gone", access_denied_reason="CustomerResourceNotFound"
+    )
+
+    async def story() -> None:
+        async with BUILDERS["sidecar"](world, ManualClock(), tmp_path) as client:
+            await warm(client)  # the channel open, Stigg known to be up
+            denied = await ask(
+                client.get_boolean_entitlement(
+                    customer_id="acme", feature_id="sso", resource_id="gone"
+                )
+            )
+            assert (denied.has_access, denied.access_denied_reason, denied.decision.source) == (
+                False,
+                "CustomerResourceNotFound",
+                Source.LIVE,
+            )
+            assert (client.status().state, client.status().last_error) == (
+                ConnectionState.CONNECTED,
+                None,
+            )
+
+    asyncio.run(story())
