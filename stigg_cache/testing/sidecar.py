@@ -269,9 +269,11 @@ def _metered(proto: Any, feature: Any, item: Mapping[str, Any]) -> Any:
         usage_limit=item.get("usageLimit"),
         is_unlimited=bool(item.get("hasUnlimitedUsage")),
         current_usage=item["currentUsage"],
+        has_soft_limit=bool(item.get("hasSoftLimit")),
         reset_period=None
         if period is None
         else proto.EntitlementResetPeriod[f"ENTITLEMENT_RESET_PERIOD_{period}"],
+        usage_period_anchor=_time(item.get("usagePeriodAnchor")),
         usage_period_start=_time(item.get("usagePeriodStart")),
         usage_period_end=_time(item.get("usagePeriodEnd")),
     )
