@@ -33,6 +33,7 @@ from stigg_cache._support.log import FaultLog, logger
 from stigg_cache._support.plugins import redact, scheme_of
 from stigg_cache._support.url import default_store_max_bytes
 from stigg_cache.adapters import adapt
+from stigg_cache.adapters._plans import knows_plans
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
 from stigg_cache.core import validate as check
@@ -47,6 +48,7 @@ from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, read_budget
 from stigg_cache.outbox.records import Consumption, Receipt, UsageRecord
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
+from stigg_cache.policy.rules import plans_unmatchable
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
 from stigg_cache.stores.layered import (
@@ -131,6 +133,8 @@ class Runtime:
                 fetch_timeout_s=options.fetch_timeout,
             )
             undo.callback(self.adapter.close)
+            self._plans_warned = False
+            self._warn_of_plans(self.policy)
             self.cache = self._cache(undo)
             self.outbox = self._outbox(undo)
             self.fetcher, self.usage = self._fetcher(), self._usage()
@@ -267,6 +271,20 @@ class Runtime:
         """A reloaded policy: one reference swap each (checks in flight keep the old one)."""
         self.policy = policy
         self.warm.policy = policy
+        self._warn_of_plans(policy)
+
+    def _warn_of_plans(self, policy: FallbackPolicy) -> None:
+        """Once per client: rules on ``plans:`` that this client's answers cannot match."""
+        if self._plans_warned or knows_plans(self.adapter):
+            return
+        warning = plans_unmatchable(policy.rules, f"the {self.adapter.name} client")
+        if warning is not None:
+            self._plans_warned = True
+            logger.warning(
+                "stigg_cache.plans_unknown: %s",
+                warning,
+                extra={"event": "stigg_cache.plans_unknown"},
+            )
 
     def store_fault(self, fault: StoreFault, error: Exception | None) -> None:
         """A store failed (logged once, counted, in status) or works again (``None``)."""

@@ -25,6 +25,7 @@ from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.policy.explain import Looked, explain, lint
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
+from stigg_cache.policy.rules import plans_unmatchable
 from stigg_cache.stores import MISSING, Store, default_store_url, open_store
 from stigg_cache.stores._codec import (
     SNAPSHOT_PREFIX,
@@ -58,6 +59,10 @@ def bench(out: str, tiny: bool) -> None:
     sys.exit(run_benchmarks(["--out", out, *(["--tiny"] if tiny else [])]))
 
 
+CLIENT_FAMILIES = ("rest", "httpx", "graphql-v1", "graphql-v2", "sidecar")
+PLANLESS_CLIENTS = frozenset({"sidecar"})  # its protocol carries no plan
+
+
 @main.group()
 def policy() -> None:
     """Validate and explain fallback.yaml."""
@@ -65,7 +70,14 @@ def policy() -> None:
 
 @policy.command("check")
 @click.argument("file", type=click.Path(path_type=Path))
-def policy_check(file: Path) -> None:
+@click.option(
+    "--client",
+    type=click.Choice(CLIENT_FAMILIES),
+    default=None,
+    help="The Stigg client the policy runs with: warns of rules it cannot match "
+    "(the sidecar's answers name no plan).",
+)
+def policy_check(file: Path, client: str | None) -> None:
     """Validate FILE; exit 1 with every error (file:line: key: message)."""
     try:
         loaded = FallbackPolicy.from_file(file)
@@ -76,7 +88,11 @@ def policy_check(file: Path) -> None:
         f"{file}: valid (version {loaded.version}; {len(loaded.features)} features, "
         f"{len(loaded.rules)} rules, {len(loaded.meters)} meters)"
     )
-    for warning in lint(loaded):
+    warnings = lint(loaded)
+    if client in PLANLESS_CLIENTS:
+        unmatchable = plans_unmatchable(loaded.rules, f"the {client} client")
+        warnings += [] if unmatchable is None else [unmatchable]
+    for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
 
 

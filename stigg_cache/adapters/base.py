@@ -124,7 +124,10 @@ class Adapter(Protocol):
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
-        """Every entitlement of a customer (or resource) from Stigg.
+        """Every entitlement of a customer (or resource) from Stigg, and the plans of its
+        active subscriptions (``plan_ids``), read under the same deadline. An adapter
+        that cannot know plans says so with ``knows_plans = False``
+        (:mod:`stigg_cache.adapters._plans`).
 
         ``fetched_at`` on the result is set by the caller; adapters may leave 0.
         """

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from stigg_cache._support import fork
+from stigg_cache.adapters._plans import knows_plans
 from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import AsyncAdapter, reads_per_minute
 from stigg_cache.errors import FailureKind, StiggUnavailableError
@@ -35,6 +36,7 @@ class LoopBridge:
         self.adapter = adapter
         self.name = adapter.name
         self.reads_per_minute = reads_per_minute(adapter)
+        self.knows_plans = knows_plans(adapter)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = loop or self._private_loop()
         self._lock = threading.Lock()

@@ -10,11 +10,12 @@ call's timeout (requests' own timeouts apply to each read, so a trickled
 body would beat them), decoded within the size cap, and refuses redirects.
 
 Entitlements come from Edge's ``entitlements-state.json`` when the client
-has Edge on, else from a ``GetEntitlementsState`` query of ours sent through
-the SDK's endpoint: the SDK's own document names fragments it never defines,
-which a GraphQL server refuses, and its ``GetEntitlements`` carries no
-customer-level denial (an unknown customer would read as one without the
-feature).
+has Edge on (the plans from its ``subscriptions.json``), else from a
+``GetEntitlementsState`` query of ours sent through the SDK's endpoint (the
+plans from the SDK's ``GetActiveSubscriptionsList``): the SDK's own document
+names fragments it never defines, which a GraphQL server refuses, and its
+``GetEntitlements`` carries no customer-level denial (an unknown customer would
+read as one without the feature).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
+
+import attrs
 
 from stigg_cache._support import fork
 from stigg_cache.adapters import require
@@ -40,6 +43,15 @@ from stigg_cache.adapters._http import (
     failure_for_status,
     is_answer,
     refuse_unsendable_headers,
+)
+from stigg_cache.adapters._plans import (
+    EDGE_READS_PER_FETCH,
+    EDGE_SUBSCRIPTIONS,
+    graphql_input,
+    plans_of_edge_body,
+    plans_of_graphql,
+    subscribed,
+    time_left,
 )
 from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import (
@@ -65,7 +77,9 @@ class GraphQLV1Adapter:
     def __init__(self, inner: Any) -> None:
         refuse_unsendable_headers(inner._endpoint.base_headers.items(), inner)
         self.inner = inner
-        self.reads_per_minute = EDGE_READS_PER_MINUTE if inner._enable_edge else None
+        # With Edge on, a fetch is two Edge reads (the state and the subscriptions).
+        edge = inner._enable_edge
+        self.reads_per_minute = EDGE_READS_PER_MINUTE / EDGE_READS_PER_FETCH if edge else None
         self._requests = require("requests", "stigg-api-client", "graphql")
         exceptions = self._requests.exceptions
         self._failures: FailureTable = (
@@ -102,12 +116,25 @@ class GraphQLV1Adapter:
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
+        scope = (customer_id, resource_id)
         if self.inner._enable_edge:
-            body = self._guarded(lambda: self._edge_state(customer_id, resource_id, timeout_s))
-            return snapshot_from_answer(body, customer_id, resource_id)
+            body = self._guarded(lambda: self._edge_get(EDGE_STATE, *scope, timeout_s))
+            snapshot = snapshot_from_answer(body, customer_id, resource_id)
+            if not subscribed(snapshot):
+                return snapshot
+            left = time_left(deadline)
+            listed = self._guarded(lambda: self._edge_get(EDGE_SUBSCRIPTIONS, *scope, left))
+            return attrs.evolve(snapshot, plan_ids=plans_of_edge_body(listed))
         variables = {"query": fetch_query(customer_id, resource_id)}
         data = self._request(ENTITLEMENTS_STATE_QUERY, variables, timeout_s)
-        return snapshot_from_state(data.get("entitlementsState"), customer_id, resource_id)
+        snapshot = snapshot_from_state(data.get("entitlementsState"), customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        query = self._operations.query.get_active_subscriptions_list
+        wanted = {"input": graphql_input(customer_id, resource_id)}
+        listed = self._request(query, wanted, time_left(deadline))
+        return attrs.evolve(snapshot, plan_ids=plans_of_graphql(listed))
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         variables = {"input": {"usageEvents": list(events)}}
@@ -139,9 +166,12 @@ class GraphQLV1Adapter:
         """Close the copies' connections (the user's client is theirs)."""
         self._session.close()
 
-    def _edge_state(self, customer_id: str, resource_id: str | None, timeout_s: float) -> Any:
-        """The SDK's Edge GET (``{edge}/v1/c/{customerId}/entitlements-state.json``), once."""
-        url = f"{self.inner._edge_url}/v1/c/{quote(customer_id, safe='')}/{EDGE_STATE}"
+    def _edge_get(
+        self, name: str, customer_id: str, resource_id: str | None, timeout_s: float
+    ) -> Any:
+        """The SDK's Edge GET (``{edge}/v1/c/{customerId}/{name}``, the state or the
+        subscriptions), once."""
+        url = f"{self.inner._edge_url}/v1/c/{quote(customer_id, safe='')}/{name}"
         params = {} if resource_id is None else {"resourceId": resource_id}
         response = self._session.get(
             url,

@@ -9,15 +9,18 @@ caller's timeout (one deadline for the whole answer, decoded within the size
 cap, and never a redirect: :mod:`stigg_cache.adapters._deadline`). The SDK's
 tenacity retry re-reads the same response, so it sends nothing twice.
 Entitlements come from ``get_entitlements_state`` (Edge
-``entitlements-state.json`` when Edge is on, the GraphQL query otherwise);
+``entitlements-state.json`` when Edge is on, the GraphQL query otherwise), the
+customer's plans from ``get_active_subscriptions_list`` (Edge or GraphQL alike);
 usage from ``report_usage_bulk`` and ``report_event``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import httpx
 
 from stigg_cache.adapters import require
@@ -35,6 +38,13 @@ from stigg_cache.adapters._graphql import (
     snapshot_from_state,
 )
 from stigg_cache.adapters._http import failure_for_status, refuse_unsendable_headers
+from stigg_cache.adapters._plans import (
+    EDGE_READS_PER_FETCH,
+    graphql_input,
+    plans_of_graphql,
+    subscribed,
+    time_left,
+)
 from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import FailureTable, failure_of, unusable
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE
@@ -56,7 +66,8 @@ class _V2Calls(PooledCopy):
         refuse_unsendable_headers(sent_headers(inner), inner)
         self.inner = inner
         edge = getattr(inner, "enable_edge", False) is True
-        self.reads_per_minute = EDGE_READS_PER_MINUTE if edge else None
+        # With Edge on, a fetch is two Edge reads (the state and the subscriptions).
+        self.reads_per_minute = EDGE_READS_PER_MINUTE / EDGE_READS_PER_FETCH if edge else None
         self._generated = require("stigg.generated", "stigg-api-client-v2", "graphql-v2")
         exceptions = require("stigg.generated.exceptions", "stigg-api-client-v2", "graphql-v2")
         pydantic = require("pydantic", "stigg-api-client-v2", "graphql-v2")
@@ -94,6 +105,16 @@ class _V2Calls(PooledCopy):
         return self._generated.FetchEntitlementsQuery.model_validate(
             fetch_query(customer_id, resource_id)
         )
+
+    def _subscriptions_input(self, customer_id: str, resource_id: str | None) -> Any:
+        return self._generated.GetActiveSubscriptionsInput.model_validate(
+            graphql_input(customer_id, resource_id)
+        )
+
+    @staticmethod
+    def _with_plans(snapshot: Snapshot, result: Any) -> Snapshot:
+        data = result.model_dump(by_alias=True, mode="json")
+        return attrs.evolve(snapshot, plan_ids=plans_of_graphql(data))
 
     @staticmethod
     def _counted(result: Any) -> UsageCounts:
@@ -150,10 +171,17 @@ class GraphQLV2Adapter(_V2Calls):
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
         query = self._state_query(customer_id, resource_id)
         call = self._client.get_entitlements_state
         result = self._guarded(lambda: call(query, timeout=call_timeout(timeout_s)))
-        return self._snapshot(result, customer_id, resource_id)
+        snapshot = self._snapshot(result, customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        wanted = self._subscriptions_input(customer_id, resource_id)
+        listing = self._client.get_active_subscriptions_list
+        left = call_timeout(time_left(deadline))
+        return self._with_plans(snapshot, self._guarded(lambda: listing(wanted, timeout=left)))
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._events_input(events)
@@ -206,10 +234,18 @@ class AsyncGraphQLV2Adapter(_V2Calls):
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
         query = self._state_query(customer_id, resource_id)
         call = self._client.get_entitlements_state
         result = await self._guarded(lambda: call(query, timeout=call_timeout(timeout_s)))
-        return self._snapshot(result, customer_id, resource_id)
+        snapshot = self._snapshot(result, customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        wanted = self._subscriptions_input(customer_id, resource_id)
+        listing = self._client.get_active_subscriptions_list
+        left = call_timeout(time_left(deadline))
+        listed = await self._guarded(lambda: listing(wanted, timeout=left))
+        return self._with_plans(snapshot, listed)
 
     async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         payload = self._events_input(events)

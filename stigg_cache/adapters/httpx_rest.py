@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import attrs
 import httpx
 
 from stigg_cache._support import fork
@@ -26,6 +27,7 @@ from stigg_cache.adapters._http import (
     refuse_unsendable_headers,
     snapshot_from_body,
 )
+from stigg_cache.adapters._plans import plans_of_rest_body, rest_query, subscribed, time_left
 from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import failure_of
 from stigg_cache.models import Snapshot
@@ -75,9 +77,19 @@ class HttpxRestAdapter:
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
         params = {} if resource_id is None else {"resourceId": resource_id}
         body = self._call("GET", f"{_customer(customer_id)}/entitlements", timeout_s, params=params)
-        return snapshot_from_body(body, customer_id, resource_id)
+        snapshot = snapshot_from_body(body, customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        subscriptions = self._call(
+            "GET",
+            "/api/v1/subscriptions",
+            time_left(deadline),
+            params=rest_query(customer_id, resource_id),
+        )
+        return attrs.evolve(snapshot, plan_ids=plans_of_rest_body(subscriptions))
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         acknowledged(self._call("POST", "/api/v1/events", timeout_s, json={"events": list(events)}))

@@ -57,6 +57,7 @@ class SidecarAdapter:
     """``stigg_sidecar_sdk.Stigg`` behind the async adapter interface."""
 
     name = "stigg-sidecar"
+    knows_plans = False  # the sidecar's protocol carries no plan, nor any subscription
 
     def __init__(self, inner: Any) -> None:
         refuse_unsendable_headers(sent_headers(inner.api), inner)

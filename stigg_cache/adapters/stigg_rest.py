@@ -8,9 +8,11 @@ without the SDK installed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import attrs
 import httpx
 import stigg
 
@@ -27,6 +29,7 @@ from stigg_cache.adapters._http import (
     snake_case,
     snapshot_from_body,
 )
+from stigg_cache.adapters._plans import plans_of_rest_body, rest_query, subscribed, time_left
 from stigg_cache.adapters._stigg_json import UsageCounts, usage_counts
 from stigg_cache.adapters.base import (
     FailureTable,
@@ -67,6 +70,20 @@ class _RestCalls(PooledCopy):
         extra: dict[str, Any] = {} if resource_id is None else {"resource_id": resource_id}
         customers = self._client.v1.customers.with_raw_response
         return customers.retrieve_entitlements(customer_id, timeout=timeout_s, **extra)
+
+    def _subscriptions_call(
+        self, customer_id: str, resource_id: str | None, timeout_s: float
+    ) -> Any:
+        query = rest_query(customer_id, resource_id)
+        extra: dict[str, Any] = {} if resource_id is None else {"resource_id": resource_id}
+        subscriptions = self._client.v1.subscriptions.with_raw_response
+        return subscriptions.list(
+            customer_id=customer_id,
+            status=query["status"].split(","),
+            limit=query["limit"],
+            timeout=timeout_s,
+            **extra,
+        )
 
     def _events_call(self, events: Sequence[Mapping[str, Any]], timeout_s: float) -> Any:
         params = [snake_case(event) for event in events]
@@ -120,8 +137,14 @@ class StiggRestAdapter(_RestCalls):
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
         raw = _guarded(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
-        return snapshot_from_body(raw.http_response.content, customer_id, resource_id)
+        snapshot = snapshot_from_body(raw.http_response.content, customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        left = time_left(deadline)
+        listed = _guarded(lambda: self._subscriptions_call(customer_id, resource_id, left))
+        return attrs.evolve(snapshot, plan_ids=plans_of_rest_body(listed.http_response.content))
 
     def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         _guarded(lambda: self._events_call(events, timeout_s))
@@ -163,9 +186,15 @@ class AsyncStiggRestAdapter(_RestCalls):
     async def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
     ) -> Snapshot:
+        deadline = time.monotonic() + timeout_s
         raw = await _awaited(lambda: self._entitlements_call(customer_id, resource_id, timeout_s))
-        body = await _awaited(raw.read)
-        return snapshot_from_body(body, customer_id, resource_id)
+        snapshot = snapshot_from_body(await _awaited(raw.read), customer_id, resource_id)
+        if not subscribed(snapshot):
+            return snapshot
+        left = time_left(deadline)
+        listed = await _awaited(lambda: self._subscriptions_call(customer_id, resource_id, left))
+        plan_ids = plans_of_rest_body(await _awaited(listed.read))
+        return attrs.evolve(snapshot, plan_ids=plan_ids)
 
     async def report_events(self, events: Sequence[Mapping[str, Any]], *, timeout_s: float) -> None:
         await _awaited(lambda: self._events_call(events, timeout_s))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 import attrs
@@ -82,6 +82,19 @@ class Rule:
     def grant_for(self, feature_id: str) -> Grant | None:
         """The grant of this rule for a feature, the ``"*"`` entry otherwise."""
         return self.grants.get(feature_id) or self.grants.get(ANY_FEATURE)
+
+
+def plans_unmatchable(rules: Iterable[Rule], client: str) -> str | None:
+    """The warning for rules on ``plans:`` under a client that cannot know plans (the
+    sidecar's protocol carries none), or ``None`` when no rule matches plans."""
+    names = [rule.name for rule in rules if rule.plans]
+    if not names:
+        return None
+    return (
+        f"rules {', '.join(names)} match plans, which {client} cannot know (its answers "
+        "carry no plan): these rules never match with it; match customers or resources "
+        "instead, or use a client that reads subscriptions (REST, GraphQL)"
+    )
 
 
 @attrs.frozen

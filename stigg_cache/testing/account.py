@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from stigg_cache.core.pacing import (
 )
 from stigg_cache.models import AccessDeniedReason, FeatureEntitlement, Snapshot
 from stigg_cache.outbox.records import MAX_EVENT_BYTES, encoded_size
+from stigg_cache.testing.subscriptions import ACTIVE_STATUSES, Subscription, SubscriptionStatus
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -79,6 +80,7 @@ class FakeAccount:
         self._lock = threading.Lock()
         self._clock = clock
         self._customers: dict[tuple[str, str | None], _Customer] = {}
+        self._subscriptions: dict[tuple[str, str | None], list[Subscription]] = {}
         self._meters: dict[str, list[tuple[str, str | None]]] = {}
         self._pending: list[_Pending] = []
         self._event_ids: set[tuple[Any, ...]] = set()
@@ -87,6 +89,7 @@ class FakeAccount:
         self.usages: list[dict[str, Any]] = []  # every usage record counted
         self.receipts: Counter[str] = Counter()  # every key received, duplicates included
         self.rejected_customers: set[str] = set()
+        self.subscription_reads = 0  # lists of a customer's subscriptions served
         self.aggregation_delay_s = aggregation_delay_s
         self.rate_limited = 0
         self.set_limits(events_per_second, usage_calls_per_minute)
@@ -110,11 +113,34 @@ class FakeAccount:
         *,
         resource_id: str | None = None,
         access_denied_reason: AccessDeniedReason | None = None,
+        plans: Sequence[str] = (),
     ) -> None:
+        """Replace a customer's (or resource's) entitlements, and its active subscriptions
+        with one to each of ``plans``."""
         with self._lock:
             self._customers[(customer_id, resource_id)] = _Customer(
                 {e.feature_id: e for e in entitlements}, access_denied_reason
             )
+            self._subscriptions[(customer_id, resource_id)] = [
+                Subscription(f"sub-{uuid.uuid4().hex[:12]}", customer_id, plan, resource_id)
+                for plan in plans
+            ]
+
+    def subscribe(
+        self,
+        customer_id: str,
+        plan_id: str,
+        *,
+        resource_id: str | None = None,
+        status: SubscriptionStatus = "ACTIVE",
+    ) -> Subscription:
+        """Add a subscription (of any status: only ACTIVE and IN_TRIAL ones are active)."""
+        subscription = Subscription(
+            f"sub-{uuid.uuid4().hex[:12]}", customer_id, plan_id, resource_id, status
+        )
+        with self._lock:
+            self._subscriptions.setdefault((customer_id, resource_id), []).append(subscription)
+        return subscription
 
     def set_usage(self, customer_id: str, feature_id: str, usage: float) -> None:
         with self._lock:
@@ -148,6 +174,25 @@ class FakeAccount:
                 access_denied_reason=customer.access_denied_reason,
             )
         return snapshot_to_json(snapshot, updated_at=datetime.now(UTC))
+
+    def subscriptions(
+        self,
+        customer_id: str,
+        resource_id: str | None,
+        statuses: Collection[str] = ACTIVE_STATUSES,
+    ) -> list[Subscription]:
+        """A customer's subscriptions of these statuses: every one of its own and its
+        resources' (``resource_id`` None), else that resource's (counted in
+        ``subscription_reads``)."""
+        with self._lock:
+            self.subscription_reads += 1
+            return [
+                subscription
+                for (customer, resource), held in self._subscriptions.items()
+                if customer == customer_id and resource_id in (None, resource)
+                for subscription in held
+                if subscription.status in statuses
+            ]
 
     def usage_of(self, customer_id: str, feature_id: str, resource_id: str | None = None) -> float:
         """``currentUsage`` as Stigg would report it now."""

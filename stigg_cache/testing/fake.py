@@ -20,6 +20,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +32,7 @@ from stigg_cache.models import AccessDeniedReason, FeatureEntitlement
 from stigg_cache.testing._closing import Closing
 from stigg_cache.testing.account import FakeAccount, json_answer
 from stigg_cache.testing.graphql import answer_graphql, graphql_core, missing_extra, state_json
+from stigg_cache.testing.subscriptions import ALL_STATUSES, graphql_object, rest_item
 
 LOOPBACK = "127.0.0.1"
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
@@ -49,6 +51,8 @@ _ROUTES = [
     ("POST", re.compile(r"^/graphql$"), "graphql"),
     ("GET", re.compile(_EDGE + r"/entitlements-state\.json$"), "edge-state"),
     ("GET", re.compile(_EDGE + r"/entitlements\.json$"), "edge-entitlements"),
+    ("GET", re.compile(r"^/api/v1/subscriptions$"), "subscriptions"),
+    ("GET", re.compile(_EDGE + r"/subscriptions\.json$"), "edge-subscriptions"),
 ]
 
 
@@ -182,13 +186,16 @@ class FakeStigg(Closing):
         *,
         resource_id: str | None = None,
         access_denied_reason: AccessDeniedReason | None = None,
+        plans: Sequence[str] = (),
     ) -> None:
-        """Create or replace a customer's (or resource's) entitlements."""
+        """Create or replace a customer's (or resource's) entitlements, and its active
+        subscriptions with one to each of ``plans``."""
         self.account.set_customer(
             customer_id,
             entitlements,
             resource_id=resource_id,
             access_denied_reason=access_denied_reason,
+            plans=plans,
         )
 
     def set_mode(self, mode: FakeMode, *, delay_s: float = 0.0, retry_after_s: float = 1.0) -> None:
@@ -301,6 +308,8 @@ class FakeStigg(Closing):
             document = json.loads(body) if body else None
         except ValueError:
             return json_answer(400, {"message": "body is not JSON", "code": "BadRequest"})
+        if name == "subscriptions":
+            return _subscriptions_page(self.account, parse_qs(url.query))
         graphql = name == "graphql" or name.startswith("edge-")
         handler = self._graphql if graphql else self._dispatch
         return handler(name, args, parse_qs(url.query), document)
@@ -337,10 +346,30 @@ class FakeStigg(Closing):
                 self._faults.report(event, str(error), level=logging.ERROR)
                 return missing_extra(error)
         resource = query.get("resourceId", [None])[0]
+        if name == "edge-subscriptions":
+            held = self.account.subscriptions(args["customer"], resource)
+            active = [graphql_object(subscription) for subscription in held]
+            return json_answer(200, {"data": {"getActiveSubscriptions": active}})
         state = state_json(self.account, args["customer"], resource)
         if name == "edge-state":
             return json_answer(200, {"data": {"entitlementsState": state}})
         return json_answer(200, {"data": {"entitlements": state["entitlements"]}})
+
+
+def _subscriptions_page(
+    account: FakeAccount, query: dict[str, list[str]]
+) -> tuple[int, dict[str, str], bytes]:
+    """``GET /api/v1/subscriptions``: filtered by customer, resource and status (statuses
+    comma-joined, as the REST SDK sends them), in one cursor page."""
+    customer = query.get("customerId", [None])[0]
+    if customer is None:
+        return json_answer(400, {"message": "the fake lists one customer's", "code": "BadRequest"})
+    statuses = ",".join(query.get("status", [])).split(",") if "status" in query else None
+    held = account.subscriptions(
+        customer, query.get("resourceId", [None])[0], statuses or ALL_STATUSES
+    )
+    page = [rest_item(subscription) for subscription in held]
+    return json_answer(200, {"data": page, "pagination": {"next": None, "prev": None}})
 
 
 def _as_v1_usage(answer: tuple[int, dict[str, str], bytes]) -> tuple[int, dict[str, str], bytes]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from stigg_cache.adapters import require
 from stigg_cache.testing.account import Answer, FakeAccount, json_answer
+from stigg_cache.testing.subscriptions import graphql_object
 
 _CONCRETE_TYPES = frozenset(
     {
@@ -28,6 +29,8 @@ _CONCRETE_TYPES = frozenset(
         "YearlyResetPeriodConfig",
         "UsageMeasurementWithCurrentUsage",
         "PromotionalEntitlement",
+        "CustomerSubscription",
+        "Plan",
     }
 )
 
@@ -199,6 +202,12 @@ def _revoke(account: FakeAccount, args: dict[str, Any]) -> Any:
     return data if isinstance(data, _Refused) else {"id": data["id"]}
 
 
+def _active_subscriptions(account: FakeAccount, args: dict[str, Any]) -> Any:
+    wanted = args["input"]
+    held = account.subscriptions(wanted["customerId"], wanted.get("resourceId"))
+    return [graphql_object(subscription) for subscription in held]
+
+
 def _first(result: Any) -> Any:
     return result if isinstance(result, _Refused) else result[0]
 
@@ -211,6 +220,7 @@ _RESOLVERS: dict[str, Callable[[FakeAccount, dict[str, Any]], Any]] = {
     "reportEvent": _events,
     "grantPromotionalEntitlements": _grant,
     "revokePromotionalEntitlement": _revoke,
+    "getActiveSubscriptions": _active_subscriptions,
 }
 
 

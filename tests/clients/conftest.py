@@ -79,6 +79,7 @@ class World:
     fake: FakeStigg
     sidecar: Any = None
     api_key: str = API_KEY
+    options: dict[str, Any] = attrs.Factory(dict)  # the clients' options, over the defaults
 
     def set_mode(self, mode: FakeMode, *, retry_after_s: float = 1.0) -> None:
         self.fake.set_mode(mode, retry_after_s=retry_after_s)
@@ -108,7 +109,7 @@ def world() -> Iterator[World]:
 Build = Callable[[World, ManualClock, Path], AbstractAsyncContextManager[AnyClient]]
 
 
-def _options(clock: ManualClock, tmp_path: Path) -> dict[str, Any]:
+def _options(world: World, clock: ManualClock, tmp_path: Path) -> dict[str, Any]:
     return {
         "store": f"sqlite:///{tmp_path}/cache.db",
         "outbox": f"sqlite:///{tmp_path}/outbox.db",
@@ -116,6 +117,7 @@ def _options(clock: ManualClock, tmp_path: Path) -> dict[str, Any]:
         "check_timeout": CHECK_TIMEOUT_S,
         "fetch_timeout": 2.0,
         "clock": clock,
+        **world.options,
     }
 
 
@@ -131,10 +133,10 @@ def _graphql(edge: bool, *, asynchronous: bool) -> Build:
             edge_api_url=world.fake.edge_url,
         )
         if asynchronous:
-            async with AsyncResilientClient(inner, **_options(clock, tmp_path)) as client:
+            async with AsyncResilientClient(inner, **_options(world, clock, tmp_path)) as client:
                 yield client
         else:
-            with ResilientClient(inner, **_options(clock, tmp_path)) as client:
+            with ResilientClient(inner, **_options(world, clock, tmp_path)) as client:
                 yield client
 
     return build
@@ -146,7 +148,7 @@ async def _rest(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterat
 
     with (
         stigg.Stigg(api_key=world.api_key, base_url=world.fake.url) as inner,
-        ResilientClient(inner, **_options(clock, tmp_path)) as client,
+        ResilientClient(inner, **_options(world, clock, tmp_path)) as client,
     ):
         yield client
 
@@ -157,14 +159,14 @@ async def _rest_async(world: World, clock: ManualClock, tmp_path: Path) -> Async
 
     async with (
         stigg.AsyncStigg(api_key=world.api_key, base_url=world.fake.url) as inner,
-        AsyncResilientClient(inner, **_options(clock, tmp_path)) as client,
+        AsyncResilientClient(inner, **_options(world, clock, tmp_path)) as client,
     ):
         yield client
 
 
 @asynccontextmanager
 async def _httpx(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIterator[AnyClient]:
-    options = _options(clock, tmp_path)
+    options = _options(world, clock, tmp_path)
     with ResilientClient(None, api_key=world.api_key, base_url=world.fake.url, **options) as client:
         yield client
 
@@ -173,7 +175,7 @@ async def _httpx(world: World, clock: ManualClock, tmp_path: Path) -> AsyncItera
 async def _httpx_async(
     world: World, clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[AnyClient]:
-    options = _options(clock, tmp_path)
+    options = _options(world, clock, tmp_path)
     async with AsyncResilientClient(
         None, api_key=world.api_key, base_url=world.fake.url, **options
     ) as client:
@@ -193,7 +195,7 @@ async def _sidecar(world: World, clock: ManualClock, tmp_path: Path) -> AsyncIte
         remote_sidecar_port=world.sidecar.port,
     )
     try:
-        async with AsyncResilientClient(inner, **_options(clock, tmp_path)) as client:
+        async with AsyncResilientClient(inner, **_options(world, clock, tmp_path)) as client:
             yield client
     finally:
         inner.close()

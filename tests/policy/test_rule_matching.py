@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from stigg_cache import AsyncResilientClient, FallbackPolicy, PolicyError, ResilientClient, Source
+from stigg_cache.cli import main
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 
@@ -102,3 +104,16 @@ def test_a_star_resource_rule_leaves_customer_level_checks_to_their_own_rule(
             return tuple((a.has_access, a.decision.rule) for a in (scoped, customer))
 
     assert asyncio.run(story()) == ((True, "any-resource"), (False, "customer-level"))
+
+
+def test_policy_check_warns_that_the_sidecar_cannot_match_plans(tmp_path: Path) -> None:
+    path = tmp_path / "fallback.yaml"
+    path.write_text(RULES)
+    sidecar = CliRunner().invoke(main, ["policy", "check", str(path), "--client", "sidecar"])
+    rest = CliRunner().invoke(main, ["policy", "check", str(path), "--client", "rest"])
+    assert sidecar.exit_code == rest.exit_code == 0
+    assert (
+        "warning: rules gold-plans match plans, which the sidecar client cannot know"
+        in sidecar.stderr
+    )
+    assert "match plans" not in rest.stderr
