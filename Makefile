@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo dist wheelhouse test bench fuzz audit lint typecheck pytest sdk-tests clean
+.PHONY: demo dist wheelhouse docs test bench fuzz audit lint typecheck pytest sdk-tests clean
 FUZZ_SECONDS ?= 60
 # The GraphQL and sidecar SDKs install the same `stigg` module as the REST SDK (and
 # each other's): each family is tested in a venv of its own, .venv-<family>.
@@ -54,6 +54,11 @@ wheelhouse: dist
 	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) \
 		"$$(echo dist/stigg_cache-*.whl)[testing]" dist/stigg_cache_redis-*.whl
 
+# The documentation site (MkDocs, Material, the API reference from the docstrings) in
+# build/site; --strict: a broken link, a missing page or an unresolved reference fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
 bench: $(STAMP)
 	$(PY) -m stigg_cache.benchmarks --out bench/results.json
 
@@ -67,8 +72,8 @@ audit: $(STAMP)
 	$(VENV)/bin/pip-audit --progress-spinner off
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check stigg_cache tests stores fuzz
-	$(VENV)/bin/ruff format --check stigg_cache tests stores fuzz
+	$(VENV)/bin/ruff check stigg_cache tests stores fuzz docs
+	$(VENV)/bin/ruff format --check stigg_cache tests stores fuzz docs
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
@@ -83,7 +88,7 @@ sdk-tests: $(addprefix sdk-test-,$(SDK_FAMILIES))
 sdk-test-%: .venv-%/.installed
 	STIGG_SDK_FAMILY=$* .venv-$*/bin/python -m pytest -q -p no:cacheprovider tests/clients
 
-test: lint typecheck audit pytest sdk-tests
+test: lint typecheck audit docs pytest sdk-tests
 
 clean:
 	rm -rf $(VENV) $(addprefix .venv-,$(SDK_FAMILIES)) .mypy_cache .pytest_cache .ruff_cache dist build

@@ -104,8 +104,8 @@ class ResilientClient:
             is abandoned (it keeps filling the cache after the check moved on).
         settle_s: how long after Stigg acknowledges usage a fresh snapshot is
             assumed not to include it yet (Stigg aggregates asynchronously).
-        events_per_second / usage_calls_per_minute: this process's share of
-            Stigg's rate limits.
+        events_per_second: this process's share of Stigg's event rate limit.
+        usage_calls_per_minute: this process's share of Stigg's bulk-usage call limit.
         reads_per_minute: the read budget fetches are paced to, for every process
             sharing the outbox (a Redis outbox: the fleet); default: the endpoint's
             (Stigg's Edge API: 6,000 a minute per key), none for the others. A 429
@@ -116,8 +116,9 @@ class ResilientClient:
             on slots of their own, so they never keep a check from asking Stigg.
         outbox_max_records: the most records the outbox may hold; usage calls
             beyond it raise :class:`OutboxFullError` (never silently dropped).
-        l1_max_entries / l1_max_bytes: bounds of the in-memory cache; bytes count
-            the memory it holds (decoded snapshots and prepared answers).
+        l1_max_entries: the most snapshots the in-memory cache holds.
+        l1_max_bytes: the most memory the in-memory cache holds (decoded snapshots
+            and prepared answers).
         store_max_bytes: about the most a file store holds (SQLite, disk): the least
             recently used snapshots go first (SQLite: written or read; disk:
             written); default: a tenth of the disk's free
