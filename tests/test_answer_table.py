@@ -5,7 +5,7 @@ fetched now (LIVE), fresh (CACHE), stale with Stigg down (STALE), and gone past
 ``max_staleness`` with Stigg down (POLICY / DEFAULT, from a policy that states the
 same terms and with the customer's usage reported offline). Every tier gives the
 answer of the table, on the threads' client and the event loop's; the table is
-the README's ("How a check is answered"), rendered here and compared.
+the docs' page on how a check is answered (docs/checks.md), rendered here and compared.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, enum_feature, metered, numeric
 from tests.conftest import API_KEY
 
-README = Path(__file__).parent.parent / "README.md"
+PAGE = Path(__file__).parent.parent / "docs" / "checks.md"
 TABLE_START, TABLE_END = "<!-- answer-table: start -->", "<!-- answer-table: end -->"
-REWRITE = "STIGG_CACHE_WRITE_ANSWER_TABLE"  # set it to 1 to write the table into the README
+REWRITE = "STIGG_CACHE_WRITE_ANSWER_TABLE"  # set it to 1 to write the table into the page
 FRESH_FOR_S, MAX_STALENESS_S = 60.0, 3600.0
 TIERS = ("LIVE", "CACHE", "STALE", "POLICY / DEFAULT")
 
@@ -250,7 +250,7 @@ def test_at_the_limit_every_tier_denies_a_check_that_asks_for_no_usage(
 
 
 def render() -> str:
-    """The table as the README shows it."""
+    """The table as the page shows it."""
     names = ["`boolean`", "`numeric`", "`metered`", "`enum`", "`get_entitlement`", "`has_access`"]
     lines = [
         "| state | " + " | ".join(names) + " |",
@@ -263,13 +263,13 @@ def render() -> str:
     return "\n".join([TABLE_START, *lines, TABLE_END])
 
 
-def test_the_readme_shows_this_table() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_show_this_table() -> None:
+    text = PAGE.read_text(encoding="utf-8")
     start, end = text.find(TABLE_START), text.find(TABLE_END)
-    assert start != -1, f"README has no {TABLE_START}"
-    assert end != -1, f"README has no {TABLE_END}"
+    assert start != -1, f"docs/checks.md has no {TABLE_START}"
+    assert end != -1, f"docs/checks.md has no {TABLE_END}"
     shown = text[start : end + len(TABLE_END)]
     if shown != render() and os.environ.get(REWRITE) == "1":
-        README.write_text(text.replace(shown, render()), encoding="utf-8")
+        PAGE.write_text(text.replace(shown, render()), encoding="utf-8")
         return
-    assert shown == render(), f"README's answer table is out of date: run with {REWRITE}=1"
+    assert shown == render(), f"docs/checks.md's answer table is out of date: run with {REWRITE}=1"
