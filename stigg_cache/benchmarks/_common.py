@@ -129,7 +129,7 @@ class Row:
 
     @property
     def label(self) -> str:
-        """The row's number as the table and the README show it: ``7``, ``24a``."""
+        """The row's number as the table (docs/performance.md) shows it: ``7``, ``24a``."""
         return f"{self.number}{self.part}"
 
     @property

@@ -304,8 +304,8 @@ def test_json_customers_files_and_the_demo_account_load_alike(tmp_path: Path) ->
     assert shown[0] == shown[1]
 
 
-def test_the_readme_customers_example_loads(tmp_path: Path) -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+def test_the_docs_customers_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "docs" / "testing.md").read_text()
     example = readme.split("`customers.yaml` (or JSON):\n\n```yaml\n", 1)[1].split("```", 1)[0]
     customers = tmp_path / "customers.yaml"
     customers.write_text(example)
