@@ -20,8 +20,9 @@ a block cannot own is filled by fixtures, never by editing the block:
 A block that defines tests (``def test_...``, ``class Test...``) is a test file: it runs
 under pytest in a subprocess, with the package's pytest plugin (``fake_stigg``,
 ``fault_proxy``). A block whose first line is ``# pip install 'stigg-cache[EXTRA]'``
-needs that SDK: this venv (the REST SDK's) runs the ``[rest]`` ones; the others are
-checked for undefined names like every block. Clients a block leaves open are
+needs that SDK: this venv (the REST SDK's) runs the ``[rest]`` ones, and each other
+family's venv its own (``tests/clients/test_doc_examples.py``, in ``make sdk-tests``).
+Every block is checked for undefined names here. Clients a block leaves open are
 closed after it, as the application's exit would.
 """
 
