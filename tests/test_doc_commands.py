@@ -20,7 +20,11 @@ import pytest
 from stigg_cache.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+DOC_FILES = (
+    ROOT / "README.md",
+    ROOT / "stores" / "redis" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+)
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash|console)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ENV_ASSIGNMENT = re.compile(r"^(?:export )?[A-Z_]+=\S+\s+")
 COMMENT = re.compile(r"\s+#.*$")

@@ -47,7 +47,11 @@ from stigg_cache import AsyncResilientClient, ResilientClient
 from stigg_cache.testing.fake import FakeStigg, boolean, metered, numeric
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC_FILES = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+DOC_FILES = (
+    ROOT / "README.md",
+    ROOT / "stores" / "redis" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+)
 PLACEHOLDER_KEY = "..."  # the API key every block writes; the fake accepts it
 SDK_LINE = re.compile(r"^# pip install 'stigg-cache\[([\w-]+)\]'")
 # The SDK extra a block names -> the family whose venv has that SDK (tests/clients/conftest.py).
@@ -61,6 +65,7 @@ REDIS_URL = os.environ.get("STIGG_CACHE_REDIS_URL", "redis://127.0.0.1:6379/0")
 PLACEHOLDERS = {
     "/var/lib/app/": "{tmp}/",
     "redis://:password@redis.internal:6379/0?namespace=prod": "{redis}",
+    "redis://127.0.0.1:6379/0?namespace=prod": "{redis}",
     "start_http_server(9464,": "start_http_server({port},",
 }
 
@@ -87,16 +92,35 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+REDIS_NAMESPACES: list[str] = []  # those the blocks were given: their keys go after the test
+
+
 def filled(source: str, tmp: Path) -> str:
     """The block with each placeholder swapped for the fixture's value."""
+    namespace = f"docs-{uuid.uuid4().hex[:12]}"
     values = {
         "tmp": str(tmp),
         "port": str(free_port()),
-        "redis": f"{REDIS_URL}?namespace=docs-{uuid.uuid4().hex[:12]}",
+        "redis": f"{REDIS_URL}?namespace={namespace}",
     }
     for placeholder, value in PLACEHOLDERS.items():
+        if placeholder in source and "{redis}" in value:
+            REDIS_NAMESPACES.append(namespace)
         source = source.replace(placeholder, value.format(**values))
     return source
+
+
+def drop_redis_namespaces() -> None:
+    """Delete the keys of the namespaces a block used (the test Redis is shared)."""
+    if not REDIS_NAMESPACES:
+        return
+    import redis  # only where a block used Redis (not in every SDK venv)
+
+    with redis.Redis.from_url(REDIS_URL) as server:
+        while REDIS_NAMESPACES:
+            pattern = f"{{stigg-cache:{REDIS_NAMESPACES.pop()}}}:*"
+            for key in list(server.scan_iter(match=pattern, count=1000)):
+                server.delete(key)
 
 
 @pytest.fixture
@@ -114,7 +138,9 @@ def fake_for_docs() -> Iterator[FakeStigg]:
 
 
 @pytest.fixture
-def reader_dir(tmp_path: Path, fake_for_docs: FakeStigg, monkeypatch: pytest.MonkeyPatch) -> Path:
+def reader_dir(
+    tmp_path: Path, fake_for_docs: FakeStigg, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A reader's working directory: fallback.yaml in it, Stigg (and the cache dir) ours."""
     shutil.copy(ROOT / "examples" / "fallback.yaml", tmp_path / "fallback.yaml")
     monkeypatch.chdir(tmp_path)
@@ -123,7 +149,8 @@ def reader_dir(tmp_path: Path, fake_for_docs: FakeStigg, monkeypatch: pytest.Mon
     monkeypatch.setenv("STIGG_API_KEY", PLACEHOLDER_KEY)
     monkeypatch.setenv("STIGG_CACHE_SIGNING_KEY", "docs-example-signing-key-0123456789")
     monkeypatch.delenv("STIGG_CACHE_DIST", raising=False)
-    return tmp_path
+    yield tmp_path
+    drop_redis_namespaces()
 
 
 def run_block(example: CodeExample, tmp: Path) -> None:
@@ -188,6 +215,6 @@ def test_every_placeholder_is_used() -> None:
 
 
 def test_every_doc_file_is_searched() -> None:
-    """The README and every page of the site: a page added to docs/ is covered at once."""
+    """Both READMEs and every page of the site: a page added to docs/ is covered at once."""
     assert {p.name for p in DOC_FILES} >= {"README.md", "index.md", "api.md"}
     assert [e for e in find_examples(ROOT / "README.md") if e.prefix.startswith("py")]
