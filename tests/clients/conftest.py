@@ -63,7 +63,8 @@ collect_ignore = [
     *([] if family() == "sidecar" else ["test_sidecar.py", "test_every_fake.py"]),
     *([] if family().startswith("graphql") else ["test_chaos_graphql.py"]),
     *(["test_http_answers.py"] if family() == "sidecar" else []),
-    *(["test_doc_examples.py"] if family() == "rest" else []),  # tests/test_doc_examples.py runs those
+    # the REST SDK's documentation blocks run in tests/test_doc_examples.py
+    *(["test_doc_examples.py"] if family() == "rest" else []),
 ]
 
 
