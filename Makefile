@@ -57,7 +57,7 @@ wheelhouse: dist
 # The documentation site (MkDocs, Material, the API reference from the docstrings) in
 # build/site; --strict: a broken link, a missing page or an unresolved reference fails.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict  # not --quiet: it hides the warnings --strict counts
 
 bench: $(STAMP)
 	$(PY) -m stigg_cache.benchmarks --out bench/results.json
