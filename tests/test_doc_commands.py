@@ -1,4 +1,5 @@
-"""Every command a shell block of the README or docs/ shows is one the project has.
+"""Every command a shell block of the README or docs/ shows is one the project has, and
+every policy a YAML block shows (one with ``version: 1``) is valid.
 
 A ``stigg-cache ...`` line is parsed by the CLI itself (click), subcommand by subcommand,
 with its optional parts (``[--customer acme]``) given: an unknown command, option or choice,
@@ -18,6 +19,7 @@ import click
 import pytest
 
 from stigg_cache.cli import main
+from stigg_cache.policy.loader import load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = (
@@ -28,6 +30,7 @@ DOC_FILES = (
 SHELL_BLOCK = re.compile(r"^```(?:sh|bash|console)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 ENV_ASSIGNMENT = re.compile(r"^(?:export )?[A-Z_]+=\S+\s+")
 COMMENT = re.compile(r"\s+#.*$")
+POLICY_BLOCK = re.compile(r"^```yaml\n(version: 1\n.*?)^```", re.MULTILINE | re.DOTALL)
 OPTIONAL = re.compile(r"\[([^\[\]]*)\]")  # [--store URL]: the optional part, given
 
 
@@ -106,3 +109,19 @@ def test_a_documented_install_names_what_exists(where: str, command: str) -> Non
 def test_the_documented_commands_are_found() -> None:
     assert any("chaos run" in command for _, command in CLI_LINES)
     assert any(command.startswith("make ") for _, command in LINES)
+
+
+POLICIES = [
+    (f"{path.name}:{path.read_text(encoding='utf-8')[: block.start()].count(chr(10)) + 1}", block)
+    for path in DOC_FILES
+    for block in POLICY_BLOCK.finditer(path.read_text(encoding="utf-8"))
+]
+
+
+@pytest.mark.parametrize(("where", "block"), POLICIES, ids=[where for where, _ in POLICIES])
+def test_a_documented_policy_is_valid(where: str, block: re.Match[str]) -> None:
+    load_policy(block.group(1).encode(), where)
+
+
+def test_the_documented_policies_are_found() -> None:
+    assert {where.split(":")[0] for where, _ in POLICIES} >= {"README.md", "policy.md"}
