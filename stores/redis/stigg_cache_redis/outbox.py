@@ -67,7 +67,7 @@ _KEYS = (
         "usage:leased",
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
-    *("counted", "feed", "feed_seq", "customers", "schema", "scoped"),
+    *("counted", "feed", "feed_seq", "customers", "schema", "scoped", "feed_epoch"),
 )
 
 
@@ -155,6 +155,8 @@ class RedisOutbox:
         self._down = False
         self._indexed = False  # by customer: records an older version wrote may not be
         self._scoped = False  # keys scoped to their customer: an older version's are not
+        self._epoch = ""  # of the usage feed followed here ("": none seen yet)
+        self._claims: dict[int, tuple[str, str]] = {}  # id -> owner, identity, until settled
         self.counted_events: frozenset[str] = frozenset()  # as SqliteOutbox's
 
     # -- the Outbox protocol ------------------------------------------------------------
@@ -303,10 +305,11 @@ class RedisOutbox:
         Raises:
             StoreError: Redis did not answer.
         """
-        rows = self._run("changes", [after])
+        rows = self._run("changes", [after, self._epoch])
+        self._follow_epoch(rows[1].decode(), reset=rows[2] == 1)
         held: list[Held] = []
         dead: list[tuple[str, str]] = []
-        for at in range(1, len(rows), 7):
+        for at in range(3, len(rows), 7):
             state, acked, raw, payload, counted = rows[at + 1 : at + 6]
             record = _readable(raw, payload)
             if record is None:
@@ -324,9 +327,25 @@ class RedisOutbox:
         Raises:
             StoreError: Redis did not answer.
         """
-        seq = self._gate.call(lambda: self._redis.get(self._key("feed_seq")))
+        seq, epoch = self._gate.call(
+            lambda: cast(
+                "list[bytes | None]", self._redis.mget(self._keys_of("feed_seq", "feed_epoch"))
+            )
+        )
+        self._follow_epoch((epoch or b"").decode(), reset=False)
         self._recovered()
         return int(seq or 0)
+
+    def _follow_epoch(self, epoch: str, *, reset: bool) -> None:
+        """Remember the feed's epoch; say once that a feed read whole started anew."""
+        if reset:
+            logger.warning(
+                "stigg_cache_redis.feed_reset: the usage feed in Redis started anew or went "
+                "back (Redis restarted empty or failed over); every record held was read again",
+                extra={"event": "stigg_cache_redis.feed_reset"},
+            )
+        if epoch:
+            self._epoch = epoch
 
     def held_of(self, customer_id: str, resource_id: str | None) -> list[Held]:
         """One customer's records held in Redis (one range of an index), and in the local
@@ -438,6 +457,9 @@ class RedisOutbox:
 
     def _key(self, name: str) -> str:
         return self._key_of[name]
+
+    def _keys_of(self, *names: str) -> list[str]:
+        return [self._key_of[name] for name in names]
 
     def _run(self, script: str, args: list[Any]) -> Any:
         return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))

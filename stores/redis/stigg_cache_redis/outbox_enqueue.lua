@@ -42,7 +42,7 @@ end
 for r = 0, count - 1 do
   if flags[r + 1] == 0 then
     local identity, stamped = ARGV[4 + r * 6], ARGV[5 + r * 6]
-    local id = tostring(redis.call('INCR', seq))
+    local id = next_of(seq)
     redis.call('HSET', idx, identity, id)
     redis.call('HSET', ident, id, identity)
     redis.call('HSET', rec, id, ARGV[6 + r * 6])

@@ -33,11 +33,28 @@ local function unqueue(id, kind)
   redis.call('HDEL', owners, id)
 end
 
+-- A counter's next value, as a string (record ids, the feed's sequence numbers). One a Redis
+-- lost (restarted empty) starts again at Redis's time in microseconds: above every value it
+-- had, so no id is given twice and the new feed is after every host's cursor.
+local function next_of(key)
+  if redis.call('EXISTS', key) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])))
+  end
+  return string.format('%d', redis.call('INCR', key))
+end
+
 -- Every process follows what moves local usage (a record added, acknowledged, dead or
--- requeued) in the feed: record ids scored by the sequence number of their last move.
-local counted, feed, feed_seq = KEYS[22], KEYS[23], KEYS[24]
+-- requeued) in the feed: record ids scored by the sequence number of their last move. The
+-- feed's epoch names this run of it: another epoch means Redis lost the feed (restarted
+-- empty), and a follower reads everything held again (outbox_changes.lua).
+local counted, feed, feed_seq, feed_epoch = KEYS[22], KEYS[23], KEYS[24], KEYS[28]
 local function moved(id)
-  redis.call('ZADD', feed, redis.call('INCR', feed_seq), id)
+  if redis.call('EXISTS', feed_epoch) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', feed_epoch, now[1] .. '.' .. now[2])
+  end
+  redis.call('ZADD', feed, next_of(feed_seq), id)
 end
 
 -- Every record by customer: members "customer\nid" (score 0), so one customer's records

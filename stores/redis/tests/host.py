@@ -1,0 +1,197 @@
+"""A host of a fleet on Redis: one ResilientClient in a process of its own, with its own
+local outbox, driven line by line over stdin (JSON in, JSON out).
+
+Run as ``python host.py CONFIG_JSON``; CONFIG: store, stigg_url, api_key, and optionally
+lease_s, policy (YAML text) and clock_ahead_s (the host's wall clock runs that far ahead).
+Commands: ``consume``, ``metered``, ``usage``, ``events``, ``flush``, ``status``, ``redis_ok``,
+``cursor``, ``reconcile``, ``exit``. :class:`Host` starts one and asks it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stigg_cache import FallbackPolicy, ResilientClient
+from stigg_cache.errors import StoreError
+
+
+class AheadClock:
+    """The system clock, its wall time ``ahead_s`` ahead (a host whose clock is off)."""
+
+    def __init__(self, ahead_s: float) -> None:
+        self._ahead_s = ahead_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time() + self._ahead_s
+
+
+def _consume(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    granted = [
+        client.consume(command["customer"], command["feature"]).granted
+        for _ in range(command.get("times", 1))
+    ]
+    return {"granted": sum(granted)}
+
+
+def _metered(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    answer = client.get_metered_entitlement(
+        customer_id=command["customer"], feature_id=command["feature"]
+    )
+    return {"usage": answer.current_usage, "has_access": answer.has_access}
+
+
+def _usage(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    client.report_usage(
+        customer_id=command["customer"],
+        feature_id=command["feature"],
+        value=command["value"],
+        update_behavior=command.get("behavior", "DELTA"),
+        idempotency_key=command.get("key"),
+    )
+    return {"durable": True}
+
+
+def _events(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    events = [
+        {"customer_id": command["customer"], "event_name": "api.request", "idempotency_key": key}
+        for key in command["keys"]
+    ]
+    return {"durable": len(client.report_event(events))}
+
+
+def _flush(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    flushed = client.flush(timeout=command["timeout"])
+    return {"drained": flushed.drained, "pending": flushed.pending}
+
+
+def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    return {"outbox_depth": client.status().outbox_depth, "sent": client._usage.flusher.sent}
+
+
+def _redis_ok(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    """Whether the shared outbox answers (its gate opens again a moment after a fault)."""
+    try:
+        client._usage.outbox.cursor()  # type: ignore[attr-defined]
+    except StoreError:
+        return {"ok": False}
+    return {"ok": True}
+
+
+def _cursor(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    client._usage.sync()
+    return {"cursor": client._usage._cursor}
+
+
+def _reconcile(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    report = client.reconcile(timeout=command.get("timeout", 10.0))
+    return {"done": report is not None}
+
+
+_OPS = {
+    "consume": _consume,
+    "metered": _metered,
+    "usage": _usage,
+    "events": _events,
+    "flush": _flush,
+    "status": _status,
+    "redis_ok": _redis_ok,
+    "cursor": _cursor,
+    "reconcile": _reconcile,
+}
+
+
+def main(config_json: str) -> None:
+    config = json.loads(config_json)
+    policy = FallbackPolicy.from_yaml(config["policy"]) if config.get("policy") else None
+    client = ResilientClient(
+        None,
+        api_key=config["api_key"],
+        base_url=config["stigg_url"],
+        store=config["store"],
+        policy=policy,
+        outbox_lease_s=config.get("lease_s", 30.0),
+        check_timeout=0.3,
+        clock=AheadClock(config.get("clock_ahead_s", 0.0)),
+    )
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command["op"] == "exit":
+            break
+        print(json.dumps(_OPS[command["op"]](client, command)), flush=True)
+    client.close()
+
+
+class Host:
+    """One host of the fleet: its client in a process of its own."""
+
+    def __init__(self, store: str, stigg_url: str, api_key: str, **options: Any) -> None:
+        config = {"store": store, "stigg_url": stigg_url, "api_key": api_key, **options}
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert self._read() == {"ready": True}
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, f"host exited with {self.process.poll()}"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def wait_for_redis(self, deadline_s: float = 30.0) -> None:
+        """Until the host's outbox reaches Redis again (its gate reopens after a fault)."""
+        deadline = time.monotonic() + deadline_s
+        while not self.ask("redis_ok")["ok"]:
+            assert time.monotonic() < deadline, "the host never reached Redis again"
+            time.sleep(0.1)
+
+    def pause(self) -> None:
+        """Freeze the process (a host cut off from everything)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.write('{"op": "exit"}\n')
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def host_url(server: str, namespace: str, local: Path) -> str:
+    """A host's store URL: the fleet's namespace, a local outbox of its own."""
+    return f"{server}?namespace={namespace}&local_outbox={local}"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    main(sys.argv[1])
