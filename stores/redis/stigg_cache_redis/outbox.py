@@ -198,14 +198,16 @@ class RedisOutbox:
             local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
             return [Claimed(-c.id, c.record, c.attempts) for c in local]
         claimed: list[Claimed] = []
-        for at in range(0, len(rows), 4):
+        for at in range(0, len(rows), 5):
+            id_ = int(rows[at])
+            self._claims[id_] = (owner, bytes(rows[at + 4]).decode())
             try:
                 record = _decode(rows[at + 1], rows[at + 2])
             except ValueError as error:  # one bad record never stops the fleet's usage
                 reason = f"unreadable in the outbox: {error}"
-                self.settle(dead=[int(rows[at])], owner=owner, now=now, reason=reason)
+                self.settle(dead=[id_], owner=owner, now=now, reason=reason)
                 continue
-            claimed.append(Claimed(int(rows[at]), record, int(rows[at + 3])))
+            claimed.append(Claimed(id_, record, int(rows[at + 3])))
         return claimed
 
     def settle(
@@ -235,7 +237,10 @@ class RedisOutbox:
             )
         remote = [[i for i in ids if i > 0] for ids in (sent, retry, dead)]
         if any(remote):
-            remote_counts = [(i, value) for i, value in counts.items() if i > 0]
+            # Each record by the identity it was claimed with: ids are given again after a
+            # failover, and the one settled must be the one sent (outbox_settle.lua).
+            identity = {i: self._claimed_as(i, owner) for ids in remote for i in ids}
+            remote_counts = [(i, value) for i, value in counts.items() if i in identity]
             self._run(
                 "settle",
                 [
@@ -246,12 +251,21 @@ class RedisOutbox:
                     repr(now - KEEP_SENT_S),
                     *(len(ids) for ids in remote),
                     len(remote_counts),
-                    *(i for ids in remote for i in ids),
-                    *(item for i, value in remote_counts for item in (i, repr(value))),
+                    *(item for ids in remote for i in ids for item in (i, identity[i])),
+                    *(item for i, n in remote_counts for item in (i, identity[i], repr(n))),
                 ],
             )
 
+    def _claimed_as(self, id_: int, owner: str) -> str:
+        """The identity record ``id_`` had when ``owner`` claimed it, forgotten now it is
+        settled (``""``: not claimed here, and settled only if it has none either)."""
+        claimed_by, identity = self._claims.pop(id_, (owner, ""))
+        return identity if claimed_by == owner else ""
+
     def release(self, owner: str) -> int:
+        for id_, (claimed_by, _) in list(self._claims.items()):
+            if claimed_by == owner:
+                self._claims.pop(id_, None)
         given = self.local.release(owner)
         try:
             given += int(self._run("release", [owner]))

@@ -1,5 +1,5 @@
 -- ARGV: kind, limit, owner, now, lease_until, stepped_after (now + CLOCK_STEP_S).
--- Returns id, record, payload, attempts for each record leased, oldest first.
+-- Returns id, record, payload, attempts, identity for each record leased, oldest first.
 local lane = lanes[ARGV[1]]
 local limit, owner, now, lease_until = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 -- Retries whose time has come and leases that ran out are sendable again, as are
@@ -32,5 +32,6 @@ for _, id in ipairs(redis.call('ZRANGE', lane.ready, 0, limit - 1)) do
   table.insert(out, redis.call('HGET', rec, id) or '')
   table.insert(out, redis.call('HGET', pay, id) or '')
   table.insert(out, redis.call('HGET', att, id) or '0')
+  table.insert(out, redis.call('HGET', ident, id) or '')
 end
 return out

@@ -6,12 +6,14 @@ outbox) sharing one namespace of a Redis server the test starts, restarts and st
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
 
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 
@@ -31,9 +33,9 @@ def start_host(own_redis: OwnRedis, fake: FakeStigg, tmp_path: Path) -> Iterator
     """Starts hosts on the test's Redis, one namespace, each with its own local outbox."""
     started: list[Host] = []
 
-    def start(name: str, **options: Any) -> Host:
+    def start(name: str, *, stigg_url: str | None = None, **options: Any) -> Host:
         url = host_url(own_redis.url, namespace_for(tmp_path), tmp_path / f"{name}-outbox.db")
-        started.append(Host(url, fake.url, API_KEY, **options))
+        started.append(Host(url, stigg_url or fake.url, API_KEY, **options))
         return started[-1]
 
     yield start
@@ -72,3 +74,65 @@ def test_hosts_see_each_others_usage_after_redis_restarts_empty(
     granted_b = b.ask("consume", customer="acme", feature="seats", times=LIMIT)["granted"]
     print(f"A granted {granted_a}, B granted {granted_b} (limit {LIMIT})")
     assert (granted_a, granted_b) == (LIMIT, 0)
+
+
+def _keys_of(server: OwnRedis) -> dict[bytes, bytes]:
+    """Every key and its value (DUMP), as a replica holds them at this moment."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return {key: cast("bytes", client.dump(key)) for key in client.scan_iter(count=1000)}
+    finally:
+        client.close()
+
+
+def _fail_over(server: OwnRedis, replica: dict[bytes, bytes], *hosts: Host) -> None:
+    """Another server takes over with what the replica held: the last writes are lost."""
+    server.stop()
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    try:
+        for key, value in replica.items():
+            client.restore(key, 0, value)
+    finally:
+        client.close()
+    for host in hosts:
+        host.wait_for_redis()
+
+
+def _keys_in(*fakes: FakeStigg) -> collections.Counter[str]:
+    return collections.Counter(
+        event["idempotencyKey"] for fake in fakes for event in fake.account.events
+    )
+
+
+def test_a_send_in_flight_over_a_failover_settles_only_what_it_sent(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+) -> None:
+    """Issue 30 #2: ids restart after a failover; A's late settle by id marked B's new
+    records as sent, so Stigg got none of them and flush() said drained."""
+    with FakeStigg(api_key=API_KEY) as b_stigg:
+        b_stigg.set_mode(FakeMode.DOWN)  # B's records wait in Redis, B's sends fail
+        a = start_host("a")
+        b = start_host("b", stigg_url=b_stigg.url)
+        a.ask("events", customer="acme", keys=["warm"])
+        _wait(lambda: a.ask("flush", timeout=2)["drained"], "A sent its first event")
+        replica = _keys_of(own_redis)
+        fake.set_mode(FakeMode.SLOW, delay_s=3.0)  # Stigg takes A's batch, answers late
+        a.ask("events", customer="acme", keys=[f"a-{n}" for n in range(5)])
+        box = redis.Redis.from_url(own_redis.url)
+        leased = next(k for k in box.scan_iter(match="*outbox:event:leased") if k)
+        _wait(lambda: box.zcard(leased) == 5, "A claimed its five events")
+        box.close()
+        _fail_over(own_redis, replica, a, b)
+        b.ask("events", customer="acme", keys=[f"b-{n}" for n in range(5)])
+        _wait(lambda: len(fake.account.events) >= 6, "Stigg took A's batch")
+        fake.set_mode(FakeMode.UP)
+        b_stigg.set_mode(FakeMode.UP)
+        _wait(
+            lambda: a.ask("flush", timeout=2)["drained"] and b.ask("flush", timeout=2)["drained"],
+            "both hosts drained",
+        )
+        delivered = _keys_in(fake, b_stigg)
+    of_b = sum(1 for key in delivered if key.startswith("b-"))
+    print(f"Stigg got {of_b} of B's 5 records")
+    assert of_b == 5
