@@ -182,17 +182,8 @@ class RedisOutbox:
         if self._local_waiting:
             self._move_local(now)
         try:
-            rows = self._run(
-                "claim",
-                [
-                    kind.value,
-                    limit,
-                    owner,
-                    repr(now),
-                    repr(now + lease_s),
-                    repr(now + CLOCK_STEP_S),
-                ],
-            )
+            # Leases on Redis's clock: a host whose clock runs ahead takes no live lease.
+            rows = self._run("claim", [kind.value, limit, owner, repr(lease_s), repr(CLOCK_STEP_S)])
         except StoreError as error:
             self._fell_back(error)
             local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
@@ -246,7 +237,7 @@ class RedisOutbox:
                 [
                     owner,
                     repr(now),
-                    repr(retry_at),
+                    repr(max(0.0, retry_at - now)),  # from now on Redis's clock
                     reason,
                     repr(now - KEEP_SENT_S),
                     *(len(ids) for ids in remote),
@@ -276,7 +267,7 @@ class RedisOutbox:
     def stats(self, now: float) -> OutboxStats:
         local = self.local.stats(now)
         try:
-            remote = self._remote_stats(now)
+            remote = self._remote_stats()
         except StoreError as error:
             self._fell_back(error)
             return OutboxStats(
@@ -548,12 +539,14 @@ class RedisOutbox:
             extra={"event": "stigg_cache_redis.outbox_moved", "records": len(batch)},
         )
 
-    def _remote_stats(self, now: float) -> OutboxStats:
+    def _remote_stats(self) -> OutboxStats:
         def read() -> list[Any]:
+            seconds, micros = self._redis.time()
+            clock = seconds + micros / 1e6  # leases end on Redis's clock
             pipe = self._redis.pipeline(transaction=False)
             pipe.zcard(self._key("pending"))
-            pipe.zcount(self._key("event:leased"), f"({now!r}", "+inf")
-            pipe.zcount(self._key("usage:leased"), f"({now!r}", "+inf")
+            pipe.zcount(self._key("event:leased"), f"({clock!r}", "+inf")
+            pipe.zcount(self._key("usage:leased"), f"({clock!r}", "+inf")
             pipe.zcard(self._key("sent"))
             pipe.zcard(self._key("dead"))
             pipe.zrange(self._key("pending"), 0, 0, withscores=True)

@@ -1,10 +1,10 @@
--- ARGV: kind, limit, owner, now, lease_until, stepped_after (now + CLOCK_STEP_S).
+-- ARGV: kind, limit, owner, lease_s, clock_step_s. Leases are timed on Redis's clock.
 -- Returns id, record, payload, attempts, identity for each record leased, oldest first.
 local lane = lanes[ARGV[1]]
-local limit, owner, now, lease_until = tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local limit, owner, now = tonumber(ARGV[2]), ARGV[3], redis_now()
+local lease_until, stepped_after = now + tonumber(ARGV[4]), now + tonumber(ARGV[5])
 -- Retries whose time has come and leases that ran out are sendable again, as are
--- those set well after "now" (the wall clock stepped back since; a little after is a
--- host whose clock runs ahead, or a claim whose "now" was read a moment before).
+-- those set well after "now" (Redis's clock stepped back since).
 local function release(id)
   redis.call('ZREM', lane.delayed, id)
   redis.call('ZREM', lane.leased, id)
@@ -17,7 +17,7 @@ for _, queue in ipairs({lane.delayed, lane.leased}) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '-inf', now)) do release(id) end
 end
 for _, queue in ipairs({lane.delayed_since, lane.leased_since}) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '(' .. ARGV[6], '+inf')) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', queue, '(' .. stepped_after, '+inf')) do
     release(id)
   end
 end

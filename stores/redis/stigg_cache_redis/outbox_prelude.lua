@@ -2,15 +2,22 @@
 local seq, rec, pay, ident, idx, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local pending, sent, dead, dinfo, owners = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 -- Per kind: ready (score = id, so oldest first), delayed (score = retry time),
--- leased (score = lease end), and when each delay and lease was set: a time set
--- "in the future" means the wall clock has since stepped back, and the record
--- is sendable again rather than stranded until the clock catches up.
+-- leased (score = lease end), and when each delay and lease was set, all on Redis's clock:
+-- a time set "in the future" means its clock has since stepped back, and the record is
+-- sendable again rather than stranded until the clock catches up.
 local lanes = {
   event = {ready = KEYS[12], delayed = KEYS[13], leased = KEYS[14],
            delayed_since = KEYS[18], leased_since = KEYS[19]},
   usage = {ready = KEYS[15], delayed = KEYS[16], leased = KEYS[17],
            delayed_since = KEYS[20], leased_since = KEYS[21]},
 }
+
+-- Redis's clock, in seconds: leases and retry times are set and compared on it, never on a
+-- host's (a host whose clock runs ahead would take live leases).
+local function redis_now()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) + tonumber(now[2]) / 1000000
+end
 
 -- "event\ncustomer\nkey" (or the record, "event\nstamp", if that entry is lost) -> "event"
 local function kind_of(id)

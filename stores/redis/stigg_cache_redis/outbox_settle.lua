@@ -1,9 +1,11 @@
--- ARGV: owner, now, retry_at, reason, forget_sent_before, #sent, #retry, #dead, #counted,
+-- ARGV: owner, now, retry_in (seconds on Redis's clock), reason, forget_sent_before, #sent,
+-- #retry, #dead, #counted,
 -- then an (id, identity) pair per record settled, then (id, identity, usage) per record
 -- counted: what Stigg answered sent usage with. A record is its identity (kind, customer,
 -- key), never its id alone: after a failover ids are given again, and the record that now
 -- holds a sender's id is another host's usage.
-local owner, now, retry_at, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local owner, now, reason, clock = ARGV[1], ARGV[2], ARGV[4], redis_now()
+local retry_at = clock + tonumber(ARGV[3])
 local n_sent, n_retry, n_dead = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local n_counted = tonumber(ARGV[9])
 -- The id of the record the sender claimed, if it is held under that id still.
@@ -43,7 +45,7 @@ for i = at, at + 2 * n_retry - 1, 2 do
     unqueue(id, kind)
     redis.call('HINCRBY', att, id, 1)
     redis.call('ZADD', lanes[kind].delayed, retry_at, id)
-    redis.call('ZADD', lanes[kind].delayed_since, now, id)
+    redis.call('ZADD', lanes[kind].delayed_since, clock, id)
   end
 end
 at = at + 2 * n_retry

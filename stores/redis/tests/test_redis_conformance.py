@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from stigg_cache.outbox.base import Outbox
-from stigg_cache.outbox.records import usage_record
+from stigg_cache.outbox.base import Claimed, Outbox
+from stigg_cache.outbox.records import RecordKind, usage_record
 from stigg_cache.testing.conformance import DurableStoreConformance
-from stigg_cache.testing.outbox_conformance import NOW, SharedOutboxConformance, events, units
+from stigg_cache.testing.outbox_conformance import (
+    LEASE_S,
+    NOW,
+    SharedOutboxConformance,
+    events,
+    units,
+)
 from stigg_cache_redis import open_redis_outbox
 
 from conftest import url_for
@@ -24,6 +31,51 @@ class TestRedisOutbox(SharedOutboxConformance):
 
     def make_outbox(self, base: Path) -> Outbox:
         return open_redis_outbox(url_for(base))
+
+    # Leases and retry times are on Redis's clock (hosts' clocks differ): the claims'
+    # "now" moves none of them, time passing on Redis does. Three tests in that form:
+
+    def test_a_leased_record_is_not_claimed_again_until_its_lease_ends(
+        self, outbox: Outbox
+    ) -> None:
+        outbox.enqueue(events(2), NOW)
+        first = outbox.claim(RecordKind.EVENT, 10, "a", now=NOW, lease_s=1.0)
+        assert len(first) == 2
+        ahead = NOW + LEASE_S + 1  # a claimer whose clock is past the lease's end
+        assert outbox.claim(RecordKind.EVENT, 10, "b", now=ahead, lease_s=LEASE_S) == []
+        again = _claimed_within(outbox, "b", now=NOW)
+        assert [c.id for c in again] == [c.id for c in first]
+
+    def test_retry_waits_until_its_time_and_counts_the_attempt(self, outbox: Outbox) -> None:
+        outbox.enqueue(events(1), NOW)
+        (claimed,) = outbox.claim(RecordKind.EVENT, 1, "a", now=NOW, lease_s=LEASE_S)
+        outbox.settle(retry=[claimed.id], owner="a", now=NOW, retry_at=NOW + 1, reason="503")
+        assert outbox.claim(RecordKind.EVENT, 1, "a", now=NOW + 5, lease_s=LEASE_S) == []
+        (again,) = _claimed_within(outbox, "a", now=NOW)
+        assert again.attempts == 1
+
+    def test_a_wall_clock_stepped_back_strands_no_record(self, outbox: Outbox) -> None:
+        # Leased and retried while the host's clock read an hour ahead: on Redis's clock
+        # the lease and the retry last what they were given, no more (and no less).
+        outbox.enqueue(events(2), NOW)
+        ahead = NOW + 3600
+        (retried,) = outbox.claim(RecordKind.EVENT, 1, "a", now=ahead, lease_s=LEASE_S)
+        outbox.settle(retry=[retried.id], owner="a", now=ahead, retry_at=ahead + 1, reason="503")
+        assert len(outbox.claim(RecordKind.EVENT, 1, "a", now=ahead, lease_s=1.0)) == 1
+        assert outbox.stats(NOW + 1).leased == 1
+        again = _claimed_within(outbox, "b", now=NOW + 1, count=2)
+        assert sorted(c.record.idempotency_key for c in again) == ["e0", "e1"]
+        assert outbox.stats(NOW - 3600).leased == 2  # leased to b, whatever the caller's clock
+
+
+def _claimed_within(outbox: Outbox, owner: str, *, now: float, count: int = 1) -> list[Claimed]:
+    """What ``owner`` claims once Redis's clock has passed the leases and retry times."""
+    claimed: list[Claimed] = []
+    deadline = time.monotonic() + 30
+    while len(claimed) < count and time.monotonic() < deadline:
+        claimed += outbox.claim(RecordKind.EVENT, 10, owner, now=now, lease_s=LEASE_S)
+        time.sleep(0.05)
+    return claimed
 
 
 def test_records_an_older_version_wrote_are_indexed_by_customer_once(tmp_path: Path) -> None:

@@ -136,3 +136,29 @@ def test_a_send_in_flight_over_a_failover_settles_only_what_it_sent(
     of_b = sum(1 for key in delivered if key.startswith("b-"))
     print(f"Stigg got {of_b} of B's 5 records")
     assert of_b == 5
+
+
+def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+) -> None:
+    """Issue 30 #5: leases were timed on each host's clock; a host 45 s ahead (inside the
+    60 s clock-step tolerance) took every live lease, and 50 of 50 events went twice."""
+    fake.set_mode(FakeMode.SLOW, delay_s=3.0)  # A's send is in flight, its leases live
+    a = start_host("a", lease_s=30.0)
+    a.ask("events", customer="acme", keys=[f"k{n}" for n in range(50)])
+    box = redis.Redis.from_url(own_redis.url)
+    leased = next(k for k in box.scan_iter(match="*outbox:event:leased") if k)
+    _wait(lambda: box.zcard(leased) == 50, "A claimed the fifty events")
+    box.close()
+    b = start_host("b", lease_s=30.0, clock_ahead_s=45.0)
+    b.ask("events", customer="acme", keys=["b"])  # B's sender starts, and claims
+    _wait(lambda: len(fake.account.events) >= 50, "Stigg took A's batch")
+    fake.set_mode(FakeMode.UP)
+    _wait(
+        lambda: a.ask("flush", timeout=2)["drained"] and b.ask("flush", timeout=2)["drained"],
+        "both hosts drained",
+    )
+    twice = sum(1 for count in fake.account.receipts.values() if count > 1)
+    print(f"{twice} of 50 events sent twice")
+    assert set(_keys_in(fake)) == {"b", *(f"k{n}" for n in range(50))}
+    assert twice == 0
