@@ -1,8 +1,9 @@
 """The usage outbox on Redis, shared by every process of a fleet.
 
-Records live in hashes; per kind, a *ready* sorted set (scored by id, so the
-oldest is sent first), a *delayed* one (scored by retry time) and a *leased*
-one (scored by lease end). Every change is one Lua script, so it is atomic:
+Records live in hashes; per kind, a *ready* sorted set (scored by the record's
+own time, so the oldest is sent first wherever it waited before), a *delayed*
+one (scored by retry time) and a *leased* one (scored by lease end, on Redis's
+clock). Every change is one Lua script, so it is atomic:
 two processes never lease the same record, and a lease that runs out (its
 sender was SIGKILLed) makes the record claimable by anyone. At-least-once to
 Stigg, deduplicated there by the unchanged idempotency keys and stamps.
@@ -68,6 +69,7 @@ _KEYS = (
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
     *("counted", "feed", "feed_seq", "customers", "schema", "scoped", "feed_epoch"),
+    *("latest_set", "set_sending"),
 )
 
 
@@ -183,7 +185,9 @@ class RedisOutbox:
             self._move_local(now)
         try:
             # Leases on Redis's clock: a host whose clock runs ahead takes no live lease.
-            rows = self._run("claim", [kind.value, limit, owner, repr(lease_s), repr(CLOCK_STEP_S)])
+            rows = self._run(
+                "claim", [kind.value, limit, owner, repr(lease_s), repr(CLOCK_STEP_S), repr(now)]
+            )
         except StoreError as error:
             self._fell_back(error)
             local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)

@@ -1,5 +1,5 @@
 -- ARGV: action ("requeue" or "purge"), then dead-letter ids (none: all of them).
--- Requeue keeps the id (so the record is sent before newer ones). A dead letter whose
+-- Requeue keeps the record's time (so it is sent before newer ones). A dead letter whose
 -- key was enqueued again meanwhile is dropped if that record is the same usage (it is
 -- in the outbox already) and kept if it is other usage under the key, as in SQLite.
 local ids = {}
@@ -21,7 +21,7 @@ for _, id in ipairs(ids) do
       if ARGV[1] == 'requeue' and identity and not holder then
         redis.call('HSET', idx, identity, id)
         redis.call('ZADD', pending, cjson.decode(info)[3], id)
-        redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
+        make_ready(lanes[string.match(identity, '^(%a+)\n')], id)
         moved(id)
         done = done + 1
       else

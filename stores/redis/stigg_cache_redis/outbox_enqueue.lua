@@ -50,7 +50,13 @@ for r = 0, count - 1 do
     local customer = ARGV[8 + r * 6]  -- "": a record that cannot count as local usage
     if customer ~= '' then redis.call('ZADD', customers, 0, customer .. '\n' .. id) end
     redis.call('ZADD', pending, stamped, id)
-    redis.call('ZADD', lanes[string.match(identity, '^(%a+)\n')].ready, id, id)
+    local kind = string.match(identity, '^(%a+)\n')
+    make_ready(lanes[kind], id)
+    local scope = kind == 'usage' and set_scope(ARGV[7 + r * 6])
+    local latest = scope and redis.call('HGET', latest_set, scope)
+    if scope and not (latest and tonumber(latest) >= tonumber(stamped)) then
+      redis.call('HSET', latest_set, scope, stamped)
+    end
     moved(id)
   end
 end

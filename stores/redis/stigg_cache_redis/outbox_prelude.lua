@@ -1,7 +1,8 @@
 -- Shared by every outbox script. KEYS, in this order (all under one hash tag):
 local seq, rec, pay, ident, idx, att = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local pending, sent, dead, dinfo, owners = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
--- Per kind: ready (score = id, so oldest first), delayed (score = retry time),
+-- Per kind: ready (score = the record's own time, so oldest first wherever it waited before
+-- it came: a record moved from a host's local outbox keeps its place), delayed (score = retry time),
 -- leased (score = lease end), and when each delay and lease was set, all on Redis's clock:
 -- a time set "in the future" means its clock has since stepped back, and the record is
 -- sendable again rather than stranded until the clock catches up.
@@ -99,3 +100,20 @@ local function forget(id)
   redis.call('ZREM', feed, id)
 end
 
+-- Back in its lane's ready queue, in the place its own time gives it.
+local function make_ready(lane, id)
+  redis.call('ZADD', lane.ready, redis.call('ZSCORE', pending, id) or '0', id)
+end
+
+-- SET usage replaces a value: the newest enqueued per customer, feature and resource (its
+-- time, in latest_set), and the SET being sent for each (its id, in set_sending). An older
+-- SET is never sent once a newer one is enqueued, nor a newer one while an older is sent:
+-- Stigg would end at the older value.
+local latest_set, set_sending = KEYS[29], KEYS[30]
+local function set_scope(payload)
+  local ok, body = pcall(cjson.decode, payload or '')
+  if not ok or type(body) ~= 'table' or body.updateBehavior ~= 'SET' then return nil end
+  local resource = body.resourceId
+  if type(resource) ~= 'string' then resource = '' end
+  return tostring(body.customerId) .. '\n' .. tostring(body.featureId) .. '\n' .. resource
+end

@@ -7,7 +7,7 @@ for i = 1, #held, 2 do
     local kind = kind_of(id)
     if kind then
       unqueue(id, kind)
-      redis.call('ZADD', lanes[kind].ready, id, id)
+      make_ready(lanes[kind], id)
       given = given + 1
     end
   end

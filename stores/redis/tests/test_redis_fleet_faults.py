@@ -15,7 +15,10 @@ from typing import Any, cast
 import pytest
 import redis
 
+from stigg_cache.errors import StoreError
+from stigg_cache.outbox.records import RecordKind, UsageRecord, usage_record
 from stigg_cache.testing.fake import FakeMode, FakeStigg
+from stigg_cache_redis import RedisOutbox, open_redis_outbox
 
 from conftest import API_KEY, OwnRedis, namespace_for
 from host import Host, host_url
@@ -162,3 +165,71 @@ def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
     print(f"{twice} of 50 events sent twice")
     assert set(_keys_in(fake)) == {"b", *(f"k{n}" for n in range(50))}
     assert twice == 0
+
+
+def _set_values(fake: FakeStigg) -> list[float]:
+    return [u["value"] for u in fake.account.usages if u["updateBehavior"] == "SET"]
+
+
+def test_an_older_set_moved_back_from_a_local_outbox_never_overwrites_a_newer_one(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+) -> None:
+    """Issue 30 #4: A, cut off, set 5; B then set 9; A's 5, moved to Redis later under a
+    new id, was sent after B's 9 and Stigg ended at 5."""
+    a = start_host("a")
+    b = start_host("b")
+    own_redis.stop()
+    fake.set_mode(FakeMode.DOWN)
+    a.ask("usage", customer="acme", feature="api_calls", value=5, behavior="SET", key="a")
+    time.sleep(0.01)  # B's is the newer, by its own time
+    a.pause()  # cut off: its 5 waits in its local outbox
+    own_redis.start()
+    fake.set_mode(FakeMode.UP)
+    b.wait_for_redis()
+    b.ask("usage", customer="acme", feature="api_calls", value=9, behavior="SET", key="b")
+    _wait(lambda: _set_values(fake) == [9], "Stigg took B's 9")
+    a.resume()  # back: its 5 moves to Redis
+    a.wait_for_redis()
+    _wait(lambda: a.ask("flush", timeout=2)["drained"], "A's outbox drained")
+    _wait(lambda: b.ask("flush", timeout=2)["drained"], "B's outbox drained")
+    print(f"Stigg got SET {_set_values(fake)}")
+    assert _set_values(fake)[-1] == 9
+
+
+def test_usage_moved_back_from_a_local_outbox_is_sent_in_the_order_of_its_own_time(
+    own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    """Issue 30 #4: a record moved back got a new, higher id and went after newer usage."""
+    url = host_url(own_redis.url, namespace_for(tmp_path), tmp_path / "unused.db")
+    a = open_redis_outbox(url.replace("unused.db", "a-outbox.db"))
+    b = open_redis_outbox(url.replace("unused.db", "b-outbox.db"))
+    try:
+        now = time.time()
+        own_redis.stop()
+        a.enqueue([_unit("older", now)], now)  # to A's local outbox
+        own_redis.start()
+        b.enqueue([_unit("newer", now + 1)], now + 1)
+        _wait(lambda: _answers(a), "A reaches Redis again", deadline_s=30)
+        a.claim(RecordKind.EVENT, 0, "a", now=now, lease_s=30)  # moves A's record over
+        claimed = b.claim(RecordKind.USAGE, 10, "b", now=now, lease_s=30)
+        order = [c.record.idempotency_key for c in claimed]
+        print(f"claimed {order}")
+        assert order == ["older", "newer"]
+    finally:
+        a.close()
+        b.close()
+
+
+def _unit(key: str, at: float) -> UsageRecord:
+    return usage_record(
+        {"customer_id": "acme", "feature_id": "api_calls", "value": 1, "idempotency_key": key},
+        at,
+    )
+
+
+def _answers(box: RedisOutbox) -> bool:
+    try:
+        box.cursor()
+    except StoreError:
+        return False
+    return True
