@@ -15,8 +15,6 @@ Redis returns, what is left is moved over. Ids of local records are negative.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import socket
@@ -44,14 +42,13 @@ from stigg_cache.outbox.records import (
     Receipt,
     RecordKind,
     UsageRecord,
-    record_from_payload,
-    scoped_key,
-    unreadable_record,
 )
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
 from stigg_cache_redis.journal import RedisJournal
+from stigg_cache_redis._reads import Reads
+from stigg_cache_redis._records import as_held, decode, encode, identity, readable, reused_key
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
@@ -77,44 +74,6 @@ def _script(name: str) -> str:
     return (files("stigg_cache_redis") / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def _identity(record: UsageRecord) -> str:
-    """``kind\ncustomer\nkey``: a key belongs to its customer (``outbox_scope.lua``)."""
-    return f"{record.kind.value}\n{scoped_key(record.customer_id, record.idempotency_key)}"
-
-
-def _encode(record: UsageRecord) -> str:
-    # The payload (stored beside it) holds every other field of the record.
-    return f"{record.kind.value}\n{record.stamped_at!r}"
-
-
-def _decode(raw: bytes | None, payload: bytes | None) -> UsageRecord:
-    """Raises ValueError: not a record this library wrote (or a part of it is missing)."""
-    if not raw or not payload:
-        raise ValueError("a part of the record is missing")
-    kind, _, stamped = raw.decode().partition("\n")
-    return record_from_payload(RecordKind(kind), payload.decode(), float(stamped))
-
-
-def _readable(raw: bytes | None, payload: bytes | None) -> UsageRecord | None:
-    """The record, or ``None`` for one that does not decode (claims dead-letter those)."""
-    try:
-        return _decode(raw, payload)
-    except ValueError:
-        return None
-
-
-def _held(record: UsageRecord, acked: bytes, counted: bytes) -> Held:
-    """A held record as the scripts answer it ("": not acknowledged / not counted)."""
-    return Held(record, float(acked) if acked else None, float(counted) if counted else None)
-
-
-def _reused_key(record: UsageRecord) -> ValueError:
-    return ValueError(
-        f"idempotency_key {record.idempotency_key!r} was already used for different usage: "
-        "Stigg would silently drop this one; use a new key"
-    )
-
-
 def default_local_outbox(namespace: str) -> Path:
     """Where usage waits while Redis is unreachable (the user's cache directory)."""
     return Path(platformdirs.user_cache_dir("stigg-cache")) / f"redis-{namespace}-outbox.db"
@@ -132,6 +91,7 @@ class RedisOutbox:
         self._key_of = dict(zip(_KEYS, self._keys, strict=True))
         self._bucket_prefix = f"{tag}:bucket:"
         self._gate = Gate(f"redis outbox {redact_url(settings.url)}")
+        self._reads = Reads(self._redis, self._gate, self._key_of)
         prelude = _script("outbox_prelude")
         self._scripts = {
             name: self._redis.register_script(prelude + _script(f"outbox_{name}"))
@@ -197,7 +157,7 @@ class RedisOutbox:
             id_ = int(rows[at])
             self._claims[id_] = (owner, bytes(rows[at + 4]).decode())
             try:
-                record = _decode(rows[at + 1], rows[at + 2])
+                record = decode(rows[at + 1], rows[at + 2])
             except ValueError as error:  # one bad record never stops the fleet's usage
                 reason = f"unreadable in the outbox: {error}"
                 self.settle(dead=[id_], owner=owner, now=now, reason=reason)
@@ -271,7 +231,8 @@ class RedisOutbox:
     def stats(self, now: float) -> OutboxStats:
         local = self.local.stats(now)
         try:
-            remote = self._remote_stats()
+            remote = self._reads.stats()
+            self._recovered()
         except StoreError as error:
             self._fell_back(error)
             return OutboxStats(
@@ -295,7 +256,7 @@ class RedisOutbox:
     def unsettled(self) -> list[tuple[UsageRecord, float | None]]:
         local = self.local.unsettled()
         try:
-            return self._remote_unsettled() + local
+            return self._reads.unsettled() + local
         except StoreError as error:
             self._fell_back(error)
             return local
@@ -320,13 +281,13 @@ class RedisOutbox:
         dead: list[tuple[str, str]] = []
         for at in range(3, len(rows), 7):
             state, acked, raw, payload, counted = rows[at + 1 : at + 6]
-            record = _readable(raw, payload)
+            record = readable(raw, payload)
             if record is None:
                 continue  # never counted: nothing to add or take back
             if state == b"dead":
                 dead.append((record.customer_id, record.idempotency_key))
             else:
-                held.append(_held(record, acked, counted))
+                held.append(as_held(record, acked, counted))
         self._recovered()
         return UsageChanges(int(rows[0]), held, dead)
 
@@ -369,9 +330,9 @@ class RedisOutbox:
         held = self.local.held_of(customer_id, resource_id)
         for at in range(0, len(rows), 5):
             acked, raw, payload, counted = rows[at + 1 : at + 5]
-            record = _readable(raw, payload)
+            record = readable(raw, payload)
             if record is not None and record.resource_id == resource_id:
-                held.append(_held(record, acked, counted))
+                held.append(as_held(record, acked, counted))
         self._recovered()
         return held
 
@@ -416,18 +377,7 @@ class RedisOutbox:
             DeadLetter(-d.id, d.record, d.reason, d.dead_at, d.attempts)
             for d in self.local.dead_letters(limit)
         ]
-        ids_at = self._scored("dead", limit - 1)
-        rows = self._hmget(("rec", "pay", "dinfo"), [id_ for id_, _ in ids_at])
-        for (id_, dead_at), (raw, payload, info) in zip(ids_at, rows, strict=True):
-            if info:
-                reason, attempts, stamped = json.loads(info)
-                record = _readable(raw, payload) or unreadable_record(
-                    (raw or b"").decode(errors="replace").partition("\n")[0],
-                    "?",
-                    float(stamped),
-                    (payload or b"").decode(errors="replace"),
-                )
-                letters.append(DeadLetter(id_, record, reason, dead_at, attempts))
+        letters += self._reads.dead_letters(limit)
         letters.sort(key=lambda d: (d.dead_at, abs(d.id)))
         return letters[:limit]
 
@@ -498,16 +448,16 @@ class RedisOutbox:
         args: list[Any] = ["" if expected is None else expected, int(admitted), len(records)]
         for record in records:
             args += [
-                _identity(record),
+                identity(record),
                 repr(record.stamped_at),
-                _encode(record),
+                encode(record),
                 record.payload,
                 record.customer_id if record.counts_locally(self.counted_events) else "",
                 "" if record.stamp_given else "1",  # a retry may carry another stamp
             ]
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:
-            raise _reused_key(records[int(flags[1])])
+            raise reused_key(records[int(flags[1])])
         self._recovered()
         return [int(flag) for flag in flags]
 
@@ -542,55 +492,6 @@ class RedisOutbox:
             len(batch),
             extra={"event": "stigg_cache_redis.outbox_moved", "records": len(batch)},
         )
-
-    def _remote_stats(self) -> OutboxStats:
-        def read() -> list[Any]:
-            seconds, micros = self._redis.time()
-            clock = seconds + micros / 1e6  # leases end on Redis's clock
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zcard(self._key("pending"))
-            pipe.zcount(self._key("event:leased"), f"({clock!r}", "+inf")
-            pipe.zcount(self._key("usage:leased"), f"({clock!r}", "+inf")
-            pipe.zcard(self._key("sent"))
-            pipe.zcard(self._key("dead"))
-            pipe.zrange(self._key("pending"), 0, 0, withscores=True)
-            return list(pipe.execute())
-
-        pending, leased_events, leased_usage, sent, dead, oldest = self._gate.call(read)
-        self._recovered()
-        return OutboxStats(
-            pending, leased_events + leased_usage, sent, dead, oldest[0][1] if oldest else None
-        )
-
-    def _remote_unsettled(self) -> list[tuple[UsageRecord, float | None]]:
-        acked: dict[int, float | None] = {id_: None for id_, _ in self._scored("pending")}
-        acked.update(self._scored("sent"))
-        ids = sorted(acked)
-        rows = self._hmget(("rec", "pay"), ids)
-        return [
-            (record, acked[id_])
-            for id_, (raw, payload) in zip(ids, rows, strict=True)
-            if (record := _readable(raw, payload)) is not None
-        ]
-
-    def _scored(self, name: str, stop: int = -1) -> list[tuple[int, float]]:
-        """Members (ids) and scores of a sorted set, lowest score first, up to index ``stop``."""
-        found = self._gate.call(
-            lambda: self._redis.zrange(self._key(name), 0, stop, withscores=True)
-        )
-        return [(int(member), float(score)) for member, score in cast("list[Any]", found)]
-
-    def _hmget(self, hashes: Sequence[str], ids: Sequence[int]) -> list[tuple[Any, ...]]:
-        """The values of ``ids`` in each hash, a tuple per id (1,000 ids a round trip)."""
-        columns: list[list[Any]] = []
-        for name in hashes:
-            values: list[Any] = []
-            for start in range(0, len(ids), 1000):
-                values += self._gate.call(
-                    functools.partial(self._redis.hmget, self._key(name), ids[start : start + 1000])
-                )
-            columns.append(values)
-        return list(zip(*columns, strict=True))
 
     def _on_dead(self, action: str, ids: Sequence[int] | None) -> int:
         if ids is None:
