@@ -66,7 +66,7 @@ _KEYS = (
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
     *("counted", "feed", "feed_seq", "customers", "schema", "scoped", "feed_epoch"),
-    *("latest_set", "set_sending"),
+    *("latest_set", "set_sending", "feed_indexed"),
 )
 
 
@@ -105,6 +105,7 @@ class RedisOutbox:
                 "held_of",
                 "index",
                 "scope",
+                "catch_up",
             )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
@@ -326,6 +327,9 @@ class RedisOutbox:
         """
         if not self._indexed:
             self._index_by_customer()
+        counted = sorted(self.counted_events)
+        while self._run("catch_up", counted) == 1:  # what an older version wrote since
+            pass
         rows = self._run("held_of", [customer_id])
         held = self.local.held_of(customer_id, resource_id)
         for at in range(0, len(rows), 5):

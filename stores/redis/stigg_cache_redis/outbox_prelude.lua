@@ -69,6 +69,7 @@ end
 -- are one lexicographic range.
 local customers, schema = KEYS[25], KEYS[26]  -- schema "2": every record is indexed
 local scoped = KEYS[27]  -- "1": every key is scoped to its customer (outbox_scope.lua)
+local feed_indexed = KEYS[31]  -- the feed's last move indexed (outbox_catch_up.lua)
 local function customer_of(id)
   local payload = redis.call('HGET', pay, id)
   if not payload then return nil end

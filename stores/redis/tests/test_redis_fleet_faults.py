@@ -7,6 +7,8 @@ outbox) sharing one namespace of a Redis server the test starts, restarts and st
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,3 +235,26 @@ def _answers(box: RedisOutbox) -> bool:
     except StoreError:
         return False
     return True
+
+
+def test_usage_a_host_of_the_version_before_the_index_writes_later_counts_everywhere(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
+) -> None:
+    """Issue 30 #8: a host of the version before the index by customer kept writing after a
+    newer host had marked the outbox indexed; hosts reading that customer missed its usage."""
+    fake.set_mode(FakeMode.DOWN)  # the policy's usage_limit decides, on local usage
+    policy = (
+        "version: 1\nfeatures:\n  api_calls: {fallback: {has_access: true, usage_limit: 100}}\n"
+    )
+    a = start_host("a", policy=policy)
+    assert a.ask("metered", customer="acme", feature="api_calls")["usage"] == 0  # indexed now
+    writer = Path(__file__).with_name("legacy_writer.py")
+    subprocess.run(
+        [sys.executable, str(writer), own_redis.url, namespace_for(tmp_path), "globex", "5"],
+        check=True,
+        timeout=60,
+    )
+    b = start_host("b", policy=policy)
+    seen = [host.ask("metered", customer="globex", feature="api_calls")["usage"] for host in (a, b)]
+    print(f"A and B count {seen} of the 5 units the older host wrote")
+    assert seen == [5, 5]
