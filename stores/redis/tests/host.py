@@ -4,7 +4,7 @@ local outbox, driven line by line over stdin (JSON in, JSON out).
 Run as ``python host.py CONFIG_JSON``; CONFIG: store, stigg_url, api_key, and optionally
 lease_s, policy (YAML text) and clock_ahead_s (the host's wall clock runs that far ahead).
 Commands: ``consume``, ``metered``, ``usage``, ``events``, ``flush``, ``status``, ``redis_ok``,
-``cursor``, ``reconcile``, ``exit``. :class:`Host` starts one and asks it.
+``cursor``, ``reports`` (its reconciliations), ``exit``. :class:`Host` starts one and asks it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stigg_cache import FallbackPolicy, ResilientClient
+from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import StoreError
 
 
@@ -92,9 +93,22 @@ def _cursor(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
     return {"cursor": client._usage._cursor}
 
 
-def _reconcile(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    report = client.reconcile(timeout=command.get("timeout", 10.0))
-    return {"done": report is not None}
+_REPORTS: list[ReconcileReport] = []  # every reconciliation this host ran, as it ended
+
+
+def _reports(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reports": [
+            {
+                "drained": report.outbox_drained,
+                "refreshed": report.customers_refreshed,
+                "failed": report.customers_failed,
+                "checked": report.decisions_checked,
+                "granted_but_denied": report.granted_but_denied,
+            }
+            for report in list(_REPORTS)
+        ]
+    }
 
 
 _OPS = {
@@ -106,7 +120,7 @@ _OPS = {
     "status": _status,
     "redis_ok": _redis_ok,
     "cursor": _cursor,
-    "reconcile": _reconcile,
+    "reports": _reports,
 }
 
 
@@ -123,6 +137,7 @@ def main(config_json: str) -> None:
         check_timeout=0.3,
         clock=AheadClock(config.get("clock_ahead_s", 0.0)),
     )
+    client.on_reconcile(_REPORTS.append)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)

@@ -19,7 +19,7 @@ import redis
 
 from stigg_cache.errors import StoreError
 from stigg_cache.outbox.records import RecordKind, UsageRecord, usage_record
-from stigg_cache.testing.fake import FakeMode, FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from stigg_cache_redis import RedisOutbox, open_redis_outbox
 
 from conftest import API_KEY, OwnRedis, namespace_for
@@ -258,3 +258,34 @@ def test_usage_a_host_of_the_version_before_the_index_writes_later_counts_everyw
     seen = [host.ask("metered", customer="globex", feature="api_calls")["usage"] for host in (a, b)]
     print(f"A and B count {seen} of the 5 units the older host wrote")
     assert seen == [5, 5]
+
+
+def test_two_hosts_reconciling_at_once_send_each_record_once_and_contradict_nothing(
+    fake: FakeStigg, start_host: HostFactory
+) -> None:
+    """Issue 30 #8: both hosts reconcile when Stigg returns, over one outbox in Redis."""
+    fake.set_customer("globex", [metered("api_calls", limit=10, usage=0)])
+    a = start_host("a")
+    b = start_host("b")
+    for host in (a, b):
+        assert host.ask("metered", customer="globex", feature="api_calls")["usage"] == 0
+    fake.set_mode(FakeMode.DOWN)
+    granted = [
+        host.ask("consume", customer="globex", feature="api_calls", times=4)["granted"]
+        for host in (a, b)
+    ]
+    assert granted == [4, 4]
+    fake.set_mode(FakeMode.UP)  # each host reconciles by itself, both at once
+
+    def reconciled(host: Host) -> bool:
+        return any(report["drained"] for report in host.ask("reports")["reports"])
+
+    _wait(lambda: reconciled(a) and reconciled(b), "both hosts reconciled")
+    reports = [host.ask("reports")["reports"] for host in (a, b)]
+    print(f"reports {reports}; 429s {fake.account.rate_limited}")
+    units = collections.Counter(u["idempotencyKey"] for u in fake.account.usages)
+    assert len(units) == 8
+    assert max(units.values()) == 1
+    assert max(fake.account.receipts.values()) == 1
+    assert all(r["granted_but_denied"] == 0 and r["failed"] == 0 for rs in reports for r in rs)
+    assert fake.account.rate_limited == 0
