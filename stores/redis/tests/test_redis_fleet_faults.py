@@ -81,6 +81,15 @@ def test_hosts_see_each_others_usage_after_redis_restarts_empty(
     assert (granted_a, granted_b) == (LIMIT, 0)
 
 
+def _leased(server: OwnRedis, base: Path) -> int:
+    """How many events are leased in the namespace of the test's hosts."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return client.zcard(f"{{stigg-cache:{namespace_for(base)}}}:outbox:event:leased")
+    finally:
+        client.close()
+
+
 def _keys_of(server: OwnRedis) -> dict[bytes, bytes]:
     """Every key and its value (DUMP), as a replica holds them at this moment."""
     client = redis.Redis.from_url(server.url)
@@ -111,7 +120,7 @@ def _keys_in(*fakes: FakeStigg) -> collections.Counter[str]:
 
 
 def test_a_send_in_flight_over_a_failover_settles_only_what_it_sent(
-    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
 ) -> None:
     """Issue 30 #2: ids restart after a failover; A's late settle by id marked B's new
     records as sent, so Stigg got none of them and flush() said drained."""
@@ -124,10 +133,7 @@ def test_a_send_in_flight_over_a_failover_settles_only_what_it_sent(
         replica = _keys_of(own_redis)
         fake.set_mode(FakeMode.SLOW, delay_s=3.0)  # Stigg takes A's batch, answers late
         a.ask("events", customer="acme", keys=[f"a-{n}" for n in range(5)])
-        box = redis.Redis.from_url(own_redis.url)
-        leased = next(k for k in box.scan_iter(match="*outbox:event:leased") if k)
-        _wait(lambda: box.zcard(leased) == 5, "A claimed its five events")
-        box.close()
+        _wait(lambda: _leased(own_redis, tmp_path) == 5, "A claimed its five events")
         _fail_over(own_redis, replica, a, b)
         b.ask("events", customer="acme", keys=[f"b-{n}" for n in range(5)])
         _wait(lambda: len(fake.account.events) >= 6, "Stigg took A's batch")
@@ -144,17 +150,14 @@ def test_a_send_in_flight_over_a_failover_settles_only_what_it_sent(
 
 
 def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
-    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
 ) -> None:
     """Issue 30 #5: leases were timed on each host's clock; a host 45 s ahead (inside the
     60 s clock-step tolerance) took every live lease, and 50 of 50 events went twice."""
     fake.set_mode(FakeMode.SLOW, delay_s=3.0)  # A's send is in flight, its leases live
     a = start_host("a", lease_s=30.0)
     a.ask("events", customer="acme", keys=[f"k{n}" for n in range(50)])
-    box = redis.Redis.from_url(own_redis.url)
-    leased = next(k for k in box.scan_iter(match="*outbox:event:leased") if k)
-    _wait(lambda: box.zcard(leased) == 50, "A claimed the fifty events")
-    box.close()
+    _wait(lambda: _leased(own_redis, tmp_path) == 50, "A claimed the fifty events")
     b = start_host("b", lease_s=30.0, clock_ahead_s=45.0)
     b.ask("events", customer="acme", keys=["b"])  # B's sender starts, and claims
     _wait(lambda: len(fake.account.events) >= 50, "Stigg took A's batch")
@@ -277,10 +280,11 @@ def test_two_hosts_reconciling_at_once_send_each_record_once_and_contradict_noth
     assert granted == [4, 4]
     fake.set_mode(FakeMode.UP)  # each host reconciles by itself, both at once
 
-    def reconciled(host: Host) -> bool:
-        return any(report["drained"] for report in host.ask("reports")["reports"])
-
-    _wait(lambda: reconciled(a) and reconciled(b), "both hosts reconciled")
+    _wait(lambda: all(host.ask("reports")["reports"] for host in (a, b)), "both reconciled")
+    _wait(
+        lambda: a.ask("flush", timeout=2)["drained"] and b.ask("flush", timeout=2)["drained"],
+        "both hosts drained",
+    )
     reports = [host.ask("reports")["reports"] for host in (a, b)]
     print(f"reports {reports}; 429s {fake.account.rate_limited}")
     units = collections.Counter(u["idempotencyKey"] for u in fake.account.usages)
