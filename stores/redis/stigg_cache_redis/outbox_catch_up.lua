@@ -1,8 +1,8 @@
 -- ARGV: the event names that count as local usage. Indexes by customer, and scopes to its
--- customer the key of, each record moved in the feed since the last catch-up (feed_indexed):
--- a host of a version before the index (or the scoping) may write after a newer one marked
--- the outbox done (outbox_index.lua, outbox_scope.lua). At most 1,000 moves a call; returns
--- 1 while more wait.
+-- customer the key of, each record moved in the feed after feed_indexed: a host of a
+-- version before the index (or the scoping) may write after a newer one marked the outbox
+-- done (outbox_index.lua, outbox_scope.lua). Nothing to do (one GET and an empty range)
+-- while only this version writes. At most 1,000 moves a call; returns 1 while more wait.
 local names = {}
 for i = 1, #ARGV do names[ARGV[i]] = true end
 local from = redis.call('GET', feed_indexed) or '-inf'
@@ -26,5 +26,10 @@ for i = 1, #found, 2 do
     end
   end
 end
-if #found > 0 then redis.call('SET', feed_indexed, found[#found]) end
-return #found == 2000 and 1 or 0
+if #found == 2000 then
+  redis.call('SET', feed_indexed, found[#found])
+  return 1
+end
+-- Caught up: the mark is at the feed's end again, where this version's moves keep it.
+redis.call('SET', feed_indexed, redis.call('GET', feed_seq) or '0')
+return 0

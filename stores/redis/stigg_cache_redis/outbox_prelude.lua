@@ -56,20 +56,29 @@ end
 -- requeued) in the feed: record ids scored by the sequence number of their last move. The
 -- feed's epoch names this run of it: another epoch means Redis lost the feed (restarted
 -- empty), and a follower reads everything held again (outbox_changes.lua).
+-- feed_indexed: the feed's last move whose record is indexed by customer. This version
+-- indexes what it writes, so it keeps the mark at the feed's end; a version before the
+-- index does not, and the gap it leaves is indexed when a customer is next read
+-- (outbox_catch_up.lua).
 local counted, feed, feed_seq, feed_epoch = KEYS[22], KEYS[23], KEYS[24], KEYS[28]
+local feed_indexed = KEYS[31]
 local function moved(id)
   if redis.call('EXISTS', feed_epoch) == 0 then
     local now = redis.call('TIME')
     redis.call('SET', feed_epoch, now[1] .. '.' .. now[2])
   end
-  redis.call('ZADD', feed, next_of(feed_seq), id)
+  local last = redis.call('GET', feed_seq)
+  local seq = next_of(feed_seq)
+  redis.call('ZADD', feed, seq, id)
+  if not last or redis.call('GET', feed_indexed) == last then
+    redis.call('SET', feed_indexed, seq)
+  end
 end
 
 -- Every record by customer: members "customer\nid" (score 0), so one customer's records
 -- are one lexicographic range.
 local customers, schema = KEYS[25], KEYS[26]  -- schema "2": every record is indexed
 local scoped = KEYS[27]  -- "1": every key is scoped to its customer (outbox_scope.lua)
-local feed_indexed = KEYS[31]  -- the feed's last move indexed (outbox_catch_up.lua)
 local function customer_of(id)
   local payload = redis.call('HGET', pay, id)
   if not payload then return nil end
