@@ -2,13 +2,15 @@
 local outbox, driven line by line over stdin (JSON in, JSON out).
 
 Run as ``python host.py CONFIG_JSON``; CONFIG: store, stigg_url, api_key, and optionally
-lease_s, policy (YAML text) and clock_ahead_s (the host's wall clock runs that far ahead).
+lease_s, policy (YAML text), clock_ahead_s (the host's wall clock runs that far ahead)
+and async (checks and consumptions through an AsyncResilientClient).
 Commands: ``consume``, ``metered``, ``usage``, ``events``, ``flush``, ``status``, ``redis_ok``,
 ``cursor``, ``reports`` (its reconciliations), ``exit``. :class:`Host` starts one and asks it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stigg_cache import FallbackPolicy, ResilientClient
+from stigg_cache import AsyncResilientClient, FallbackPolicy, ResilientClient
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import StoreError
 
@@ -36,18 +38,31 @@ class AheadClock:
         return time.time() + self._ahead_s
 
 
+# A host configured with "async": its checks and consumptions go through an
+# AsyncResilientClient on an event loop of its own (the other commands through its core).
+_ASYNC: list[tuple[asyncio.AbstractEventLoop, AsyncResilientClient]] = []
+
+
 def _consume(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    granted = [
-        client.consume(command["customer"], command["feature"]).granted
-        for _ in range(command.get("times", 1))
-    ]
-    return {"granted": sum(granted)}
+    customer, feature = command["customer"], command["feature"]
+    granted = 0
+    for _ in range(command.get("times", 1)):
+        if _ASYNC:
+            loop, aclient = _ASYNC[0]
+            granted += loop.run_until_complete(aclient.consume(customer, feature)).granted
+        else:
+            granted += client.consume(customer, feature).granted
+    return {"granted": granted}
 
 
 def _metered(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    answer = client.get_metered_entitlement(
-        customer_id=command["customer"], feature_id=command["feature"]
-    )
+    customer, feature = command["customer"], command["feature"]
+    if _ASYNC:
+        loop, aclient = _ASYNC[0]
+        check = aclient.get_metered_entitlement(customer_id=customer, feature_id=feature)
+        answer = loop.run_until_complete(check)
+    else:
+        answer = client.get_metered_entitlement(customer_id=customer, feature_id=feature)
     return {"usage": answer.current_usage, "has_access": answer.has_access}
 
 
@@ -127,16 +142,25 @@ _OPS = {
 def main(config_json: str) -> None:
     config = json.loads(config_json)
     policy = FallbackPolicy.from_yaml(config["policy"]) if config.get("policy") else None
-    client = ResilientClient(
-        None,
-        api_key=config["api_key"],
-        base_url=config["stigg_url"],
-        store=config["store"],
-        policy=policy,
-        outbox_lease_s=config.get("lease_s", 30.0),
-        check_timeout=0.3,
-        clock=AheadClock(config.get("clock_ahead_s", 0.0)),
-    )
+    options: dict[str, Any] = {
+        "api_key": config["api_key"],
+        "base_url": config["stigg_url"],
+        "store": config["store"],
+        "policy": policy,
+        "outbox_lease_s": config.get("lease_s", 30.0),
+        "check_timeout": 0.3,
+        "clock": AheadClock(config.get("clock_ahead_s", 0.0)),
+    }
+    if config.get("async"):
+        loop = asyncio.new_event_loop()
+
+        async def build() -> AsyncResilientClient:  # built on its loop
+            return AsyncResilientClient(None, **options)
+
+        _ASYNC.append((loop, loop.run_until_complete(build())))
+        client = _ASYNC[0][1]._core
+    else:
+        client = ResilientClient(None, **options)
     client.on_reconcile(_REPORTS.append)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -144,7 +168,12 @@ def main(config_json: str) -> None:
         if command["op"] == "exit":
             break
         print(json.dumps(_OPS[command["op"]](client, command)), flush=True)
-    client.close()
+    if _ASYNC:
+        loop, aclient = _ASYNC[0]
+        loop.run_until_complete(aclient.aclose())
+        loop.close()
+    else:
+        client.close()
 
 
 class Host:

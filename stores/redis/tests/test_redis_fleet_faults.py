@@ -64,13 +64,14 @@ def _restart_empty(server: OwnRedis, *hosts: Host) -> None:
         host.wait_for_redis()
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["threads", "event-loop"])
 def test_hosts_see_each_others_usage_after_redis_restarts_empty(
-    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, on_loop: bool
 ) -> None:
     """Issue 30 #1: B's feed cursor stayed at the old position, so B ignored A's records."""
     fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy's usage_limit decides, on local usage
-    a = start_host("a", policy=METERED_FALLBACK)
-    b = start_host("b", policy=METERED_FALLBACK)
+    a = start_host("a", policy=METERED_FALLBACK, **{"async": on_loop})
+    b = start_host("b", policy=METERED_FALLBACK, **{"async": on_loop})
     assert b.ask("metered", customer="acme", feature="seats")["usage"] == 0  # B reads acme
     a.ask("events", customer="other", keys=[f"warm-{n}" for n in range(40)])  # the feed moves on
     _wait(lambda: b.ask("cursor")["cursor"] >= 40, "B followed the feed")
@@ -240,8 +241,9 @@ def _answers(box: RedisOutbox) -> bool:
     return True
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["threads", "event-loop"])
 def test_usage_a_host_of_the_version_before_the_index_writes_later_counts_everywhere(
-    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path, on_loop: bool
 ) -> None:
     """Issue 30 #8: a host of the version before the index by customer kept writing after a
     newer host had marked the outbox indexed; hosts reading that customer missed its usage."""
@@ -249,7 +251,7 @@ def test_usage_a_host_of_the_version_before_the_index_writes_later_counts_everyw
     policy = (
         "version: 1\nfeatures:\n  api_calls: {fallback: {has_access: true, usage_limit: 100}}\n"
     )
-    a = start_host("a", policy=policy)
+    a = start_host("a", policy=policy, **{"async": on_loop})
     assert a.ask("metered", customer="acme", feature="api_calls")["usage"] == 0  # indexed now
     writer = Path(__file__).with_name("legacy_writer.py")
     subprocess.run(
@@ -257,7 +259,7 @@ def test_usage_a_host_of_the_version_before_the_index_writes_later_counts_everyw
         check=True,
         timeout=60,
     )
-    b = start_host("b", policy=policy)
+    b = start_host("b", policy=policy, **{"async": on_loop})
     seen = [host.ask("metered", customer="globex", feature="api_calls")["usage"] for host in (a, b)]
     print(f"A and B count {seen} of the 5 units the older host wrote")
     assert seen == [5, 5]
