@@ -38,7 +38,7 @@ from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores._codec import MAGIC, decode_snapshot, encode_snapshot
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.signed import SignedStore
-from stigg_cache_redis.outbox import _decode as redis_record
+from stigg_cache_redis._records import decode as redis_record
 
 NOW = 1_800_000_000.0
 _VERIFIER = SignedStore(MemoryStore(), [b"fuzzing-key-0123456789"])
