@@ -46,9 +46,9 @@ from stigg_cache.outbox.records import (
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
-from stigg_cache_redis.journal import RedisJournal
 from stigg_cache_redis._reads import Reads
 from stigg_cache_redis._records import as_held, decode, encode, identity, readable, reused_key
+from stigg_cache_redis.journal import RedisJournal
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
