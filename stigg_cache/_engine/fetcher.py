@@ -230,6 +230,8 @@ class Fetcher:
             sibling = self._recent(scope, flight)
         if sibling is not None:
             self._finish(scope, flight)
+            # Stigg answered a sibling moments ago: the verdict on a probe this flight took.
+            self._health.succeeded()
             flight.future.set_result(sibling)
             return
         stored = False

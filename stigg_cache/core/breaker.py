@@ -7,9 +7,12 @@ States and transitions (time is passed in, so this is pure and testable):
   becomes the single half-open probe -> HALF_OPEN.
 * HALF_OPEN: exactly one probe is in flight. Success -> CLOSED; failure ->
   OPEN again with the backoff doubled (capped), jittered so a fleet does not
-  probe in lockstep.
+  probe in lockstep. A probe nobody resolved within ``probe_timeout_s`` has
+  expired: the next ``allow`` call becomes the probe in its place (a lost
+  verdict must not keep the breaker from ever closing).
 
-A success from any state closes the breaker: Stigg answered.
+A success from any state closes the breaker: Stigg answered (to this process,
+or to a sibling whose fresh snapshot answered this one's probe).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import attrs
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_BASE_BACKOFF_S = 1.0
 DEFAULT_MAX_BACKOFF_S = 30.0
+# Longer than any request a probe can be (a fetch: 5 s, a usage send: 10 s by default).
+DEFAULT_PROBE_TIMEOUT_S = 30.0
 
 
 class BreakerState(enum.Enum):
@@ -44,21 +49,25 @@ class CircuitBreaker:
     base_backoff_s: float = DEFAULT_BASE_BACKOFF_S
     max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
     jitter: Callable[[], float] = random.random
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S
     state: BreakerState = BreakerState.CLOSED
     consecutive_failures: int = 0
     trips: int = 0
     retry_at: float = 0.0
     probe_in_flight: bool = False
+    probe_expires_at: float = 0.0
 
     def allow(self, now: float) -> bool:
-        """Whether a request to Stigg may start now (claims the probe if half-open)."""
+        """Whether a request to Stigg may start now (claims the probe if one is due)."""
         if self.state is BreakerState.CLOSED:
             return True
-        if self.state is BreakerState.OPEN and now >= self.retry_at:
-            self.state = BreakerState.HALF_OPEN
-            self.probe_in_flight = True
-            return True
-        return False
+        due = self.retry_at if self.state is BreakerState.OPEN else self.probe_expires_at
+        if now < due:
+            return False
+        self.state = BreakerState.HALF_OPEN
+        self.probe_in_flight = True
+        self.probe_expires_at = now + self.probe_timeout_s
+        return True
 
     def forget_probe(self, now: float) -> None:
         """The probe in flight will never report (its process forked): probe again from ``now``."""

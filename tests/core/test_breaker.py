@@ -47,6 +47,18 @@ def test_half_open_admits_exactly_one_probe() -> None:
     assert not breaker.allow(1.0)
 
 
+def test_a_probe_nobody_resolves_expires_and_the_next_request_probes() -> None:
+    breaker = _breaker()
+    for _ in range(3):
+        breaker.record_failure(0)
+    assert breaker.allow(1.0)  # the probe, whose verdict never comes
+    assert not breaker.allow(1.0 + breaker.probe_timeout_s - 0.001)
+    assert breaker.allow(1.0 + breaker.probe_timeout_s)  # expired: a probe in its place
+    assert not breaker.allow(1.0 + breaker.probe_timeout_s)  # exactly one probe again
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+
+
 @pytest.mark.parametrize(
     ("failed_probes", "expected_backoff_s"),
     [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (6, 8.0)],
