@@ -10,6 +10,10 @@ snapshot fetched after the acknowledgement that shows at least that much
 already includes the record. (This reads usage as only growing: a negative
 delta or a ``SET`` between the two could fool it, so ``SET`` entries settle by
 time alone.) A ``SET`` replaces everything before it.
+Acknowledgements and snapshots are ordered by Stigg's side of the exchange: an
+acknowledgement is dated when its request left (Stigg counts a record as it
+takes it in, before its answer is back), a snapshot when its answer arrived, so
+a snapshot that may show a record is never taken for one fetched before it.
 Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 

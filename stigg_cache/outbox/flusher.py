@@ -324,6 +324,12 @@ class Flusher:
         ids = [c.id for c in batch]
         begun = self._health.answers
         counts: UsageCounts | None = None
+        # Stigg counts a record as it takes it in, before its answer is back here: an
+        # acknowledgement is dated when the request left, the earliest Stigg can have
+        # counted it. A snapshot fetched after that may show it (its usage tells), one
+        # fetched before cannot; dated at the answer, a snapshot fetched in between
+        # had it added once more.
+        sent_at = self._clock.time()
         try:
             if lane.kind is RecordKind.EVENT:
                 self._adapter.report_events(payloads, timeout_s=self._send_timeout_s)
@@ -332,11 +338,11 @@ class Flusher:
         except Exception as error:  # an adapter bug too: it must not end the flusher
             self._failed(lane, batch, as_failure(error), begun)
             return
-        wall = self._clock.time()
         counted = _counted(batch, counts)
-        self._outbox.settle(sent=ids, owner=self.owner, now=wall, counted=counted)
         keys = {c.id: (c.record.customer_id, c.record.idempotency_key) for c in batch}
-        self._acknowledge(list(keys.values()), wall, {keys[i]: n for i, n in counted.items()})
+        # This process's checks first: until they know, a snapshot showing it adds it again.
+        self._acknowledge(list(keys.values()), sent_at, {keys[i]: n for i, n in counted.items()})
+        self._outbox.settle(sent=ids, owner=self.owner, now=sent_at, counted=counted)
         self._health.succeeded()
         self._failures = 0
         self.auth_error = None

@@ -35,6 +35,9 @@ from tests.test_shared_usage import (
     test_usage_reported_offline_by_one_worker_counts_in_every_worker,
     test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it,
 )
+from tests.test_usage_counted_once import (
+    test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it,
+)
 
 from conftest import url_for
 
@@ -51,6 +54,7 @@ __all__ = [
     "test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage",
     "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_is_down",
     "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags",
+    "test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it",
     "test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it",
     "test_usage_reported_offline_by_one_worker_counts_in_every_worker",
     "test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it",
