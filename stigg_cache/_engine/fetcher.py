@@ -278,6 +278,7 @@ class Fetcher:
     def _fetch(self, scope: ScopeKey, flight: _Flight) -> bool:
         """Ask Stigg, answer the flight, then store the snapshot; whether it was stored."""
         customer_id, resource_id = scope
+        fence = self._cache.fence(scope)  # an invalidation from now on: kept nowhere
         try:
             snapshot = self._adapter.fetch_entitlements(
                 customer_id, resource_id, timeout_s=self._fetch_timeout_s
@@ -294,7 +295,7 @@ class Fetcher:
             return False
         self._throttled = 0
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
-        entry, stored = self._cache.hold(fetched, self._clock.monotonic())
+        entry, stored = self._cache.hold(fetched, self._clock.monotonic(), fence)
         with self._persisted:
             self._persisting += 1
         self._finish(scope, flight)  # later checks find it in L1
@@ -303,7 +304,7 @@ class Fetcher:
         # The write to L2 holds no caller and no fetch slot: a busy store (another
         # process's long write) costs checks nothing and is never taken for a slow Stigg.
         try:
-            return self._cache.persist(fetched, stored)
+            return self._cache.persist(fetched, stored, fence)
         finally:
             with self._persisted:
                 self._persisting -= 1

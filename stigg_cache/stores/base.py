@@ -13,6 +13,7 @@ Failure rules, for every implementation:
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterator, Sequence
 from typing import Final, Literal, Protocol, runtime_checkable
 
@@ -103,6 +104,70 @@ class Pruning(Protocol):
 def lease_of(store: Store, key: str, owner: str, ttl_s: float) -> bool:
     """``store``'s lease (:class:`Leases`); a store without leases: always taken."""
     return not isinstance(store, Leases) or store.lease(key, owner, ttl_s)
+
+
+@runtime_checkable
+class Fencing(Protocol):
+    """Invalidation fences off the writes of reads that began before it, in every process.
+
+    Each key has a generation (0 until it is first fenced). ``fence`` removes
+    the key's value and moves its generation on; ``put_if_generation`` writes
+    only while the generation is still the one given, atomically with that
+    check. A fetch notes the generation before it asks Stigg: what it brings
+    back after an invalidation (Stigg's answer from before a grant) is never
+    stored. Faults follow :class:`Store`'s rules.
+    """
+
+    def generation(self, key: str) -> int:
+        """The key's generation now."""
+        ...
+
+    def fence(self, key: str) -> None:
+        """Remove the key's value and move its generation on."""
+        ...
+
+    def put_if_generation(self, key: str, value: bytes, generation: int) -> bool:
+        """Store ``value`` under ``key`` if its generation is still ``generation``; whether
+        it was stored."""
+        ...
+
+
+FENCE_PREFIX = "fence:"  # a store without Fencing keeps generations under these keys
+FENCE_KEEP_S = 3600.0  # a fence outlives any fetch it fences (seconds): then it may go
+
+
+def next_generation(current: int) -> int:
+    """A generation after ``current``: the time in microseconds (never reused after a fence
+    is forgotten), or one more if that is not later."""
+    return max(time.time_ns() // 1000, current + 1)
+
+
+def generation_of(store: Store, key: str) -> int:
+    """``store``'s generation of ``key`` (:class:`Fencing`, or kept beside it)."""
+    if isinstance(store, Fencing):
+        return store.generation(key)
+    kept = store.get(FENCE_PREFIX + key)
+    return 0 if kept is MISSING else int(kept)
+
+
+def fence_of(store: Store, key: str) -> None:
+    """Fence ``key`` in ``store`` (in two steps for a store without :class:`Fencing`)."""
+    if isinstance(store, Fencing):
+        store.fence(key)
+        return
+    store.put(FENCE_PREFIX + key, str(next_generation(generation_of(store, key))).encode())
+    store.delete(key)
+
+
+def put_fenced(store: Store, key: str, value: bytes, generation: int) -> bool:
+    """Store ``value`` unless ``key`` was fenced since ``generation`` (atomically where the
+    store is :class:`Fencing`; else a fence in between the look and the write is missed)."""
+    if isinstance(store, Fencing):
+        return store.put_if_generation(key, value, generation)
+    if generation_of(store, key) != generation:
+        return False
+    store.put(key, value)
+    return True
 
 
 @runtime_checkable

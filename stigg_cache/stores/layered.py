@@ -17,6 +17,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import attrs
+
 from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
 from stigg_cache._support.memory_only import refuse_io
@@ -32,7 +34,16 @@ from stigg_cache.stores._codec import (
     encode_snapshot,
     snapshot_key,
 )
-from stigg_cache.stores.base import MISSING, Pruning, Store, count_keys, lease_of
+from stigg_cache.stores.base import (
+    MISSING,
+    Pruning,
+    Store,
+    count_keys,
+    fence_of,
+    generation_of,
+    lease_of,
+    put_fenced,
+)
 
 
 class StoreFault(enum.StrEnum):
@@ -73,8 +84,25 @@ MAX_RECHECKED = 10_000  # scopes remembered for that; forgotten all at once beyo
 _LEASE_PREFIX = "refresh:"
 
 
+MAX_FENCED = 10_000  # scopes whose invalidations this process counts; all forgotten beyond
+
+
+@attrs.frozen
+class Fence:
+    """What a fetch notes before it asks Stigg (:meth:`SnapshotCache.fence`): once the scope
+    is invalidated after that, in this process or another sharing the store, what the
+    fetch brings back is held and stored nowhere."""
+
+    local: tuple[int, int]  # this process's invalidations of the scope (epoch, count)
+    stored: int | None  # the store's generation (None: it could not say, its fault reported)
+
+
 class SnapshotCache:
-    """Read-through L1 over a persistent store, for snapshots only."""
+    """Read-through L1 over a persistent store, for snapshots only.
+
+    Invalidation fences a scope (:class:`~stigg_cache.stores.base.Fencing`): a
+    fetch or a store read begun before it never lands in L1 or L2 afterwards.
+    """
 
     def __init__(
         self,
@@ -112,6 +140,8 @@ class SnapshotCache:
         self._lock = threading.Lock()
         self._failing: set[StoreFault] = set()  # faults not yet followed by a success of their kind
         self._rechecked: dict[ScopeKey, float] = {}  # time.monotonic() of each scope's recheck
+        self._invalidated: dict[ScopeKey, int] = {}  # invalidations here, by scope
+        self._epoch = 0  # moves on when those are forgotten: no earlier fence matches then
         self._counted: int | None = None  # snapshots in L2 when last counted
         self._counting = _Upkeep(RECOUNT_S, self._recount, "stigg-cache-count")
         # Called (with I/O allowed) when a scope enters L1: the client reads the customer's
@@ -145,11 +175,12 @@ class SnapshotCache:
             return entry
         refuse_io()
         self._sketch.add(scope)  # a miss; hits are credited by the eviction sweep
+        fence = self._local_fence(scope)
         entry = self._load(customer_id, resource_id)
         if entry is not None:
             if len(self._loaded) < TOUCH_MAX:  # the next sweep tells the store it was read
                 self._loaded.add(scope)
-            self._remember(scope, entry)
+            self._remember(scope, entry, fence)
             self._sweeping.start_if_due()
         return entry
 
@@ -159,25 +190,56 @@ class SnapshotCache:
         self.persist(snapshot, value)
         return entry
 
-    def hold(self, snapshot: Snapshot, fetched_mono: float) -> tuple[CachedSnapshot, bytes]:
-        """Hold a fresh snapshot in L1; returns it and its stored form, for :meth:`persist`."""
+    def fence(self, scope: ScopeKey) -> Fence:
+        """What a fetch of ``scope`` notes before it asks Stigg (reads the store)."""
+        local = self._local_fence(scope)
+        try:
+            stored: int | None = generation_of(self.store, snapshot_key(*scope))
+        except StoreError as error:
+            self._failed(StoreFault.READ_FAILED, error)
+            stored = None
+        return Fence(local, stored)
+
+    def hold(
+        self, snapshot: Snapshot, fetched_mono: float, fence: Fence | None = None
+    ) -> tuple[CachedSnapshot, bytes]:
+        """Hold a fresh snapshot in L1 (unless invalidated since ``fence``); returns it and
+        its stored form, for :meth:`persist`."""
         value = encode_snapshot(snapshot)
         entry = CachedSnapshot(snapshot, fetched_mono, size=len(value))
-        self._remember((snapshot.customer_id, snapshot.resource_id), entry)
+        local = None if fence is None else fence.local
+        self._remember((snapshot.customer_id, snapshot.resource_id), entry, local)
         return entry, value
 
-    def persist(self, snapshot: Snapshot, value: bytes) -> bool:
-        """Write a held snapshot through to L2; whether it was written (a busy or failing
-        store is reported, not raised)."""
-        key = snapshot_key(snapshot.customer_id, snapshot.resource_id)
+    def persist(self, snapshot: Snapshot, value: bytes, fence: Fence | None = None) -> bool:
+        """Write a held snapshot through to L2 (unless the scope was invalidated since
+        ``fence``, by any process: then L1 lets it go too); whether it was written (a busy
+        or failing store is reported, not raised)."""
+        scope = (snapshot.customer_id, snapshot.resource_id)
+        key = snapshot_key(*scope)
         try:
-            self.store.put(key, value)
+            if fence is None or fence.stored is None:  # a store that cannot say: as before
+                self.store.put(key, value)
+            elif not put_fenced(self.store, key, value, fence.stored):
+                self._let_go(scope, snapshot)
+                return False
         except StoreError as error:
             self._failed(StoreFault.WRITE_FAILED, error)
             return False
         self._worked(StoreFault.WRITE_FAILED)
         self._sweeping.start_if_due()
         return True
+
+    def _let_go(self, scope: ScopeKey, snapshot: Snapshot) -> None:
+        """Drop ``snapshot`` from L1 if it is still the one held for ``scope``."""
+        with self._lock:
+            held = self.l1.get(scope)
+            if held is not None and held.snapshot is snapshot:
+                del self.l1[scope]
+                self.l1_bytes -= held.held_bytes
+
+    def _local_fence(self, scope: ScopeKey) -> tuple[int, int]:
+        return self._epoch, self._invalidated.get(scope, 0)
 
     def sweep(self) -> int:
         """Drop snapshots no check can use any more, in passes of bounded work; how many
@@ -257,11 +319,12 @@ class SnapshotCache:
         held = self.l1.get(scope)
         if held is not None and held.snapshot.fetched_at > since:
             return held  # another thread of this process brought it in meanwhile
+        fence = self._local_fence(scope)
         entry = self._load(*scope, report=report)
         if entry is None or entry.snapshot.fetched_at <= since:
             return None
         if held is None or entry.snapshot.fetched_at > held.snapshot.fetched_at:
-            self._remember(scope, entry)
+            self._remember(scope, entry, fence)
         return entry
 
     def lease(self, scope: ScopeKey, owner: str, ttl_s: float) -> bool | None:
@@ -280,14 +343,20 @@ class SnapshotCache:
             return None
 
     def invalidate(self, customer_id: str, resource_id: str | None) -> None:
-        """Forget a scope in L1 and L2."""
+        """Forget a scope in L1 and L2, and fence it: fetches and reads of it under way
+        (here or in any process sharing the store) are kept nowhere when they land."""
         refuse_io()
+        scope = (customer_id, resource_id)
         with self._lock:
-            dropped = self.l1.pop((customer_id, resource_id), None)
+            if len(self._invalidated) >= MAX_FENCED:
+                self._invalidated.clear()
+                self._epoch += 1
+            self._invalidated[scope] = self._invalidated.get(scope, 0) + 1
+            dropped = self.l1.pop(scope, None)
             if dropped is not None:
                 self.l1_bytes -= dropped.held_bytes
         try:
-            self.store.delete(snapshot_key(customer_id, resource_id))
+            fence_of(self.store, snapshot_key(customer_id, resource_id))
         except StoreError as error:
             self._failed(StoreFault.WRITE_FAILED, error)
 
@@ -332,11 +401,16 @@ class SnapshotCache:
             if not self._failing:
                 self._on_fault(StoreFault.RECOVERED, None)
 
-    def _remember(self, scope: ScopeKey, entry: CachedSnapshot) -> None:
+    def _remember(
+        self, scope: ScopeKey, entry: CachedSnapshot, fence: tuple[int, int] | None = None
+    ) -> None:
         """Hold ``entry`` in L1 if it replaces the scope's, fits, or wins admission against
-        the entry the sweep would evict (asked for more often lately: TinyLFU)."""
+        the entry the sweep would evict (asked for more often lately: TinyLFU); never if
+        the scope was invalidated here since ``fence`` (noted before it was read)."""
         entry.held_bytes = int(entry.size * DECODED_PER_STORED_BYTE)
         with self._lock:
+            if fence is not None and fence != self._local_fence(scope):
+                return
             replaced = self.l1.get(scope)
             # A newcomer is the sweep's first candidate until asked for again (a scan's
             # customers go before the ones in use); a refreshed entry keeps its standing.

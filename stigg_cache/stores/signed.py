@@ -33,7 +33,17 @@ from collections.abc import Iterator, Sequence
 
 from stigg_cache._support import fork
 from stigg_cache.errors import ConfigurationError, InvalidTypeError, TamperedEntryError
-from stigg_cache.stores.base import MISSING, Missing, Pruning, Store, count_keys, lease_of
+from stigg_cache.stores.base import (
+    MISSING,
+    Missing,
+    Pruning,
+    Store,
+    count_keys,
+    fence_of,
+    generation_of,
+    lease_of,
+    put_fenced,
+)
 
 SIGNED_MAGIC = b"SCSG"
 ENV_SIGNING_KEY = "STIGG_CACHE_SIGNING_KEY"  # comma-separated: the first signs, all verify
@@ -116,11 +126,24 @@ class SignedStore:
         return hmac.new(key, message, hashlib.sha256).digest()
 
     def put(self, key: str, value: bytes) -> None:
+        self.inner.put(key, self._signed(key, value))
+
+    def _signed(self, key: str, value: bytes) -> bytes:
         with self._lock:  # generations only grow, even within one nanosecond
             generation = max(time.time_ns(), self._high_water.get(key, 0) + 1)
             self._high_water[key] = generation
         mac = self._mac(self._signer, key, generation, value)
-        self.inner.put(key, _HEADER.pack(SIGNED_MAGIC, self._signer_id, generation, mac) + value)
+        return _HEADER.pack(SIGNED_MAGIC, self._signer_id, generation, mac) + value
+
+    def generation(self, key: str) -> int:
+        """The inner store's fence generation of ``key`` (not a signature's)."""
+        return generation_of(self.inner, key)
+
+    def fence(self, key: str) -> None:
+        fence_of(self.inner, key)
+
+    def put_if_generation(self, key: str, value: bytes, generation: int) -> bool:
+        return put_fenced(self.inner, key, self._signed(key, value), generation)
 
     def get(self, key: str) -> bytes | Missing:
         stored = self.inner.get(key)

@@ -18,7 +18,7 @@ from stigg_cache._support.files import private_file
 from stigg_cache._support.sqlite import SqliteConnection, expect_table
 from stigg_cache._support.url import not_found, path_from_url
 from stigg_cache.errors import StoreError
-from stigg_cache.stores.base import MISSING, Missing
+from stigg_cache.stores.base import FENCE_KEEP_S, MISSING, Missing, next_generation
 
 BUSY_TIMEOUT_S = 2.0  # another process's write holds the lock for milliseconds, not seconds
 # A refresh lease waits this long for another process's lock: it delays the fetch a check
@@ -33,6 +33,24 @@ _LEASE = (
     f"INSERT INTO {LEASES} (key, owner, until) VALUES (?, ?, ?) "  # noqa: S608
     "ON CONFLICT(key) DO UPDATE SET owner = excluded.owner, until = excluded.until "
     f"WHERE {LEASES}.until <= ? OR {LEASES}.owner = excluded.owner RETURNING owner"
+)
+
+
+FENCES = "stigg_cache_fences"  # a key's generation (Fencing) and when it was last fenced
+_PUT = (
+    f"INSERT INTO {TABLE} (key, value, updated_at, used_at) VALUES (?, ?, ?, ?) "  # noqa: S608
+    "ON CONFLICT(key) DO UPDATE SET "
+    "value = excluded.value, updated_at = excluded.updated_at, used_at = excluded.used_at"
+)
+_GENERATION = f"SELECT generation FROM {FENCES} WHERE key = ?"  # noqa: S608
+_FENCE = (
+    f"INSERT INTO {FENCES} (key, generation, fenced_at) VALUES (?, ?, ?) "  # noqa: S608
+    "ON CONFLICT(key) DO UPDATE SET generation = max(excluded.generation, generation + 1), "
+    "fenced_at = excluded.fenced_at"
+)
+_OLD_FENCES = (
+    f"DELETE FROM {FENCES} WHERE key IN "  # noqa: S608
+    f"(SELECT key FROM {FENCES} WHERE fenced_at < ? LIMIT ?)"
 )
 
 
@@ -51,6 +69,9 @@ def _create(db: sqlite_utils.Database) -> None:
     table.create_index(["used_at"], if_not_exists=True)  # type: ignore[union-attr]
     db[LEASES].create(  # type: ignore[union-attr]
         {"key": str, "owner": str, "until": float}, pk="key", if_not_exists=True
+    )
+    db[FENCES].create(  # type: ignore[union-attr]
+        {"key": str, "generation": int, "fenced_at": float}, pk="key", if_not_exists=True
     )
 
 
@@ -77,17 +98,21 @@ _EXPIRED_LEASES = (
     f"DELETE FROM {LEASES} WHERE key IN "  # noqa: S608
     f"(SELECT key FROM {LEASES} WHERE until <= ? LIMIT ?)"
 )
-_LEASE_BYTES = f"SELECT total(2 * (2 * length(key) + length(owner) + 24)) FROM {LEASES}"  # noqa: S608
+# Fences are bookkeeping too (a key and two numbers a row), left out the same way.
+_BOOKKEEPING_BYTES = (
+    f"SELECT (SELECT total(2 * (2 * length(key) + length(owner) + 24)) FROM {LEASES}) "  # noqa: S608
+    f"+ (SELECT total(2 * (2 * length(key) + 40)) FROM {FENCES})"
+)
 
 
 def _snapshot_bytes(db: sqlite3.Connection) -> int:
-    """Bytes of the database's pages in use but for the live leases' (free pages are reused
+    """Bytes of the database's pages in use but for the leases' and fences' (free pages are reused
     before the file grows)."""
     ((pages,),) = db.execute("PRAGMA page_count").fetchall()
     ((free,),) = db.execute("PRAGMA freelist_count").fetchall()
     ((size,),) = db.execute("PRAGMA page_size").fetchall()
-    ((leases,),) = db.execute(_LEASE_BYTES).fetchall()
-    return int((pages - free) * size - leases)
+    ((bookkeeping,),) = db.execute(_BOOKKEEPING_BYTES).fetchall()
+    return int((pages - free) * size - bookkeeping)
 
 
 class SqliteStore:
@@ -135,12 +160,28 @@ class SqliteStore:
 
     def put(self, key: str, value: bytes) -> None:
         now = time.time()
-        self._db.run(
-            f"INSERT INTO {TABLE} (key, value, updated_at, used_at) VALUES (?, ?, ?, ?) "  # noqa: S608
-            "ON CONFLICT(key) DO UPDATE SET "
-            "value = excluded.value, updated_at = excluded.updated_at, used_at = excluded.used_at",
-            (key, sqlite3.Binary(value), now, now),
-        )
+        self._db.run(_PUT, (key, sqlite3.Binary(value), now, now))
+
+    def generation(self, key: str) -> int:
+        rows = self._db.read(_GENERATION, (key,))
+        return int(rows[0][0]) if rows else 0
+
+    def fence(self, key: str) -> None:
+        """The value goes and the generation moves on in one transaction."""
+        now = time.time()
+        with self._db.write() as db:
+            db.execute(_FENCE, (key, next_generation(0), now))
+            db.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
+
+    def put_if_generation(self, key: str, value: bytes, generation: int) -> bool:
+        """The look and the write in one transaction: no fence comes in between."""
+        now = time.time()
+        with self._db.write() as db:
+            rows = db.execute(_GENERATION, (key,)).fetchall()
+            if (int(rows[0][0]) if rows else 0) != generation:
+                return False
+            db.execute(_PUT, (key, sqlite3.Binary(value), now, now))
+        return True
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
         """Wall time: several processes compare expiries. A store busy past
@@ -174,7 +215,8 @@ class SqliteStore:
     def prune(self, limit: int) -> int:
         """Delete entries under the kept prefix: those written more than the kept time ago,
         then (with a byte bound) the least recently used (written or read) while the file's
-        used pages, but for live refresh leases, exceed it. Expired leases go first. One
+        used pages, but for live refresh leases, exceed it. Expired leases (and fences older
+        than any fetch they fence) go first. One
         short write transaction; freed pages are reused (the file does not grow)."""
         if self._kept is None:
             return 0
@@ -182,6 +224,7 @@ class SqliteStore:
         with self._db.write() as db:
             now = time.time()
             db.execute(_EXPIRED_LEASES, (now, limit))
+            db.execute(_OLD_FENCES, (now - FENCE_KEEP_S, limit))
             gone = db.execute(_PAST_TIME, (len(prefix), prefix, now - seconds, limit)).rowcount
             excess = 0 if max_bytes is None else _snapshot_bytes(db) - max_bytes
             if excess > 0 and gone < limit:

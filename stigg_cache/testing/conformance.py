@@ -29,7 +29,16 @@ from stigg_cache.errors import StiggCacheError, StoreNotFoundError
 from stigg_cache.models import FeatureEntitlement, Snapshot
 from stigg_cache.stores import open_store
 from stigg_cache.stores._codec import SNAPSHOT_PREFIX, encode_snapshot, snapshot_key
-from stigg_cache.stores.base import MISSING, Leases, Pruning, Store, count_keys
+from stigg_cache.stores.base import (
+    MISSING,
+    Leases,
+    Pruning,
+    Store,
+    count_keys,
+    fence_of,
+    generation_of,
+    put_fenced,
+)
 from stigg_cache.stores.layered import SnapshotCache
 
 LARGE_VALUE_BYTES = 3 * 1024 * 1024
@@ -196,6 +205,22 @@ class StoreConformance:
         time.sleep(0.2)  # a holder that died: its lease runs out by itself
         assert store.lease("refresh:c", "a", 30.0)
         assert "refresh:c" not in set(store.keys("refresh:"))  # leases are not entries
+
+    def test_a_fence_refuses_the_writes_of_readers_that_looked_before_it(
+        self, store: Store
+    ) -> None:
+        before = generation_of(store, "snapshot:c")
+        store.put("snapshot:c", b"old")
+        fence_of(store, "snapshot:c")  # an invalidation: the value goes, the generation moves
+        assert store.get("snapshot:c") is MISSING
+        assert not put_fenced(store, "snapshot:c", b"from before it", before)
+        assert store.get("snapshot:c") is MISSING
+        after = generation_of(store, "snapshot:c")
+        assert after != before
+        assert put_fenced(store, "snapshot:c", b"new", after)
+        assert store.get("snapshot:c") == b"new"
+        assert generation_of(store, "snapshot:other") == 0  # generations are per key
+        assert set(store.keys("snapshot:")) == {"snapshot:c"}  # fences are not entries
 
 
 def _take_lease(url: str, owner: str, taken: Any) -> None:

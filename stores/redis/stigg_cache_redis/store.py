@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 from stigg_cache.stores import MISSING, Missing, redact_url
+from stigg_cache.stores.base import FENCE_KEEP_S, next_generation
 from stigg_cache_redis._connection import Gate, RedisSettings
 
 SCAN_BATCH = 500
@@ -45,6 +46,25 @@ return 1
 """
 
 
+# The value goes and the generation moves on (to ARGV[1], microseconds, or one more) at once.
+_FENCE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local next = math.max(tonumber(ARGV[1]), current + 1)
+redis.call('SET', KEYS[1], string.format('%d', next), 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+return 1
+"""
+# Written only while the generation is the one the writer saw (ARGV[1]), with put's TTL.
+_PUT_IF_GENERATION = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then redis.call('SET', KEYS[2], ARGV[2])
+else redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3]) end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+return 1
+"""
+
+
 class RedisStore:
     """The store protocol on Redis strings."""
 
@@ -56,6 +76,9 @@ class RedisStore:
         self._leases = f"stigg-cache:{settings.namespace}:lease:"
         self._indexes = f"stigg-cache:{settings.namespace}:index:"  # + a family of keys
         self._lease = self._redis.register_script(_LEASE)
+        self._fences = f"stigg-cache:{settings.namespace}:fence:"
+        self._fence = self._redis.register_script(_FENCE)
+        self._put_if_generation = self._redis.register_script(_PUT_IF_GENERATION)
         self._gate = Gate(f"redis store {redact_url(settings.url)}")
         self._kept: tuple[str, float] | None = None  # prefix, seconds: the TTL by default
         self._families: set[str] = set()  # of the keys written here: their sets are trimmed
@@ -75,15 +98,39 @@ class RedisStore:
         return MISSING if value is None else cast("bytes", value)
 
     def put(self, key: str, value: bytes) -> None:
-        ttl = self.settings.ttl_s
-        if ttl is None and self._kept is not None and key.startswith(self._kept[0]):
-            ttl = math.ceil(self._kept[1])
-        expires = math.inf if ttl is None else time.time() + ttl
+        ttl, expires = self._ttl_of(key)
         self._families.add(_family(key))
         pipe = self._redis.pipeline(transaction=False)  # one round trip
         pipe.set(self._prefix + key, value, ex=ttl)
         pipe.zadd(self._index_of(key), {key: expires})
         self._gate.call(pipe.execute)
+
+    def _ttl_of(self, key: str) -> tuple[int | None, float]:
+        """The TTL a value written under ``key`` gets, and when it expires (wall time)."""
+        ttl = self.settings.ttl_s
+        if ttl is None and self._kept is not None and key.startswith(self._kept[0]):
+            ttl = math.ceil(self._kept[1])
+        return ttl, math.inf if ttl is None else time.time() + ttl
+
+    def generation(self, key: str) -> int:
+        value = self._gate.call(lambda: self._redis.get(self._fences + key))
+        return 0 if value is None else int(cast("bytes", value))
+
+    def fence(self, key: str) -> None:
+        """The value goes and the generation moves on in one script; the fence expires once
+        it has outlived any fetch it fences."""
+        keys = [self._fences + key, self._prefix + key, self._index_of(key)]
+        args: list[int | str | bytes] = [next_generation(0), round(FENCE_KEEP_S * 1000), key]
+        self._gate.call(lambda: self._fence(keys=keys, args=args))
+
+    def put_if_generation(self, key: str, value: bytes, generation: int) -> bool:
+        """The look and the write in one script: no fence comes in between."""
+        ttl, expires = self._ttl_of(key)
+        self._families.add(_family(key))
+        keys = [self._fences + key, self._prefix + key, self._index_of(key)]
+        score = "+inf" if expires == math.inf else repr(expires)
+        args: list[int | str | bytes] = [str(generation), value, ttl or "", score, key]
+        return bool(self._gate.call(lambda: self._put_if_generation(keys=keys, args=args)))
 
     def keep_for(self, prefix: str, seconds: float, max_bytes: int | None) -> None:
         """Entries under ``prefix`` written from now on expire after ``seconds`` (unless the
