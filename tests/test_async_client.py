@@ -43,6 +43,9 @@ def test_checks_the_memory_cache_answers_never_await(fake: FakeStigg, tmp_path: 
             live = await client.get_entitlements(customer_id="acme")
             assert live.decision is not None
             assert live.decision.source is Source.LIVE
+            # A metered answer counts the host's usage: its first, which also prepares the
+            # fast path's answer, may read the shared outbox on a thread (#28 item 2).
+            await client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
             answers = [
                 _without_suspending(
                     client.get_boolean_entitlement(customer_id="acme", feature_id="sso")

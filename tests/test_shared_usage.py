@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
+import pytest
 
 from stigg_cache import (
     AsyncResilientClient,
@@ -34,6 +35,7 @@ from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback
 
 LIMIT = 100.0
+ROUNDS = 5
 POLICY = metered_fallback(LIMIT, fresh_for_s=0.2)
 
 
@@ -312,3 +314,34 @@ def test_awaited_checks_leave_no_tally_behind_once_usage_is_settled(
             return [a.current_usage for a in answers], len(client._core._usage.ledger._tallies)
 
     assert asyncio.run(story()) == ([1.0] * 50, 0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "event-loop"])
+def test_every_check_counts_the_usage_siblings_reported_before_it(
+    fake: FakeStigg, store_url: str, asynchronous: bool
+) -> None:
+    """#28 item 2: an awaited check that found the shared outbox due to be read answered
+    with what its worker knew and read it in the background: siblings' usage missed."""
+    make: Any = AsyncResilientClient if asynchronous else ResilientClient
+    client = make(None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY)
+    sync = client._core if asynchronous else client
+    fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy answers, with the host's usage
+
+    def used() -> float | None:
+        ask = client.get_metered_entitlement(customer_id="c-10", feature_id="api_calls")
+        answer: MeteredEntitlement = asyncio.run(ask) if asynchronous else ask
+        return answer.current_usage
+
+    def sibling_reports() -> None:
+        sync.report_usage(customer_id="c-10", feature_id="api_calls", value=10)
+
+    seen = [used()]
+    for _ in range(ROUNDS):
+        in_child(sibling_reports)  # in the shared outbox once it returns
+        eventually(lambda: time.monotonic() >= sync._usage.next_sync)  # the lag stated
+        seen.append(used())
+    assert seen == [10.0 * n for n in range(ROUNDS + 1)]
+    if asynchronous:
+        asyncio.run(client.aclose())
+    else:
+        client.close()

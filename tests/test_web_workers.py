@@ -40,6 +40,8 @@ WORKERS = 4
 CUSTOMERS = [f"web-{n}" for n in range(40)]
 CHECKS = 1_200
 EVENTS = 400
+USAGE_RECORDS = 60
+USAGE_CHECKS = 40
 CLIENT_THREADS = 16
 START_LIMIT_S = 60.0
 REPO = Path(__file__).resolve().parent.parent
@@ -183,3 +185,19 @@ def test_offline_every_worker_counts_usage_reported_through_any_worker(
     assert len(seen) == WORKERS
     assert {pid: any(granted) for pid, granted in seen.items()} == dict.fromkeys(seen, False)
     assert METERED_LIMIT == 100.0
+
+
+def test_offline_every_check_of_every_worker_counts_all_the_usage_reported(
+    server: str, fake: FakeStigg
+) -> None:
+    """#28 item 2: awaited checks of uvicorn workers answered with the usage their own
+    worker knew while they read their siblings' in the background (9 to 19 of 60)."""
+    fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy's answer, with the host's usage
+    asks = [("GET", "/metered?customer=spread&units=1&hold=0.02")] * USAGE_CHECKS
+    _spread(server, asks)  # the workers have read the customer's usage (none yet)
+    _spread(server, [("POST", "/usage?customer=spread&units=1")] * USAGE_RECORDS)
+    time.sleep(0.05)  # ten times the workers' lag in reading each other's usage (5 ms)
+    answers = _spread(server, asks)
+    used = Counter(answer["current_usage"] for answer in answers)
+    assert used == {float(USAGE_RECORDS): USAGE_CHECKS}, used
+    assert len({answer["pid"] for answer in answers}) > 1  # several workers answered

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from stigg_cache._engine.breaker import Health
 from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
-from stigg_cache._support.memory_only import MEMORY_ONLY, refuse_io
+from stigg_cache._support.memory_only import refuse_io
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
@@ -70,7 +70,6 @@ class UsageService:
         # of data); never for an outbox that is not shared: one comparison on the hot path
         self.next_sync = 0.0 if self._shared is not None else math.inf
         self._syncing = threading.Lock()
-        self._background_sync = threading.Lock()  # held while a background read runs
         if self._shared is None:  # this process's own: count what it holds
             meters = self._meters()
             for record, acked_at in outbox.unsettled():
@@ -125,14 +124,15 @@ class UsageService:
     ) -> LocalUsage | None:
         """Usage to add for ``scope``: the host's, from the shared outbox (``SYNC_INTERVAL_S`` lag).
 
-        A check that must not block (the async client's first try, on the loop)
-        answers with what is known and starts the read on a thread.
+        Raises:
+            WouldBlock: the shared outbox is due to be read and the check must not
+                block (the async client's first try, on the loop): it is tried again
+                on a thread, which reads it. Answering with what was known instead
+                missed what siblings had reported since, for as long as reads lagged.
         """
         if _monotonic() >= self.next_sync:
-            if MEMORY_ONLY.get():
-                self._sync_in_background()
-            else:
-                self.sync()
+            refuse_io()
+            self.sync()
         self.read_customer(scope[0], scope[1])
         return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
 
@@ -161,19 +161,6 @@ class UsageService:
             self._follow(self._shared.changes(since))
         except StoreError:
             self._loaded.discard(scope)
-
-    def _sync_in_background(self) -> None:
-        """For a check that must not block (on the event loop): read on a thread of its own."""
-        if not self._background_sync.acquire(blocking=False):
-            return  # one is under way
-
-        def sync() -> None:
-            try:
-                self.sync()
-            finally:
-                self._background_sync.release()
-
-        threading.Thread(target=sync, daemon=True, name="stigg-cache-usage-sync").start()
 
     def sync(self) -> None:
         """Follow the shared outbox: usage added, acknowledged or dead-lettered by any process.
@@ -252,7 +239,6 @@ class UsageService:
         self._touched_lock = threading.Lock()
         self._touched = {}
         self._syncing = threading.Lock()
-        self._background_sync = threading.Lock()
         self._consuming = threading.Lock()
         self.ledger.renew_lock()
 

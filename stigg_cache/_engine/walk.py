@@ -119,6 +119,9 @@ class Walker:
         """What follows an answer: the memo, a refresh behind it, the default's log, the
         journal; then the answer, judged with the host's local usage."""
         question = state.walk.question
+        # First: on the event loop it may need the outbox read (WouldBlock), and the
+        # step is then run again on a thread: nothing below may happen twice.
+        answer = state.judgement.answer(self._usage.local_usage)
         if state.memo is not None:
             self._warm.keep(state.memo, state.walk.policy)  # the policy it was made for
         if state.refresh:
@@ -130,7 +133,6 @@ class Walker:
                 f"allowing ({state.default_allow})",
                 key=question.feature_id,
             )
-        answer = state.judgement.answer(self._usage.local_usage)
         if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
             granted = not isinstance(answer, Snapshot) and answer.has_access
             self.journal.record(self._clock.time(), question, answer.decision.source, granted)
