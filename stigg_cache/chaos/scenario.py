@@ -51,6 +51,7 @@ from stigg_cache.chaos.history import (
     usage_verdicts,
 )
 from stigg_cache.chaos.leaks import LeakWatch
+from stigg_cache.chaos.workers import Workers, run_workers
 from stigg_cache.chaos.workload import Driver, Workload
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
@@ -99,6 +100,7 @@ class Scenario:
     workload: Workload
     steps: tuple[Mapping[str, Any], ...]
     disk_mb: int | None = None  # the run's files on a tmpfs this small (for fill_disk)
+    workers: Workers | None = None  # forked workers of one client (chaos.workers)
 
     @property
     def needs(self) -> str | None:
@@ -138,6 +140,7 @@ class Scenario:
             workload=Workload(**(raw.get("workload") or {})),
             steps=tuple(sorted(steps, key=lambda step: float(step["at"]))),
             disk_mb=int(raw["disk"]) if raw.get("disk") else None,
+            workers=Workers.from_raw(raw["workers"]) if raw.get("workers") else None,
         )
 
 
@@ -218,6 +221,8 @@ class ChaosRun:
 
     def run(self) -> Report:
         """Run the timeline, recover, judge (on a small tmpfs if the scenario asks for one)."""
+        if self.scenario.workers is not None:
+            return self._with_workers(self.scenario.workers)
         if self.scenario.disk_mb is None:
             return self._run()
         disk = self.workdir / "disk"
@@ -242,6 +247,20 @@ class ChaosRun:
             return self._run()
         finally:
             subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)  # noqa: S603, S607
+
+    def _with_workers(self, plan: Workers) -> Report:
+        """Forked workers of one client play the timeline (:mod:`stigg_cache.chaos.workers`)."""
+        started = time.monotonic()
+
+        def play(fake: FakeStigg, proxy: FaultProxy, zero: float) -> None:
+            self._timeline(fake, proxy, zero)
+            proxy.clear()
+            fake.set_mode(FakeMode.UP)
+
+        verdicts, checks, reports = run_workers(
+            plan, self.scenario.duration_s, play, self.workdir, API_KEY
+        )
+        return Report(self.scenario.name, time.monotonic() - started, verdicts, checks, reports)
 
     def _run(self) -> Report:
         self.workdir.mkdir(parents=True, exist_ok=True)

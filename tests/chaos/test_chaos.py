@@ -147,3 +147,23 @@ def test_without_the_chaos_extra_a_run_of_every_scenario_skips_the_clock_ones(
     assert result.exit_code == 0, result.output
     assert "skipped clock-jumps: needs the [chaos] extra: it steps the wall clock" in result.output
     assert result.output.endswith("\n1 passed, 1 skipped (clock-jumps: needs the [chaos] extra)\n")
+
+
+def test_workers_forked_from_one_client_hold_every_invariant_through_an_outage(
+    tmp_path: Path,
+) -> None:
+    """#28: four workers of a client built before the fork, on threads and on an event
+    loop, sharing the default store through an outage, flapping and recovery."""
+    report = ChaosRun(builtin_scenarios()["workers-through-an-outage"], tmp_path).run()
+    failed = [v for v in report.verdicts if not v.passed]
+    assert not failed, failed
+    names = {v.name for v in report.verdicts}
+    for run in ("threads", "event loop"):
+        assert f"{run}: every worker's breaker closed after Stigg returned" in names
+        assert (
+            f"{run}: usage reported through any worker is counted by every worker's checks" in names
+        )
+        assert f"{run}: no usage counted twice" in names
+    assert report.checks > 1_000
+    assert report.reports > 50
+    assert list((tmp_path / "threads").rglob("*.db"))  # the default store, in the run's folder
