@@ -1,7 +1,7 @@
 """stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
 
 from stigg_cache._runtime import DecisionHook
-from stigg_cache._support.clock import Clock
+from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.aio import AsyncResilientClient
 from stigg_cache.client import ResilientClient
@@ -46,6 +46,7 @@ from stigg_cache.stores import MISSING, Store, open_store
 
 __all__ = [
     "MISSING",
+    "SYSTEM_CLOCK",
     "Adapter",
     "AsyncResilientClient",
     "BooleanEntitlement",

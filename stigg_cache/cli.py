@@ -11,7 +11,7 @@ from typing import NoReturn, TypeVar
 
 import click
 
-from stigg_cache._support.clock import SYSTEM_CLOCK
+from stigg_cache import SYSTEM_CLOCK
 from stigg_cache.chaos.command import chaos
 from stigg_cache.errors import (
     ConfigurationError,
@@ -26,11 +26,14 @@ from stigg_cache.outbox.admin import OutboxAdmin
 from stigg_cache.policy.explain import Looked, explain, lint
 from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy
 from stigg_cache.policy.rules import plans_unmatchable
-from stigg_cache.stores import MISSING, Store, default_store_url, open_store
-from stigg_cache.stores._codec import (
+from stigg_cache.stores import (
+    MISSING,
     SNAPSHOT_PREFIX,
     OutdatedEntryError,
+    Store,
     decode_snapshot,
+    default_store_url,
+    open_store,
     snapshot_key,
 )
 from stigg_cache.stores.layered import SnapshotCache

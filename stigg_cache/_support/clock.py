@@ -30,3 +30,4 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+"""This machine's clocks: what every part reads unless a test gives it another."""

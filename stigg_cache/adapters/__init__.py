@@ -4,6 +4,11 @@ Clients are recognised by module and class name, never by importing an SDK
 the user did not install (three Stigg distributions install the same
 top-level ``stigg`` module and overwrite each other). Asyncio clients are
 put behind the blocking interface by a :class:`~stigg_cache.adapters.bridge.LoopBridge`.
+
+Stigg's REST answer (the ``data`` object of ``GET .../entitlements``) is read into a
+:class:`~stigg_cache.models.Snapshot` by :func:`parse_entitlements` and written back by
+:func:`snapshot_to_json`: an adapter for another client speaking that JSON reads with the
+one, a fake Stigg answers with the other.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from stigg_cache.adapters._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.adapters.base import Adapter, AsyncAdapter
 from stigg_cache.errors import ConfigurationError, InvalidTypeError
 
@@ -138,4 +144,11 @@ def _async_adapter(inner: Any, fetch_timeout_s: float) -> AsyncAdapter | None:
     return None
 
 
-__all__ = ["Adapter", "AsyncAdapter", "adapt", "require"]
+__all__ = [
+    "Adapter",
+    "AsyncAdapter",
+    "adapt",
+    "parse_entitlements",
+    "require",
+    "snapshot_to_json",
+]

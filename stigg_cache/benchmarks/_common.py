@@ -6,7 +6,7 @@ import gc
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import attrs
 
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import FeatureEntitlement
+from stigg_cache.stores import open_store
 from stigg_cache.testing.fake import FakeStigg, boolean, metered
 
 API_KEY = "sk-bench-not-a-secret"
@@ -208,6 +209,17 @@ def _warm_client(tmp: Path, **options: Any) -> Iterator[tuple[ResilientClient, F
             yield client, fake
         finally:
             client.close()
+
+
+def _plant(url: str, values: Mapping[str, bytes]) -> None:
+    """Write ``values`` (store key -> entry) into the store at ``url``, as a sibling
+    process would: through a connection of its own, one entry at a time."""
+    store = open_store(url)
+    try:
+        for key, value in values.items():
+            store.put(key, value)
+    finally:
+        store.close()
 
 
 def _ids(count: int) -> list[tuple[str, str]]:

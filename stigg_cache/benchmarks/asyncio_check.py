@@ -19,20 +19,27 @@ from stigg_cache.benchmarks._common import (
     _row,
     _timed,
 )
+from stigg_cache.client import ResilientClient
 from stigg_cache.testing.fake import FakeStigg
 
 
 def bench_async_check(sizes: Sizes, tmp: Path) -> Row:
     """Row 12: an awaited warm check of AsyncResilientClient against the same check, blocking.
 
-    Both go through one client, so they read the same L1: the difference is
-    the coroutine and the memory-only guard around the same orchestrator.
+    Each client is warmed with the same customers from the same fake Stigg, so both L1s
+    hold the same snapshots: the difference is the coroutine around the same check.
     """
     ids = _ids(sizes.ops)
     loop = asyncio.new_event_loop()
-    with FakeStigg(api_key=API_KEY) as fake:
+    with (
+        FakeStigg(api_key=API_KEY) as fake,
+        ResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp}/blocking.db"
+        ) as twin,
+    ):
         for customer in range(CUSTOMERS):
             fake.set_customer(f"c{customer}", _features(customer))
+            twin.get_entitlements(customer_id=f"c{customer}")
 
         async def build() -> AsyncResilientClient:
             client = AsyncResilientClient(
@@ -43,7 +50,7 @@ def bench_async_check(sizes: Sizes, tmp: Path) -> Row:
             return client
 
         client = loop.run_until_complete(build())
-        awaited, blocking = client.get_boolean_entitlement, client._core.get_boolean_entitlement
+        awaited, blocking = client.get_boolean_entitlement, twin.get_boolean_entitlement
 
         async def awaited_checks() -> float:
             gc.disable()

@@ -29,6 +29,7 @@ from stigg_cache.benchmarks._common import (
     _features,
     _interleaved,
     _on_threads,
+    _plant,
     _row,
 )
 from stigg_cache.benchmarks._forked import _in_processes
@@ -36,7 +37,8 @@ from stigg_cache.benchmarks.first_check import _response_json
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import BooleanEntitlement, Snapshot, Source
 from stigg_cache.policy import FallbackPolicy, Staleness
-from stigg_cache.stores._codec import encode_snapshot, snapshot_key
+from stigg_cache.stores import encode_snapshot, snapshot_key
+from stigg_cache.testing.inside import forget_memory
 
 PROCESSES = 4  # twice the development machine's cores: the OS, not the GIL, shares them
 
@@ -57,13 +59,17 @@ def bench_cold(sizes: Sizes, tmp: Path) -> list[Row]:
     customers = [f"cold-{n}" for n in range(sizes.cold_customers)]
     warm_ups = [f"warm-up-{n}" for n in range(PROCESSES)]  # a worker's first check: untimed
     raw = _raw_store(tmp, customers + warm_ups)
+    url = f"sqlite:///{tmp}/cold.db"
     with ResilientClient(
-        None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=f"sqlite:///{tmp}/cold.db",
-        policy=FRESH_ALL_ROW,
-    ) as client:  # fmt: skip
-        cache = client._cache
-        for customer in customers + warm_ups:  # built one at a time: workers inherit none
-            cache.store.put(snapshot_key(customer, None), encode_snapshot(_snapshot(customer)))
+        None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=url, policy=FRESH_ALL_ROW
+    ) as client:
+        _plant(  # in the store alone, not in this client's memory: workers inherit none
+            url,
+            {
+                snapshot_key(customer, None): encode_snapshot(_snapshot(customer))
+                for customer in customers + warm_ups
+            },
+        )
 
         def check(customer: str) -> BooleanEntitlement:
             return client.get_boolean_entitlement(customer_id=customer, feature_id="flag-1")
@@ -72,11 +78,11 @@ def bench_cold(sizes: Sizes, tmp: Path) -> list[Row]:
         if answer.decision.source is not Source.CACHE:  # what the row times, or it means nothing
             raise RuntimeError(f"a cold check answered {answer.decision}, not from the store")
 
-        cache.clear_l1()  # each worker forked from here starts with nothing in L1
+        forget_memory(client)  # each worker forked from here starts with nothing in L1
         processes = _processes_row(sizes, customers, warm_ups, check)
 
         def ours(threads: int) -> float:
-            cache.clear_l1()
+            forget_memory(client)
             return _cold_on_threads(threads, customers, lambda _thread, customer: check(customer))
 
         threads = _threads_row(sizes, customers, ours, raw)

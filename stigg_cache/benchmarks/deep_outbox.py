@@ -9,6 +9,7 @@ from stigg_cache.benchmarks._common import Row, Sizes, _p99, _row
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.account import FakeAccount
 from stigg_cache.testing.fake import FakeStigg
+from stigg_cache.testing.inside import stop_sending
 
 
 def bench_deep_outbox(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -54,7 +55,7 @@ def deep_outbox(
 
         deep, empty = client("depth-deep"), client("depth-empty")
         for made in (deep, empty):
-            made._usage.flusher.close()  # the enqueue alone, first
+            stop_sending(made)  # the enqueue alone, first
         for start in range(0, depth, 1_000):
             deep.report_event(
                 [{"customer_id": f"c{n % 1_000}", "event_name": "e"}

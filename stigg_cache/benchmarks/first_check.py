@@ -9,19 +9,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stigg_cache.adapters._stigg_json import snapshot_to_json
+from stigg_cache.adapters import snapshot_to_json
 from stigg_cache.benchmarks._common import (
     API_KEY,
     Row,
     Sizes,
     _features,
     _interleaved,
+    _plant,
     _row,
     _timed,
 )
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
-from stigg_cache.stores._codec import encode_snapshot, snapshot_key
+from stigg_cache.stores import encode_snapshot, snapshot_key
+from stigg_cache.testing.inside import forget_memory
 
 
 def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -56,11 +58,10 @@ def _first_check_row(
     with ResilientClient(
         None, api_key=API_KEY, base_url="http://127.0.0.1:9", store=url, outbox="memory://"
     ) as client:
-        cache = client._cache
-        cache.store.put(snapshot_key("c-first", None), value)
+        _plant(url, {snapshot_key("c-first", None): value})
 
         def first_check(_: int) -> object:
-            cache.clear_l1()
+            forget_memory(client)
             return client.get_boolean_entitlement(customer_id="c-first", feature_id="flag-1")
 
         mine, theirs = _interleaved(

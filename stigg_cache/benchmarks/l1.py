@@ -23,16 +23,17 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from stigg_cache._support.clock import SYSTEM_CLOCK
+from stigg_cache import SYSTEM_CLOCK
 from stigg_cache.benchmarks._common import BYTES, Row, Sizes
 from stigg_cache.benchmarks.deep_outbox import bench_deep_outbox
 from stigg_cache.client import ResilientClient
 from stigg_cache.models import Snapshot
-from stigg_cache.stores._codec import encode_snapshot, snapshot_key
+from stigg_cache.stores import encode_snapshot, snapshot_key
 from stigg_cache.stores.layered import SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
 from stigg_cache.stores.sqlite import TABLE, SqliteStore
 from stigg_cache.testing.fake import FakeStigg, boolean, metered
+from stigg_cache.testing.inside import forget_memory, held_in_memory
 
 
 def bench_l1(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -158,8 +159,8 @@ def l1_memory(tmp: Path, customers: int, budget: int) -> float:
                 for feature in features:
                     check(customer_id=f"c{n}", feature_id=feature.feature_id)
         gc.collect()
-        held = list(client._cache.l1.items())
-        client._cache.clear_l1()
+        held = held_in_memory(client)
+        forget_memory(client)
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         del held

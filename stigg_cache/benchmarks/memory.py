@@ -8,8 +8,8 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 
-from stigg_cache._support.clock import SYSTEM_CLOCK
-from stigg_cache.adapters._stigg_json import parse_entitlements
+from stigg_cache import SYSTEM_CLOCK
+from stigg_cache.adapters import parse_entitlements
 from stigg_cache.benchmarks._common import BYTES, FEATURES, Row, Sizes, _features
 from stigg_cache.benchmarks.first_check import _response_json
 from stigg_cache.models import Snapshot

@@ -20,18 +20,17 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from stigg_cache._engine import reconcile
 from stigg_cache.benchmarks._common import API_KEY, OUR_MEDIAN, Row, Sizes, _interleaved, _row
 from stigg_cache.benchmarks.startup import _statuses
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.reconcile import ReconcileReport
-from stigg_cache.stores._codec import SNAPSHOT_PREFIX, snapshot_key
+from stigg_cache.stores import SNAPSHOT_PREFIX, snapshot_key
 from stigg_cache.testing.fake import FakeMode, FakeStigg
+from stigg_cache.testing.inside import serial_refreshes, stop_sending
 
 
 def bench_outage(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -127,20 +126,10 @@ def refresh_rates(
         return report.customers_refreshed / took
 
     def serial() -> float:
-        with _one_at_a_time():
+        with serial_refreshes():
             return rate()
 
     return _interleaved(rate, serial, rounds, warm_up=False)  # each run is a new client
-
-
-@contextmanager
-def _one_at_a_time() -> Iterator[None]:
-    parallel = reconcile.REFRESH_PARALLEL
-    reconcile.REFRESH_PARALLEL = 1
-    try:
-        yield
-    finally:
-        reconcile.REFRESH_PARALLEL = parallel
 
 
 def redis_status(
@@ -176,7 +165,7 @@ def redis_status(
                 )
 
             with client(full) as filling:
-                filling._usage.flusher.close()
+                stop_sending(filling)
                 for start in range(0, count, PLANT_BATCH):
                     filling.report_usage_bulk(
                         [

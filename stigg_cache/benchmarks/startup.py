@@ -21,8 +21,9 @@ from stigg_cache.benchmarks._common import (
     _timed,
 )
 from stigg_cache.client import ResilientClient
-from stigg_cache.stores._codec import snapshot_key
+from stigg_cache.stores import snapshot_key
 from stigg_cache.testing.fake import FakeStigg
+from stigg_cache.testing.inside import stop_sending
 
 
 def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -38,7 +39,7 @@ def bench_startup(sizes: Sizes, tmp: Path) -> list[Row]:
             )
 
         with client(deep) as filling:
-            filling._usage.flusher.close()
+            stop_sending(filling)
             for start in range(0, sizes.startup_records, 10_000):
                 filling.report_usage_bulk(
                     [

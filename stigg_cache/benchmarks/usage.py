@@ -12,6 +12,7 @@ from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _interleaved, _r
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.account import FakeAccount
 from stigg_cache.testing.fake import FakeStigg
+from stigg_cache.testing.inside import stop_sending
 
 
 def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
@@ -23,7 +24,7 @@ def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
         store=f"sqlite:///{tmp}/events.db",
         check_timeout=0.05,
     ) as client:
-        client._usage.flusher.close()  # measure the enqueue alone: nothing is sent
+        stop_sending(client)  # measure the enqueue alone: nothing is sent
         db = sqlite3.connect(tmp / "raw-events.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # the same durability as our outbox

@@ -59,8 +59,7 @@ from stigg_cache.core.terms import Staleness
 from stigg_cache.errors import ConfigurationError, StiggCacheError
 from stigg_cache.models import ConnectionState
 from stigg_cache.policy.model import FallbackPolicy
-from stigg_cache.stores import open_store
-from stigg_cache.stores._codec import SNAPSHOT_PREFIX, decode_snapshot
+from stigg_cache.stores import SNAPSHOT_PREFIX, decode_snapshot, open_store
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 from stigg_cache.testing.faulty import FaultyStore
 from stigg_cache.testing.proxy import FaultProxy, Faults

@@ -4,6 +4,11 @@ Built-ins register under the entry-point group ``stigg_cache.stores`` exactly
 as third-party plugins do; :func:`open_store` resolves a URL's scheme there.
 A store holding connections or locks renews them in a forked child with
 :func:`renew_after_fork` (``gunicorn --preload`` builds the client before the fork).
+
+A store holds bytes under string keys. What the client writes there is public too, so
+a store's author, a tool or a test can read and write it: :func:`snapshot_key` names a
+customer's (or resource's) entry, every such key starts with :data:`SNAPSHOT_PREFIX`,
+and :func:`encode_snapshot` / :func:`decode_snapshot` are the entry's codec.
 """
 
 from __future__ import annotations
@@ -16,6 +21,13 @@ import platformdirs
 from stigg_cache._support.fork import fresh_lock, renew_after_fork
 from stigg_cache._support.plugins import STORES, factory, opened
 from stigg_cache._support.plugins import redact as redact_url
+from stigg_cache.stores._codec import (
+    SNAPSHOT_PREFIX,
+    OutdatedEntryError,
+    decode_snapshot,
+    encode_snapshot,
+    snapshot_key,
+)
 from stigg_cache.stores.base import MISSING, Missing, Store
 from stigg_cache.stores.read_only import ReadOnlyStore
 
@@ -50,11 +62,16 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MISSING",
+    "SNAPSHOT_PREFIX",
     "Missing",
+    "OutdatedEntryError",
     "Store",
+    "decode_snapshot",
     "default_store_url",
+    "encode_snapshot",
     "fresh_lock",
     "open_store",
     "redact_url",
     "renew_after_fork",
+    "snapshot_key",
 ]
