@@ -1,12 +1,12 @@
 """AsyncResilientClient: ResilientClient for asyncio services.
 
 Not a second orchestrator: a check drives the same decision walk
-(:mod:`stigg_cache.core.walk`) through :class:`ResilientClient`'s own steps,
-awaiting the states that need I/O. Each step is first tried on the event loop
-with store reads and network waits forbidden (:mod:`stigg_cache._support.memory_only`);
-one that would block (a store read, a fetch within the check budget) is awaited
-on a worker thread, and the walk goes on from where it stood. A check the
-in-memory cache answers returns without awaiting anything. Usage written
+(:mod:`stigg_cache.core.walk`) through :class:`ResilientClient`'s own steps.
+Each state says what its step waits on (``io``): memory steps run on the event
+loop (with the I/O sites refusing, :mod:`stigg_cache._support.memory_only`, should a
+state be typed wrongly); store reads and fetches within the check budget are
+awaited on a worker thread, and the walk goes on from where it stood. A check
+the in-memory cache answers returns without awaiting anything. Usage written
 durably to disk, flushes and the like run on a worker thread. Asyncio SDK
 clients (``stigg.AsyncStigg``, the v2 ``AsyncStiggClient``, the sidecar SDK)
 run their coroutines on the loop the client was built in.
@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, assert_never
 
 from stigg_cache._engine.fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
 from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
 from stigg_cache._support import fork
-from stigg_cache._support.memory_only import MEMORY_ONLY, WouldBlock
+from stigg_cache._support.memory_only import MEMORY_ONLY
 from stigg_cache.adapters import adapt
 from stigg_cache.client import ResilientClient
 from stigg_cache.core import validate as check
@@ -224,22 +224,29 @@ class AsyncResilientClient:
         return answer
 
     async def _walked(self, question: walk.Question) -> AnyEntitlement | Snapshot:
-        """The decision walk, each step on the loop unless it must block."""
+        """The decision walk: each step on the loop if its state's ``io`` is memory,
+        else on a worker thread (as hishel's driver awaits the I/O its states name)."""
         walker = self._core._runtime.walker
         state = walker.begin(question)
         while not isinstance(state, walk.Answered):
-            state = await self._unblocked(walker.step, state)
-        return (await self._unblocked(walker.finish, state))[0]
+            match state.io:
+                case walk.IO.MEMORY:
+                    state = _on_loop(walker.step, state)
+                case walk.IO.STORE | walk.IO.STIGG:
+                    state = await self._on_thread(walker.step, state)
+                case _:
+                    assert_never(state.io)
+        match state.io:
+            case walk.IO.MEMORY:
+                answer, _ = _on_loop(functools.partial(walker.finish, blocking=False), state)
+            case walk.IO.STORE | walk.IO.STIGG:
+                answer, _ = await self._on_thread(walker.finish, state)
+            case _:
+                assert_never(state.io)
+        return answer
 
-    async def _unblocked(self, step: Callable[[_S], _T], state: _S) -> _T:
-        """``step(state)`` from memory on the loop; on a worker thread if it must block."""
-        token = MEMORY_ONLY.set(True)
-        try:
-            return step(state)
-        except WouldBlock:
-            pass
-        finally:
-            MEMORY_ONLY.reset(token)
+    async def _on_thread(self, step: Callable[[_S], _T], state: _S) -> _T:
+        """``step(state)`` on a worker thread: it reads a store or waits for Stigg."""
         return await self._running_loop().run_in_executor(self._pool, step, state)
 
     report_event = _offloaded(ResilientClient.report_event)
@@ -279,3 +286,13 @@ class AsyncResilientClient:
 
     def __repr__(self) -> str:
         return f"Async{self._core!r}"
+
+
+def _on_loop(step: Callable[[_S], _T], state: _S) -> _T:
+    """``step(state)`` here, on the event loop: its state's ``io`` is memory, and the
+    I/O sites refuse (:func:`~stigg_cache._support.memory_only.refuse_io`) should it not be."""
+    token = MEMORY_ONLY.set(True)
+    try:
+        return step(state)
+    finally:
+        MEMORY_ONLY.reset(token)

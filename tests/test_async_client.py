@@ -12,11 +12,14 @@ import pytest
 import stigg
 
 from stigg_cache import AsyncResilientClient, ResilientClient, Source
+from stigg_cache._support.memory_only import WouldBlock
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters.bridge import LoopBridge
 from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter
+from stigg_cache.core import walk
 from stigg_cache.stores.base import Missing
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing import ManualClock
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, POLICY
 
@@ -212,3 +215,94 @@ def test_an_awaited_check_blocks_a_worker_only_for_its_io_and_resumes_on_the_loo
     assert len(reads) == 1
     assert reads[0].startswith("stigg-cache-async")
     assert heard == [(loop_thread, Source.CACHE)]
+
+
+class _ThreadsOfStore(MemoryStore):
+    """A memory store that notes the thread of every snapshot read, write and delete."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def _note(self, key: str) -> None:
+        if key.startswith("snapshot:"):
+            self.threads.append(threading.current_thread().name)
+
+    def get(self, key: str) -> bytes | Missing:
+        self._note(key)
+        return super().get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._note(key)
+        super().put(key, value)
+
+    def delete(self, key: str) -> None:
+        self._note(key)
+        super().delete(key)
+
+
+async def _every_io_state(
+    client: AsyncResilientClient, fake: FakeStigg, clock: ManualClock
+) -> list[Any]:
+    """Checks through every state that waits on I/O: the store (ReadStore, ReadNewer),
+    Stigg (Fetch) and the shared outbox (the policy's answer while Stigg is down, with
+    usage a sibling reported that this process has not read yet)."""
+    fallback = await client.get_metered_entitlement(customer_id="beta", feature_id="api_calls")
+    fake.set_mode(FakeMode.UP)
+    cold = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    clock.advance(120)  # past fresh_for: stale, after a look for a sibling's newer one
+    stale = await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    return [*(a.decision.source for a in (fallback, cold, stale)), fallback.current_usage]
+
+
+def _sibling_reported(fake: FakeStigg, options: dict[str, Any]) -> None:
+    """A sibling reports 3 units of beta's while Stigg is down: they stay in the outbox."""
+    fake.set_mode(FakeMode.DOWN)
+    with ResilientClient(None, api_key=API_KEY, base_url=fake.url, **options) as sibling:
+        sibling.report_usage(customer_id="beta", feature_id="api_calls", value=3)
+
+
+def test_no_step_that_waits_on_io_is_driven_on_the_event_loop(
+    fake: FakeStigg, tmp_path: Path, clock: ManualClock
+) -> None:
+    store = _ThreadsOfStore()
+    options: dict[str, Any] = {
+        "store": store,
+        "outbox": f"sqlite:///{tmp_path}/outbox.db",
+        "policy": POLICY,
+    }
+    _sibling_reported(fake, options)
+
+    async def story() -> tuple[str, list[Any]]:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, clock=clock, **options
+        ) as client:
+            return threading.current_thread().name, await _every_io_state(client, fake, clock)
+
+    loop_thread, answers = asyncio.run(story())
+    assert answers == [Source.DEFAULT, Source.LIVE, Source.STALE, 3]  # the sibling's counted
+    assert store.threads  # the store was read and written ...
+    assert loop_thread not in store.threads  # ... never on the event loop
+
+
+@pytest.mark.parametrize("state", [walk.ReadStore, walk.ReadNewer, walk.Fetch])
+def test_a_state_typed_as_memory_that_waits_on_io_fails_the_check(
+    fake: FakeStigg,
+    tmp_path: Path,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    state: type[walk.ReadStore | walk.ReadNewer | walk.Fetch],
+) -> None:
+    """The guard: were a state's ``io`` wrong, the loop would block; the check fails instead."""
+    options: dict[str, Any] = {"store": f"sqlite:///{tmp_path}/c.db", "policy": POLICY}
+    _sibling_reported(fake, options)
+    monkeypatch.setattr(state, "io", walk.IO.MEMORY)
+
+    async def story() -> None:
+        async with AsyncResilientClient(
+            None, api_key=API_KEY, base_url=fake.url, clock=clock, **options
+        ) as client:
+            await _every_io_state(client, fake, clock)
+
+    with pytest.raises(WouldBlock):
+        asyncio.run(story())

@@ -122,19 +122,33 @@ class UsageService:
         floor: float | None,
         snapshot_usage: float | None,
     ) -> LocalUsage | None:
-        """Usage to add for ``scope``: the host's, from the shared outbox (``SYNC_INTERVAL_S`` lag).
-
-        Raises:
-            WouldBlock: the shared outbox is due to be read and the check must not
-                block (the async client's first try, on the loop): it is tried again
-                on a thread, which reads it. Answering with what was known instead
-                missed what siblings had reported since, for as long as reads lagged.
-        """
+        """Usage to add for ``scope``: the host's, and the shared outbox's (lag: a sync)."""
         if _monotonic() >= self.next_sync:
-            refuse_io()
             self.sync()
         self.read_customer(scope[0], scope[1])
         return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+
+    def local_usage_now(
+        self,
+        scope: TallyKey,
+        snapshot_fetched_at: float | None,
+        floor: float | None,
+        snapshot_usage: float | None,
+    ) -> LocalUsage | None:
+        """:meth:`local_usage` from memory alone, for a step on the event loop (its state's
+        ``io`` is memory: :meth:`known` said no read of the shared outbox is due); a
+        customer whose read just failed counts this process's records."""
+        return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+
+    def known(self, customer_id: str, resource_id: str | None) -> bool:
+        """Whether a customer's local usage is all in memory and current: there is no
+        shared outbox, or this process has read the customer's from it and no read of
+        what siblings reported since is due (its check then needs no I/O). A check that
+        answered with what was known while a read was due missed what siblings had
+        reported since, for as long as reads lagged (issue 28 item 2)."""
+        return self._shared is None or (
+            (customer_id, resource_id) in self._loaded and _monotonic() < self.next_sync
+        )
 
     def read_customer(self, customer_id: str, resource_id: str | None) -> None:
         """Count what the shared outbox holds of one customer, the first time it is needed.
@@ -145,7 +159,8 @@ class UsageService:
         that does not answer leaves it for the next check; this process's own records count.
 
         Raises:
-            WouldBlock: a check that must not block (the async client retries on a thread).
+            WouldBlock: called on the event loop (a bug: only steps whose ``io`` is a store
+                or Stigg read the outbox, and those run on a thread).
         """
         scope = (customer_id, resource_id)
         if self._shared is None or scope in self._loaded:

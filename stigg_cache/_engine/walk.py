@@ -4,7 +4,8 @@ The walk decides; this module reads L1 and the store, asks Stigg within the
 check's budget, drops an entry that does not parse, and does what follows an
 answer: a refresh behind it, the default's log line, the journal of offline
 decisions, the fast path's memo. ``ResilientClient`` loops :meth:`Walker.step`
-until the walk has answered; ``AsyncResilientClient`` awaits the same steps.
+until the walk has answered; ``AsyncResilientClient`` drives the same steps, on
+the event loop or on a thread as each state's ``io`` says.
 """
 
 from __future__ import annotations
@@ -91,16 +92,16 @@ class Walker:
             check_timeout_s=host.check_timeout_s,
             offline=self._health.offline,
             last_error=self._health.last_error,
+            usage_read=self._usage.known(question.customer_id, question.resource_id),
         )
 
     def step(self, state: walk.State) -> walk.State:
         """The I/O a state needs, and the state it leads to."""
         scope = state.walk.scope
         match state:
-            case walk.ReadHeld():
-                in_memory = self._cache.peek(scope)
-                if in_memory is not None:
-                    return state.held(in_memory, self._now(), in_memory=True)
+            case walk.ReadMemory():
+                return state.held(self._cache.peek(scope), self._now())
+            case walk.ReadStore():
                 return state.held(self._cache.get(*scope), self._now())
             case walk.ReadNewer():
                 return state.held(self._cache.newer(scope), self._now())
@@ -115,13 +116,14 @@ class Walker:
             case _:
                 assert_never(state)
 
-    def finish(self, state: walk.Answered) -> Answer:
+    def finish(self, state: walk.Answered, *, blocking: bool = True) -> Answer:
         """What follows an answer: the memo, a refresh behind it, the default's log, the
-        journal; then the answer, judged with the host's local usage."""
+        journal; then the answer, judged with the host's local usage.
+
+        ``blocking=False`` (a state whose ``io`` is memory, on an event loop): the
+        shared outbox is followed on a thread of its own when due, never here.
+        """
         question = state.walk.question
-        # First: on the event loop it may need the outbox read (WouldBlock), and the
-        # step is then run again on a thread: nothing below may happen twice.
-        answer = state.judgement.answer(self._usage.local_usage)
         if state.memo is not None:
             self._warm.keep(state.memo, state.walk.policy)  # the policy it was made for
         if state.refresh:
@@ -133,6 +135,8 @@ class Walker:
                 f"allowing ({state.default_allow})",
                 key=question.feature_id,
             )
+        local_usage = self._usage.local_usage if blocking else self._usage.local_usage_now
+        answer = state.judgement.answer(local_usage)
         if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
             granted = not isinstance(answer, Snapshot) and answer.has_access
             self.journal.record(self._clock.time(), question, answer.decision.source, granted)

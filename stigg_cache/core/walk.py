@@ -4,30 +4,41 @@ A walk starts with :func:`begin` and ends in :class:`Answered`. Every state in
 between names the one piece of I/O its driver does, and takes the result to the
 next state with a method of its own; drivers are loops over these states that
 end in ``assert_never`` (``Walker.step``, looped by ``ResilientClient`` and awaited
-state by state by ``AsyncResilientClient``). A state is never changed once made;
+state by state by ``AsyncResilientClient``). Each state's ``io`` says what that
+step waits on (:class:`IO`: memory, a store, or Stigg), so the async driver keeps
+the memory steps on the event loop and sends the others to a thread by type, as
+hishel's driver does. A state is never changed once made;
 it is a plain slotted class rather than a frozen one because a first check makes
 five of them, and a frozen class's constructor costs three times as much.
 Every :class:`~stigg_cache.models.Decision` is made here, for checks of one
 feature and for ``get_entitlements`` alike::
 
-    ReadHeld --held(entry)--> Answered CACHE        the snapshot is fresh
-                           -> ReadNewer             not fresh: has a sibling refreshed it?
-                           -> Unusable              a stored entry that does not parse
-                           -> Fetch                 nothing held
-    ReadNewer --held(newer)-> Answered CACHE        the sibling's is fresh
-                           -> Answered STALE        within max_staleness (refresh behind, when due)
-                           -> Unusable / Fetch      past max_staleness
-    Unusable --dropped()----> Fetch                 the entry is dropped and reported by the driver
-    Fetch --fetched(result)-> Answered LIVE         Stigg answered within the check's budget
-                           -> Answered STALE        get_entitlements: the features still in budget
-                           -> Answered POLICY / DEFAULT   the fallback policy
+    ReadMemory --held(entry)--> Answered CACHE      fresh: a memo for the fast path
+                             -> ReadNewer           not fresh: has a sibling refreshed it?
+                             -> Unusable            an entry that does not parse
+                             -> ReadStore           nothing in memory
+    ReadStore --held(entry)---> Answered CACHE      fresh (answers once before it is memoized)
+                             -> ReadNewer / Unusable
+                             -> Fetch               nothing held
+    ReadNewer --held(newer)---> Answered CACHE      the sibling's is fresh
+                             -> Answered STALE      within max_staleness (refresh behind, when due)
+                             -> Unusable / Fetch    past max_staleness
+    Unusable --dropped()------> Fetch               the entry is dropped and reported by the driver
+    Fetch --fetched(result)---> Answered LIVE       Stigg answered within the check's budget
+                             -> Answered STALE      get_entitlements: the features still in budget
+                             -> Answered POLICY / DEFAULT   the fallback policy
+
+What each step waits on: ReadMemory memory; ReadStore, ReadNewer and Unusable the
+snapshot store; Fetch Stigg; Answered memory, or the shared outbox when its answer
+needs local usage this process has not read yet (``Walk.usage_read``).
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 import attrs
 
@@ -47,6 +58,14 @@ _MEMO_KINDS = (CheckKind.BOOLEAN, CheckKind.NUMERIC, CheckKind.METERED, CheckKin
 # what local usage a judgement adds, as the usage service takes it
 UsageOf = tuple[TallyKey, float | None, float | None, float | None]
 LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
+
+
+class IO(enum.Enum):
+    """What the step out of a state waits on."""
+
+    MEMORY = "memory"  # L1 and this process's counts: never blocks, stays on an event loop
+    STORE = "store"  # the snapshot store, or the shared outbox (a file, a server): may block
+    STIGG = "stigg"  # Stigg, within what is left of the check's budget
 
 
 @attrs.frozen
@@ -87,7 +106,9 @@ class Judgement:
 @attrs.define
 class Walk:
     """What stays the same along one walk: the question, the policy in force, when it
-    started, its network budget, and whether Stigg was unreachable (and why)."""
+    started, its network budget, whether Stigg was unreachable (and why), and whether
+    the local usage of its customer is all in memory (``usage_read``: no shared outbox,
+    or this process has read the customer's from it)."""
 
     question: Question
     policy: Budgets
@@ -95,6 +116,7 @@ class Walk:
     check_timeout_s: float
     offline: bool
     last_error: str | None
+    usage_read: bool
 
     @property
     def scope(self) -> ScopeKey:
@@ -131,28 +153,48 @@ class Answered:
     grant: Grant | None = None
     memo: Memo | None = None
 
+    @property
+    def io(self) -> IO:
+        """Memory, unless the answer needs local usage not read from the shared outbox yet."""
+        if self.judgement.usage_of is None or self.walk.usage_read:
+            return IO.MEMORY
+        return IO.STORE
+
 
 @attrs.define
-class ReadHeld:
-    """Needs the snapshot held for the scope: L1's, else the store's (``None``: none)."""
+class ReadMemory:
+    """Needs the snapshot L1 holds for the scope (``None``: none)."""
 
+    io: ClassVar[IO] = IO.MEMORY
     walk: Walk
 
-    def held(self, entry: CachedSnapshot | None, now: Now, *, in_memory: bool = False) -> State:
-        """Answered CACHE if fresh; else ReadNewer; Unusable if it does not parse; Fetch.
+    def held(self, entry: CachedSnapshot | None, now: Now) -> State:
+        """Answered CACHE (with a memo) if fresh; else ReadNewer; Unusable; ReadStore."""
+        if entry is None:
+            return ReadStore(self.walk)
+        return _judged(self.walk, entry, now, newer_read=False, memo=True)
 
-        ``in_memory``: the entry was in L1 already (asked for before), so its CACHE
-        answer is worth a memo; one just loaded from the store answers once first.
-        """
+
+@attrs.define
+class ReadStore:
+    """Needs the snapshot the store holds for the scope (``None``: none)."""
+
+    io: ClassVar[IO] = IO.STORE
+    walk: Walk
+
+    def held(self, entry: CachedSnapshot | None, now: Now) -> State:
+        """Answered CACHE if fresh (a memo once it is asked for again, from L1); else
+        ReadNewer; Unusable if it does not parse; Fetch if nothing is held."""
         if entry is None:
             return _fetch(self.walk, now, None, None)
-        return _judged(self.walk, entry, now, newer_read=False, memo=in_memory)
+        return _judged(self.walk, entry, now, newer_read=False, memo=False)
 
 
 @attrs.define
 class ReadNewer:
     """Needs the snapshot a sibling process stored since ``entry`` was (``None``: none)."""
 
+    io: ClassVar[IO] = IO.STORE
     walk: Walk
     entry: CachedSnapshot
 
@@ -165,6 +207,7 @@ class ReadNewer:
 class Unusable:
     """Needs the scope's stored entry dropped and ``error`` reported: it does not parse."""
 
+    io: ClassVar[IO] = IO.STORE
     walk: Walk
     error: InvalidResponseError
 
@@ -181,6 +224,7 @@ class Fetch:
     rules); ``kept``: for ``get_entitlements``, its features still in budget and its age.
     """
 
+    io: ClassVar[IO] = IO.STIGG
     walk: Walk
     within_s: float
     expired: CachedSnapshot | None
@@ -198,7 +242,7 @@ class Fetch:
         return _fallback(walk, walk.question, result, self.expired)
 
 
-State: TypeAlias = ReadHeld | ReadNewer | Unusable | Fetch | Answered
+State: TypeAlias = ReadMemory | ReadStore | ReadNewer | Unusable | Fetch | Answered
 
 # A memo's CACHE decision, dated by the fast path at each check it answers:
 # ``CACHE_DECISION(age_s, policy_version)`` (an assembler: the hot path's cost).
@@ -220,9 +264,12 @@ def begin(
     check_timeout_s: float,
     offline: bool,
     last_error: str | None,
-) -> ReadHeld:
-    """The first state of a walk: read what is held."""
-    return ReadHeld(Walk(question, policy, started, check_timeout_s, offline, last_error))
+    usage_read: bool,
+) -> ReadMemory:
+    """The first state of a walk: read what memory holds."""
+    return ReadMemory(
+        Walk(question, policy, started, check_timeout_s, offline, last_error, usage_read)
+    )
 
 
 def _judged(walk: Walk, entry: CachedSnapshot, now: Now, *, newer_read: bool, memo: bool) -> State:

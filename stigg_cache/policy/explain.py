@@ -96,7 +96,13 @@ def explain(
 def _walked(policy: FallbackPolicy, request: CheckRequest, looked: Looked | None) -> list[str]:
     """The walk's lines, over what the store held."""
     state = walk.begin(
-        request, policy, started=0.0, check_timeout_s=0.0, offline=False, last_error=None
+        request,
+        policy,
+        started=0.0,
+        check_timeout_s=0.0,
+        offline=False,
+        last_error=None,
+        usage_read=True,
     )
     if looked is None:
         return ["no store given: assuming nothing is cached", *_fetched(state, None)]
@@ -111,7 +117,9 @@ def _walked(policy: FallbackPolicy, request: CheckRequest, looked: Looked | None
     lines.append(
         f"snapshot held: fetched {age:.0f}s ago ({_SYSTEM_CLOCK_NOTE}); {request.feature_id} {held}"
     )
-    judged = state.held(entry, now)
+    read_store = state.held(None, now)  # no memory here: what the store holds
+    assert isinstance(read_store, walk.ReadStore)
+    judged = read_store.held(entry, now)
     if isinstance(judged, walk.ReadNewer):  # this store is the only one looked at
         judged = judged.held(None, now)
     return [*lines, *_fetched(judged, entry)]
@@ -178,7 +186,9 @@ def _resource(request: CheckRequest) -> str:
 def _fetched(state: walk.State, entry: CachedSnapshot | None) -> list[str]:
     """The lines for where a walk stands: its answer, else Stigg's two outcomes."""
     now = walk.Now(SYSTEM_CLOCK.monotonic(), time.time())
-    if isinstance(state, walk.ReadHeld):  # nothing looked up: nothing held
+    if isinstance(state, walk.ReadMemory):  # nothing looked up: nothing held
+        state = state.held(None, now)
+    if isinstance(state, walk.ReadStore):
         state = state.held(None, now)
     if isinstance(state, walk.Unusable):
         state = state.dropped(now)

@@ -42,8 +42,12 @@ PASSED = datetime.fromtimestamp(NOW.wall - 3, UTC)  # a validUntil already passe
 
 
 def _begin(
-    question: walk.Question = SSO, *, offline: bool = False, spent_s: float = 0.0
-) -> walk.ReadHeld:
+    question: walk.Question = SSO,
+    *,
+    offline: bool = False,
+    spent_s: float = 0.0,
+    usage_read: bool = True,
+) -> walk.ReadMemory:
     return walk.begin(
         question,
         POLICY,
@@ -51,7 +55,13 @@ def _begin(
         check_timeout_s=0.5,
         offline=offline,
         last_error="refused" if offline else None,
+        usage_read=usage_read,
     )
+
+
+def _store(question: walk.Question = SSO, *, spent_s: float = 0.0) -> walk.State:
+    """The ReadStore that nothing in memory leads to."""
+    return _begin(question, spent_s=spent_s).held(None, NOW)
 
 
 def _held(age_s: float, *features: FeatureEntitlement, customer: str = "acme") -> CachedSnapshot:
@@ -88,7 +98,9 @@ def _newer(question: walk.Question, entry: CachedSnapshot, *, offline: bool = Fa
 def _fetch(question: walk.Question = SSO, *, kept_from: CachedSnapshot | None = None) -> walk.State:
     """The Fetch that nothing held (or ``kept_from``, past its budget, read twice) leads to."""
     if kept_from is None:
-        return _begin(question).held(None, NOW)
+        store = _store(question)
+        assert isinstance(store, walk.ReadStore)
+        return store.held(None, NOW)
     newer = _newer(question, kept_from)
     assert isinstance(newer, walk.ReadNewer)
     return newer.held(None, NOW)
@@ -115,20 +127,25 @@ class Row:
 
 # (state, event) -> next state and what it holds: every arrow of walk.py's diagram
 TABLE = [
-    # ReadHeld --held(entry)-->
+    # ReadMemory --held(entry)-->
     Row("fresh in memory: CACHE, and a memo for the fast path", _begin,
         "held", (FRESH, NOW), walk.Answered, Source.CACHE,
         {"memo.answer.fresh_until_mono": FRESH.fetched_mono + 60, "refresh": False,
-         "journal": False}, {"in_memory": True}),
-    Row("fresh, just loaded from the store: CACHE once, no memo yet", _begin,
-        "held", (FRESH, NOW), walk.Answered, Source.CACHE, {"memo": None}),
+         "journal": False}),
     Row("fresh, an enum check: CACHE, no memo (its values vary per call)", lambda: _begin(MODELS),
-        "held", (FRESH, NOW), walk.Answered, Source.CACHE, {"memo": None}, {"in_memory": True}),
+        "held", (FRESH, NOW), walk.Answered, Source.CACHE, {"memo": None}),
     Row("not fresh: look for a sibling's newer one first", _begin,
         "held", (STALE, NOW), walk.ReadNewer, None, {"entry": STALE}),
-    Row("a stored entry that does not parse", _begin,
+    Row("an entry that does not parse", _begin,
         "held", (BROKEN, NOW), walk.Unusable, None, {"error.args": ("entitlement 'sso': not JSON",)}),
-    Row("nothing held: Stigg, within what is left of the budget", lambda: _begin(spent_s=0.2),
+    Row("nothing in memory: the store's", _begin, "held", (None, NOW), walk.ReadStore),
+    # ReadStore --held(entry)-->
+    Row("fresh, just loaded from the store: CACHE once, no memo yet", _store,
+        "held", (FRESH, NOW), walk.Answered, Source.CACHE, {"memo": None}),
+    Row("stored, not fresh: look for a sibling's newer one", _store,
+        "held", (STALE, NOW), walk.ReadNewer, None, {"entry": STALE}),
+    Row("a stored entry that does not parse", _store, "held", (BROKEN, NOW), walk.Unusable),
+    Row("nothing held: Stigg, within what is left of the budget", lambda: _store(spent_s=0.2),
         "held", (None, NOW), walk.Fetch, None, {"within_s": pytest.approx(0.3), "expired": None}),
     # ReadNewer --held(newer)-->
     Row("a sibling refreshed it meanwhile: CACHE", lambda: _newer(SSO, STALE),
@@ -210,7 +227,7 @@ def test_each_state_and_event_leads_to_the_next_state_the_table_gives(row: Row) 
 
 # A diagram line: ``State --event(args)--> Target LABEL``, or a further target ``-> Target LABEL``
 _ARROW = re.compile(
-    r"^\s*(?:(?P<state>\w+) --(?P<event>\w+)\([^)]*\)-*)?->\s+(?P<to>[^ ].*?)\s{2,}"
+    r"^\s*(?:(?P<state>\w+) --(?P<event>\w+)\([^)]*\)-*)?->\s+(?P<to>[^ ].*?)(?:\s{2,}|$)"
 )
 _SOURCES = {source.name for source in Source}
 
@@ -249,7 +266,7 @@ def test_every_arrow_of_the_diagram_has_a_row() -> None:
         )
         for row in TABLE
     }
-    assert len(drawn) >= 13  # the diagram was read (13 arrows when this was written)
+    assert len(drawn) >= 17  # the diagram was read (17 arrows when this was written)
     assert drawn - tabled == set(), "arrows drawn in walk.py without a row"
     assert tabled - drawn == set(), "rows for arrows walk.py's diagram does not draw"
 
@@ -257,3 +274,33 @@ def test_every_arrow_of_the_diagram_has_a_row() -> None:
 def test_every_state_is_in_the_table() -> None:
     states = {name for name, *_ in _diagram()} | {"Answered"}
     assert states == {cls.__name__ for cls in typing.get_args(walk.State)}
+
+
+def _metered(*, usage_read: bool) -> walk.State:
+    metered = CheckRequest(CheckKind.METERED, "acme", "api_calls", requested_usage=1)
+    return _begin(metered, usage_read=usage_read).held(_held(1, boolean("api_calls")), NOW)
+
+
+# state -> what the step out of it waits on: the async driver keeps only MEMORY on the loop
+IO_TABLE: list[tuple[str, Callable[[], walk.State], walk.IO]] = [
+    ("memory", _begin, walk.IO.MEMORY),
+    ("the store", _store, walk.IO.STORE),
+    ("a sibling's newer entry", lambda: _newer(SSO, STALE), walk.IO.STORE),
+    ("an entry to drop", _unusable, walk.IO.STORE),
+    ("Stigg", _fetch, walk.IO.STIGG),
+    ("an answer without local usage", lambda: _begin().held(FRESH, NOW), walk.IO.MEMORY),
+    ("an answer with local usage in memory", lambda: _metered(usage_read=True), walk.IO.MEMORY),
+    ("an answer with usage still in the outbox", lambda: _metered(usage_read=False), walk.IO.STORE),
+]
+
+
+@pytest.mark.parametrize(("reads", "state", "io"), IO_TABLE, ids=[r[0] for r in IO_TABLE])
+def test_each_state_says_what_its_step_waits_on(
+    reads: str, state: Callable[[], walk.State], io: walk.IO
+) -> None:
+    assert state().io is io, reads
+
+
+def test_every_state_says_what_its_step_waits_on() -> None:
+    tabled = {type(state()).__name__ for _, state, _ in IO_TABLE}
+    assert tabled == {cls.__name__ for cls in typing.get_args(walk.State)}
