@@ -1,6 +1,6 @@
 """stigg-cache: Stigg entitlement checks that keep answering when Stigg does not."""
 
-from stigg_cache._runtime import DecisionHook
+from stigg_cache._engine.checks import DecisionHook
 from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.aio import AsyncResilientClient

@@ -21,6 +21,7 @@ from typing import TypeVar
 import attrs
 
 from stigg_cache._engine.breaker import Health
+from stigg_cache._engine.checks import Checks, DecisionHook
 from stigg_cache._engine.fastpath import FastPath
 from stigg_cache._engine.fetcher import DEFAULT_FETCH_CONCURRENCY, Fetcher
 from stigg_cache._engine.journal import HostJournal
@@ -42,7 +43,7 @@ from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.errors import InvalidTypeError
-from stigg_cache.models import AnyEntitlement, ConnectionState, MeteredEntitlement, Status
+from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
 from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, read_budget
@@ -64,9 +65,6 @@ DEFAULT_FETCH_TIMEOUT_S = 5.0  # a background fetch may outlive the check that s
 RECONCILE_TIMEOUT_S = 60.0
 _LOCAL_SCHEMES = ("", "sqlite", "disk", "memory")  # "": a Store object given (the user's)
 _T = TypeVar("_T")
-# What a check answered, told after it: its kind ("boolean", ...), the answer (with its
-# decision) and the seconds it took. Subscribed with ResilientClient.on_decision.
-DecisionHook = Callable[[str, "AnyEntitlement", float], None]
 
 
 @attrs.frozen(kw_only=True)
@@ -121,7 +119,6 @@ class Runtime:
         self.clock = clock = options.clock
         self.check_timeout_s = options.check_timeout
         self.faults = FaultLog(clock)
-        self.hooks: tuple[DecisionHook, ...] = ()  # ResilientClient.on_decision's
         self.health = Health(options.breaker or CircuitBreaker(), clock)
         self.forked = False
         with contextlib.ExitStack() as undo:
@@ -151,6 +148,7 @@ class Runtime:
             )
             self.journal = HostJournal(self.outbox, self.faults)
             undo.callback(self.journal.close)
+            self.checks = Checks(self.warm, self.faults)
             self.walker = Walker(
                 self,
                 self.cache,
@@ -335,14 +333,6 @@ class Runtime:
             return call(self.options.fetch_timeout)
         finally:
             self.cache.invalidate(customer_id, None)
-
-    def told(self, kind: str, answer: AnyEntitlement, seconds: float) -> None:
-        """Tell every decision hook; one that raises is logged (never the check's failure)."""
-        for hook in self.hooks:
-            try:
-                hook(kind, answer, seconds)
-            except Exception:  # the caller's code
-                self.faults.report("stigg_cache.hook_failed", repr(hook), key=repr(hook))
 
     def status(self) -> Status:
         """``ResilientClient.status``."""

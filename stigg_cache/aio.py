@@ -15,21 +15,20 @@ run their coroutines on the loop the client was built in.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, assert_never
 
-from stigg_cache._engine.fastpath import SLOT_BOOLEAN, SLOT_GENERIC, SLOT_METERED, SLOT_NUMERIC
+from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERIC, E, Kind
 from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
 from stigg_cache._support import fork
 from stigg_cache._support.memory_only import MEMORY_ONLY
 from stigg_cache.adapters import adapt
-from stigg_cache.client import ResilientClient
+from stigg_cache.client import ResilientClient, surface
 from stigg_cache.core import validate as check
 from stigg_cache.core import walk
-from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE, CheckKind
+from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE
 from stigg_cache.models import (
     AnyEntitlement,
     BooleanEntitlement,
@@ -96,6 +95,8 @@ class AsyncResilientClient:
             adapter.close()
             raise
         self._threads = threads
+        checks = surface(self._core)
+        self._checks, self._walker = checks.checks, checks.walker
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="stigg-cache-async")
         fork.renew_after_fork(self, AsyncResilientClient._renew)
         self.outbox = self._core.outbox
@@ -115,19 +116,19 @@ class AsyncResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> BooleanEntitlement:
         """Whether a customer has a boolean feature."""
-        warm = self._core._fast(SLOT_BOOLEAN, customer_id, feature_id, resource_id)
+        warm = self._checks.fast(BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
-        return await self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
+        return await self._check(BOOLEAN, customer_id, feature_id, resource_id)
 
     async def get_numeric_entitlement(
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> NumericEntitlement:
         """A customer's configured number for a feature (``value``)."""
-        warm = self._core._fast(SLOT_NUMERIC, customer_id, feature_id, resource_id)
+        warm = self._checks.fast(NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
-            return warm  # type: ignore[return-value]
-        return await self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
+            return warm
+        return await self._check(NUMERIC, customer_id, feature_id, resource_id)
 
     async def get_metered_entitlement(
         self,
@@ -138,11 +139,11 @@ class AsyncResilientClient:
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
         """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        fast = self._core._fast(SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
+        fast = self._checks.fast(METERED, customer_id, feature_id, resource_id, requested_usage)
         if fast is not None:
-            return fast  # type: ignore[return-value]
-        return await self._check(  # type: ignore[return-value]
-            CheckKind.METERED, customer_id, feature_id, resource_id, usage=requested_usage
+            return fast
+        return await self._check(
+            METERED, customer_id, feature_id, resource_id, usage=requested_usage
         )
 
     async def get_enum_entitlement(
@@ -154,8 +155,8 @@ class AsyncResilientClient:
         resource_id: str | None = None,
     ) -> EnumEntitlement:
         """Whether every requested value is among the customer's enum values."""
-        return await self._check(  # type: ignore[return-value]
-            CheckKind.ENUM, customer_id, feature_id, resource_id, values=requested_values
+        return await self._check(
+            ENUM, customer_id, feature_id, resource_id, values=requested_values
         )
 
     async def get_entitlement(
@@ -168,8 +169,8 @@ class AsyncResilientClient:
         resource_id: str | None = None,
     ) -> Entitlement:
         """Any feature, every field Stigg returns."""
-        return await self._check(  # type: ignore[return-value]
-            CheckKind.GENERIC,
+        return await self._check(
+            GENERIC,
             customer_id,
             feature_id,
             resource_id,
@@ -186,11 +187,11 @@ class AsyncResilientClient:
         resource_id: str | None = None,
     ) -> bool:
         """Just the yes or no of :meth:`get_entitlement`."""
-        fast = self._core._fast(SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        fast = self._checks.fast(GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if fast is not None:
             return fast.has_access
         answer = await self._check(
-            CheckKind.GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
+            GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
         )
         return answer.has_access
 
@@ -204,29 +205,22 @@ class AsyncResilientClient:
 
     async def _check(
         self,
-        kind: CheckKind,
+        kind: Kind[E],
         customer_id: object,
         feature_id: object,
         resource_id: object,
         *,
         usage: object = None,
         values: object = None,
-    ) -> AnyEntitlement:
-        """A check the fast path did not answer (``ResilientClient._check``, awaited)."""
-        started = time.perf_counter()
-        core = self._core
-        answer = await self._walked(
-            check.check_request(kind, customer_id, feature_id, resource_id, usage, values)
-        )
-        assert not isinstance(answer, Snapshot)
-        if core._runtime.hooks:
-            core._runtime.told(kind.value, answer, time.perf_counter() - started)
-        return answer
+    ) -> E:
+        """A check the fast path did not answer: the walk awaited, and its hooks told."""
+        asked = self._checks.asked(kind, customer_id, feature_id, resource_id, usage, values)
+        return self._checks.answered(asked, await self._walked(asked.request))
 
     async def _walked(self, question: walk.Question) -> AnyEntitlement | Snapshot:
         """The decision walk: each step on the loop if its state's ``io`` is memory,
         else on a worker thread (as hishel's driver awaits the I/O its states name)."""
-        walker = self._core._runtime.walker
+        walker = self._walker
         state = walker.begin(question)
         while not isinstance(state, walk.Answered):
             match state.io:

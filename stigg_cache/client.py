@@ -12,22 +12,18 @@ a memo of the walk's CACHE answers. Usage goes through a durable outbox.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+import attrs
+
 from stigg_cache._engine.breaker import StateListener
-from stigg_cache._engine.fastpath import (
-    KINDS,
-    SLOT_BOOLEAN,
-    SLOT_GENERIC,
-    SLOT_METERED,
-    SLOT_NUMERIC,
-)
+from stigg_cache._engine.checks import Checks, DecisionHook
+from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERIC, E, Kind
 from stigg_cache._engine.reconcile import ReportListener
+from stigg_cache._engine.walk import Walker
 from stigg_cache._runtime import (
     DEFAULT_CHECK_TIMEOUT_S,
     DEFAULT_FETCH_CONCURRENCY,
@@ -40,7 +36,6 @@ from stigg_cache._runtime import (
     EVENTS_PER_SECOND,
     RECONCILE_TIMEOUT_S,
     USAGE_CALLS_PER_MINUTE,
-    DecisionHook,
     Options,
     Runtime,
 )
@@ -52,7 +47,6 @@ from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import InvalidTypeError
 from stigg_cache.models import (
-    AnyEntitlement,
     BooleanEntitlement,
     Entitlement,
     EnumEntitlement,
@@ -75,8 +69,6 @@ from stigg_cache.outbox.records import (
 )
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores import Store
-
-FastAnswer = Callable[..., "AnyEntitlement | None"]
 
 
 class ResilientClient:
@@ -162,8 +154,7 @@ class ResilientClient:
         self._adapter, self._cache, self._usage = runtime.adapter, runtime.cache, runtime.usage
         self._fetcher, self._watcher = runtime.fetcher, runtime.watcher
         self._walked = runtime.walker.walked
-        self._fast: FastAnswer = runtime.warm.answer  # bound once: called on every check
-        self._hooks_changed = threading.Lock()
+        self._checks = runtime.checks
         self.outbox = OutboxAdmin(runtime.outbox, clock)
 
     # -- checks ---------------------------------------------------------------
@@ -172,19 +163,19 @@ class ResilientClient:
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> BooleanEntitlement:
         """Whether a customer has a boolean feature."""
-        warm = self._fast(SLOT_BOOLEAN, customer_id, feature_id, resource_id)
+        warm = self._checks.fast(BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
-        return self._check(CheckKind.BOOLEAN, customer_id, feature_id, resource_id)
+        return self._check(BOOLEAN, customer_id, feature_id, resource_id)
 
     def get_numeric_entitlement(
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
     ) -> NumericEntitlement:
         """A customer's configured number for a feature (``value``)."""
-        warm = self._fast(SLOT_NUMERIC, customer_id, feature_id, resource_id)
+        warm = self._checks.fast(NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
-            return warm  # type: ignore[return-value]
-        return self._check(CheckKind.NUMERIC, customer_id, feature_id, resource_id)  # type: ignore[return-value]
+            return warm
+        return self._check(NUMERIC, customer_id, feature_id, resource_id)
 
     def get_metered_entitlement(
         self,
@@ -195,12 +186,10 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> MeteredEntitlement:
         """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        warm = self._fast(SLOT_METERED, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._checks.fast(METERED, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
-            return warm  # type: ignore[return-value]
-        return self._check(  # type: ignore[return-value]
-            CheckKind.METERED, customer_id, feature_id, resource_id, usage=requested_usage
-        )
+            return warm
+        return self._check(METERED, customer_id, feature_id, resource_id, usage=requested_usage)
 
     def get_enum_entitlement(
         self,
@@ -211,9 +200,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> EnumEntitlement:
         """Whether every requested value is among the customer's enum values."""
-        return self._check(  # type: ignore[return-value]
-            CheckKind.ENUM, customer_id, feature_id, resource_id, values=requested_values
-        )
+        return self._check(ENUM, customer_id, feature_id, resource_id, values=requested_values)
 
     def get_entitlement(
         self,
@@ -225,8 +212,8 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> Entitlement:
         """Any feature, every field Stigg returns."""
-        return self._check(  # type: ignore[return-value]
-            CheckKind.GENERIC,
+        return self._check(
+            GENERIC,
             customer_id,
             feature_id,
             resource_id,
@@ -243,11 +230,11 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> bool:
         """Just the yes or no of :meth:`get_entitlement`."""
-        warm = self._fast(SLOT_GENERIC, customer_id, feature_id, resource_id, requested_usage)
+        warm = self._checks.fast(GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm.has_access
         return self._check(
-            CheckKind.GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
+            GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
         ).has_access
 
     def get_entitlements(self, *, customer_id: str, resource_id: str | None = None) -> Snapshot:
@@ -267,22 +254,17 @@ class ResilientClient:
 
     def _check(
         self,
-        kind: CheckKind,
+        kind: Kind[E],
         customer_id: object,
         feature_id: object,
         resource_id: object,
         *,
         usage: object = None,
         values: object = None,
-    ) -> AnyEntitlement:
+    ) -> E:
         """A check the fast path did not answer: the decision walk, and its hooks told."""
-        started = time.perf_counter()
-        request = check.check_request(kind, customer_id, feature_id, resource_id, usage, values)
-        answer = self._walked(request)[0]
-        assert not isinstance(answer, Snapshot)
-        if self._runtime.hooks:
-            self._runtime.told(kind.value, answer, time.perf_counter() - started)
-        return answer
+        asked = self._checks.asked(kind, customer_id, feature_id, resource_id, usage, values)
+        return self._checks.answered(asked, self._walked(asked.request)[0])
 
     # -- usage ---------------------------------------------------------------------
 
@@ -427,27 +409,7 @@ class ResilientClient:
         carries its ``decision``); returns an unsubscribe. Checks pay for hooks only
         while one is subscribed; a hook that raises is logged and never fails a check.
         """
-        runtime = self._runtime
-        with self._hooks_changed:
-            runtime.hooks = (*runtime.hooks, hook)
-            if len(runtime.hooks) == 1:  # an instance attribute over the bare fast path
-                self._fast = self._told_fast
-
-        def unsubscribe() -> None:
-            with self._hooks_changed:
-                runtime.hooks = tuple(h for h in runtime.hooks if h is not hook)
-                if not runtime.hooks:  # back to the bare fast path
-                    self._fast = self._runtime.warm.answer
-
-        return unsubscribe
-
-    def _told_fast(self, slot: int, *args: Any) -> AnyEntitlement | None:
-        """The fast path, telling the hooks what it answered and how long it took."""
-        started = time.perf_counter()
-        answer = self._runtime.warm.answer(slot, *args)
-        if answer is not None:
-            self._runtime.told(KINDS[slot].value, answer, time.perf_counter() - started)
-        return answer
+        return self._checks.subscribe(hook)
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""
@@ -472,3 +434,17 @@ class ResilientClient:
         return (
             f"ResilientClient(adapter={self._adapter.name!r}, store={self._runtime.store_name!r})"
         )
+
+
+@attrs.frozen
+class Surface:
+    """What a client answers checks with: the check surface and the walk's driver."""
+
+    checks: Checks
+    walker: Walker
+
+
+def surface(client: ResilientClient) -> Surface:
+    """The check surface ``client`` answers from, for ``AsyncResilientClient`` (which
+    asks the same checks and drives the same walk, awaiting its I/O) and for plug-ins."""
+    return Surface(client._checks, client._runtime.walker)

@@ -8,7 +8,8 @@ import attrs
 import pytest
 
 from stigg_cache import FallbackPolicy, Source, Staleness
-from stigg_cache._engine.fastpath import SLOT
+from stigg_cache._engine.fastpath import KIND_OF
+from stigg_cache.client import surface
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import AnyEntitlement, FeatureEntitlement
 from stigg_cache.testing import ManualClock
@@ -50,9 +51,9 @@ def test_fast_and_full_paths_agree_on_every_feature(
     for feature in [f.feature_id for f in FEATURES] + ["absent"]:
         amount = requested if kind in (CheckKind.METERED, CheckKind.GENERIC) else None
         # A memo of the walk's CACHE answer, not a walk of its own: none before the walk's
-        assert client._fast(SLOT[kind], "acme", feature, None, amount) is None
-        full = client._check(kind, "acme", feature, None, usage=amount)
-        fast = client._fast(SLOT[kind], "acme", feature, None, amount)
+        assert surface(client).checks.fast(KIND_OF[kind], "acme", feature, None, amount) is None
+        full = client._check(KIND_OF[kind], "acme", feature, None, usage=amount)
+        fast = surface(client).checks.fast(KIND_OF[kind], "acme", feature, None, amount)
         assert fast is not None
         assert fast.decision.source is Source.CACHE
         assert _without_age(fast) == _without_age(full), feature
@@ -65,15 +66,26 @@ def test_fast_path_steps_aside_for_stale_data_and_bad_arguments(
     client.get_entitlements(customer_id="acme")
     client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the walk's, kept
     client.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
-    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
-    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, 2) is not None
+    assert surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is not None
+    assert (
+        surface(client).checks.fast(KIND_OF[CheckKind.METERED], "acme", "api_calls", None, 2)
+        is not None
+    )
     for args in [(5, "sso", None), ("acme", "", None), ("acme", "  ", None), ("acme", "sso", 7)]:
-        assert client._fast(SLOT[CheckKind.BOOLEAN], *args) is None
-    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, float("nan")) is None
-    assert client._fast(SLOT[CheckKind.METERED], "acme", "api_calls", None, -1) is None
+        assert surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], *args) is None
+    assert (
+        surface(client).checks.fast(
+            KIND_OF[CheckKind.METERED], "acme", "api_calls", None, float("nan")
+        )
+        is None
+    )
+    assert (
+        surface(client).checks.fast(KIND_OF[CheckKind.METERED], "acme", "api_calls", None, -1)
+        is None
+    )
     fake.set_mode(FakeMode.DOWN)
     clock.advance(61)
-    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
+    assert surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is None
     assert (
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
         is Source.STALE
@@ -95,14 +107,20 @@ def test_fast_path_honours_valid_until_and_period_end(
     client.get_entitlements(customer_id="acme")
     client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # the walk's, kept
     client.get_metered_entitlement(customer_id="acme", feature_id="calls")
-    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is not None
-    assert client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is not None
+    assert surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is not None
+    assert (
+        surface(client).checks.fast(KIND_OF[CheckKind.METERED], "acme", "calls", None) is not None
+    )
     clock.advance(11)
-    assert client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None  # past validUntil
-    assert client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is not None
+    assert (
+        surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is None
+    )  # past validUntil
+    assert (
+        surface(client).checks.fast(KIND_OF[CheckKind.METERED], "acme", "calls", None) is not None
+    )
     clock.advance(10)
     assert (
-        client._fast(SLOT[CheckKind.METERED], "acme", "calls", None) is None
+        surface(client).checks.fast(KIND_OF[CheckKind.METERED], "acme", "calls", None) is None
     )  # the period rolled over
     rolled = client.get_metered_entitlement(customer_id="acme", feature_id="calls")
     assert (rolled.has_access, rolled.current_usage) == (True, 0)
@@ -117,6 +135,6 @@ def test_a_policy_reload_re_prepares_answers(
     client._runtime.use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
     clock.advance(2)
     assert (
-        client._fast(SLOT[CheckKind.BOOLEAN], "acme", "sso", None) is None
+        surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is None
     )  # the new budget applies
     assert before.decision.policy_version != "v2"

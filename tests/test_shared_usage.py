@@ -24,7 +24,8 @@ from stigg_cache import (
     ResilientClient,
     Source,
 )
-from stigg_cache._engine.fastpath import SLOT_METERED
+from stigg_cache._engine.fastpath import METERED
+from stigg_cache.client import surface
 from stigg_cache.core import ledger
 from stigg_cache.outbox.base import KEEP_SENT_S
 from stigg_cache.policy.model import Meter
@@ -151,7 +152,7 @@ def test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage(
     fake.set_mode(FakeMode.DOWN)  # nothing is sent or settled: every unit stays local
 
     def warm(units: float) -> tuple[float | None, bool]:
-        answer = client._fast(SLOT_METERED, "c-5", "api_calls", None, units)
+        answer = surface(client).checks.fast(METERED, "c-5", "api_calls", None, units)
         assert answer is not None  # the fast path answered, from what it kept or afresh
         assert isinstance(answer, MeteredEntitlement)
         assert answer.decision.source is Source.CACHE

@@ -15,7 +15,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from stigg_cache.core import engine
 from stigg_cache.core.assemble import assembler
@@ -23,7 +23,14 @@ from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.ledger import LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.terms import Budgets, CachedSnapshot, ScopeKey
 from stigg_cache.core.walk import CACHE_DECISION, Memo
-from stigg_cache.models import AnyEntitlement, Decision, MeteredEntitlement
+from stigg_cache.models import (
+    BooleanEntitlement,
+    Decision,
+    Entitlement,
+    EnumEntitlement,
+    MeteredEntitlement,
+    NumericEntitlement,
+)
 from stigg_cache.policy.model import FallbackPolicy
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYTES
 
@@ -33,12 +40,34 @@ MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds m
 _JUDGED_FIELDS = ("has_access", "access_denied_reason")  # with the decision: what a check sets
 KINDS = tuple(CheckKind)  # by slot
 SLOT = {kind: index for index, kind in enumerate(KINDS)}
-SLOT_BOOLEAN, SLOT_NUMERIC, SLOT_METERED = (
-    SLOT[CheckKind.BOOLEAN],
-    SLOT[CheckKind.NUMERIC],
-    SLOT[CheckKind.METERED],
-)
-SLOT_GENERIC = SLOT[CheckKind.GENERIC]
+E = TypeVar("E", bound=BooleanEntitlement)  # every entitlement result is one
+
+
+class Kind(int, Generic[E]):
+    """A check kind as the clients ask it: the walk's ``check`` kind and the type it
+    answers (``result``). The int itself is the kind's slot in the fast path's lists, so
+    the hot path indexes with it at no cost, and its answer's type is known statically."""
+
+    check: CheckKind
+    result: type[E]
+
+    def __new__(cls, check: CheckKind, result: type[E]) -> Kind[E]:
+        kind = super().__new__(cls, SLOT[check])
+        kind.check, kind.result = check, result
+        return kind
+
+    def __repr__(self) -> str:
+        return f"Kind({self.check.name})"
+
+
+BOOLEAN = Kind(CheckKind.BOOLEAN, BooleanEntitlement)
+NUMERIC = Kind(CheckKind.NUMERIC, NumericEntitlement)
+METERED = Kind(CheckKind.METERED, MeteredEntitlement)
+ENUM = Kind(CheckKind.ENUM, EnumEntitlement)
+GENERIC = Kind(CheckKind.GENERIC, Entitlement)
+KIND_OF: dict[CheckKind, Kind[Any]] = {
+    k.check: k for k in (BOOLEAN, NUMERIC, METERED, ENUM, GENERIC)
+}
 _DECIDED = CACHE_DECISION  # a module global: faster than the attribute on the hot path
 _INF = float("inf")
 _NUMBERS = (int, float)
@@ -102,12 +131,12 @@ class FastPath:
 
     def answer(  # noqa: PLR0911 - a fast path is a row of early exits
         self,
-        slot: int,
+        slot: Kind[E],
         customer_id: object,
         feature_id: object,
         resource_id: object,
         requested: object = None,
-    ) -> AnyEntitlement | None:
+    ) -> E | None:
         """The fast path: a CACHE answer from L1 with no lock, no I/O and two allocations.
 
         Returns ``None`` whenever anything needs the full path (a miss, a stale
@@ -135,7 +164,7 @@ class FastPath:
         decision = _DECIDED(now - entry.fetched_mono, policy.version)
         if prepared[3].usage is None and requested is None:
             return prepared[2](decision)  # type: ignore[no-any-return]
-        return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type]
+        return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type,no-any-return]
 
     def _with_usage(
         self,
@@ -143,7 +172,7 @@ class FastPath:
         prepared: Prepared,
         decision: Decision,
         requested: float | None,
-    ) -> AnyEntitlement:
+    ) -> Any:
         """The fast path's answer when usage (local or requested) is part of it."""
         answer, make = prepared[3], prepared[4]
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
@@ -168,9 +197,9 @@ class FastPath:
                 has_access, reason = terms.judge(used, amount)
                 judged[0] = (generation, amount, used, has_access, reason)  # one atomic store
         if answer.result_type is MeteredEntitlement:
-            return make(has_access, reason, decision, used, amount)  # type: ignore[no-any-return]
+            return make(has_access, reason, decision, used, amount)
         shown = None if requested is None else float(requested)
-        return make(has_access, reason, decision, used, shown)  # type: ignore[no-any-return]
+        return make(has_access, reason, decision, used, shown)
 
     def keep(self, memo: Memo, policy: Budgets) -> None:
         """Keep a CACHE answer of the walk on its L1 entry (at most ``MAX_WARM_FEATURES``
