@@ -148,7 +148,6 @@ class Runtime:
             )
             self.journal = HostJournal(self.outbox, self.faults)
             undo.callback(self.journal.close)
-            self.checks = Checks(self.warm, self.faults)
             self.walker = Walker(
                 self,
                 self.cache,
@@ -159,6 +158,7 @@ class Runtime:
                 self.faults,
                 self.journal,
             )
+            self.checks = Checks(self.warm, self.walker.walked, self.faults)
             self.reconciler = Reconciler(
                 self.journal,
                 self.usage,

@@ -15,7 +15,8 @@ run their coroutines on the loop the client was built in.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Iterable
+import inspect
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar, assert_never
@@ -28,16 +29,7 @@ from stigg_cache.adapters import adapt
 from stigg_cache.client import ResilientClient, surface
 from stigg_cache.core import validate as check
 from stigg_cache.core import walk
-from stigg_cache.core.engine import DEFAULT_REQUESTED_USAGE
-from stigg_cache.models import (
-    AnyEntitlement,
-    BooleanEntitlement,
-    Entitlement,
-    EnumEntitlement,
-    MeteredEntitlement,
-    NumericEntitlement,
-    Snapshot,
-)
+from stigg_cache.models import AnyEntitlement, Snapshot
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -54,6 +46,39 @@ def _offloaded(method: Callable[Concatenate[ResilientClient, _P], _T]) -> _Async
 
     functools.update_wrapper(offloaded, method)
     return offloaded
+
+
+def _checked(
+    method: Callable[Concatenate[ResilientClient, _P], _T], kind: Kind[Any], *, fast: bool = True
+) -> _Async[_P, _T]:
+    """The async form of a check: the blocking one's signature and docstring; the fast path
+    on the loop, else the walk awaited (:meth:`AsyncResilientClient._asked`).
+
+    Written out once, at import, with the blocking method's exact parameters (as attrs
+    writes ``__init__``): an awaited warm check binds its arguments as a plain call does,
+    and no check is written twice. ``fast=False``: a check the fast path does not serve.
+    """
+    signature = inspect.signature(method)
+    bare = [p.replace(annotation=p.empty) for p in list(signature.parameters.values())[1:]]
+    usage, values = (
+        name if name in signature.parameters else "None"
+        for name in ("requested_usage", "requested_values")
+    )
+    then = ".has_access" if signature.return_annotation in (bool, "bool") else ""
+    asked = "kind, customer_id, feature_id, resource_id"
+    lines = [f"async def {method.__name__}(self, {str(inspect.Signature(bare))[1:-1]}):"]
+    if fast:
+        lines += [
+            f"    warm = self._checks.fast({asked}, {usage})",
+            "    if warm is not None:",
+            f"        return warm{then}",
+        ]
+    lines.append(f"    return (await self._asked({asked}, {usage}, {values})){then}")
+    namespace: dict[str, Any] = {"kind": kind}
+    exec("\n".join(lines), namespace)  # noqa: S102 - our own signatures, as attrs does
+    checked: _Async[_P, _T] = namespace[method.__name__]
+    functools.update_wrapper(checked, method)
+    return checked
 
 
 class AsyncResilientClient:
@@ -112,88 +137,12 @@ class AsyncResilientClient:
 
     # -- checks: the sync client's, with the walk's I/O awaited ---------------------
 
-    async def get_boolean_entitlement(
-        self, *, customer_id: str, feature_id: str, resource_id: str | None = None
-    ) -> BooleanEntitlement:
-        """Whether a customer has a boolean feature."""
-        warm = self._checks.fast(BOOLEAN, customer_id, feature_id, resource_id)
-        if warm is not None:
-            return warm
-        return await self._check(BOOLEAN, customer_id, feature_id, resource_id)
-
-    async def get_numeric_entitlement(
-        self, *, customer_id: str, feature_id: str, resource_id: str | None = None
-    ) -> NumericEntitlement:
-        """A customer's configured number for a feature (``value``)."""
-        warm = self._checks.fast(NUMERIC, customer_id, feature_id, resource_id)
-        if warm is not None:
-            return warm
-        return await self._check(NUMERIC, customer_id, feature_id, resource_id)
-
-    async def get_metered_entitlement(
-        self,
-        *,
-        customer_id: str,
-        feature_id: str,
-        requested_usage: float = DEFAULT_REQUESTED_USAGE,
-        resource_id: str | None = None,
-    ) -> MeteredEntitlement:
-        """Whether ``requested_usage`` more units fit, counting usage Stigg has not seen yet."""
-        fast = self._checks.fast(METERED, customer_id, feature_id, resource_id, requested_usage)
-        if fast is not None:
-            return fast
-        return await self._check(
-            METERED, customer_id, feature_id, resource_id, usage=requested_usage
-        )
-
-    async def get_enum_entitlement(
-        self,
-        *,
-        customer_id: str,
-        feature_id: str,
-        requested_values: Iterable[str] | None = None,
-        resource_id: str | None = None,
-    ) -> EnumEntitlement:
-        """Whether every requested value is among the customer's enum values."""
-        return await self._check(
-            ENUM, customer_id, feature_id, resource_id, values=requested_values
-        )
-
-    async def get_entitlement(
-        self,
-        *,
-        customer_id: str,
-        feature_id: str,
-        requested_usage: float | None = None,
-        requested_values: Iterable[str] | None = None,
-        resource_id: str | None = None,
-    ) -> Entitlement:
-        """Any feature, every field Stigg returns."""
-        return await self._check(
-            GENERIC,
-            customer_id,
-            feature_id,
-            resource_id,
-            usage=requested_usage,
-            values=requested_values,
-        )
-
-    async def has_access(
-        self,
-        customer_id: str,
-        feature_id: str,
-        requested_usage: float | None = None,
-        *,
-        resource_id: str | None = None,
-    ) -> bool:
-        """Just the yes or no of :meth:`get_entitlement`."""
-        fast = self._checks.fast(GENERIC, customer_id, feature_id, resource_id, requested_usage)
-        if fast is not None:
-            return fast.has_access
-        answer = await self._check(
-            GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
-        )
-        return answer.has_access
+    get_boolean_entitlement = _checked(ResilientClient.get_boolean_entitlement, BOOLEAN)
+    get_numeric_entitlement = _checked(ResilientClient.get_numeric_entitlement, NUMERIC)
+    get_metered_entitlement = _checked(ResilientClient.get_metered_entitlement, METERED)
+    get_enum_entitlement = _checked(ResilientClient.get_enum_entitlement, ENUM, fast=False)
+    get_entitlement = _checked(ResilientClient.get_entitlement, GENERIC, fast=False)
+    has_access = _checked(ResilientClient.has_access, GENERIC)
 
     async def get_entitlements(
         self, *, customer_id: str, resource_id: str | None = None
@@ -203,18 +152,9 @@ class AsyncResilientClient:
         assert isinstance(answer, Snapshot)
         return answer
 
-    async def _check(
-        self,
-        kind: Kind[E],
-        customer_id: object,
-        feature_id: object,
-        resource_id: object,
-        *,
-        usage: object = None,
-        values: object = None,
-    ) -> E:
-        """A check the fast path did not answer: the walk awaited, and its hooks told."""
-        asked = self._checks.asked(kind, customer_id, feature_id, resource_id, usage, values)
+    async def _asked(self, kind: Kind[E], *question: object) -> E:
+        """A check the fast path did not answer, the walk awaited (``Checks.ask``'s)."""
+        asked = self._checks.asked(kind, *question)
         return self._checks.answered(asked, await self._walked(asked.request))
 
     async def _walked(self, question: walk.Question) -> AnyEntitlement | Snapshot:

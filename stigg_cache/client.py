@@ -21,7 +21,7 @@ import attrs
 
 from stigg_cache._engine.breaker import StateListener
 from stigg_cache._engine.checks import Checks, DecisionHook
-from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERIC, E, Kind
+from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERIC
 from stigg_cache._engine.reconcile import ReportListener
 from stigg_cache._engine.walk import Walker
 from stigg_cache._runtime import (
@@ -166,7 +166,7 @@ class ResilientClient:
         warm = self._checks.fast(BOOLEAN, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
-        return self._check(BOOLEAN, customer_id, feature_id, resource_id)
+        return self._checks.ask(BOOLEAN, customer_id, feature_id, resource_id)
 
     def get_numeric_entitlement(
         self, *, customer_id: str, feature_id: str, resource_id: str | None = None
@@ -175,7 +175,7 @@ class ResilientClient:
         warm = self._checks.fast(NUMERIC, customer_id, feature_id, resource_id)
         if warm is not None:
             return warm
-        return self._check(NUMERIC, customer_id, feature_id, resource_id)
+        return self._checks.ask(NUMERIC, customer_id, feature_id, resource_id)
 
     def get_metered_entitlement(
         self,
@@ -189,7 +189,7 @@ class ResilientClient:
         warm = self._checks.fast(METERED, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm
-        return self._check(METERED, customer_id, feature_id, resource_id, usage=requested_usage)
+        return self._checks.ask(METERED, customer_id, feature_id, resource_id, requested_usage)
 
     def get_enum_entitlement(
         self,
@@ -200,7 +200,7 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> EnumEntitlement:
         """Whether every requested value is among the customer's enum values."""
-        return self._check(ENUM, customer_id, feature_id, resource_id, values=requested_values)
+        return self._checks.ask(ENUM, customer_id, feature_id, resource_id, None, requested_values)
 
     def get_entitlement(
         self,
@@ -212,13 +212,8 @@ class ResilientClient:
         resource_id: str | None = None,
     ) -> Entitlement:
         """Any feature, every field Stigg returns."""
-        return self._check(
-            GENERIC,
-            customer_id,
-            feature_id,
-            resource_id,
-            usage=requested_usage,
-            values=requested_values,
+        return self._checks.ask(
+            GENERIC, customer_id, feature_id, resource_id, requested_usage, requested_values
         )
 
     def has_access(
@@ -233,8 +228,8 @@ class ResilientClient:
         warm = self._checks.fast(GENERIC, customer_id, feature_id, resource_id, requested_usage)
         if warm is not None:
             return warm.has_access
-        return self._check(
-            GENERIC, customer_id, feature_id, resource_id, usage=requested_usage
+        return self._checks.ask(
+            GENERIC, customer_id, feature_id, resource_id, requested_usage
         ).has_access
 
     def get_entitlements(self, *, customer_id: str, resource_id: str | None = None) -> Snapshot:
@@ -251,20 +246,6 @@ class ResilientClient:
         answer = self._walked(check.every_feature(customer_id, resource_id))[0]
         assert isinstance(answer, Snapshot)
         return answer
-
-    def _check(
-        self,
-        kind: Kind[E],
-        customer_id: object,
-        feature_id: object,
-        resource_id: object,
-        *,
-        usage: object = None,
-        values: object = None,
-    ) -> E:
-        """A check the fast path did not answer: the decision walk, and its hooks told."""
-        asked = self._checks.asked(kind, customer_id, feature_id, resource_id, usage, values)
-        return self._checks.answered(asked, self._walked(asked.request)[0])
 
     # -- usage ---------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ def test_fast_and_full_paths_agree_on_every_feature(
         amount = requested if kind in (CheckKind.METERED, CheckKind.GENERIC) else None
         # A memo of the walk's CACHE answer, not a walk of its own: none before the walk's
         assert surface(client).checks.fast(KIND_OF[kind], "acme", feature, None, amount) is None
-        full = client._check(KIND_OF[kind], "acme", feature, None, usage=amount)
+        full = surface(client).checks.ask(KIND_OF[kind], "acme", feature, None, amount)
         fast = surface(client).checks.fast(KIND_OF[kind], "acme", feature, None, amount)
         assert fast is not None
         assert fast.decision.source is Source.CACHE

@@ -26,6 +26,7 @@ import attrs
 from stigg_cache._engine.fastpath import E, FastPath, Kind
 from stigg_cache._support.log import FaultLog
 from stigg_cache.core import validate as check
+from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.models import AnyEntitlement, Snapshot
 
@@ -60,8 +61,14 @@ class Asked(Generic[E]):
 class Checks:
     """The checks of one client: its fast path, its questions, its decision hooks."""
 
-    def __init__(self, warm: FastPath, faults: FaultLog) -> None:
+    def __init__(
+        self,
+        warm: FastPath,
+        walked: Callable[[walk.Question], tuple[AnyEntitlement | Snapshot, walk.Judgement]],
+        faults: FaultLog,
+    ) -> None:
         self._warm = warm
+        self._walked = walked  # the walk driven in the caller's thread
         self._faults = faults
         self._hooks: tuple[DecisionHook, ...] = ()
         self._hooks_changed = threading.Lock()
@@ -87,6 +94,12 @@ class Checks:
             kind.check, customer_id, feature_id, resource_id, usage, values
         )
         return Asked(kind, request, started)
+
+    def ask(self, kind: Kind[E], *question: object) -> E:
+        """A check the fast path did not answer, walked in this thread: ``question`` is
+        :meth:`asked`'s (``customer_id, feature_id, resource_id[, usage[, values]]``)."""
+        asked = self.asked(kind, *question)
+        return self.answered(asked, self._walked(asked.request)[0])
 
     def answered(self, asked: Asked[E], answer: AnyEntitlement | Snapshot) -> E:
         """The walk's answer to ``asked``, as its kind's type, the hooks told."""
