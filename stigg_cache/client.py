@@ -68,7 +68,9 @@ from stigg_cache.outbox.records import (
     usage_records,
 )
 from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store
+from stigg_cache.stores.layered import SnapshotCache
 
 
 class ResilientClient:
@@ -419,13 +421,18 @@ class ResilientClient:
 
 @attrs.frozen
 class Surface:
-    """What a client answers checks with: the check surface and the walk's driver."""
+    """What a client answers checks with: the check surface, the walk's driver, the
+    snapshot cache (its ``l1``: what memory holds) and the policy's watcher (``None``:
+    the policy was given as an object, not a file)."""
 
     checks: Checks
     walker: Walker
+    cache: SnapshotCache
+    watcher: PolicyWatcher | None
 
 
 def surface(client: ResilientClient) -> Surface:
-    """The check surface ``client`` answers from, for ``AsyncResilientClient`` (which
-    asks the same checks and drives the same walk, awaiting its I/O) and for plug-ins."""
-    return Surface(client._checks, client._runtime.walker)
+    """What ``client`` answers checks with, for ``AsyncResilientClient`` (which asks the
+    same checks and drives the same walk, awaiting its I/O), ``metrics`` and plug-ins."""
+    runtime = client._runtime
+    return Surface(client._checks, runtime.walker, runtime.cache, runtime.watcher)

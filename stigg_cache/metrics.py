@@ -33,6 +33,7 @@ except ImportError as missing:  # pragma: no cover - exercised without the extra
         "stigg_cache.metrics needs prometheus_client: pip install 'stigg-cache[prometheus]'"
     ) from missing
 
+from stigg_cache.client import surface
 from stigg_cache.models import ConnectionState
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class ClientCollector(Collector):
             "Snapshots that failed their signature",
             value=status.tamper_detections,
         )
-        watcher = client._watcher
+        watcher = surface(client).watcher
         reloads, rejected = (0, 0) if watcher is None else (watcher.reloads, watcher.rejected)
         yield CounterMetricFamily(
             "stigg_cache_policy_reloads", "Policy edits applied", value=reloads
@@ -105,7 +106,8 @@ class ClientCollector(Collector):
 
 def _gauges(client: ResilientClient, status: Any) -> Iterator[Metric]:
     now = time.time()
-    ages = [now - entry.snapshot.fetched_at for entry in list(client._cache.l1.values())]
+    held = list(surface(client).cache.l1.values())
+    ages = [now - entry.snapshot.fetched_at for entry in held]
     values: list[tuple[str, str, float]] = [
         ("stigg_cache_snapshots_in_memory", "Snapshots held in L1", len(ages)),
         (

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from stigg_cache.client import surface
 from stigg_cache.metrics import instrument
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import MakeClient
@@ -61,7 +62,9 @@ def test_decisions_latency_outbox_breaker_and_policy_are_exposed(
     policy.write_text("version: 1\ndefault: {has_access: false}\n")
     deadline = time.monotonic() + 5
     while (
-        client._watcher is not None and client._watcher.reloads == 0 and time.monotonic() < deadline
+        (watcher := surface(client).watcher) is not None
+        and watcher.reloads == 0
+        and time.monotonic() < deadline
     ):
         time.sleep(0.05)
 
