@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -268,7 +267,7 @@ class Runtime:
     def use_policy(self, policy: FallbackPolicy) -> None:
         """A reloaded policy: one reference swap each (checks in flight keep the old one)."""
         self.policy = policy
-        self.warm.policy = policy
+        self.warm.use(policy)
         self._warn_of_plans(policy)
 
     def _warn_of_plans(self, policy: FallbackPolicy) -> None:
@@ -374,7 +373,7 @@ class Runtime:
         of the child, warm or not, goes through it.
         """
         self.forked = True
-        self.warm.l1 = OrderedDict()
+        self.warm.suspend()
 
     def resumed(self) -> None:
         """Resume first, if this is the first use in a forked child."""
@@ -389,7 +388,7 @@ class Runtime:
         self.usage.flusher.start()
         if self.watcher is not None:
             self.watcher.start()
-        self.warm.l1 = self.cache.l1
+        self.warm.resume()
 
     def close(self) -> None:
         """Stop background work and release what was opened here (never the user's own)."""

@@ -122,12 +122,24 @@ class FastPath:
     ) -> None:
         """``grew(scope, entry, bytes)``: an entry holds more (a prepared answer), for
         L1's byte budget."""
-        self.l1 = l1
+        self.l1 = self._held = l1  # l1: what answers (nothing while suspended)
         self.grew = grew
         self.policy = policy
         self.monotonic = monotonic
         self.wall = wall
         self.usage = usage
+
+    def use(self, policy: FallbackPolicy) -> None:
+        """Answer for ``policy`` from now (a reload): memos made for another step aside."""
+        self.policy = policy
+
+    def suspend(self) -> None:
+        """Answer nothing until :meth:`resume` (a forked child: its first check walks)."""
+        self.l1 = OrderedDict()
+
+    def resume(self) -> None:
+        """Answer from L1 again."""
+        self.l1 = self._held
 
     def answer(  # noqa: PLR0911 - a fast path is a row of early exits
         self,
