@@ -152,10 +152,6 @@ class ResilientClient:
         given = dict(locals())  # the arguments by name: Options has a field for each
         del given["self"], given["inner"]
         self._runtime = runtime = Runtime(inner, Options(**given))
-        # the parts tests and tools look at
-        self._adapter, self._cache, self._usage = runtime.adapter, runtime.cache, runtime.usage
-        self._fetcher, self._watcher = runtime.fetcher, runtime.watcher
-        self._walked = runtime.walker.walked
         self._checks = runtime.checks
         self.outbox = OutboxAdmin(runtime.outbox, clock)
 
@@ -245,7 +241,7 @@ class ResilientClient:
         unreachable, the result holds no entitlements and its decision says
         DEFAULT: individual checks then answer from the policy.
         """
-        answer = self._walked(check.every_feature(customer_id, resource_id))[0]
+        answer = self._runtime.walker.walked(check.every_feature(customer_id, resource_id))[0]
         assert isinstance(answer, Snapshot)
         return answer
 
@@ -337,7 +333,7 @@ class ResilientClient:
         (never while a shared outbox such as Redis is unreachable).
         """
         self._runtime.resumed()
-        return self._usage.flusher.flush(check.positive_seconds("timeout", timeout))
+        return self._runtime.usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
         """Drain, refresh customers touched while offline, and report contradicted decisions.
@@ -362,7 +358,7 @@ class ResilientClient:
             StiggUnavailableError: Stigg did not accept it (admin calls are not buffered).
         """
         customer = check.require_id("customer_id", customer_id)
-        grant = self._adapter.grant_promotional_entitlements
+        grant = self._runtime.adapter.grant_promotional_entitlements
         return self._runtime.admin(
             customer, lambda timeout_s: grant(customer, grants, timeout_s=timeout_s)
         )
@@ -375,7 +371,7 @@ class ResilientClient:
         """
         customer = check.require_id("customer_id", customer_id)
         feature = check.require_id("feature_id", feature_id)
-        revoke = self._adapter.revoke_promotional_entitlement
+        revoke = self._runtime.adapter.revoke_promotional_entitlement
         return self._runtime.admin(
             customer, lambda timeout_s: revoke(customer, feature, timeout_s=timeout_s)
         )
@@ -414,9 +410,8 @@ class ResilientClient:
         self.close()
 
     def __repr__(self) -> str:
-        return (
-            f"ResilientClient(adapter={self._adapter.name!r}, store={self._runtime.store_name!r})"
-        )
+        runtime = self._runtime
+        return f"ResilientClient(adapter={runtime.adapter.name!r}, store={runtime.store_name!r})"
 
 
 @attrs.frozen

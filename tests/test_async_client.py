@@ -19,7 +19,7 @@ from stigg_cache.adapters.stigg_rest import AsyncStiggRestAdapter
 from stigg_cache.core import walk
 from stigg_cache.stores.base import Missing
 from stigg_cache.stores.memory import MemoryStore
-from stigg_cache.testing import ManualClock
+from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, POLICY
 
@@ -107,7 +107,7 @@ def test_async_sdk_calls_run_on_the_loop_the_client_was_built_in(
             stigg.AsyncStigg(api_key=API_KEY, base_url=fake.url) as inner,
             AsyncResilientClient(inner, **_options(tmp_path)) as client,
         ):
-            bridge = client._core._adapter
+            bridge = runtime_of(client).adapter
             assert isinstance(bridge, LoopBridge)
             assert bridge._loop is loop
             with pytest.raises(RuntimeError, match="AsyncResilientClient and await"):

@@ -14,6 +14,7 @@ from stigg_cache import (
     ResilientClient,
     Source,
 )
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child
@@ -49,7 +50,7 @@ def _spend(client: ResilientClient, customer: str, tries: int) -> int:
 
 
 def _queued_units(client: ResilientClient, customer: str) -> float:
-    outbox = client._usage.outbox  # the shared file: every process's records
+    outbox = runtime_of(client).usage.outbox  # the shared file: every process's records
     return sum(
         record.value or 0.0
         for record, _ in outbox.unsettled()

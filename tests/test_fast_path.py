@@ -12,7 +12,7 @@ from stigg_cache._engine.fastpath import KIND_OF
 from stigg_cache.client import surface
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.models import AnyEntitlement, FeatureEntitlement
-from stigg_cache.testing import ManualClock
+from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, enum_feature, metered, numeric
 from tests.conftest import MakeClient
 
@@ -132,7 +132,7 @@ def test_a_policy_reload_re_prepares_answers(
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
     before = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    client._runtime.use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
+    runtime_of(client).use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
     clock.advance(2)
     assert (
         surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is None

@@ -18,6 +18,7 @@ from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.reconcile import OfflineDecision, from_journal_row, journal_row
 from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.base import SharedJournal
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.forking import child_result, fork_child
 from tests.helpers import client_on, eventually, metered_fallback
@@ -45,7 +46,7 @@ def _offline_checks(client: ResilientClient, customers: list[str], times: int = 
 
 def _in_the_hosts_journal(client: ResilientClient) -> None:
     """Wait until what this worker counted is in the host's journal (added in the background)."""
-    eventually(lambda: not client._runtime.journal.pending)
+    eventually(lambda: not runtime_of(client).journal.pending)
 
 
 def _summary(report: ReconcileReport | None) -> dict[str, Any]:

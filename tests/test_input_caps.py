@@ -13,6 +13,7 @@ from stigg_cache import AsyncResilientClient, InvalidValueError, ResilientClient
 from stigg_cache.core.engine import CheckKind
 from stigg_cache.core.reconcile import DEFAULT_JOURNAL_CHARS
 from stigg_cache.core.validate import MAX_ID_CHARS, MAX_REQUESTED_VALUES, check_request
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 from tests.helpers import client_on
@@ -162,6 +163,6 @@ def test_offline_enum_checks_hold_no_more_than_the_journal_bound_whatever_they_a
             tracemalloc.stop()
         asked = checks * MAX_REQUESTED_VALUES * MAX_ID_CHARS
         assert held < 1.25 * DEFAULT_JOURNAL_CHARS < asked, f"{held / 2**20:.1f} MiB held"
-        decisions, dropped = client._runtime.walker.journal.take()
+        decisions, dropped = runtime_of(client).walker.journal.take()
         assert len(decisions) + dropped == checks + 1  # and the first: covered or counted
         assert dropped > 0

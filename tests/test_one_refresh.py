@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
 from stigg_cache.stores._codec import decode_snapshot, snapshot_key
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child, in_child
@@ -30,7 +31,7 @@ def _client(fake: FakeStigg, tmp_path: Path, policy: FallbackPolicy) -> Resilien
 
 
 def _stored_fetched_at(client: ResilientClient, key: str) -> float:
-    stored = client._cache.store.get(key)
+    stored = runtime_of(client).cache.store.get(key)
     assert isinstance(stored, bytes)
     return decode_snapshot(stored).fetched_at
 

@@ -14,6 +14,7 @@ import pytest
 
 from stigg_cache import FallbackPolicy, ResilientClient, Staleness
 from stigg_cache.policy.watcher import PolicyWatcher
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY
 
@@ -67,7 +68,12 @@ def test_the_api_key_is_in_no_file_log_status_or_repr(
         check_timeout=0.2,
     ) as client:
         seen = _outage_story(client, fake)
-        texts = [repr(client), repr(client._adapter), repr(client.outbox), *map(repr, seen)]
+        texts = [
+            repr(client),
+            repr(runtime_of(client).adapter),
+            repr(client.outbox),
+            *map(repr, seen),
+        ]
     texts += [record.getMessage() for record in caplog.records]
     texts += [repr(vars(record)) for record in caplog.records]
     assert caplog.records, "the story logged nothing: the scan would prove nothing"

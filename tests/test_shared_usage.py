@@ -29,7 +29,7 @@ from stigg_cache.client import surface
 from stigg_cache.core import ledger
 from stigg_cache.outbox.base import KEEP_SENT_S
 from stigg_cache.policy.model import Meter
-from stigg_cache.testing import ManualClock
+from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.conftest import API_KEY
 from tests.forking import in_child
@@ -74,7 +74,9 @@ def test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg
     client = _client(fake, store_url, settle_s=0.0)
 
     def worker_a() -> tuple[float | None, float | None]:
-        client._usage.flusher.close()  # this worker never sends: a sibling's flusher must
+        runtime_of(
+            client
+        ).usage.flusher.close()  # this worker never sends: a sibling's flusher must
         client.report_usage(customer_id="c-2", feature_id="api_calls", value=10)
         seen: list[tuple[float | None, float | None]] = []
 
@@ -184,12 +186,12 @@ def test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it
     )
     first.report_usage(customer_id="c-7", feature_id="api_calls", value=95)  # c-7: 96 of 100
     later = _client(fake, store_url)  # a worker started afterwards
-    assert len(later._usage.ledger) == 0  # nothing read at start
+    assert len(runtime_of(later).usage.ledger) == 0  # nothing read at start
     assert not _fits(later, "c-7", 5)  # 96 + 5: read when first needed
     assert _fits(later, "c-7", 4)
-    assert len(later._usage.ledger) == 2  # that customer's records only
+    assert len(runtime_of(later).usage.ledger) == 2  # that customer's records only
     assert not later.consume(customer_id="c-9", feature_id="api_calls", amount=100).granted
-    assert len(later._usage.ledger) == 3  # c-9's one unit, read before judging
+    assert len(runtime_of(later).usage.ledger) == 3  # c-9's one unit, read before judging
     later.close()
     first.close()
 
@@ -205,7 +207,7 @@ def test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage(
     later = _client(fake, store_url)  # a worker started afterwards: c-8 not read yet
     # No sync due for a minute: no thread waits on one (as the async client's threads, whose
     # syncs run in the background): each goes straight to reading the customer's usage.
-    later._usage.next_sync = time.monotonic() + 60
+    runtime_of(later).usage.next_sync = time.monotonic() + 60
     granted: list[bool] = []
 
     def check(delay_s: float) -> None:
@@ -234,7 +236,7 @@ def test_events_a_meter_reads_count_in_a_worker_started_later(
     )
     later = client_on(fake, store_url, policy=policy)  # reads c-9's usage when first needed
     assert not _fits(later, "c-9", 1)  # the 100 metered events: at the limit
-    assert len(later._usage.ledger) == 100  # the other events were never read
+    assert len(runtime_of(later).usage.ledger) == 100  # the other events were never read
     later.close()
     first.close()
 
@@ -273,16 +275,18 @@ def test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago(
 
         def sibling() -> int:  # its clock moves on: its flusher sends everything
             clock.advance(120)
-            client._usage.flusher.wake()
+            runtime_of(client).usage.flusher.wake()
             eventually(lambda: client.status().outbox_depth == 0, within_s=20)
-            return client._usage.flusher.sent
+            return runtime_of(client).usage.flusher.sent
 
         assert in_child(sibling) == customers
         _fits(client, "acme", 1)  # a check: this worker follows the acknowledgements
         clock.advance(KEEP_SENT_S + 600)  # the outbox forgets them on its next write
         client.report_usage(customer_id="c-new", feature_id="api_calls", value=1)
-        client._usage.flusher.wake()
-        eventually(lambda: client._usage.flusher.sent == 1)  # sent, and acknowledged here
+        runtime_of(client).usage.flusher.wake()
+        eventually(
+            lambda: runtime_of(client).usage.flusher.sent == 1
+        )  # sent, and acknowledged here
         settled = _ledger_bytes()
     finally:
         tracemalloc.stop()
@@ -312,7 +316,7 @@ def test_awaited_checks_leave_no_tally_behind_once_usage_is_settled(
                 await client.get_metered_entitlement(customer_id=c, feature_id="api_calls")
                 for c in customers
             ]  # fetched after the acknowledgement: Stigg's count has each unit
-            return [a.current_usage for a in answers], len(client._core._usage.ledger._tallies)
+            return [a.current_usage for a in answers], len(runtime_of(client).usage.ledger._tallies)
 
     assert asyncio.run(story()) == ([1.0] * 50, 0)
 

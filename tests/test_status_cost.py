@@ -8,6 +8,7 @@ from pathlib import Path
 
 from stigg_cache import ResilientClient
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeStigg
 from tests.conftest import API_KEY
 from tests.helpers import eventually
@@ -60,4 +61,4 @@ def test_a_count_the_closing_client_cuts_short_ends_quietly(fake: FakeStigg) -> 
     assert store.walking.wait(10)
     client.close()
     store.closed.set()  # pytest fails the test on an exception escaping the thread
-    eventually(lambda: not client._cache._counting.running())
+    eventually(lambda: not runtime_of(client).cache._counting.running())

@@ -18,7 +18,7 @@ from stigg_cache import (
     StiggUnavailableError,
 )
 from stigg_cache.core import engine
-from stigg_cache.testing import ManualClock
+from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
 from tests.forking import in_child
@@ -366,7 +366,7 @@ def test_a_wall_clock_step_back_never_makes_a_stored_snapshot_younger(
     clock.jump_wall(-2 * 3600)  # and the wall clock steps back over them
 
     def reloaded() -> list[object]:
-        client._cache.clear_l1()  # read from the store again: its age from its wall time
+        runtime_of(client).cache.clear_l1()  # read from the store again: its age from its wall time
         result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         return [result.decision.source.value, result.decision.age_s]
 

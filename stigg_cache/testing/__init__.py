@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stigg_cache._runtime import Runtime
+    from stigg_cache.aio import AsyncResilientClient
+    from stigg_cache.client import ResilientClient
 
 
 class ManualClock:
@@ -39,4 +45,15 @@ class ManualClock:
             self._wall += seconds
 
 
-__all__ = ["ManualClock"]
+def runtime_of(client: ResilientClient | AsyncResilientClient) -> Runtime:
+    """The parts a client is made of (its store cache, usage service, fetcher, adapter,
+    policy watcher, walker), for tests that look inside: the clients keep no aliases."""
+    from stigg_cache.client import ResilientClient  # noqa: PLC0415 - importing this starts nothing
+
+    core = (
+        client if isinstance(client, ResilientClient) else client._core
+    )  # async: its blocking one
+    return core._runtime
+
+
+__all__ = ["ManualClock", "runtime_of"]

@@ -13,6 +13,7 @@ from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.pacing import retry_delay
 from stigg_cache.metrics import ClientCollector
 from stigg_cache.outbox.flusher import MAX_REQUEST_BYTES, SEND_PHASES
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.helpers import client_on, eventually, metered_fallback
 
@@ -157,6 +158,6 @@ def test_a_send_is_bounded_well_inside_its_lease(
     fake: FakeStigg, tmp_path: Path, lease_s: float
 ) -> None:
     client = _client(fake, tmp_path, outbox_lease_s=lease_s)
-    send_timeout_s = client._usage.flusher._send_timeout_s
+    send_timeout_s = runtime_of(client).usage.flusher._send_timeout_s
     assert send_timeout_s * SEND_PHASES < lease_s  # connect + write + read, each bounded
     client.close()

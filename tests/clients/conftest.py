@@ -30,7 +30,7 @@ from stigg_cache import (
     Staleness,
     StiggUnavailableError,
 )
-from stigg_cache.testing import ManualClock
+from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean, metered
 from tests.conftest import API_KEY
 
@@ -97,7 +97,7 @@ class World:
 def adapter_of(client: AnyClient) -> Any:
     """The adapter a client sends through (a LoopBridge for asyncio SDKs)."""
     core = client._core if isinstance(client, AsyncResilientClient) else client
-    return core._adapter
+    return runtime_of(core).adapter
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from stigg_cache import ConnectionState, FallbackPolicy, ResilientClient, Source, Staleness
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeStigg, boolean
 from tests.conftest import API_KEY
 from tests.forking import child_result, fork_child
@@ -59,7 +60,7 @@ def test_a_store_locked_by_another_process_costs_checks_nothing(
     for customer in ["warm", *customers]:
         if time.monotonic() - locked_at > CHECKING_S:
             break
-        client._cache.clear_l1()  # "warm" must come from L2, read while the lock is held
+        runtime_of(client).cache.clear_l1()  # "warm" must come from L2, read while the lock is held
         started = time.monotonic()
         answer = client.get_boolean_entitlement(customer_id=customer, feature_id=f"only-{customer}")
         slowest = max(slowest, time.monotonic() - started)

@@ -16,6 +16,7 @@ from stigg_cache._support.clock import SYSTEM_CLOCK
 from stigg_cache.models import Snapshot
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, SnapshotCache
 from stigg_cache.stores.memory import MemoryStore
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeStigg, boolean, metered
 from tests.forking import in_child
 from tests.helpers import client_on
@@ -31,10 +32,10 @@ def test_the_byte_budget_counts_prepared_answers(fake: FakeStigg, tmp_path: Path
     fake.set_customer("acme", FEATURES)
     client = client_on(fake, tmp_path)
     client.get_entitlements(customer_id="acme")
-    before = client._cache.l1_bytes
+    before = runtime_of(client).cache.l1_bytes
     for feature in FEATURES:
         client.get_boolean_entitlement(customer_id="acme", feature_id=feature.feature_id)
-    assert client._cache.l1_bytes == before + len(FEATURES) * PREPARED_FEATURE_BYTES
+    assert runtime_of(client).cache.l1_bytes == before + len(FEATURES) * PREPARED_FEATURE_BYTES
     client.close()
 
 
@@ -49,10 +50,10 @@ def test_the_memory_l1_holds_stays_within_its_budget(fake: FakeStigg, tmp_path: 
         for customer in customers:
             for feature in FEATURES:
                 client.get_boolean_entitlement(customer_id=customer, feature_id=feature.feature_id)
-    assert client._cache.l1_bytes <= budget
+    assert runtime_of(client).cache.l1_bytes <= budget
     gc.collect()
-    held = list(client._cache.l1.items())
-    client._cache.clear_l1()
+    held = list(runtime_of(client).cache.l1.items())
+    runtime_of(client).cache.clear_l1()
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
     del held  # what L1 held, and nothing else held it

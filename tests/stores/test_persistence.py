@@ -21,6 +21,7 @@ from stigg_cache.stores import open_store
 from stigg_cache.stores._codec import pack, snapshot_key
 from stigg_cache.stores.disk import DiskStore
 from stigg_cache.stores.sqlite import TABLE
+from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from tests.conftest import API_KEY, MakeClient
 from tests.helpers import eventually
@@ -139,7 +140,7 @@ def test_unwritable_store_degrades_but_checks_keep_answering(
     fake: FakeStigg, make_client: MakeClient, tmp_path: Path
 ) -> None:
     client = make_client()
-    client._cache.store.close()  # every later store call now fails
+    runtime_of(client).cache.store.close()  # every later store call now fails
     result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     again = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     assert (result.decision.source, again.decision.source) == (Source.LIVE, Source.CACHE)

@@ -23,6 +23,7 @@ from typing import Any
 from stigg_cache import AsyncResilientClient, FallbackPolicy, ResilientClient
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import StoreError
+from stigg_cache.testing import runtime_of
 
 
 class AheadClock:
@@ -91,21 +92,24 @@ def _flush(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    return {"outbox_depth": client.status().outbox_depth, "sent": client._usage.flusher.sent}
+    return {
+        "outbox_depth": client.status().outbox_depth,
+        "sent": runtime_of(client).usage.flusher.sent,
+    }
 
 
 def _redis_ok(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
     """Whether the shared outbox answers (its gate opens again a moment after a fault)."""
     try:
-        client._usage.outbox.cursor()  # type: ignore[attr-defined]
+        runtime_of(client).usage.outbox.cursor()  # type: ignore[attr-defined]
     except StoreError:
         return {"ok": False}
     return {"ok": True}
 
 
 def _cursor(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    client._usage.sync()
-    return {"cursor": client._usage._cursor}
+    runtime_of(client).usage.sync()
+    return {"cursor": runtime_of(client).usage._cursor}
 
 
 _REPORTS: list[ReconcileReport] = []  # every reconciliation this host ran, as it ended

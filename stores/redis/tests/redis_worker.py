@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from stigg_cache import ResilientClient
+from stigg_cache.testing import runtime_of
 
 
 def _serve(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _serve(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
             return {
                 "outbox_depth": status.outbox_depth,
                 "store_healthy": status.store_healthy,
-                "sent": client._usage.flusher.sent,
+                "sent": runtime_of(client).usage.flusher.sent,
             }
         case other:
             raise ValueError(f"unknown op {other!r}")
