@@ -136,7 +136,6 @@ class Runtime:
             self.fetcher, self.usage = self._fetcher(), self._usage()
             undo.callback(self.fetcher.close)
             undo.callback(self.usage.close)
-            self.cache.on_held = lambda scope: self.usage.read_customer(*scope)
             self.warm = FastPath(
                 self.cache.l1,
                 self.policy,
@@ -219,6 +218,7 @@ class Runtime:
             options.l1_max_entries,
             options.l1_max_bytes,
             keep_for=lambda: self.policy.keep_snapshots_s,
+            on_held=lambda scope: self.usage.read_customer(*scope),
             store_max_bytes=store_max_bytes,
         )
 

@@ -114,10 +114,12 @@ class SnapshotCache:
         *,
         keep_for: Callable[[], float] | None = None,
         store_max_bytes: int | None = None,
+        on_held: Callable[[ScopeKey], None] | None = None,
     ) -> None:
         """``keep_for()``: how long a stored snapshot is of use (the policy's longest
         ``max_staleness``); with it, the store is swept of older ones (and, with
-        ``store_max_bytes``, of the least recently used beyond that size)."""
+        ``store_max_bytes``, of the least recently used beyond that size).
+        ``on_held(scope)``: a scope's snapshot came into L1 (fetched or loaded)."""
         self.store = store
         self._keep_for = keep_for
         self._store_max_bytes = store_max_bytes
@@ -146,7 +148,7 @@ class SnapshotCache:
         self._counting = _Upkeep(RECOUNT_S, self._recount, "stigg-cache-count")
         # Called (with I/O allowed) when a scope enters L1: the client reads the customer's
         # local usage then, so a check that L1 answers needs no I/O for it.
-        self.on_held: Callable[[ScopeKey], None] = _nothing
+        self._on_held = on_held or _nothing
         try:  # before the first write: a store that expires entries itself sets their time
             self._keeping()
         except StoreError as error:
@@ -425,7 +427,7 @@ class SnapshotCache:
             self.l1_bytes += entry.held_bytes
             self._evict(keep=scope)
         if replaced is None:
-            self.on_held(scope)
+            self._on_held(scope)
 
     def grew(self, scope: ScopeKey, entry: CachedSnapshot, added: int) -> None:
         """``entry`` holds ``added`` bytes more (the fast path prepared an answer on it)."""
