@@ -14,7 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "stigg_cache"
-TOOLS = ("stigg_cache.cli", "stigg_cache.chaos", "stigg_cache.benchmarks", "stigg_cache.demo")
+TOOLS = (
+    "stigg_cache.cli",
+    "stigg_cache.chaos",
+    "stigg_cache.benchmarks",
+    "stigg_cache.demo",
+    "stigg_cache.metrics",
+)
 # Underscored names the standard library means as public.
 PUBLIC_ANYWAY = frozenset({"os._exit"})
 CONTRACT = "The tools and metrics use public names only"

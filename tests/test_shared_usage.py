@@ -330,6 +330,7 @@ def test_every_check_counts_the_usage_siblings_reported_before_it(
     make: Any = AsyncResilientClient if asynchronous else ResilientClient
     client = make(None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY)
     sync = client._core if asynchronous else client
+    usage = runtime_of(client).usage
     fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy answers, with the host's usage
 
     def used() -> float | None:
@@ -343,7 +344,7 @@ def test_every_check_counts_the_usage_siblings_reported_before_it(
     seen = [used()]
     for _ in range(ROUNDS):
         in_child(sibling_reports)  # in the shared outbox once it returns
-        eventually(lambda: time.monotonic() >= sync._usage.next_sync)  # the lag stated
+        eventually(lambda: time.monotonic() >= usage.next_sync)  # the lag stated
         seen.append(used())
     assert seen == [10.0 * n for n in range(ROUNDS + 1)]
     if asynchronous:

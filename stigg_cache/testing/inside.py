@@ -13,17 +13,12 @@ import contextlib
 from collections.abc import Iterator
 
 from stigg_cache._engine import reconcile
-from stigg_cache._runtime import Runtime
 from stigg_cache.aio import AsyncResilientClient
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.terms import CachedSnapshot, ScopeKey
+from stigg_cache.testing import runtime_of as _runtime
 
 AnyClient = ResilientClient | AsyncResilientClient
-
-
-def _runtime(client: AnyClient) -> Runtime:
-    blocking = client._core if isinstance(client, AsyncResilientClient) else client
-    return blocking._runtime
 
 
 def held_in_memory(client: AnyClient) -> list[tuple[ScopeKey, CachedSnapshot]]:
