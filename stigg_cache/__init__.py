@@ -7,6 +7,7 @@ from stigg_cache.aio import AsyncResilientClient
 from stigg_cache.client import ResilientClient
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.core.reconcile import Contradiction, ReconcileReport
+from stigg_cache.environment import environment_token
 from stigg_cache.errors import (
     ConfigurationError,
     CorruptEntryError,
@@ -97,5 +98,6 @@ __all__ = [
     "StoreError",
     "StoreNotFoundError",
     "TamperedEntryError",
+    "environment_token",
     "open_store",
 ]

@@ -33,6 +33,7 @@ from stigg_cache._support.log import FaultLog, logger
 from stigg_cache._support.plugins import redact, scheme_of
 from stigg_cache._support.url import default_store_max_bytes
 from stigg_cache.adapters import adapt
+from stigg_cache.adapters._environment import environment_of
 from stigg_cache.adapters._plans import knows_plans
 from stigg_cache.adapters.base import Adapter
 from stigg_cache.adapters.base import reads_per_minute as reads_per_minute_of
@@ -41,6 +42,7 @@ from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.environment import checked_namespace
 from stigg_cache.errors import InvalidTypeError
 from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
 from stigg_cache.outbox import default_outbox_url, open_outbox
@@ -90,12 +92,15 @@ class Options:
     outbox_max_records: int = DEFAULT_OUTBOX_MAX_RECORDS
     breaker: CircuitBreaker | None = None
     signing_key: str | bytes | Sequence[str | bytes] | None = attrs.field(default=None, repr=False)
+    namespace: str | None = None
     clock: Clock = SYSTEM_CLOCK
 
     def __attrs_post_init__(self) -> None:
         check.positive_seconds("check_timeout", self.check_timeout)
         check.positive_seconds("fetch_timeout", self.fetch_timeout)
         check.positive_int("outbox_max_records", self.outbox_max_records)
+        if self.namespace is not None:
+            checked_namespace(self.namespace)
         if self.store_max_bytes is not None:
             check.positive_int("store_max_bytes", self.store_max_bytes)
         if self.policy is not None and not isinstance(
@@ -120,6 +125,9 @@ class Runtime:
         self.faults = FaultLog(clock)
         self.health = Health(options.breaker or CircuitBreaker(), clock)
         self.forked = False
+        self.namespace = options.namespace or environment_of(
+            inner, options.api_key, options.base_url
+        )
         with contextlib.ExitStack() as undo:
             self.watcher, self.policy = self._policy(options.policy, undo)
             self.adapter: Adapter = adapt(
@@ -192,7 +200,7 @@ class Runtime:
         if isinstance(given, Store):
             self.store_url, opened = "", given
         else:
-            self.store_url = default_store_url() if given is None else str(given)
+            self.store_url = default_store_url(self.namespace) if given is None else str(given)
             opened = open_store(self.store_url)
             undo.callback(opened.close)
         self.store_name = redact(self.store_url) if self.owns_store else repr(opened)
@@ -229,7 +237,7 @@ class Runtime:
         if isinstance(given, Outbox):
             return given
         beside = self.store_url if self.owns_store else None
-        opened = open_outbox(given or default_outbox_url(beside))
+        opened = open_outbox(given or default_outbox_url(beside, self.namespace))
         undo.callback(opened.close)
         return opened
 
@@ -361,6 +369,7 @@ class Runtime:
             tamper_detections=faults.counts["stigg_cache.snapshot_tampered"],
             auth_error=flusher.auth_error or health.auth_error,
             sending_resumes_at=flusher.resumes_at(),
+            namespace=self.namespace,
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -25,7 +25,7 @@ from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERI
 from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
 from stigg_cache._support import fork
 from stigg_cache._support.memory_only import MEMORY_ONLY
-from stigg_cache.adapters import adapt
+from stigg_cache.adapters import adapt, environment_of
 from stigg_cache.client import ResilientClient, surface
 from stigg_cache.core import validate as check
 from stigg_cache.core import walk
@@ -107,10 +107,13 @@ class AsyncResilientClient:
         from stigg_cache.adapters.bridge import running_loop  # noqa: PLC0415
 
         self._running_loop = asyncio.get_running_loop
+        api_key, base_url = options.pop("api_key", None), options.pop("base_url", None)
+        if options.get("namespace") is None:  # the adapter hides the inner client's key
+            options["namespace"] = environment_of(inner, api_key, base_url)
         adapter = adapt(
             inner,
-            api_key=options.pop("api_key", None),
-            base_url=options.pop("base_url", None),
+            api_key=api_key,
+            base_url=base_url,
             fetch_timeout_s=options.get("fetch_timeout", DEFAULT_FETCH_TIMEOUT_S),
             loop=running_loop(),
         )

@@ -12,7 +12,9 @@ from typing import NoReturn, TypeVar
 import click
 
 from stigg_cache import SYSTEM_CLOCK
+from stigg_cache.adapters import environment_of
 from stigg_cache.chaos.command import chaos
+from stigg_cache.environment import checked_namespace, namespaces_on_disk
 from stigg_cache.errors import (
     ConfigurationError,
     PolicyError,
@@ -66,6 +68,40 @@ CLIENT_FAMILIES = ("rest", "httpx", "graphql-v1", "graphql-v2", "sidecar")
 PLANLESS_CLIENTS = frozenset({"sidecar"})  # its protocol carries no plan
 
 
+NAMESPACE_HELP = (
+    "The environment whose default files to read: the namespace= its clients were given, "
+    "or the name of its folder in the user's cache directory (default: that of "
+    "STIGG_API_KEY and STIGG_BASE_URL, as the library's own default)"
+)
+
+
+def _namespace_option(command: Callable[..., None]) -> Callable[..., None]:
+    return click.option("--namespace", default=None, help=NAMESPACE_HELP)(command)
+
+
+def _default_url(kind: str, namespace: str | None) -> str:
+    """The library's default store or outbox of an environment (nothing is created)."""
+    chosen = environment_of(None, None, None) if namespace is None else namespace
+    checked_namespace(chosen)
+    if kind == "outbox":
+        return default_outbox_url(None, chosen, adopt=False)
+    return default_store_url(chosen, adopt=False)
+
+
+def _opened(open_it: Callable[..., _T], url: str | None, kind: str, namespace: str | None) -> _T:
+    """Open ``url`` read-only, else the default store or outbox of the environment; a
+    missing default says which environments have files here."""
+    if url is not None:
+        return open_it(url, read_only=True)
+    try:
+        return open_it(_default_url(kind, namespace), read_only=True)
+    except StoreNotFoundError as error:
+        found = ", ".join(namespaces_on_disk()) or "none"
+        raise StoreNotFoundError(
+            f"{error}; environments with files here: {found} (choose one with --namespace)"
+        ) from error
+
+
 @main.group()
 def policy() -> None:
     """Validate and explain fallback.yaml."""
@@ -108,11 +144,18 @@ def policy_check(file: Path, client: str | None) -> None:
     "--store",
     "store_url",
     default=None,
-    help="Store URL holding snapshots, read only (default: the library's default store, "
-    "if there is one), e.g. sqlite:////var/lib/app/stigg-cache.db",
+    help="Store URL holding snapshots, read only (default: the library's default store of "
+    "the environment, if there is one), e.g. sqlite:////var/lib/app/stigg-cache.db",
 )
+@_namespace_option
 def policy_explain(
-    file: Path, customer_id: str, feature_id: str, resource_id: str | None, store_url: str | None
+    file: Path,
+    *,
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    store_url: str | None,
+    namespace: str | None,
 ) -> None:
     """Which tier and rule would answer a check right now, and why."""
     try:
@@ -121,7 +164,7 @@ def policy_explain(
         click.echo(str(error), err=True)
         sys.exit(1)
     try:
-        store: Store | None = open_store(store_url or default_store_url(), read_only=True)
+        store: Store | None = _opened(open_store, store_url, "store", namespace)
     except StoreNotFoundError as error:
         if store_url is not None:
             _refuse(error)
@@ -173,21 +216,23 @@ def outbox() -> None:
 
 
 def _outbox_option(command: Callable[..., None]) -> Callable[..., None]:
-    return click.option(
-        "--outbox",
-        "--store",
-        "url",
-        default=lambda: default_outbox_url(None),
-        show_default="the library's default outbox",
-        help="Outbox URL, e.g. sqlite:////var/lib/app/stigg-cache-outbox.db",
-    )(command)
+    return _namespace_option(
+        click.option(
+            "--outbox",
+            "--store",
+            "url",
+            default=None,
+            show_default="the library's default outbox of the environment",
+            help="Outbox URL, e.g. sqlite:////var/lib/app/stigg-cache-outbox.db",
+        )(command)
+    )
 
 
 @outbox.command("status")
 @_outbox_option
-def outbox_status(url: str) -> None:
+def outbox_status(url: str | None, namespace: str | None) -> None:
     """Pending, leased, sent and dead-lettered counts (read only)."""
-    box = _looked_at(lambda: open_outbox(url, read_only=True))
+    box = _looked_at(lambda: _opened(open_outbox, url, "outbox", namespace))
     try:
         stats = box.stats(time.time())
     finally:
@@ -206,9 +251,9 @@ def outbox_status(url: str) -> None:
 @outbox.command("dead-letters")
 @_outbox_option
 @click.option("--limit", default=100, show_default=True)
-def outbox_dead_letters(url: str, limit: int) -> None:
+def outbox_dead_letters(url: str | None, namespace: str | None, limit: int) -> None:
     """List dead letters with the reason each was set aside (read only)."""
-    box = _looked_at(lambda: open_outbox(url, read_only=True))
+    box = _looked_at(lambda: _opened(open_outbox, url, "outbox", namespace))
     try:
         letters = OutboxAdmin(box, SYSTEM_CLOCK).dead_letters(limit)
     finally:
@@ -223,10 +268,11 @@ def outbox_dead_letters(url: str, limit: int) -> None:
 @outbox.command("requeue")
 @_outbox_option
 @click.option("--id", "ids", multiple=True, type=int, help="Dead letter id (repeat); all if none.")
-def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
+def outbox_requeue(url: str | None, namespace: str | None, ids: tuple[int, ...]) -> None:
     """Move dead letters back to the outbox to be sent again."""
-    _looked_at(lambda: open_outbox(url, read_only=True)).close()  # there, and an outbox
-    box = _looked_at(lambda: open_outbox(url))
+    _looked_at(lambda: _opened(open_outbox, url, "outbox", namespace)).close()  # an outbox
+    where = _looked_at(lambda: url or _default_url("outbox", namespace))
+    box = _looked_at(lambda: open_outbox(where))
     try:
         moved = OutboxAdmin(box, SYSTEM_CLOCK).requeue(list(ids) if ids else None)
     finally:
@@ -238,14 +284,21 @@ def outbox_requeue(url: str, ids: tuple[int, ...]) -> None:
 @click.option(
     "--store",
     "url",
-    default=default_store_url,
-    show_default="the library's default store",
+    default=None,
+    show_default="the library's default store of the environment",
     help="Store URL, e.g. sqlite:////var/lib/app/stigg-cache.db",
 )
+@_namespace_option
 @click.option("--customer", default=None, help="One customer (default: every snapshot).")
 @click.option("--resource", default=None, help="The customer's resource, if any.")
 @click.option("--policy", "policy_path", type=click.Path(exists=True, dir_okay=False))
-def inspect(url: str, customer: str | None, resource: str | None, policy_path: str | None) -> None:
+def inspect(
+    url: str | None,
+    namespace: str | None,
+    customer: str | None,
+    resource: str | None,
+    policy_path: str | None,
+) -> None:
     """Snapshots held: age, staleness against the policy, signature state (read only).
 
     Signatures are verified with STIGG_CACHE_SIGNING_KEY (from the environment
@@ -257,7 +310,7 @@ def inspect(url: str, customer: str | None, resource: str | None, policy_path: s
     except StiggCacheError as error:
         click.echo(str(error), err=True)
         sys.exit(1)
-    store = _looked_at(lambda: open_store(url, read_only=True))
+    store = _looked_at(lambda: _opened(open_store, url, "store", namespace))
     verifier = SignedStore(store, keys) if keys else None
     try:
         wanted = (

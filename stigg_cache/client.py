@@ -121,6 +121,10 @@ class ResilientClient:
         signing_key: HMAC-SHA256 key(s) for tamper-evident snapshots (the
             first signs, all verify); default ``STIGG_CACHE_SIGNING_KEY``
             (comma-separated). A snapshot that fails verification is a miss.
+        namespace: the environment this client's default store and outbox belong to
+            (letters, digits, ``.``, ``_``, ``-``); default: a name made of the base URL and
+            a digest of the API key (:func:`~stigg_cache.environment_token`), so staging and
+            production never share snapshots or usage.
         clock: time source; tests inject a manual clock.
     """
 
@@ -147,6 +151,7 @@ class ResilientClient:
         outbox_max_records: int = DEFAULT_OUTBOX_MAX_RECORDS,
         breaker: CircuitBreaker | None = None,
         signing_key: str | bytes | Sequence[str | bytes] | None = None,
+        namespace: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         given = dict(locals())  # the arguments by name: Options has a field for each

@@ -239,6 +239,8 @@ class Status:
             paused with backoff, every record kept; ``None`` once it accepts again.
         sending_resumes_at: wall time before which the outbox sends nothing (Stigg's
             ``Retry-After``, a backoff, a pause); ``None`` when it may send now.
+        namespace: the environment the client's default store and outbox belong to
+            (``namespace=``, else its base URL and a digest of its API key).
     """
 
     state: ConnectionState
@@ -263,3 +265,4 @@ class Status:
     tamper_detections: int = 0
     auth_error: str | None = None
     sending_resumes_at: float | None = None
+    namespace: str | None = None

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import stigg_cache
-from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient
+from stigg_cache import ConfigurationError, InvalidArgumentError, ResilientClient, environment_token
 from stigg_cache._support import plugins
 from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg
@@ -126,9 +126,10 @@ def test_default_store_persists_in_the_user_cache_dir(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    with ResilientClient(None, api_key="k") as client:
-        assert client.status().store == f"sqlite:///{tmp_path}/stigg-cache/stigg-cache.db"
-    assert (tmp_path / "stigg-cache" / "stigg-cache.db").exists()
+    folder = tmp_path / "stigg-cache" / environment_token("https://api.stigg.io", "k")
+    with ResilientClient(None, api_key="k", base_url="https://api.stigg.io") as client:
+        assert client.status().store == f"sqlite:///{folder}/stigg-cache.db"
+    assert (folder / "stigg-cache.db").exists()
 
 
 def test_the_api_key_never_reaches_logs_status_reprs_or_the_store(

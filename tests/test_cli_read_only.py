@@ -70,9 +70,10 @@ def test_a_missing_disk_store_is_refused_without_making_its_folder(tmp_path: Pat
 def test_without_store_the_librarys_default_is_read_and_never_created(
     tmp_path: Path, command: list[str]
 ) -> None:
-    result = run_installed(*command, cwd=tmp_path)
+    result = run_installed(*command, cwd=tmp_path, STIGG_API_KEY="")
     assert result.returncode == 2
-    assert f"{tmp_path}/user-cache/stigg-cache/stigg-cache" in result.stderr
+    assert f"{tmp_path}/user-cache/stigg-cache/default/stigg-cache" in result.stderr
+    assert "choose one with --namespace" in result.stderr
     assert _everything_under(tmp_path) == []
 
 

@@ -19,6 +19,7 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from stigg_cache.adapters._environment import environment_of
 from stigg_cache.adapters._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.adapters.base import Adapter, AsyncAdapter
 from stigg_cache.errors import ConfigurationError, InvalidTypeError
@@ -148,6 +149,7 @@ __all__ = [
     "Adapter",
     "AsyncAdapter",
     "adapt",
+    "environment_of",
     "parse_entitlements",
     "require",
     "snapshot_to_json",

@@ -30,6 +30,7 @@ from stigg_cache.adapters._http import (
 from stigg_cache.adapters._plans import plans_of_rest_body, rest_query, subscribed, time_left
 from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.base import failure_of
+from stigg_cache.environment import environment_token
 from stigg_cache.models import Snapshot
 
 DEFAULT_BASE_URL = "https://api.stigg.io"
@@ -61,6 +62,7 @@ class HttpxRestAdapter:
             trust_env=False,
         )
         self.base_url = base_url
+        self.environment = environment_token(base_url, api_key)  # never the key itself
         fork.renew_after_fork(self, HttpxRestAdapter._reconnect)
 
     def _reconnect(self) -> None:

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
-
-import platformdirs
 
 from stigg_cache._support.plugins import OUTBOXES, factory, opened, provides, scheme_of
 from stigg_cache._support.url import path_from_url
+from stigg_cache.environment import DEFAULT_NAMESPACE, LEGACY_OUTBOX_NAME, default_folder
 from stigg_cache.outbox.base import Outbox
 from stigg_cache.outbox.read_only import ReadOnlyOutbox
 from stigg_cache.outbox.sqlite import outbox_beside
 
 
-def default_outbox_url(store_url: str | None) -> str:
+def default_outbox_url(
+    store_url: str | None, namespace: str = DEFAULT_NAMESPACE, *, adopt: bool = True
+) -> str:
     """Beside the snapshot store.
 
     In the store itself when its plugin also provides an outbox (``redis://``:
     shared by the fleet); ``x.db`` -> ``x-outbox.db`` for files; in memory for
-    ``memory://``; else in the user's cache directory.
+    ``memory://``; else in the user's cache directory, in the folder of the
+    environment's ``namespace`` (as :func:`~stigg_cache.stores.default_store_url`).
     """
     if store_url is not None:
         scheme = scheme_of(store_url)
@@ -27,7 +28,7 @@ def default_outbox_url(store_url: str | None) -> str:
             return store_url
         if scheme in ("sqlite", "disk"):
             return f"sqlite:///{outbox_beside(path_from_url(store_url, scheme))}"
-    return f"sqlite:///{Path(platformdirs.user_cache_dir('stigg-cache')) / 'stigg-cache-outbox.db'}"
+    return f"sqlite:///{default_folder(namespace, adopt=adopt) / LEGACY_OUTBOX_NAME}"
 
 
 def open_outbox(url: str, *, read_only: bool = False) -> Outbox:

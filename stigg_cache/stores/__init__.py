@@ -13,14 +13,12 @@ and :func:`encode_snapshot` / :func:`decode_snapshot` are the entry's codec.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import cast
-
-import platformdirs
 
 from stigg_cache._support.fork import fresh_lock, renew_after_fork
 from stigg_cache._support.plugins import STORES, factory, opened
 from stigg_cache._support.plugins import redact as redact_url
+from stigg_cache.environment import DEFAULT_NAMESPACE, LEGACY_STORE_NAME, default_folder
 from stigg_cache.stores._codec import (
     SNAPSHOT_PREFIX,
     OutdatedEntryError,
@@ -34,10 +32,11 @@ from stigg_cache.stores.read_only import ReadOnlyStore
 ENTRY_POINT_GROUP = STORES
 
 
-def default_store_url() -> str:
-    """SQLite in the user's cache directory (platform convention)."""
-    path = Path(platformdirs.user_cache_dir("stigg-cache")) / "stigg-cache.db"
-    return f"sqlite:///{path}"
+def default_store_url(namespace: str = DEFAULT_NAMESPACE, *, adopt: bool = True) -> str:
+    """SQLite in the user's cache directory (platform convention), in the folder of the
+    environment's ``namespace`` (:func:`stigg_cache.environment.default_folder`: ``adopt``
+    lets it adopt an earlier version's files; tools that only look pass ``False``)."""
+    return f"sqlite:///{default_folder(namespace, adopt=adopt) / LEGACY_STORE_NAME}"
 
 
 def open_store(url: str, *, read_only: bool = False) -> Store:
