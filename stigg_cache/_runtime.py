@@ -123,7 +123,7 @@ class Runtime:
         self.clock = clock = options.clock
         self.check_timeout_s = options.check_timeout
         self.faults = FaultLog(clock)
-        self.health = Health(options.breaker or CircuitBreaker(), clock)
+        self.health = Health(options.breaker or CircuitBreaker(), clock, self.faults)
         self.forked = False
         self.namespace = options.namespace or environment_of(
             inner, options.api_key, options.base_url

@@ -210,8 +210,9 @@ class ConnectionState(enum.Enum):
     """How stigg-cache sees Stigg right now.
 
     CONNECTED: Stigg answers. DEGRADED: some calls fail, or a probe is under
-    way, or a store is failing. OFFLINE: the breaker is open; checks are
-    answered from cache and policy without waiting on the network.
+    way, or Stigg refuses the API key (``Status.auth_error`` says so). OFFLINE:
+    the breaker is open; checks are answered from cache and policy without
+    waiting on the network.
     """
 
     CONNECTED = "CONNECTED"

@@ -1,4 +1,10 @@
-"""Health of the link to Stigg: the breaker, the last error, status listeners."""
+"""Health of the link to Stigg: the breaker, the last error, status listeners.
+
+A refused API key (401/403) is configuration, not Stigg's health: it never
+trips the breaker on its own, but it is never silent either (DESIGN §11):
+while it lasts the state is DEGRADED with ``auth_error`` saying why, and it is
+logged at ERROR once a minute and counted (``stigg_cache.auth_refused``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from collections.abc import Callable
 
 from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
-from stigg_cache._support.log import logger
+from stigg_cache._support.log import FaultLog, logger
 from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import ConnectionState
@@ -19,9 +25,12 @@ StateListener = Callable[[ConnectionState, ConnectionState], None]
 class Health:
     """Thread-safe owner of the breaker; tells listeners when the state changes."""
 
-    def __init__(self, breaker: CircuitBreaker, clock: Clock) -> None:
+    def __init__(
+        self, breaker: CircuitBreaker, clock: Clock, faults: FaultLog | None = None
+    ) -> None:
         self._breaker = breaker
         self._clock = clock
+        self._faults = faults or FaultLog(clock)
         self._lock = threading.Lock()
         self._listeners: list[StateListener] = []
         self.state = ConnectionState.CONNECTED
@@ -67,11 +76,12 @@ class Health:
         ``begun`` is :attr:`answers` when the call started; the failure is
         ignored if Stigg has answered since.
         """
+        refused = isinstance(error, StiggUnavailableError) and error.kind is FailureKind.AUTH
         with self._lock:
             if begun is not None and begun != self.answers:
                 return
             self.last_error = str(error) or type(error).__name__
-            if isinstance(error, StiggUnavailableError) and error.kind is FailureKind.AUTH:
+            if refused:
                 self.auth_error = self.last_error
             if (
                 not isinstance(error, StiggUnavailableError)
@@ -79,6 +89,13 @@ class Health:
                 or self._breaker.state is BreakerState.HALF_OPEN  # a refused probe: no verdict
             ):  # on Stigg's health, so probe again after the backoff rather than wait forever
                 self._breaker.record_failure(self._clock.monotonic())
+        if refused:
+            self._faults.report(
+                "stigg_cache.auth_refused",
+                f"{self.last_error}; checks answer from cache and policy, usage is kept and "
+                "sent once Stigg accepts the key (check api_key and base_url)",
+                level=logging.ERROR,
+            )
         self._publish()
 
     def store_fault(self, message: str | None) -> None:
@@ -120,7 +137,11 @@ class Health:
         if breaker.state is BreakerState.OPEN:
             return ConnectionState.OFFLINE
         # The state is the link to Stigg: a failing store shows as store_healthy, never here.
-        if breaker.state is BreakerState.HALF_OPEN or breaker.consecutive_failures:
+        if (
+            breaker.state is BreakerState.HALF_OPEN
+            or breaker.consecutive_failures
+            or self.auth_error is not None  # our key is refused: nothing is answered live
+        ):
             return ConnectionState.DEGRADED
         return ConnectionState.CONNECTED
 

@@ -392,8 +392,9 @@ class Flusher:
                 assert_never(outcome)
 
     def _refused(self, error: StiggUnavailableError) -> None:
-        """Stigg refuses our key or endpoint: every record is kept; said once, and shown."""
-        if self.auth_error is None:
+        """Stigg refuses our key or endpoint: every record is kept; said once, and shown
+        (a refused key is logged once a minute by the health it is reported to)."""
+        if self.auth_error is None and error.kind is not FailureKind.AUTH:
             logger.error(
                 "stigg_cache.auth_refused: %s; usage is kept and sent once Stigg "
                 "accepts the key (check api_key and base_url)",
