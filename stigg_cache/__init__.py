@@ -9,6 +9,7 @@ from stigg_cache.core.breaker import BreakerState, CircuitBreaker
 from stigg_cache.core.reconcile import Contradiction, ReconcileReport
 from stigg_cache.environment import environment_token
 from stigg_cache.errors import (
+    ClientClosedError,
     ConfigurationError,
     CorruptEntryError,
     FailureKind,
@@ -53,6 +54,7 @@ __all__ = [
     "BooleanEntitlement",
     "BreakerState",
     "CircuitBreaker",
+    "ClientClosedError",
     "Clock",
     "ConfigurationError",
     "ConnectionState",

@@ -43,7 +43,7 @@ from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.environment import checked_namespace
-from stigg_cache.errors import InvalidTypeError
+from stigg_cache.errors import ClientClosedError, InvalidTypeError
 from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
 from stigg_cache.outbox import default_outbox_url, open_outbox
 from stigg_cache.outbox.base import Outbox
@@ -311,7 +311,7 @@ class Runtime:
     def consume(self, request: CheckRequest, record: UsageRecord) -> Consumption:
         """``ResilientClient.consume``: judged once outside the outbox's transaction (the
         walk may fetch), then again inside it with every process's usage."""
-        _, judgement = self.walker.walked(request)
+        _, judgement = self.walker.walked(request)  # refused once closed
         answers: list[MeteredEntitlement] = []
 
         def admit() -> bool:
@@ -327,7 +327,7 @@ class Runtime:
 
     def enqueue(self, records: list[UsageRecord]) -> list[Receipt]:
         """Validated usage, durable in the outbox (all or none)."""
-        self.resumed()
+        self.usable()
         return self.usage.enqueue(records, offline=self._offline())
 
     def _offline(self) -> bool:
@@ -336,6 +336,7 @@ class Runtime:
     def admin(self, customer_id: str, call: Callable[[float], _T]) -> _T:
         """An admin call to Stigg (``call(timeout_s)``); the customer's snapshot is forgotten
         whatever Stigg did (it may now be wrong)."""
+        self.usable()
         try:
             return call(self.options.fetch_timeout)
         finally:
@@ -343,7 +344,7 @@ class Runtime:
 
     def status(self) -> Status:
         """``ResilientClient.status``."""
-        self.resumed()
+        self.usable()
         health, faults, flusher = self.health, self.faults, self.usage.flusher
         outbox = self.usage.stats()
         return Status(
@@ -384,8 +385,16 @@ class Runtime:
         self.forked = True
         self.warm.suspend()
 
-    def resumed(self) -> None:
-        """Resume first, if this is the first use in a forked child."""
+    def usable(self) -> None:
+        """Before any use: refused once closed; resumed first in a forked child.
+
+        Raises:
+            ClientClosedError: :meth:`close` has run.
+        """
+        if self.closed:
+            raise ClientClosedError(
+                f"this client ({self.store_name}) is closed: build a new one to use it again"
+            )
         if self.forked:
             self.resume()
 
@@ -404,6 +413,7 @@ class Runtime:
         if self.closed:
             return
         self.closed = True
+        self.warm.suspend()  # the fast path answers nothing: every check is refused
         self.reconciler.close()
         self.journal.close()  # before the outbox it is kept in
         self.usage.close()

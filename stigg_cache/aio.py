@@ -24,6 +24,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar, assert_never
 from stigg_cache._engine.fastpath import BOOLEAN, ENUM, GENERIC, METERED, NUMERIC, E, Kind
 from stigg_cache._runtime import DEFAULT_FETCH_TIMEOUT_S
 from stigg_cache._support import fork
+from stigg_cache._support.dropped import when_dropped
 from stigg_cache._support.memory_only import MEMORY_ONLY
 from stigg_cache.adapters import adapt, environment_of
 from stigg_cache.client import ResilientClient, surface
@@ -125,8 +126,13 @@ class AsyncResilientClient:
         self._threads = threads
         checks = surface(self._core)
         self._checks, self._walker = checks.checks, checks.walker
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="stigg-cache-async")
+        self._pool = pool = ThreadPoolExecutor(threads, thread_name_prefix="stigg-cache-async")
         fork.renew_after_fork(self, AsyncResilientClient._renew)
+        self._core._dropped.detach()  # dropped, this one is what the user forgot to close
+        runtime = self._core._runtime
+        self._dropped = when_dropped(
+            self, repr(self), runtime.close, functools.partial(pool.shutdown, wait=False)
+        )
         self.outbox = self._core.outbox
         self.status = self._core.status
         self.on_status_change = self._core.on_status_change
@@ -196,11 +202,16 @@ class AsyncResilientClient:
     revoke_promotional_entitlement = _offloaded(ResilientClient.revoke_promotional_entitlement)
 
     async def aclose(self) -> None:
-        """Stop background work and release what this client opened."""
+        """Stop background work and release what this client opened; every call after
+        this raises :class:`~stigg_cache.ClientClosedError` (``aclose()`` itself does not)."""
+        self._dropped.detach()
+        if self._core._runtime.closed:
+            return
         await self._running_loop().run_in_executor(self._pool, self._core.close)
         self._pool.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
+        self._core._runtime.usable()
         return self
 
     async def __aexit__(
@@ -218,6 +229,7 @@ class AsyncResilientClient:
         *args: _P.args,
         **kwargs: _P.kwargs,
     ) -> _T:
+        self._core._runtime.usable()  # refused here: a closed client's pool is shut down
         call = functools.partial(method, self._core, *args, **kwargs)
         return await self._running_loop().run_in_executor(self._pool, call)
 

@@ -40,6 +40,7 @@ from stigg_cache._runtime import (
     Runtime,
 )
 from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
+from stigg_cache._support.dropped import when_dropped
 from stigg_cache.core import engine
 from stigg_cache.core import validate as check
 from stigg_cache.core.breaker import CircuitBreaker
@@ -159,6 +160,7 @@ class ResilientClient:
         self._runtime = runtime = Runtime(inner, Options(**given))
         self._checks = runtime.checks
         self.outbox = OutboxAdmin(runtime.outbox, clock)
+        self._dropped = when_dropped(self, repr(self), runtime.close)
 
     # -- checks ---------------------------------------------------------------
 
@@ -337,7 +339,7 @@ class ResilientClient:
         ``drained`` is true only when the whole outbox was read and is empty
         (never while a shared outbox such as Redis is unreachable).
         """
-        self._runtime.resumed()
+        self._runtime.usable()
         return self._runtime.usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
@@ -345,10 +347,12 @@ class ResilientClient:
 
         Runs by itself when Stigg comes back; ``None`` if one is already under way.
         """
+        self._runtime.usable()
         return self._runtime.reconciler.run(check.positive_seconds("timeout", timeout))
 
     def on_reconcile(self, callback: ReportListener) -> None:
         """Call ``callback(report)`` after every reconciliation."""
+        self._runtime.usable()
         self._runtime.reconciler.subscribe(callback)
 
     # -- promotional entitlements (admin: these raise) ---------------------------------
@@ -393,17 +397,26 @@ class ResilientClient:
         carries its ``decision``); returns an unsubscribe. Checks pay for hooks only
         while one is subscribed; a hook that raises is logged and never fails a check.
         """
+        self._runtime.usable()
         return self._checks.subscribe(hook)
 
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""
+        self._runtime.usable()
         return self._runtime.health.subscribe(callback)
 
     def close(self) -> None:
-        """Stop background work and release what this client opened."""
+        """Stop background work and release what this client opened; every call after
+        this raises :class:`~stigg_cache.ClientClosedError` (``close()`` itself does not).
+
+        A client collected without ``close()`` warns (``ResourceWarning``, as ``sqlite3``
+        and httpx do) and is closed then, its threads stopped.
+        """
+        self._dropped.detach()
         self._runtime.close()
 
     def __enter__(self) -> Self:
+        self._runtime.usable()
         return self
 
     def __exit__(

@@ -5,6 +5,7 @@ those faults are reported as values (``Decision.reason``, ``status()``).
 Exceptions are for the caller's own mistakes and for explicit admin calls::
 
     StiggCacheError
+    ├── ClientClosedError (+ RuntimeError)  a call on a client after close()
     ├── InvalidArgumentError               a caller's mistake in an argument
     │   ├── InvalidValueError (+ ValueError)  a value out of range or malformed
     │   ├── InvalidTypeError (+ TypeError)    a value of the wrong type
@@ -30,6 +31,11 @@ import enum
 
 class StiggCacheError(Exception):
     """Root of every exception this package raises."""
+
+
+class ClientClosedError(StiggCacheError, RuntimeError):
+    """A call on a client after its ``close()``: checks, usage, flushes and ``status()``
+    all refuse (an answer from a closed client could only be a guess), as httpx does."""
 
 
 class InvalidArgumentError(StiggCacheError):

@@ -43,8 +43,8 @@ class Host(Protocol):
     def check_timeout_s(self) -> float:
         """Seconds a check may wait on the network, ever."""
 
-    def resumed(self) -> None:
-        """Resume first, if this is the first use in a forked child."""
+    def usable(self) -> None:
+        """Before any use: refused once closed; resumed first in a forked child."""
 
     def store_fault(self, fault: StoreFault, error: Exception | None) -> None:
         """A store fault to log, count and show."""
@@ -84,7 +84,7 @@ class Walker:
     def begin(self, question: walk.Question) -> walk.State:
         """The walk's first state, with the policy in force and Stigg's health now."""
         host = self._host
-        host.resumed()
+        host.usable()
         return walk.begin(
             question,
             host.policy,
