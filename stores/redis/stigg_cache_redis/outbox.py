@@ -48,6 +48,7 @@ from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
 from stigg_cache_redis._reads import Reads
 from stigg_cache_redis._records import as_held, decode, encode, identity, readable, reused_key
+from stigg_cache_redis._sets import LocalSets
 from stigg_cache_redis.journal import RedisJournal
 
 logger = logging.getLogger("stigg_cache_redis")
@@ -106,6 +107,7 @@ class RedisOutbox:
                 "index",
                 "scope",
                 "catch_up",
+                "mark_sets",
             )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
@@ -116,6 +118,7 @@ class RedisOutbox:
         self._local_waiting = True  # records a previous run left there are moved first
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
+        self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
         self._indexed = False  # by customer: records an older version wrote may not be
         self._scoped = False  # keys scoped to their customer: an older version's are not
         self._epoch = ""  # of the usage feed followed here ("": none seen yet)
@@ -145,6 +148,9 @@ class RedisOutbox:
         if self._local_waiting:
             self._move_local(now)
         try:
+            if unmarked := self._local_sets.unmarked():  # before anything older is sent
+                self._run("mark_sets", unmarked)
+                self._local_sets.marked(unmarked)
             # Leases on Redis's clock: a host whose clock runs ahead takes no live lease.
             rows = self._run(
                 "claim", [kind.value, limit, owner, repr(lease_s), repr(CLOCK_STEP_S), repr(now)]
@@ -152,6 +158,8 @@ class RedisOutbox:
         except StoreError as error:
             self._fell_back(error)
             local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
+            for c in local:
+                self._local_sets.claimed(c.id, c.record)
             return [Claimed(-c.id, c.record, c.attempts) for c in local]
         claimed: list[Claimed] = []
         for at in range(0, len(rows), 5):
@@ -191,6 +199,7 @@ class RedisOutbox:
                 reason=reason,
                 counted={-i: value for i, value in counts.items() if i < 0},
             )
+            self._local_sets.settled(local[0], local[1] + local[2])
         remote = [[i for i in ids if i > 0] for ids in (sent, retry, dead)]
         if any(remote):
             # Each record by the identity it was claimed with: ids are given again after a

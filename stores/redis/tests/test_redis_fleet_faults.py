@@ -202,6 +202,42 @@ def test_an_older_set_moved_back_from_a_local_outbox_never_overwrites_a_newer_on
     assert _set_values(fake)[-1] == 9
 
 
+def test_a_set_sent_from_a_local_outbox_is_never_overwritten_by_an_older_one_moved_later(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
+) -> None:
+    """B's 9 went out from B's local outbox (Redis did not answer B: a timeout at load did
+    it), so Redis never learned of it; A's older 5, moved to Redis later, was sent after
+    it and Stigg ended at 5 (the SET [9.0, 5.0] seen once under load)."""
+    a = start_host("a")
+    b = start_host("b")
+    own_redis.stop()
+    fake.set_mode(FakeMode.DOWN)
+    a.ask("usage", customer="acme", feature="api_calls", value=5, behavior="SET", key="a")
+    time.sleep(0.01)  # B's is the newer, by its own time
+    a.pause()  # cut off: its 5 waits in its local outbox
+    fake.set_mode(FakeMode.UP)
+    b.ask("usage", customer="acme", feature="api_calls", value=9, behavior="SET", key="b")
+    _wait(lambda: _set_values(fake) == [9], "Stigg took B's 9, from B's local outbox")
+    own_redis.start()
+    b.wait_for_redis()
+    _wait(lambda: _newest_set(own_redis, tmp_path) is not None, "Redis knows B's 9 was sent")
+    a.resume()  # back: its 5 moves to Redis, older than the newest SET sent
+    a.wait_for_redis()
+    _wait(lambda: a.ask("flush", timeout=2)["drained"], "A's outbox drained")
+    print(f"Stigg got SET {_set_values(fake)}")
+    assert _set_values(fake) == [9]
+
+
+def _newest_set(server: OwnRedis, base: Path) -> bytes | None:
+    """The time of the newest SET of acme's api_calls the test's hosts' Redis knows of."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        key = f"{{stigg-cache:{namespace_for(base)}}}:outbox:latest_set"
+        return cast("bytes | None", client.hget(key, "acme\napi_calls\n"))
+    finally:
+        client.close()
+
+
 def test_usage_moved_back_from_a_local_outbox_is_sent_in_the_order_of_its_own_time(
     own_redis: OwnRedis, tmp_path: Path
 ) -> None:
