@@ -19,13 +19,14 @@ from typing import Any
 CHILD_LIMIT_S = 30
 
 
-def fork_child(work: Callable[[], Any]) -> int:
-    """Fork; the child runs ``work`` and reports its JSON result. Returns the child's pid."""
+def fork_child(work: Callable[[], Any], *, limit_s: int = CHILD_LIMIT_S) -> int:
+    """Fork; the child runs ``work`` and reports its JSON result (killed after ``limit_s``).
+    Returns the child's pid."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never return into the test runner
         os.close(read_end)
-        signal.alarm(CHILD_LIMIT_S)
+        signal.alarm(limit_s)
         try:
             try:
                 text = json.dumps({"result": work()})
@@ -54,9 +55,9 @@ def child_result(pid: int) -> Any:
     return outcome["result"]
 
 
-def in_child(work: Callable[[], Any]) -> Any:
+def in_child(work: Callable[[], Any], *, limit_s: int = CHILD_LIMIT_S) -> Any:
     """Fork, run ``work`` in the child, and return its result."""
-    return child_result(fork_child(work))
+    return child_result(fork_child(work, limit_s=limit_s))
 
 
 def settle(seconds: float = 0.05) -> None:

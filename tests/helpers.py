@@ -26,6 +26,22 @@ def eventually(condition: Callable[[], bool], *, within_s: float = WAIT_LIMIT_S)
         time.sleep(0.01)
 
 
+def while_progressing(count: Callable[[], int], goal: int, *, stall_s: float = 20.0) -> None:
+    """Poll ``count`` until it reaches ``goal``; fail once it has not grown for ``stall_s``.
+
+    For CPU-bound background work (thousands of sends): on a loaded machine it takes as
+    long as it takes, and only a stall is a failure.
+    """
+    last, deadline = count(), time.monotonic() + stall_s
+    while last < goal:
+        time.sleep(0.05)
+        now = count()
+        if now > last:
+            last, deadline = now, time.monotonic() + stall_s
+        elif time.monotonic() > deadline:
+            raise AssertionError(f"stalled at {last} of {goal} for {stall_s}s")
+
+
 def metered_fallback(limit: float, *, fresh_for_s: float = 60) -> FallbackPolicy:
     """A policy whose fallback grants ``api_calls`` up to ``limit`` (Stigg out of reach)."""
     return FallbackPolicy(
