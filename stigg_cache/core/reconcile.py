@@ -274,9 +274,9 @@ def _explain(entry: OfflineDecision, then: StiggThen) -> str | None:
         asked = f", {engine.requested(entry.request):g} requested" if entry.has_access else ""
         usage = f" ({then.used:g} of {limit:g} used{asked})"
     if entry.has_access:
-        return (
-            f"granted offline, but Stigg would have denied it: {stigg.access_denied_reason}{usage}"
-        )
+        why = stigg.access_denied_reason or "not granted"  # a feature held but not granted
+        on_usage = why == "RequestedUsageExceedingLimit"  # else the usage is beside the point
+        return f"granted offline, but Stigg would have denied it: {why}{usage if on_usage else ''}"
     return f"denied offline, but Stigg would have granted it{usage}"
 
 

@@ -53,6 +53,8 @@ BEFORE: list[Measure] = [(DECIDED - 1, 1.0, False)]
          "granted offline, but Stigg would have denied it: NoFeatureEntitlementInSubscription"),
         ("subscription ended", ENDED, True, [], CheckKind.METERED,
          "granted offline, but Stigg would have denied it: NoActiveSubscription"),
+        ("held, no longer granted (no reason given)", _metered(10, 0, is_granted=False), True,
+         [], CheckKind.METERED, "granted offline, but Stigg would have denied it: not granted"),
         ("soft limit, over it", _metered(10, 14, has_soft_limit=True), True, [],
          CheckKind.METERED, None),
         ("unlimited", _metered(10, 14, has_unlimited_usage=True), True, [], CheckKind.METERED,
