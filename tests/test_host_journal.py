@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from stigg_cache import ReconcileReport, ResilientClient, Source
+from stigg_cache._engine.journal import HostJournal
+from stigg_cache._support.clock import SYSTEM_CLOCK
+from stigg_cache._support.log import FaultLog
 from stigg_cache.core.engine import CheckKind, CheckRequest
 from stigg_cache.core.reconcile import OfflineDecision, from_journal_row, journal_row
 from stigg_cache.outbox import default_outbox_url, open_outbox
@@ -104,6 +111,34 @@ def test_a_worker_restarted_mid_outage_still_has_its_decisions_reported(
             "contradicted": sorted(crashed + deployed + restarted),
             "granted_but_denied": 2 * 8,
         }
+
+
+def test_decisions_on_their_way_to_the_hosts_journal_are_still_pending(tmp_path: Path) -> None:
+    """A worker waiting for its decisions to be in the host's journal (before it may be
+    killed) waits while they are on their way: here another process holds the outbox's
+    write lock, so the addition that took them out of memory has not written them yet."""
+    path = tmp_path / "cache-outbox.db"
+    outbox = open_outbox(default_outbox_url(f"sqlite:///{tmp_path}/cache.db"))
+    assert isinstance(outbox, SharedJournal)
+    journal = HostJournal(outbox, FaultLog(SYSTEM_CLOCK))
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # a sibling's write, slow under load
+        decision = _kind("a", 1, time.time(), 0.0)
+        journal.record(decision.first_at, decision.request, decision.source, True)
+        eventually(lambda: journal._memory.empty)  # taken by the addition, which waits
+        assert journal.pending
+        holder.execute("COMMIT")
+        eventually(lambda: not journal.pending)
+        rows, uncovered = outbox.journal_take()
+        assert [from_journal_row(row) for row in rows] == [
+            attrs.evolve(decision, last_at=decision.first_at)
+        ]
+        assert uncovered == 0
+    finally:
+        holder.close()
+        journal.close()
+        outbox.close()
 
 
 def test_a_sibling_reconciling_reports_the_other_workers_decisions(

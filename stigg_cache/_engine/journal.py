@@ -65,8 +65,8 @@ class HostJournal:
 
     @property
     def pending(self) -> bool:
-        """Whether decisions counted here are not yet in the host's journal."""
-        return not self._memory.empty
+        """Whether decisions counted here are not yet in the host's journal (or on their way)."""
+        return not self._memory.empty or self._adding.locked()
 
     def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
         """Count one offline decision made at ``at`` (wall time); no I/O."""
