@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tracemalloc
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -139,15 +141,23 @@ def test_alike_requested_values_count_once() -> None:
     assert request.requested_values == ("a", "b")
 
 
+@pytest.mark.parametrize("outbox_busy", [False, True], ids=["outbox-free", "outbox-busy"])
 def test_offline_enum_checks_hold_no_more_than_the_journal_bound_whatever_they_ask(
-    fake: FakeStigg, tmp_path: Path
+    fake: FakeStigg, tmp_path: Path, outbox_busy: bool
 ) -> None:
     """Each check asks for as many values, as long, as it may, all distinct: held for the
-    whole outage (for the reconciliation report), they stay within the journal's bound."""
+    whole outage (for the reconciliation report), they stay within the journal's bound,
+    those on their way to the host's journal (the outbox) included: ``outbox_busy``, a
+    sibling holds its write lock while the checks are made, so they wait there."""
     checks = 2 * DEFAULT_JOURNAL_CHARS // (MAX_REQUESTED_VALUES * MAX_ID_CHARS)
-    with client_on(fake, tmp_path) as client:
+    with (
+        client_on(fake, tmp_path) as client,
+        closing(sqlite3.connect(tmp_path / "cache-outbox.db", isolation_level=None)) as sibling,
+    ):
         fake.set_mode(FakeMode.DOWN)
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")  # warm the paths
+        if outbox_busy:
+            sibling.execute("BEGIN IMMEDIATE")
         tracemalloc.start()
         try:
             held_before = tracemalloc.get_traced_memory()[0]
@@ -161,6 +171,8 @@ def test_offline_enum_checks_hold_no_more_than_the_journal_bound_whatever_they_a
             held = tracemalloc.get_traced_memory()[0] - held_before
         finally:
             tracemalloc.stop()
+            if outbox_busy:
+                sibling.execute("COMMIT")
         asked = checks * MAX_REQUESTED_VALUES * MAX_ID_CHARS
         assert held < 1.25 * DEFAULT_JOURNAL_CHARS < asked, f"{held / 2**20:.1f} MiB held"
         decisions, dropped = runtime_of(client).walker.journal.take()

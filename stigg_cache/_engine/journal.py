@@ -13,6 +13,7 @@ outbox without a shared journal, or one that fails, leaves them here.
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 from stigg_cache._support import fork
 from stigg_cache._support.log import FaultLog
@@ -23,6 +24,7 @@ from stigg_cache.core.reconcile import (
     DecisionJournal,
     OfflineDecision,
     from_journal_row,
+    held_chars,
     journal_row,
 )
 from stigg_cache.errors import StoreError
@@ -32,6 +34,10 @@ from stigg_cache.outbox.base import Outbox, SharedJournal
 # A worker killed during an outage loses at most this long of its decisions (a restart
 # that closes the client loses none); each process writes the journal this often at most.
 JOURNAL_SYNC_S = 0.5
+# Decisions on their way to the outbox stay in this process's bound until added, and are
+# added a slice of the bound at a time (their rows are a copy), so that this process's
+# share of the journal holds about its bound, however slow the outbox.
+_SLICES = 16
 
 
 class HostJournal:
@@ -100,20 +106,35 @@ class HostJournal:
 
     def add(self) -> None:
         """Add what this process counted to the host's journal (kept here if it fails)."""
-        if self._shared is None:
+        shared = self._shared
+        if shared is None:
             return
         with self._adding:
-            kinds, uncovered = self._memory.take()
-            if not kinds and not uncovered:
-                return
-            try:
-                rows = [journal_row(kind) for kind in kinds]
-                self._shared.journal_add(rows, uncovered, size=self._size, chars=self._chars)
-            except StoreError as error:
-                self._faults.report("stigg_cache.journal_failed", str(error))
-                for kind in kinds:
-                    self._memory.add(kind)
-                self._memory.add_uncovered(uncovered)
+            taken, uncovered = self._memory.take(hold=True)
+            left = deque(taken)
+            del taken
+            while left or uncovered:
+                batch = _batch(left, max(1, self._chars // _SLICES))
+                if not self._added(shared, batch, uncovered):
+                    left.extendleft(reversed(batch))
+                    self._memory.release(left)
+                    for kind in left:
+                        self._memory.add(kind)
+                    self._memory.add_uncovered(uncovered)
+                    return
+                self._memory.release(batch)
+                batch.clear()
+                uncovered = 0
+
+    def _added(self, shared: SharedJournal, batch: list[OfflineDecision], uncovered: int) -> bool:
+        """Whether ``batch`` (and ``uncovered``) went into the host's journal."""
+        try:
+            rows = [journal_row(kind) for kind in batch]
+            shared.journal_add(rows, uncovered, size=self._size, chars=self._chars)
+        except StoreError as error:
+            self._faults.report("stigg_cache.journal_failed", str(error))
+            return False
+        return True
 
     def close(self) -> None:
         """Stop adding in the background; add what is left."""
@@ -135,3 +156,13 @@ class HostJournal:
     def _run(self) -> None:
         while not self._stop.wait(JOURNAL_SYNC_S):
             self.add()
+
+
+def _batch(left: deque[OfflineDecision], chars: int) -> list[OfflineDecision]:
+    """The first of ``left`` (one at least), up to about ``chars`` characters, taken off it."""
+    batch: list[OfflineDecision] = []
+    used = 0
+    while left and (not batch or used < chars):
+        batch.append(left.popleft())
+        used += held_chars(batch[-1].request)
+    return batch

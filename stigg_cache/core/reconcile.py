@@ -100,6 +100,7 @@ class DecisionJournal:
         self._chars = self._chars_left = chars
         self._kinds: dict[tuple[CheckRequest, Source, bool], list[float]] = {}  # count, first, last
         self._uncovered = 0
+        self._held_kinds = self._held_chars = 0  # taken, still in memory (:meth:`release`)
         self._lock = threading.Lock()
 
     def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
@@ -110,9 +111,9 @@ class DecisionJournal:
             if kind is not None:
                 kind[0] += 1
                 kind[2] = at
-            elif len(self._kinds) < self._size and _chars(request) <= self._chars_left:
+            elif self._room(request):
                 self._kinds[key] = [1, at, at]
-                self._chars_left -= _chars(request)
+                self._chars_left -= held_chars(request)
             else:
                 self._uncovered += 1
 
@@ -126,9 +127,9 @@ class DecisionJournal:
                 kind[0] += decision.count
                 kind[1] = min(kind[1], decision.first_at)
                 kind[2] = max(kind[2], decision.last_at)
-            elif len(self._kinds) < self._size and _chars(decision.request) <= self._chars_left:
+            elif self._room(decision.request):
                 self._kinds[key] = [decision.count, decision.first_at, decision.last_at]
-                self._chars_left -= _chars(decision.request)
+                self._chars_left -= held_chars(decision.request)
             else:
                 self._uncovered += decision.count
 
@@ -142,19 +143,36 @@ class DecisionJournal:
         """Whether nothing is held (no kind, nothing uncovered)."""
         return not self._kinds and not self._uncovered
 
-    def take(self) -> tuple[list[OfflineDecision], int]:
+    def _room(self, request: CheckRequest) -> bool:
+        """Whether a new kind fits the bound (with what is taken but held); under the lock."""
+        kinds = len(self._kinds) + self._held_kinds
+        return kinds < self._size and held_chars(request) <= self._chars_left
+
+    def take(self, *, hold: bool = False) -> tuple[list[OfflineDecision], int]:
         """Every kind so far, most recent last, and how many decisions were not covered;
-        the journal empties."""
+        the journal empties. ``hold``: what is taken still counts against the bound (it is
+        in memory still, on its way elsewhere) until :meth:`release`."""
         with self._lock:
             kinds, self._kinds = self._kinds, {}
             uncovered, self._uncovered = self._uncovered, 0
-            self._chars_left = self._chars
+            if hold:
+                self._held_kinds += len(kinds)
+                self._held_chars += sum(held_chars(request) for request, _, _ in kinds)
+            self._chars_left = self._chars - self._held_chars
         taken = [
             OfflineDecision(request, source, has_access, int(count), first, last)
             for (request, source, has_access), (count, first, last) in kinds.items()
         ]
         taken.sort(key=lambda decision: decision.last_at)
         return taken, uncovered
+
+    def release(self, decisions: Sequence[OfflineDecision]) -> None:
+        """Held decisions gone from memory (see :meth:`take`): their room is free again."""
+        held = sum(held_chars(decision.request) for decision in decisions)
+        with self._lock:
+            self._held_kinds -= len(decisions)
+            self._held_chars -= held
+            self._chars_left += held
 
 
 JournalRow = tuple[str, int, float, float, int]
@@ -178,7 +196,7 @@ def journal_row(decision: OfflineDecision) -> JournalRow:
         ],
         separators=(",", ":"),
     )
-    return key, decision.count, decision.first_at, decision.last_at, _chars(request)
+    return key, decision.count, decision.first_at, decision.last_at, held_chars(request)
 
 
 def from_journal_row(row: JournalRow) -> OfflineDecision | None:
@@ -202,7 +220,7 @@ def from_journal_row(row: JournalRow) -> OfflineDecision | None:
         return None
 
 
-def _chars(request: CheckRequest) -> int:
+def held_chars(request: CheckRequest) -> int:
     """What a kind of decision holds beyond its fixed size: its ids and requested values."""
     ids = len(request.customer_id) + len(request.feature_id) + len(request.resource_id or "")
     return ids + sum(map(len, request.requested_values))
