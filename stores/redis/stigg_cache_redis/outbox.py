@@ -16,8 +16,10 @@ Redis returns, what is left is moved over. Ids of local records are negative.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
@@ -54,6 +56,9 @@ from stigg_cache_redis.journal import RedisJournal
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
 MOVE_LEASE_S = 60.0
+# How often a sender looks for records in the host's local outbox (another process's, left
+# there during its own Redis fault): a sibling that never faulted would otherwise never look.
+LOCAL_LOOK_S = 1.0
 # Names of the outbox's keys, passed to every script in this order (see outbox_prelude.lua).
 _KEYS = (
     *("seq", "rec", "pay", "ident", "idx", "att", "pending", "sent", "dead", "dinfo", "owners"),
@@ -116,6 +121,7 @@ class RedisOutbox:
             settings.local_outbox or default_local_outbox(settings.namespace)
         )
         self._local_waiting = True  # records a previous run left there are moved first
+        self._local_looked = -math.inf  # monotonic time this process last looked there
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
@@ -145,7 +151,7 @@ class RedisOutbox:
     def claim(
         self, kind: RecordKind, limit: int, owner: str, *, now: float, lease_s: float
     ) -> list[Claimed]:
-        if self._local_waiting:
+        if self._local_waiting or self._local_holds_records(now):
             self._move_local(now)
         try:
             if unmarked := self._local_sets.unmarked():  # before anything older is sent
@@ -473,6 +479,15 @@ class RedisOutbox:
             raise reused_key(records[int(flags[1])])
         self._recovered()
         return [int(flag) for flag in flags]
+
+    def _local_holds_records(self, now: float) -> bool:
+        """Whether the host's local outbox holds records (looked at once a second): any
+        process of the host may have left some there, during a Redis fault of its own."""
+        looked = time.monotonic()
+        if looked - self._local_looked < LOCAL_LOOK_S:
+            return False
+        self._local_looked = looked
+        return self.local.stats(now).pending > 0
 
     def _move_local(self, now: float) -> None:
         """Move what waits in the local outbox to Redis (same keys, same stamps)."""

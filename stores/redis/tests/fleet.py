@@ -24,12 +24,19 @@ class Worker:
         *,
         lease_s: float = 30.0,
         policy: Path | None = None,
+        events_per_second: float | None = None,
+        cache_home: Path | None = None,
     ) -> None:
+        """``cache_home``: the user's cache directory (``XDG_CACHE_HOME``), where default
+        files go; ``events_per_second``: the client's pacing of events."""
         args = [sys.executable, str(WORKER), store, stigg_url, api_key, str(lease_s)]
-        if policy is not None:
-            args.append(str(policy))
+        args.append("" if policy is None else str(policy))
+        args.append("" if events_per_second is None else repr(events_per_second))
+        env = dict(os.environ)
+        if cache_home is not None:
+            env["XDG_CACHE_HOME"] = str(cache_home)
         self.process = subprocess.Popen(
-            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env
         )
         assert self._read() == {"ready": True}
 
