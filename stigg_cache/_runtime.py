@@ -42,7 +42,7 @@ from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
-from stigg_cache.environment import checked_namespace
+from stigg_cache.environment import DEFAULT_NAMESPACE, checked_namespace
 from stigg_cache.errors import ClientClosedError, InvalidTypeError
 from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
 from stigg_cache.outbox import default_outbox_url, open_outbox
@@ -125,9 +125,8 @@ class Runtime:
         self.faults = FaultLog(clock)
         self.health = Health(options.breaker or CircuitBreaker(), clock, self.faults)
         self.forked = False
-        self.namespace = options.namespace or environment_of(
-            inner, options.api_key, options.base_url
-        )
+        self.environment = environment_of(inner, options.api_key, options.base_url)
+        self.namespace = options.namespace or self.environment
         with contextlib.ExitStack() as undo:
             self.watcher, self.policy = self._policy(options.policy, undo)
             self.adapter: Adapter = adapt(
@@ -237,7 +236,11 @@ class Runtime:
         if isinstance(given, Outbox):
             return given
         beside = self.store_url if self.owns_store else None
-        opened = open_outbox(given or default_outbox_url(beside, self.namespace))
+        opened = open_outbox(
+            given or default_outbox_url(beside, self.namespace),
+            # the environment, not the namespace: one namespace= shared by two is caught
+            environment=None if self.environment == DEFAULT_NAMESPACE else self.environment,
+        )
         undo.callback(opened.close)
         return opened
 

@@ -116,21 +116,31 @@ def factory(group: str, url: str, what: str) -> Callable[[str], Any]:
     )
 
 
-def opened(make: Callable[..., Any], url: str, *, read_only: bool) -> Any:
+def opened(
+    make: Callable[..., Any], url: str, *, read_only: bool, environment: str | None = None
+) -> Any:
     """What ``make`` (a factory :func:`factory` found) opens for ``url``.
 
     A factory opens read-only when it takes ``read_only`` (plugins: ``def open_x(url, *,
     read_only=False)``); a plugin's that does not is refused rather than trusted not to write.
+    ``environment`` (the client's :func:`~stigg_cache.environment.environment_token`)
+    is handed to a factory that takes it (``environment=None``), which keeps what it holds
+    for one environment apart from another's.
 
     Raises:
         ConfigurationError: read-only was asked of a factory that cannot.
     """
-    if not read_only:
-        return make(url)
     parameters = inspect.signature(make).parameters.values()
+    options: dict[str, Any] = {}
+    if environment is not None and any(
+        p.name == "environment" or p.kind is p.VAR_KEYWORD for p in parameters
+    ):
+        options["environment"] = environment
+    if not read_only:
+        return make(url, **options)
     if not any(p.name == "read_only" or p.kind is p.VAR_KEYWORD for p in parameters):
         raise ConfigurationError(
             f"{redact(url)}: its plugin ({make.__module__}) cannot open read-only (its "
             "factory takes no read_only=), so a tool that only looks will not open it"
         )
-    return make(url, read_only=True)
+    return make(url, read_only=True, **options)

@@ -31,12 +31,14 @@ def default_outbox_url(
     return f"sqlite:///{default_folder(namespace, adopt=adopt) / LEGACY_OUTBOX_NAME}"
 
 
-def open_outbox(url: str, *, read_only: bool = False) -> Outbox:
+def open_outbox(url: str, *, read_only: bool = False, environment: str | None = None) -> Outbox:
     """``sqlite:////abs/path.db`` (durable), ``memory://`` (tests, demos: not durable), or a
     plugin's.
 
     ``read_only``: open an existing outbox for reading only (tools that look, such as
     ``stigg-cache outbox status``): nothing is created, migrated or written.
+    ``environment``: the client's environment token, for a plugin that keeps environments
+    apart (the Redis outbox: its local fallback file, and whose usage it holds).
 
     Raises:
         StoreNotFoundError: read-only, and there is no outbox there.
@@ -44,5 +46,6 @@ def open_outbox(url: str, *, read_only: bool = False) -> Outbox:
             read-only and it is not an outbox (a snapshot store), or its plugin cannot
             open read-only.
     """
-    box = cast("Outbox", opened(factory(OUTBOXES, url, "outbox"), url, read_only=read_only))
+    make = factory(OUTBOXES, url, "outbox")
+    box = cast("Outbox", opened(make, url, read_only=read_only, environment=environment))
     return ReadOnlyOutbox(box) if read_only else box

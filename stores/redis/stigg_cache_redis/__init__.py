@@ -19,18 +19,21 @@ def open_redis_store(url: str, *, read_only: bool = False) -> RedisStore:
     return RedisStore(RedisSettings.from_url(url))
 
 
-def open_redis_outbox(url: str, *, read_only: bool = False) -> RedisOutbox:
+def open_redis_outbox(
+    url: str, *, read_only: bool = False, environment: str | None = None
+) -> RedisOutbox:
     """The ``stigg_cache.outboxes`` entry point.
 
+    ``environment``: the client's environment token (see :class:`RedisOutbox`).
     Read-only, the local outbox (where usage waits while Redis is unreachable) is read
     if it exists and never created.
     """
     settings = RedisSettings.from_url(url)
     if not read_only:
-        return RedisOutbox(settings)
-    local = settings.local_outbox or default_local_outbox(settings.namespace)
+        return RedisOutbox(settings, environment=environment)
+    local = settings.local_outbox or default_local_outbox(settings, environment)
     kept = SqliteOutbox(local, read_only=True) if local.exists() else SqliteOutbox(None)
-    return RedisOutbox(settings, kept)
+    return RedisOutbox(settings, kept, environment=environment)
 
 
 __all__ = [

@@ -80,6 +80,13 @@ class RedisSettings:
             local_outbox=Path(query["local_outbox"]) if query.get("local_outbox") else None,
         )
 
+    @property
+    def deployment(self) -> str:
+        """``host:port/db`` of the Redis this names (never its user or password)."""
+        parts = urlsplit(self.url)
+        database = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+        return f"{parts.hostname}:{parts.port or 6379}/{database}"
+
     def connect(self, *, at_least_s: float = 0.0) -> redis.Redis:
         """A client with a connection pool, our timeouts and no retries of its own.
 

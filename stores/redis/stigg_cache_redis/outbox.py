@@ -15,6 +15,8 @@ Redis returns, what is left is moved over. Ids of local records are negative.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -30,7 +32,7 @@ import platformdirs
 
 from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.core.reconcile import JournalRow
-from stigg_cache.errors import StoreError
+from stigg_cache.errors import ConfigurationError, StoreError
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
     KEEP_SENT_S,
@@ -55,7 +57,10 @@ from stigg_cache_redis.journal import RedisJournal
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
-MOVE_LEASE_S = 60.0
+# A move (one batch, one bulk write bounded by OUTBOX_TIMEOUT_S) holds the local records this
+# long: a mover SIGKILLed mid-move strands them no longer. One that outlives it is harmless:
+# a record moved twice is a duplicate in Redis (same key and payload), added once.
+MOVE_LEASE_S = 10.0
 # How often a sender looks for records in the host's local outbox (another process's, left
 # there during its own Redis fault): a sibling that never faulted would otherwise never look.
 LOCAL_LOOK_S = 1.0
@@ -72,25 +77,79 @@ _KEYS = (
     ),
     *("event:delayed_since", "event:leased_since", "usage:delayed_since", "usage:leased_since"),
     *("counted", "feed", "feed_seq", "customers", "schema", "scoped", "feed_epoch"),
-    *("latest_set", "set_sending", "feed_indexed"),
+    *("latest_set", "set_sending", "feed_indexed", "environment"),
 )
+# The scripts' answer when the outbox holds another Stigg environment's usage.
+_FOREIGN = "STIGG_CACHE_FOREIGN_ENVIRONMENT"
 
 
 def _script(name: str) -> str:
     return (files("stigg_cache_redis") / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def default_local_outbox(namespace: str) -> Path:
-    """Where usage waits while Redis is unreachable (the user's cache directory)."""
-    return Path(platformdirs.user_cache_dir("stigg-cache")) / f"redis-{namespace}-outbox.db"
+def default_local_outbox(settings: RedisSettings, environment: str | None) -> Path:
+    """Where usage waits while Redis is unreachable (the user's cache directory), one file
+    per Redis deployment (``host:port/db``, by a digest), namespace and Stigg environment
+    (its token): two clients of one host that send to different Redis servers or Stigg
+    environments never share it."""
+    deployment = hashlib.sha256(settings.deployment.encode()).hexdigest()[:12]
+    suffix = f"-{environment}" if environment else ""
+    name = f"redis-{settings.namespace}-{deployment}{suffix}-outbox.db"
+    return _cache_dir() / name
+
+
+def _cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("stigg-cache"))
+
+
+def _warn_of_unnamed_local_outbox(namespace: str) -> None:
+    """The file versions before 0.x used for every deployment and environment: its records
+    cannot be told apart, so they are left for an operator to place (logged once)."""
+    old = _cache_dir() / f"redis-{namespace}-outbox.db"
+    if not old.exists():
+        return
+    try:
+        with contextlib.closing(SqliteOutbox(old, read_only=True)) as box:
+            waiting = box.stats(time.time()).pending
+    except (StoreError, ConfigurationError):
+        return
+    if waiting:
+        logger.warning(
+            "stigg_cache_redis.unplaced_local_outbox: %d record(s) wait in %s, the local "
+            "outbox an earlier version shared between every Redis server and Stigg "
+            "environment of this user; they are not sent, as they may belong to another: "
+            "to send them, open once the client they belong to with &local_outbox=%s",
+            waiting,
+            old,
+            old,
+            extra={"event": "stigg_cache_redis.unplaced_local_outbox", "records": waiting},
+        )
+
+
+class ForeignEnvironmentError(StoreError):
+    """The outbox in Redis holds another Stigg environment's usage: this client neither adds
+    to it nor sends from it (its usage stays in its local outbox, and is sent from there)."""
 
 
 class RedisOutbox:
     """Outbox, dead letters and the fleet's rate budgets in one Redis."""
 
-    def __init__(self, settings: RedisSettings, local: SqliteOutbox | None = None) -> None:
-        """Connect lazily; open (creating) the local fallback outbox now."""
+    def __init__(
+        self,
+        settings: RedisSettings,
+        local: SqliteOutbox | None = None,
+        *,
+        environment: str | None = None,
+    ) -> None:
+        """Connect lazily; open (creating) the local fallback outbox now.
+
+        Args:
+            environment: the Stigg environment's token (base URL and API key digested):
+                names the default local outbox, and the outbox in Redis takes in and hands
+                out no usage of another environment (``None``: not known, not checked).
+        """
         self.settings = settings
+        self.environment = environment
         self._redis = settings.connect(at_least_s=OUTBOX_TIMEOUT_S)
         tag = f"{{stigg-cache:{settings.namespace}}}"  # one hash tag: one slot for the scripts
         self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]  # in the scripts' order
@@ -117,14 +176,17 @@ class RedisOutbox:
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
         self._journal = RedisJournal(self._redis, tag, self._gate)
+        if local is None and settings.local_outbox is None:
+            _warn_of_unnamed_local_outbox(settings.namespace)
         self.local = local or SqliteOutbox(
-            settings.local_outbox or default_local_outbox(settings.namespace)
+            settings.local_outbox or default_local_outbox(settings, environment)
         )
         self._local_waiting = True  # records a previous run left there are moved first
         self._local_looked = -math.inf  # monotonic time this process last looked there
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
+        self._foreign: str | None = None  # why the outbox in Redis is another environment's
         self._indexed = False  # by customer: records an older version wrote may not be
         self._scoped = False  # keys scoped to their customer: an older version's are not
         self._epoch = ""  # of the usage feed followed here ("": none seen yet)
@@ -137,6 +199,8 @@ class RedisOutbox:
         if not records:
             return []
         try:
+            if self._foreign is not None:  # senders look again with every claim
+                raise ForeignEnvironmentError(self._foreign)
             flags = self._enqueue_remote(records)
         except StoreError as error:
             self._fell_back(error)
@@ -159,7 +223,16 @@ class RedisOutbox:
                 self._local_sets.marked(unmarked)
             # Leases on Redis's clock: a host whose clock runs ahead takes no live lease.
             rows = self._run(
-                "claim", [kind.value, limit, owner, repr(lease_s), repr(CLOCK_STEP_S), repr(now)]
+                "claim",
+                [
+                    kind.value,
+                    limit,
+                    owner,
+                    repr(lease_s),
+                    repr(CLOCK_STEP_S),
+                    repr(now),
+                    self.environment or "",
+                ],
             )
         except StoreError as error:
             self._fell_back(error)
@@ -167,6 +240,7 @@ class RedisOutbox:
             for c in local:
                 self._local_sets.claimed(c.id, c.record)
             return [Claimed(-c.id, c.record, c.attempts) for c in local]
+        self._foreign = None
         claimed: list[Claimed] = []
         for at in range(0, len(rows), 5):
             id_ = int(rows[at])
@@ -247,6 +321,10 @@ class RedisOutbox:
     def stats(self, now: float) -> OutboxStats:
         local = self.local.stats(now)
         try:
+            if self._foreign is not None:  # what Redis holds is not this client's to count
+                if not local.pending:  # all of ours sent (the ERROR was logged)
+                    return local
+                raise ForeignEnvironmentError(self._foreign)
             remote = self._reads.stats()
             self._recovered()
         except StoreError as error:
@@ -257,7 +335,9 @@ class RedisOutbox:
                 local.sent_unsettled,
                 local.dead_letters,
                 local.oldest_pending_at,
-                problem=f"{error}; {local.pending} record(s) wait in the local outbox "
+                problem=f"{error}; {local.pending} record(s) wait there"
+                if isinstance(error, ForeignEnvironmentError)
+                else f"{error}; {local.pending} record(s) wait in the local outbox "
                 f"{self.local.path} and move to Redis when it answers",
             )
         oldest = [at for at in (remote.oldest_pending_at, local.oldest_pending_at) if at]
@@ -440,7 +520,18 @@ class RedisOutbox:
         return [self._key_of[name] for name in names]
 
     def _run(self, script: str, args: list[Any]) -> Any:
-        return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
+        try:
+            return self._gate.call(lambda: self._scripts[script](keys=self._keys, args=args))
+        except StoreError as error:
+            if _FOREIGN not in str(error):
+                raise
+            raise ForeignEnvironmentError(
+                f"the outbox in {redact_url(self.settings.url)} (namespace "
+                f"{self.settings.namespace!r}) holds the usage of another Stigg environment "
+                "(another API key or base URL): this client's usage waits in its local outbox "
+                f"{self.local.path} and is sent from there; give each environment a namespace "
+                "of its own (?namespace=staging)"
+            ) from None
 
     def _index_by_customer(self) -> None:
         """Index by customer what an older version wrote (once per outbox, in batches)."""
@@ -474,6 +565,7 @@ class RedisOutbox:
                 record.customer_id if record.counts_locally(self.counted_events) else "",
                 "" if record.stamp_given else "1",  # a retry may carry another stamp
             ]
+        args.append(self.environment or "")
         flags = self._run("enqueue", args)
         if flags and flags[0] == -1:
             raise reused_key(records[int(flags[1])])
@@ -533,6 +625,15 @@ class RedisOutbox:
         return done
 
     def _fell_back(self, error: StoreError) -> None:
+        if isinstance(error, ForeignEnvironmentError):
+            if self._foreign is None:
+                logger.error(
+                    "stigg_cache_redis.foreign_environment: %s",
+                    str(error),
+                    extra={"event": "stigg_cache_redis.foreign_environment"},
+                )
+            self._foreign = str(error)
+            return
         if not self._down:
             self._down = True
             logger.warning(

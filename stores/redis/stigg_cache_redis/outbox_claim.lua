@@ -1,9 +1,12 @@
 -- ARGV: kind, limit, owner, lease_s, clock_step_s, now (the caller's: when a superseded SET
--- counts as sent). Leases are timed on Redis's clock.
+-- counts as sent), the environment token (see refuse_foreign). Leases are timed on Redis's
+-- clock.
 -- Returns id, record, payload, attempts, identity for each record leased, oldest first.
 local lane = lanes[ARGV[1]]
 local limit, owner, now = tonumber(ARGV[2]), ARGV[3], redis_now()
 local lease_until, stepped_after = now + tonumber(ARGV[4]), now + tonumber(ARGV[5])
+local foreign = refuse_foreign(ARGV[7])
+if foreign then return foreign end
 -- Retries whose time has come and leases that ran out are sendable again, as are
 -- those set well after "now" (Redis's clock stepped back since).
 local function release(id)

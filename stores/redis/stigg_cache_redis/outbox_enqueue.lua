@@ -1,13 +1,16 @@
 -- ARGV: expected feed_seq ("": enqueue whatever moved), admitted ("1" or "0"), count, then
 -- per record: identity ("kind\ncustomer\nkey"), stamped_at, record JSON, payload, customer id
 -- ("": not indexed by customer), restamped ("1": the caller left the stamp to us, so a retry
--- that differs from the held record in its stamp alone is that record again).
+-- that differs from the held record in its stamp alone is that record again); last, the
+-- environment token (see refuse_foreign).
 -- All or nothing: {-1, index} when a key was used before for a different payload, else
 -- when every key is new: {-3} if not admitted, {-2} if the feed moved past "expected"
 -- (a consumption judged on usage that changed since: judge again), else one flag per
 -- record: 0 added, 1 duplicate of what is already held.
 local expected, admitted, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seen, flags, fresh = {}, {}, 0
+local foreign = refuse_foreign(ARGV[4 + count * 6])
+if foreign then return foreign end
 -- A payload without its stamp, as records.py's same_usage() takes it off: a usage record's
 -- first "createdAt", an event's last field, "timestamp".
 local function unstamped(identity, payload)

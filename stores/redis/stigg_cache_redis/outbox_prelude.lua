@@ -127,3 +127,18 @@ local function set_scope(payload)
   if type(resource) ~= 'string' then resource = '' end
   return tostring(body.customerId) .. '\n' .. tostring(body.featureId) .. '\n' .. resource
 end
+
+-- The Stigg environment (a digest of base URL and API key) whose usage the outbox holds:
+-- set by the first to enqueue or claim. Usage of another environment is never taken in,
+-- nor handed to its sender (it would go out with the wrong key). "": not known, not checked.
+local environment = KEYS[32]
+local function refuse_foreign(token)
+  if token == nil or token == '' then return nil end
+  local holder = redis.call('GET', environment)
+  if not holder then
+    redis.call('SET', environment, token)
+  elseif holder ~= token then
+    return redis.error_reply('STIGG_CACHE_FOREIGN_ENVIRONMENT')
+  end
+  return nil
+end
