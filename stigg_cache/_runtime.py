@@ -42,6 +42,7 @@ from stigg_cache.core.breaker import CircuitBreaker
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
+from stigg_cache.core.share import HeadroomShare, within_share
 from stigg_cache.environment import DEFAULT_NAMESPACE, checked_namespace
 from stigg_cache.errors import ClientClosedError, InvalidTypeError
 from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
@@ -317,15 +318,16 @@ class Runtime:
         _, judgement = self.walker.walked(request)  # refused once closed
         answers: list[MeteredEntitlement] = []
 
-        def admit() -> bool:
+        def admit(share: HeadroomShare | None) -> bool:
             answer = judgement.answer(self.usage.ledger.local_usage)
             assert isinstance(answer, MeteredEntitlement)
+            answer = within_share(answer, record.value, share)
             answers.append(answer)
             return answer.has_access
 
         receipt = self.usage.consume(record, admit, offline=self._offline())
         if not answers:  # a retry of a consumption already enqueued
-            admit()
+            admit(None)
         return Consumption(receipt is not None, answers[-1], receipt)
 
     def enqueue(self, records: list[UsageRecord]) -> list[Receipt]:
@@ -374,6 +376,7 @@ class Runtime:
             auth_error=flusher.auth_error or health.auth_error,
             sending_resumes_at=flusher.resumes_at(),
             namespace=self.namespace,
+            pacing=flusher.pacing(),
         )
 
     # -- lifecycle ------------------------------------------------------------------

@@ -242,6 +242,9 @@ class Status:
             ``Retry-After``, a backoff, a pause); ``None`` when it may send now.
         namespace: the environment the client's default store and outbox belong to
             (``namespace=``, else its base URL and a digest of its API key).
+        pacing: set while this process paces its sending off the fleet's shared budget,
+            saying at what share (a Redis outbox's bucket unreachable: the account's rate
+            over the processes last seen); ``None`` on the shared budget, or alone by design.
     """
 
     state: ConnectionState
@@ -267,3 +270,4 @@ class Status:
     auth_error: str | None = None
     sending_resumes_at: float | None = None
     namespace: str | None = None
+    pacing: str | None = None

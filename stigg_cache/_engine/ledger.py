@@ -16,6 +16,7 @@ from stigg_cache.adapters.base import Adapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S, LocalUsage, TallyKey, UsageLedger
 from stigg_cache.core.pacing import EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.core.reconcile import Measure
+from stigg_cache.core.share import HeadroomShare
 from stigg_cache.core.terms import ScopeKey
 from stigg_cache.errors import OutboxFullError, StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
@@ -192,7 +193,7 @@ class UsageService:
             self.next_sync = time.monotonic() + SYNC_INTERVAL_S
 
     def consume(
-        self, record: UsageRecord, admit: Callable[[], bool], *, offline: bool
+        self, record: UsageRecord, admit: Callable[[HeadroomShare | None], bool], *, offline: bool
     ) -> Receipt | None:
         """Enqueue ``record`` only if ``admit()``, judged with every process's usage, agrees.
 
@@ -204,12 +205,13 @@ class UsageService:
         self.read_customer(record.customer_id, record.resource_id)
         with self._consuming:  # this process's threads take turns in any case
             if self._shared is None:
-                receipts = self.outbox.enqueue([record], self._clock.time()) if admit() else None
+                now = self._clock.time()
+                receipts = self.outbox.enqueue([record], now) if admit(None) else None
             else:
 
                 def admitted(changes: UsageChanges) -> bool:
                     self._follow(changes)
-                    return admit()
+                    return admit(changes.share)
 
                 receipts = self._shared.enqueue_if(
                     [record], self._clock.time(), after=self._cursor, admit=admitted

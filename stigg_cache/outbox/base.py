@@ -20,6 +20,7 @@ import attrs
 from stigg_cache.core.ledger import DEFAULT_KEEP_ACKED_S
 from stigg_cache.core.pacing import RateBucket
 from stigg_cache.core.reconcile import JournalRow
+from stigg_cache.core.share import HeadroomShare
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
 
 KEEP_SENT_S = DEFAULT_KEEP_ACKED_S
@@ -82,11 +83,14 @@ class UsageChanges:
         held: records added or acknowledged since.
         dead: records moved to the dead letters since (customer id, idempotency key):
             they no longer count.
+        share: set when the outbox could not show every process's usage (a fleet's
+            outbox unreachable): the consumption may spend only this share of the headroom.
     """
 
     cursor: int
     held: list[Held]
     dead: list[tuple[str, str]]
+    share: HeadroomShare | None = None
 
 
 @runtime_checkable

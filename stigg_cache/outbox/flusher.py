@@ -206,6 +206,12 @@ class Flusher:
             wait = max(wait, -lane.bucket.available(now) / lane.bucket.rate)  # paused: < 0
         return None if wait <= 0 else self._clock.time() + wait
 
+    def pacing(self) -> str | None:
+        """How sending is paced when not on the fleet's shared budget (a bucket's ``pacing``,
+        e.g. a share of the account's rate while the shared bucket is unreachable)."""
+        notes = [getattr(lane.bucket, "pacing", None) for lane in self._lanes]
+        return next((note for note in notes if isinstance(note, str)), None)
+
     def flush(self, timeout_s: float, *, cancel: threading.Event | None = None) -> FlushResult:
         """Drain what can be drained within ``timeout_s`` (not while Stigg is offline).
 

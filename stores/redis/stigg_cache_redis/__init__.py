@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache_redis._connection import RedisSettings
-from stigg_cache_redis.outbox import RedisBucket, RedisOutbox, default_local_outbox
+from stigg_cache_redis._local import default_local_outbox
+from stigg_cache_redis.outbox import RedisOutbox
+from stigg_cache_redis.pacing import RedisBucket
 from stigg_cache_redis.store import RedisStore
 
 

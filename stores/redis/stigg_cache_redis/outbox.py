@@ -15,8 +15,6 @@ Redis returns, what is left is moved over. Ids of local records are negative.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -25,14 +23,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
-from pathlib import Path
 from typing import Any, cast
 
-import platformdirs
-
-from stigg_cache.core.pacing import TokenBucket
 from stigg_cache.core.reconcile import JournalRow
-from stigg_cache.errors import ConfigurationError, StoreError
+from stigg_cache.core.share import HeadroomShare
+from stigg_cache.errors import StoreError
 from stigg_cache.outbox.base import (
     CLOCK_STEP_S,
     KEEP_SENT_S,
@@ -50,10 +45,12 @@ from stigg_cache.outbox.records import (
 from stigg_cache.outbox.sqlite import SqliteOutbox
 from stigg_cache.stores import redact_url
 from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
+from stigg_cache_redis._local import default_local_outbox, warn_of_unnamed_local_outbox
 from stigg_cache_redis._reads import Reads
 from stigg_cache_redis._records import as_held, decode, encode, identity, readable, reused_key
 from stigg_cache_redis._sets import LocalSets
 from stigg_cache_redis.journal import RedisJournal
+from stigg_cache_redis.pacing import PROCESS_SEEN_S, RedisBucket
 
 logger = logging.getLogger("stigg_cache_redis")
 MOVE_BATCH = 500
@@ -87,45 +84,6 @@ def _script(name: str) -> str:
     return (files("stigg_cache_redis") / f"{name}.lua").read_text(encoding="utf-8")
 
 
-def default_local_outbox(settings: RedisSettings, environment: str | None) -> Path:
-    """Where usage waits while Redis is unreachable (the user's cache directory), one file
-    per Redis deployment (``host:port/db``, by a digest), namespace and Stigg environment
-    (its token): two clients of one host that send to different Redis servers or Stigg
-    environments never share it."""
-    deployment = hashlib.sha256(settings.deployment.encode()).hexdigest()[:12]
-    suffix = f"-{environment}" if environment else ""
-    name = f"redis-{settings.namespace}-{deployment}{suffix}-outbox.db"
-    return _cache_dir() / name
-
-
-def _cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("stigg-cache"))
-
-
-def _warn_of_unnamed_local_outbox(namespace: str) -> None:
-    """The file versions before 0.x used for every deployment and environment: its records
-    cannot be told apart, so they are left for an operator to place (logged once)."""
-    old = _cache_dir() / f"redis-{namespace}-outbox.db"
-    if not old.exists():
-        return
-    try:
-        with contextlib.closing(SqliteOutbox(old, read_only=True)) as box:
-            waiting = box.stats(time.time()).pending
-    except (StoreError, ConfigurationError):
-        return
-    if waiting:
-        logger.warning(
-            "stigg_cache_redis.unplaced_local_outbox: %d record(s) wait in %s, the local "
-            "outbox an earlier version shared between every Redis server and Stigg "
-            "environment of this user; they are not sent, as they may belong to another: "
-            "to send them, open once the client they belong to with &local_outbox=%s",
-            waiting,
-            old,
-            old,
-            extra={"event": "stigg_cache_redis.unplaced_local_outbox", "records": waiting},
-        )
-
-
 class ForeignEnvironmentError(StoreError):
     """The outbox in Redis holds another Stigg environment's usage: this client neither adds
     to it nor sends from it (its usage stays in its local outbox, and is sent from there)."""
@@ -155,6 +113,11 @@ class RedisOutbox:
         self._keys = [f"{tag}:outbox:{name}" for name in _KEYS]  # in the scripts' order
         self._key_of = dict(zip(_KEYS, self._keys, strict=True))
         self._bucket_prefix = f"{tag}:bucket:"
+        self._processes_key = f"{tag}:processes"  # who took from the fleet's buckets lately
+        self._nonce = uuid.uuid4().hex[:8]
+        # Processes that took from the fleet's buckets in the last PROCESS_SEEN_S, as Redis
+        # last said (0: never reached): while it is unreachable, each paces at its share.
+        self.processes_seen = 0
         self._gate = Gate(f"redis outbox {redact_url(settings.url)}")
         self._reads = Reads(self._redis, self._gate, self._key_of)
         prelude = _script("outbox_prelude")
@@ -177,7 +140,7 @@ class RedisOutbox:
         self._bucket_script = self._redis.register_script(_script("bucket"))
         self._journal = RedisJournal(self._redis, tag, self._gate)
         if local is None and settings.local_outbox is None:
-            _warn_of_unnamed_local_outbox(settings.namespace)
+            warn_of_unnamed_local_outbox(settings.namespace)
         self.local = local or SqliteOutbox(
             settings.local_outbox or default_local_outbox(settings, environment)
         )
@@ -186,6 +149,9 @@ class RedisOutbox:
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
+        # Granted by consumptions while Redis's usage could not be read, by (customer,
+        # resource, feature): what of its share of the headroom this process has spent.
+        self._spent_blind: dict[tuple[str, str | None, str], float] = {}
         self._foreign: str | None = None  # why the outbox in Redis is another environment's
         self._indexed = False  # by customer: records an older version wrote may not be
         self._scoped = False  # keys scoped to their customer: an older version's are not
@@ -446,14 +412,15 @@ class RedisOutbox:
         """Judge on every change since ``after``, enqueue if nothing moved usage meanwhile,
         else judge again on what did (every round some process got its usage in).
 
-        While Redis is unreachable: judged on what this process knows, enqueued locally.
+        While Redis is unreachable: judged on what this process knows, enqueued locally, and
+        granted only within this process's share of the headroom (one over the processes
+        Redis last saw): together, the fleet's processes never grant past the limit.
         """
         while True:
             try:
                 changes = self.changes(after)
             except StoreError:
-                admitted = admit(UsageChanges(after, [], []))
-                return self.enqueue(records, now) if admitted else None
+                return self._enqueue_blind(records, now, after, admit)
             admitted = admit(changes)
             try:
                 flags = self._enqueue_remote(records, expected=changes.cursor, admitted=admitted)
@@ -468,6 +435,26 @@ class RedisOutbox:
                     for r, flag in zip(records, flags, strict=True)
                 ]
             after = changes.cursor
+
+    def _enqueue_blind(
+        self,
+        records: Sequence[UsageRecord],
+        now: float,
+        after: int,
+        admit: Callable[[UsageChanges], bool],
+    ) -> list[Receipt] | None:
+        """``enqueue_if`` while Redis's usage cannot be read: within this process's share."""
+        scopes = {(r.customer_id, r.resource_id, r.name) for r in records}
+        spent = sum(self._spent_blind.get(scope, 0.0) for scope in scopes)
+        processes = max(1, self.processes_seen)
+        share = HeadroomShare(1 / processes, spent, processes)
+        if not admit(UsageChanges(after, [], [], share=share)):
+            return None
+        receipts = self.enqueue(records, now)
+        for record in records:
+            scope = (record.customer_id, record.resource_id, record.name)
+            self._spent_blind[scope] = self._spent_blind.get(scope, 0.0) + record.value
+        return receipts
 
     # -- dead letters (DeadLetterBox) ------------------------------------------------
 
@@ -489,8 +476,8 @@ class RedisOutbox:
     # -- shared pacing (SharedPacing) --------------------------------------------------
 
     def rate_bucket(self, name: str, rate: float, capacity: float) -> RedisBucket:
-        """The fleet's bucket ``name``; this process's own while Redis is unreachable."""
-        return RedisBucket(self, self._bucket_prefix + name, rate, capacity)
+        """The fleet's bucket ``name``; while Redis is unreachable, this process's share of it."""
+        return RedisBucket(self.bucket_call, lambda: self.processes_seen, name, rate, capacity)
 
     def journal_add(
         self, rows: Sequence[JournalRow], uncovered: int, *, size: int, chars: int
@@ -502,13 +489,19 @@ class RedisOutbox:
         """Every offline decision of the host, taken (``SharedJournal``)."""
         return self._journal.take()
 
-    def bucket_call(self, key: str, *args: str | float) -> float:
-        """One atomic operation of the bucket script (see ``bucket.lua``).
+    def bucket_call(self, name: str, *args: str | float) -> float:
+        """One atomic operation of the bucket script on bucket ``name`` (see ``bucket.lua``);
+        notes how many processes of the fleet take from its buckets.
 
         Raises:
             StoreError: Redis did not answer.
         """
-        answer = self._gate.call(lambda: self._bucket_script(keys=[key], args=[*args]))
+        process = f"{socket.gethostname()}:{os.getpid()}:{self._nonce}"  # a child is another
+        keys = [self._bucket_prefix + name, self._processes_key]
+        answer, seen = self._gate.call(
+            lambda: self._bucket_script(keys=keys, args=[*args, process, repr(PROCESS_SEEN_S)])
+        )
+        self.processes_seen = int(seen)
         return float(answer)
 
     # -- internals -----------------------------------------------------------------------
@@ -647,6 +640,7 @@ class RedisOutbox:
         if self._down:
             self._down = False
             self._local_waiting = True
+            self._spent_blind.clear()  # what it granted is in Redis's usage again
             logger.info(
                 "stigg_cache_redis.recovered: Redis answers again",
                 extra={"event": "stigg_cache_redis.recovered"},
@@ -656,50 +650,3 @@ class RedisOutbox:
         return (
             f"RedisOutbox({redact_url(self.settings.url)!r}, namespace={self.settings.namespace!r})"
         )
-
-
-class RedisBucket:
-    """A token bucket in Redis (on Redis's clock), this process's own while Redis is down."""
-
-    def __init__(self, outbox: RedisOutbox, key: str, rate: float, capacity: float) -> None:
-        self._outbox = outbox
-        self._key = key
-        self._rate = rate
-        self._capacity = capacity
-        self._local = TokenBucket(rate, capacity)
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @property
-    def capacity(self) -> float:
-        return self._capacity
-
-    def _call(self, operation: str, count: float = 0, least: int = 0) -> float | None:
-        try:
-            return self._outbox.bucket_call(
-                self._key, operation, repr(self._rate), repr(self._capacity), repr(count), least
-            )
-        except StoreError:
-            return None
-
-    def available(self, now: float) -> float:
-        shared = self._call("available")
-        return self._local.available(now) if shared is None else shared
-
-    def take(self, count: float, now: float) -> float:
-        shared = self._call("take", count)
-        return self._local.take(count, now) if shared is None else shared
-
-    def acquire(self, most: int, least: int, now: float) -> int:
-        shared = self._call("acquire", most, least)
-        return self._local.acquire(most, least, now) if shared is None else int(shared)
-
-    def refund(self, count: float, now: float) -> None:
-        if self._call("refund", count) is None:
-            self._local.refund(count, now)
-
-    def pause(self, seconds: float, now: float) -> None:
-        if self._call("pause", seconds) is None:
-            self._local.pause(seconds, now)

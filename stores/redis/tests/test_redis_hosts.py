@@ -9,11 +9,14 @@ from __future__ import annotations
 import collections
 import time
 from pathlib import Path
+from typing import cast
+
+import redis
 
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache.testing.proxy import FaultProxy
 
-from conftest import API_KEY, OwnRedis, url_for
+from conftest import API_KEY, OwnRedis, namespace_for, url_for
 from fleet import Worker
 
 
@@ -134,3 +137,85 @@ def test_a_namespace_never_takes_in_nor_hands_out_another_environments_usage(
     assert _counted(fake) == {"p0": 1}  # was p0 and s0..s4, sent with production's key
     assert _counted(staging) == {f"s{n}": 1 for n in range(5)}
     assert "another Stigg environment" in problem, problem
+
+
+def _host_url(server_url: str, tmp_path: Path, host: int) -> str:
+    """The fleet's namespace in Redis; the local outbox of host number ``host``."""
+    return f"{server_url}?namespace={namespace_for(tmp_path)}&local_outbox={tmp_path}/h{host}.db"
+
+
+def _hosts_seen(server: OwnRedis, tmp_path: Path, count: int) -> bool:
+    """Whether Redis saw ``count`` processes take from the fleet's buckets, and each of
+    them took again since (so each was told there are ``count``)."""
+    key = f"{{stigg-cache:{namespace_for(tmp_path)}}}:processes"
+    client = redis.Redis(port=server.port)
+    try:
+        if not _wait_for(lambda: client.zcard(key) >= count, 10):
+            return False
+
+        def scores() -> list[float]:
+            found = cast("list[tuple[bytes, float]]", client.zrange(key, 0, -1, withscores=True))
+            return [score for _, score in found]
+
+        joined = max(scores())
+        return _wait_for(lambda: min(scores()) > joined, 10)
+    finally:
+        client.close()
+
+
+def test_hosts_cut_off_from_redis_send_at_their_share_of_the_accounts_rate(
+    fake: FakeStigg, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    rate, per_host = 200.0, 1_000
+    fake.account.set_limits(rate, 600.0)  # Stigg's limit for the account
+    fake.set_mode(FakeMode.DOWN)
+    hosts = [
+        Worker(_host_url(own_redis.url, tmp_path, n), fake.url, API_KEY, events_per_second=rate)
+        for n in range(3)
+    ]
+    try:
+        _hosts_seen(own_redis, tmp_path, 3)
+        own_redis.stop()  # from now on, each host paces alone
+        for n, host in enumerate(hosts):
+            host.ask("events", customer="acme", keys=[f"h{n}-{k}" for k in range(per_host)])
+        fake.set_mode(FakeMode.UP)
+        assert _wait_for(lambda: len(_counted(fake)) >= 3 * per_host, 120)
+        pacing = [host.ask("status")["pacing"] or "" for host in hosts]
+    finally:
+        for host in hosts:
+            host.close()
+    assert (
+        fake.account.rate_limited == 0
+    )  # was 7 and 8 (two runs): three hosts at the account's rate
+    assert all("1/3 of the account's rate" in note for note in pacing), pacing
+    assert max(_counted(fake).values()) == 1
+
+
+def test_hosts_cut_off_from_redis_never_grant_past_a_limit_together(
+    fake: FakeStigg, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    # acme's api_calls: limit 100, usage 40 at Stigg: 60 left for the whole fleet.
+    hosts = [Worker(_host_url(own_redis.url, tmp_path, n), fake.url, API_KEY) for n in range(3)]
+    try:
+        for host in hosts:
+            answer = host.ask("metered", customer="acme", feature="api_calls")
+            assert answer["source"] in ("LIVE", "CACHE"), answer  # the snapshot, in memory too
+        _hosts_seen(own_redis, tmp_path, 3)
+        fake.set_mode(FakeMode.DOWN)  # answers from the snapshot each host holds
+        own_redis.stop()  # no host sees another's usage now
+        granted = [
+            sum(
+                host.ask("consume", customer="acme", feature="api_calls", key=f"h{n}-{k}")[
+                    "granted"
+                ]
+                for k in range(70)
+            )
+            for n, host in enumerate(hosts)
+        ]
+        pacing = [host.ask("status")["pacing"] or "" for host in hosts]
+    finally:
+        for host in hosts:
+            host.close()
+    assert sum(granted) <= 60, granted  # was [60, 60, 60]: 180 of the 60 left
+    assert granted == [20, 20, 20]  # each its share: one third of what was left
+    assert all("1/3" in note for note in pacing), pacing
