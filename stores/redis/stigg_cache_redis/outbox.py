@@ -146,6 +146,7 @@ class RedisOutbox:
         )
         self._local_waiting = True  # records a previous run left there are moved first
         self._local_looked = -math.inf  # monotonic time this process last looked there
+        self._local_seq = self.local.cursor()  # the local outbox's changes followed from here
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
         self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
@@ -331,14 +332,17 @@ class RedisOutbox:
     # -- one view of usage (SharedUsage) ------------------------------------------------
 
     def changes(self, after: int) -> UsageChanges:
-        """What moved local usage in Redis since ``after`` (the local outbox's records are
-        counted by the process that wrote them, and here once moved to Redis).
+        """What moved local usage in Redis since ``after``, and in the host's local outbox
+        since this process last looked: a sibling that sent or dead-lettered a record from
+        there (during a Redis fault) settles it here too, else it would count here for ever.
 
         Raises:
             StoreError: Redis did not answer.
         """
         rows = self._run("changes", [after, self._epoch])
         self._follow_epoch(rows[1].decode(), reset=rows[2] == 1)
+        local = self.local.changes(self._local_seq)
+        self._local_seq = local.cursor
         held: list[Held] = []
         dead: list[tuple[str, str]] = []
         for at in range(3, len(rows), 7):
@@ -351,7 +355,7 @@ class RedisOutbox:
             else:
                 held.append(as_held(record, acked, counted))
         self._recovered()
-        return UsageChanges(int(rows[0]), held, dead)
+        return UsageChanges(int(rows[0]), held + local.held, dead + local.dead)
 
     def cursor(self) -> int:
         """The feed's latest sequence number.

@@ -67,9 +67,13 @@ def _free_port() -> int:
 class OwnRedis:
     """A redis-server of the test's own on a loopback port, to stop and start at will."""
 
-    def __init__(self, password: str | None = None) -> None:
+    def __init__(self, password: str | None = None, *, persist_in: Path | None = None) -> None:
+        """``persist_in``: keep every write in an append-only file there, fsynced before
+        Redis answers (``appendfsync always``), so a restart, even after SIGKILL, loses
+        nothing acknowledged; else Redis restarts empty."""
         self.port = _free_port()
         self.password = password
+        self.persist_in = persist_in
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -85,8 +89,7 @@ class OwnRedis:
                 str(self.port),
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *self._persistence(),
                 *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
@@ -101,6 +104,12 @@ class OwnRedis:
             else:
                 return
         raise AssertionError("redis-server did not start within 10 s")
+
+    def _persistence(self) -> list[str]:
+        if self.persist_in is None:
+            return ["--appendonly", "no"]
+        self.persist_in.mkdir(parents=True, exist_ok=True)
+        return ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.persist_in)]
 
     def stop(self) -> None:
         if self._process is not None:
