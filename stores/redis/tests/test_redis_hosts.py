@@ -6,6 +6,7 @@ Each host is one or more client processes with the local outbox of the host
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import cast
 
 import redis
 
+from stigg_cache import AsyncResilientClient, ResilientClient
 from stigg_cache.testing.fake import FakeMode, FakeStigg
 from stigg_cache.testing.proxy import FaultProxy
 
@@ -219,3 +221,33 @@ def test_hosts_cut_off_from_redis_never_grant_past_a_limit_together(
     assert sum(granted) <= 60, granted  # was [60, 60, 60]: 180 of the 60 left
     assert granted == [20, 20, 20]  # each its share: one third of what was left
     assert all("1/3" in note for note in pacing), pacing
+
+
+def test_a_threaded_and_an_async_client_cut_off_from_redis_each_consume_their_share(
+    fake: FakeStigg, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    # Two clients, two processes as Redis counts them (each outbox names itself).
+    sync = ResilientClient(
+        None, api_key=API_KEY, base_url=fake.url, store=_host_url(own_redis.url, tmp_path, 0)
+    )
+    url = _host_url(own_redis.url, tmp_path, 1)
+
+    async def story() -> tuple[int, int, str | None]:
+        async with AsyncResilientClient(None, api_key=API_KEY, base_url=fake.url, store=url) as aio:
+            await aio.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+            sync.get_metered_entitlement(customer_id="acme", feature_id="api_calls")
+            _hosts_seen(own_redis, tmp_path, 2)
+            fake.set_mode(FakeMode.DOWN)
+            own_redis.stop()
+            threaded = sum(sync.consume("acme", "api_calls").granted for _ in range(70))
+            awaited = sum([(await aio.consume("acme", "api_calls")).granted for _ in range(70)])
+            return threaded, awaited, getattr(aio.status(), "pacing", None)
+
+    try:
+        threaded, awaited, pacing = asyncio.run(story())
+        sync_pacing = getattr(sync.status(), "pacing", None)
+    finally:
+        sync.close()
+    assert (threaded, awaited) == (30, 30)  # 60 left: half each (was 60 and 60)
+    assert "1/2" in (pacing or ""), pacing
+    assert "1/2" in (sync_pacing or ""), sync_pacing
