@@ -13,11 +13,13 @@ import functools
 import gzip
 import json
 import logging
+import os
 import re
 import socket
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections import Counter
 from collections.abc import Sequence
@@ -176,6 +178,7 @@ class FakeStigg(Closing):
         self._held: socket.socket | None = None  # the port while DOWN, bound, not listening
         self._port = port
         self._listen()
+        _SERVING.add(self)
 
     # -- configuration ----------------------------------------------------------
 
@@ -256,6 +259,16 @@ class FakeStigg(Closing):
         held, self._held = self._held, None
         if held is not None:
             held.close()
+
+    def _forget_in_child(self) -> None:
+        """In a forked child: the parent serves, so its sockets are closed here (a child
+        holding the listening socket kept the parent from going DOWN and UP again:
+        "Address already in use")."""
+        server, self._server = self._server, None
+        held, self._held = self._held, None
+        for sock in (server.socket if server is not None else None, held):
+            if sock is not None:
+                sock.close()
 
     def _hold_port(self) -> None:
         """Keep the port bound while DOWN (connections are still refused: nothing listens),
@@ -398,6 +411,17 @@ def _route(method: str, path: str) -> tuple[str, re.Match[str]] | None:
         if method == route_method and match:
             return name, match
     return None
+
+
+_SERVING: weakref.WeakSet[FakeStigg] = weakref.WeakSet()
+
+
+def _in_child() -> None:
+    for fake in list(_SERVING):
+        fake._forget_in_child()
+
+
+os.register_at_fork(after_in_child=_in_child)
 
 
 class _Server(ThreadingHTTPServer):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import time
 
 import httpx
 import pytest
@@ -28,3 +31,24 @@ def test_down_refuses_connections_and_no_other_socket_takes_the_port() -> None:
         assert fake.port == port
         answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
         assert answer.status_code == 200, answer.text  # served again, on the same port
+
+
+def test_a_forked_child_alive_never_keeps_the_fake_from_going_down_and_up() -> None:
+    # A child forked after the fake started inherited its listening socket: DOWN (and UP)
+    # then raised "Address already in use" in the parent, in the very forked-worker
+    # outage tests the fake is for.
+    with FakeStigg() as fake:
+        pid = os.fork()
+        if pid == 0:  # the child only lives on, holding what it inherited
+            time.sleep(3)
+            os._exit(0)
+        try:
+            fake.set_mode(FakeMode.DOWN)
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
+            fake.set_mode(FakeMode.UP)
+            answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
+            assert answer.status_code == 200, answer.text
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
