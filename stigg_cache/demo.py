@@ -240,8 +240,7 @@ def _reconnect(client: ResilientClient, reports: queue.Queue[ReconcileReport]) -
     for contradiction in report.contradictions:
         where = f"{contradiction.customer_id}/{contradiction.feature_id}"
         times = f" ({contradiction.count} decisions)" if contradiction.count > 1 else ""
-        offline = "granted" if contradiction.offline_has_access else "denied"
-        print(f"     - {where}: {offline} offline{times}; {contradiction.explanation}")
+        print(f"     - {where}{times}: {contradiction.explanation}")  # "granted offline, but …"
 
 
 def _recovery(

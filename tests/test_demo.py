@@ -57,7 +57,10 @@ def test_the_demo_shows_its_policy_its_reconciliation_report_and_one_rejection()
     assert checked > 0
     assert contradicted > 0
     assert refreshed > 0
-    assert "     - newcorp/sso: granted offline (2 decisions); " in out  # the incident rule's
+    # the incident rule's, said once: "granted offline, but Stigg would have denied it: …"
+    assert (
+        "     - newcorp/sso (2 decisions): granted offline, but Stigg would have denied it" in out
+    )
     assert "Stigg received 10 events and 2 usage records, each once" in out
     assert re.search(r"4\. Stigg back \(Stigg's count\) +acme +api_calls .* usage 460 of 1000", out)
     assert lines[-1] == "   status: CONNECTED, outbox depth 0"
