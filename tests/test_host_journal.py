@@ -8,6 +8,7 @@ decision once. The Redis plugin runs these tests on Redis (``store_url``).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -212,5 +213,28 @@ def test_the_hosts_journal_sums_alike_decisions_within_its_bound_and_is_taken_on
         ]
         assert uncovered == 5 + 4
         assert outbox.journal_take() == ([], 0)
+    finally:
+        outbox.close()
+
+
+def test_the_hosts_journal_keeps_the_usage_each_decision_counted_and_reads_older_rows(
+    store_url: str,
+) -> None:
+    """Alike decisions that counted other usage are other kinds; a row the previous version
+    wrote (its key without usage) still loads, as a decision that counted none."""
+    older = journal_row(_kind("a", 2, 10.0, 11.0))
+    key = json.loads(older[0])
+    assert len(key) == 8  # as the previous version wrote it: no usage
+    outbox = open_outbox(default_outbox_url(store_url))
+    try:
+        assert isinstance(outbox, SharedJournal)
+        at = [attrs.evolve(_kind("a", 1, 12.0 + used, 12.0 + used), used=used) for used in (0, 1)]
+        outbox.journal_add([older, *map(journal_row, at)], 0, size=10, chars=1_000)
+        outbox.journal_add([journal_row(at[1])], 0, size=10, chars=1_000)
+        taken, uncovered = outbox.journal_take()
+        read = [from_journal_row(row) for row in taken]
+        assert len(read) == 3
+        assert set(read) == {_kind("a", 2, 10.0, 11.0), at[0], attrs.evolve(at[1], count=2)}
+        assert uncovered == 0
     finally:
         outbox.close()

@@ -74,9 +74,16 @@ class HostJournal:
         """Whether decisions counted here are not yet in the host's journal (or on their way)."""
         return not self._memory.empty or self._adding.locked()
 
-    def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
-        """Count one offline decision made at ``at`` (wall time); no I/O."""
-        self._memory.record(at, request, source, has_access)
+    def record(
+        self,
+        at: float,
+        request: CheckRequest,
+        source: Source,
+        has_access: bool,
+        used: float | None = None,
+    ) -> None:
+        """Count one offline decision made at ``at`` (wall time), counting ``used``; no I/O."""
+        self._memory.record(at, request, source, has_access, used)
         if self._shared is not None and self._thread is None:
             self._start()
 

@@ -139,7 +139,8 @@ class Walker:
         answer = state.judgement.answer(local_usage)
         if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
             granted = not isinstance(answer, Snapshot) and answer.has_access
-            self.journal.record(self._clock.time(), question, answer.decision.source, granted)
+            used = getattr(answer, "current_usage", None)  # the usage the answer counted
+            self.journal.record(self._clock.time(), question, answer.decision.source, granted, used)
         return answer, state.judgement
 
     def _now(self) -> walk.Now:

@@ -21,17 +21,20 @@ from stigg_cache.core.ledger import LocalUsage
 from stigg_cache.core.terms import ScopeKey
 from stigg_cache.models import AnyEntitlement, Decision, FeatureEntitlement, Snapshot, Source
 
-# Kinds of offline decision kept for the report (customer, feature, request, tier and
-# answer: counted with their first and last time), and the characters of their ids and
-# requested values together (a kind may hold 100 values of 1,000 characters: the count
-# alone would let an outage hold gigabytes); past either, decisions are counted as uncovered.
+# Kinds of offline decision kept for the report (customer, feature, request, tier, answer
+# and the usage it counted: counted with their first and last time), and the characters
+# of their ids and requested values together (a kind may hold 100 values of 1,000
+# characters: the count alone would let an outage hold gigabytes); past either, decisions
+# are counted as uncovered.
 DEFAULT_JOURNAL_SIZE = 100_000
 DEFAULT_JOURNAL_CHARS = 8_000_000
 
 
 @attrs.frozen
 class OfflineDecision:
-    """Checks answered alike without fresh data: one request, one tier, one answer."""
+    """Checks answered alike without fresh data: one request, one tier, one answer, counting
+    one usage (``used``, ``None`` for an answer without usage). Checks that counted other
+    usage are other kinds: each is judged with the usage Stigg counted when it was made."""
 
     request: CheckRequest
     source: Source
@@ -39,6 +42,7 @@ class OfflineDecision:
     count: int = 1
     first_at: float = 0.0
     last_at: float = 0.0
+    used: float | None = None
 
 
 @attrs.frozen
@@ -90,6 +94,9 @@ class ReconcileReport:
         return sum(c.count for c in self.contradictions if not c.offline_has_access)
 
 
+_Kind = tuple[CheckRequest, Source, bool, float | None]  # request, tier, answer, usage
+
+
 class DecisionJournal:
     """Offline decisions, counted by kind within a bound; thread-safe."""
 
@@ -98,14 +105,21 @@ class DecisionJournal:
     ) -> None:
         self._size = size
         self._chars = self._chars_left = chars
-        self._kinds: dict[tuple[CheckRequest, Source, bool], list[float]] = {}  # count, first, last
+        self._kinds: dict[_Kind, list[float]] = {}  # count, first, last
         self._uncovered = 0
         self._held_kinds = self._held_chars = 0  # taken, still in memory (:meth:`release`)
         self._lock = threading.Lock()
 
-    def record(self, at: float, request: CheckRequest, source: Source, has_access: bool) -> None:
-        """Count one offline decision made at ``at`` (wall time)."""
-        key = (request, source, has_access)
+    def record(
+        self,
+        at: float,
+        request: CheckRequest,
+        source: Source,
+        has_access: bool,
+        used: float | None = None,
+    ) -> None:
+        """Count one offline decision made at ``at`` (wall time), counting ``used``."""
+        key = (request, source, has_access, used)
         with self._lock:
             kind = self._kinds.get(key)
             if kind is not None:
@@ -120,7 +134,7 @@ class DecisionJournal:
     def add(self, decision: OfflineDecision) -> None:
         """Count alike decisions at once (taken back from the host's journal, or not yet
         added to it)."""
-        key = (decision.request, decision.source, decision.has_access)
+        key = (decision.request, decision.source, decision.has_access, decision.used)
         with self._lock:
             kind = self._kinds.get(key)
             if kind is not None:
@@ -157,11 +171,11 @@ class DecisionJournal:
             uncovered, self._uncovered = self._uncovered, 0
             if hold:
                 self._held_kinds += len(kinds)
-                self._held_chars += sum(held_chars(request) for request, _, _ in kinds)
+                self._held_chars += sum(held_chars(request) for request, *_ in kinds)
             self._chars_left = self._chars - self._held_chars
         taken = [
-            OfflineDecision(request, source, has_access, int(count), first, last)
-            for (request, source, has_access), (count, first, last) in kinds.items()
+            OfflineDecision(request, source, has_access, int(count), first, last, used)
+            for (request, source, has_access, used), (count, first, last) in kinds.items()
         ]
         taken.sort(key=lambda decision: decision.last_at)
         return taken, uncovered
@@ -183,28 +197,29 @@ count, first and last time, and the characters it holds (the journal's bound).""
 def journal_row(decision: OfflineDecision) -> JournalRow:
     """A kind of decision as the host's journal keeps it."""
     request = decision.request
-    key = json.dumps(
-        [
-            request.kind.value,
-            request.customer_id,
-            request.feature_id,
-            request.resource_id,
-            request.requested_usage,
-            list(request.requested_values),
-            decision.source.value,
-            decision.has_access,
-        ],
-        separators=(",", ":"),
-    )
+    fields = [
+        request.kind.value,
+        request.customer_id,
+        request.feature_id,
+        request.resource_id,
+        request.requested_usage,
+        list(request.requested_values),
+        decision.source.value,
+        decision.has_access,
+    ]
+    if decision.used is not None:  # a key without it: as the versions before kept it
+        fields.append(decision.used)
+    key = json.dumps(fields, separators=(",", ":"))
     return key, decision.count, decision.first_at, decision.last_at, held_chars(request)
 
 
 def from_journal_row(row: JournalRow) -> OfflineDecision | None:
-    """A kind of decision read back from the host's journal; ``None`` if it does not parse
-    (written by another version, or damaged)."""
+    """A kind of decision read back from the host's journal (one an earlier version wrote
+    counts no usage); ``None`` if it does not parse (a later version's, or damaged)."""
     key, count, first_at, last_at, _ = row
     try:
-        kind, customer, feature, resource, usage, values, source, granted = json.loads(key)
+        kind, customer, feature, resource, usage, values, source, granted, *rest = json.loads(key)
+        (used,) = rest or [None]
         request = CheckRequest(
             CheckKind(kind),
             str(customer),
@@ -214,7 +229,13 @@ def from_journal_row(row: JournalRow) -> OfflineDecision | None:
             tuple(str(v) for v in values),
         )
         return OfflineDecision(
-            request, Source(source), bool(granted), int(count), float(first_at), float(last_at)
+            request,
+            Source(source),
+            bool(granted),
+            int(count),
+            float(first_at),
+            float(last_at),
+            None if used is None else float(used),
         )
     except (ValueError, TypeError, RecursionError):
         return None

@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 from stigg_cache.core.engine import CheckKind, CheckRequest
-from stigg_cache.core.reconcile import Measure, OfflineDecision, judge_offline
+from stigg_cache.core.reconcile import DecisionJournal, Measure, OfflineDecision, judge_offline
 from stigg_cache.models import FeatureEntitlement, Snapshot, Source
 
 NOW = datetime(2030, 6, 15, tzinfo=UTC).timestamp()
@@ -107,3 +107,28 @@ def test_usage_the_host_cannot_tell_of_never_contradicts_a_denial() -> None:
         ("c", None): Snapshot("c", None, {"api_calls": _metered(10, 0)}, NOW)
     }
     assert judge_offline([decision], fresh, now_wall=NOW, reported={}) == []
+
+
+def test_alike_consumptions_under_a_lowered_limit_are_judged_each_with_its_own_usage() -> None:
+    """5 units consumed offline against limit 10, lowered to 3 during the outage: the 4th
+    and 5th would have been denied then, the first three not (attack report F3)."""
+    journal = DecisionJournal()
+    request = CheckRequest(CheckKind.METERED, "c", "api_calls", requested_usage=1)
+    reported: list[Measure] = []
+    for n in range(5):  # each answered counting the units before it, each then reported
+        journal.record(DECIDED + 10 * n, request, Source.STALE, True, used=float(n))
+        reported.append((DECIDED + 10 * n + 1, 1.0, False))
+    entries, uncovered = journal.take()
+    assert (len(entries), uncovered) == (5, 0)
+    fresh: dict[tuple[str, str | None], Snapshot] = {
+        ("c", None): Snapshot("c", None, {"api_calls": _metered(3, 5)}, NOW)
+    }
+    found = judge_offline(
+        entries, fresh, now_wall=NOW, reported={("c", None): {"api_calls": reported}}
+    )
+    assert sum(c.count for c in found) == 2
+    assert [c.explanation for c in found] == [
+        "granted offline, but Stigg would have denied it: RequestedUsageExceedingLimit"
+        f" ({used} of 3 used, 1 requested)"
+        for used in (3, 4)
+    ]

@@ -15,6 +15,7 @@ from tests.conftest import fake  # the same fake (and key) as the SQLite runs
 from tests.test_host_journal import (
     test_a_sibling_reconciling_reports_the_other_workers_decisions,
     test_a_worker_restarted_mid_outage_still_has_its_decisions_reported,
+    test_the_hosts_journal_keeps_the_usage_each_decision_counted_and_reads_older_rows,
     test_the_hosts_journal_sums_alike_decisions_within_its_bound_and_is_taken_once,
     test_two_workers_reconciling_at_once_report_each_decision_once,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "fake",
     "test_a_sibling_reconciling_reports_the_other_workers_decisions",
     "test_a_worker_restarted_mid_outage_still_has_its_decisions_reported",
+    "test_the_hosts_journal_keeps_the_usage_each_decision_counted_and_reads_older_rows",
     "test_the_hosts_journal_sums_alike_decisions_within_its_bound_and_is_taken_once",
     "test_two_workers_reconciling_at_once_report_each_decision_once",
 ]
