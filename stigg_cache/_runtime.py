@@ -315,7 +315,8 @@ class Runtime:
     def consume(self, request: CheckRequest, record: UsageRecord) -> Consumption:
         """``ResilientClient.consume``: judged once outside the outbox's transaction (the
         walk may fetch), then again inside it with every process's usage."""
-        _, judgement = self.walker.walked(request)  # refused once closed
+        # Journaled at the usage's stamp: its own units are reported at or after it.
+        _, judgement = self.walker.walked(request, at=record.stamped_at)  # refused once closed
         answers: list[MeteredEntitlement] = []
 
         def admit(share: HeadroomShare | None) -> bool:

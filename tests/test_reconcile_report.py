@@ -127,6 +127,18 @@ CONTRADICTIONS = {
 # "newbie" (0 of 100).
 
 
+class _Clock(ManualClock):
+    """A manual clock whose wall time, while ``ticking``, moves on a millisecond each read:
+    a consumption's usage is stamped before its check is answered, as on a real clock."""
+
+    ticking = False
+
+    def time(self) -> float:
+        if self.ticking:
+            self.jump_wall(0.001)
+        return super().time()
+
+
 async def _maybe(result: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
@@ -141,7 +153,7 @@ async def _ask(client: Any, customer: str, feature: str, method: str) -> bool:
 
 
 @contextmanager
-def _time_passing(clock: ManualClock) -> Iterator[None]:
+def _time_passing(clock: _Clock) -> Iterator[None]:
     """The clock runs (10 clock seconds a real second) while reconciliation paces its reads."""
     stop = threading.Event()
 
@@ -158,7 +170,7 @@ def _time_passing(clock: ManualClock) -> Iterator[None]:
         ticker.join()
 
 
-async def _outage(client: Any, fake: FakeStigg, clock: ManualClock) -> list[ReconcileReport]:
+async def _outage(client: Any, fake: FakeStigg, clock: _Clock) -> list[ReconcileReport]:
     reports: list[ReconcileReport] = []
     client.on_reconcile(reports.append)
     warm = {customer for customer, _, _ in OFFLINE if not customer.startswith("newbie")}
@@ -170,7 +182,9 @@ async def _outage(client: Any, fake: FakeStigg, clock: ManualClock) -> list[Reco
     _during(fake)
     for customer, feature, method in OFFLINE:
         clock.advance(1)
+        clock.ticking = method == "consume"
         await _ask(client, customer, feature, method)
+        clock.ticking = False
         if customer == "last-unit":  # the unit it was granted, used and reported
             clock.advance(1)
             await _maybe(client.report_usage(customer_id=customer, feature_id=feature, value=1))
@@ -183,7 +197,7 @@ async def _outage(client: Any, fake: FakeStigg, clock: ManualClock) -> list[Reco
     return reports
 
 
-def _options(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> dict[str, Any]:
+def _options(tmp_path: Path, fake: FakeStigg, clock: _Clock) -> dict[str, Any]:
     return {
         "api_key": API_KEY,
         "base_url": fake.url,
@@ -197,12 +211,12 @@ def _options(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> dict[str, A
     }
 
 
-def _threads(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> list[ReconcileReport]:
+def _threads(tmp_path: Path, fake: FakeStigg, clock: _Clock) -> list[ReconcileReport]:
     with ResilientClient(None, **_options(tmp_path, fake, clock)) as client:
         return asyncio.run(_outage(client, fake, clock))
 
 
-def _event_loop(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> list[ReconcileReport]:
+def _event_loop(tmp_path: Path, fake: FakeStigg, clock: _Clock) -> list[ReconcileReport]:
     async def story() -> list[ReconcileReport]:
         async with AsyncResilientClient(None, **_options(tmp_path, fake, clock)) as client:
             return await _outage(client, fake, clock)
@@ -212,12 +226,12 @@ def _event_loop(tmp_path: Path, fake: FakeStigg, clock: ManualClock) -> list[Rec
 
 @pytest.mark.parametrize("client", [_threads, _event_loop], ids=["threads", "event-loop"])
 def test_the_report_lists_exactly_the_contradictions_of_a_scripted_outage(
-    client: Callable[[Path, FakeStigg, ManualClock], list[ReconcileReport]],
+    client: Callable[[Path, FakeStigg, _Clock], list[ReconcileReport]],
     fake: FakeStigg,
     tmp_path: Path,
 ) -> None:
     _before(fake)
-    reports = client(tmp_path, fake, ManualClock())
+    reports = client(tmp_path, fake, _Clock())
     found = [c for report in reports for c in report.contradictions]
     listed = {(c.customer_id, c.feature_id, c.offline_has_access) for c in found}
     assert listed == CONTRADICTIONS, "\n".join(

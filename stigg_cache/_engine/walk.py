@@ -74,12 +74,12 @@ class Walker:
         self._clock = host.clock
         self.journal = journal
 
-    def walked(self, question: walk.Question) -> Answer:
+    def walked(self, question: walk.Question, *, at: float | None = None) -> Answer:
         """The answer to a question, and how to judge it again with other local usage."""
         state = self.begin(question)
         while not isinstance(state, walk.Answered):
             state = self.step(state)
-        return self.finish(state)
+        return self.finish(state, at=at)
 
     def begin(self, question: walk.Question) -> walk.State:
         """The walk's first state, with the policy in force and Stigg's health now."""
@@ -116,9 +116,12 @@ class Walker:
             case _:
                 assert_never(state)
 
-    def finish(self, state: walk.Answered, *, blocking: bool = True) -> Answer:
+    def finish(
+        self, state: walk.Answered, *, blocking: bool = True, at: float | None = None
+    ) -> Answer:
         """What follows an answer: the memo, a refresh behind it, the default's log, the
-        journal; then the answer, judged with the host's local usage.
+        journal (at ``at``, wall time, or now); then the answer, judged with the host's
+        local usage.
 
         ``blocking=False`` (a state whose ``io`` is memory, on an event loop): the
         shared outbox is followed on a thread of its own when due, never here.
@@ -140,7 +143,8 @@ class Walker:
         if state.journal and isinstance(question, CheckRequest) and answer.decision is not None:
             granted = not isinstance(answer, Snapshot) and answer.has_access
             used = getattr(answer, "current_usage", None)  # the usage the answer counted
-            self.journal.record(self._clock.time(), question, answer.decision.source, granted, used)
+            when = self._clock.time() if at is None else at
+            self.journal.record(when, question, answer.decision.source, granted, used)
         return answer, state.judgement
 
     def _now(self) -> walk.Now:
