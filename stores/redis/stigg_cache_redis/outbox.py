@@ -48,7 +48,7 @@ from stigg_cache_redis._connection import OUTBOX_TIMEOUT_S, Gate, RedisSettings
 from stigg_cache_redis._local import default_local_outbox, warn_of_unnamed_local_outbox
 from stigg_cache_redis._reads import Reads
 from stigg_cache_redis._records import as_held, decode, encode, identity, readable, reused_key
-from stigg_cache_redis._sets import LocalSets
+from stigg_cache_redis._sets import set_scope
 from stigg_cache_redis.journal import RedisJournal
 from stigg_cache_redis.pacing import PROCESS_SEEN_S, RedisBucket
 
@@ -134,7 +134,6 @@ class RedisOutbox:
                 "index",
                 "scope",
                 "catch_up",
-                "mark_sets",
             )
         }
         self._bucket_script = self._redis.register_script(_script("bucket"))
@@ -149,7 +148,6 @@ class RedisOutbox:
         self._local_seq = self.local.cursor()  # the local outbox's changes followed from here
         self._mover = f"mover:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._down = False
-        self._local_sets = LocalSets()  # SETs sent from the local outbox, until Redis has them
         # Granted by consumptions while Redis's usage could not be read, by (customer,
         # resource, feature): what of its share of the headroom this process has spent.
         self._spent_blind: dict[tuple[str, str | None, str], float] = {}
@@ -185,9 +183,6 @@ class RedisOutbox:
         if self._local_waiting or self._local_holds_records(now):
             self._move_local(now)
         try:
-            if unmarked := self._local_sets.unmarked():  # before anything older is sent
-                self._run("mark_sets", unmarked)
-                self._local_sets.marked(unmarked)
             # Leases on Redis's clock: a host whose clock runs ahead takes no live lease.
             rows = self._run(
                 "claim",
@@ -204,9 +199,7 @@ class RedisOutbox:
         except StoreError as error:
             self._fell_back(error)
             local = self.local.claim(kind, limit, owner, now=now, lease_s=lease_s)
-            for c in local:
-                self._local_sets.claimed(c.id, c.record)
-            return [Claimed(-c.id, c.record, c.attempts) for c in local]
+            return [Claimed(-c.id, c.record, c.attempts) for c in self._sendable(local, owner, now)]
         self._foreign = None
         claimed: list[Claimed] = []
         for at in range(0, len(rows), 5):
@@ -246,7 +239,6 @@ class RedisOutbox:
                 reason=reason,
                 counted={-i: value for i, value in counts.items() if i < 0},
             )
-            self._local_sets.settled(local[0], local[1] + local[2])
         remote = [[i for i in ids if i > 0] for ids in (sent, retry, dead)]
         if any(remote):
             # Each record by the identity it was claimed with: ids are given again after a
@@ -620,6 +612,28 @@ class RedisOutbox:
         if remote:
             done += int(self._run("dead", [action, *remote]))
         return done
+
+    def _sendable(self, local: list[Claimed], owner: str, now: float) -> list[Claimed]:
+        """What may go out from the local outbox while Redis does not answer: all but SETs.
+
+        Redis orders the fleet's SETs (the newest of a scope wins, ``latest_set``); a SET
+        sent from here could not be known there, and another host's older SET, moved to
+        Redis later, would then be sent after it and Stigg end at the older value. A SET
+        waits for Redis (another environment's namespace aside: no SET of this
+        environment is ordered there, so its SETs go out from here).
+        """
+        if self._foreign is not None:
+            return local
+        held = {c.id for c in local if set_scope(c.record) is not None}
+        if held:
+            self.local.settle(
+                retry=sorted(held),
+                owner=owner,
+                now=now,
+                retry_at=now + LOCAL_LOOK_S,
+                reason="a SET waits for Redis, which orders the fleet's SETs",
+            )
+        return [c for c in local if c.id not in held]
 
     def _fell_back(self, error: StoreError) -> None:
         if isinstance(error, ForeignEnvironmentError):

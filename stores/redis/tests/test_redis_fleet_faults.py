@@ -173,6 +173,10 @@ def test_a_host_whose_clock_runs_ahead_takes_no_live_lease(
     assert twice == 0
 
 
+def _event_keys(fake: FakeStigg) -> list[str]:
+    return [event["idempotencyKey"] for event in fake.account.events]
+
+
 def _set_values(fake: FakeStigg) -> list[float]:
     return [u["value"] for u in fake.account.usages if u["updateBehavior"] == "SET"]
 
@@ -202,12 +206,12 @@ def test_an_older_set_moved_back_from_a_local_outbox_never_overwrites_a_newer_on
     assert _set_values(fake)[-1] == 9
 
 
-def test_a_set_sent_from_a_local_outbox_is_never_overwritten_by_an_older_one_moved_later(
-    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory, tmp_path: Path
+def test_a_set_waits_for_redis_while_its_host_is_cut_off_and_the_newest_wins(
+    own_redis: OwnRedis, fake: FakeStigg, start_host: HostFactory
 ) -> None:
-    """B's 9 went out from B's local outbox (Redis did not answer B: a timeout at load did
-    it), so Redis never learned of it; A's older 5, moved to Redis later, was sent after
-    it and Stigg ended at 5 (the SET [9.0, 5.0] seen once under load)."""
+    """B's 9 went out from B's local outbox while Redis did not answer B, so Redis never
+    learned of it; A's older 5, moved to Redis later, was sent after it and Stigg ended
+    at 5 (SET [9.0, 5.0], seen under load). A SET now waits for Redis, which orders them."""
     a = start_host("a")
     b = start_host("b")
     own_redis.stop()
@@ -217,25 +221,17 @@ def test_a_set_sent_from_a_local_outbox_is_never_overwritten_by_an_older_one_mov
     a.pause()  # cut off: its 5 waits in its local outbox
     fake.set_mode(FakeMode.UP)
     b.ask("usage", customer="acme", feature="api_calls", value=9, behavior="SET", key="b")
-    _wait(lambda: _set_values(fake) == [9], "Stigg took B's 9, from B's local outbox")
+    b.ask("events", customer="acme", keys=["b-event"])  # not a SET: it goes out from local
+    _wait(lambda: _event_keys(fake) == ["b-event"], "B's event went out from its local outbox")
+    assert _set_values(fake) == []  # B's SET (reported before the event) waits for Redis
     own_redis.start()
     b.wait_for_redis()
-    _wait(lambda: _newest_set(own_redis, tmp_path) is not None, "Redis knows B's 9 was sent")
-    a.resume()  # back: its 5 moves to Redis, older than the newest SET sent
+    a.resume()  # back: its 5 moves to Redis too
     a.wait_for_redis()
     _wait(lambda: a.ask("flush", timeout=2)["drained"], "A's outbox drained")
+    _wait(lambda: b.ask("flush", timeout=2)["drained"], "B's outbox drained")
     print(f"Stigg got SET {_set_values(fake)}")
-    assert _set_values(fake) == [9]
-
-
-def _newest_set(server: OwnRedis, base: Path) -> bytes | None:
-    """The time of the newest SET of acme's api_calls the test's hosts' Redis knows of."""
-    client = redis.Redis.from_url(server.url)
-    try:
-        key = f"{{stigg-cache:{namespace_for(base)}}}:outbox:latest_set"
-        return cast("bytes | None", client.hget(key, "acme\napi_calls\n"))
-    finally:
-        client.close()
+    assert _set_values(fake)[-1] == 9  # the newest, whatever order they reached Redis in
 
 
 def test_usage_moved_back_from_a_local_outbox_is_sent_in_the_order_of_its_own_time(
