@@ -31,7 +31,7 @@ from stigg_cache._support import fork
 from stigg_cache._support.clock import SYSTEM_CLOCK, Clock
 from stigg_cache._support.log import FaultLog, logger
 from stigg_cache._support.plugins import redact, scheme_of
-from stigg_cache._support.url import default_store_max_bytes
+from stigg_cache._support.url import default_store_max_bytes, path_from_url
 from stigg_cache.adapters import adapt
 from stigg_cache.adapters._environment import environment_of
 from stigg_cache.adapters._plans import knows_plans
@@ -43,7 +43,12 @@ from stigg_cache.core.engine import CheckRequest
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
 from stigg_cache.core.pacing import EDGE_READS_PER_MINUTE, EVENTS_PER_SECOND, USAGE_CALLS_PER_MINUTE
 from stigg_cache.core.share import HeadroomShare, within_share
-from stigg_cache.environment import DEFAULT_NAMESPACE, checked_namespace
+from stigg_cache.environment import (
+    DEFAULT_NAMESPACE,
+    apart_from,
+    checked_namespace,
+    owned_by_another,
+)
 from stigg_cache.errors import ClientClosedError, InvalidTypeError
 from stigg_cache.models import ConnectionState, MeteredEntitlement, Status
 from stigg_cache.outbox import default_outbox_url, open_outbox
@@ -204,6 +209,7 @@ class Runtime:
             opened = open_store(self.store_url)
             undo.callback(opened.close)
         self.store_name = redact(self.store_url) if self.owns_store else repr(opened)
+        space = self._space(given is not None)
         self.signing = f"hmac-sha256, {len(keys)} key(s)" if keys else None
         if keys:
             opened = SignedStore(opened, keys)
@@ -228,6 +234,31 @@ class Runtime:
             keep_for=lambda: self.policy.keep_snapshots_s,
             on_held=lambda scope: self.usage.read_customer(*scope),
             store_max_bytes=store_max_bytes,
+            space=space,
+        )
+
+    def _space(self, explicit: bool) -> str:
+        """The prefix of this client's snapshot keys: none in its own store; its namespace in
+        a file store another environment used first (DESIGN §11)."""
+        scheme = scheme_of(self.store_url)
+        if not explicit or not self.owns_store or scheme not in ("sqlite", "disk"):
+            return ""
+        owner = owned_by_another(path_from_url(self.store_url, scheme), self.namespace)
+        if owner is None:
+            return ""
+        self._kept_apart(self.store_name, owner, "its snapshots under keys of its own")
+        self.store_name += f" (keys of {self.namespace})"
+        return f"{self.namespace}:"
+
+    def _kept_apart(self, name: str, owner: str, where: str) -> None:
+        logger.info(
+            "stigg_cache.environment_apart: %s belongs to environment %s; this client "
+            "(environment %s) keeps %s",
+            name,
+            owner,
+            self.namespace,
+            where,
+            extra={"event": "stigg_cache.environment_apart"},
         )
 
     def _outbox(self, undo: contextlib.ExitStack) -> Outbox:
@@ -237,13 +268,27 @@ class Runtime:
         if isinstance(given, Outbox):
             return given
         beside = self.store_url if self.owns_store else None
+        url = given or default_outbox_url(beside, self.namespace)
+        if scheme_of(url) == "sqlite" and (given or self.options.store is not None):
+            url = self._own_outbox(url)
         opened = open_outbox(
-            given or default_outbox_url(beside, self.namespace),
+            url,
             # the environment, not the namespace: one namespace= shared by two is caught
             environment=None if self.environment == DEFAULT_NAMESPACE else self.environment,
         )
         undo.callback(opened.close)
         return opened
+
+    def _own_outbox(self, url: str) -> str:
+        """A SQLite outbox named by the user (or beside their store): this environment's,
+        or, another's first, a file of its own beside it (usage never sent with their key)."""
+        path = path_from_url(url, "sqlite")
+        owner = owned_by_another(path, self.namespace)
+        if owner is None:
+            return url
+        own = f"sqlite:///{apart_from(path, self.namespace)}"
+        self._kept_apart(redact(url), owner, f"its usage in {redact(own)}")
+        return own
 
     def _fetcher(self) -> Fetcher:
         options = self.options

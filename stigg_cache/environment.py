@@ -13,6 +13,12 @@ ran) are adopted once: the first namespace to start beside them stamps them
 as its own (``stigg-cache-outbox.db.environment``) and keeps using them, with
 the usage they hold; every other namespace gets fresh files. A stamp is
 written with ``link``, so two processes starting together agree on one owner.
+
+A store or outbox file a user names (``store=``, ``outbox=``) is stamped the same way
+(``<file>.environment``) by the first environment to use it, which keeps its names;
+a client of another environment on it keeps its snapshots under keys of its own
+(prefixed by its namespace) and its usage in an outbox file of its own
+(``x-outbox-<namespace>.db``): never the owner's, never sent with the owner's key.
 """
 
 from __future__ import annotations
@@ -119,6 +125,20 @@ def claim(stamp: Path, namespace: str) -> str:
     return stamped(stamp) or namespace
 
 
+def owned_by_another(path: Path, namespace: str) -> str | None:
+    """The environment that owns the files a user named at ``path`` (an explicit store or
+    outbox), if not ``namespace``; ``None`` when ``namespace`` does (the first to use them:
+    stamped now, ``<path>.environment``, as the default files are)."""
+    owner = claim(path.with_name(path.name + STAMP_SUFFIX), namespace)
+    return None if owner == namespace else owner
+
+
+def apart_from(path: Path, namespace: str) -> Path:
+    """Where ``namespace`` keeps what it would have kept at ``path``, another
+    environment's: ``x-outbox.db`` -> ``x-outbox-<namespace>.db``, beside it."""
+    return path.with_name(f"{path.stem}-{namespace}{path.suffix}")
+
+
 def namespaces_on_disk() -> list[str]:
     """The namespaces that have default files here (for a tool's message)."""
     root = cache_root()
@@ -132,11 +152,13 @@ def namespaces_on_disk() -> list[str]:
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "apart_from",
     "cache_root",
     "checked_namespace",
     "claim",
     "default_folder",
     "environment_token",
     "namespaces_on_disk",
+    "owned_by_another",
     "stamped",
 ]

@@ -115,12 +115,16 @@ class SnapshotCache:
         keep_for: Callable[[], float] | None = None,
         store_max_bytes: int | None = None,
         on_held: Callable[[ScopeKey], None] | None = None,
+        space: str = "",
     ) -> None:
-        """``keep_for()``: how long a stored snapshot is of use (the policy's longest
+        """``space``: prefixed to every key (an environment that does not own the store
+        keeps its snapshots apart under its own; ``""``: the store's own names).
+        ``keep_for()``: how long a stored snapshot is of use (the policy's longest
         ``max_staleness``); with it, the store is swept of older ones (and, with
         ``store_max_bytes``, of the least recently used beyond that size).
         ``on_held(scope)``: a scope's snapshot came into L1 (fetched or loaded)."""
         self.store = store
+        self._space = space
         self._keep_for = keep_for
         self._store_max_bytes = store_max_bytes
         self._kept: float | None = None  # what the store was last told
@@ -196,7 +200,7 @@ class SnapshotCache:
         """What a fetch of ``scope`` notes before it asks Stigg (reads the store)."""
         local = self._local_fence(scope)
         try:
-            stored: int | None = generation_of(self.store, snapshot_key(*scope))
+            stored: int | None = generation_of(self.store, self._key(*scope))
         except StoreError as error:
             self._failed(StoreFault.READ_FAILED, error)
             stored = None
@@ -218,7 +222,7 @@ class SnapshotCache:
         ``fence``, by any process: then L1 lets it go too); whether it was written (a busy
         or failing store is reported, not raised)."""
         scope = (snapshot.customer_id, snapshot.resource_id)
-        key = snapshot_key(*scope)
+        key = self._key(*scope)
         try:
             if fence is None or fence.stored is None:  # a store that cannot say: as before
                 self.store.put(key, value)
@@ -274,7 +278,7 @@ class SnapshotCache:
         loaded, self._loaded = self._loaded, set()  # one that lands in the old set meanwhile
         # is noted at its next load: a hint for pruning, not worth a lock on the read path
         used = [scope for scope, entry in list(self.l1.items()) if entry.referenced]
-        return [snapshot_key(*scope) for scope in itertools.islice({*loaded, *used}, TOUCH_MAX)]
+        return [self._key(*scope) for scope in itertools.islice({*loaded, *used}, TOUCH_MAX)]
 
     def _keeping(self) -> bool:
         """Tell the store how long snapshots are of use (again when the policy changed it);
@@ -283,7 +287,7 @@ class SnapshotCache:
             return False
         seconds = self._keep_for()
         if seconds != self._kept:
-            self.store.keep_for(SNAPSHOT_PREFIX, seconds, self._store_max_bytes)
+            self.store.keep_for(self._space + SNAPSHOT_PREFIX, seconds, self._store_max_bytes)
             self._kept = seconds
         return True
 
@@ -339,7 +343,7 @@ class SnapshotCache:
         of snapshots report its health.
         """
         try:
-            return lease_of(self.store, _LEASE_PREFIX + snapshot_key(*scope), owner, ttl_s)
+            return lease_of(self.store, _LEASE_PREFIX + self._key(*scope), owner, ttl_s)
         except StoreError as error:
             self._on_fault(StoreFault.LEASE_FAILED, error)
             return None
@@ -358,9 +362,13 @@ class SnapshotCache:
             if dropped is not None:
                 self.l1_bytes -= dropped.held_bytes
         try:
-            fence_of(self.store, snapshot_key(customer_id, resource_id))
+            fence_of(self.store, self._key(customer_id, resource_id))
         except StoreError as error:
             self._failed(StoreFault.WRITE_FAILED, error)
+
+    def _key(self, customer_id: str, resource_id: str | None) -> str:
+        """The store key of a scope's snapshot, in this cache's space."""
+        return self._space + snapshot_key(customer_id, resource_id)
 
     def count(self) -> int | None:
         """Snapshots held in L2 as last counted (``None``: not yet, or the store cannot say).
@@ -374,7 +382,7 @@ class SnapshotCache:
 
     def _recount(self) -> None:
         try:
-            self._counted = count_keys(self.store, SNAPSHOT_PREFIX)
+            self._counted = count_keys(self.store, self._space + SNAPSHOT_PREFIX)
         except StoreError as error:
             self._counted = None
             self._failed(StoreFault.READ_FAILED, error)
@@ -474,7 +482,7 @@ class SnapshotCache:
         """The store's snapshot of a scope; a bad entry is a miss, reported if ``report``."""
         on_fault = self._on_fault if report else _unreported
         try:
-            value = self.store.get(snapshot_key(customer_id, resource_id))
+            value = self.store.get(self._key(customer_id, resource_id))
         except CorruptEntryError as error:
             tampered = isinstance(error, TamperedEntryError)
             on_fault(StoreFault.TAMPERED if tampered else StoreFault.ENTRY_UNUSABLE, error)
