@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from piped import Piped
+from redis_worker import _events, _flush
 
 from stigg_cache import AsyncResilientClient, FallbackPolicy, ResilientClient
 from stigg_cache.core.reconcile import ReconcileReport
@@ -76,19 +76,6 @@ def _usage(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
         idempotency_key=command.get("key"),
     )
     return {"durable": True}
-
-
-def _events(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    events = [
-        {"customer_id": command["customer"], "event_name": "api.request", "idempotency_key": key}
-        for key in command["keys"]
-    ]
-    return {"durable": len(client.report_event(events))}
-
-
-def _flush(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    flushed = client.flush(timeout=command["timeout"])
-    return {"drained": flushed.drained, "pending": flushed.pending}
 
 
 def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
@@ -180,32 +167,12 @@ def main(config_json: str) -> None:
         client.close()
 
 
-class Host:
+class Host(Piped):
     """One host of the fleet: its client in a process of its own."""
 
     def __init__(self, store: str, stigg_url: str, api_key: str, **options: Any) -> None:
         config = {"store": store, "stigg_url": stigg_url, "api_key": api_key, **options}
-        self.process = subprocess.Popen(
-            [sys.executable, __file__, json.dumps(config)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        assert self._read() == {"ready": True}
-
-    def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line, f"host exited with {self.process.poll()}"
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def ask(self, op: str, **fields: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-        self.process.stdin.flush()
-        return self._read()
+        super().__init__([sys.executable, __file__, json.dumps(config)])
 
     def wait_for_redis(self, deadline_s: float = 30.0) -> None:
         """Until the host's outbox reaches Redis again (its gate reopens after a fault)."""
@@ -213,26 +180,6 @@ class Host:
         while not self.ask("redis_ok")["ok"]:
             assert time.monotonic() < deadline, "the host never reached Redis again"
             time.sleep(0.1)
-
-    def pause(self) -> None:
-        """Freeze the process (a host cut off from everything)."""
-        os.kill(self.process.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        os.kill(self.process.pid, signal.SIGCONT)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.write('{"op": "exit"}\n')
-            self.process.stdin.close()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 def host_url(server: str, namespace: str, local: Path) -> str:
