@@ -295,16 +295,16 @@ class Fetcher:
             return False
         self._throttled = 0
         fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
-        entry, stored = self._cache.hold(fetched, self._clock.monotonic(), fence)
+        held = self._cache.hold(fetched, self._clock.monotonic(), fence)
         with self._persisted:
             self._persisting += 1
         self._finish(scope, flight)  # later checks find it in L1
         self._health.succeeded()
-        flight.future.set_result(entry)
+        flight.future.set_result(held.entry)
         # The write to L2 holds no caller and no fetch slot: a busy store (another
         # process's long write) costs checks nothing and is never taken for a slow Stigg.
         try:
-            return self._cache.persist(fetched, stored, fence)
+            return self._cache.persist(fetched, held.value, fence)
         finally:
             with self._persisted:
                 self._persisting -= 1

@@ -86,7 +86,7 @@ def test_the_sweep_runs_by_itself_while_snapshots_are_written(
     )
     cache.put(_snapshot("old"), 0.0)
     _age(tmp_path / "s.db", ["old"], 2 * HOUR)
-    cache._sweeping.due_now()
+    cache.upkeep.sweeping.due_now()
     cache.put(_snapshot("new"), 0.0)  # a write starts the background sweep
     deadline = time.monotonic() + 10
     while cache.pruned == 0 and time.monotonic() < deadline:
