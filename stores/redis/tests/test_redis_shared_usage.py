@@ -3,7 +3,7 @@
 The same two-process tests (forked workers of one client) as for the default
 SQLite outbox: usage reported offline by one worker counts in every worker; an
 acknowledgement by another worker's flusher, dead letters, and Stigg's own count
-of usage settle it in all of them; ``consume()`` from 8 threads x 4 processes never
+of usage (also when its answer was lost and the report resent) settle it in all of them; ``consume()`` from 8 threads x 4 processes never
 grants past the limit, and a retry of it is its first receipt; a worker holds no
 memory for usage settled long ago. Only the store differs.
 """
@@ -38,6 +38,7 @@ from tests.test_shared_usage import (
 )
 from tests.test_usage_counted_once import (
     test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it,
+    test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged,
 )
 
 from conftest import url_for
@@ -60,6 +61,7 @@ __all__ = [
     "test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it",
     "test_usage_reported_offline_by_one_worker_counts_in_every_worker",
     "test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it",
+    "test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged",
 ]
 
 
