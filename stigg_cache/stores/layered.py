@@ -206,6 +206,20 @@ class SnapshotCache:
             stored = None
         return Fence(local, stored)
 
+    def fenced_since(self, scope: ScopeKey, fence: Fence) -> bool:
+        """Whether ``scope`` was invalidated since ``fence`` was noted, here or by any process
+        sharing the store (reads the store; one that cannot say counts as not fenced, its
+        fault reported, as for :meth:`fence`)."""
+        if self._local_fence(scope) != fence.local:
+            return True
+        if fence.stored is None:
+            return False
+        try:
+            return generation_of(self.store, self._key(*scope)) != fence.stored
+        except StoreError as error:
+            self._failed(StoreFault.READ_FAILED, error)
+            return False
+
     def hold(
         self, snapshot: Snapshot, fetched_mono: float, fence: Fence | None = None
     ) -> tuple[CachedSnapshot, bytes]:

@@ -24,7 +24,10 @@ from tests.test_consume import (
 from tests.test_dead_letters import (
     test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead,
 )
-from tests.test_invalidation_fence import test_a_fetch_begun_before_a_grant_is_kept_by_no_worker
+from tests.test_invalidation_fence import (
+    test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker,
+    test_a_fetch_begun_before_a_grant_is_kept_by_no_worker,
+)
 from tests.test_shared_usage import (
     test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage,
     test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago,
@@ -45,6 +48,7 @@ from conftest import url_for
 
 __all__ = [
     "fake",
+    "test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker",
     "test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker",
     "test_a_fetch_begun_before_a_grant_is_kept_by_no_worker",
     "test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead",
