@@ -64,6 +64,9 @@ class LocalUsage:
 
     delta: float
     absolute: float | None = None  # a SET not yet reflected: replaces the snapshot's usage
+    # False: part of the host's usage could not be read (a shared outbox that did not
+    # answer): a check must not grant on it, whatever it adds up to
+    complete: bool = True
 
     def applied_to(self, snapshot_usage: float) -> float:
         """The usage a check should see."""
