@@ -365,7 +365,7 @@ class Runtime:
         answers: list[MeteredEntitlement] = []
 
         def admit(share: HeadroomShare | None) -> bool:
-            answer = judgement.answer(self.usage.ledger.local_usage)
+            answer = judgement.answer(self.usage.local_usage_now)  # incomplete: denied
             assert isinstance(answer, MeteredEntitlement)
             answer = within_share(answer, record.value, share)
             answers.append(answer)

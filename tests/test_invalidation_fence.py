@@ -4,14 +4,15 @@ A worker's fetch of a customer left before ``grant_promotional_entitlements()``
 and came back after it, with the customer as Stigg saw them before the grant.
 Stored as fresh, it answered "not granted" in every worker for ``fresh_for``.
 Invalidation fences the scope in the store (a generation, shared by every
-process): a fetch that began before it answers the check that waited for it,
-and is kept nowhere.
+process): a fetch that began before it answers no check and is kept nowhere;
+Stigg is asked again (checks begun after the invalidation may be waiting for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import threading
 from typing import Any
 
 import pytest
@@ -80,8 +81,8 @@ def test_a_fetch_begun_before_a_grant_is_kept_by_no_worker(
     in_worker = [tuple(answer) for answer in child_result(fetching)]  # JSON: lists
     here = [_reports(client) for _ in range(CHECKS)]
     in_a_sibling = [tuple(a) for a in in_child(lambda: [_reports(client) for _ in range(CHECKS)])]
-    # The check that waited for it has its answer; nothing keeps it after the grant.
-    assert in_worker[0] == (False, Source.LIVE.value)
+    # The check that waited for it has Stigg's answer asked again; nothing keeps the first.
+    assert in_worker[0] == (True, Source.LIVE.value)
     seen = [*in_worker[1:], *here, *in_a_sibling]
     from_stigg = {(True, Source.LIVE.value), (True, Source.CACHE.value)}
     assert set(seen) <= from_stigg, seen
@@ -89,3 +90,60 @@ def test_a_fetch_begun_before_a_grant_is_kept_by_no_worker(
         asyncio.run(client.aclose())
     else:
         client.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "event-loop"])
+def test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker(
+    fake: FakeStigg, store_url: str, asynchronous: bool
+) -> None:
+    """Attack F2: a worker's fetch left before another client's grant and lands after it.
+    A check this worker began once the grant had returned joined that fetch and was
+    answered "not granted" (LIVE); one made while the fetch was in L1, before its fenced
+    write was refused, was answered from L1 (CACHE). A fetch an invalidation overtook
+    answers no check and is held nowhere: it is asked again."""
+    forked = multiprocessing.get_context("fork")
+    gate, granted = forked.Event(), forked.Event()  # shared with the forked worker
+    make: Any = AsyncResilientClient if asynchronous else ResilientClient
+    client: Client = make(
+        _AnswersHeldBack(fake, gate), store=store_url, policy=POLICY, check_timeout=GATE_LIMIT_S
+    )
+    sync = client._core if isinstance(client, AsyncResilientClient) else client
+
+    def worker() -> list[tuple[bool, str]]:
+        fetcher = sync._runtime.fetcher
+        in_flight = threading.Semaphore(0)
+        flight = fetcher._flight
+
+        def noted(*args: Any) -> Any:  # a check has started or joined the flight
+            found = flight(*args)
+            in_flight.release()
+            return found
+
+        vars(fetcher)["_flight"] = noted  # this worker's fetcher only
+        answers: dict[str, tuple[bool, str]] = {}
+
+        def check(name: str) -> None:
+            answers[name] = _reports(client)
+
+        before = threading.Thread(target=check, args=("before",))
+        before.start()
+        in_flight.acquire()  # its fetch has left; Stigg's answer is held back
+        granted.wait(GATE_LIMIT_S)
+        after = threading.Thread(target=check, args=("after",))
+        after.start()
+        in_flight.acquire()  # begun after the grant returned, it waits for that fetch
+        gate.set()  # the answer of the fetch begun before the grant arrives
+        before.join()
+        after.join()
+        return [answers["after"], *(_reports(client) for _ in range(CHECKS))]
+
+    fetching = fork_child(worker)
+    eventually(lambda: fake.entitlement_requests() == 1)  # Stigg answered: not granted
+    sync.grant_promotional_entitlements("acme", [{"feature_id": "reports", "period": "1 month"}])
+    granted.set()
+    seen = [tuple(answer) for answer in child_result(fetching)]  # JSON: lists
+    if isinstance(client, AsyncResilientClient):
+        asyncio.run(client.aclose())
+    else:
+        client.close()
+    assert {granted for granted, _ in seen} == {True}, seen

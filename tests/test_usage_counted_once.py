@@ -22,7 +22,7 @@ from stigg_cache import AsyncResilientClient, ResilientClient
 from stigg_cache.adapters._stigg_json import UsageCounts
 from stigg_cache.adapters.httpx_rest import HttpxRestAdapter
 from stigg_cache.core.ledger import DEFAULT_SETTLE_S
-from stigg_cache.testing.fake import FakeStigg
+from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
 from tests.conftest import API_KEY, POLICY
 from tests.forking import child_result, fork_child
 from tests.helpers import eventually
@@ -102,3 +102,88 @@ def test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it(
         asyncio.run(client.aclose())
     else:
         client.close()
+
+
+LOST_LIMIT = 30.0
+LOST_TAKEN = 12.0  # reported while Stigg's answers are lost: taken in, never acknowledged
+WORKERS = 4
+
+
+def _used(client: Client, customer: str) -> float:
+    if isinstance(client, AsyncResilientClient):
+        answer = asyncio.run(client.get_metered_entitlement(customer_id=customer, feature_id="f"))
+    else:
+        answer = client.get_metered_entitlement(customer_id=customer, feature_id="f")
+    return answer.current_usage or 0.0
+
+
+def _consumed_until_denied(client: Client, customer: str) -> int:
+    granted = 0
+    while True:
+        if isinstance(client, AsyncResilientClient):
+            consumption = asyncio.run(client.consume(customer, "f"))
+        else:
+            consumption = client.consume(customer, "f")
+        if not consumption.granted:
+            return granted
+        granted += 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "event-loop"])
+def test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged(
+    fake: FakeStigg, store_url: str, asynchronous: bool
+) -> None:
+    """Attack F8: Stigg took the reports but their answers were lost (connections reset on
+    the way back); a snapshot fetched meanwhile counts them, then the resend is deduplicated
+    and acknowledged. Dated at the resend, the acknowledgement looked newer than that
+    snapshot, so every check added the usage again until a new snapshot or ``settle_s``:
+    24 of 30 read where Stigg had 12, and forked workers' ``consume()`` granted 6 of the
+    18 units left. Stigg's answer to the resend says what it counts; from then on, once."""
+    fake.set_customer("lost", [metered("f", limit=LOST_LIMIT, usage=0)])
+    make: Any = AsyncResilientClient if asynchronous else ResilientClient
+    client: Client = make(
+        HttpxRestAdapter(api_key=API_KEY, base_url=fake.url),
+        store=store_url,
+        policy=POLICY,  # fresh for 60 s, settles by time alone after 30 s
+        check_timeout=GATE_LIMIT_S,
+    )
+    try:
+        in_doubt, after, granted = _lost_then_resent(fake, client)
+    finally:
+        if isinstance(client, AsyncResilientClient):
+            asyncio.run(client.aclose())
+        else:
+            client.close()
+    assert in_doubt == 2 * LOST_TAKEN  # while in doubt: counted, never under-counted
+    assert (after, sum(granted)) == ([LOST_TAKEN] * CHECKS, LOST_LIMIT - LOST_TAKEN), (
+        in_doubt,
+        granted,
+    )
+
+
+def _lost_then_resent(fake: FakeStigg, client: Client) -> tuple[float, list[float], list[int]]:
+    """Report while answers are lost, check in doubt, heal; then check, and consume from
+    forked workers until denied: (usage in doubt, usage after, units each worker got)."""
+    sync = client._core if isinstance(client, AsyncResilientClient) else client
+    fake.set_mode(FakeMode.REPLY_LOST)
+
+    def reporter() -> bool:  # its sends are taken in, their answers lost: it sends again
+        for _ in range(4):
+            sync.report_usage(customer_id="lost", feature_id="f", value=LOST_TAKEN / 4)
+        deadline = time.monotonic() + 2 * GATE_LIMIT_S
+        while not sync.flush(timeout=1.0).drained:  # returns at once while its breaker is open
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    sending = fork_child(reporter, limit_s=60)
+    eventually(lambda: fake.account.usage_of("lost", "f") == LOST_TAKEN)
+    in_doubt = _used(client, "lost")  # a snapshot of 12; the 12 not yet acknowledged
+    fake.set_mode(FakeMode.UP)  # the resends are answered (Stigg deduplicates them)
+    assert child_result(sending) is True
+    eventually(lambda: client.outbox.stats().pending == 0)
+    after = [_used(client, "lost") for _ in range(CHECKS)]
+    workers = [fork_child(lambda: _consumed_until_denied(client, "lost")) for _ in range(WORKERS)]
+    return in_doubt, after, [child_result(pid) for pid in workers]

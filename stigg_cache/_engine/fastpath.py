@@ -204,9 +204,11 @@ class FastPath:
                 local = usage.local_usage(
                     prepared[5], entry.snapshot.fetched_at, answer.floor, used
                 )
+                complete = True
                 if local is not None:  # LocalUsage.applied_to, inlined
                     used = (used if local.absolute is None else local.absolute) + local.delta
-                has_access, reason = terms.judge(used, amount)
+                    complete = local.complete
+                has_access, reason = terms.judge(used, amount, complete=complete)
                 judged[0] = (generation, amount, used, has_access, reason)  # one atomic store
         if answer.result_type is MeteredEntitlement:
             return make(has_access, reason, decision, used, amount)

@@ -34,7 +34,8 @@ from stigg_cache.adapters.base import Adapter, as_failure
 from stigg_cache.core.pacing import RateBucket, TokenBucket, retry_delay
 from stigg_cache.core.terms import CachedSnapshot, ScopeKey, StiggHealth
 from stigg_cache.errors import FailureKind, StiggUnavailableError
-from stigg_cache.stores.layered import SnapshotCache
+from stigg_cache.models import Snapshot
+from stigg_cache.stores.layered import Fence, SnapshotCache
 
 DEFAULT_FETCH_CONCURRENCY = 8  # live fetches at once (a check waits for each)
 DEFAULT_BACKGROUND_FETCHES = 6  # refreshes nobody waits for, at once: slots of their own
@@ -42,6 +43,7 @@ UNPACED_READS_PER_S = 1e9  # an endpoint without a read budget: only a 429 pause
 SIBLING_POLL_S = 0.02  # how often a flight looks for a sibling's refresh in the store
 LEASE_RETRY_S = 0.25  # how often it tries the lease meanwhile (a write: the holder needs the lock)
 PERSIST_WAIT_S = 2.0  # close() waits this long for fetched snapshots to reach the store
+FETCHES_PER_FLIGHT = 2  # an answer an invalidation overtook is asked for again, once
 
 
 @attrs.define(eq=False)
@@ -277,24 +279,10 @@ class Fetcher:
 
     def _fetch(self, scope: ScopeKey, flight: _Flight) -> bool:
         """Ask Stigg, answer the flight, then store the snapshot; whether it was stored."""
-        customer_id, resource_id = scope
-        fence = self._cache.fence(scope)  # an invalidation from now on: kept nowhere
-        try:
-            snapshot = self._adapter.fetch_entitlements(
-                customer_id, resource_id, timeout_s=self._fetch_timeout_s
-            )
-        except Exception as error:  # an adapter bug too: it must not strand waiters
-            failure = as_failure(error)
-            self._finish(scope, flight)
-            if failure.kind is FailureKind.RATE_LIMITED:
-                self._throttle(failure)
-            elif not flight.deadline_reported and not self._closed:
-                # a fetch cut short by our own close() is no mark against Stigg
-                self._health.failed(failure, begun=flight.begun)
-            flight.future.set_exception(failure)
+        asked = self._ask(scope, flight)
+        if asked is None:
             return False
-        self._throttled = 0
-        fetched = attrs.evolve(snapshot, fetched_at=self._clock.time())
+        fetched, fence = asked
         held = self._cache.hold(fetched, self._clock.monotonic(), fence)
         with self._persisted:
             self._persisting += 1
@@ -309,6 +297,48 @@ class Fetcher:
             with self._persisted:
                 self._persisting -= 1
                 self._persisted.notify_all()
+
+    def _ask(self, scope: ScopeKey, flight: _Flight) -> tuple[Snapshot, Fence] | None:
+        """Stigg's snapshot of ``scope`` and the fence noted before it was asked; ``None``
+        once the flight is answered with a failure.
+
+        An answer that an invalidation overtook (here or in any process sharing the
+        store: a grant, a webhook) answers no check and is held nowhere: checks begun
+        after the invalidation may have joined this flight, and until its fenced write
+        is refused L1 would hand it to the next. Stigg is asked again, once.
+        """
+        customer_id, resource_id = scope
+        for _ in range(FETCHES_PER_FLIGHT):
+            fence = self._cache.fence(scope)  # an invalidation from now on: kept nowhere
+            try:
+                snapshot = self._adapter.fetch_entitlements(
+                    customer_id, resource_id, timeout_s=self._fetch_timeout_s
+                )
+            except Exception as error:  # an adapter bug too: it must not strand waiters
+                self._failed(scope, flight, as_failure(error))
+                return None
+            self._throttled = 0
+            if not self._cache.fenced_since(scope, fence):
+                return attrs.evolve(snapshot, fetched_at=self._clock.time()), fence
+        self._finish(scope, flight)
+        self._health.succeeded()  # Stigg answered: the invalidations are what kept its answers
+        flight.future.set_exception(
+            StiggUnavailableError(
+                FailureKind.TIMEOUT,
+                f"invalidated while being fetched, {FETCHES_PER_FLIGHT} times in a row",
+            )
+        )
+        return None
+
+    def _failed(self, scope: ScopeKey, flight: _Flight, failure: StiggUnavailableError) -> None:
+        """Stigg did not answer the flight's fetch: its waiters get ``failure``."""
+        self._finish(scope, flight)
+        if failure.kind is FailureKind.RATE_LIMITED:
+            self._throttle(failure)
+        elif not flight.deadline_reported and not self._closed:
+            # a fetch cut short by our own close() is no mark against Stigg
+            self._health.failed(failure, begun=flight.begun)
+        flight.future.set_exception(failure)
 
     def _throttle(self, failure: StiggUnavailableError) -> None:
         """A 429 on a read: Stigg is up and says slow down. Reads pause for its Retry-After,

@@ -8,6 +8,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import attrs
+
 from stigg_cache._engine.breaker import Health
 from stigg_cache._support import fork
 from stigg_cache._support.clock import Clock
@@ -127,7 +129,7 @@ class UsageService:
         if _monotonic() >= self.next_sync:
             self.sync()
         self.read_customer(scope[0], scope[1])
-        return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+        return self.local_usage_now(scope, snapshot_fetched_at, floor, snapshot_usage)
 
     def local_usage_now(
         self,
@@ -137,9 +139,14 @@ class UsageService:
         snapshot_usage: float | None,
     ) -> LocalUsage | None:
         """:meth:`local_usage` from memory alone, for a step on the event loop (its state's
-        ``io`` is memory: :meth:`known` said no read of the shared outbox is due); a
-        customer whose read just failed counts this process's records."""
-        return self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+        ``io`` is memory: :meth:`known` said no read of the shared outbox is due). The
+        usage of a customer this process could not read from the shared outbox is
+        incomplete (``LocalUsage.complete``): what this process reported is only part
+        of it, and a check must not grant on it."""
+        counted = self.ledger.local_usage(scope, snapshot_fetched_at, floor, snapshot_usage)
+        if self._shared is None or (scope[0], scope[1]) in self._loaded:
+            return counted
+        return attrs.evolve(counted or LocalUsage(0.0), complete=False)
 
     def known(self, customer_id: str, resource_id: str | None) -> bool:
         """Whether a customer's local usage is all in memory and current: there is no
@@ -157,7 +164,8 @@ class UsageService:
         Threads read customers in parallel (no lock: a customer read twice at once is
         counted once). Changes another thread follows meanwhile are read again afterwards
         (an acknowledgement of a record not yet counted here would be lost). An outbox
-        that does not answer leaves it for the next check; this process's own records count.
+        that does not answer leaves it for the next check; until then the customer's usage
+        is incomplete (:meth:`local_usage_now`), and no check grants on it.
 
         Raises:
             WouldBlock: called on the event loop (a bug: only steps whose ``io`` is a store

@@ -32,6 +32,7 @@ FUTURE_SKEW_S = 5.0  # a snapshot dated further ahead than this is not believed 
 DEFAULT_REQUESTED_USAGE = 1.0
 MIN_REFRESH_S = 5.0  # a customer is asked for again at most this often while stale
 USAGE_DENIAL = "RequestedUsageExceedingLimit"  # Stigg's reason for a denial by usage
+USAGE_UNKNOWN = "Unknown"  # denied: part of the host's usage could not be read
 
 
 class CheckKind(enum.Enum):
@@ -146,8 +147,10 @@ def requested(request: CheckRequest) -> float:
     return request.requested_usage
 
 
-def _within_limit(limit: float | None, unlimited: bool, used: float, requested: float) -> bool:
-    return unlimited or limit is None or used + requested <= limit
+def _within_limit(
+    limit: float | None, unlimited: bool, used: float, requested: float, *, complete: bool = True
+) -> bool:
+    return unlimited or limit is None or (complete and used + requested <= limit)
 
 
 @attrs.frozen
@@ -160,13 +163,17 @@ class UsageTerms:
     usage_limit: float | None
     open_ended: bool  # unlimited or soft limit: usage never denies
 
-    def judge(self, used: float, requested: float) -> tuple[bool, str | None]:
-        """Access and denial reason for ``requested`` more units on top of ``used``."""
+    def judge(
+        self, used: float, requested: float, *, complete: bool = True
+    ) -> tuple[bool, str | None]:
+        """Access and denial reason for ``requested`` more units on top of ``used``
+        (``complete=False``: ``used`` lacks usage that could not be read: no grant on it)."""
         if not self.granted:
             return False, self.reason
-        if self.open_ended or self.usage_limit is None or used + requested <= self.usage_limit:
+        limit = self.usage_limit  # inlined: a warm metered check judges on every call
+        if self.open_ended or limit is None or (complete and used + requested <= limit):
             return True, None
-        return False, USAGE_DENIAL
+        return False, USAGE_DENIAL if complete else USAGE_UNKNOWN
 
 
 def _effective(request: CheckRequest, snapshot: Snapshot) -> FeatureEntitlement:
@@ -236,7 +243,8 @@ def from_snapshot(
     used = usage_in_period(entitlement, now_wall)
     if terms is not None:
         used = terms.base_usage if local is None else local.applied_to(terms.base_usage)
-        has_access, reason = terms.judge(used, requested(request))
+        complete = local is None or local.complete
+        has_access, reason = terms.judge(used, requested(request), complete=complete)
     if has_access and request.requested_values:
         allowed = set(entitlement.enum_values or ())
         if not allowed.issuperset(request.requested_values):
@@ -300,16 +308,21 @@ def from_grant(
 ) -> AnyEntitlement:
     """Answer a check from a fallback grant (POLICY or DEFAULT), counting local usage."""
     local_usage = 0.0 if local is None else local.applied_to(0.0)
+    complete = local is None or local.complete
     has_access = grant.has_access
     reason = None if has_access else "Unknown"
     if (
         has_access
         and grant_uses_usage(request, grant)
         and not _within_limit(
-            grant.usage_limit, grant.is_unlimited, local_usage, requested(request)
+            grant.usage_limit,
+            grant.is_unlimited,
+            local_usage,
+            requested(request),
+            complete=complete,
         )
     ):
-        has_access, reason = False, "RequestedUsageExceedingLimit"
+        has_access, reason = False, USAGE_DENIAL if complete else USAGE_UNKNOWN
     if (
         has_access
         and request.requested_values

@@ -14,6 +14,16 @@ Acknowledgements and snapshots are ordered by Stigg's side of the exchange: an
 acknowledgement is dated when its request left (Stigg counts a record as it
 takes it in, before its answer is back), a snapshot when its answer arrived, so
 a snapshot that may show a record is never taken for one fetched before it.
+
+Stigg's answer to a usage report is itself a reading of the feature's usage, taken
+once the record counted: with a snapshot in hand, a check sees the higher of the
+snapshot's usage and the highest such reading, and adds only what neither can
+show (records not acknowledged yet, and acknowledged ones Stigg answered without
+a count). So a record Stigg took in whose answer was lost, and that a snapshot
+fetched before its resend already shows, counts once as soon as the resend is
+acknowledged, whenever that snapshot was fetched: the resend's answer (Stigg
+deduplicates it) counts it. Until then it is in doubt and counts locally: a check
+may read it twice for that long, never not at all.
 Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 
@@ -54,6 +64,9 @@ class LocalUsage:
 
     delta: float
     absolute: float | None = None  # a SET not yet reflected: replaces the snapshot's usage
+    # False: part of the host's usage could not be read (a shared outbox that did not
+    # answer): a check must not grant on it, whatever it adds up to
+    complete: bool = True
 
     def applied_to(self, snapshot_usage: float) -> float:
         """The usage a check should see."""
@@ -109,7 +122,11 @@ class _Tally:
         self.unacked_total = 0.0
         # acknowledged entries, oldest acknowledgement first: (acked_at, key, value, counted)
         self.acked: deque[tuple[float, str, float, float | None]] = deque()
-        self.acked_total = 0.0
+        self.acked_total = 0.0  # of those Stigg answered with no count
+        self.read_total = 0.0  # of those Stigg answered with its count (``reading`` shows them)
+        # Stigg's highest answered usage of the feature since the last SET (or roll): it
+        # counts every record acknowledged with a count, whatever a snapshot shows
+        self.reading = -math.inf
 
     def add(self, key: str, entry: _Entry) -> bool:
         """Count an entry; false if it was known (or is older than the period)."""
@@ -131,8 +148,15 @@ class _Tally:
             self.unacked[key] = entry.value
             self.unacked_total += entry.value
         else:
-            self.acked.append((entry.acked_at, key, entry.value, entry.counted))
-            self.acked_total += entry.value
+            self._acked(entry.acked_at, key, entry.value, entry.counted)
+
+    def _acked(self, acked_at: float, key: str, value: float, counted: float | None) -> None:
+        self.acked.append((acked_at, key, value, counted))
+        if counted is None:
+            self.acked_total += value
+        else:
+            self.read_total += value
+            self.reading = max(self.reading, counted)
 
     def ack(self, key: str, acked_at: float, counted: float | None) -> None:
         self.memo = None
@@ -143,8 +167,7 @@ class _Tally:
         value = self.unacked.pop(key, None)
         if value is not None:
             self.unacked_total -= value
-            self.acked.append((acked_at, key, value, counted))
-            self.acked_total += value
+            self._acked(acked_at, key, value, counted)
 
     def drop(self, key: str) -> None:
         """An entry that no longer counts (its record was dead-lettered)."""
@@ -179,8 +202,11 @@ class _Tally:
         if floor > self.floor:
             self._roll(floor)
         while self.acked and seen.includes(self.acked[0][0], self.acked[0][3]):
-            _, key, value, _ = self.acked.popleft()
-            self.acked_total -= value
+            _, key, value, counted = self.acked.popleft()
+            if counted is None:
+                self.acked_total -= value
+            else:
+                self.read_total -= value
             self.entries.pop(key, None)
         reflected_before = seen.reflected_before
         absolute = None
@@ -189,6 +215,10 @@ class _Tally:
             if entry.acked_at is None or entry.acked_at > reflected_before:
                 absolute = entry.value
         delta = self.unacked_total + self.acked_total
+        if absolute is not None or seen.usage is None:
+            delta += self.read_total  # no reading to stand on: a SET in doubt, no snapshot
+        elif self.reading > seen.usage:
+            absolute = self.reading  # Stigg answered more than the snapshot shows
         if absolute is None and not delta:
             return None
         return LocalUsage(delta, absolute)

@@ -169,6 +169,17 @@ class SnapshotCache:
         """What a fetch of ``scope`` notes before it asks Stigg (reads the store)."""
         return Fence(self.memory.fence(scope), self.l2.generation(scope))
 
+    def fenced_since(self, scope: ScopeKey, fence: Fence) -> bool:
+        """Whether ``scope`` was invalidated since ``fence`` was noted, here or by any process
+        sharing the store (reads the store; one that cannot say counts as not fenced, its
+        fault reported, as for :meth:`fence`)."""
+        if self.memory.fence(scope) != fence.local:
+            return True
+        if fence.stored is None:
+            return False
+        stored = self.l2.generation(scope)
+        return stored is not None and stored != fence.stored
+
     def hold(self, snapshot: Snapshot, fetched_mono: float, fence: Fence | None = None) -> Held:
         """Hold a fresh snapshot in L1 (unless invalidated since ``fence``); returns it with
         its stored form, for :meth:`persist`."""

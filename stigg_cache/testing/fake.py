@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from stigg_cache.testing.graphql import answer_graphql, graphql_core, missing_ex
 from stigg_cache.testing.subscriptions import ALL_STATUSES, graphql_object, rest_item
 
 LOOPBACK = "127.0.0.1"
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing the connection resets it
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
 TRICKLE_BYTE_INTERVAL_S = 0.05
 BOMB_DECODED_BYTES = 64 * 1024 * 1024  # 8 times the 8 MiB a client may hold of an answer
@@ -72,6 +74,9 @@ class FakeMode(enum.Enum):
     inflate to ``BOMB_DECODED_BYTES`` of JSON saying ``{"data": {}}``.
     REDIRECT: 308 to ``/moved`` + the path, with ``{"data": {}}`` (a proxy or a
     load balancer in front of Stigg; ``/moved`` is no route of the fake's).
+    REPLY_LOST: reads answered; a write (a POST: usage, events, a grant) is taken in and
+    counted, then its connection is reset before the answer (a network cut on the way
+    back: the sender cannot tell whether Stigg has it, and sends it again).
     """
 
     UP = "up"
@@ -86,6 +91,7 @@ class FakeMode(enum.Enum):
     FORBIDDEN = "forbidden"
     BOMB = "bomb"
     REDIRECT = "redirect"
+    REPLY_LOST = "reply_lost"
 
 
 def _display(feature_id: str) -> str:
@@ -494,6 +500,11 @@ class _Handler(BaseHTTPRequestHandler):
         if mode is FakeMode.SLOW:
             release.wait(fake._delay_s)
         status, headers, answer = self._choose(method, mode, body)
+        if mode is FakeMode.REPLY_LOST and method == "POST":
+            fake.counts[f"{method} reply lost"] += 1
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            self.close_connection = True
+            return
         if fake.gzip_answers and "gzip" in self.headers.get("Accept-Encoding", "") and answer:
             fake.counts["gzipped"] += 1
             headers = {**headers, "Content-Encoding": "gzip"}

@@ -29,15 +29,35 @@ def test_acknowledged_usage_counts_until_a_snapshot_shows_stiggs_count_of_it() -
     ledger.acknowledge(
         [("c-1", "k1")], 200.0, {("c-1", "k1"): 90.0}
     )  # Stigg: api_calls is at 90 with it
-    assert ledger.local_usage(SCOPE, 250.0, None, 80.0) == LocalUsage(10.0)  # not in it yet
+    in_doubt = ledger.local_usage(SCOPE, 250.0, None, 80.0)  # not in that snapshot yet
+    assert in_doubt is not None
+    assert in_doubt.applied_to(80.0) == 90.0
     assert ledger.local_usage(SCOPE, 300.0, None, 90.0) is None  # in it: counted once
     assert ledger.local_usage(SCOPE, 400.0, None, 80.0) is None  # and it stays settled
 
 
-def test_a_snapshot_fetched_before_the_acknowledgement_proves_nothing() -> None:
+def test_stiggs_answer_to_a_report_is_usage_it_counts_whatever_a_snapshot_shows() -> None:
+    """Stigg answered 90 with the record: a check never reads less (a snapshot of 70
+    fetched before it, plus the record's 10, said 80)."""
     ledger = _ledger()
     ledger.acknowledge([("c-1", "k1")], 200.0, {("c-1", "k1"): 90.0})
-    assert ledger.local_usage(SCOPE, 150.0, None, 95.0) == LocalUsage(10.0)
+    assert ledger.local_usage(SCOPE, 150.0, None, 70.0) == LocalUsage(0.0, absolute=90.0)
+
+
+def test_a_resent_record_a_snapshot_already_shows_counts_once_when_acknowledged() -> None:
+    """Attack F8: taken in by Stigg at 120 (its answer lost), shown by a snapshot fetched at
+    150, resent and acknowledged at 200 (deduplicated: Stigg answers 90). It counted twice
+    (100) until settle_s; in doubt before the acknowledgement, it counts locally."""
+    ledger = _ledger()
+    assert ledger.local_usage(SCOPE, 150.0, None, 90.0) == LocalUsage(10.0)  # in doubt
+    ledger.acknowledge([("c-1", "k1")], 200.0, {("c-1", "k1"): 90.0})
+    assert ledger.local_usage(SCOPE, 150.0, None, 90.0) is None
+
+
+def test_without_a_snapshot_every_held_record_counts_whatever_stigg_answered() -> None:
+    ledger = _ledger()
+    ledger.acknowledge([("c-1", "k1")], 200.0, {("c-1", "k1"): 90.0})
+    assert ledger.local_usage(SCOPE, None, None) == LocalUsage(10.0)  # a policy's answer
 
 
 def test_usage_without_stiggs_count_settles_by_time_alone() -> None:

@@ -125,7 +125,10 @@ class Gate:
         self._what = what
         self._cooldown_s = cooldown_s
         self._faults = 0
-        self._closed_until = 0.0
+        # Until when calls fail at once, and why: one tuple, so a call never reads the time
+        # of one fault with the cause of none (a call begun before the fault that succeeds
+        # clears ``error``; the gate stays closed, its message said "unavailable: None").
+        self._closed: tuple[float, str] = (0.0, "")
         self._lock = threading.Lock()
         self.error: str | None = None
         renew_after_fork(self, fresh_lock)  # redis-py renews its own pools in a child
@@ -136,18 +139,19 @@ class Gate:
         Raises:
             StoreError: Redis failed now, or recently enough that it is not asked.
         """
-        now = time.monotonic()
-        if now < self._closed_until:
-            raise StoreError(f"{self._what} unavailable: {self.error}")
+        closed_until, cause = self._closed
+        if time.monotonic() < closed_until:
+            raise StoreError(f"{self._what} unavailable: {cause}")
         try:
             result = operation()
         except (redis.ConnectionError, redis.TimeoutError) as error:
+            cause = f"{type(error).__name__}: {error}"
             with self._lock:
                 self._faults += 1
                 cooldown = min(MAX_COOLDOWN_S, self._cooldown_s * 2 ** (self._faults - 1))
-                self._closed_until = time.monotonic() + cooldown
-                self.error = f"{type(error).__name__}: {error}"
-            raise StoreError(f"{self._what} unavailable: {self.error}") from error
+                self._closed = (time.monotonic() + cooldown, cause)
+                self.error = cause
+            raise StoreError(f"{self._what} unavailable: {cause}") from error
         except redis.RedisError as error:
             raise StoreError(f"{self._what}: {type(error).__name__}: {error}") from error
         self._faults = 0

@@ -3,7 +3,7 @@
 The same two-process tests (forked workers of one client) as for the default
 SQLite outbox: usage reported offline by one worker counts in every worker; an
 acknowledgement by another worker's flusher, dead letters, and Stigg's own count
-of usage settle it in all of them; ``consume()`` from 8 threads x 4 processes never
+of usage (also when its answer was lost and the report resent) settle it in all of them; ``consume()`` from 8 threads x 4 processes never
 grants past the limit, and a retry of it is its first receipt; a worker holds no
 memory for usage settled long ago. Only the store differs.
 """
@@ -24,7 +24,10 @@ from tests.test_consume import (
 from tests.test_dead_letters import (
     test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead,
 )
-from tests.test_invalidation_fence import test_a_fetch_begun_before_a_grant_is_kept_by_no_worker
+from tests.test_invalidation_fence import (
+    test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker,
+    test_a_fetch_begun_before_a_grant_is_kept_by_no_worker,
+)
 from tests.test_shared_usage import (
     test_a_warm_metered_answer_follows_every_change_of_the_hosts_usage,
     test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago,
@@ -38,12 +41,14 @@ from tests.test_shared_usage import (
 )
 from tests.test_usage_counted_once import (
     test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it,
+    test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged,
 )
 
 from conftest import url_for
 
 __all__ = [
     "fake",
+    "test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker",
     "test_a_consumption_retried_with_its_key_is_its_first_receipt_in_any_worker",
     "test_a_fetch_begun_before_a_grant_is_kept_by_no_worker",
     "test_a_record_dead_lettered_under_a_number_used_before_counts_nowhere_and_stays_dead",
@@ -60,6 +65,7 @@ __all__ = [
     "test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it",
     "test_usage_reported_offline_by_one_worker_counts_in_every_worker",
     "test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it",
+    "test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged",
 ]
 
 
