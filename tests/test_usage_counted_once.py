@@ -185,8 +185,5 @@ def _lost_then_resent(fake: FakeStigg, client: Client) -> tuple[float, list[floa
     assert child_result(sending) is True
     eventually(lambda: client.outbox.stats().pending == 0)
     after = [_used(client, "lost") for _ in range(CHECKS)]
-    # One forked worker after another: workers consuming at once can see a sibling's
-    # record in flight both in another's acknowledgement and as pending, for a moment
-    # (a transient over-count, docs/checks.md); this test is about the lost answers.
-    worker = lambda: _consumed_until_denied(client, "lost")  # noqa: E731
-    return in_doubt, after, [child_result(fork_child(worker)) for _ in range(WORKERS)]
+    workers = [fork_child(lambda: _consumed_until_denied(client, "lost")) for _ in range(WORKERS)]
+    return in_doubt, after, [child_result(pid) for pid in workers]

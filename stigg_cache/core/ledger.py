@@ -6,24 +6,23 @@ but Stigg's snapshot does not include yet. An entry stops counting once a
 snapshot fetched at least ``settle_s`` after Stigg acknowledged it exists
 (Stigg aggregates asynchronously), or sooner on evidence: Stigg answers a
 usage report with the feature's usage counting it (``currentUsage``), and a
-snapshot fetched after the acknowledgement that shows at least that much
-already includes the record. (This reads usage as only growing: a negative
-delta or a ``SET`` between the two could fool it, so ``SET`` entries settle by
-time alone.) A ``SET`` replaces everything before it.
-Acknowledgements and snapshots are ordered by Stigg's side of the exchange: an
-acknowledgement is dated when its request left (Stigg counts a record as it
-takes it in, before its answer is back), a snapshot when its answer arrived, so
-a snapshot that may show a record is never taken for one fetched before it.
+snapshot that shows at least that much already includes the record (below).
+(This reads usage as only growing: a negative delta or a ``SET`` between the two
+could fool it, so ``SET`` entries settle by time alone.) A ``SET`` replaces everything before it.
+For ``settle_s``, acknowledgements and snapshots are ordered by Stigg's side of the
+exchange: an acknowledgement is dated when its request left (Stigg counts a record
+as it takes it in, before its answer is back), a snapshot when its answer arrived.
 
-Stigg's answer to a usage report is itself a reading of the feature's usage, taken
-once the record counted: with a snapshot in hand, a check sees the higher of the
-snapshot's usage and the highest such reading, and adds only what neither can
-show (records not acknowledged yet, and acknowledged ones Stigg answered without
-a count). So a record Stigg took in whose answer was lost, and that a snapshot
-fetched before its resend already shows, counts once as soon as the resend is
-acknowledged, whenever that snapshot was fetched: the resend's answer (Stigg
-deduplicates it) counts it. Until then it is in doubt and counts locally: a check
-may read it twice for that long, never not at all.
+An acknowledgement's count orders it against a snapshot whenever they were
+fetched: usage only grows, so a snapshot showing at least the usage Stigg answered
+once it counted a record was read after that record counted, and shows it. So a
+record Stigg took in whose answer was lost, and that a snapshot fetched before its
+resend already shows, counts once as soon as the resend is acknowledged (Stigg
+deduplicates it and answers its count). Until then it is in doubt and counts
+locally: a check may read it twice for that long, never not at all. Each
+record is judged by its own count, never by a sibling's: a count answered for one
+record may include another host's record still in flight, which a check would
+otherwise add twice. And a check never reads less than Stigg last answered.
 Entries stamped before the usage period's start (or a rolled-over period's
 end) do not count.
 
@@ -91,13 +90,17 @@ class _Seen:
     fetched_at: float  # -inf: no snapshot
     usage: float | None  # the snapshot's usage of the feature (None: not known)
 
-    def includes(self, acked_at: float, counted: float | None) -> bool:
+    def includes(self, stamped_at: float, acked_at: float, counted: float | None) -> bool:
+        """Whether the snapshot shows an acknowledged entry: ``settle_s`` passed between its
+        acknowledgement and the fetch, or the snapshot shows at least the usage Stigg
+        answered once it counted the entry (usage only grows: before the entry, Stigg's
+        usage was lower), and the entry is not stamped after the fetch (another period)."""
         if acked_at <= self.reflected_before:
             return True
         return (
             counted is not None
             and self.usage is not None
-            and acked_at <= self.fetched_at
+            and stamped_at <= self.fetched_at
             and self.usage >= counted
         )
 
@@ -123,9 +126,9 @@ class _Tally:
         # acknowledged entries, oldest acknowledgement first: (acked_at, key, value, counted)
         self.acked: deque[tuple[float, str, float, float | None]] = deque()
         self.acked_total = 0.0  # of those Stigg answered with no count
-        self.read_total = 0.0  # of those Stigg answered with its count (``reading`` shows them)
-        # Stigg's highest answered usage of the feature since the last SET (or roll): it
-        # counts every record acknowledged with a count, whatever a snapshot shows
+        self.read_total = 0.0  # of those Stigg answered with its count
+        # Stigg's highest answered usage of the feature since the last SET (or roll): a
+        # check never reads less
         self.reading = -math.inf
 
     def add(self, key: str, entry: _Entry) -> bool:
@@ -201,7 +204,9 @@ class _Tally:
     def read(self, seen: _Seen, floor: float) -> LocalUsage | None:
         if floor > self.floor:
             self._roll(floor)
-        while self.acked and seen.includes(self.acked[0][0], self.acked[0][3]):
+        while self.acked and seen.includes(
+            self.entries[self.acked[0][1]].at, self.acked[0][0], self.acked[0][3]
+        ):
             _, key, value, counted = self.acked.popleft()
             if counted is None:
                 self.acked_total -= value
@@ -214,11 +219,9 @@ class _Tally:
             entry = self.entries[self.set_key]
             if entry.acked_at is None or entry.acked_at > reflected_before:
                 absolute = entry.value
-        delta = self.unacked_total + self.acked_total
-        if absolute is not None or seen.usage is None:
-            delta += self.read_total  # no reading to stand on: a SET in doubt, no snapshot
-        elif self.reading > seen.usage:
-            absolute = self.reading  # Stigg answered more than the snapshot shows
+        delta = self.unacked_total + self.acked_total + self.read_total
+        if absolute is None and seen.usage is not None and self.reading > seen.usage + delta:
+            return LocalUsage(0.0, absolute=self.reading)  # Stigg answered more than that
         if absolute is None and not delta:
             return None
         return LocalUsage(delta, absolute)
