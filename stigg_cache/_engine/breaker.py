@@ -60,6 +60,13 @@ class Health:
         self._publish()
         return allowed
 
+    def probe_in(self) -> float | None:
+        """Seconds until a request may probe Stigg (0: now); ``None`` while the breaker is
+        closed. A process with nothing of its own to ask Stigg probes then all the same
+        (the flusher's idle probe): else its breaker would stay open while Stigg is fine."""
+        with self._lock:
+            return self._breaker.probe_in(self._clock.monotonic())
+
     def succeeded(self) -> None:
         """Stigg answered."""
         with self._lock:

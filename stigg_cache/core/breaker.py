@@ -59,15 +59,23 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> bool:
         """Whether a request to Stigg may start now (claims the probe if one is due)."""
-        if self.state is BreakerState.CLOSED:
+        wait = self.probe_in(now)
+        if wait is None:
             return True
-        due = self.retry_at if self.state is BreakerState.OPEN else self.probe_expires_at
-        if now < due:
+        if wait > 0:
             return False
         self.state = BreakerState.HALF_OPEN
         self.probe_in_flight = True
         self.probe_expires_at = now + self.probe_timeout_s
         return True
+
+    def probe_in(self, now: float) -> float | None:
+        """Seconds until ``allow`` claims a probe (0: now); ``None`` while closed (no probe
+        is needed). Open, that is its backoff; half-open, the probe in flight's expiry."""
+        if self.state is BreakerState.CLOSED:
+            return None
+        due = self.retry_at if self.state is BreakerState.OPEN else self.probe_expires_at
+        return max(0.0, due - now)
 
     def forget_probe(self, now: float) -> None:
         """The probe in flight will never report (its process forked): probe again from ``now``."""

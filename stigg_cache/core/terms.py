@@ -93,6 +93,9 @@ class StiggHealth(Protocol):
     def allow(self) -> bool:
         """Whether a request to Stigg may start now."""
 
+    def probe_in(self) -> float | None:
+        """Seconds until a request may probe Stigg (0: now); ``None``: no probe is needed."""
+
     def succeeded(self) -> None:
         """Stigg answered."""
 
