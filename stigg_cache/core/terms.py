@@ -94,7 +94,8 @@ class StiggHealth(Protocol):
         """Whether a request to Stigg may start now."""
 
     def probe_in(self) -> float | None:
-        """Seconds until a request may probe Stigg (0: now); ``None``: no probe is needed."""
+        """Seconds until a request may tell whether Stigg answers again (0: now);
+        ``None``: nothing has failed, nothing to tell."""
 
     def succeeded(self) -> None:
         """Stigg answered."""

@@ -153,6 +153,7 @@ class Flusher:
         self._thread: threading.Thread | None = None
         self._probe: Probe | None = None
         self._last_scope: ScopeKey | None = None  # of the last record sent (or tried)
+        self._probe_at = 0.0  # monotonic: no idle probe before this
         fork.renew_after_fork(self, Flusher._renew)
 
     def _renew(self) -> None:
@@ -268,11 +269,16 @@ class Flusher:
                 self._wake.clear()
 
     def _probe_if_due(self) -> None:
-        """Nothing was sent: if the breaker's probe is due, ask Stigg once (a read). Stigg
-        is asked no more often than the breaker's backoff allows: the probe's failure
-        opens it again, backed off further, with jitter."""
+        """Nothing was sent: if Stigg failed and has not answered since, ask it once when
+        the breaker's backoff has passed (a read). It takes the place of the send this
+        flusher would have retried: never before its own backoff either. Stigg still
+        down, the probe fails and the breaker backs off further, with jitter."""
+        now = self._clock.monotonic()
         if self._probe is None or self._health.probe_in() != 0:
             return
+        if now < max(self._resume_at, self._probe_at):
+            return
+        self._probe_at = now + IDLE_POLL_S  # not taken (no read left, no slot): again then
         try:
             self._probe(self._last_scope)
         except Exception:  # a bug: the flusher goes on all the same
@@ -291,10 +297,8 @@ class Flusher:
                     need = lane.full_batch
                     wait = min(wait, (need - lane.bucket.available(now)) / lane.bucket.rate)
         probe_in = self._health.probe_in()
-        if probe_in:  # the breaker is open: look again when its probe is due
-            wait = min(wait, probe_in)
-        elif probe_in == 0:  # due, but the probe was not taken (no read left, a busy slot)
-            wait = min(wait, IDLE_POLL_S)
+        if probe_in is not None and self._probe is not None:  # wake when a probe is due
+            wait = min(wait, max(probe_in, self._probe_at - now, self._resume_at - now))
         return max(0.001, wait)
 
     def _pump(self, lane: _Lane) -> bool:
