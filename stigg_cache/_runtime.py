@@ -180,6 +180,7 @@ class Runtime:
                 reads_per_minute=options.reads_per_minute or EDGE_READS_PER_MINUTE,
             )
             self.health.subscribe(self.on_state_change)
+            self.usage.flusher.probe_with(self.fetcher.probe)  # idle, it still learns of Stigg
             undo.pop_all()  # built: close() releases them from now on
         self.closed = False
         fork.renew_after_fork(self, Runtime._renew)

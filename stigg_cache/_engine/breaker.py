@@ -60,6 +60,14 @@ class Health:
         self._publish()
         return allowed
 
+    def probe_in(self) -> float | None:
+        """Seconds until a request may tell whether Stigg answers again (0: now); ``None``
+        while nothing has failed. A process with nothing of its own to ask Stigg asks
+        then all the same (the flusher's idle probe): else it would stay OFFLINE or
+        DEGRADED, and never reconcile, while Stigg is fine."""
+        with self._lock:
+            return self._breaker.probe_in(self._clock.monotonic())
+
     def succeeded(self) -> None:
         """Stigg answered."""
         with self._lock:

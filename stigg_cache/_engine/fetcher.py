@@ -93,6 +93,7 @@ class Fetcher:
         self._background_slots = threading.BoundedSemaphore(background)
         self._closed = False
         self._flights: dict[ScopeKey, _Flight] = {}
+        self._last_asked: ScopeKey | None = None  # the scope this process last wanted read
         self._lock = threading.Lock()
         self._owner = _lease_owner()
         self._stop = threading.Event()
@@ -157,6 +158,19 @@ class Fetcher:
         """Start a flight for ``scope`` in the background, if none is under way."""
         self._flight(scope, self._background_slots)
 
+    def probe(self, hint: ScopeKey | None = None) -> None:
+        """Ask Stigg once, in the background, whether it answers: a refresh of the scope
+        this process last wanted read (else ``hint``), spending a read of the budget and
+        the breaker's probe like any read. It answers, or a sibling's refresh of it lands:
+        the breaker closes. Nothing known to read: nothing is asked.
+
+        For a process with nothing of its own to ask Stigg once its probe is due (its
+        usage sent by a sibling, no check since): else it would stay offline for good.
+        """
+        scope = self._last_asked or hint
+        if scope is not None:
+            self._flight(scope, self._background_slots)  # refused for now: asked again later
+
     def close(self) -> None:
         """Stop taking work; fetches under way end at their own timeout.
 
@@ -173,6 +187,7 @@ class Fetcher:
         self, scope: ScopeKey, slots: threading.BoundedSemaphore
     ) -> _Flight | StiggUnavailableError:
         with self._lock:
+            self._last_asked = scope
             flight = self._flights.get(scope)
             if flight is not None:
                 return flight

@@ -12,7 +12,9 @@ States and transitions (time is passed in, so this is pure and testable):
   verdict must not keep the breaker from ever closing).
 
 A success from any state closes the breaker: Stigg answered (to this process,
-or to a sibling whose fresh snapshot answered this one's probe).
+or to a sibling whose fresh snapshot answered this one's probe). ``probe_in``
+says when a process with nothing of its own to ask Stigg should ask once all
+the same: else, its usage sent by a sibling, it would never hear that verdict.
 """
 
 from __future__ import annotations
@@ -61,13 +63,29 @@ class CircuitBreaker:
         """Whether a request to Stigg may start now (claims the probe if one is due)."""
         if self.state is BreakerState.CLOSED:
             return True
-        due = self.retry_at if self.state is BreakerState.OPEN else self.probe_expires_at
-        if now < due:
+        if now < self._due():
             return False
         self.state = BreakerState.HALF_OPEN
         self.probe_in_flight = True
         self.probe_expires_at = now + self.probe_timeout_s
         return True
+
+    def probe_in(self, now: float) -> float | None:
+        """Seconds until a process that would otherwise ask Stigg nothing should ask it
+        once, to learn whether it answers again (0: now); ``None`` while nothing failed.
+
+        Open, the backoff; half-open, the probe in flight's expiry; closed after
+        failures below the threshold (degraded, requests still flow), a backoff
+        from the last of them, grown with their count and jittered as the open one.
+        """
+        if self.state is BreakerState.CLOSED and not self.consecutive_failures:
+            return None
+        return max(0.0, self._due() - now)
+
+    def _due(self) -> float:
+        """When ``allow`` claims the probe: open, after the backoff; half-open, once the
+        probe in flight has expired. (Closed after failures: ``probe_in``'s backoff.)"""
+        return self.probe_expires_at if self.state is BreakerState.HALF_OPEN else self.retry_at
 
     def forget_probe(self, now: float) -> None:
         """The probe in flight will never report (its process forked): probe again from ``now``."""
@@ -91,11 +109,17 @@ class CircuitBreaker:
             and self.consecutive_failures >= self.failure_threshold
         ):
             self._open(now)
+        elif self.state is BreakerState.CLOSED:  # still closed: when probe_in asks again
+            self.retry_at = now + self._backoff(self.consecutive_failures)
 
     def _open(self, now: float) -> None:
         self.trips += 1
-        backoff = min(self.max_backoff_s, self.base_backoff_s * 2 ** (self.trips - 1))
-        # Jitter in [0.5, 1.0) of the backoff: never later than the cap.
-        self.retry_at = now + backoff * (0.5 + self.jitter() / 2)
+        self.retry_at = now + self._backoff(self.trips)
         self.state = BreakerState.OPEN
         self.probe_in_flight = False
+
+    def _backoff(self, times: int) -> float:
+        """The wait after the ``times``-th trip (or failure): doubled each time, capped,
+        jittered in [0.5, 1.0) of it (never later than the cap)."""
+        backoff = min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (times - 1))
+        return backoff * (0.5 + self.jitter() / 2)

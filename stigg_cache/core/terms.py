@@ -93,6 +93,10 @@ class StiggHealth(Protocol):
     def allow(self) -> bool:
         """Whether a request to Stigg may start now."""
 
+    def probe_in(self) -> float | None:
+        """Seconds until a request may tell whether Stigg answers again (0: now);
+        ``None``: nothing has failed, nothing to tell."""
+
     def succeeded(self) -> None:
         """Stigg answered."""
 

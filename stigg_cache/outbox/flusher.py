@@ -39,7 +39,7 @@ from stigg_cache.core.pacing import (
     plan_failure,
     retry_delay,
 )
-from stigg_cache.core.terms import StiggHealth
+from stigg_cache.core.terms import ScopeKey, StiggHealth
 from stigg_cache.errors import (
     ConfigurationError,
     FailureKind,
@@ -66,6 +66,9 @@ BURST_S = 0.5
 # ((customer id, idempotency key) of each record, acked_at, Stigg's usage of the feature once
 # it counted them, by record)
 Acknowledge = Callable[[Sequence[UsageKey], float, Mapping[UsageKey, float]], None]
+# Asks Stigg once in the background whether it answers (a read), given the scope of the last
+# record this flusher sent as a hint of what to read: the fetcher's ``probe``.
+Probe = Callable[[ScopeKey | None], None]
 
 
 def _counted(batch: Sequence[Claimed], counts: UsageCounts | None) -> dict[int, float]:
@@ -148,6 +151,9 @@ class Flusher:
         self.auth_error: str | None = None  # Stigg refuses our key for sends: paused
         self.fault: str | None = None  # why the last pass over the outbox failed, if it did
         self._thread: threading.Thread | None = None
+        self._probe: Probe | None = None
+        self._last_scope: ScopeKey | None = None  # of the last record sent (or tried)
+        self._probe_at = 0.0  # monotonic: no idle probe before this
         fork.renew_after_fork(self, Flusher._renew)
 
     def _renew(self) -> None:
@@ -170,6 +176,12 @@ class Flusher:
                     target=self._run, daemon=True, name="stigg-cache-flusher"
                 )
                 self._thread.start()
+
+    def probe_with(self, probe: Probe) -> None:
+        """Once the breaker's probe is due and this flusher has nothing to send, call
+        ``probe`` (once per due probe): a process whose usage a sibling sent, and that
+        asks Stigg nothing else, learns Stigg is back all the same."""
+        self._probe = probe
 
     def wake(self) -> None:
         """Look at the outbox now (new records, Stigg back)."""
@@ -252,18 +264,41 @@ class Flusher:
                 self.last_error = self.fault = problem
                 worked = False
             if not worked:
+                self._probe_if_due()
                 self._wake.wait(self._idle_wait())
                 self._wake.clear()
+
+    def _probe_if_due(self) -> None:
+        """Nothing was sent: if Stigg failed and has not answered since, ask it once when
+        the breaker's backoff has passed (a read). It takes the place of the send this
+        flusher would have retried: never before its own backoff either. Stigg still
+        down, the probe fails and the breaker backs off further, with jitter."""
+        now = self._clock.monotonic()
+        if self._probe is None or self._health.probe_in() != 0:
+            return
+        if now < max(self._resume_at, self._probe_at):
+            return
+        self._probe_at = now + IDLE_POLL_S  # not taken (no read left, no slot): again then
+        try:
+            self._probe(self._last_scope)
+        except Exception:  # a bug: the flusher goes on all the same
+            logger.exception(
+                "stigg_cache.probe_failed", extra={"event": "stigg_cache.probe_failed"}
+            )
 
     def _idle_wait(self) -> float:
         now = self._clock.monotonic()
         if self._resume_at > now:
-            return self._resume_at - now
-        wait = IDLE_POLL_S
-        for lane in self._lanes:
-            if lane.backlog:
-                need = lane.full_batch
-                wait = min(wait, (need - lane.bucket.available(now)) / lane.bucket.rate)
+            wait = self._resume_at - now
+        else:
+            wait = IDLE_POLL_S
+            for lane in self._lanes:
+                if lane.backlog:
+                    need = lane.full_batch
+                    wait = min(wait, (need - lane.bucket.available(now)) / lane.bucket.rate)
+        probe_in = self._health.probe_in()
+        if probe_in is not None and self._probe is not None:  # wake when a probe is due
+            wait = min(wait, max(probe_in, self._probe_at - now, self._resume_at - now))
         return max(0.001, wait)
 
     def _pump(self, lane: _Lane) -> bool:
@@ -328,6 +363,7 @@ class Flusher:
     def _send(self, lane: _Lane, batch: Sequence[Claimed]) -> None:
         payloads = [json.loads(c.record.payload) for c in batch]
         ids = [c.id for c in batch]
+        self._last_scope = (batch[0].record.customer_id, batch[0].record.resource_id)
         begun = self._health.answers
         counts: UsageCounts | None = None
         # Stigg counts a record as it takes it in, before its answer is back here: an

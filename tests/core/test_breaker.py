@@ -163,3 +163,21 @@ def test_a_failure_of_a_call_begun_before_stigg_last_answered_is_old_news() -> N
         ConnectionState.OFFLINE,
         "released from a blackhole",
     )
+
+
+def test_probe_in_says_when_a_process_asking_nothing_should_ask_stigg_once() -> None:
+    breaker = _breaker()  # backoff 1 s doubling to 8 s, the whole of it (jitter 1.0)
+    assert breaker.probe_in(0) is None  # nothing failed: nothing to learn
+    breaker.record_failure(10)  # degraded, still closed: a backoff from the failure
+    assert breaker.allow(10)
+    assert breaker.probe_in(10.5) == pytest.approx(0.5)
+    breaker.record_failure(11)  # the second: doubled
+    assert breaker.probe_in(11) == pytest.approx(2.0)
+    assert breaker.probe_in(13) == 0
+    breaker.record_failure(13)  # the third: open, the backoff of its first trip
+    assert breaker.probe_in(13) == pytest.approx(1.0)
+    assert breaker.probe_in(14) == 0
+    assert breaker.allow(14)  # the probe: its expiry, then
+    assert breaker.probe_in(14) == pytest.approx(breaker.probe_timeout_s)
+    breaker.record_success()
+    assert breaker.probe_in(14) is None

@@ -2,8 +2,9 @@
 local outbox, driven line by line over stdin (JSON in, JSON out).
 
 Run as ``python host.py CONFIG_JSON``; CONFIG: store, stigg_url, api_key, and optionally
-lease_s, policy (YAML text), clock_ahead_s (the host's wall clock runs that far ahead)
-and async (checks and consumptions through an AsyncResilientClient).
+lease_s, policy (YAML text), clock_ahead_s (the host's wall clock runs that far ahead),
+async (checks and consumptions through an AsyncResilientClient) and breaker_backoff_s
+(a breaker opening at the first failure, backing off exactly that long, always).
 Commands: ``consume``, ``metered``, ``usage``, ``events``, ``flush``, ``status``, ``redis_ok``,
 ``cursor``, ``reports`` (its reconciliations), ``exit``. :class:`Host` starts one and asks it.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from piped import Piped
 from redis_worker import _events, _flush
 
-from stigg_cache import AsyncResilientClient, FallbackPolicy, ResilientClient
+from stigg_cache import AsyncResilientClient, CircuitBreaker, FallbackPolicy, ResilientClient
 from stigg_cache.core.reconcile import ReconcileReport
 from stigg_cache.errors import StoreError
 from stigg_cache.testing import runtime_of
@@ -79,9 +80,11 @@ def _usage(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
 
 
 def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
+    status = client.status()
     return {
-        "outbox_depth": client.status().outbox_depth,
+        "outbox_depth": status.outbox_depth,
         "sent": runtime_of(client).usage.flusher.sent,
+        "state": status.state.value,
     }
 
 
@@ -142,6 +145,14 @@ def main(config_json: str) -> None:
         "check_timeout": 0.3,
         "clock": AheadClock(config.get("clock_ahead_s", 0.0)),
     }
+    if config.get("breaker_backoff_s") is not None:
+        backoff_s = config["breaker_backoff_s"]
+        options["breaker"] = CircuitBreaker(
+            failure_threshold=1,
+            base_backoff_s=backoff_s,
+            max_backoff_s=backoff_s,
+            jitter=lambda: 1.0,  # the whole backoff
+        )
     if config.get("async"):
         loop = asyncio.new_event_loop()
 
