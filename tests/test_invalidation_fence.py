@@ -70,7 +70,7 @@ def test_a_fetch_begun_before_a_grant_is_kept_by_no_worker(
 
     def worker() -> list[tuple[bool, str]]:  # its fetch leaves before the grant, lands after
         first = _reports(client)
-        eventually(lambda: not sync._runtime.fetcher._persisting)  # in the store, if it may
+        eventually(lambda: not sync._runtime.parts.fetcher._persisting)  # in the store, if it may
         return [first, *(_reports(client) for _ in range(CHECKS))]
 
     fetching = fork_child(worker)

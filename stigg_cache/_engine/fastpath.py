@@ -31,7 +31,7 @@ from stigg_cache.models import (
     MeteredEntitlement,
     NumericEntitlement,
 )
-from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.policy.model import PolicyRef
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYTES
 
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
@@ -108,12 +108,12 @@ class UsageView(Protocol):
 
 
 class FastPath:
-    """Answers warm checks from L1; the client keeps ``policy`` current."""
+    """Answers warm checks from L1 with the policy in force (``policy.current``)."""
 
     def __init__(
         self,
         l1: OrderedDict[ScopeKey, CachedSnapshot],
-        policy: FallbackPolicy,
+        policy: PolicyRef,
         *,
         monotonic: Callable[[], float],
         wall: Callable[[], float],
@@ -128,10 +128,6 @@ class FastPath:
         self.monotonic = monotonic
         self.wall = wall
         self.usage = usage
-
-    def use(self, policy: FallbackPolicy) -> None:
-        """Answer for ``policy`` from now (a reload): memos made for another step aside."""
-        self.policy = policy
 
     def suspend(self) -> None:
         """Answer nothing until :meth:`resume` (a forked child: its first check walks)."""
@@ -165,7 +161,7 @@ class FastPath:
         if entry is None:
             return None
         entry.referenced = True  # for L1's eviction sweep (CLOCK): one store, no lock
-        policy = self.policy
+        policy = self.policy.current  # read once: a reload sets memos of the old one aside
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
         prepared = None if slots is None else slots[slot]
         if prepared is None or prepared[1] is not policy:
