@@ -153,7 +153,6 @@ class Parts:
     """
 
     options: Options
-    environment: str
     namespace: str
     faults: FaultLog
     health: Health
@@ -195,7 +194,6 @@ def build(inner: object, options: Options) -> Parts:
         health.subscribe(functools.partial(_reconnected, usage, reconciler))
         parts = Parts(
             options=options,
-            environment=environment,
             namespace=namespace,
             faults=faults,
             health=health,
@@ -503,6 +501,8 @@ class Runtime:
         self.check_timeout_s = options.check_timeout
         self.closed = False
         self.forked = False
+        # The walk's driver and the checks serve: each walk first asks this runtime (its
+        # host) whether the client may be used, so they are made here, over the parts.
         self.walker = Walker(
             self,
             parts.policy,
