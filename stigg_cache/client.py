@@ -159,7 +159,7 @@ class ResilientClient:
         del given["self"], given["inner"]
         self._runtime = runtime = Runtime(inner, Options(**given))
         self._checks = runtime.checks
-        self.outbox = OutboxAdmin(runtime.outbox, clock)
+        self.outbox = OutboxAdmin(runtime.parts.outbox, clock)
         self._dropped = when_dropped(self, repr(self), runtime.close)
 
     # -- checks ---------------------------------------------------------------
@@ -340,7 +340,7 @@ class ResilientClient:
         (never while a shared outbox such as Redis is unreachable).
         """
         self._runtime.usable()
-        return self._runtime.usage.flusher.flush(check.positive_seconds("timeout", timeout))
+        return self._runtime.parts.usage.flusher.flush(check.positive_seconds("timeout", timeout))
 
     def reconcile(self, timeout: float = RECONCILE_TIMEOUT_S) -> ReconcileReport | None:
         """Drain, refresh customers touched while offline, and report contradicted decisions.
@@ -348,12 +348,12 @@ class ResilientClient:
         Runs by itself when Stigg comes back; ``None`` if one is already under way.
         """
         self._runtime.usable()
-        return self._runtime.reconciler.run(check.positive_seconds("timeout", timeout))
+        return self._runtime.parts.reconciler.run(check.positive_seconds("timeout", timeout))
 
     def on_reconcile(self, callback: ReportListener) -> None:
         """Call ``callback(report)`` after every reconciliation."""
         self._runtime.usable()
-        self._runtime.reconciler.subscribe(callback)
+        self._runtime.parts.reconciler.subscribe(callback)
 
     # -- promotional entitlements (admin: these raise) ---------------------------------
 
@@ -367,7 +367,7 @@ class ResilientClient:
             StiggUnavailableError: Stigg did not accept it (admin calls are not buffered).
         """
         customer = check.require_id("customer_id", customer_id)
-        grant = self._runtime.adapter.grant_promotional_entitlements
+        grant = self._runtime.parts.adapter.grant_promotional_entitlements
         return self._runtime.admin(
             customer, lambda timeout_s: grant(customer, grants, timeout_s=timeout_s)
         )
@@ -380,7 +380,7 @@ class ResilientClient:
         """
         customer = check.require_id("customer_id", customer_id)
         feature = check.require_id("feature_id", feature_id)
-        revoke = self._runtime.adapter.revoke_promotional_entitlement
+        revoke = self._runtime.parts.adapter.revoke_promotional_entitlement
         return self._runtime.admin(
             customer, lambda timeout_s: revoke(customer, feature, timeout_s=timeout_s)
         )
@@ -403,7 +403,7 @@ class ResilientClient:
     def on_status_change(self, callback: StateListener) -> Callable[[], None]:
         """Call ``callback(old_state, new_state)`` on each change; returns an unsubscribe."""
         self._runtime.usable()
-        return self._runtime.health.subscribe(callback)
+        return self._runtime.parts.health.subscribe(callback)
 
     def close(self) -> None:
         """Stop background work and release what this client opened; every call after
@@ -428,8 +428,8 @@ class ResilientClient:
         self.close()
 
     def __repr__(self) -> str:
-        runtime = self._runtime
-        return f"ResilientClient(adapter={runtime.adapter.name!r}, store={runtime.store_name!r})"
+        parts = self._runtime.parts
+        return f"ResilientClient(adapter={parts.adapter.name!r}, store={parts.store.name!r})"
 
 
 @attrs.frozen
@@ -448,4 +448,4 @@ def surface(client: ResilientClient) -> Surface:
     """What ``client`` answers checks with, for ``AsyncResilientClient`` (which asks the
     same checks and drives the same walk, awaiting its I/O), ``metrics`` and plug-ins."""
     runtime = client._runtime
-    return Surface(client._checks, runtime.walker, runtime.cache, runtime.watcher)
+    return Surface(client._checks, runtime.walker, runtime.parts.cache, runtime.parts.watcher)

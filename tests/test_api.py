@@ -143,7 +143,12 @@ def test_the_api_key_never_reaches_logs_status_reprs_or_the_store(
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         fake.set_mode(FakeMode.ERROR_5XX)
         client.get_boolean_entitlement(customer_id="other", feature_id="sso")
-        seen = [repr(client), repr(client.status()), repr(runtime_of(client).adapter), caplog.text]
+        seen = [
+            repr(client),
+            repr(client.status()),
+            repr(runtime_of(client).parts.adapter),
+            caplog.text,
+        ]
     files = [p.read_bytes() for p in store_dir.rglob("*") if p.is_file()]
     assert all(API_KEY not in text for text in seen)
     assert all(API_KEY.encode() not in data for data in files)

@@ -107,7 +107,7 @@ def test_async_sdk_calls_run_on_the_loop_the_client_was_built_in(
             stigg.AsyncStigg(api_key=API_KEY, base_url=fake.url) as inner,
             AsyncResilientClient(inner, **_options(tmp_path)) as client,
         ):
-            bridge = runtime_of(client).adapter
+            bridge = runtime_of(client).parts.adapter
             assert isinstance(bridge, LoopBridge)
             assert bridge._loop is loop
             with pytest.raises(RuntimeError, match="AsyncResilientClient and await"):

@@ -50,7 +50,7 @@ def _spend(client: ResilientClient, customer: str, tries: int) -> int:
 
 
 def _queued_units(client: ResilientClient, customer: str) -> float:
-    outbox = runtime_of(client).usage.outbox  # the shared file: every process's records
+    outbox = runtime_of(client).parts.usage.outbox  # the shared file: every process's records
     return sum(
         record.value or 0.0
         for record, _ in outbox.unsettled()

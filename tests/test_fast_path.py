@@ -132,7 +132,9 @@ def test_a_policy_reload_re_prepares_answers(
     client = make_client(clock=clock)
     client.get_entitlements(customer_id="acme")
     before = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    runtime_of(client).use_policy(FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2"))
+    runtime_of(client).parts.policy.use(
+        FallbackPolicy(staleness=Staleness(fresh_for_s=1), version="v2")
+    )
     clock.advance(2)
     assert (
         surface(client).checks.fast(KIND_OF[CheckKind.BOOLEAN], "acme", "sso", None) is None

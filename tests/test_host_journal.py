@@ -54,7 +54,7 @@ def _offline_checks(client: ResilientClient, customers: list[str], times: int = 
 
 def _in_the_hosts_journal(client: ResilientClient) -> None:
     """Wait until what this worker counted is in the host's journal (added in the background)."""
-    eventually(lambda: not runtime_of(client).journal.pending)
+    eventually(lambda: not runtime_of(client).parts.journal.pending)
 
 
 def _summary(report: ReconcileReport | None) -> dict[str, Any]:

@@ -61,12 +61,12 @@ def _options(fake: FakeStigg, tmp_path: Path, backoff_s: float) -> dict[str, Any
 def _seen(client: ResilientClient, reports: list[ReconcileReport]) -> dict[str, Any]:
     runtime = runtime_of(client)
     return {
-        "state": runtime.health.state.value,
-        "breaker": runtime.health.breaker_state.value,
+        "state": runtime.parts.health.state.value,
+        "breaker": runtime.parts.health.breaker_state.value,
         "reports": [
             {"checked": r.decisions_checked, "refreshed": r.customers_refreshed} for r in reports
         ],
-        "sent": runtime.usage.flusher.sent,
+        "sent": runtime.parts.usage.flusher.sent,
     }
 
 

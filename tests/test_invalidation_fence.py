@@ -71,7 +71,7 @@ def test_a_fetch_begun_before_a_grant_is_kept_by_no_worker(
 
     def worker() -> list[tuple[bool, str]]:  # its fetch leaves before the grant, lands after
         first = _reports(client)
-        eventually(lambda: not sync._runtime.fetcher._persisting)  # in the store, if it may
+        eventually(lambda: not sync._runtime.parts.fetcher._persisting)  # in the store, if it may
         return [first, *(_reports(client) for _ in range(CHECKS))]
 
     fetching = fork_child(worker)
@@ -110,7 +110,7 @@ def test_a_check_begun_after_a_grant_gets_no_fetch_begun_before_it_in_any_worker
     sync = client._core if isinstance(client, AsyncResilientClient) else client
 
     def worker() -> list[tuple[bool, str]]:
-        fetcher = sync._runtime.fetcher
+        fetcher = sync._runtime.parts.fetcher
         in_flight = threading.Semaphore(0)
         flight = fetcher._flight
 

@@ -31,7 +31,7 @@ def _client(fake: FakeStigg, tmp_path: Path, policy: FallbackPolicy) -> Resilien
 
 
 def _stored_fetched_at(client: ResilientClient, key: str) -> float:
-    stored = runtime_of(client).cache.store.get(key)
+    stored = runtime_of(client).parts.cache.store.get(key)
     assert isinstance(stored, bytes)
     return decode_snapshot(stored).fetched_at
 

@@ -63,11 +63,11 @@ def _core(client: Client) -> ResilientClient:
 def _lease_held(client: Client, customer_id: str) -> bool:
     """Whether a worker holds the refresh lease of a customer (it is asking Stigg)."""
     # A lease taken by nobody for no time: refused while a worker's is held, harmless if not.
-    return _core(client)._runtime.cache.lease((customer_id, None), "observer", 0.0) is False
+    return _core(client)._runtime.parts.cache.lease((customer_id, None), "observer", 0.0) is False
 
 
 def _waiting_on_a_sibling(client: Client) -> bool:
-    flights = list(_core(client)._runtime.fetcher._flights.values())
+    flights = list(_core(client)._runtime.parts.fetcher._flights.values())
     return any(flight.on_sibling for flight in flights)
 
 
@@ -77,7 +77,7 @@ def test_a_probe_answered_by_a_siblings_refresh_closes_the_breaker(
 ) -> None:
     fake.set_customer("beta", [boolean("sso")])
     client = _client(fake, tmp_path, asynchronous=asynchronous)
-    health = _core(client)._runtime.health
+    health = _core(client)._runtime.parts.health
     fake.set_mode(FakeMode.DOWN)
     assert _check(client, "acme").decision.source is Source.DEFAULT  # the breaker opens
     assert health.breaker_state.value == "open"  # (a value: mypy would keep the narrowing)

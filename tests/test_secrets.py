@@ -70,7 +70,7 @@ def test_the_api_key_is_in_no_file_log_status_or_repr(
         seen = _outage_story(client, fake)
         texts = [
             repr(client),
-            repr(runtime_of(client).adapter),
+            repr(runtime_of(client).parts.adapter),
             repr(client.outbox),
             *map(repr, seen),
         ]

@@ -77,7 +77,7 @@ def test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg
     def worker_a() -> tuple[float | None, float | None]:
         runtime_of(
             client
-        ).usage.flusher.close()  # this worker never sends: a sibling's flusher must
+        ).parts.usage.flusher.close()  # this worker never sends: a sibling's flusher must
         client.report_usage(customer_id="c-2", feature_id="api_calls", value=10)
         seen: list[tuple[float | None, float | None]] = []
 
@@ -187,12 +187,12 @@ def test_a_worker_reads_no_usage_at_start_and_a_customers_when_it_first_needs_it
     )
     first.report_usage(customer_id="c-7", feature_id="api_calls", value=95)  # c-7: 96 of 100
     later = _client(fake, store_url)  # a worker started afterwards
-    assert len(runtime_of(later).usage.ledger) == 0  # nothing read at start
+    assert len(runtime_of(later).parts.usage.ledger) == 0  # nothing read at start
     assert not _fits(later, "c-7", 5)  # 96 + 5: read when first needed
     assert _fits(later, "c-7", 4)
-    assert len(runtime_of(later).usage.ledger) == 2  # that customer's records only
+    assert len(runtime_of(later).parts.usage.ledger) == 2  # that customer's records only
     assert not later.consume(customer_id="c-9", feature_id="api_calls", amount=100).granted
-    assert len(runtime_of(later).usage.ledger) == 3  # c-9's one unit, read before judging
+    assert len(runtime_of(later).parts.usage.ledger) == 3  # c-9's one unit, read before judging
     later.close()
     first.close()
 
@@ -208,7 +208,7 @@ def test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage(
     later = _client(fake, store_url)  # a worker started afterwards: c-8 not read yet
     # No sync due for a minute: no thread waits on one (as the async client's threads, whose
     # syncs run in the background): each goes straight to reading the customer's usage.
-    runtime_of(later).usage.next_sync = time.monotonic() + 60
+    runtime_of(later).parts.usage.next_sync = time.monotonic() + 60
     granted: list[bool] = []
 
     def check(delay_s: float) -> None:
@@ -237,7 +237,7 @@ def test_events_a_meter_reads_count_in_a_worker_started_later(
     )
     later = client_on(fake, store_url, policy=policy)  # reads c-9's usage when first needed
     assert not _fits(later, "c-9", 1)  # the 100 metered events: at the limit
-    assert len(runtime_of(later).usage.ledger) == 100  # the other events were never read
+    assert len(runtime_of(later).parts.usage.ledger) == 100  # the other events were never read
     later.close()
     first.close()
 
@@ -278,19 +278,19 @@ def test_a_worker_holds_nothing_for_usage_siblings_got_acknowledged_long_ago(
         def sibling() -> tuple[int, int]:  # its clock moves on: its flusher sends everything
             tracemalloc.stop()  # only this worker's memory is measured: tracing halves the pace
             clock.advance(120)
-            runtime_of(client).usage.flusher.wake()
+            runtime_of(client).parts.usage.flusher.wake()
             # 100 sends of 100 records: CPU-bound, as long as a loaded host makes it (it took
             # over 20 s at load 15), so only a flusher that stops sending fails
-            while_progressing(lambda: runtime_of(client).usage.flusher.sent, customers)
-            return runtime_of(client).usage.flusher.sent, client.status().outbox_depth
+            while_progressing(lambda: runtime_of(client).parts.usage.flusher.sent, customers)
+            return runtime_of(client).parts.usage.flusher.sent, client.status().outbox_depth
 
         assert in_child(sibling, limit_s=SIBLING_LIMIT_S) == [customers, 0]  # sent, left
         _fits(client, "acme", 1)  # a check: this worker follows the acknowledgements
         clock.advance(KEEP_SENT_S + 600)  # the outbox forgets them on its next write
         client.report_usage(customer_id="c-new", feature_id="api_calls", value=1)
-        runtime_of(client).usage.flusher.wake()
+        runtime_of(client).parts.usage.flusher.wake()
         eventually(
-            lambda: runtime_of(client).usage.flusher.sent == 1
+            lambda: runtime_of(client).parts.usage.flusher.sent == 1
         )  # sent, and acknowledged here
         settled = _ledger_bytes()
     finally:
@@ -321,7 +321,9 @@ def test_awaited_checks_leave_no_tally_behind_once_usage_is_settled(
                 await client.get_metered_entitlement(customer_id=c, feature_id="api_calls")
                 for c in customers
             ]  # fetched after the acknowledgement: Stigg's count has each unit
-            return [a.current_usage for a in answers], len(runtime_of(client).usage.ledger._tallies)
+            return [a.current_usage for a in answers], len(
+                runtime_of(client).parts.usage.ledger._tallies
+            )
 
     assert asyncio.run(story()) == ([1.0] * 50, 0)
 
@@ -335,7 +337,7 @@ def test_every_check_counts_the_usage_siblings_reported_before_it(
     make: Any = AsyncResilientClient if asynchronous else ResilientClient
     client = make(None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY)
     sync = client._core if asynchronous else client
-    usage = runtime_of(client).usage
+    usage = runtime_of(client).parts.usage
     fake.set_mode(FakeMode.DOWN)  # no snapshot: the policy answers, with the host's usage
 
     def used() -> float | None:

@@ -102,4 +102,4 @@ def test_a_refresh_cut_short_by_close_is_no_mark_against_stigg(
         fake.set_mode(FakeMode.DOWN)  # as the demo's fake stops: the refresh's socket is reset
         time.sleep(0.5)
     assert [r.message for r in caplog.records if "status_changed" in r.message] == []
-    assert runtime_of(client).health.state is ConnectionState.CONNECTED
+    assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED

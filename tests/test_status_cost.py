@@ -61,4 +61,4 @@ def test_a_count_the_closing_client_cuts_short_ends_quietly(fake: FakeStigg) -> 
     assert store.walking.wait(10)
     client.close()
     store.closed.set()  # pytest fails the test on an exception escaping the thread
-    eventually(lambda: not runtime_of(client).cache.upkeep.counting.running())
+    eventually(lambda: not runtime_of(client).parts.cache.upkeep.counting.running())

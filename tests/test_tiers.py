@@ -366,7 +366,9 @@ def test_a_wall_clock_step_back_never_makes_a_stored_snapshot_younger(
     clock.jump_wall(-2 * 3600)  # and the wall clock steps back over them
 
     def reloaded() -> list[object]:
-        runtime_of(client).cache.clear_l1()  # read from the store again: its age from its wall time
+        runtime_of(
+            client
+        ).parts.cache.clear_l1()  # read from the store again: its age from its wall time
         result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         return [result.decision.source.value, result.decision.age_s]
 

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+import attrs
+
 from stigg_cache.core import engine
 from stigg_cache.core.assemble import assembler
 from stigg_cache.core.engine import CheckKind
@@ -31,7 +33,7 @@ from stigg_cache.models import (
     MeteredEntitlement,
     NumericEntitlement,
 )
-from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.policy.model import PolicyRef
 from stigg_cache.stores.layered import PREPARED_FEATURE_BYTES, PREPARED_KIND_BYTES
 
 MAX_WARM_FEATURES = 512  # features per snapshot with prepared answers (bounds memory)
@@ -73,22 +75,39 @@ _INF = float("inf")
 _NUMBERS = (int, float)
 _monotonic = time.monotonic  # the clock of UsageView.next_sync
 
-# (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows)
-LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
-# The last judgement with local usage: (ledger generation, requested, used, has_access, reason)
-Judged = tuple[int, float, float, bool, Any]
-# (fresh until, policy it was made for, make(decision), answer, make judged with usage,
-#  the customer+resource+feature of local usage, [the last judgement])
-Prepared = tuple[
-    float,
-    Budgets,
-    Callable[..., Any],
-    engine.WarmAnswer,
-    Callable[..., Any],
-    TallyKey,
-    list[Judged],
-]
-_NOT_JUDGED: Judged = (-1, math.nan, math.nan, False, None)
+
+@attrs.frozen
+class Judged:
+    """The last judgement of a prepared answer with local usage: it holds while the
+    ledger's ``generation`` and the amount ``requested`` are the same (and no read of
+    the shared outbox is due)."""
+
+    generation: int
+    requested: float
+    used: float
+    has_access: bool
+    reason: Any
+
+
+_NOT_JUDGED = Judged(-1, math.nan, math.nan, has_access=False, reason=None)
+
+
+@attrs.frozen
+class Prepared:
+    """A CACHE answer of the walk, kept on its L1 entry for checks shaped like it.
+
+    ``make(decision)``: the answer as prepared. ``judge(has_access, reason, decision,
+    used, requested)``: the answer judged again with usage (every other field fixed).
+    ``judged``: one cell, the last :class:`Judged`, replaced whole (one atomic store).
+    """
+
+    fresh_until: float  # time.monotonic() after which the walk answers again
+    policy: Budgets  # the policy it was made for: with another in force, the walk answers
+    make: Callable[[Decision], Any]
+    answer: engine.WarmAnswer
+    judge: Callable[..., Any]
+    usage_scope: TallyKey  # the customer, resource and feature of its local usage
+    judged: list[Judged]
 
 
 class UsageView(Protocol):
@@ -108,12 +127,12 @@ class UsageView(Protocol):
 
 
 class FastPath:
-    """Answers warm checks from L1; the client keeps ``policy`` current."""
+    """Answers warm checks from L1 with the policy in force (``policy.current``)."""
 
     def __init__(
         self,
         l1: OrderedDict[ScopeKey, CachedSnapshot],
-        policy: FallbackPolicy,
+        policy: PolicyRef,
         *,
         monotonic: Callable[[], float],
         wall: Callable[[], float],
@@ -128,10 +147,6 @@ class FastPath:
         self.monotonic = monotonic
         self.wall = wall
         self.usage = usage
-
-    def use(self, policy: FallbackPolicy) -> None:
-        """Answer for ``policy`` from now (a reload): memos made for another step aside."""
-        self.policy = policy
 
     def suspend(self) -> None:
         """Answer nothing until :meth:`resume` (a forked child: its first check walks)."""
@@ -165,17 +180,18 @@ class FastPath:
         if entry is None:
             return None
         entry.referenced = True  # for L1's eviction sweep (CLOCK): one store, no lock
-        policy = self.policy
+        policy = self.policy.current  # read once: a reload sets memos of the old one aside
         slots = entry.warm.get(feature_id)  # keyed by str, then a list: no tuple or enum hashing
-        prepared = None if slots is None else slots[slot]
-        if prepared is None or prepared[1] is not policy:
+        prepared: Prepared | None = None if slots is None else slots[slot]
+        if prepared is None or prepared.policy is not policy:
             return None  # the walk answers, and leaves its CACHE answer here
         now = self.monotonic()
-        if now > prepared[0]:
+        if now > prepared.fresh_until:
             return None
         decision = _DECIDED(now - entry.fetched_mono, policy.version)
-        if prepared[3].usage is None and requested is None:
-            return prepared[2](decision)  # type: ignore[no-any-return]
+        if prepared.answer.usage is None and requested is None:
+            make = prepared.make  # an attribute, then a call: a method lookup costs more
+            return make(decision)  # type: ignore[no-any-return]
         return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type,no-any-return]
 
     def _with_usage(
@@ -186,7 +202,7 @@ class FastPath:
         requested: float | None,
     ) -> Any:
         """The fast path's answer when usage (local or requested) is part of it."""
-        answer, make = prepared[3], prepared[4]
+        answer, judge = prepared.answer, prepared.judge
         amount = engine.DEFAULT_REQUESTED_USAGE if requested is None else float(requested)
         terms = answer.usage
         if terms is None:
@@ -194,33 +210,45 @@ class FastPath:
             has_access, reason = fields["has_access"], fields["access_denied_reason"]
             used = fields.get("current_usage")
         else:
-            usage, judged = self.usage, prepared[6]
+            usage, judged = self.usage, prepared.judged
             generation = usage.ledger.generation
             last = judged[0]
-            if last[0] == generation and last[1] == amount and _monotonic() < usage.next_sync:
-                used, has_access, reason = last[2], last[3], last[4]  # nothing changed since
+            if (
+                last.generation == generation
+                and last.requested == amount
+                and _monotonic() < usage.next_sync
+            ):
+                used, has_access, reason = last.used, last.has_access, last.reason  # unchanged
             else:
                 used = terms.base_usage
                 local = usage.local_usage(
-                    prepared[5], entry.snapshot.fetched_at, answer.floor, used
+                    prepared.usage_scope, entry.snapshot.fetched_at, answer.floor, used
                 )
                 complete = True
                 if local is not None:  # LocalUsage.applied_to, inlined
                     used = (used if local.absolute is None else local.absolute) + local.delta
                     complete = local.complete
                 has_access, reason = terms.judge(used, amount, complete=complete)
-                judged[0] = (generation, amount, used, has_access, reason)  # one atomic store
+                judged[0] = Judged(generation, amount, used, has_access, reason)  # one store
         if answer.result_type is MeteredEntitlement:
-            return make(has_access, reason, decision, used, amount)
+            return judge(has_access, reason, decision, used, amount)
         shown = None if requested is None else float(requested)
-        return make(has_access, reason, decision, used, shown)
+        return judge(has_access, reason, decision, used, shown)
 
     def keep(self, memo: Memo, policy: Budgets) -> None:
         """Keep a CACHE answer of the walk on its L1 entry (at most ``MAX_WARM_FEATURES``
         features a snapshot), counted in L1's byte budget."""
         request, entry, answer = memo.request, memo.entry, memo.answer
-        usage_scope = (request.customer_id, request.resource_id, request.feature_id)
-        prepared = (answer.fresh_until_mono, policy, *_makers(answer), usage_scope, [_NOT_JUDGED])
+        make, judge = _makers(answer)
+        prepared = Prepared(
+            answer.fresh_until_mono,
+            policy,
+            make,
+            answer,
+            judge,
+            (request.customer_id, request.resource_id, request.feature_id),
+            [_NOT_JUDGED],
+        )
         slots = entry.warm.get(request.feature_id)
         added = PREPARED_KIND_BYTES
         if slots is None and len(entry.warm) < MAX_WARM_FEATURES:
@@ -232,9 +260,7 @@ class FastPath:
             slots[SLOT[request.kind]] = prepared
 
 
-def _makers(
-    answer: engine.WarmAnswer,
-) -> tuple[Callable[..., Any], engine.WarmAnswer, Callable[..., Any]]:
+def _makers(answer: engine.WarmAnswer) -> tuple[Callable[[Decision], Any], Callable[..., Any]]:
     """Constructors of the prepared result, taking positional arguments (cheaper than keywords).
 
     ``make(decision)``: the answer as prepared. ``judged(has_access, reason,
@@ -252,6 +278,6 @@ def _makers(
         ) -> Any:
             return judge(has_access, reason, decision)
 
-        return make, answer, judged_without_usage
+        return make, judged_without_usage
     del judged["current_usage"], judged["requested_usage"]
-    return make, answer, assembler(answer.result_type, **judged)
+    return make, assembler(answer.result_type, **judged)

@@ -24,7 +24,7 @@ from stigg_cache.errors import OutboxFullError, StoreError
 from stigg_cache.outbox.base import Outbox, OutboxStats, SharedUsage, UsageChanges
 from stigg_cache.outbox.flusher import DEFAULT_LEASE_S, Flusher
 from stigg_cache.outbox.records import Receipt, RecordKind, UsageRecord
-from stigg_cache.policy.model import FallbackPolicy, Meter
+from stigg_cache.policy.model import Meter, PolicyRef
 
 DEFAULT_OUTBOX_MAX_RECORDS = 5_000_000  # 1.4 hours of Stigg's whole event rate; ~3 GB
 DEPTH_RECHECK_S = 1.0
@@ -44,7 +44,7 @@ class UsageService:
         adapter: Adapter,
         health: Health,
         clock: Clock,
-        policy: Callable[[], FallbackPolicy],
+        policy: PolicyRef,
         *,
         settle_s: float = DEFAULT_SETTLE_S,
         events_per_second: float = EVENTS_PER_SECOND,
@@ -157,6 +157,11 @@ class UsageService:
         return self._shared is None or (
             (customer_id, resource_id) in self._loaded and _monotonic() < self.next_sync
         )
+
+    def held(self, scope: ScopeKey) -> None:
+        """A scope's snapshot came into L1: its customer's usage is read now (with I/O
+        allowed), so a check that L1 answers needs none for it."""
+        self.read_customer(*scope)
 
     def read_customer(self, customer_id: str, resource_id: str | None) -> None:
         """Count what the shared outbox holds of one customer, the first time it is needed.
@@ -337,7 +342,7 @@ class UsageService:
 
     def _meters(self) -> dict[str, list[tuple[str, Meter]]]:
         """The policy's meters by event name (rebuilt when the policy changes)."""
-        policy = self._policy()
+        policy = self._policy.current
         version, index = self._meters_of
         if version != policy.version:
             index = {}

@@ -21,8 +21,8 @@ from stigg_cache._support.clock import Clock
 from stigg_cache._support.log import FaultLog, shown
 from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckRequest
-from stigg_cache.core.terms import Budgets
 from stigg_cache.models import AnyEntitlement, Snapshot
+from stigg_cache.policy.model import PolicyRef
 from stigg_cache.stores.layered import SnapshotCache, StoreFault
 
 Answer = tuple[AnyEntitlement | Snapshot, walk.Judgement]
@@ -30,10 +30,6 @@ Answer = tuple[AnyEntitlement | Snapshot, walk.Judgement]
 
 class Host(Protocol):
     """What the walker reads of the client it serves (the runtime is one)."""
-
-    @property
-    def policy(self) -> Budgets:
-        """The policy in force."""
 
     @property
     def clock(self) -> Clock:
@@ -56,6 +52,7 @@ class Walker:
     def __init__(  # noqa: PLR0917 - the parts a walk's I/O touches, each once
         self,
         host: Host,
+        policy: PolicyRef,
         cache: SnapshotCache,
         fetcher: Fetcher,
         health: Health,
@@ -65,6 +62,7 @@ class Walker:
         journal: HostJournal,
     ) -> None:
         self._host = host
+        self._policy = policy
         self._cache = cache
         self._fetcher = fetcher
         self._health = health
@@ -87,7 +85,7 @@ class Walker:
         host.usable()
         return walk.begin(
             question,
-            host.policy,
+            self._policy.current,  # the walk keeps the policy it started with
             started=self._clock.monotonic(),
             check_timeout_s=host.check_timeout_s,
             offline=self._health.offline,

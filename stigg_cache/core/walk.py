@@ -54,9 +54,6 @@ _USAGE_KINDS = (CheckKind.METERED, CheckKind.GENERIC)
 # Check kinds whose CACHE answer the fast path keeps (an enum check's values vary per call)
 _MEMO_KINDS = (CheckKind.BOOLEAN, CheckKind.NUMERIC, CheckKind.METERED, CheckKind.GENERIC)
 
-# (scope, the snapshot's fetched_at, the usage period's floor, the usage the snapshot shows):
-# what local usage a judgement adds, as the usage service takes it
-UsageOf = tuple[TallyKey, float | None, float | None, float | None]
 LocalUsageOf = Callable[[TallyKey, float | None, float | None, float | None], LocalUsage | None]
 
 
@@ -88,6 +85,18 @@ class Now:
 
 
 @attrs.frozen
+class UsageOf:
+    """What local usage a judgement adds, asked as the usage service takes it: of which
+    customer, resource and feature (``scope``), given the snapshot's fetch time, the usage
+    period's floor and the usage the snapshot shows (all ``None`` for a policy's answer)."""
+
+    scope: TallyKey
+    snapshot_fetched_at: float | None
+    floor: float | None
+    snapshot_usage: float | None
+
+
+@attrs.frozen
 class Judgement:
     """An answer waiting for local usage: judging it again does no I/O.
 
@@ -99,8 +108,11 @@ class Judgement:
     usage_of: UsageOf | None = None
 
     def answer(self, local_usage: LocalUsageOf) -> AnyEntitlement | Snapshot:
-        """The answer given local usage as ``local_usage(*usage_of)`` reports it."""
-        return self.make(None if self.usage_of is None else local_usage(*self.usage_of))
+        """The answer given local usage as ``local_usage`` reports it for ``usage_of``."""
+        of = self.usage_of
+        if of is None:
+            return self.make(None)
+        return self.make(local_usage(of.scope, of.snapshot_fetched_at, of.floor, of.snapshot_usage))
 
 
 @attrs.define
@@ -394,7 +406,7 @@ def _from_snapshot(
         scope = (question.customer_id, question.resource_id, question.feature_id)
         floor = engine.usage_floor(feature, now.wall)
         shown = None if feature is None else engine.usage_in_period(feature, now.wall)
-        usage_of = (scope, snapshot.fetched_at, floor, shown)
+        usage_of = UsageOf(scope, snapshot.fetched_at, floor, shown)
     return Judgement(
         functools.partial(engine.from_snapshot, question, snapshot, decision, now.wall), usage_of
     )
@@ -419,12 +431,8 @@ def _fallback(
     )
     usage_of = None
     if request.kind in _USAGE_KINDS or engine.grant_uses_usage(request, resolution.grant):
-        usage_of = (
-            (request.customer_id, request.resource_id, request.feature_id),
-            None,
-            None,
-            None,
-        )
+        scope = (request.customer_id, request.resource_id, request.feature_id)
+        usage_of = UsageOf(scope, None, None, None)
     make = functools.partial(engine.from_grant, request, resolution.grant, decision)
     return Answered(
         walk,

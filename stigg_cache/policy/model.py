@@ -8,7 +8,7 @@ watching it :mod:`stigg_cache.policy.watcher`'s.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -127,6 +127,35 @@ class FallbackPolicy:
 
 BUILTIN_POLICY = FallbackPolicy()
 
+
+class PolicyRef:
+    """The policy in force: the one reference every part of a client reads.
+
+    A reload swaps ``current`` whole (one store, atomic under the GIL) and tells
+    the listeners; a check reads it once and keeps the policy it started with.
+    """
+
+    __slots__ = ("_listeners", "current")
+
+    def __init__(self, policy: FallbackPolicy) -> None:
+        self.current = policy
+        self._listeners: tuple[Callable[[FallbackPolicy], None], ...] = ()
+
+    def use(self, policy: FallbackPolicy) -> None:
+        """Answer with ``policy`` from now (checks in flight keep the one they read)."""
+        self.current = policy
+        for listener in self._listeners:
+            listener(policy)
+
+    def subscribe(self, listener: Callable[[FallbackPolicy], None]) -> None:
+        """Tell ``listener`` of every policy :meth:`use` puts in force."""
+        self._listeners = (*self._listeners, listener)
+
+    def keep_snapshots_s(self) -> float:
+        """How long a stored snapshot is of use under the policy in force now."""
+        return self.current.keep_snapshots_s
+
+
 __all__ = [
     "ANY_FEATURE",
     "BUILTIN_ALLOW",
@@ -135,5 +164,6 @@ __all__ = [
     "FallbackPolicy",
     "FeaturePolicy",
     "Meter",
+    "PolicyRef",
     "Rule",
 ]

@@ -48,7 +48,7 @@ from stigg_cache._support.files import swappable_by_others
 from stigg_cache._support.log import LOG_INTERVAL_S, logger
 from stigg_cache.errors import PolicyError
 from stigg_cache.policy.loader import MAX_POLICY_BYTES, policy_version
-from stigg_cache.policy.model import FallbackPolicy
+from stigg_cache.policy.model import FallbackPolicy, PolicyRef
 
 DEFAULT_SETTLE_S = 0.1  # editors finish a save within milliseconds; reload stays well under 1 s
 MAX_SETTLE_ROUNDS = 50  # a file rewritten forever is read at most this many times per event
@@ -189,7 +189,8 @@ class PolicyWatcher:
         content = _read(self.path)
         if isinstance(content, OSError):
             raise PolicyError([(str(self.path), None, "", f"cannot read it: {why(content)}")])
-        self.current = FallbackPolicy.from_yaml(content, str(self.path))
+        # the client's parts read this reference: a reload swaps the policy in it
+        self.policy = PolicyRef(FallbackPolicy.from_yaml(content, str(self.path)))
         warn_if_writable_by_others(self.path)
         self.error: str | None = None
         self.reloads = 0
@@ -210,6 +211,11 @@ class PolicyWatcher:
         self._worker: threading.Thread | None = None
         self.start()
         fork.renew_after_fork(self, PolicyWatcher._renew)
+
+    @property
+    def current(self) -> FallbackPolicy:
+        """The last good policy of the file."""
+        return self.policy.current
 
     def start(self) -> None:
         """Watch from this process (once; never after ``close``)."""
@@ -324,7 +330,7 @@ class PolicyWatcher:
         except Exception as error:  # a loader bug must not end hot reload for good
             self._reject(f"{self.path}: {error!r}\n  keeping policy {old.version}", version)
             return
-        self.current = new
+        self.policy.use(new)
         self._accepted()
         self.reloads += 1
         warn_if_writable_by_others(self.path)

@@ -24,20 +24,20 @@ AnyClient = ResilientClient | AsyncResilientClient
 def held_in_memory(client: AnyClient) -> list[tuple[ScopeKey, CachedSnapshot]]:
     """What the client holds in memory (its L1): each ``(customer_id, resource_id)`` with
     its snapshot, least recently used first. A copy: holding it keeps the entries alive."""
-    return list(_runtime(client).cache.l1.items())
+    return list(_runtime(client).parts.cache.l1.items())
 
 
 def forget_memory(client: AnyClient) -> None:
     """Drop what the client holds in memory (its L1), as a worker started now holds
     nothing: the next check of each customer reads the store."""
-    _runtime(client).cache.clear_l1()
+    _runtime(client).parts.cache.clear_l1()
 
 
 def stop_sending(client: AnyClient) -> None:
     """Stop the client's usage sender for good (it cannot be restarted): usage reported
     afterwards is made durable and counted, and stays pending in the outbox, for another
     client on the same outbox to send. To time the enqueue alone, or to fill an outbox."""
-    _runtime(client).usage.flusher.close()
+    _runtime(client).parts.usage.flusher.close()
 
 
 @contextlib.contextmanager

@@ -158,6 +158,6 @@ def test_a_send_is_bounded_well_inside_its_lease(
     fake: FakeStigg, tmp_path: Path, lease_s: float
 ) -> None:
     client = _client(fake, tmp_path, outbox_lease_s=lease_s)
-    send_timeout_s = runtime_of(client).usage.flusher._send_timeout_s
+    send_timeout_s = runtime_of(client).parts.usage.flusher._send_timeout_s
     assert send_timeout_s * SEND_PHASES < lease_s  # connect + write + read, each bounded
     client.close()

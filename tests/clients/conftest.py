@@ -97,7 +97,7 @@ class World:
 def adapter_of(client: AnyClient) -> Any:
     """The adapter a client sends through (a LoopBridge for asyncio SDKs)."""
     core = client._core if isinstance(client, AsyncResilientClient) else client
-    return runtime_of(core).adapter
+    return runtime_of(core).parts.adapter
 
 
 @pytest.fixture

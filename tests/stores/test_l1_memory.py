@@ -32,10 +32,12 @@ def test_the_byte_budget_counts_prepared_answers(fake: FakeStigg, tmp_path: Path
     fake.set_customer("acme", FEATURES)
     client = client_on(fake, tmp_path)
     client.get_entitlements(customer_id="acme")
-    before = runtime_of(client).cache.l1_bytes
+    before = runtime_of(client).parts.cache.l1_bytes
     for feature in FEATURES:
         client.get_boolean_entitlement(customer_id="acme", feature_id=feature.feature_id)
-    assert runtime_of(client).cache.l1_bytes == before + len(FEATURES) * PREPARED_FEATURE_BYTES
+    assert (
+        runtime_of(client).parts.cache.l1_bytes == before + len(FEATURES) * PREPARED_FEATURE_BYTES
+    )
     client.close()
 
 
@@ -50,10 +52,10 @@ def test_the_memory_l1_holds_stays_within_its_budget(fake: FakeStigg, tmp_path: 
         for customer in customers:
             for feature in FEATURES:
                 client.get_boolean_entitlement(customer_id=customer, feature_id=feature.feature_id)
-    assert runtime_of(client).cache.l1_bytes <= budget
+    assert runtime_of(client).parts.cache.l1_bytes <= budget
     gc.collect()
-    held = list(runtime_of(client).cache.l1.items())
-    runtime_of(client).cache.clear_l1()
+    held = list(runtime_of(client).parts.cache.l1.items())
+    runtime_of(client).parts.cache.clear_l1()
     gc.collect()
     before = tracemalloc.get_traced_memory()[0]
     del held  # what L1 held, and nothing else held it

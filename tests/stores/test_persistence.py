@@ -140,7 +140,7 @@ def test_unwritable_store_degrades_but_checks_keep_answering(
     fake: FakeStigg, make_client: MakeClient, tmp_path: Path
 ) -> None:
     client = make_client()
-    runtime_of(client).cache.store.close()  # every later store call now fails
+    runtime_of(client).parts.cache.store.close()  # every later store call now fails
     result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     again = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     assert (result.decision.source, again.decision.source) == (Source.LIVE, Source.CACHE)

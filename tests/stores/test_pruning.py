@@ -56,16 +56,16 @@ def test_snapshots_past_the_longest_max_staleness_are_swept_in_another_worker_to
     store = tmp_path / "cache.db"
     old = [f"old-{n}" for n in range(1_000)]
     for customer in [*old, "fresh"]:
-        runtime_of(client).cache.put(_snapshot(customer), time.monotonic())
+        runtime_of(client).parts.cache.put(_snapshot(customer), time.monotonic())
     _age(store, old, 2 * HOUR)  # past the hour any feature may use them
     assert (
-        in_child(runtime_of(client).cache.sweep) == 1_000
+        in_child(runtime_of(client).parts.cache.sweep) == 1_000
     )  # a forked worker sweeps the shared store
     assert _stored(store) == 1
     fresh = client.get_entitlements(customer_id="fresh").decision
     assert fresh is not None
     assert fresh.source is Source.CACHE
-    assert runtime_of(client).cache.sweep() == 0  # nothing left to sweep
+    assert runtime_of(client).parts.cache.sweep() == 0  # nothing left to sweep
     client.close()
 
 
@@ -207,8 +207,8 @@ def test_a_worker_restarted_in_an_outage_answers_from_a_snapshot_whatever_leases
     fetched = client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision
     assert fetched is not None
     assert fetched.source is Source.LIVE
-    in_child(runtime_of(client).cache.sweep)  # workers sweep in turn (and in the background)
-    runtime_of(client).cache.sweep()
+    in_child(runtime_of(client).parts.cache.sweep)  # workers sweep in turn (and in the background)
+    runtime_of(client).parts.cache.sweep()
     client.close()
     fake.set_mode(FakeMode.DOWN)
     restarted = client_on(fake, tmp_path, **bound)

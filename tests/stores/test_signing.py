@@ -144,13 +144,15 @@ def test_a_replayed_older_snapshot_is_refused_by_the_process_that_saw_a_newer_on
     fake.set_customer("acme", [boolean("sso", granted=False)])  # ...then revoked
     with _client(fake, store_url) as client:
         time.sleep(0.01)
-        runtime_of(client).cache.invalidate(
+        runtime_of(client).parts.cache.invalidate(
             "acme", None
         )  # refetched at once, not taken from the store
-        runtime_of(client).fetcher.fetch(("acme", None), 2.0)  # the newer snapshot: sso denied
+        runtime_of(client).parts.fetcher.fetch(
+            ("acme", None), 2.0
+        )  # the newer snapshot: sso denied
         fake.set_mode(FakeMode.DOWN)
         store.put(snapshot_key("acme", None), old)  # the user puts the old grant back
-        runtime_of(client).cache.clear_l1()
+        runtime_of(client).parts.cache.clear_l1()
         result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         assert (result.has_access, result.decision.source) == (False, Source.DEFAULT)
         assert client.status().tamper_detections == 1
@@ -185,10 +187,10 @@ def test_keys_rotate_the_first_signs_and_all_verify(
     assert _sso(fake, store_url, "globex", key=[KEY_B, KEY_A]) == (True, Source.CACHE, 0)
     fake.set_mode(FakeMode.UP)
     with _client(fake, store_url, [KEY_B, KEY_A]) as client:
-        runtime_of(client).cache.invalidate(
+        runtime_of(client).parts.cache.invalidate(
             "globex", None
         )  # refetched at once, not taken from the store
-        runtime_of(client).fetcher.fetch(("globex", None), 2.0)  # rewritten, signed by B
+        runtime_of(client).parts.fetcher.fetch(("globex", None), 2.0)  # rewritten, signed by B
     fake.set_mode(FakeMode.DOWN)
     assert _sso(fake, store_url, "globex", key=KEY_B) == (True, Source.CACHE, 0)
     assert _sso(fake, store_url, "globex", key=KEY_A) == (False, Source.DEFAULT, 1)  # A retired
@@ -201,7 +203,7 @@ def test_the_key_is_never_written_and_status_says_only_that_signing_is_on(
     with _client(fake_with_denied_sso, store_url) as client:
         status = client.status()
         assert status.signing == "hmac-sha256, 1 key(s)"
-        assert KEY_A not in repr(status) + repr(client) + repr(runtime_of(client).cache.store)
+        assert KEY_A not in repr(status) + repr(client) + repr(runtime_of(client).parts.cache.store)
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert KEY_A.encode() not in path.read_bytes(), path

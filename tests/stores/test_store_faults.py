@@ -39,7 +39,7 @@ def test_a_store_failing_at_any_single_operation_never_fails_a_check(
     with _client(fake, faulty) as client:
         faulty.fail_at(nth)
         for _ in range(3):
-            runtime_of(client).cache.clear_l1()
+            runtime_of(client).parts.cache.clear_l1()
             result = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
             assert result.has_access
         assert faulty.failures == 1
@@ -59,7 +59,7 @@ def test_a_dead_store_degrades_to_memory_and_heals(fake: FakeStigg, faulty: Faul
         assert client.get_boolean_entitlement(customer_id="acme", feature_id="sso").has_access
         faulty.heal()
         fake.set_mode(FakeMode.UP)
-        runtime_of(client).cache.clear_l1()
+        runtime_of(client).parts.cache.clear_l1()
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         eventually(lambda: client.status().store_healthy)  # written after the answer
 

@@ -83,7 +83,7 @@ def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
     status = client.status()
     return {
         "outbox_depth": status.outbox_depth,
-        "sent": runtime_of(client).usage.flusher.sent,
+        "sent": runtime_of(client).parts.usage.flusher.sent,
         "state": status.state.value,
     }
 
@@ -91,15 +91,15 @@ def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
 def _redis_ok(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
     """Whether the shared outbox answers (its gate opens again a moment after a fault)."""
     try:
-        runtime_of(client).usage.outbox.cursor()  # type: ignore[attr-defined]
+        runtime_of(client).parts.usage.outbox.cursor()  # type: ignore[attr-defined]
     except StoreError:
         return {"ok": False}
     return {"ok": True}
 
 
 def _cursor(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
-    runtime_of(client).usage.sync()
-    return {"cursor": runtime_of(client).usage._cursor}
+    runtime_of(client).parts.usage.sync()
+    return {"cursor": runtime_of(client).parts.usage._cursor}
 
 
 _REPORTS: list[ReconcileReport] = []  # every reconciliation this host ran, as it ended

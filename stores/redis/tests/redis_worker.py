@@ -86,7 +86,7 @@ def _status(client: ResilientClient, command: dict[str, Any]) -> dict[str, Any]:
         "outbox_error": status.outbox_error,
         "store_healthy": status.store_healthy,
         "pacing": getattr(status, "pacing", None),
-        "sent": runtime_of(client).usage.flusher.sent,
+        "sent": runtime_of(client).parts.usage.flusher.sent,
     }
 
 

@@ -108,7 +108,7 @@ def test_snapshots_on_redis_expire_after_the_policys_longest_max_staleness(
             None, api_key="sk-ttl", base_url=fake.url, store=url_for(tmp_path), policy=policy
         )
         client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-        store = runtime_of(client).cache.store
+        store = runtime_of(client).parts.cache.store
         (key,) = list(store._redis.scan_iter(f"{store._prefix}*"))  # type: ignore[attr-defined]
         assert 7100 < store._redis.ttl(key) <= 7200  # type: ignore[attr-defined]
         client.close()

@@ -75,7 +75,7 @@ def test_status_of_a_client_on_redis_counts_its_snapshots_without_a_scan(tmp_pat
         ) as client:  # fmt: skip
             for n in range(3):
                 client.get_boolean_entitlement(customer_id=f"c{n}", feature_id="sso")
-            signed = runtime_of(client).cache.store
+            signed = runtime_of(client).parts.cache.store
             assert isinstance(signed, SignedStore)
             store = signed.inner
             assert isinstance(store, RedisStore)
@@ -83,7 +83,7 @@ def test_status_of_a_client_on_redis_counts_its_snapshots_without_a_scan(tmp_pat
             deadline = time.monotonic() + 10
             while client.status().snapshots_held != 3:  # counted on a thread of its own
                 assert time.monotonic() < deadline, client.status().snapshots_held
-                runtime_of(client).cache.upkeep.counting.due_now()
+                runtime_of(client).parts.cache.upkeep.counting.due_now()
                 time.sleep(0.05)
             assert walks == []
 
@@ -126,9 +126,9 @@ def test_a_forked_worker_and_its_parent_count_the_snapshots_both_wrote(tmp_path:
         ) as client:  # fmt: skip  # built before the fork, as gunicorn --preload does
 
             def counted() -> int | None:
-                runtime_of(client).cache.upkeep.counting.due_now()
+                runtime_of(client).parts.cache.upkeep.counting.due_now()
                 client.status()  # starts a count on a thread of its own
-                eventually(lambda: not runtime_of(client).cache.upkeep.counting.running())
+                eventually(lambda: not runtime_of(client).parts.cache.upkeep.counting.running())
                 return client.status().snapshots_held
 
             client.get_boolean_entitlement(customer_id="parent", feature_id="sso")

@@ -38,7 +38,7 @@ def test_the_readmes_redis_url_logs_in_with_its_password_and_never_shows_it(
     )
     client = ResilientClient(None, api_key=API_KEY, base_url=fake.url, store=store)
     client.report_usage(customer_id="acme", feature_id="api_calls", value=1)
-    outbox = runtime_of(client).usage.outbox
+    outbox = runtime_of(client).parts.usage.outbox
     assert isinstance(outbox, RedisOutbox)
     assert outbox.local.stats(0).pending == 0  # written to Redis: it logged in
     assert client.flush(timeout=10).drained

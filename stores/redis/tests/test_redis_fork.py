@@ -39,7 +39,7 @@ def test_a_client_on_redis_built_before_a_fork_works_in_the_child(tmp_path: Path
         assert own("warm") == (True, Source.LIVE)  # the Redis pool and the HTTP pool are in use
 
         def child() -> dict[str, Any]:
-            runtime_of(client).cache.clear_l1()  # read the parent's snapshot back from Redis
+            runtime_of(client).parts.cache.clear_l1()  # read the parent's snapshot back from Redis
             warm = own("warm")
             fresh = own("child")
             event = {"customer_id": "child", "event_name": "e", "idempotency_key": "from-child"}

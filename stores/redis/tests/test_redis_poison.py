@@ -45,7 +45,7 @@ def test_poisoned_records_in_redis_are_dead_lettered_and_the_rest_delivered(
     first = _client(fake, tmp_path)
     fake.set_mode(FakeMode.DOWN)
     _events(first, "before")
-    outbox = runtime_of(first).usage.outbox
+    outbox = runtime_of(first).parts.usage.outbox
     assert isinstance(outbox, RedisOutbox)
     _plant(outbox, 900_001, b"event\nnot-a-time", b"{}", "bad-stamp")
     _plant(outbox, 900_002, b"event\n1.0", b"\xff\xfe not utf-8", "bad-bytes")
@@ -74,7 +74,7 @@ def test_a_record_whose_identity_entry_is_lost_is_still_sent_once_or_dead_letter
     for customer, key in (("acme", "accepted"), ("refused", "refused")):
         client.report_usage(customer_id=customer, feature_id="api_calls", value=1,
                             idempotency_key=key)  # fmt: skip
-    outbox = runtime_of(client).usage.outbox
+    outbox = runtime_of(client).parts.usage.outbox
     assert isinstance(outbox, RedisOutbox)
     db = redis.Redis.from_url(REDIS_URL)
     db.delete(outbox._key("ident"))  # that part of every record, lost
