@@ -97,3 +97,20 @@ def _redis_answers() -> bool:
         return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping())
     except redis.RedisError:
         return False
+
+
+def test_bench_rows_runs_only_the_named_rows(tmp_path: Path) -> None:
+    """``--rows`` takes labels and numbers (24: 24a and 24b) and makes those rows alone."""
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(main, ["bench", "--tiny", "--rows", "3,19", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert [f"{row['number']}{row['part']}" for row in document["rows"]] == ["3", "19"]
+    assert [row["judged"] for row in document["rows"]] == [False, False]
+    assert set(document) == {"machine", "rows"}
+
+
+def test_bench_rows_refuses_a_row_the_table_lacks(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["bench", "--tiny", "--rows", "3,24c", "--out", "x.json"])
+    assert result.exit_code == 2
+    assert "no such rows: 24c" in result.output

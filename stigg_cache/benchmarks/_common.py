@@ -84,6 +84,22 @@ TINY = Sizes(
 
 
 @attrs.frozen
+class Wanted:
+    """Which rows a run makes (``--rows 3,5,24a``): a row is wanted when its label
+    (``3``, ``24a``) or its number (``24``: both of 24a and 24b) is named; nothing named
+    is every row."""
+
+    labels: frozenset[str] = frozenset()
+
+    def __call__(self, number: int, part: str = "") -> bool:
+        """Whether row ``number`` (part ``part``) is wanted."""
+        return not self.labels or str(number) in self.labels or f"{number}{part}" in self.labels
+
+
+EVERY = Wanted()
+
+
+@attrs.frozen
 class Round:
     """One round of a timed row, in the row's unit: our figure, the baseline's, and the
     ratio the target reads (ours ÷ baseline, or baseline ÷ ours for rates and "faster")."""
