@@ -54,14 +54,19 @@ def main() -> None:
 @main.command("bench")
 @click.option("--out", default="bench/results.json", show_default=True, help="JSON output.")
 @click.option("--tiny", is_flag=True, help="Tiny sizes: a smoke run.")
-def bench(out: str, tiny: bool) -> None:
+@click.option("--rows", default=None, help="Only these rows, by label or number: 3,5,24a.")
+def bench(out: str, tiny: bool, rows: str | None) -> None:
     """Benchmarks: every figure a ratio against a baseline measured in the same run.
 
     Needs the SDKs it compares against: pip install 'stigg-cache[bench,rest]'.
     """
     from stigg_cache.benchmarks import main as run_benchmarks  # noqa: PLC0415 - heavy, rarely used
 
-    sys.exit(run_benchmarks(["--out", out, *(["--tiny"] if tiny else [])]))
+    sys.exit(
+        run_benchmarks(
+            ["--out", out, *(["--tiny"] if tiny else []), *(["--rows", rows] if rows else [])]
+        )
+    )
 
 
 CLIENT_FAMILIES = ("rest", "httpx", "graphql-v1", "graphql-v2", "sidecar")

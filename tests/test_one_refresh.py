@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from stigg_cache import FallbackPolicy, ResilientClient, Source, Staleness
-from stigg_cache.stores._codec import decode_snapshot, snapshot_key
+from stigg_cache.models import Snapshot
+from stigg_cache.stores._codec import decode_snapshot, encode_snapshot, snapshot_key
+from stigg_cache.stores.sqlite import SqliteStore
 from stigg_cache.testing import runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import API_KEY
@@ -107,4 +110,57 @@ def test_a_worker_answers_from_a_siblings_refresh_when_its_own_copy_has_expired(
     assert answer.decision.source in (Source.CACHE, Source.STALE)  # not DEFAULT
     assert answer.decision.age_s is not None
     assert answer.decision.age_s < 1.0
+    client.close()
+
+
+def test_a_lease_a_sibling_holds_is_refused_without_the_write_lock(tmp_path: Path) -> None:
+    """Workers waiting on a sibling's refresh asked for its lease with a write: hundreds a
+    second on a busy host, queueing with the very snapshot writes they waited for (row 14
+    of the bench: siblings waited out half their budget, then asked Stigg themselves).
+    A lease held unexpired by another owner is refused on a read, even while another
+    process holds the write lock (before: "database is locked" after LEASE_WAIT_S)."""
+    store = SqliteStore(tmp_path / "cache.db")
+    assert store.lease("refresh:acme", "sibling", 60)
+    locker = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process's write, under way
+    try:
+        assert store.lease("refresh:acme", "me", 60) is False
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert store.lease("refresh:acme", "sibling", 60)  # its holder renews it
+    assert store.lease("refresh:globex", "me", 60)  # a free one is still taken
+    store.close()
+
+
+def test_a_worker_waits_for_a_siblings_refresh_while_the_store_is_write_locked(
+    fake: FakeStigg, tmp_path: Path
+) -> None:
+    """A flight finding the lease held waits for the holder's snapshot and never asks
+    Stigg, with no lease fault, though another process holds the write lock as it looks."""
+    policy = FallbackPolicy(staleness=Staleness(fresh_for_s=60, max_staleness_s=3600))
+    client = _client(fake, tmp_path, policy)
+    sibling = SqliteStore(tmp_path / "cache.db")
+    key = snapshot_key("acme", None)
+    assert sibling.lease("refresh:" + key, "sibling", 60)
+    locker = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    answers: list[Source] = []
+    checking = threading.Thread(
+        target=lambda: answers.append(
+            client.get_boolean_entitlement(customer_id="acme", feature_id="sso").decision.source
+        )
+    )
+    checking.start()
+    fetcher = runtime_of(client).fetcher
+    eventually(lambda: any(flight.on_sibling for flight in list(fetcher._flights.values())))
+    locker.execute("ROLLBACK")
+    locker.close()
+    snapshot = Snapshot("acme", None, {"sso": boolean("sso")}, time.time())
+    sibling.put(key, encode_snapshot(snapshot))  # the sibling's refresh lands
+    checking.join(10)
+    assert answers == [Source.LIVE]
+    assert fake.entitlement_requests() == 0
+    assert runtime_of(client).faults.counts["stigg_cache.store_lease_failed"] == 0
+    sibling.close()
     client.close()

@@ -19,12 +19,13 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from stigg_cache.benchmarks._common import MEDIAN_RATIO, TINY, Row, Sizes
+from stigg_cache.benchmarks._common import EVERY, MEDIAN_RATIO, TINY, Row, Sizes, Wanted
 from stigg_cache.benchmarks.asyncio_check import bench_async_check
 from stigg_cache.benchmarks.checks import bench_checks
 from stigg_cache.benchmarks.cold import bench_cold
@@ -50,22 +51,54 @@ def machine(load_at_start: tuple[float, float, float]) -> dict[str, Any]:
     }
 
 
-def run(sizes: Sizes) -> list[Row]:
-    """Every row, in table order."""
+# Each group of rows measured together: the labels of its rows, and what measures them
+# (a group given a ``Wanted`` skips the rows it does not want; the others run whole).
+Group = Callable[[Sizes, Path, Wanted], list[Row]]
+GROUPS: tuple[tuple[tuple[str, ...], Group], ...] = (
+    (("1", "2", "3", "8", "11"), bench_checks),
+    (("4", "5"), bench_first_check),
+    (("6", "7", "13"), bench_report_event),
+    (("9",), lambda sizes, _tmp, _wanted: [bench_memory(sizes)]),
+    (("10",), lambda sizes, tmp, _wanted: [bench_drain(sizes, tmp)]),
+    (("12",), lambda sizes, tmp, _wanted: [bench_async_check(sizes, tmp)]),
+    (("14",), lambda sizes, tmp, _wanted: [bench_worker_reads(sizes, tmp)]),
+    (("15", "16", "23"), lambda sizes, tmp, _wanted: bench_startup(sizes, tmp)),
+    (
+        ("17", "18", "19", "20", "21", "22", "25", "26"),
+        lambda sizes, tmp, _wanted: bench_l1(sizes, tmp),
+    ),
+    (("27", "28", "29"), lambda sizes, tmp, _wanted: bench_outage(sizes, tmp)),
+    (("24a", "24b"), bench_cold),
+)
+LABELS = frozenset(label for labels, _ in GROUPS for label in labels)
+
+
+def run(sizes: Sizes, wanted: Wanted = EVERY) -> list[Row]:
+    """The wanted rows (every row unless told), in table order."""
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="stigg-cache-bench-") as folder:
-        tmp = Path(folder)
-        rows = bench_checks(sizes, tmp)
-        rows += bench_first_check(sizes, tmp)
-        rows += bench_report_event(sizes, tmp)
-        rows.append(bench_memory(sizes))
-        rows.append(bench_drain(sizes, tmp))
-        rows.append(bench_async_check(sizes, tmp))
-        rows.append(bench_worker_reads(sizes, tmp))
-        rows += bench_startup(sizes, tmp)
-        rows += bench_l1(sizes, tmp)
-        rows += bench_outage(sizes, tmp)
-        rows += bench_cold(sizes, tmp)
-    return sorted(rows, key=lambda row: (row.number, row.part))
+        for labels, group in GROUPS:
+            if any(wanted(*_split(label)) for label in labels):
+                rows += group(sizes, Path(folder), wanted)
+    return sorted(
+        (row for row in rows if wanted(row.number, row.part)), key=lambda r: (r.number, r.part)
+    )
+
+
+def _split(label: str) -> tuple[int, str]:
+    digits = label.rstrip("ab")
+    return int(digits), label[len(digits) :]
+
+
+def wanted_rows(text: str) -> Wanted:
+    """``--rows``: labels and numbers separated by commas (``3,5,24a``; ``24``: 24a and 24b)."""
+    labels = frozenset(label.strip() for label in text.split(",") if label.strip())
+    known = LABELS | {label.rstrip("ab") for label in LABELS}
+    unknown = sorted(labels - known)
+    if unknown or not labels:
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise argparse.ArgumentTypeError(f"no such rows: {named}")
+    return Wanted(labels)
 
 
 # What the baselines need: (module, distribution, extra, what it is the baseline of).
@@ -130,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results.json", help="where to write the JSON")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument(
+        "--rows",
+        type=wanted_rows,
+        default=EVERY,
+        help="only these rows, by label or number: 3,5,24a (24: 24a and 24b); default every row",
+    )
     args = parser.parse_args(argv)
     missing = missing_extras()
     if missing:
@@ -142,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     load = os.getloadavg()
-    rows = run(TINY if args.tiny else Sizes())
+    rows = run(TINY if args.tiny else Sizes(), args.rows)
     if args.tiny:  # a smoke run's figures are noise: no target is judged on them
         rows = [attrs.evolve(row, judged=False) for row in rows]
     print(table(rows))

@@ -10,9 +10,11 @@ from pathlib import Path
 from stigg_cache.benchmarks._common import (
     API_KEY,
     CUSTOMERS,
+    EVERY,
     FEATURES,
     Row,
     Sizes,
+    Wanted,
     _ids,
     _interleaved,
     _on_threads,
@@ -25,8 +27,8 @@ from stigg_cache.models import BooleanEntitlement, Decision, Source
 from stigg_cache.testing.fake import FakeStigg
 
 
-def bench_checks(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 1, 2, 3, 8, 11: warm checks against their baselines."""
+def bench_checks(sizes: Sizes, tmp: Path, wanted: Wanted = EVERY) -> list[Row]:
+    """Rows 1, 2, 3, 8, 11 (those ``wanted``): warm checks against their baselines."""
     rows: list[Row] = []
     ids = _ids(sizes.ops)
     with _warm_client(tmp) as (client, fake):
@@ -50,18 +52,22 @@ def bench_checks(sizes: Sizes, tmp: Path) -> list[Row]:
                 decision=decision,
             )
 
-        mine, theirs = _interleaved(
-            _timed(ours, sizes.ops), _timed(baseline, sizes.ops), sizes.rounds
-        )
-        rows.append(
-            _row(
-                1, "warm boolean check (L1 hit)", mine, theirs, "us", "<= 2.5x", lambda r: r <= 2.5
+        if wanted(1):
+            mine, theirs = _interleaved(
+                _timed(ours, sizes.ops), _timed(baseline, sizes.ops), sizes.rounds
             )
-        )
-        rows.append(_launchdarkly_row(sizes, ids, _timed(ours, sizes.ops)))
-        rows.append(_metered_row(client, sizes, _timed(ours, sizes.ops)))
-        rows.append(_threads_row(ours, sizes))
-        rows.append(_sdk_row(client, fake, sizes))
+            rows.append(
+                _row(1, "warm boolean check (L1 hit)", mine, theirs, "us", "<= 2.5x",
+                     lambda r: r <= 2.5)
+            )  # fmt: skip
+        if wanted(2):
+            rows.append(_launchdarkly_row(sizes, ids, _timed(ours, sizes.ops)))
+        if wanted(3):
+            rows.append(_metered_row(client, sizes, _timed(ours, sizes.ops)))
+        if wanted(8):
+            rows.append(_threads_row(ours, sizes))
+        if wanted(11):
+            rows.append(_sdk_row(client, fake, sizes))
     return rows
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from stigg_cache.benchmarks._common import (
     API_KEY,
+    EVERY,
     Row,
     Sizes,
+    Wanted,
     _alternated,
     _features,
     _interleaved,
@@ -54,8 +56,9 @@ THREADS = 8
 Check = Callable[[str], object]  # one cold check of a customer
 
 
-def bench_cold(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 24a and 24b over ``sizes.cold_customers`` customers' snapshots in SQLite."""
+def bench_cold(sizes: Sizes, tmp: Path, wanted: Wanted = EVERY) -> list[Row]:
+    """Rows 24a and 24b (those ``wanted``) over ``sizes.cold_customers`` customers'
+    snapshots in SQLite."""
     customers = [f"cold-{n}" for n in range(sizes.cold_customers)]
     warm_ups = [f"warm-up-{n}" for n in range(PROCESSES)]  # a worker's first check: untimed
     raw = _raw_store(tmp, customers + warm_ups)
@@ -79,18 +82,19 @@ def bench_cold(sizes: Sizes, tmp: Path) -> list[Row]:
             raise RuntimeError(f"a cold check answered {answer.decision}, not from the store")
 
         forget_memory(client)  # each worker forked from here starts with nothing in L1
-        processes = _processes_row(sizes, customers, warm_ups, check)
+        rows = [_processes_row(sizes, customers, warm_ups, check)] if wanted(24, "a") else []
 
         def ours(threads: int) -> float:
             forget_memory(client)
             return _cold_on_threads(threads, customers, lambda _thread, customer: check(customer))
 
-        threads = _threads_row(sizes, customers, ours, raw)
+        if wanted(24, "b"):
+            rows.append(_threads_row(sizes, customers, ours, raw))
         if client.status().last_error is not None:  # a check asked Stigg: not a cold check
             raise RuntimeError(f"the cold rows reached for Stigg: {client.status().last_error}")
     for db in raw:
         db.close()
-    return [processes, threads]
+    return rows
 
 
 def _snapshot(customer: str) -> Snapshot:

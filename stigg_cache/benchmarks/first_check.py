@@ -12,8 +12,10 @@ from pathlib import Path
 from stigg_cache.adapters import snapshot_to_json
 from stigg_cache.benchmarks._common import (
     API_KEY,
+    EVERY,
     Row,
     Sizes,
+    Wanted,
     _features,
     _interleaved,
     _plant,
@@ -26,8 +28,8 @@ from stigg_cache.stores import encode_snapshot, snapshot_key
 from stigg_cache.testing.inside import forget_memory
 
 
-def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 4 and 5: the first check of a customer in a new process, from L2.
+def bench_first_check(sizes: Sizes, tmp: Path, wanted: Wanted = EVERY) -> list[Row]:
+    """Rows 4 and 5 (those ``wanted``): the first check of a customer in a new process, from L2.
 
     "New process" is an empty L1 in front of a store holding the snapshot;
     the baselines hold the same snapshot as Stigg's JSON response, read it raw
@@ -37,12 +39,14 @@ def bench_first_check(sizes: Sizes, tmp: Path) -> list[Row]:
     snapshot = Snapshot("c-first", None, {f.feature_id: f for f in _features(1)}, time.time())
     value = encode_snapshot(snapshot)
     response = _response_json(snapshot).encode()
-    sqlite_reads = _raw_sqlite_reader(tmp, response)
-    disk_reads = _raw_diskcache_reader(tmp, response)
-    return [
-        _first_check_row(sizes, tmp, 4, "sqlite", value, sqlite_reads, 2.0),
-        _first_check_row(sizes, tmp, 5, "disk", value, disk_reads, 1.5),
-    ]
+    rows = []
+    if wanted(4):
+        sqlite_reads = _raw_sqlite_reader(tmp, response)
+        rows.append(_first_check_row(sizes, tmp, 4, "sqlite", value, sqlite_reads, 2.0))
+    if wanted(5):
+        disk_reads = _raw_diskcache_reader(tmp, response)
+        rows.append(_first_check_row(sizes, tmp, 5, "disk", value, disk_reads, 1.5))
+    return rows
 
 
 def _first_check_row(

@@ -8,15 +8,25 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from stigg_cache.benchmarks._common import API_KEY, Row, Sizes, _interleaved, _row, _timed
+from stigg_cache.benchmarks._common import (
+    API_KEY,
+    EVERY,
+    Row,
+    Sizes,
+    Wanted,
+    _interleaved,
+    _row,
+    _timed,
+)
 from stigg_cache.client import ResilientClient
 from stigg_cache.testing.account import FakeAccount
 from stigg_cache.testing.fake import FakeStigg
 from stigg_cache.testing.inside import stop_sending
 
 
-def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
-    """Rows 6, 7 and 13: durable report_event against raw SQLite inserts; consume()."""
+def bench_report_event(sizes: Sizes, tmp: Path, wanted: Wanted = EVERY) -> list[Row]:
+    """Rows 6, 7 and 13 (those ``wanted``): durable report_event against raw SQLite
+    inserts; consume()."""
     with ResilientClient(
         None,
         api_key=API_KEY,
@@ -33,9 +43,9 @@ def bench_report_event(sizes: Sizes, tmp: Path) -> list[Row]:
         )
         counter = iter(range(10**9))
         rows = [
-            _events_row(client, db, sizes, counter, per_call=1),
-            _events_row(client, db, sizes, counter, per_call=1_000),
-            _consume_row(client, sizes, counter),
+            *([_events_row(client, db, sizes, counter, per_call=1)] if wanted(6) else []),
+            *([_events_row(client, db, sizes, counter, per_call=1_000)] if wanted(7) else []),
+            *([_consume_row(client, sizes, counter)] if wanted(13) else []),
         ]
         db.close()
     return rows

@@ -7,13 +7,17 @@ Safe for several threads (one connection behind a lock) and several processes
 
 from __future__ import annotations
 
+import collections
+import functools
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlite_utils
 
+from stigg_cache._support import fork
 from stigg_cache._support.files import private_file
 from stigg_cache._support.sqlite import SqliteConnection, expect_table
 from stigg_cache._support.url import not_found, path_from_url
@@ -28,6 +32,8 @@ TABLE = "stigg_cache_entries"
 
 
 LEASES = "stigg_cache_leases"
+# Who holds a lease until when: a read, that never waits for the write lock.
+_HOLDER = f"SELECT owner, until FROM {LEASES} WHERE key = ?"  # noqa: S608
 # Taken when free, expired or already ours; RETURNING says whether it is ours now.
 _LEASE = (
     f"INSERT INTO {LEASES} (key, owner, until) VALUES (?, ?, ?) "  # noqa: S608
@@ -43,6 +49,38 @@ _PUT = (
     "value = excluded.value, updated_at = excluded.updated_at, used_at = excluded.used_at"
 )
 _GENERATION = f"SELECT generation FROM {FENCES} WHERE key = ?"  # noqa: S608
+PUT_BATCH = 100  # fenced puts written in one statement at most (3 parameters each)
+
+
+@functools.cache
+def _fenced_puts(count: int) -> str:
+    """``count`` puts, each unless its key's generation moved: the looks and the writes in
+    one statement, so the write lock is taken once, for one step (not across the GIL waits
+    of a transaction's several). RETURNING names the keys written."""
+    queued = ", ".join(["(?, ?, ?)"] * count)
+    return (
+        f"WITH queued(key, value, generation) AS (VALUES {queued}) "  # noqa: S608
+        f"INSERT INTO {TABLE} (key, value, updated_at, used_at) "
+        "SELECT queued.key, queued.value, ?, ? FROM queued WHERE coalesce("
+        f"(SELECT generation FROM {FENCES} WHERE {FENCES}.key = queued.key), 0) "
+        "= queued.generation ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+        "updated_at = excluded.updated_at, used_at = excluded.used_at RETURNING key"
+    )
+
+
+class _Put:
+    """A fenced put waiting for the statement that writes it with those queued beside it."""
+
+    __slots__ = ("error", "generation", "key", "value", "written")
+
+    def __init__(self, key: str, value: bytes, generation: int) -> None:
+        self.key = key
+        self.value = value
+        self.generation = generation
+        self.written: bool | None = None  # None: not written yet
+        self.error: StoreError | None = None
+
+
 _FENCE = (
     f"INSERT INTO {FENCES} (key, generation, fenced_at) VALUES (?, ?, ?) "  # noqa: S608
     "ON CONFLICT(key) DO UPDATE SET generation = max(excluded.generation, generation + 1), "
@@ -139,6 +177,9 @@ class SqliteStore:
             except OSError as error:
                 raise StoreError(f"cannot open SQLite store {self.path}: {error}") from error
         self._kept: tuple[str, float, int | None] | None = None  # prefix, seconds, max bytes
+        self._puts: collections.deque[_Put] = collections.deque()  # fenced puts to write
+        self._putting = threading.Lock()  # the turn to write them
+        fork.renew_after_fork(self, SqliteStore._renew)
         self._db = SqliteConnection(
             self.path,
             name="SQLite store",
@@ -147,6 +188,11 @@ class SqliteStore:
             create=self._is_a_store if read_only else _create,
             read_only=read_only,
         )
+
+    def _renew(self) -> None:
+        """In a forked child: the parent's queued puts are the parent's threads' to write."""
+        self._puts = collections.deque()
+        self._putting = threading.Lock()
 
     def _is_a_store(self, db: sqlite_utils.Database) -> None:
         expect_table(db, TABLE, self.path, "a snapshot store", "stigg-cache outbox reads outboxes")
@@ -174,19 +220,56 @@ class SqliteStore:
             db.execute(f"DELETE FROM {TABLE} WHERE key = ?", (key,))  # noqa: S608
 
     def put_if_generation(self, key: str, value: bytes, generation: int) -> bool:
-        """The look and the write in one transaction: no fence comes in between."""
+        """The look and the write in one statement: no fence comes in between.
+
+        Threads putting at once share statements: each queues its put, and the one
+        holding the turn writes every put queued so far (a burst of refreshes takes the
+        write lock, which sibling processes wait on for these very snapshots, a few times
+        instead of once per snapshot).
+        """
+        put = _Put(key, value, generation)
+        self._puts.append(put)  # deque.append and popleft are atomic
+        with self._putting:
+            while put.written is None and put.error is None:
+                self._write_queued()
+        if put.error is not None:
+            raise put.error
+        return bool(put.written)
+
+    def _write_queued(self) -> None:
+        """Write up to ``PUT_BATCH`` queued puts in one statement (a key once: a second put
+        of it waits for the next); each put learns whether it was written, or the error."""
+        batch: dict[str, _Put] = {}
+        while len(batch) < PUT_BATCH and self._puts:
+            put = self._puts.popleft()
+            if put.key in batch:
+                self._puts.appendleft(put)
+                break
+            batch[put.key] = put
         now = time.time()
-        with self._db.write() as db:
-            rows = db.execute(_GENERATION, (key,)).fetchall()
-            if (int(rows[0][0]) if rows else 0) != generation:
-                return False
-            db.execute(_PUT, (key, sqlite3.Binary(value), now, now))
-        return True
+        params = [field for put in batch.values() for field in (put.key, put.value, put.generation)]
+        try:
+            rows = self._db.run(_fenced_puts(len(batch)), [*params, now, now])
+        except BaseException as error:  # every put taken out learns it (none waits forever)
+            failed = error if isinstance(error, StoreError) else StoreError(f"not written: {error}")
+            for put in batch.values():
+                put.error = failed
+            if failed is not error:
+                raise
+            return
+        written = {row[0] for row in rows}
+        for put in batch.values():
+            put.written = put.key in written
 
     def lease(self, key: str, owner: str, ttl_s: float) -> bool:
-        """Wall time: several processes compare expiries. A store busy past
-        ``LEASE_WAIT_S`` raises (the caller then fetches anyway)."""
+        """Wall time: several processes compare expiries. A lease another owner holds
+        unexpired is refused on a read: the write lock is left to the writes that need it
+        (among them the holder's snapshot its siblings wait for). A store busy past
+        ``LEASE_WAIT_S`` raises (the caller then waits a little for a sibling's refresh)."""
         now = time.time()
+        held = self._db.read(_HOLDER, (key,))
+        if held and held[0][0] != owner and held[0][1] > now:
+            return False
         rows = self._db.write_briefly(_LEASE, (key, owner, now + ttl_s, now), wait_s=LEASE_WAIT_S)
         return bool(rows)
 
