@@ -131,7 +131,7 @@ def test_the_smoke_runs_round_robin_measures_l1_past_a_first_pass_admission() ->
     the tiny run's 2,000 requests were 1.8 passes. Here the newcomer's collision is made
     (counted ahead), whatever the hash: the tiny run still measures hits after it."""
     cache = SnapshotCache(MemoryStore(), SYSTEM_CLOCK, lambda *_: None, max_entries=CAPACITY)
-    cache._sketch.add(("r1050", None))  # the collision: one more count than it had
+    cache.memory._sketch.add(("r1050", None))  # the collision: one more count than it had
     hits = 0
     for n, customer in enumerate(_requests("round", TINY.l1_requests)):
         if n == CAPACITY * 11 // 10:  # the first pass is over: the newcomer got in

@@ -152,7 +152,7 @@ def test_a_worker_waits_for_a_siblings_refresh_while_the_store_is_write_locked(
         )
     )
     checking.start()
-    fetcher = runtime_of(client).fetcher
+    fetcher = runtime_of(client).parts.fetcher
     eventually(lambda: any(flight.on_sibling for flight in list(fetcher._flights.values())))
     locker.execute("ROLLBACK")
     locker.close()
@@ -161,6 +161,6 @@ def test_a_worker_waits_for_a_siblings_refresh_while_the_store_is_write_locked(
     checking.join(10)
     assert answers == [Source.LIVE]
     assert fake.entitlement_requests() == 0
-    assert runtime_of(client).faults.counts["stigg_cache.store_lease_failed"] == 0
+    assert runtime_of(client).parts.faults.counts["stigg_cache.store_lease_failed"] == 0
     sibling.close()
     client.close()
