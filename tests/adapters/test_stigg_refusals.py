@@ -30,6 +30,16 @@ def _live(client: ResilientClient, customer: str) -> bool:
     return answer.decision.source is Source.LIVE
 
 
+def _answered_by_stigg(client: ResilientClient, customer: str) -> bool:
+    """A check answers from what Stigg just said: LIVE, or a fresh snapshot that the
+    flusher's idle probe (or a refresh) fetched a moment before."""
+    answer = client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
+    decision = answer.decision
+    return decision.source is Source.LIVE or (
+        decision.source is Source.CACHE and not decision.stale and decision.age_s < 5.0
+    )
+
+
 def test_a_half_open_probe_refused_with_403_is_resolved_and_stigg_is_probed_again(
     fake: FakeStigg, tmp_path: Path
 ) -> None:
@@ -46,7 +56,7 @@ def test_a_half_open_probe_refused_with_403_is_resolved_and_stigg_is_probed_agai
     eventually(probed)  # refused, it re-opens the breaker: not half-open forever
     assert client.status().auth_error is not None
     fake.set_mode(FakeMode.UP)
-    eventually(lambda: _live(client, "acme"))  # probed again, within the backoff
+    eventually(lambda: _answered_by_stigg(client, "acme"))  # probed again, within the backoff
     client.report_usage(customer_id="acme", feature_id="api_calls", value=1)
     assert client.flush(timeout=5).drained  # and sending resumed
     status = client.status()
