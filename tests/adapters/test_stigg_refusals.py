@@ -36,7 +36,10 @@ def _answered_by_stigg(client: ResilientClient, customer: str) -> bool:
     answer = client.get_boolean_entitlement(customer_id=customer, feature_id="sso")
     decision = answer.decision
     return decision.source is Source.LIVE or (
-        decision.source is Source.CACHE and not decision.stale and decision.age_s < 5.0
+        decision.source is Source.CACHE
+        and not decision.stale
+        and decision.age_s is not None
+        and decision.age_s < 5.0
     )
 
 
