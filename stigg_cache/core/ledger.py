@@ -125,8 +125,7 @@ class _Tally:
         self.unacked_total = 0.0
         # acknowledged entries, oldest acknowledgement first: (acked_at, key, value, counted)
         self.acked: deque[tuple[float, str, float, float | None]] = deque()
-        self.acked_total = 0.0  # of those Stigg answered with no count
-        self.read_total = 0.0  # of those Stigg answered with its count
+        self.acked_total = 0.0
         # Stigg's highest answered usage of the feature since the last SET (or roll): a
         # check never reads less
         self.reading = -math.inf
@@ -155,10 +154,8 @@ class _Tally:
 
     def _acked(self, acked_at: float, key: str, value: float, counted: float | None) -> None:
         self.acked.append((acked_at, key, value, counted))
-        if counted is None:
-            self.acked_total += value
-        else:
-            self.read_total += value
+        self.acked_total += value
+        if counted is not None:
             self.reading = max(self.reading, counted)
 
     def ack(self, key: str, acked_at: float, counted: float | None) -> None:
@@ -207,11 +204,8 @@ class _Tally:
         while self.acked and seen.includes(
             self.entries[self.acked[0][1]].at, self.acked[0][0], self.acked[0][3]
         ):
-            _, key, value, counted = self.acked.popleft()
-            if counted is None:
-                self.acked_total -= value
-            else:
-                self.read_total -= value
+            _, key, value, _ = self.acked.popleft()
+            self.acked_total -= value
             self.entries.pop(key, None)
         reflected_before = seen.reflected_before
         absolute = None
@@ -219,7 +213,7 @@ class _Tally:
             entry = self.entries[self.set_key]
             if entry.acked_at is None or entry.acked_at > reflected_before:
                 absolute = entry.value
-        delta = self.unacked_total + self.acked_total + self.read_total
+        delta = self.unacked_total + self.acked_total
         if absolute is None and seen.usage is not None and self.reading > seen.usage + delta:
             return LocalUsage(0.0, absolute=self.reading)  # Stigg answered more than that
         if absolute is None and not delta:
