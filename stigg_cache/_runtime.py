@@ -66,12 +66,8 @@ from stigg_cache.policy.model import BUILTIN_POLICY, FallbackPolicy, PolicyRef
 from stigg_cache.policy.rules import plans_unmatchable
 from stigg_cache.policy.watcher import PolicyWatcher
 from stigg_cache.stores import Store, default_store_url, open_store
-from stigg_cache.stores.layered import (
-    DEFAULT_L1_MAX_BYTES,
-    DEFAULT_L1_MAX_ENTRIES,
-    SnapshotCache,
-    StoreFault,
-)
+from stigg_cache.stores.layered import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, SnapshotCache
+from stigg_cache.stores.monitored import StoreFault
 from stigg_cache.stores.signed import ENV_SIGNING_KEY, SignedStore, signing_keys
 
 DEFAULT_CHECK_TIMEOUT_S = 0.5

@@ -23,7 +23,8 @@ from stigg_cache.core import walk
 from stigg_cache.core.engine import CheckRequest
 from stigg_cache.models import AnyEntitlement, Snapshot
 from stigg_cache.policy.model import PolicyRef
-from stigg_cache.stores.layered import SnapshotCache, StoreFault
+from stigg_cache.stores.layered import SnapshotCache
+from stigg_cache.stores.monitored import StoreFault
 
 Answer = tuple[AnyEntitlement | Snapshot, walk.Judgement]
 

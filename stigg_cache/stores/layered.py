@@ -44,9 +44,7 @@ __all__ = [
     "PREPARED_KIND_BYTES",
     "Fence",
     "Held",
-    "OnFault",
     "SnapshotCache",
-    "StoreFault",
 ]
 
 DEFAULT_L1_MAX_ENTRIES = 100_000
