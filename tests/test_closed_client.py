@@ -9,8 +9,11 @@ from DEFAULT with a false store-failure log). A client collected without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -158,3 +161,64 @@ async def _used_async(fake: FakeStigg, where: Path, policy: str) -> None:
     await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     await client.report_usage(customer_id="acme", feature_id="api_calls", value=1)
     await client.flush(timeout=5)
+
+
+def _answer_once_queued(server: socket.socket) -> bytes | None:
+    """Accept what waited in ``server``'s queue, answer the request that comes in whole
+    (``{}``: a connection left ready for the next request), and return what the
+    connection got after it (``b""``: closed by the client; ``None``: still open)."""
+    server.settimeout(15)  # the client's SYN is sent again 1 s, then 3 s, after the first
+    with contextlib.closing(server.accept()[0]):  # the connection that filled the queue
+        conn, _ = server.accept()
+    with conn:
+        conn.settimeout(15)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        conn.settimeout(5)
+        try:
+            return conn.recv(4096)
+        except TimeoutError:
+            return None  # still open
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_client_closed_while_a_fetch_connects_closes_that_connection(
+    tmp_path: Path, kind: str
+) -> None:
+    # CI failed on a ResourceWarning for a socket httpcore was opening when a chaos run
+    # restarted its client: closed under a call still connecting, the pool never closed
+    # the connection that call opened a moment later. Now the adapter closes as the last
+    # call under way returns, and close() itself waits for nothing.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # one connection waiting fills the queue: the next SYN is dropped
+        filler = socket.create_connection(server.getsockname())
+        options: dict[str, Any] = {
+            "api_key": API_KEY,
+            "base_url": "http://{}:{}".format(*server.getsockname()),
+            "store": f"sqlite:///{tmp_path}/cache.db",
+            "policy": POLICY,
+            "check_timeout": 0.3,
+            "fetch_timeout": 20.0,
+        }
+        with filler, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            started = time.monotonic()
+            if kind == "sync":
+                client = ResilientClient(None, **options)
+                client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+                client.close()
+            else:
+
+                async def story() -> None:
+                    client = AsyncResilientClient(None, **options)
+                    await client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+                    await client.aclose()
+
+                asyncio.run(story())
+            assert time.monotonic() - started < 5  # close() waited for no connection
+            assert _answer_once_queued(server) == b""  # the client closed it, once answered
+            gc.collect()
+        assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -81,7 +81,7 @@ def test_no_header_value_reaches_a_reason_a_status_a_log_a_dead_letter_or_a_file
     with ResilientClient(
         None, api_key=API_KEY, base_url=fake.url, store=f"sqlite:///{tmp_path}/cache.db"
     ) as client:
-        runtime_of(client).parts.adapter._http.headers["X-API-KEY"] = f"{API_KEY}\n"  # type: ignore[attr-defined]
+        runtime_of(client).parts.adapter.inner._http.headers["X-API-KEY"] = f"{API_KEY}\n"  # type: ignore[attr-defined]
         answer = client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
         assert answer.decision.source is Source.DEFAULT
         client.report_usage(customer_id="acme", feature_id="api_calls", value=1)

@@ -83,9 +83,6 @@ def test_refreshes_ahead_never_take_the_slot_a_live_fetch_needs(
     client.close()  # the parent's own slots too: nothing of the child's is held here
     client = make_client(clock=clock, check_timeout=2.0)
     assert checked("ghost-2") == ["STALE", "LIVE"]
-    # Its refreshes end before the fixture closes it: a connection httpcore is still
-    # opening when its pool closes is never closed (a ResourceWarning, 1 run in 8).
-    time.sleep(0.6)
 
 
 def test_a_refresh_cut_short_by_close_is_no_mark_against_stigg(
@@ -105,4 +102,25 @@ def test_a_refresh_cut_short_by_close_is_no_mark_against_stigg(
         fake.set_mode(FakeMode.DOWN)  # as the demo's fake stops: the refresh's socket is reset
         time.sleep(0.5)
     assert [r.message for r in caplog.records if "status_changed" in r.message] == []
+    assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED
+
+
+def test_a_refresh_answered_after_close_is_kept_nowhere_and_logs_nothing(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # close() no longer cuts a refresh short (the adapter closes as its last call returns):
+    # the answer that comes after it must not reach the store close() shut.
+    client = make_client(clock=clock)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    clock.advance(120)  # stale: the next check answers at once and refreshes behind it
+    fake.set_mode(FakeMode.SLOW, delay_s=0.5)
+    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
+    time.sleep(0.2)  # the refresh waits at the fake
+    with caplog.at_level(logging.INFO, logger="stigg_cache"):
+        client.close()
+        time.sleep(0.3)
+        requests = fake.entitlement_requests()
+        time.sleep(0.6)  # the fake has answered
+    assert fake.entitlement_requests() == requests == 2  # answered, and nothing asked since
+    assert [r.getMessage() for r in caplog.records] == []
     assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED

@@ -43,6 +43,7 @@ UNPACED_READS_PER_S = 1e9  # an endpoint without a read budget: only a 429 pause
 SIBLING_POLL_S = 0.02  # how often a flight looks for a sibling's refresh in the store
 LEASE_RETRY_S = 0.25  # how often it tries the lease meanwhile (a write: the holder needs the lock)
 PERSIST_WAIT_S = 2.0  # close() waits this long for fetched snapshots to reach the store
+CLOSED = "client closed"  # why a flight asked of a closed client has no answer
 FETCHES_PER_FLIGHT = 2  # an answer an invalidation overtook is asked for again, once
 
 
@@ -192,7 +193,7 @@ class Fetcher:
             if flight is not None:
                 return flight
             if self._closed:
-                return StiggUnavailableError(FailureKind.CONNECTION, "client closed")
+                return StiggUnavailableError(FailureKind.CONNECTION, CLOSED)
             if not slots.acquire(blocking=False):
                 return StiggUnavailableError(
                     FailureKind.TIMEOUT,
@@ -331,6 +332,9 @@ class Fetcher:
                 )
             except Exception as error:  # an adapter bug too: it must not strand waiters
                 self._failed(scope, flight, as_failure(error))
+                return None
+            if self._closed:  # answered after close(): nobody asks, the store may be shut
+                self._failed(scope, flight, StiggUnavailableError(FailureKind.CONNECTION, CLOSED))
                 return None
             self._throttled = 0
             if not self._cache.fenced_since(scope, fence):

@@ -19,6 +19,7 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+from stigg_cache.adapters._closing import ClosedAfterCalls
 from stigg_cache.adapters._environment import environment_of
 from stigg_cache.adapters._stigg_json import parse_entitlements, snapshot_to_json
 from stigg_cache.adapters.base import Adapter, AsyncAdapter
@@ -94,14 +95,23 @@ def adapt(
         from stigg_cache.adapters.httpx_rest import DEFAULT_BASE_URL, HttpxRestAdapter  # noqa: PLC0415 - lazy, like every adapter
 
         url = base_url or os.environ.get("STIGG_BASE_URL") or DEFAULT_BASE_URL
-        return HttpxRestAdapter(api_key=key, base_url=url)
+        return ClosedAfterCalls(HttpxRestAdapter(api_key=key, base_url=url))
     found = inner if _is_async_adapter(inner) else _async_adapter(inner, fetch_timeout_s)
     if found is not None:
         from stigg_cache.adapters.bridge import LoopBridge  # noqa: PLC0415
 
-        return LoopBridge(found, loop)
+        return LoopBridge(found, loop)  # its close() cancels the calls under way
     if isinstance(inner, Adapter):
         return inner
+    return ClosedAfterCalls(_sdk_adapter(inner, fetch_timeout_s))
+
+
+def _sdk_adapter(inner: object, fetch_timeout_s: float) -> Adapter:
+    """The adapter for a blocking Stigg SDK client.
+
+    Raises:
+        TypeError: an object no adapter recognises.
+    """
     kind = _kind(inner)
     if kind == "rest" and hasattr(inner, "with_options"):
         from stigg_cache.adapters.stigg_rest import StiggRestAdapter  # noqa: PLC0415 - imports the user's SDK
