@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from stigg_cache import ConnectionState, Source
+from stigg_cache import ConnectionState, ResilientClient, Source
 from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
@@ -85,22 +85,34 @@ def test_refreshes_ahead_never_take_the_slot_a_live_fetch_needs(
     assert checked("ghost-2") == ["STALE", "LIVE"]
 
 
-def test_a_refresh_cut_short_by_close_is_no_mark_against_stigg(
-    fake: FakeStigg, make_client: MakeClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    # make demo ended with "status_changed: CONNECTED -> DEGRADED" after its last status
-    # line: close() shut the HTTP client under a refresh in flight, and the refresh's
-    # failure was counted against Stigg.
+def _refreshing_at_a_slow_fake(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock, delay_s: float
+) -> tuple[ResilientClient, threading.Thread]:
+    """A client whose refresh of a stale customer waits at the fake for ``delay_s``, and
+    the thread of that refresh."""
     client = make_client(clock=clock)
     client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
     clock.advance(120)  # stale: the next check answers at once and refreshes behind it
-    fake.set_mode(FakeMode.SLOW, delay_s=5.0)
+    fake.set_mode(FakeMode.SLOW, delay_s=delay_s)
+    before = set(threading.enumerate())
     client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    time.sleep(0.3)  # the refresh waits at the fake
+    (refresh,) = [t for t in set(threading.enumerate()) - before if t.name == "stigg-cache-fetch"]
+    time.sleep(0.2)  # the refresh waits at the fake
+    return client, refresh
+
+
+def test_a_refresh_that_fails_after_close_is_no_mark_against_stigg(
+    fake: FakeStigg, make_client: MakeClient, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # make demo ended with "status_changed: CONNECTED -> DEGRADED" after its last status
+    # line: a refresh in flight failed as close() shut the HTTP client, and its failure
+    # was counted against Stigg.
+    client, refresh = _refreshing_at_a_slow_fake(fake, make_client, clock, 5.0)
     with caplog.at_level(logging.WARNING, logger="stigg_cache"):
         client.close()
         fake.set_mode(FakeMode.DOWN)  # as the demo's fake stops: the refresh's socket is reset
-        time.sleep(0.5)
+        refresh.join(timeout=10)
+    assert not refresh.is_alive()
     assert [r.message for r in caplog.records if "status_changed" in r.message] == []
     assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED
 
@@ -110,17 +122,11 @@ def test_a_refresh_answered_after_close_is_kept_nowhere_and_logs_nothing(
 ) -> None:
     # close() no longer cuts a refresh short (the adapter closes as its last call returns):
     # the answer that comes after it must not reach the store close() shut.
-    client = make_client(clock=clock)
-    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    clock.advance(120)  # stale: the next check answers at once and refreshes behind it
-    fake.set_mode(FakeMode.SLOW, delay_s=0.5)
-    client.get_boolean_entitlement(customer_id="acme", feature_id="sso")
-    time.sleep(0.2)  # the refresh waits at the fake
+    client, refresh = _refreshing_at_a_slow_fake(fake, make_client, clock, 0.5)
     with caplog.at_level(logging.INFO, logger="stigg_cache"):
         client.close()
-        time.sleep(0.3)
-        requests = fake.entitlement_requests()
-        time.sleep(0.6)  # the fake has answered
-    assert fake.entitlement_requests() == requests == 2  # answered, and nothing asked since
+        refresh.join(timeout=10)  # Stigg answered it after close(), and it is over
+    assert not refresh.is_alive()
+    assert fake.entitlement_requests() == 2  # answered: not cut short by close()
     assert [r.getMessage() for r in caplog.records] == []
     assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED
