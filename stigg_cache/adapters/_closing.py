@@ -7,6 +7,8 @@ belongs to no pool any more and is left to the garbage collector (a
 a background refresh was connecting (a worker restarting, a chaos run's
 restart) did exactly that. Here ``close()`` never waits: a call hanging on a
 blackholed Stigg ends at its own timeout, and closes the adapter as it returns.
+A call that begins after ``close()`` is refused before it reaches the network: it
+would open a connection on a client being closed, for an answer nobody keeps.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from stigg_cache._support import fork
+from stigg_cache._support.log import logger
 from stigg_cache.adapters._plans import knows_plans
 from stigg_cache.adapters._stigg_json import UsageCounts
-from stigg_cache.adapters.base import Adapter, reads_per_minute
+from stigg_cache.adapters.base import Adapter, described, reads_per_minute
+from stigg_cache.errors import FailureKind, StiggUnavailableError
 from stigg_cache.models import Snapshot
 
 
@@ -46,16 +50,26 @@ class ClosedAfterCalls:
 
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
-        with self._lock:
-            self._calls += 1
+        self._begin()
         try:
             yield
         finally:
-            with self._lock:
-                self._calls -= 1
-                last = self._closing and self._calls == 0
-            if last:
+            if self._end():
                 self._close_inner()
+
+    def _begin(self) -> None:
+        """Count a call under way; refused once ``close()`` was called (so the count never
+        grows again, and the call that brings it to zero is the last)."""
+        with self._lock:
+            if self._closing:
+                raise StiggUnavailableError(FailureKind.CONNECTION, "client closed")
+            self._calls += 1
+
+    def _end(self) -> bool:
+        """A call is over: whether it was the last one after ``close()``."""
+        with self._lock:
+            self._calls -= 1
+            return self._closing and self._calls == 0
 
     def close(self) -> None:
         """Close the inner adapter now, or as its last call under way returns."""
@@ -70,7 +84,15 @@ class ClosedAfterCalls:
             if self._closed:
                 return
             self._closed = True
-        self.inner.close()
+        try:
+            self.inner.close()
+        except Exception as error:  # never the failure of the call it follows (a grant made)
+            logger.warning(  # a string: a record holding the exception would keep its frames
+                "stigg_cache.adapter_close_failed: %s: %s",
+                self.name,
+                described(error),
+                extra={"event": "stigg_cache.adapter_close_failed"},
+            )
 
     def fetch_entitlements(
         self, customer_id: str, resource_id: str | None, *, timeout_s: float
