@@ -9,6 +9,8 @@ import time
 import pytest
 
 from stigg_cache import ConnectionState, ResilientClient, Source
+from stigg_cache.core.terms import ScopeKey
+from stigg_cache.stores.layered import Fence, SnapshotCache
 from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, boolean
 from tests.conftest import MakeClient
@@ -130,3 +132,36 @@ def test_a_refresh_answered_after_close_is_kept_nowhere_and_logs_nothing(
     assert fake.entitlement_requests() == 2  # answered: not cut short by close()
     assert [r.getMessage() for r in caplog.records] == []
     assert runtime_of(client).parts.health.state is ConnectionState.CONNECTED
+
+
+def test_a_refresh_answered_as_close_runs_is_written_nowhere_and_logs_nothing(
+    fake: FakeStigg,
+    make_client: MakeClient,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A refresh Stigg answered just before close() was still written to the store close()
+    # had shut (a false store_write_failed): the fetcher looked at close() before its last
+    # store read, and counted its write under way only after it.
+    reading, closed = threading.Event(), threading.Event()
+    fenced_since = SnapshotCache.fenced_since
+    reads: list[ScopeKey] = []
+
+    def held_up(self: SnapshotCache, scope: ScopeKey, fence: Fence) -> bool:
+        answer = fenced_since(self, scope, fence)
+        reads.append(scope)
+        if len(reads) == 2:  # the refresh's (the first is the fetch that warms the customer)
+            reading.set()
+            closed.wait(timeout=10)  # a slow store read, over once close() is
+        return answer
+
+    monkeypatch.setattr(SnapshotCache, "fenced_since", held_up)
+    client, refresh = _refreshing_at_a_slow_fake(fake, make_client, clock, 0.3)
+    assert reading.wait(timeout=10)  # Stigg answered the refresh; its store read is under way
+    with caplog.at_level(logging.INFO, logger="stigg_cache"):
+        client.close()
+        closed.set()
+        refresh.join(timeout=10)
+    assert not refresh.is_alive()
+    assert [r.getMessage() for r in caplog.records] == []

@@ -179,7 +179,8 @@ class Fetcher:
         to ``PERSIST_WAIT_S``): a process that exits right after a check keeps
         what it fetched for its next start.
         """
-        self._closed = True
+        with self._persisted:  # a fetch counts itself persisting under it, or sees this
+            self._closed = True
         self._stop.set()
         with self._persisted:
             self._persisted.wait_for(lambda: not self._persisting, PERSIST_WAIT_S)
@@ -301,10 +302,13 @@ class Fetcher:
         fetched, fence = asked
         held = self._cache.hold(fetched, self._clock.monotonic(), fence)
         with self._persisted:
-            self._persisting += 1
+            persisting = not self._closed  # else close() may have shut the store already
+            self._persisting += persisting
         self._finish(scope, flight)  # later checks find it in L1
         self._health.succeeded()
         flight.future.set_result(held.entry)
+        if not persisting:
+            return False
         # The write to L2 holds no caller and no fetch slot: a busy store (another
         # process's long write) costs checks nothing and is never taken for a slow Stigg.
         try:
