@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import functools
 import gzip
 import json
@@ -39,6 +40,7 @@ from stigg_cache.testing.subscriptions import ALL_STATUSES, graphql_object, rest
 
 LOOPBACK = "127.0.0.1"
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: closing the connection resets it
+HOLD_PORT_WAIT_S = 2.0  # for a child just forked to close the listening socket it inherited
 MAX_HANG_S = 30.0  # a blackholed request is released after this, whatever the test does
 TRICKLE_BYTE_INTERVAL_S = 0.05
 BOMB_DECODED_BYTES = 64 * 1024 * 1024  # 8 times the 8 MiB a client may hold of an answer
@@ -278,11 +280,26 @@ class FakeStigg(Closing):
 
     def _hold_port(self) -> None:
         """Keep the port bound while DOWN (connections are still refused: nothing listens),
-        so no other process takes it before UP listens on it again."""
-        held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        held.bind((LOOPBACK, self._port))
-        self._held = held
+        so no other process takes it before UP listens on it again.
+
+        A child forked a moment ago closes the listening socket it inherited as it starts
+        (:meth:`_forget_in_child`); until it has, the port is still taken: tried again for
+        up to ``HOLD_PORT_WAIT_S``.
+        """
+        deadline = time.monotonic() + HOLD_PORT_WAIT_S
+        while True:
+            held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                held.bind((LOOPBACK, self._port))
+            except OSError as error:
+                held.close()
+                if error.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+                continue
+            self._held = held
+            return
 
     def _listen(self) -> None:
         held, self._held = self._held, None

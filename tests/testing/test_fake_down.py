@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 
 import httpx
@@ -52,3 +53,19 @@ def test_a_forked_child_alive_never_keeps_the_fake_from_going_down_and_up() -> N
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+
+
+def test_down_waits_a_moment_for_a_listening_socket_another_process_still_holds() -> None:
+    # A child closes the listening socket it inherited as it starts; a parent that went
+    # DOWN before it had failed to hold its port ("Address already in use", 1 CI run), and
+    # left the socket it could not bind to the garbage collector.
+    with FakeStigg() as fake:
+        assert fake._server is not None
+        inherited = os.dup(fake._server.socket.fileno())  # as a child just forked holds it
+        threading.Timer(0.3, os.close, (inherited,)).start()  # and closes it as it starts
+        fake.set_mode(FakeMode.DOWN)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
+        fake.set_mode(FakeMode.UP)
+        answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
+        assert answer.status_code == 200, answer.text
