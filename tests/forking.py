@@ -9,11 +9,13 @@ alarm kills it if it hangs, so a broken child fails the test instead of hanging 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 CHILD_LIMIT_S = 30
@@ -27,6 +29,7 @@ def fork_child(work: Callable[[], Any], *, limit_s: int = CHILD_LIMIT_S) -> int:
     if pid == 0:  # the child: never return into the test runner
         os.close(read_end)
         signal.alarm(limit_s)
+        _fresh_log_streams()
         try:
             try:
                 text = json.dumps({"result": work()})
@@ -39,6 +42,21 @@ def fork_child(work: Callable[[], Any], *, limit_s: int = CHILD_LIMIT_S) -> int:
     os.close(write_end)
     _pipes[pid] = read_end
     return pid
+
+
+def _fresh_log_streams() -> None:
+    """Give every logging handler of the child a stream of its own (``/dev/null``).
+
+    A parent thread writing a log line as the fork happened (a flusher saying Redis is
+    unreachable) holds the lock of the stream's buffer, which ``logging`` does not renew
+    in the child (it renews the handlers' own locks): the child's first log line then
+    waited forever (one CI run). The child's lines are never read by the test anyway.
+    """
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for each in loggers:
+        for handler in getattr(each, "handlers", ()):
+            if isinstance(handler, logging.StreamHandler):
+                handler.stream = Path(os.devnull).open("w")  # noqa: SIM115 - the child's to its end
 
 
 def child_result(pid: int) -> Any:
