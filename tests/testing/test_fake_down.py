@@ -34,6 +34,16 @@ def test_down_refuses_connections_and_no_other_socket_takes_the_port() -> None:
         assert answer.status_code == 200, answer.text  # served again, on the same port
 
 
+def _down_then_up(fake: FakeStigg) -> None:
+    """DOWN refuses connections; UP serves again."""
+    fake.set_mode(FakeMode.DOWN)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
+    fake.set_mode(FakeMode.UP)
+    answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
+    assert answer.status_code == 200, answer.text
+
+
 def test_a_forked_child_alive_never_keeps_the_fake_from_going_down_and_up() -> None:
     # A child forked after the fake started inherited its listening socket: DOWN (and UP)
     # then raised "Address already in use" in the parent, in the very forked-worker
@@ -44,12 +54,7 @@ def test_a_forked_child_alive_never_keeps_the_fake_from_going_down_and_up() -> N
             time.sleep(3)
             os._exit(0)
         try:
-            fake.set_mode(FakeMode.DOWN)
-            with pytest.raises(httpx.ConnectError):
-                httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
-            fake.set_mode(FakeMode.UP)
-            answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
-            assert answer.status_code == 200, answer.text
+            _down_then_up(fake)
         finally:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -63,9 +68,4 @@ def test_down_waits_a_moment_for_a_listening_socket_another_process_still_holds(
         assert fake._server is not None
         inherited = os.dup(fake._server.socket.fileno())  # as a child just forked holds it
         threading.Timer(0.3, os.close, (inherited,)).start()  # and closes it as it starts
-        fake.set_mode(FakeMode.DOWN)
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=2)
-        fake.set_mode(FakeMode.UP)
-        answer = httpx.get(f"{fake.url}/api/v1/customers/acme/entitlements", timeout=5)
-        assert answer.status_code == 200, answer.text
+        _down_then_up(fake)
