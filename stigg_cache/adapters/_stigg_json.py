@@ -8,6 +8,7 @@ is foreign bytes: every shape error ends in :class:`InvalidResponseError`.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -32,6 +33,7 @@ _CUSTOMER_DENIED_REASONS = frozenset(
 )
 
 _DECODER = json.JSONDecoder()  # built once
+FEATURE_END = struct.Struct(">I")  # where a stored feature's JSON ends (LazyEntitlements)
 
 
 def compact_json(text: str) -> Any:
@@ -205,24 +207,26 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
 
     A snapshot loaded from a store answers one feature at a time; decoding
     all of them up front would triple the cost of a first check. ``ids`` are
-    the feature ids in the order their JSON objects lie in ``blobs``, each
-    ending at the offset of the same index in ``ends`` (looked up by a scan:
-    cheaper than building an index once per snapshot for the one feature a
-    first check reads). Errors surface as :class:`InvalidResponseError` on
+    the feature ids in the order their JSON objects lie in ``blobs``, the one
+    of index ``i`` ending at the ``i``-th of the big-endian 4-byte offsets in
+    ``ends`` (read for the feature asked for only; an id is looked up by a
+    scan: cheaper than building an index once per snapshot for the one feature
+    a first check reads). Errors surface as :class:`InvalidResponseError` on
     access; readers of stored snapshots treat that as a corrupt entry.
     """
 
     __slots__ = ("_blobs", "_ends", "_ids", "_parsed")
 
-    def __init__(self, ids: list[str], ends: tuple[int, ...], blobs: memoryview | bytes) -> None:
+    def __init__(self, ids: list[str], ends: memoryview | bytes, blobs: memoryview | bytes) -> None:
         self._ids = ids
         self._ends = ends
         self._blobs = blobs
         self._parsed: dict[str, FeatureEntitlement] = {}
 
     def _item(self, index: int, where: str) -> Mapping[str, Any]:
-        start = self._ends[index - 1] if index else 0
-        end = self._ends[index]
+        end_at, size = FEATURE_END.unpack_from, FEATURE_END.size
+        start = end_at(self._ends, (index - 1) * size)[0] if index else 0
+        end = end_at(self._ends, index * size)[0]
         if not start <= end <= len(self._blobs):
             raise InvalidResponseError(f"{where}: malformed location {start}..{end}")
         try:
@@ -242,11 +246,15 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         parsed = self._parsed.get(feature_id)
         if parsed is not None:
             return parsed
-        return self._parse(feature_id) if feature_id in self._ids else default
+        try:
+            index = self._ids.index(feature_id)
+        except ValueError:
+            return default
+        return self._parse(feature_id, index)
 
-    def _parse(self, feature_id: str) -> FeatureEntitlement:
+    def _parse(self, feature_id: str, index: int) -> FeatureEntitlement:
         where = f"entitlement {feature_id!r}"
-        parsed = _parse_feature(self._item(self._ids.index(feature_id), where), where)
+        parsed = _parse_feature(self._item(index, where), where)
         if parsed.feature_id != feature_id:
             raise InvalidResponseError(f"{where}: filed under another feature's id")
         self._parsed[feature_id] = parsed

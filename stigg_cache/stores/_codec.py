@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 import attrs
 
 from stigg_cache.adapters._stigg_json import (
+    FEATURE_END,
     LazyEntitlements,
     compact_json,
     feature_to_json,
@@ -45,8 +46,6 @@ CODEC_VERSION = 4
 # 2, one document; 3, the features' offsets in the JSON header.
 OUTDATED_MAGIC = frozenset({b"SCS2", b"SCS3"})
 _HEADER = struct.Struct(">4sII")
-_END = struct.Struct(">I")
-_STR = frozenset({str})
 FRAME_BYTES = _HEADER.size
 LATEST_EPOCH_S = 253_402_300_800  # 10000-01-01: later times do not fit a datetime
 MAX_ENTRY_BYTES = 16 * 1024 * 1024  # far above any real customer's entitlements
@@ -136,8 +135,15 @@ def decode_snapshot(value: bytes) -> Snapshot:
 
 
 def _strings(value: object) -> bool:
-    """Whether ``value`` is a JSON list of strings (one set of types: no loop in Python)."""
-    return type(value) is list and {*map(type, value)} <= _STR
+    """Whether ``value`` is a JSON list of strings (``str.join`` takes nothing else, and
+    looks at each item in C)."""
+    if type(value) is not list:
+        return False
+    try:
+        "".join(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _parse_header(document: object, rest: memoryview) -> Snapshot:
@@ -160,12 +166,12 @@ def _parse_header(document: object, rest: memoryview) -> Snapshot:
     if not _strings(plan_ids):
         raise CorruptEntryError("snapshot entry has malformed plan ids")
     ids = document["features"]
-    if not _strings(ids) or len(rest) < (table := _END.size * len(ids)):
+    if not _strings(ids) or len(rest) < (table := FEATURE_END.size * len(ids)):
         raise CorruptEntryError("snapshot entry has malformed features")
-    ends = struct.unpack_from(f">{len(ids)}I", rest)
-    if (ends[-1] if ends else 0) != len(rest) - table:
+    last_end = FEATURE_END.unpack_from(rest, table - FEATURE_END.size)[0] if ids else 0
+    if last_end != len(rest) - table:
         raise CorruptEntryError("snapshot entry's features do not fill it")
-    features = LazyEntitlements(ids, ends, rest[table:])
+    features = LazyEntitlements(ids, rest[:table], rest[table:])
     data = document.get("data")
     if data is None:  # no credits, no customer-level denial: the common case, built directly
         return Snapshot(

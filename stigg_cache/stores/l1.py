@@ -4,7 +4,7 @@ Eviction is CLOCK (oldest first; one asked for since the last pass goes to the b
 admission TinyLFU (:mod:`stigg_cache.core.admission`: a newcomer displaces an entry
 only if asked for more often lately). L1 also counts this process's invalidations of
 each scope, so that a fetch or a read begun before one never lands afterwards
-(:class:`LocalFence`). It does no I/O: reads take no lock; changes take one.
+(``LocalFence``). It does no I/O: reads take no lock; changes take one.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-
-import attrs
+from typing import TypeAlias
 
 from stigg_cache._support import fork
 from stigg_cache.core.admission import FrequencySketch
@@ -24,13 +23,12 @@ SWEEP = 64  # entries L1's eviction sweep passes over (asked for lately) before 
 MAX_FENCED = 10_000  # scopes whose invalidations this process counts; all forgotten beyond
 
 
-@attrs.frozen
-class LocalFence:
-    """This process's invalidations of a scope, as noted before a fetch or a store read:
-    what is brought back is held only if they are still the same."""
-
-    epoch: int  # moves on when the counts are forgotten: no earlier fence matches then
-    invalidations: int  # of the scope within the epoch
+# This process's invalidations of a scope, as noted before a fetch or a store read: what
+# is brought back is held only if they are still the same. ``(epoch, invalidations)``:
+# the epoch moves on when the counts are forgotten (no earlier fence matches then), the
+# invalidations are the scope's within the epoch. A plain tuple: a first check from the
+# store notes one and compares it, so it costs what a tuple costs.
+LocalFence: TypeAlias = tuple[int, int]
 
 
 class L1:
@@ -67,7 +65,7 @@ class L1:
         self._sketch.add(scope)
 
     def fence(self, scope: ScopeKey) -> LocalFence:
-        return LocalFence(self._epoch, self._invalidated.get(scope, 0))
+        return (self._epoch, self._invalidated.get(scope, 0))
 
     def remember(
         self, scope: ScopeKey, entry: CachedSnapshot, fence: LocalFence | None = None

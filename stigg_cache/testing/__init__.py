@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from stigg_cache._runtime import Runtime
@@ -48,12 +48,9 @@ class ManualClock:
 def runtime_of(client: ResilientClient | AsyncResilientClient) -> Runtime:
     """The parts a client is made of (its store cache, usage service, fetcher, adapter,
     policy watcher, walker), for tests that look inside: the clients keep no aliases."""
-    from stigg_cache.client import ResilientClient  # noqa: PLC0415 - importing this starts nothing
-
-    core = (
-        client if isinstance(client, ResilientClient) else client._core
-    )  # async: its blocking one
-    return core._runtime
+    core: Any = getattr(client, "_core", client)  # async: its blocking one
+    runtime: Runtime = core._runtime
+    return runtime
 
 
 __all__ = ["ManualClock", "runtime_of"]
