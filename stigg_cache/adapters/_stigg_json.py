@@ -156,28 +156,32 @@ _FEATURE_FIELDS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
 
 
 def _parse_feature(item: Mapping[str, Any], where: str) -> FeatureEntitlement:
-    at = f"{where}.feature"
-    feature = _obj(item.get("feature"), at)
-    feature_id = _opt_str(feature, "id", at)
+    try:  # the location is only spelled out when something is wrong
+        return _feature(item)
+    except InvalidResponseError as error:
+        raise InvalidResponseError(f"{where}.{error}") from None
+
+
+def _feature(item: Mapping[str, Any]) -> FeatureEntitlement:
+    """A feature entitlement; an error's location is relative to ``item``."""
+    feature = _obj(item.get("feature"), "feature")
+    feature_id = _opt_str(feature, "id", "feature")
     if not feature_id:
-        raise InvalidResponseError(f"{at}.id: missing")
+        raise InvalidResponseError("feature.id: missing")
     fields: dict[str, Any] = {}
     for key, value in item.items():
         if value is not None:
             spec = _FEATURE_FIELDS.get(key)
             if spec is not None:
-                try:  # the location is only spelled out when something is wrong
-                    fields[spec[0]] = spec[1](value, key)
-                except InvalidResponseError as error:
-                    raise InvalidResponseError(f"{where}.{error}") from None
+                fields[spec[0]] = spec[1](value, key)
     is_granted = item.get("isGranted")
     if not isinstance(is_granted, bool):
-        raise InvalidResponseError(f"{where}.isGranted: expected true or false")
+        raise InvalidResponseError("isGranted: expected true or false")
     return FeatureEntitlement(
         feature_id,
-        cast("FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, at)),
+        cast("FeatureType | None", _enum(feature, "featureType", FEATURE_TYPES, "feature")),
         is_granted,
-        display_name=_opt_str(feature, "displayName", at),
+        display_name=_opt_str(feature, "displayName", "feature"),
         **fields,
     )
 
@@ -202,6 +206,11 @@ def _parse_credit(item: Mapping[str, Any], where: str) -> CreditEntitlement:
 _ABSENT = object()
 
 
+def _at(feature_id: str) -> str:
+    """Where a stored feature's error lies, for its message."""
+    return f"entitlement {feature_id!r}"
+
+
 class LazyEntitlements(Mapping[str, FeatureEntitlement]):
     """Feature entitlements decoded and parsed on first access.
 
@@ -223,17 +232,17 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         self._blobs = blobs
         self._parsed: dict[str, FeatureEntitlement] = {}
 
-    def _item(self, index: int, where: str) -> Mapping[str, Any]:
+    def _item(self, index: int, feature_id: str) -> Mapping[str, Any]:
         end_at, size = FEATURE_END.unpack_from, FEATURE_END.size
         start = end_at(self._ends, (index - 1) * size)[0] if index else 0
         end = end_at(self._ends, index * size)[0]
         if not start <= end <= len(self._blobs):
-            raise InvalidResponseError(f"{where}: malformed location {start}..{end}")
+            raise InvalidResponseError(f"{_at(feature_id)}: malformed location {start}..{end}")
         try:
             item = compact_json(str(self._blobs[start:end], "utf-8"))
         except (ValueError, RecursionError) as error:
-            raise InvalidResponseError(f"{where}: not JSON ({error})") from None
-        return _obj(item, where)
+            raise InvalidResponseError(f"{_at(feature_id)}: not JSON ({error})") from None
+        return item if type(item) is dict else _obj(item, _at(feature_id))
 
     def __getitem__(self, feature_id: str) -> FeatureEntitlement:
         parsed = self.get(feature_id, _ABSENT)
@@ -253,10 +262,13 @@ class LazyEntitlements(Mapping[str, FeatureEntitlement]):
         return self._parse(feature_id, index)
 
     def _parse(self, feature_id: str, index: int) -> FeatureEntitlement:
-        where = f"entitlement {feature_id!r}"
-        parsed = _parse_feature(self._item(index, where), where)
+        item = self._item(index, feature_id)
+        try:  # the location is only spelled out when something is wrong
+            parsed = _feature(item)
+        except InvalidResponseError as error:
+            raise InvalidResponseError(f"{_at(feature_id)}.{error}") from None
         if parsed.feature_id != feature_id:
-            raise InvalidResponseError(f"{where}: filed under another feature's id")
+            raise InvalidResponseError(f"{_at(feature_id)}: filed under another feature's id")
         self._parsed[feature_id] = parsed
         return parsed
 
