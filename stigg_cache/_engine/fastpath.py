@@ -108,6 +108,7 @@ class Prepared:
     judge: Callable[..., Any]
     usage_scope: TallyKey  # the customer, resource and feature of its local usage
     judged: list[Judged]
+    plain: bool  # no usage in it: made as prepared unless an amount is requested
 
 
 class UsageView(Protocol):
@@ -189,7 +190,7 @@ class FastPath:
         if now > prepared.fresh_until:
             return None
         decision = _DECIDED(now - entry.fetched_mono, policy.version)
-        if prepared.answer.usage is None and requested is None:
+        if requested is None and prepared.plain:
             make = prepared.make  # an attribute, then a call: a method lookup costs more
             return make(decision)  # type: ignore[no-any-return]
         return self._with_usage(entry, prepared, decision, requested)  # type: ignore[arg-type,no-any-return]
@@ -248,6 +249,7 @@ class FastPath:
             judge,
             (request.customer_id, request.resource_id, request.feature_id),
             [_NOT_JUDGED],
+            plain=answer.usage is None,
         )
         slots = entry.warm.get(request.feature_id)
         added = PREPARED_KIND_BYTES
