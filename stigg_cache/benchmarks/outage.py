@@ -102,15 +102,19 @@ def reconcile_outage(
             for n in range(customers):
                 client.get_boolean_entitlement(customer_id=f"c{n}", feature_id="sso")
             fake.set_mode(FakeMode.SLOW, delay_s=STIGG_LATENCY_S)  # back, a region away
-            time.sleep(0.25)  # past the breaker's backoff: the first refresh probes
-            reports: list[ReconcileReport] = []
-            client.on_reconcile(reports.append)
+            # At once: the reconciliation timed is this one. Once a probe finds Stigg back,
+            # one starts by itself (with its own deadline, a minute), and this call would
+            # then return None (run 4 of 2026-12-06 timed that one: 60 s). Its first
+            # refreshes wait out the breaker's backoff (0.1-0.2 s), then one probes.
             started = time.perf_counter()
             report = client.reconcile(timeout=timeout_s)
-            while report is None:  # one started by itself as Stigg came back: its report
-                time.sleep(0.01)
-                report = reports[-1] if reports else None
-            return time.perf_counter() - started, report
+            took = time.perf_counter() - started
+            if report is None:
+                raise RuntimeError(
+                    "a reconciliation started by itself before reconcile() was called: "
+                    "the row would time that one, not reconcile(timeout=...)"
+                )
+            return took, report
 
 
 def refresh_rates(
