@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from click.testing import CliRunner
 
@@ -115,6 +116,21 @@ def test_bench_rows_runs_only_the_named_rows(tmp_path: Path) -> None:
     assert [f"{row['number']}{row['part']}" for row in document["rows"]] == ["3", "19"]
     assert [row["judged"] for row in document["rows"]] == [False, False]
     assert set(document) == {"machine", "rows"}
+
+
+def test_row_29_without_a_redis_says_so_and_measures_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user without a Redis (nothing listening at its URL; not CI): no crash, a line
+    saying what row 29 needs, no secret of the URL in it."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("STIGG_CACHE_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0")  # refused
+    out = tmp_path / "results.json"
+    result = CliRunner().invoke(main, ["bench", "--tiny", "--rows", "29", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "row 29 not measured: it needs the Redis store" in result.output
+    assert "hunter2" not in result.output
+    assert not out.exists()  # nothing measured, nothing written
 
 
 def test_bench_rows_refuses_a_row_the_table_lacks(tmp_path: Path) -> None:
