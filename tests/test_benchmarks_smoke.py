@@ -3,10 +3,15 @@ nor judged against the targets: tiny sizes measure nothing)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +136,49 @@ def test_row_29_without_a_redis_says_so_and_measures_nothing(
     assert "row 29 not measured: it needs the Redis store" in result.output
     assert "hunter2" not in result.output
     assert not out.exists()  # nothing measured, nothing written
+
+
+def test_a_bench_run_stopped_by_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
+    """``timeout``, ``kill`` or a cancelled CI job end the run at once: the process of the
+    group it was making ends too (it waited for more work for good)."""
+    run = subprocess.Popen(  # a process group of its own: what is left of it is counted
+        [sys.executable, "-m", "stigg_cache.benchmarks", "--tiny", "--out", str(tmp_path / "o")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _children(run.pid):  # the first group's process has started
+            assert time.monotonic() < deadline, "no group process started in 60 s"
+            time.sleep(0.1)
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 15  # a group's process looks twice a second
+        while _alive(run.pid):
+            assert time.monotonic() < deadline, "processes of the run left behind"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = status.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:  # ppid
+                found.append(int(status.parent.name))
+    return found
+
+
+def _alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_bench_rows_refuses_a_row_the_table_lacks(tmp_path: Path) -> None:

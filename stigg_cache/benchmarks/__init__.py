@@ -20,6 +20,8 @@ import os
 import platform
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -89,7 +91,12 @@ def run(sizes: Sizes, wanted: Wanted = EVERY) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="stigg-cache-bench-") as folder:
         for index, (labels, _) in enumerate(GROUPS):
             if any(wanted(*_split(label)) for label in labels):
-                with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as fresh:
+                with ProcessPoolExecutor(
+                    max_workers=1,
+                    mp_context=spawn,
+                    initializer=_ends_with,
+                    initargs=(os.getpid(),),
+                ) as fresh:
                     rows += fresh.submit(_group, index, sizes, folder, wanted).result()
     return sorted(
         (row for row in rows if wanted(row.number, row.part)), key=lambda r: (r.number, r.part)
@@ -99,6 +106,22 @@ def run(sizes: Sizes, wanted: Wanted = EVERY) -> list[Row]:
 def _group(index: int, sizes: Sizes, folder: str, wanted: Wanted) -> list[Row]:
     """In a new process: the rows of ``GROUPS[index]``."""
     return GROUPS[index][1](sizes, Path(folder), wanted)
+
+
+PARENT_POLL_S = 0.5
+
+
+def _ends_with(parent: int) -> None:
+    """In a group's process: end when the run that started it is gone. A run stopped by
+    SIGTERM (``timeout``, ``kill``, a cancelled CI job) ends at once, without a word to its
+    group's process, which would otherwise wait for more work for good."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="bench-parent-watch").start()
 
 
 def _split(label: str) -> tuple[int, str]:

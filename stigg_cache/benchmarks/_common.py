@@ -75,9 +75,12 @@ TINY = Sizes(
     l1_budget=500_000,
     churn_customers=500,
     churn_bound=1_000_000,
-    deep_events=2_000,
+    # Row 26's window holds three of the flusher's half-second batches (one window of one
+    # batch caught none when a batch came late: "our side did no work", in one CI run),
+    # and the outbox stays deep through it (1 s before it, 1.5 s in it, at 1,000/s).
+    deep_events=4_000,
     deep_calls=20,
-    deep_drain_s=0.5,
+    deep_drain_s=1.5,
     outage_customers=300,
     outage_timeout_s=1.0,
     rate_customers=100,
