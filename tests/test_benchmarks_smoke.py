@@ -138,9 +138,11 @@ def test_row_29_without_a_redis_says_so_and_measures_nothing(
     assert not out.exists()  # nothing measured, nothing written
 
 
-def test_a_bench_run_stopped_by_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
-    """``timeout``, ``kill`` or a cancelled CI job end the run at once: the process of the
-    group it was making ends too (it waited for more work for good)."""
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_bench_run_stopped_leaves_no_process_behind(tmp_path: Path, stop: signal.Signals) -> None:
+    """``timeout``, ``kill`` or a cancelled CI job end the run at once (SIGTERM), a Ctrl-C
+    sent to it alone raises in it (SIGINT): either way, the process of the group it was
+    making ends too (it waited for more work for good, or ran its group to the end)."""
     run = subprocess.Popen(  # a process group of its own: what is left of it is counted
         [sys.executable, "-m", "stigg_cache.benchmarks", "--tiny", "--out", str(tmp_path / "o")],
         stdout=subprocess.DEVNULL,
@@ -152,7 +154,7 @@ def test_a_bench_run_stopped_by_sigterm_leaves_no_process_behind(tmp_path: Path)
         while not _children(run.pid):  # the first group's process has started
             assert time.monotonic() < deadline, "no group process started in 60 s"
             time.sleep(0.1)
-        run.send_signal(signal.SIGTERM)
+        run.send_signal(stop)
         run.wait(timeout=10)
         deadline = time.monotonic() + 15  # a group's process looks twice a second
         while _alive(run.pid):

@@ -22,8 +22,9 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -87,34 +88,51 @@ def run(sizes: Sizes, wanted: Wanted = EVERY) -> list[Row]:
     1.35x against 1.9x on its own.
     """
     rows: list[Row] = []
-    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="stigg-cache-bench-") as folder:
         for index, (labels, _) in enumerate(GROUPS):
             if any(wanted(*_split(label)) for label in labels):
-                with ProcessPoolExecutor(
-                    max_workers=1,
-                    mp_context=spawn,
-                    initializer=_ends_with,
-                    initargs=(os.getpid(),),
-                ) as fresh:
-                    rows += fresh.submit(_group, index, sizes, folder, wanted).result()
+                rows += _made_apart(index, sizes, folder, wanted)
     return sorted(
         (row for row in rows if wanted(row.number, row.part)), key=lambda r: (r.number, r.part)
     )
 
 
-def _group(index: int, sizes: Sizes, folder: str, wanted: Wanted) -> list[Row]:
-    """In a new process: the rows of ``GROUPS[index]``."""
-    return GROUPS[index][1](sizes, Path(folder), wanted)
+def _made_apart(index: int, sizes: Sizes, folder: str, wanted: Wanted) -> list[Row]:
+    """The rows of ``GROUPS[index]``, made in a new process (spawned). An error there is
+    raised here, with its traceback; stopped here (Ctrl-C, an error), the run stops that
+    process too, and it ends by itself if this one is killed."""
+    spawn = multiprocessing.get_context("spawn")
+    receive, send = spawn.Pipe(duplex=False)
+    process = spawn.Process(target=_group, args=(send, os.getpid(), index, sizes, folder, wanted))
+    process.start()
+    send.close()  # the child holds the only sending end: its end is our EOF
+    made: list[Row] = []
+    failure: str | None = "its process ended with nothing to say"
+    try:
+        made, failure = receive.recv()
+    except EOFError:
+        pass
+    finally:
+        receive.close()
+        process.join(timeout=PARENT_POLL_S)
+        if process.is_alive():  # stopped before it finished: it must not run on
+            process.terminate()
+            process.join()
+    if failure is not None:
+        labels = ", ".join(GROUPS[index][0])
+        raise RuntimeError(f"rows {labels} failed (exit code {process.exitcode}): {failure}")
+    return made
 
 
 PARENT_POLL_S = 0.5
 
 
-def _ends_with(parent: int) -> None:
-    """In a group's process: end when the run that started it is gone. A run stopped by
-    SIGTERM (``timeout``, ``kill``, a cancelled CI job) ends at once, without a word to its
-    group's process, which would otherwise wait for more work for good."""
+def _group(
+    send: Connection, parent: int, index: int, sizes: Sizes, folder: str, wanted: Wanted
+) -> None:
+    """In a new process: send the rows of ``GROUPS[index]``, or the traceback that stopped
+    them. The process ends when the run that started it is gone: a run stopped by SIGTERM
+    (``timeout``, ``kill``, a cancelled CI job) ends at once, without a word to it."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -122,6 +140,15 @@ def _ends_with(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="bench-parent-watch").start()
+    try:
+        outcome: tuple[list[Row], str | None] = (
+            GROUPS[index][1](sizes, Path(folder), wanted),
+            None,
+        )
+    except Exception:
+        outcome = ([], traceback.format_exc())
+    send.send(outcome)
+    send.close()
 
 
 def _split(label: str) -> tuple[int, str]:
