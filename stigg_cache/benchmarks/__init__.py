@@ -112,12 +112,12 @@ def _made_apart(index: int, sizes: Sizes, folder: str, wanted: Wanted) -> list[R
         made, failure = receive.recv()
     except EOFError:
         pass
+    except BaseException:  # stopped here (Ctrl-C, an error): the group must not run on
+        process.terminate()
+        raise
     finally:
         receive.close()
-        process.join(timeout=PARENT_POLL_S)
-        if process.is_alive():  # stopped before it finished: it must not run on
-            process.terminate()
-            process.join()
+        process.join()  # having sent its rows, it ends by itself: its clean-up is its own
     if failure is not None:
         labels = ", ".join(GROUPS[index][0])
         raise RuntimeError(f"rows {labels} failed (exit code {process.exitcode}): {failure}")
