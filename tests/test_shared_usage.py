@@ -27,7 +27,7 @@ from stigg_cache import (
 from stigg_cache._engine.fastpath import METERED
 from stigg_cache.client import surface
 from stigg_cache.core import ledger
-from stigg_cache.outbox.base import KEEP_SENT_S
+from stigg_cache.outbox.base import KEEP_SENT_S, SharedUsage
 from stigg_cache.policy.model import Meter
 from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
@@ -358,3 +358,54 @@ def test_every_check_counts_the_usage_siblings_reported_before_it(
         asyncio.run(client.aclose())
     else:
         client.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "event-loop"])
+def test_usage_acknowledged_while_a_worker_first_reads_its_customer_counts_once(
+    fake: FakeStigg, store_url: str, asynchronous: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first check reads its customer's records from the shared outbox (10 pending). Just
+    after that read a sibling gets them acknowledged, and another thread of the worker
+    applies that change before the customer counts as read: it passes the acknowledgement
+    by. The check must read what moved again, or it counts the 10 twice once Stigg's
+    snapshot has them (50 + 10)."""
+    fake.set_customer("c-11", [metered("api_calls", limit=100, usage=40)])
+    reporter = _client(fake, store_url)
+    make: Any = AsyncResilientClient if asynchronous else ResilientClient
+    worker = make(
+        None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY, settle_s=0.0
+    )
+    usage = runtime_of(worker).parts.usage
+    for flusher in (runtime_of(reporter).parts.usage.flusher, usage.flusher):
+        flusher.close()  # neither sends: only the sibling below
+    reporter.report_usage(customer_id="c-11", feature_id="api_calls", value=10)  # pending
+    outbox = usage.outbox
+    assert isinstance(outbox, SharedUsage)  # SQLite's and Redis's, each the host's or fleet's
+    read = outbox.held_of
+
+    def read_then_acknowledged(customer_id: str, resource_id: str | None) -> Any:
+        held = read(customer_id, resource_id)  # the 10, pending
+        sibling = _client(fake, store_url)
+        assert sibling.flush(timeout=5).drained  # Stigg has them: api_calls at 50
+        sibling.close()
+        usage.next_sync = 0.0  # and a thread of this worker follows that change now
+        usage.sync()
+        return held
+
+    monkeypatch.setattr(outbox, "held_of", read_then_acknowledged)
+
+    def check() -> MeteredEntitlement:
+        ask = worker.get_metered_entitlement(customer_id="c-11", feature_id="api_calls")
+        answer: MeteredEntitlement = asyncio.run(ask) if asynchronous else ask
+        return answer
+
+    assert check().current_usage == 50.0  # Stigg's 40 and the 10 not yet in that snapshot
+    assert fake.account.usage_of("c-11", "api_calls") == 50.0
+    time.sleep(0.3)  # past the policy's fresh_for: the next check refreshes the snapshot
+    eventually(lambda: check().decision.source is Source.CACHE)
+    assert check().current_usage == 50.0  # the snapshot's 50, nothing more
+    if asynchronous:
+        asyncio.run(worker.aclose())
+    else:
+        worker.close()
+    reporter.close()

@@ -2,7 +2,8 @@
 
 The same two-process tests (forked workers of one client) as for the default
 SQLite outbox: usage reported offline by one worker counts in every worker; an
-acknowledgement by another worker's flusher, dead letters, and Stigg's own count
+acknowledgement by another worker's flusher (also one that lands while a worker
+first reads its customer), dead letters, and Stigg's own count
 of usage (also when its answer was lost and the report resent) settle it in all of them; ``consume()`` from 8 threads x 4 processes never
 grants past the limit, and a retry of it is its first receipt; a worker holds no
 memory for usage settled long ago. Only the store differs.
@@ -36,6 +37,7 @@ from tests.test_shared_usage import (
     test_events_a_meter_reads_count_in_a_worker_started_later,
     test_threads_checking_a_customer_not_yet_read_all_wait_for_its_whole_usage,
     test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it,
+    test_usage_acknowledged_while_a_worker_first_reads_its_customer_counts_once,
     test_usage_reported_offline_by_one_worker_counts_in_every_worker,
     test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "test_threads_of_forked_workers_never_grant_past_the_limit_while_stigg_lags",
     "test_usage_a_snapshot_counts_is_not_added_again_once_stigg_acknowledges_it",
     "test_usage_acknowledged_by_another_workers_flusher_stops_counting_once_stigg_has_it",
+    "test_usage_acknowledged_while_a_worker_first_reads_its_customer_counts_once",
     "test_usage_reported_offline_by_one_worker_counts_in_every_worker",
     "test_usage_stigg_counted_stops_counting_in_every_worker_once_a_snapshot_shows_it",
     "test_usage_whose_answer_was_lost_counts_once_when_its_resend_is_acknowledged",
