@@ -297,7 +297,7 @@ def _row(
 
 def _on_threads(threads: int, share: int, work: Callable[[int], None]) -> float:
     """Seconds per operation when ``threads`` threads, started at once, each run
-    ``work(its index)`` of ``share`` operations."""
+    ``work(its index)``: ``share`` operations each, or ``share * threads`` between them."""
     barrier = threading.Barrier(threads + 1)
 
     def run(index: int) -> None:
