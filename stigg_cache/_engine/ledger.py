@@ -66,7 +66,6 @@ class UsageService:
         fork.renew_after_fork(self, UsageService._renew)
         self._shared = outbox if isinstance(outbox, SharedUsage) else None
         self._cursor = -1  # the shared outbox's changes seen so far (-1: all it holds)
-        self._follows = 0  # changes that held anything, begun to be applied (read_customer)
         # Customers (and resources) whose usage in the shared outbox was read: each is read
         # when first needed, so start-up reads nothing proportional to the outbox.
         self._loaded: set[ScopeKey] = set()
@@ -168,11 +167,8 @@ class UsageService:
         """Count what the shared outbox holds of one customer, the first time it is needed.
 
         Threads read customers in parallel (no lock: a customer read twice at once is
-        counted once). When another thread began to apply changes meanwhile, they are read
-        again afterwards (it may have passed over a record of this customer, or its
-        acknowledgement, not yet counted here); a thread that began before this read read
-        its changes before it, and what changes later is the next sync's. A first check
-        thus reads the outbox once, unless usage moved while it read. An outbox
+        counted once). Changes another thread follows meanwhile are read again afterwards
+        (an acknowledgement of a record not yet counted here would be lost). An outbox
         that does not answer leaves it for the next check; until then the customer's usage
         is incomplete (:meth:`local_usage_now`), and no check grants on it.
 
@@ -184,15 +180,14 @@ class UsageService:
         if self._shared is None or scope in self._loaded:
             return
         refuse_io()
-        since, follows = self._cursor, self._follows  # before the read (see above)
+        since = self._cursor  # before the read: what moves after it is read again below
         try:
             meters = self._meters()  # first: the outbox learns which events count
             held = self._shared.held_of(customer_id, resource_id)
             for one in held:  # a thread reading the same customer meanwhile: counted once
                 self._count(one.record, meters, one.acked_at, one.counted)
             self._loaded.add(scope)  # only now: a check must not answer with part of it
-            if self._follows != follows:
-                self._follow(self._shared.changes(since))
+            self._follow(self._shared.changes(since))
         except StoreError:
             self._loaded.discard(scope)
 
@@ -243,8 +238,6 @@ class UsageService:
     def _follow(self, changes: UsageChanges) -> None:
         """Apply changes: records of customers read here count; acknowledgements and dead
         letters apply to whatever this process counts (its own records included)."""
-        if changes.held or changes.dead:  # first: a customer read meanwhile reads them again
-            self._follows += 1
         meters, loaded = self._meters(), self._loaded
         for held in changes.held:
             record = held.record
