@@ -64,7 +64,12 @@ def bench(out: str, tiny: bool, rows: str | None) -> None:
 
     sys.exit(
         run_benchmarks(
-            ["--out", out, *(["--tiny"] if tiny else []), *(["--rows", rows] if rows else [])]
+            [
+                "--out",
+                out,
+                *(["--tiny"] if tiny else []),
+                *(["--rows", rows] if rows is not None else []),  # '' is refused, not "every row"
+            ]
         )
     )
 

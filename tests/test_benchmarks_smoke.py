@@ -189,6 +189,16 @@ def test_bench_rows_refuses_a_row_the_table_lacks(tmp_path: Path) -> None:
     assert "no such rows: 24c" in result.output
 
 
+@pytest.mark.parametrize("rows", ["", " , "], ids=["empty", "commas"])
+def test_bench_rows_naming_no_row_is_refused_not_every_row(tmp_path: Path, rows: str) -> None:
+    """``--rows "$ROWS"`` with ``ROWS`` unset ran the whole bench (8 minutes)."""
+    out = tmp_path / "x.json"
+    result = CliRunner().invoke(main, ["bench", "--tiny", "--rows", rows, "--out", str(out)])
+    assert result.exit_code == 2
+    assert "no such rows" in result.output
+    assert not out.exists()
+
+
 def test_the_smoke_runs_round_robin_measures_l1_past_a_first_pass_admission() -> None:
     """Row 19 read 0.0 % in one CI run of the suite (about one process in fifty): the
     sketch counts by hash(), seeded per process, and a collision let a newcomer into L1

@@ -11,7 +11,11 @@ either under one thread's throughput, so the row asks that ours scales as raw re
 The threads take the customers from one queue (a server's threads, its requests).
 
 The client is set up as a host's workers run one: a SQLite store and the outbox beside
-it (the default), which a customer's first check also reads for its pending usage.
+it (the default). A worker's first check of a customer also reads the customer's pending
+usage from that outbox: row 24a's forked workers make such first checks in every round.
+Row 24b's client keeps what it read (a worker whose L1 let a customer go has read its
+usage before): its warm-up round reads each customer's, and the timed rounds are checks
+of customers not in L1 whose usage is known, one store read each, as the baseline's.
 """
 
 from __future__ import annotations
