@@ -31,6 +31,7 @@ from stigg_cache.outbox.base import KEEP_SENT_S, SharedUsage
 from stigg_cache.policy.model import Meter
 from stigg_cache.testing import ManualClock, runtime_of
 from stigg_cache.testing.fake import FakeMode, FakeStigg, metered
+from stigg_cache.testing.inside import stop_sending
 from tests.conftest import API_KEY
 from tests.forking import in_child
 from tests.helpers import client_on, eventually, metered_fallback, while_progressing
@@ -376,8 +377,8 @@ def test_usage_acknowledged_while_a_worker_first_reads_its_customer_counts_once(
         None, api_key=API_KEY, base_url=fake.url, store=store_url, policy=POLICY, settle_s=0.0
     )
     usage = runtime_of(worker).parts.usage
-    for flusher in (runtime_of(reporter).parts.usage.flusher, usage.flusher):
-        flusher.close()  # neither sends: only the sibling below
+    for client in (reporter, worker):
+        stop_sending(client)  # neither sends: only the sibling below
     reporter.report_usage(customer_id="c-11", feature_id="api_calls", value=10)  # pending
     outbox = usage.outbox
     assert isinstance(outbox, SharedUsage)  # SQLite's and Redis's, each the host's or fleet's
